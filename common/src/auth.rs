@@ -1,0 +1,374 @@
+//! Who is calling: the session (`Authorization: Bearer`) and the waiting-room pass
+//! (`X-Queue-Token`), both read from Redis (DESIGN §2, §5).
+//!
+//! users-api writes sessions and queue tokens through the same types, so what it writes and
+//! what every service reads cannot drift apart.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeZone, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::redis::RedisStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "USER",
+            Role::Admin => "ADMIN",
+        }
+    }
+}
+
+/// What a session key holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+/// 32 random bytes, base64url: an opaque token nobody can compute from a user id.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sha256_hex(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Sessions in Redis: `session:<sha256(token)>` → JSON, TTL slid on every use.
+/// Only the hash is stored, so a Redis dump does not hand out live tokens.
+#[derive(Clone)]
+pub struct SessionStore {
+    redis: RedisStore,
+    ttl: Duration,
+}
+
+impl SessionStore {
+    pub fn new(redis: RedisStore, ttl: Duration) -> Self {
+        Self { redis, ttl }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn key(&self, token: &str) -> String {
+        self.redis.key(&format!("session:{}", sha256_hex(token)))
+    }
+
+    /// Stores a new session and returns its token and expiry.
+    pub async fn create(&self, session: &Session) -> redis::RedisResult<(String, DateTime<Utc>)> {
+        let token = random_token();
+        let value = serde_json::to_string(session).expect("session serializes");
+        let mut conn = self.redis.conn();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&token))
+            .arg(value)
+            .arg("EX")
+            .arg(self.ttl.as_secs())
+            .query_async(&mut conn)
+            .await?;
+        Ok((token, Utc::now() + self.ttl))
+    }
+
+    /// Looks a token up and slides its TTL in the same command (`GETEX`): one round trip.
+    pub async fn touch(&self, token: &str) -> redis::RedisResult<Option<Session>> {
+        let mut conn = self.redis.conn();
+        let raw: Option<String> = redis::cmd("GETEX")
+            .arg(self.key(token))
+            .arg("EX")
+            .arg(self.ttl.as_secs())
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Ends a session at once, for every service.
+    pub async fn delete(&self, token: &str) -> redis::RedisResult<()> {
+        let mut conn = self.redis.conn();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(token))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 256)
+        .then_some(token)
+}
+
+/// The caller's session, or 401 `UNAUTHENTICATED`.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    /// The bearer token, so logout can delete exactly this session.
+    pub token: String,
+}
+
+impl AuthUser {
+    /// 403 `FORBIDDEN` unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::User => Err(ApiError::forbidden("this endpoint is for administrators")),
+        }
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let store = req.app_data::<web::Data<SessionStore>>().cloned();
+        let token = bearer(req).map(str::to_owned);
+        Box::pin(async move {
+            let store = store
+                .ok_or_else(|| ApiError::internal("SessionStore is not registered as app data"))?;
+            let token = token.ok_or_else(|| {
+                ApiError::unauthenticated("missing or malformed Authorization: Bearer header")
+            })?;
+            let session = store.touch(&token).await?.ok_or_else(|| {
+                ApiError::unauthenticated("session is unknown, expired or logged out")
+            })?;
+            Ok(AuthUser {
+                id: session.user_id,
+                username: session.username,
+                role: session.role,
+                token,
+            })
+        })
+    }
+}
+
+/// The waiting room's Redis keys (DESIGN §5). Every key of one concert shares the hash tag
+/// `{c<id>}`, so a script over them runs on one Redis Cluster slot.
+#[derive(Clone)]
+pub struct QueueKeys {
+    redis: RedisStore,
+}
+
+impl QueueKeys {
+    pub fn new(redis: RedisStore) -> Self {
+        Self { redis }
+    }
+    pub fn redis(&self) -> &RedisStore {
+        &self.redis
+    }
+    pub fn seq(&self, concert: i64) -> String {
+        self.redis.key(&format!("queue:{{c{concert}}}:seq"))
+    }
+    pub fn waiting(&self, concert: i64) -> String {
+        self.redis.key(&format!("queue:{{c{concert}}}:waiting"))
+    }
+    pub fn active(&self, concert: i64) -> String {
+        self.redis.key(&format!("queue:{{c{concert}}}:active"))
+    }
+    /// Prefix of the per-token heartbeat keys; the token is appended.
+    pub fn alive_prefix(&self, concert: i64) -> String {
+        self.redis.key(&format!("queue:{{c{concert}}}:alive:"))
+    }
+    pub fn user(&self, concert: i64, user_id: i64) -> String {
+        self.redis
+            .key(&format!("queue:{{c{concert}}}:user:{user_id}"))
+    }
+    pub fn token(&self, token: &str) -> String {
+        self.redis.key(&format!("queue:token:{token}"))
+    }
+    pub fn concerts(&self) -> String {
+        self.redis.key("queue:concerts")
+    }
+}
+
+/// A queue token is `<concert_id>.<32 random bytes base64url>`: unguessable, and it names its
+/// concert so the pass check can address that concert's keys in a single script call.
+pub fn new_queue_token(concert_id: i64) -> String {
+    format!("{concert_id}.{}", random_token())
+}
+
+/// The concert a queue token belongs to, if the token is well-formed.
+pub fn queue_token_concert(token: &str) -> Option<i64> {
+    let (concert, rest) = token.split_once('.')?;
+    let id: i64 = concert.parse().ok().filter(|id| *id > 0)?;
+    (rest.len() == 43
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(id)
+}
+
+/// Checks a token in one round trip: it must be the user's token for its concert and be in
+/// the concert's active set with an unexpired score. Returns `{status, expires_at_ms}`.
+static PASS_SCRIPT: &str = r#"
+local owned = redis.call('GET', KEYS[1])
+if owned ~= ARGV[1] then return {'NOT_OWNED', 0} end
+local exp = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if exp then
+  if tonumber(exp) > tonumber(ARGV[2]) then return {'ACTIVE', exp} end
+  return {'EXPIRED', exp}
+end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {'WAITING', 0} end
+return {'EXPIRED', 0}
+"#;
+
+/// An ACTIVE waiting-room token of the caller, or 401 `QUEUE_TOKEN_INVALID` saying why.
+#[derive(Debug, Clone)]
+pub struct ActiveQueuePass {
+    pub token: String,
+    pub user_id: i64,
+    pub concert_id: i64,
+    pub active_until: DateTime<Utc>,
+}
+
+impl ActiveQueuePass {
+    fn invalid(detail: &str) -> ApiError {
+        ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "QUEUE_TOKEN_INVALID",
+            detail.to_owned(),
+        )
+    }
+
+    /// 401 unless this pass is for `concert_id`.
+    pub fn require_concert(&self, concert_id: i64) -> Result<(), ApiError> {
+        if self.concert_id == concert_id {
+            Ok(())
+        } else {
+            Err(Self::invalid("queue token is for another concert"))
+        }
+    }
+
+    /// Checks `token` for `user_id` against Redis at `now`.
+    pub async fn check(
+        keys: &QueueKeys,
+        user_id: i64,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ApiError> {
+        let concert_id = queue_token_concert(token)
+            .ok_or_else(|| Self::invalid("queue token is malformed or unknown"))?;
+        let script = redis::Script::new(PASS_SCRIPT);
+        let mut conn = keys.redis().conn();
+        let (status, exp): (String, f64) = script
+            .key(keys.user(concert_id, user_id))
+            .key(keys.active(concert_id))
+            .key(keys.waiting(concert_id))
+            .arg(token)
+            .arg(now.timestamp_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        match status.as_str() {
+            "ACTIVE" => Ok(Self {
+                token: token.to_owned(),
+                user_id,
+                concert_id,
+                active_until: Utc.timestamp_millis_opt(exp as i64).single().unwrap_or(now),
+            }),
+            "WAITING" => Err(Self::invalid(
+                "queue token is still waiting; it is not active yet",
+            )),
+            "NOT_OWNED" => Err(Self::invalid(
+                "queue token is unknown or belongs to another user",
+            )),
+            _ => Err(Self::invalid("queue token has expired")),
+        }
+    }
+}
+
+impl FromRequest for ActiveQueuePass {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = AuthUser::from_request(req, payload);
+        let keys = req.app_data::<web::Data<QueueKeys>>().cloned();
+        let token = req
+            .headers()
+            .get("x-queue-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_owned());
+        Box::pin(async move {
+            let user = user.await?;
+            let keys =
+                keys.ok_or_else(|| ApiError::internal("QueueKeys is not registered as app data"))?;
+            let token = token
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Self::invalid("missing X-Queue-Token header"))?;
+            Self::check(&keys, user.id, &token, Utc::now()).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_url_safe() {
+        let a = random_token();
+        let b = random_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+    }
+
+    #[test]
+    fn queue_tokens_name_their_concert() {
+        let t = new_queue_token(42);
+        assert_eq!(queue_token_concert(&t), Some(42));
+        assert_eq!(queue_token_concert("42.short"), None);
+        assert_eq!(queue_token_concert("x.abc"), None);
+        assert_eq!(
+            queue_token_concert("-1.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            None
+        );
+        assert_eq!(queue_token_concert(""), None);
+    }
+
+    #[test]
+    fn session_hash_is_sha256_hex() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

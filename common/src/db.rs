@@ -1,0 +1,53 @@
+//! PostgreSQL: connect with a sized pool, and run a service's migrations under an advisory
+//! lock so several replicas starting at once migrate exactly once.
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::DatabaseConfig;
+
+pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(cfg.url.expose().to_owned());
+    opts.max_connections(cfg.pool_size)
+        .min_connections(1)
+        .connect_timeout(cfg.connect_timeout)
+        .acquire_timeout(cfg.connect_timeout)
+        .sqlx_logging(false);
+    Database::connect(opts).await
+}
+
+/// Runs `M`'s pending migrations inside one transaction that first takes
+/// `pg_advisory_xact_lock(lock_key)`: a second replica waits, then finds nothing to do.
+/// PostgreSQL DDL is transactional, so a failed migration leaves nothing half-applied.
+pub async fn migrate<M: MigratorTrait>(
+    db: &DatabaseConnection,
+    lock_key: i64,
+) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT pg_advisory_xact_lock($1)",
+        [lock_key.into()],
+    ))
+    .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
+}
+
+/// A stable advisory-lock key for a service's migrations.
+pub fn migration_lock_key(service: &str) -> i64 {
+    // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in service.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.ping().await
+}

@@ -1,0 +1,22 @@
+//! What every service shares: configuration, telemetry, the problem+json error envelope,
+//! PostgreSQL and Redis access, Kafka with a transactional outbox and an inbox, the session
+//! and queue-token extractors, the HTTP plumbing, and (feature `testkit`) the test kit.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod inbox;
+pub mod kafka;
+pub mod lifecycle;
+pub mod metrics;
+pub mod migration;
+pub mod outbox;
+pub mod redis;
+pub mod startup;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,247 @@
+//! Transactional outbox: an event is a row written in the same transaction as the change that
+//! caused it; a relay publishes rows in order and marks them. The broker being down delays
+//! events, never loses them, and never fails the request that caused them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
+use serde::Serialize;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{Envelope, KafkaClient};
+use crate::metrics::Metrics;
+
+/// The NOTIFY channel a committed outbox insert wakes the relay on.
+pub const CHANNEL: &str = "outbox";
+
+/// Writes `event` to the outbox inside the caller's transaction. `key` orders events:
+/// the relay never publishes a row before an earlier unpublished row with the same key.
+pub async fn enqueue<C: ConnectionTrait, T: Serialize>(
+    txn: &C,
+    topic: &str,
+    key: &str,
+    event: &Envelope<T>,
+) -> Result<(), DbErr> {
+    let payload =
+        serde_json::to_value(event).map_err(|e| DbErr::Custom(format!("event encoding: {e}")))?;
+    // NOTIFY inside a transaction is delivered at commit, and never if it rolls back.
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "WITH ins AS (INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)) \
+         SELECT pg_notify('outbox', '')",
+        [event.id.into(), topic.into(), key.into(), payload.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub batch_size: i64,
+    /// Fallback poll when no NOTIFY arrives (a missed notification, a LISTEN reconnect).
+    pub poll_interval: Duration,
+    /// Wait after a failed publish before trying the same rows again.
+    pub retry_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            poll_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+struct Row {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: serde_json::Value,
+}
+
+/// Publishes outbox rows until `cancel` fires.
+pub async fn run_relay(
+    db: DatabaseConnection,
+    kafka: KafkaClient,
+    cfg: RelayConfig,
+    metrics: Option<Arc<Metrics>>,
+    cancel: CancellationToken,
+) {
+    let mut listener = listen(&db).await;
+    let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        // Drain everything that is ready, then sleep until a NOTIFY or the poll tick.
+        loop {
+            match publish_batch(&db, &kafka, cfg.batch_size).await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox publish failed; rows stay pending");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(cfg.retry_backoff) => {}
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(m) = &metrics
+            && last_gauge.elapsed() >= Duration::from_secs(2)
+        {
+            last_gauge = std::time::Instant::now();
+            if let Ok(b) = backlog(&db).await {
+                m.set_outbox_backlog(b.pending, b.oldest_age_secs);
+            }
+        }
+        let woke = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()).map_err(|e| e.to_string()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = woke => if let Err(e) = r {
+                tracing::warn!(error = %e, "outbox LISTEN lost; polling until it reconnects");
+                listener = None;
+            },
+            _ = tokio::time::sleep(cfg.poll_interval) => {
+                if listener.is_none() {
+                    listener = listen(&db).await;
+                }
+            }
+        }
+    }
+}
+
+async fn listen(db: &DatabaseConnection) -> Option<PgListener> {
+    let pool = db.get_postgres_connection_pool();
+    match PgListener::connect_with(pool).await {
+        Ok(mut l) => match l.listen(CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox LISTEN failed; polling");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox LISTEN connection failed; polling");
+            None
+        }
+    }
+}
+
+/// Publishes one batch and returns how many rows it marked published.
+///
+/// `FOR UPDATE SKIP LOCKED` lets several replicas share the relay: each takes rows no one else
+/// holds. A row is left for later if an earlier unpublished row with the same key is outside
+/// this batch (held by another relay, or beyond the limit), so each key's events go out in
+/// order. The rows stay locked until they are marked, so no other relay sends them meanwhile;
+/// if the broker fails, the transaction rolls back and they are retried. A crash between the
+/// broker's ack and the commit republishes them: consumers dedup by event id (inbox).
+pub async fn publish_batch(
+    db: &DatabaseConnection,
+    kafka: &KafkaClient,
+    limit: i64,
+) -> Result<usize, DbErr> {
+    let txn = db.begin().await?;
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "WITH batch AS ( \
+                SELECT id, topic, key, payload FROM outbox \
+                WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             SELECT b.id, b.topic, b.key, b.payload FROM batch b \
+             WHERE NOT EXISTS ( \
+                SELECT 1 FROM outbox p WHERE p.key = b.key AND p.published_at IS NULL \
+                AND p.id < b.id AND p.id NOT IN (SELECT id FROM batch)) \
+             ORDER BY b.id",
+            [limit.into()],
+        ))
+        .await?;
+    if rows.is_empty() {
+        txn.commit().await?;
+        return Ok(0);
+    }
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            Ok(Row {
+                id: r.try_get("", "id")?,
+                topic: r.try_get("", "topic")?,
+                key: r.try_get("", "key")?,
+                payload: r.try_get("", "payload")?,
+            })
+        })
+        .collect::<Result<_, DbErr>>()?;
+
+    // Send the whole batch, then wait for every ack: the idempotent producer keeps each
+    // partition's order, so pipelining does not reorder a key's events.
+    let sends = rows.iter().map(|row| {
+        let topic = kafka.topic(&row.topic);
+        let payload = serde_json::to_vec(&row.payload).unwrap_or_default();
+        let traceparent = traceparent_for(row);
+        async move {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(&traceparent),
+            });
+            kafka.send(&topic, &row.key, &payload, headers).await
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        txn.rollback().await?;
+        return Err(DbErr::Custom(format!("broker: {err}")));
+    }
+
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    txn.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+        [ids.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    tracing::debug!(count = rows.len(), "outbox batch published");
+    Ok(rows.len())
+}
+
+/// A W3C traceparent derived from the event id, so one event's hops share a trace id.
+fn traceparent_for(row: &Row) -> String {
+    let id = row
+        .payload
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(|s| s.replace('-', ""))
+        .filter(|s| s.len() == 32)
+        .unwrap_or_else(|| format!("{:032x}", row.id));
+    format!("00-{id}-{:016x}-01", row.id)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest_age_secs: f64,
+}
+
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*)::bigint AS pending, \
+             COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest \
+             FROM outbox WHERE published_at IS NULL",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("backlog query returned no row".into()))?;
+    Ok(Backlog {
+        pending: row.try_get("", "pending")?,
+        oldest_age_secs: row.try_get("", "oldest")?,
+    })
+}

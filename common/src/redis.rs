@@ -1,0 +1,54 @@
+//! Redis access: one multiplexed `ConnectionManager` per process, a key prefix so tests and
+//! tenants never collide, and Lua scripts loaded once (`EVALSHA`, falling back to `EVAL`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisConfig;
+
+/// A cheap-to-clone handle: the manager multiplexes every caller over one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    /// Builds the handle without waiting for Redis: a service whose Redis is down still starts,
+    /// reports not-ready, and recovers when Redis returns.
+    pub fn connect(cfg: &RedisConfig) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(cfg.url.expose())?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        Ok(Self {
+            conn,
+            prefix: Arc::from(cfg.key_prefix.as_str()),
+        })
+    }
+
+    /// The full key for a logical key such as `session:<hash>`.
+    pub fn key(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, logical)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A connection handle (a clone of the shared multiplexed connection).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! Outbox relay, consumer loop, inbox and DLQ against a real broker and database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use common::inbox;
+use common::kafka::{
+    ConsumerStats, Envelope, EventHandler, HandlerError, Incoming, KafkaClient, run_consumer,
+};
+use common::outbox::{self, RelayConfig};
+use common::testkit::{PrivateBroker, TestDatabase, eventually, kafka_brokers, unique_id};
+use rdkafka::message::OwnedHeaders;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{Consumed, TestMigrator, kafka_client, read_topic};
+
+const TOPIC: &str = "demo.happened";
+
+async fn migrated_db() -> (TestDatabase, DatabaseConnection) {
+    let db = TestDatabase::create().await;
+    let conn = db.connect().await;
+    common::db::migrate::<TestMigrator>(&conn, 1).await.unwrap();
+    (db, conn)
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap()
+}
+
+async fn enqueue(db: &DatabaseConnection, key: &str, data: Value, commit: bool) -> Uuid {
+    let event = Envelope::new(TOPIC, data, Utc::now());
+    let txn = db.begin().await.unwrap();
+    outbox::enqueue(&txn, TOPIC, key, &event).await.unwrap();
+    if commit {
+        txn.commit().await.unwrap();
+    } else {
+        txn.rollback().await.unwrap();
+    }
+    event.id
+}
+
+fn start_relay(db: &DatabaseConnection, kafka: &KafkaClient) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let cfg = RelayConfig {
+        poll_interval: Duration::from_millis(200),
+        retry_backoff: Duration::from_millis(200),
+        ..RelayConfig::default()
+    };
+    tokio::spawn(outbox::run_relay(
+        db.clone(),
+        kafka.clone(),
+        cfg,
+        None,
+        cancel.clone(),
+    ));
+    cancel
+}
+
+fn ids_of(messages: &[Consumed]) -> Vec<Uuid> {
+    messages
+        .iter()
+        .map(|(p, _)| serde_json::from_slice::<Envelope<Value>>(p).unwrap().id)
+        .collect()
+}
+
+#[tokio::test]
+async fn committed_rows_are_published_once_in_key_order_and_rolled_back_ones_never() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = format!("{}.", unique_id());
+    let kafka = kafka_client(&kafka_brokers(), &prefix, &[TOPIC]).await;
+    let relay = start_relay(&db, &kafka);
+
+    let committed = enqueue(&db, "r-1", json!({"n": 0}), true).await;
+    let rolled_back = enqueue(&db, "r-1", json!({"n": -1}), false).await;
+    let mut ordered = vec![committed];
+    for n in 1..20 {
+        ordered.push(enqueue(&db, "r-1", json!({"n": n}), true).await);
+    }
+    eventually(
+        "every committed row to be marked published",
+        Duration::from_secs(20),
+        || {
+            let db = db.clone();
+            async move {
+                (count(
+                    &db,
+                    "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+                )
+                .await
+                    == 0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM outbox").await,
+        20,
+        "the rolled-back row never existed"
+    );
+
+    let messages = read_topic(
+        &kafka_brokers(),
+        &kafka.topic(TOPIC),
+        Duration::from_secs(4),
+    )
+    .await;
+    let ids = ids_of(&messages);
+    assert_eq!(
+        ids, ordered,
+        "each committed event exactly once, in key order"
+    );
+    assert!(!ids.contains(&rolled_back));
+    let traceparent = messages[0]
+        .1
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{}", committed.simple())),
+        "{traceparent}"
+    );
+    relay.cancel();
+}
+
+#[tokio::test]
+async fn rows_wait_while_the_broker_is_down_and_go_out_when_it_returns() {
+    let broker = PrivateBroker::start().await;
+    let (_guard, db) = migrated_db().await;
+    let kafka = kafka_client(&broker.brokers, "", &[TOPIC]).await;
+    let relay = start_relay(&db, &kafka);
+
+    enqueue(&db, "warmup", json!({}), true).await;
+    eventually("warm-up row published", Duration::from_secs(20), || {
+        let db = db.clone();
+        async move {
+            (count(
+                &db,
+                "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    broker.pause();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        // The writer's transaction never waits for the broker.
+        let started = std::time::Instant::now();
+        expected.push(enqueue(&db, &format!("k{i}"), json!({"i": i}), true).await);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
+        5,
+        "nothing is marked published while the broker is frozen"
+    );
+
+    broker.resume();
+    eventually(
+        "rows published after the broker returns",
+        Duration::from_secs(60),
+        || {
+            let db = db.clone();
+            async move {
+                (count(
+                    &db,
+                    "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+                )
+                .await
+                    == 0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let ids = ids_of(&read_topic(&broker.brokers, TOPIC, Duration::from_secs(4)).await);
+    for id in expected {
+        assert!(ids.contains(&id), "event {id} was delivered");
+    }
+    relay.cancel();
+}
+
+/// Records each event's effect with inbox dedup, or fails on demand.
+#[derive(Clone)]
+struct RecordingHandler {
+    db: DatabaseConnection,
+    failing: Arc<AtomicBool>,
+}
+
+impl EventHandler for RecordingHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        let event: Envelope<Value> = msg.decode()?;
+        if self.failing.load(Ordering::SeqCst) || event.data["fail"] == true {
+            return Err(HandlerError::Retryable("told to fail".into()));
+        }
+        let txn = self.db.begin().await?;
+        if !inbox::record(&txn, event.id, "test-consumer").await? {
+            return Ok(());
+        }
+        txn.execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO effects (event_id, note) VALUES ($1, $2)",
+            [event.id.into(), event.data.to_string().into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+struct ConsumerRun {
+    stats: Arc<ConsumerStats>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn consume(kafka: &KafkaClient, group: &str, handler: RecordingHandler) -> ConsumerRun {
+    let stats = Arc::new(ConsumerStats::default());
+    let cancel = CancellationToken::new();
+    let (k, g, s, c) = (
+        kafka.clone(),
+        group.to_owned(),
+        stats.clone(),
+        cancel.clone(),
+    );
+    let task = tokio::spawn(async move {
+        run_consumer(k, &g, &[TOPIC], handler, s, c).await.unwrap();
+    });
+    ConsumerRun {
+        stats,
+        cancel,
+        task,
+    }
+}
+
+async fn produce(kafka: &KafkaClient, payload: &[u8]) {
+    kafka
+        .send(&kafka.topic(TOPIC), "key", payload, OwnedHeaders::new())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_skipped_by_the_inbox() {
+    let (_guard, db) = migrated_db().await;
+    let kafka = kafka_client(&kafka_brokers(), &format!("{}.", unique_id()), &[TOPIC]).await;
+    let event = serde_json::to_vec(&Envelope::new(TOPIC, json!({"seat": 1}), Utc::now())).unwrap();
+    produce(&kafka, &event).await;
+    produce(&kafka, &event).await;
+    let run = consume(
+        &kafka,
+        "g",
+        RecordingHandler {
+            db: db.clone(),
+            failing: Arc::default(),
+        },
+    );
+    eventually("both deliveries handled", Duration::from_secs(30), || {
+        let s = run.stats.clone();
+        async move { (s.handled.load(Ordering::SeqCst) == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM effects").await,
+        1,
+        "effect applied once"
+    );
+    run.cancel.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_handler_does_not_commit_the_offset() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = format!("{}.", unique_id());
+    let mut cfg = crate::helpers::kafka_config(&kafka_brokers(), &prefix);
+    cfg.consumer_max_attempts = 1000;
+    let kafka = KafkaClient::new(&cfg).unwrap();
+    kafka.ensure_topics(&[TOPIC]).await.unwrap();
+    produce(
+        &kafka,
+        &serde_json::to_vec(&Envelope::new(TOPIC, json!({}), Utc::now())).unwrap(),
+    )
+    .await;
+
+    let failing = Arc::new(AtomicBool::new(true));
+    let first = consume(
+        &kafka,
+        "g",
+        RecordingHandler {
+            db: db.clone(),
+            failing: failing.clone(),
+        },
+    );
+    eventually(
+        "the handler to fail a few times",
+        Duration::from_secs(30),
+        || {
+            let s = first.stats.clone();
+            async move { (s.failed_attempts.load(Ordering::SeqCst) >= 3).then_some(()) }
+        },
+    )
+    .await;
+    first.cancel.cancel();
+    first.task.await.unwrap();
+    assert_eq!(first.stats.handled.load(Ordering::SeqCst), 0);
+
+    // A new member of the same group gets the same message again: nothing was committed.
+    failing.store(false, Ordering::SeqCst);
+    let second = consume(
+        &kafka,
+        "g",
+        RecordingHandler {
+            db: db.clone(),
+            failing,
+        },
+    );
+    eventually(
+        "the message to be redelivered and handled",
+        Duration::from_secs(40),
+        || {
+            let s = second.stats.clone();
+            async move { (s.handled.load(Ordering::SeqCst) == 1).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM effects").await, 1);
+    second.cancel.cancel();
+    second.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn poison_messages_land_in_the_dlq_and_the_line_keeps_moving() {
+    let (_guard, db) = migrated_db().await;
+    let kafka = kafka_client(&kafka_brokers(), &format!("{}.", unique_id()), &[TOPIC]).await;
+    produce(&kafka, b"{definitely not json").await;
+    produce(
+        &kafka,
+        &serde_json::to_vec(&Envelope::new(TOPIC, json!({"fail": true}), Utc::now())).unwrap(),
+    )
+    .await;
+    let good = Envelope::new(TOPIC, json!({"ok": true}), Utc::now());
+    produce(&kafka, &serde_json::to_vec(&good).unwrap()).await;
+
+    let run = consume(
+        &kafka,
+        "g",
+        RecordingHandler {
+            db: db.clone(),
+            failing: Arc::default(),
+        },
+    );
+    eventually(
+        "the good message behind the poison to be handled",
+        Duration::from_secs(30),
+        || {
+            let s = run.stats.clone();
+            async move { (s.handled.load(Ordering::SeqCst) == 1).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(run.stats.dead_lettered.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        run.stats.failed_attempts.load(Ordering::SeqCst),
+        3,
+        "retried up to CONSUMER_MAX_ATTEMPTS"
+    );
+
+    let dlq = read_topic(
+        &kafka_brokers(),
+        &kafka.topic(&format!("{TOPIC}.dlq")),
+        Duration::from_secs(4),
+    )
+    .await;
+    assert_eq!(dlq.len(), 2);
+    assert_eq!(dlq[0].0, b"{definitely not json");
+    let header = |i: usize, k: &str| {
+        dlq[i]
+            .1
+            .iter()
+            .find(|(hk, _)| hk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert!(header(0, "dlq.error").contains("undecodable"));
+    assert!(header(1, "dlq.error").contains("told to fail"));
+    assert_eq!(header(1, "dlq.attempts"), "3");
+    assert_eq!(header(1, "dlq.source.topic"), kafka.topic(TOPIC));
+    run.cancel.cancel();
+    run.task.await.unwrap();
+}
