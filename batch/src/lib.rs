@@ -1,0 +1,7 @@
+//! batch: queue admission, hold expiry sweeps, reconciliation — scheduled, single-leader.
+
+pub mod config;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

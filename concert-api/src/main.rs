@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::startup::run_main::<concert_api::Config>().await
+}

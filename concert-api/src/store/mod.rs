@@ -1,0 +1,3 @@
+//! concert DB: schema migrations (and, as the service grows, its queries).
+
+pub mod migration;

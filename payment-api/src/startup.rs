@@ -1,0 +1,67 @@
+//! Builds payment-api: database, Redis, broker, routes, background tasks.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use common::auth::SessionStore;
+use common::config::{ConfigError, Env, LogFormat};
+use common::lifecycle::Service;
+use common::metrics::Metrics;
+use common::startup::{
+    ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
+};
+use utoipa::OpenApi;
+
+use crate::config::Config;
+use crate::store::migration::Migrator;
+
+pub const SERVICE: &str = "payment-api";
+
+#[derive(OpenApi)]
+#[openapi(info(title = "payment-api", description = "Wallets, payments and refunds"))]
+struct ApiDoc;
+
+pub struct Application;
+
+impl Application {
+    /// Connects, migrates and binds; the returned service is not yet serving.
+    pub async fn build(config: Config) -> Result<Service, StartupError> {
+        tracing::info!(?config, "starting {SERVICE}");
+        let db = open_database::<Migrator>(SERVICE, &config.database).await?;
+        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
+        let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let parts = ServiceParts {
+            name: SERVICE,
+            http: config.http.clone(),
+            db: Some(db),
+            redis,
+            kafka,
+            metrics: Arc::new(Metrics::new(SERVICE)),
+            openapi: ApiDoc::openapi(),
+            relay: true,
+        };
+        build_service(parts, move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(sessions.clone());
+        })
+    }
+}
+
+impl ServiceMain for Config {
+    const NAME: &'static str = SERVICE;
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env)
+    }
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+    async fn build(self) -> Result<Service, StartupError> {
+        Application::build(self).await
+    }
+    /// `payment-api migrate`: apply migrations and exit.
+    async fn migrate(&self) -> Result<(), StartupError> {
+        open_database::<Migrator>(SERVICE, &self.database)
+            .await
+            .map(|_| ())
+    }
+}

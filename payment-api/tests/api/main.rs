@@ -1,0 +1,4 @@
+//! payment-api integration tests: one binary, real PostgreSQL, Redis and broker.
+
+mod helpers;
+mod platform;

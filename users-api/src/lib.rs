@@ -1,0 +1,8 @@
+//! users-api: accounts, sessions and the waiting room.
+
+pub mod config;
+pub mod startup;
+pub mod store;
+
+pub use config::Config;
+pub use startup::Application;
