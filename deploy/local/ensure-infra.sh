@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# Make sure the local infrastructure of the ticketing platform is installed and
+# running, then create the service databases:
+#
+#   PostgreSQL  127.0.0.1:5432  (trust auth, user postgres)
+#   Redis       127.0.0.1:6379
+#   tansu       127.0.0.1:9092  (Kafka-compatible broker, in-memory storage)
+#
+# Idempotent: whatever is already running is left alone, so a second run is a
+# no-op. Works non-interactively (CI=true, no stdin). See README.md beside it.
+set -euo pipefail
+
+readonly SCRIPT_NAME="ensure-infra"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+readonly SCRIPT_DIR REPO_ROOT
+
+STATE_DIR="${STACK_DIR:-$REPO_ROOT/.stack}"
+mkdir -p "$STATE_DIR"
+STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+readonly STATE_DIR
+
+readonly PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres
+readonly REDIS_HOST=127.0.0.1 REDIS_PORT=6379
+readonly KAFKA_HOST=127.0.0.1 KAFKA_PORT="${TANSU_PORT:-9092}"
+readonly DATABASES=(ticketing_users ticketing_concert ticketing_payment)
+
+TANSU_BIN="${TANSU_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/tansu}"
+readonly TANSU_BIN
+readonly TANSU_PID_FILE="$STATE_DIR/tansu.pid"
+readonly TANSU_LOG="$STATE_DIR/tansu.log"
+# tansu logs through tracing's EnvFilter (RUST_LOG); keep it independent of
+# whatever RUST_LOG the caller set for the services.
+readonly TANSU_RUST_LOG="${TANSU_RUST_LOG:-warn}"
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Launcher for detached daemons: `bash -c "$LAUNCHER" NAME PIDFILE CMD ARGS...`
+# writes its own pid to PIDFILE, closes every inherited fd above 2 (so the
+# daemon never holds a caller's pipe or lock open) and execs CMD: the pid file
+# then holds the daemon's pid even when setsid had to fork.
+# shellcheck disable=SC2016 # expanded by the launcher bash, not here
+readonly LAUNCHER='echo $$ >"$1"; shift
+for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null; fi; done
+exec "$@"'
+
+log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*"; }
+warn() { printf '[%s] WARNING: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+
+SUDO=()
+if [[ ${EUID:-$(id -u)} -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "not root and sudo is missing: cannot manage system services"
+    SUDO=(sudo -n)
+fi
+
+# wait_for TIMEOUT_SECS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s.
+wait_for() {
+    local timeout=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@"; do
+        if ((SECONDS >= deadline)); then
+            return 1
+        fi
+        sleep 0.5
+    done
+    log "$what is ready"
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
+    if ((APT_UPDATED == 0)); then
+        log "apt-get update"
+        "${SUDO[@]}" apt-get update -q </dev/null
+        APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@" </dev/null
+}
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() {
+    # shellcheck disable=SC2016 # $1/$2 expand in the child bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
+
+pg_psql() {
+    psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres "$@" </dev/null
+}
+
+# Newest PostgreSQL major version that has a cluster configured (or installed).
+pg_version() {
+    local v
+    if [[ -d /etc/postgresql ]]; then
+        v="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n1)"
+        [[ -n $v ]] && { echo "$v"; return; }
+    fi
+    find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n1
+}
+
+pg_installed() {
+    command -v pg_ctlcluster >/dev/null 2>&1 && command -v pg_isready >/dev/null 2>&1 \
+        && command -v psql >/dev/null 2>&1 && [[ -n "$(pg_version)" ]]
+}
+
+# Prepend trust rules for the local socket and loopback to pg_hba.conf (first
+# match wins). Only called when we installed PostgreSQL ourselves or when the
+# passwordless connection used by the services is refused.
+pg_set_trust_auth() {
+    local version=$1 hba="/etc/postgresql/$1/main/pg_hba.conf"
+    local marker="# ticketing: trust rules added by deploy/local/ensure-infra.sh"
+    [[ -f $hba ]] || die "$hba not found"
+    if grep -qF "$marker" "$hba"; then
+        return 0
+    fi
+    log "configuring trust auth for local and loopback connections in $hba"
+    local tmp
+    tmp="$(mktemp)"
+    {
+        echo "$marker"
+        echo "local   all   all                  trust"
+        echo "host    all   all   127.0.0.1/32   trust"
+        echo "host    all   all   ::1/128        trust"
+        echo
+        cat "$hba"
+    } >"$tmp"
+    "${SUDO[@]}" cp "$tmp" "$hba"
+    rm -f "$tmp"
+    if pg_ready; then
+        "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main reload </dev/null >/dev/null 2>&1 \
+            || warn "pg_ctlcluster reload failed"
+    fi
+}
+
+pg_start() {
+    local version=$1 out rc=0
+    log "starting PostgreSQL $version (cluster main)"
+    # Output goes to a file, never to a pipe: a daemon that inherits our
+    # stdout would keep a CI log pipe open forever.
+    out="$STATE_DIR/postgres-start.out"
+    "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start </dev/null >"$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        # rc 2 = "already running" (e.g. still starting up); anything else is
+        # reported but we still wait below, the server may come up anyway.
+        warn "pg_ctlcluster start exited with $rc: $(tr '\n' ' ' <"$out")"
+    fi
+}
+
+ensure_postgres() {
+    if pg_ready; then
+        log "PostgreSQL is already accepting connections on $PG_HOST:$PG_PORT"
+    else
+        local installed_now=0 version
+        if ! pg_installed; then
+            log "PostgreSQL is not installed; installing it from Debian packages"
+            apt_install postgresql postgresql-client
+            installed_now=1
+        fi
+        version="$(pg_version)"
+        [[ -n $version ]] || die "could not determine the installed PostgreSQL version"
+        if [[ ! -d /etc/postgresql/$version/main ]]; then
+            log "creating PostgreSQL cluster $version/main"
+            "${SUDO[@]}" pg_createcluster "$version" main --port "$PG_PORT" </dev/null
+            installed_now=1
+        fi
+        if ((installed_now)); then
+            pg_set_trust_auth "$version"
+        fi
+        pg_start "$version"
+        if ! wait_for 60 "PostgreSQL" pg_ready; then
+            tail -n 30 "/var/log/postgresql/postgresql-$version-main.log" >&2 2>/dev/null || true
+            die "PostgreSQL did not accept connections on $PG_HOST:$PG_PORT within 60 s"
+        fi
+    fi
+
+    # The services connect as postgres without a password: make sure that works.
+    if ! pg_psql -c 'SELECT 1' >/dev/null 2>"$STATE_DIR/psql.err"; then
+        if grep -qiE 'password|authentication' "$STATE_DIR/psql.err"; then
+            warn "passwordless login as $PG_USER over $PG_HOST was refused"
+            pg_set_trust_auth "$(pg_version)"
+            sleep 1
+            pg_psql -c 'SELECT 1' >/dev/null \
+                || die "still cannot connect as $PG_USER to $PG_HOST:$PG_PORT after enabling trust auth"
+        else
+            cat "$STATE_DIR/psql.err" >&2
+            die "cannot run queries as $PG_USER on $PG_HOST:$PG_PORT"
+        fi
+    fi
+    rm -f "$STATE_DIR/psql.err"
+}
+
+ensure_databases() {
+    local db exists
+    for db in "${DATABASES[@]}"; do
+        exists="$(pg_psql -tA -c "SELECT 1 FROM pg_database WHERE datname = '$db'")"
+        if [[ $exists == 1 ]]; then
+            log "database $db already exists"
+        else
+            log "creating database $db"
+            pg_psql -c "CREATE DATABASE \"$db\""
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------
+redis_ready() {
+    [[ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null </dev/null)" == PONG ]]
+}
+
+ensure_redis() {
+    if command -v redis-cli >/dev/null 2>&1 && redis_ready; then
+        log "Redis is already answering PONG on $REDIS_HOST:$REDIS_PORT"
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+        log "Redis is not installed; installing it from Debian packages"
+        apt_install redis-server
+        # The package's maintainer script may already have started it.
+        if redis_ready; then
+            log "Redis is answering PONG on $REDIS_HOST:$REDIS_PORT"
+            return 0
+        fi
+    fi
+    log "starting redis-server on $REDIS_HOST:$REDIS_PORT"
+    "${SUDO[@]}" mkdir -p /var/lib/redis /var/log/redis
+    local rc=0
+    # --daemonize: redis forks and detaches itself (stdio -> /dev/null).
+    "${SUDO[@]}" redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
+        --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log \
+        </dev/null >"$STATE_DIR/redis-start.out" 2>&1 || rc=$?
+    ((rc == 0)) || warn "redis-server exited with $rc: $(tr '\n' ' ' <"$STATE_DIR/redis-start.out")"
+    if ! wait_for 30 "Redis" redis_ready; then
+        tail -n 30 /var/log/redis/ci.log >&2 2>/dev/null || true
+        die "Redis did not answer PONG on $REDIS_HOST:$REDIS_PORT within 30 s"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# tansu (Kafka-compatible broker)
+# ---------------------------------------------------------------------------
+
+# is_alive PID: the process exists and is not a zombie.
+is_alive() {
+    local st
+    kill -0 "$1" 2>/dev/null || return 1
+    st="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ $st != Z ]]
+}
+
+# pid_is_tansu PID: true when PID is alive and runs a binary named tansu.
+pid_is_tansu() {
+    local pid=$1 exe
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    is_alive "$pid" || return 1
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+    exe="${exe% (deleted)}"
+    [[ "$(basename "$exe")" == tansu ]]
+}
+
+tansu_has_memory_storage() {
+    # `tansu --help` ends with "Storage engines: dynostore, ..."; memory://
+    # needs the dynostore engine.
+    local help
+    help="$("$TANSU_BIN" --help 2>/dev/null </dev/null)" || return 1
+    grep -q '^Storage engines:.*dynostore' <<<"$help"
+}
+
+install_tansu() {
+    local force=()
+    [[ ${1:-} == --force ]] && force=(--force)
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: cannot install tansu (need a Rust toolchain)"
+    log "installing tansu: cargo install tansu --locked --features dynostore ${force[*]}"
+    log "this compiles tansu from source and takes ~10 minutes on 2 cores"
+    cargo install tansu --locked --features dynostore "${force[@]}" </dev/null
+    [[ -x $TANSU_BIN ]] || die "cargo install finished but $TANSU_BIN does not exist (CARGO_HOME/TANSU_BIN mismatch?)"
+}
+
+start_tansu() {
+    log "starting tansu on $KAFKA_HOST:$KAFKA_PORT (in-memory storage), log: $TANSU_LOG"
+    rm -f "$TANSU_PID_FILE"
+    printf '\n=== %s: started by %s ===\n' "$(date -Is)" "$SCRIPT_NAME" >>"$TANSU_LOG"
+    # - setsid: own session, so it survives this script, its terminal and the
+    #   CI job's process group; nohup for good measure.
+    # - the tiny bash launcher writes its own pid and then execs tansu, so the
+    #   pid file holds tansu's pid whether or not setsid had to fork.
+    # - cwd is the state dir because tansu loads a ./.env file (dotenv).
+    # - explicit flags override tansu's env vars (LISTENER_URL, STORAGE_ENGINE,
+    #   ADVERTISED_LISTENER_URL, CLUSTER_ID) should the caller have them set.
+    (
+        cd "$STATE_DIR"
+        RUST_LOG="$TANSU_RUST_LOG" nohup setsid bash -c "$LAUNCHER" tansu-launcher \
+            "$TANSU_PID_FILE" \
+            "$TANSU_BIN" broker \
+            --cluster-id tansu_cluster \
+            --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+            --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+            --storage-engine "memory://tansu/" \
+            </dev/null >>"$TANSU_LOG" 2>&1 &
+    )
+}
+
+ensure_tansu() {
+    if [[ ! -x $TANSU_BIN ]]; then
+        log "tansu not found at $TANSU_BIN"
+        install_tansu
+    fi
+
+    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+        local who="an external process"
+        if [[ -f $TANSU_PID_FILE ]] && pid_is_tansu "$(cat "$TANSU_PID_FILE")"; then
+            who="tansu pid $(cat "$TANSU_PID_FILE")"
+        fi
+        log "Kafka broker already listening on $KAFKA_HOST:$KAFKA_PORT ($who)"
+        return 0
+    fi
+
+    # A tansu we started earlier may still be coming up: wait for it instead
+    # of starting a second one.
+    if [[ -f $TANSU_PID_FILE ]] && pid_is_tansu "$(cat "$TANSU_PID_FILE")"; then
+        log "tansu (pid $(cat "$TANSU_PID_FILE")) is running but not listening yet; waiting"
+    else
+        if [[ -f $TANSU_PID_FILE ]]; then
+            log "removing stale $TANSU_PID_FILE"
+            rm -f "$TANSU_PID_FILE"
+        fi
+        if ! tansu_has_memory_storage; then
+            warn "$TANSU_BIN was built without the dynostore feature (no memory:// storage); reinstalling"
+            install_tansu --force
+        fi
+        start_tansu
+    fi
+
+    local deadline=$((SECONDS + 30)) pid=""
+    until port_open "$KAFKA_HOST" "$KAFKA_PORT"; do
+        [[ -z $pid && -s $TANSU_PID_FILE ]] && pid="$(cat "$TANSU_PID_FILE")"
+        if [[ -n $pid ]] && ! is_alive "$pid"; then
+            tail -n 30 "$TANSU_LOG" >&2 || true
+            rm -f "$TANSU_PID_FILE"
+            die "tansu (pid $pid) exited during startup; log: $TANSU_LOG"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 30 "$TANSU_LOG" >&2 || true
+            die "tansu is not accepting connections on $KAFKA_HOST:$KAFKA_PORT after 30 s; log: $TANSU_LOG"
+        fi
+        sleep 0.5
+    done
+    log "tansu is ready on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID_FILE" 2>/dev/null || echo '?'))"
+}
+
+main() {
+    log "state dir: $STATE_DIR"
+    ensure_postgres
+    ensure_redis
+    ensure_tansu
+    ensure_databases
+    log "infrastructure is ready: postgres $PG_HOST:$PG_PORT, redis $REDIS_HOST:$REDIS_PORT, kafka (tansu) $KAFKA_HOST:$KAFKA_PORT"
+}
+
+main "$@"

@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Run the whole ticketing platform locally, without containers.
+#
+#   stack.sh up            ensure infra, build release binaries, start services
+#   stack.sh down [--all]  stop the services started by `up` (--all: + tansu)
+#   stack.sh status        state, pid and /health/ready code of everything
+#   stack.sh logs [svc]    tail -f one log (users-api, ..., tansu) or all logs
+#
+# See README.md beside this script for the state dir layout and env vars.
+set -euo pipefail
+
+readonly SCRIPT_NAME="stack"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+readonly SCRIPT_DIR REPO_ROOT
+
+STATE_DIR="${STACK_DIR:-$REPO_ROOT/.stack}"
+mkdir -p "$STATE_DIR"
+STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+readonly STATE_DIR
+readonly PID_DIR="$STATE_DIR/pids" LOG_DIR="$STATE_DIR/logs"
+readonly TANSU_PID_FILE="$STATE_DIR/tansu.pid" TANSU_LOG="$STATE_DIR/tansu.log"
+readonly BIN_DIR="$REPO_ROOT/target/release"
+readonly TANSU_PORT="${TANSU_PORT:-9092}"
+
+readonly SERVICES=(users-api concert-api payment-api batch)
+declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch]=8084)
+
+readonly READY_TIMEOUT="${STACK_READY_TIMEOUT:-60}"  # seconds, for `up`
+readonly STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-15}"    # seconds before SIGKILL, for `down`
+
+# Launcher for detached daemons: `bash -c "$LAUNCHER" NAME PIDFILE CMD ARGS...`
+# writes its own pid to PIDFILE, closes every inherited fd above 2 (so the
+# daemon never holds a caller's pipe or lock open) and execs CMD: the pid file
+# then holds the daemon's pid even when setsid had to fork.
+# shellcheck disable=SC2016 # expanded by the launcher bash, not here
+readonly LAUNCHER='echo $$ >"$1"; shift
+for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null; fi; done
+exec "$@"'
+
+log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*"; }
+warn() { printf '[%s] WARNING: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+
+usage() {
+    cat <<EOF
+usage: deploy/local/stack.sh <command>
+
+  up              ensure PostgreSQL/Redis/tansu (ensure-infra.sh), build the
+                  release binaries, start every service that is not running and
+                  wait until all answer GET /health/ready
+  down [--all]    stop the services started by 'up' (SIGTERM, SIGKILL after
+                  ${STOP_TIMEOUT}s); --all also stops tansu if ensure-infra started it
+  status          running/stopped, pid and /health/ready code per service
+  logs [service]  tail -n \${LOG_LINES:-100} -F a service log (or tansu), or all
+
+state dir: $STATE_DIR
+EOF
+}
+
+port_of() { echo "${PORTS[$1]}"; }
+pid_file() { echo "$PID_DIR/$1.pid"; }
+log_file() { echo "$LOG_DIR/$1.log"; }
+
+is_service() {
+    local s
+    for s in "${SERVICES[@]}"; do [[ $s == "$1" ]] && return 0; done
+    return 1
+}
+
+# is_alive PID: the process exists and is not a zombie (a dead child nobody
+# reaped yet, possible when PID 1 of a container does not reap).
+is_alive() {
+    local st
+    kill -0 "$1" 2>/dev/null || return 1
+    st="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ $st != Z ]]
+}
+
+# exe_of PID: the binary a process runs, without the " (deleted)" suffix
+# Linux adds once the file was replaced (e.g. by a rebuild).
+exe_of() {
+    local exe
+    exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+    echo "${exe% (deleted)}"
+}
+
+# pid_runs PID BINARY_PATH: PID is alive and runs exactly that binary.
+pid_runs() {
+    local pid=$1 want=$2 exe
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    is_alive "$pid" || return 1
+    exe="$(exe_of "$pid")" || return 1
+    [[ $exe == "$want" ]]
+}
+
+# pid_runs_named PID NAME: PID is alive and runs a binary whose basename is NAME.
+pid_runs_named() {
+    local pid=$1 name=$2 exe
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    is_alive "$pid" || return 1
+    exe="$(exe_of "$pid")" || return 1
+    [[ "$(basename "$exe")" == "$name" ]]
+}
+
+read_pid() { [[ -s $1 ]] && tr -dc '0-9' <"$1"; }
+
+# service_pid SVC: prints the pid when SVC runs from our pid file, else fails.
+service_pid() {
+    local pid
+    pid="$(read_pid "$(pid_file "$1")")" || return 1
+    pid_runs "$pid" "$BIN_DIR/$1" || return 1
+    echo "$pid"
+}
+
+tansu_pid() {
+    local pid
+    pid="$(read_pid "$TANSU_PID_FILE")" || return 1
+    pid_runs_named "$pid" tansu || return 1
+    echo "$pid"
+}
+
+port_open() {
+    # shellcheck disable=SC2016 # $1/$2 expand in the child bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" >/dev/null 2>&1
+}
+
+# http_code SVC: HTTP status of GET /health/ready ("000" = no answer).
+http_code() {
+    local code
+    code="$(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$(port_of "$1")/health/ready" 2>/dev/null)" || true
+    echo "${code:-000}"
+}
+
+# ---------------------------------------------------------------------------
+# up
+# ---------------------------------------------------------------------------
+
+# Hook point for the API gateway. Later this will start nginx on port 8080 in
+# front of the four services (config under deploy/local/, pid and logs under
+# the state dir) and wait for it. Intentionally a no-op for now.
+start_gateway() {
+    :
+}
+
+# Hook point matching start_gateway, called by `down` before the services stop.
+# Intentionally a no-op for now.
+stop_gateway() {
+    :
+}
+
+export_defaults() {
+    export USERS_DATABASE_URL="${USERS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_users}"
+    export CONCERT_DATABASE_URL="${CONCERT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_concert}"
+    export PAYMENT_DATABASE_URL="${PAYMENT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_payment}"
+    export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+    export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$TANSU_PORT}"
+}
+
+start_service() {
+    local svc=$1 bin="$BIN_DIR/$1" pidf log pid
+    pidf="$(pid_file "$svc")"
+    log="$(log_file "$svc")"
+    [[ -x $bin ]] || die "$bin not found: did the build produce it?"
+    if port_open 127.0.0.1 "$(port_of "$svc")"; then
+        die "port $(port_of "$svc") is already in use by a process this script did not start; stop it first (see: ss -ltnp 'sport = :$(port_of "$svc")')"
+    fi
+    rm -f "$pidf"
+    printf '\n=== %s: %s serve (started by %s) ===\n' "$(date -Is)" "$svc" "$SCRIPT_NAME" >>"$log"
+    # setsid + nohup: own session, survives this script and its terminal.
+    # The bash launcher writes its own pid and execs the service, so the pid
+    # file holds the service's pid even when setsid has to fork.
+    # The whole environment (defaults exported above + the caller's) passes on.
+    (
+        cd "$REPO_ROOT"
+        nohup setsid bash -c "$LAUNCHER" "$svc-launcher" \
+            "$pidf" "$bin" serve </dev/null >>"$log" 2>&1 &
+    )
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $pidf ]] && break
+        sleep 0.1
+    done
+    pid="$(read_pid "$pidf")" || die "$svc did not write $pidf"
+    log "started $svc (pid $pid, port $(port_of "$svc")), log: $log"
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + READY_TIMEOUT)) svc pending=("${SERVICES[@]}") still failed=()
+    log "waiting up to ${READY_TIMEOUT}s for /health/ready of: ${pending[*]}"
+    while ((${#pending[@]})); do
+        still=()
+        for svc in "${pending[@]}"; do
+            if curl -fsS -o /dev/null -m 2 "http://127.0.0.1:$(port_of "$svc")/health/ready" 2>/dev/null; then
+                log "$svc is ready"
+            elif ! service_pid "$svc" >/dev/null; then
+                failed+=("$svc")
+                warn "$svc is not running (it exited?)"
+            else
+                still+=("$svc")
+            fi
+        done
+        pending=("${still[@]+"${still[@]}"}")
+        ((${#failed[@]})) && break
+        ((${#pending[@]})) || break
+        if ((SECONDS >= deadline)); then
+            failed+=("${pending[@]}")
+            warn "timed out after ${READY_TIMEOUT}s waiting for: ${pending[*]}"
+            break
+        fi
+        sleep 1
+    done
+    if ((${#failed[@]})); then
+        for svc in "${failed[@]}"; do
+            printf '\n[%s] ---- last 40 lines of %s ----\n' "$SCRIPT_NAME" "$(log_file "$svc")" >&2
+            tail -n 40 "$(log_file "$svc")" >&2 2>/dev/null || true
+        done
+        die "not ready: ${failed[*]} (other services are left running; stop them with: deploy/local/stack.sh down)"
+    fi
+}
+
+cmd_up() {
+    command -v curl >/dev/null 2>&1 || die "curl is required for the readiness checks (apt-get install -y curl)"
+    mkdir -p "$PID_DIR" "$LOG_DIR"
+    log "ensuring infrastructure"
+    STACK_DIR="$STATE_DIR" "$SCRIPT_DIR/ensure-infra.sh"
+
+    if [[ ${STACK_SKIP_BUILD:-0} == 1 ]]; then
+        log "STACK_SKIP_BUILD=1: not building"
+    else
+        log "cargo build --release --bins"
+        (cd "$REPO_ROOT" && cargo build --release --bins </dev/null)
+    fi
+
+    export_defaults
+    local svc pid exe
+    for svc in "${SERVICES[@]}"; do
+        if pid="$(service_pid "$svc")"; then
+            log "$svc is already running (pid $pid); leaving it alone"
+            exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+            if [[ $exe == *" (deleted)" ]]; then
+                warn "$svc (pid $pid) runs a binary that was rebuilt since it started; 'stack.sh down && stack.sh up' to restart it"
+            fi
+        else
+            if [[ -e $(pid_file "$svc") ]]; then
+                log "removing stale pid file $(pid_file "$svc")"
+                rm -f "$(pid_file "$svc")"
+            fi
+            start_service "$svc"
+        fi
+    done
+
+    wait_ready
+    start_gateway
+
+    log "all services are ready:"
+    for svc in "${SERVICES[@]}"; do
+        printf '[%s]   %-12s http://127.0.0.1:%s  (pid %s)\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" "$(service_pid "$svc" || echo '?')"
+    done
+    log "infra: postgres 127.0.0.1:5432, redis 127.0.0.1:6379, kafka (tansu) 127.0.0.1:$TANSU_PORT"
+    log "logs: $LOG_DIR (deploy/local/stack.sh logs [service]); stop: deploy/local/stack.sh down"
+}
+
+# ---------------------------------------------------------------------------
+# down
+# ---------------------------------------------------------------------------
+
+# stop_pids NAME=PID...: SIGTERM all, wait up to STOP_TIMEOUT, SIGKILL leftovers.
+stop_pids() {
+    local entry name pid alive
+    for entry in "$@"; do
+        name=${entry%%=*} pid=${entry#*=}
+        log "stopping $name (pid $pid) with SIGTERM"
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while :; do
+        alive=()
+        for entry in "$@"; do
+            pid=${entry#*=}
+            is_alive "$pid" && alive+=("$entry")
+        done
+        ((${#alive[@]})) || break
+        if ((SECONDS >= deadline)); then
+            for entry in "${alive[@]}"; do
+                name=${entry%%=*} pid=${entry#*=}
+                warn "$name (pid $pid) still running after ${STOP_TIMEOUT}s; sending SIGKILL"
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+            sleep 0.5
+            break
+        fi
+        sleep 0.2
+    done
+    for entry in "$@"; do
+        name=${entry%%=*} pid=${entry#*=}
+        if is_alive "$pid"; then warn "$name (pid $pid) is still alive"; else log "$name stopped"; fi
+    done
+}
+
+cmd_down() {
+    local all=0 arg
+    for arg in "$@"; do
+        case $arg in
+            --all) all=1 ;;
+            *) die "down: unknown argument '$arg' (only --all)" ;;
+        esac
+    done
+
+    stop_gateway
+
+    local svc pidf pid targets=() files=()
+    for svc in "${SERVICES[@]}"; do
+        pidf="$(pid_file "$svc")"
+        [[ -e $pidf ]] || continue
+        if pid="$(service_pid "$svc")"; then
+            targets+=("$svc=$pid")
+        else
+            log "$svc: pid file $pidf is stale (process gone or not $svc); removing it"
+        fi
+        files+=("$pidf")
+    done
+    if ((${#targets[@]})); then
+        stop_pids "${targets[@]}"
+    else
+        log "no running services started by this script"
+    fi
+    ((${#files[@]})) && rm -f "${files[@]}"
+
+    if ((all)); then
+        if pid="$(tansu_pid)"; then
+            stop_pids "tansu=$pid"
+            rm -f "$TANSU_PID_FILE"
+        elif [[ -e $TANSU_PID_FILE ]]; then
+            log "tansu pid file is stale; removing it"
+            rm -f "$TANSU_PID_FILE"
+        else
+            log "tansu was not started by ensure-infra.sh (no pid file); leaving any broker alone"
+        fi
+        log "PostgreSQL and Redis are left running"
+    else
+        log "infrastructure (tansu, PostgreSQL, Redis) left running; 'down --all' also stops tansu"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------
+cmd_status() {
+    local svc pid state code
+    printf '%-12s %-8s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
+    for svc in "${SERVICES[@]}"; do
+        if pid="$(service_pid "$svc")"; then
+            state=running
+        else
+            state=stopped pid=-
+            [[ -e $(pid_file "$svc") ]] && state=stale
+        fi
+        code="$(http_code "$svc")"
+        printf '%-12s %-8s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$(port_of "$svc")" "$code"
+    done
+
+    local listening=no
+    port_open 127.0.0.1 "$TANSU_PORT" && listening=yes
+    if pid="$(tansu_pid)"; then
+        state=running
+    elif [[ $listening == yes ]]; then
+        state=external pid=-
+    else
+        state=stopped pid=-
+        [[ -e $TANSU_PID_FILE ]] && state=stale
+    fi
+    printf '%-12s %-8s %-8s %-6s %s\n' tansu "$state" "$pid" "$TANSU_PORT" "listening=$listening"
+
+    local pg=down redis=down
+    pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && pg=up
+    [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null </dev/null)" == PONG ]] && redis=up
+    printf '%-12s %-8s %-8s %-6s\n' postgres "$pg" - 5432
+    printf '%-12s %-8s %-8s %-6s\n' redis "$redis" - 6379
+    printf '(state dir: %s)\n' "$STATE_DIR"
+}
+
+# ---------------------------------------------------------------------------
+# logs
+# ---------------------------------------------------------------------------
+cmd_logs() {
+    local lines="${LOG_LINES:-100}" follow=(-F) files=() f svc
+    [[ $lines =~ ^[0-9]+$ ]] || die "LOG_LINES must be a number, got '$lines'"
+    [[ ${LOG_FOLLOW:-1} == 0 ]] && follow=()
+    if (($# > 1)); then
+        die "logs takes at most one service name"
+    elif (($# == 1)); then
+        if [[ $1 == tansu ]]; then
+            files=("$TANSU_LOG")
+        elif is_service "$1"; then
+            files=("$(log_file "$1")")
+        else
+            die "unknown service '$1' (one of: ${SERVICES[*]} tansu)"
+        fi
+        [[ -e ${files[0]} ]] || die "no log yet: ${files[0]}"
+    else
+        for svc in "${SERVICES[@]}"; do
+            f="$(log_file "$svc")"
+            [[ -e $f ]] && files+=("$f")
+        done
+        [[ -e $TANSU_LOG ]] && files+=("$TANSU_LOG")
+        ((${#files[@]})) || die "no logs yet under $STATE_DIR (run: deploy/local/stack.sh up)"
+    fi
+    exec tail -n "$lines" "${follow[@]}" "${files[@]}"
+}
+
+main() {
+    local cmd="${1:-}"
+    (($#)) && shift
+    case $cmd in
+        up) (($# == 0)) || die "up takes no arguments"; cmd_up ;;
+        down) cmd_down "$@" ;;
+        status) cmd_status ;;
+        logs) cmd_logs "$@" ;;
+        -h | --help | help) usage ;;
+        "") usage >&2; exit 2 ;;
+        *) printf '[%s] ERROR: unknown command %s\n' "$SCRIPT_NAME" "$cmd" >&2; usage >&2; exit 2 ;;
+    esac
+}
+
+main "$@"
