@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one command that runs every check and test of the platform (README: "Run all tests").
+#
+#   1. make sure PostgreSQL, Redis and the tansu broker are installed and running
+#   2. cargo fmt --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. the whole test suite (cargo-nextest if installed, else cargo test)
+#
+# Tests create their own databases, Redis key prefixes and topic prefixes, so they run in
+# parallel against the shared local services. Extra arguments go to the test runner.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+log() { printf '[test] %s\n' "$*"; }
+
+log "infrastructure"
+deploy/local/ensure-infra.sh
+
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
