@@ -1,6 +1,8 @@
 //! users-api: accounts, sessions and the waiting room.
 
 pub mod config;
+pub mod domain;
+pub mod routes;
 pub mod startup;
 pub mod store;
 

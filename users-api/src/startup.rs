@@ -33,6 +33,7 @@ impl Application {
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
         let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let db_data = web::Data::new(db.clone());
         let parts = ServiceParts {
             name: SERVICE,
             http: config.http.clone(),
@@ -44,7 +45,8 @@ impl Application {
             relay: true,
         };
         build_service(parts, move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(sessions.clone());
+            cfg.app_data(sessions.clone()).app_data(db_data.clone());
+            crate::routes::configure(cfg);
         })
     }
 }
@@ -61,6 +63,29 @@ impl ServiceMain for Config {
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
     }
+    /// `users-api create-admin --username NAME` (password from `ADMIN_PASSWORD`): creates the
+    /// admin or resets its password.
+    async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
+        if cmd != "create-admin" {
+            return Err(format!(
+                "unknown command `{cmd}` (serve | migrate | create-admin)"
+            ));
+        }
+        let username =
+            match args.as_slice() {
+                [flag, name] if flag == "--username" => name.clone(),
+                _ => return Err(
+                    "usage: users-api create-admin --username NAME (password in ADMIN_PASSWORD)"
+                        .into(),
+                ),
+            };
+        let password =
+            std::env::var("ADMIN_PASSWORD").map_err(|_| "ADMIN_PASSWORD is not set".to_owned())?;
+        let row = crate::domain::account::create_admin(&self, &username, &password).await?;
+        println!("admin `{}` ready (id {})", row.username, row.id);
+        Ok(())
+    }
+
     /// `users-api migrate`: apply migrations and exit.
     async fn migrate(&self) -> Result<(), StartupError> {
         open_database::<Migrator>(SERVICE, &self.database)

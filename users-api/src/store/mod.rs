@@ -1,3 +1,4 @@
-//! users DB: schema migrations (and, as the service grows, its queries).
+//! users DB: schema migrations and queries.
 
 pub mod migration;
+pub mod users;

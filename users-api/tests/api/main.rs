@@ -1,4 +1,5 @@
 //! users-api integration tests: one binary, real PostgreSQL, Redis and broker.
 
+mod accounts;
 mod helpers;
 mod platform;

@@ -1,0 +1,3 @@
+//! The rules of users-api, free of HTTP and storage.
+
+pub mod account;

@@ -1,0 +1,9 @@
+//! HTTP routes of users-api: extract, call the domain, map to the contract's responses.
+
+pub mod accounts;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    accounts::configure(cfg);
+}
