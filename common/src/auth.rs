@@ -208,8 +208,9 @@ impl QueueKeys {
         self.redis
             .key(&format!("queue:{{c{concert}}}:user:{user_id}"))
     }
-    pub fn token(&self, token: &str) -> String {
-        self.redis.key(&format!("queue:token:{token}"))
+    /// Per-concert admission rate (EWMA of tokens admitted per second), for wait estimates.
+    pub fn rate(&self, concert: i64) -> String {
+        self.redis.key(&format!("queue:{{c{concert}}}:rate"))
     }
     pub fn concerts(&self) -> String {
         self.redis.key("queue:concerts")

@@ -392,3 +392,168 @@ pub fn assert_binary_rejects_config(binary: &str, var: &str, value: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(var), "stderr must name {var}: {stderr}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A Redis server of the test's own, so its command counts belong to this test alone.
+pub struct PrivateRedis {
+    pub url: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        eventually(
+            "private redis to listen",
+            Duration::from_secs(10),
+            || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child,
+        }
+    }
+
+    /// Starts `MONITOR`: every command a client sends from now on, excluding those run
+    /// inside Lua scripts, is counted — i.e. client round trips.
+    pub async fn monitor(&self) -> CommandMonitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect monitor");
+        stream
+            .write_all(b"MONITOR\r\n")
+            .await
+            .expect("send MONITOR");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        let mut lines = BufReader::new(stream).lines();
+        // The first line is MONITOR's own +OK.
+        let _ = lines.next_line().await;
+        let task = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !line.contains(" lua]")
+                    && let Some(cmd) = line.split('"').nth(1)
+                {
+                    sink.lock()
+                        .expect("monitor lock")
+                        .push(cmd.to_ascii_uppercase());
+                }
+            }
+        });
+        CommandMonitor { seen, task }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct CommandMonitor {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl CommandMonitor {
+    /// Commands clients sent since the monitor started (names only), and resets the count.
+    pub async fn take(&self) -> Vec<String> {
+        // MONITOR output trails the commands slightly.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::mem::take(&mut *self.seen.lock().expect("monitor lock"))
+    }
+}
+
+impl Drop for CommandMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A stand-in for concert-api's public `GET /api/concerts/{id}`: 200 for the given ids,
+/// 404 for others. A real HTTP server, so callers exercise their real client.
+pub struct StubCatalogue {
+    pub url: String,
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl StubCatalogue {
+    pub async fn start(existing: Vec<i64>) -> Self {
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (ids, count) = (Arc::new(existing), requests.clone());
+        let server = HttpServer::new(move || {
+            let (ids, count) = (ids.clone(), count.clone());
+            App::new().route(
+                "/api/concerts/{id}",
+                web::get().to(move |id: web::Path<i64>| {
+                    let (ids, count) = (ids.clone(), count.clone());
+                    async move {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let id = id.into_inner();
+                        if ids.contains(&id) {
+                            HttpResponse::Ok()
+                                .json(serde_json::json!({"id": id, "title": "t", "performer": "p"}))
+                        } else {
+                            HttpResponse::NotFound().finish()
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind stub catalogue");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            requests,
+            handle,
+        }
+    }
+
+    /// An address where nothing listens: a catalogue that is down.
+    pub fn unreachable_url() -> String {
+        format!("http://127.0.0.1:{}", free_port())
+    }
+}
+
+impl Drop for StubCatalogue {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}

@@ -1,4 +1,6 @@
-//! users-api settings: listener, database, Redis, broker, sessions.
+//! users-api settings: listener, database, Redis, broker, sessions, the waiting room.
+
+use std::time::Duration;
 
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
@@ -12,7 +14,61 @@ pub struct Config {
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
     pub session: SessionConfig,
+    pub queue: QueueConfig,
+    pub concert_api: ConcertApiConfig,
     pub log_format: LogFormat,
+}
+
+/// The waiting room's numbers (DESIGN §3).
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    pub max_active: u32,
+    pub admit_per_tick: u32,
+    pub admit_interval: Duration,
+    pub active_ttl: Duration,
+    pub waiting_idle_timeout: Duration,
+    /// How often an open SSE stream re-checks the status (each check is also a heartbeat).
+    pub sse_poll: Duration,
+    /// An SSE stream sends the status at least this often, changed or not.
+    pub sse_keepalive: Duration,
+}
+
+impl QueueConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_active: env.parse("QUEUE_MAX_ACTIVE", 500, 1..=1_000_000)?,
+            admit_per_tick: env.parse("QUEUE_ADMIT_PER_TICK", 100, 1..=100_000)?,
+            admit_interval: env.millis("QUEUE_ADMIT_INTERVAL_MS", 1000, 10..=60_000)?,
+            active_ttl: env.secs("QUEUE_ACTIVE_TTL_SECS", 600, 1..=86_400)?,
+            waiting_idle_timeout: env.secs("QUEUE_WAITING_IDLE_TIMEOUT_SECS", 120, 1..=86_400)?,
+            sse_poll: env.millis("QUEUE_SSE_POLL_MS", 1000, 10..=60_000)?,
+            sse_keepalive: env.secs("QUEUE_SSE_KEEPALIVE_SECS", 15, 1..=15)?,
+        })
+    }
+}
+
+/// Where users-api asks whether a concert exists.
+#[derive(Clone, Debug)]
+pub struct ConcertApiConfig {
+    pub url: String,
+    pub timeout: Duration,
+    /// How long a concert's existence is remembered.
+    pub cache_ttl: Duration,
+}
+
+impl ConcertApiConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.url(
+            "CONCERT_API_URL",
+            "http://127.0.0.1:8082",
+            &["http", "https"],
+        )?;
+        Ok(Self {
+            url: url.expose().trim_end_matches('/').to_owned(),
+            timeout: env.millis("CONCERT_API_TIMEOUT_MS", 2000, 50..=60_000)?,
+            cache_ttl: env.secs("CONCERT_CACHE_SECS", 30, 0..=3600)?,
+        })
+    }
 }
 
 impl Config {
@@ -23,6 +79,8 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
             session: SessionConfig::from_env(env)?,
+            queue: QueueConfig::from_env(env)?,
+            concert_api: ConcertApiConfig::from_env(env)?,
             log_format: log_format(env)?,
         })
     }

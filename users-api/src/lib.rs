@@ -1,7 +1,9 @@
 //! users-api: accounts, sessions and the waiting room.
 
+pub mod concerts;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use actix_web::web;
-use common::auth::SessionStore;
+use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
+use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED};
+use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -12,7 +14,10 @@ use common::startup::{
 };
 use utoipa::OpenApi;
 
+use crate::concerts::ConcertDirectory;
 use crate::config::Config;
+use crate::domain::queue::WaitingRoom;
+use crate::events::RetireOnPurchase;
 use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "users-api";
@@ -31,9 +36,17 @@ impl Application {
     pub async fn build(config: Config) -> Result<Service, StartupError> {
         tracing::info!(?config, "starting {SERVICE}");
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
-        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
+        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
         let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
         let db_data = web::Data::new(db.clone());
+        let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
+        let room_data = web::Data::new(room.clone());
+        let concerts = web::Data::new(ConcertDirectory::new(config.concert_api.clone()));
+        let consumer_kafka = kafka.clone();
+        let handler = RetireOnPurchase {
+            db: db.clone(),
+            room,
+        };
         let parts = ServiceParts {
             name: SERVICE,
             http: config.http.clone(),
@@ -44,10 +57,30 @@ impl Application {
             openapi: ApiDoc::openapi(),
             relay: true,
         };
-        build_service(parts, move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(sessions.clone()).app_data(db_data.clone());
+        let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(sessions.clone())
+                .app_data(db_data.clone())
+                .app_data(room_data.clone())
+                .app_data(concerts.clone());
             crate::routes::configure(cfg);
-        })
+        })?;
+        let cancel = service.cancel_token();
+        service.spawn("reservation.confirmed consumer", async move {
+            let stats = Arc::new(ConsumerStats::default());
+            if let Err(e) = run_consumer(
+                consumer_kafka,
+                SERVICE,
+                &[RESERVATION_CONFIRMED],
+                handler,
+                stats,
+                cancel,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "reservation.confirmed consumer stopped");
+            }
+        });
+        Ok(service)
     }
 }
 

@@ -1,26 +1,59 @@
 //! `spawn_app`: users-api on port 0 with its own database, Redis prefix and topic prefix.
 
-use common::testkit::{Isolation, TestApp};
+use common::auth::QueueKeys;
+use common::config::Env;
+use common::testkit::{Isolation, StubCatalogue, TestApp};
+use users_api::domain::queue::WaitingRoom;
 use users_api::{Application, Config};
+
+/// Concerts the stub catalogue knows.
+pub const CONCERTS: [i64; 3] = [1, 2, 3];
 
 pub struct Spawned {
     pub app: TestApp,
+    pub config: Config,
+    pub catalogue: Option<StubCatalogue>,
     /// Also keeps the test database alive: dropping it drops the database.
     pub iso: Isolation,
 }
 
 pub async fn spawn_app() -> Spawned {
+    spawn_app_with(|env| env).await
+}
+
+/// Spawns with extra settings; a stub catalogue serves `CONCERTS` unless `tweak` sets
+/// `CONCERT_API_URL`.
+pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
     let iso = Isolation::new().await;
-    let env = iso.env("USERS_DATABASE_URL");
+    let env = tweak(iso.env("USERS_DATABASE_URL"));
+    let (env, catalogue) = if env.raw("CONCERT_API_URL").is_some() {
+        (env, None)
+    } else {
+        let stub = StubCatalogue::start(CONCERTS.to_vec()).await;
+        (env.with("CONCERT_API_URL", stub.url.clone()), Some(stub))
+    };
     let config = Config::from_env(&env).expect("test config");
-    let service = Application::build(config).await.expect("build users-api");
+    let service = Application::build(config.clone())
+        .await
+        .expect("build users-api");
     Spawned {
         app: TestApp::start(service),
+        config,
+        catalogue,
         iso,
     }
 }
 
 impl Spawned {
+    /// The same waiting room the app uses (same Redis prefix and settings).
+    pub fn room(&self) -> WaitingRoom {
+        WaitingRoom::new(self.queue_keys(), self.config.queue.clone())
+    }
+
+    pub fn queue_keys(&self) -> QueueKeys {
+        QueueKeys::new(common::redis::RedisStore::connect(&self.config.redis).unwrap())
+    }
+
     pub fn url(&self, path: &str) -> String {
         self.app.url(path)
     }

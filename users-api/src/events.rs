@@ -1,0 +1,41 @@
+//! Events users-api consumes: `reservation.confirmed` retires the buyer's queue token, so
+//! the next person in line gets the slot.
+
+use common::events::ReservationConfirmed;
+use common::inbox;
+use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+use crate::domain::queue::WaitingRoom;
+
+pub const CONSUMER: &str = "users-api.retire-token";
+
+pub struct RetireOnPurchase {
+    pub db: DatabaseConnection,
+    pub room: WaitingRoom,
+}
+
+impl EventHandler for RetireOnPurchase {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        let event: Envelope<ReservationConfirmed> = msg.decode()?;
+        let txn = self.db.begin().await?;
+        if !inbox::record(&txn, event.id, CONSUMER).await? {
+            return Ok(());
+        }
+        // Retiring is idempotent, so if the commit below fails and the event comes again,
+        // doing it twice is harmless.
+        let retired = self
+            .room
+            .retire(event.data.user_id, event.data.concert_id)
+            .await
+            .map_err(|e| HandlerError::Retryable(format!("redis: {e}")))?;
+        txn.commit().await?;
+        tracing::info!(
+            user_id = event.data.user_id,
+            concert_id = event.data.concert_id,
+            retired,
+            "queue token retired after purchase"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,549 @@
+//! The waiting room against real Redis, with truly concurrent requests.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::auth::{ActiveQueuePass, Role, Session, SessionStore};
+use common::testkit::{PrivateRedis, StubCatalogue};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{Spawned, spawn_app, spawn_app_with};
+
+/// Sessions for `n` users, written exactly as users-api writes them at log-in.
+async fn sessions(s: &Spawned, n: usize) -> Vec<(i64, String)> {
+    let store = SessionStore::new(
+        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
+        Duration::from_secs(600),
+    );
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let user_id = 10_000 + i as i64;
+        let session = Session {
+            user_id,
+            username: format!("user_{i}"),
+            role: Role::User,
+        };
+        out.push((user_id, store.create(&session).await.unwrap().0));
+    }
+    out
+}
+
+async fn join(c: &reqwest::Client, s: &Spawned, token: &str, concert: i64) -> (u16, Value) {
+    let res = c
+        .post(s.url("/api/queue/tokens"))
+        .bearer_auth(token)
+        .json(&json!({"concert_id": concert}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn poll(c: &reqwest::Client, s: &Spawned, session: &str, token: &str) -> (u16, Value) {
+    let res = c
+        .get(s.url(&format!("/api/queue/tokens/{token}")))
+        .bearer_auth(session)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn zcard(s: &Spawned, key: String) -> i64 {
+    let mut conn = s.queue_keys().redis().conn();
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fifty_parallel_joins_by_one_user_give_one_token_and_one_place() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (_, session) = sessions(&s, 1).await.remove(0);
+    let results = join_all((0..50).map(|_| join(&c, &s, &session, 1))).await;
+    let tokens: HashSet<&str> = results
+        .iter()
+        .map(|(_, b)| b["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token");
+    assert_eq!(
+        results.iter().filter(|(st, _)| *st == 201).count(),
+        1,
+        "issued once"
+    );
+    assert_eq!(
+        results.iter().filter(|(st, _)| *st == 200).count(),
+        49,
+        "then returned"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|(_, b)| b["position"] == 1 && b["status"] == "WAITING")
+    );
+    assert_eq!(
+        zcard(&s, s.queue_keys().waiting(1)).await,
+        1,
+        "one place in line"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_joins_get_positions_one_to_two_hundred_and_are_admitted_in_that_order()
+ {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "50")
+            .with("QUEUE_ADMIT_PER_TICK", "50")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = sessions(&s, 200).await;
+    let joined = join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
+    assert!(joined.iter().all(|(st, _)| *st == 201));
+    let mut by_position: Vec<(i64, String)> = joined
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["position"].as_i64().unwrap(),
+                b["token"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_position.sort();
+    let positions: Vec<i64> = by_position.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        positions,
+        (1..=200).collect::<Vec<_>>(),
+        "no gaps, no duplicates"
+    );
+
+    // Each tick admits the next 50 in join order; actives expire between ticks.
+    let room = s.room();
+    let active_key = s.queue_keys().active(2);
+    let mut now = Utc::now();
+    for tick in 0..4 {
+        let admission = room.admit(2, now).await.unwrap();
+        assert_eq!(admission.admitted, 50, "tick {tick}");
+        let mut conn = s.queue_keys().redis().conn();
+        let active: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&active_key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let expected: HashSet<String> = by_position[tick * 50..(tick + 1) * 50]
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        assert_eq!(
+            active.into_iter().collect::<HashSet<_>>(),
+            expected,
+            "tick {tick} admits positions {}..={}",
+            tick * 50 + 1,
+            tick * 50 + 50
+        );
+        now += chrono::Duration::from_std(s.config.queue.active_ttl).unwrap()
+            + chrono::Duration::seconds(1);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_admission_never_exceeds_the_cap_and_expired_actives_free_their_slots() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "40")
+            .with("QUEUE_ADMIT_PER_TICK", "15")
+    })
+    .await;
+    let room = s.room();
+    let now = Utc::now();
+    join_all((0..300).map(|u| room.join(u, 3, now)))
+        .await
+        .into_iter()
+        .for_each(|r| {
+            r.unwrap();
+        });
+    let results = join_all((0..50).map(|_| room.admit(3, now))).await;
+    let admitted: u64 = results.iter().map(|r| r.as_ref().unwrap().admitted).sum();
+    assert_eq!(admitted, 40, "exactly the cap, whatever the concurrency");
+    assert!(results.iter().all(|r| r.as_ref().unwrap().active <= 40));
+    assert_eq!(zcard(&s, s.queue_keys().active(3)).await, 40);
+
+    let full = room.admit(3, now).await.unwrap();
+    assert_eq!(
+        (full.admitted, full.active, full.waiting),
+        (0, 40, 260),
+        "a full room admits no one"
+    );
+
+    let later = now
+        + chrono::Duration::from_std(s.config.queue.active_ttl).unwrap()
+        + chrono::Duration::seconds(1);
+    let next = room.admit(3, later).await.unwrap();
+    assert_eq!(
+        (next.expired, next.admitted, next.active),
+        (40, 15, 15),
+        "expired slots free at the next tick"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
+    let s = spawn_app_with(|env| env.with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")).await;
+    let c = reqwest::Client::new();
+    let users = sessions(&s, 2).await;
+    let (_, gone) = join(&c, &s, &users[0].1, 1).await;
+    let (_, here) = join(&c, &s, &users[1].1, 1).await;
+    assert_eq!(
+        (gone["position"].as_i64(), here["position"].as_i64()),
+        (Some(1), Some(2))
+    );
+    // The second user keeps polling past the idle timeout; the first walked away.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            poll(&c, &s, &users[1].1, here["token"].as_str().unwrap())
+                .await
+                .0,
+            200
+        );
+    }
+    let admission = s.room().admit(1, Utc::now()).await.unwrap();
+    assert_eq!((admission.admitted, admission.abandoned), (1, 1));
+    let (_, status) = poll(&c, &s, &users[1].1, here["token"].as_str().unwrap()).await;
+    assert_eq!(status["status"], "ACTIVE");
+    let (_, status) = poll(&c, &s, &users[0].1, gone["token"].as_str().unwrap()).await;
+    assert_eq!(status["status"], "EXPIRED");
+
+    // Coming back, the abandoned user queues again at the back with a new token.
+    let (code, again) = join(&c, &s, &users[0].1, 1).await;
+    assert_eq!(code, 201);
+    assert_ne!(again["token"], gone["token"]);
+}
+
+#[tokio::test]
+async fn positions_never_increase_between_polls_and_active_shows_active_until() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "1000")
+            .with("QUEUE_ADMIT_PER_TICK", "3")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = sessions(&s, 30).await;
+    for (_, session) in &users {
+        join(&c, &s, session, 2).await;
+    }
+    let (_, last) = &users[29];
+    let (_, me) = join(&c, &s, last, 2).await;
+    let token = me["token"].as_str().unwrap().to_owned();
+    let room = s.room();
+    let mut previous = i64::MAX;
+    loop {
+        let (_, status) = poll(&c, &s, last, &token).await;
+        if status["status"] == "ACTIVE" {
+            let until: chrono::DateTime<Utc> =
+                status["active_until"].as_str().unwrap().parse().unwrap();
+            assert!(until > Utc::now() + chrono::Duration::minutes(9));
+            assert!(status["position"].is_null());
+            break;
+        }
+        let position = status["position"].as_i64().unwrap();
+        assert!(
+            position <= previous,
+            "position went from {previous} to {position}"
+        );
+        assert!(status["eta_seconds"].as_i64().unwrap() >= 1);
+        previous = position;
+        // Other users keep polling (heartbeats) while the line moves.
+        join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
+        room.admit(2, Utc::now()).await.unwrap();
+    }
+    let asked = s
+        .catalogue
+        .as_ref()
+        .unwrap()
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        asked, 1,
+        "the catalogue is asked once, then its answer is cached"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api_writes() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let users = sessions(&s, 2).await;
+    let ((ann_id, ann), (bob_id, bob)) = (users[0].clone(), users[1].clone());
+    let (_, joined) = join(&c, &s, &ann, 1).await;
+    let token = joined["token"].as_str().unwrap();
+    let keys = s.queue_keys();
+
+    assert_eq!(
+        poll(&c, &s, &bob, token).await.0,
+        404,
+        "another user's token is not found"
+    );
+    assert_eq!(poll(&c, &s, &ann, "1.not-a-real-token").await.0, 404);
+    let err = ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+        .await
+        .unwrap_err();
+    assert!(err.detail().contains("waiting"), "{}", err.detail());
+
+    s.room().admit(1, Utc::now()).await.unwrap();
+    let pass = ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+        .await
+        .expect("admitted token is a pass");
+    assert_eq!(pass.concert_id, 1);
+    pass.require_concert(1).unwrap();
+    assert_eq!(
+        pass.require_concert(2).unwrap_err().code(),
+        "QUEUE_TOKEN_INVALID"
+    );
+    let err = ActiveQueuePass::check(&keys, bob_id, token, Utc::now())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status().as_u16(), err.code()),
+        (401, "QUEUE_TOKEN_INVALID")
+    );
+
+    // Retiring (after a purchase) ends the pass at once.
+    assert!(s.room().retire(ann_id, 1).await.unwrap());
+    assert!(
+        ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+            .await
+            .is_err()
+    );
+    assert_eq!(poll(&c, &s, &ann, token).await.1["status"], "EXPIRED");
+}
+
+#[tokio::test]
+async fn bad_input_unknown_concerts_and_logged_out_sessions_write_nothing() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (_, session) = sessions(&s, 1).await.remove(0);
+    for (body, needle) in [
+        (json!({}), "concert_id"),
+        (json!({"concert_id": "one"}), "concert_id"),
+        (json!({"concert_id": 1.5}), "concert_id"),
+        (json!({"concert_id": -1}), "concert_id"),
+        (json!({"concert_id": 0}), "concert_id"),
+        (json!({"concert_id": 1e30}), "concert_id"),
+    ] {
+        let res = c
+            .post(s.url("/api/queue/tokens"))
+            .bearer_auth(&session)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let p: Value = res.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
+    }
+    let (code, p) = join(&c, &s, &session, 999).await;
+    assert_eq!((code, p["code"].as_str()), (404, Some("CONCERT_NOT_FOUND")));
+
+    for req in [
+        c.post(s.url("/api/queue/tokens"))
+            .json(&json!({"concert_id": 1})),
+        c.post(s.url("/api/queue/tokens"))
+            .bearer_auth("logged-out")
+            .json(&json!({"concert_id": 1})),
+        c.get(s.url("/api/queue/tokens/1.x"))
+            .bearer_auth("logged-out"),
+        c.get(s.url("/api/queue/tokens/1.x/events"))
+            .bearer_auth("logged-out"),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "UNAUTHENTICATED"
+        );
+    }
+
+    let mut conn = s.queue_keys().redis().conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}queue:*", s.iso.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_catalogue_is_503_with_retry_after_never_a_guess() {
+    let s =
+        spawn_app_with(|env| env.with("CONCERT_API_URL", StubCatalogue::unreachable_url())).await;
+    let c = reqwest::Client::new();
+    let (_, session) = sessions(&s, 1).await.remove(0);
+    let res = c
+        .post(s.url("/api/queue/tokens"))
+        .bearer_auth(&session)
+        .json(&json!({"concert_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "DEPENDENCY_UNAVAILABLE"
+    );
+    assert_eq!(zcard(&s, s.queue_keys().waiting(1)).await, 0);
+}
+
+#[tokio::test]
+async fn the_event_stream_pushes_status_until_active_then_ends() {
+    let s = spawn_app_with(|env| env.with("QUEUE_SSE_POLL_MS", "50")).await;
+    let c = reqwest::Client::new();
+    let (_, session) = sessions(&s, 1).await.remove(0);
+    let (_, joined) = join(&c, &s, &session, 1).await;
+    let token = joined["token"].as_str().unwrap();
+    let mut res = c
+        .get(s.url(&format!("/api/queue/tokens/{token}/events")))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+
+    let first = res.chunk().await.unwrap().unwrap();
+    let first: Value = serde_json::from_str(
+        std::str::from_utf8(&first)
+            .unwrap()
+            .trim()
+            .trim_start_matches("data: "),
+    )
+    .unwrap();
+    assert_eq!(first["status"], "WAITING");
+
+    s.room().admit(1, Utc::now()).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+        .await
+        .expect("stream moves")
+        .unwrap()
+    {
+        frames.push(String::from_utf8(chunk.to_vec()).unwrap());
+    }
+    let last: Value =
+        serde_json::from_str(frames.last().unwrap().trim().trim_start_matches("data: ")).unwrap();
+    assert_eq!(
+        last["status"], "ACTIVE",
+        "the stream ends after ACTIVE: {frames:?}"
+    );
+    assert!(last["active_until"].is_string());
+}
+
+#[tokio::test]
+async fn each_request_costs_two_redis_round_trips() {
+    let redis = PrivateRedis::start().await;
+    let s = spawn_app_with(|env| env.with("REDIS_URL", redis.url.clone())).await;
+    let c = reqwest::Client::new();
+    let users = sessions(&s, 10).await;
+    // Warm up: scripts get loaded (a first EVALSHA may need an EVAL) and caches filled.
+    let (_, warm) = join(&c, &s, &users[0].1, 1).await;
+    poll(&c, &s, &users[0].1, warm["token"].as_str().unwrap()).await;
+
+    let monitor = redis.monitor().await;
+    let mut tokens = Vec::new();
+    for (_, session) in &users[1..] {
+        tokens.push(
+            join(&c, &s, session, 1).await.1["token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let joins = monitor.take().await;
+    assert_eq!(
+        joins.len(),
+        18,
+        "9 joins × (session GETEX + one script): {joins:?}"
+    );
+    assert_eq!(joins.iter().filter(|c| *c == "GETEX").count(), 9);
+    assert_eq!(joins.iter().filter(|c| *c == "EVALSHA").count(), 9);
+
+    for ((_, session), token) in users[1..].iter().zip(&tokens) {
+        assert_eq!(poll(&c, &s, session, token).await.0, 200);
+    }
+    let polls = monitor.take().await;
+    assert_eq!(polls.len(), 18, "9 polls × (GETEX + one script): {polls:?}");
+    assert_eq!(polls.iter().filter(|c| *c == "EVALSHA").count(), 9);
+}
+
+#[tokio::test]
+async fn a_confirmed_reservation_retires_the_buyers_token_once() {
+    use common::events::{RESERVATION_CONFIRMED, ReservationConfirmed};
+    use common::kafka::{Envelope, KafkaClient};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (user_id, session) = sessions(&s, 1).await.remove(0);
+    let (_, joined) = join(&c, &s, &session, 3).await;
+    let token = joined["token"].as_str().unwrap().to_owned();
+    s.room().admit(3, Utc::now()).await.unwrap();
+    assert_eq!(poll(&c, &s, &session, &token).await.1["status"], "ACTIVE");
+
+    let event = Envelope::new(
+        RESERVATION_CONFIRMED,
+        ReservationConfirmed {
+            reservation_id: 9,
+            payment_id: 4,
+            user_id,
+            concert_id: 3,
+            schedule_id: 7,
+            seat_nos: vec![1, 2],
+        },
+        Utc::now(),
+    );
+    let kafka = KafkaClient::new(&s.config.kafka).unwrap();
+    let payload = serde_json::to_vec(&event).unwrap();
+    for _ in 0..2 {
+        kafka
+            .send(
+                &kafka.topic(RESERVATION_CONFIRMED),
+                "9",
+                &payload,
+                rdkafka::message::OwnedHeaders::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let db = s.iso.db.connect().await;
+    common::testkit::eventually("the token to be retired", Duration::from_secs(30), || {
+        let (c, s, session, token) = (c.clone(), &s, &session, &token);
+        async move { (poll(&c, s, session, token).await.1["status"] == "EXPIRED").then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*)::bigint AS n FROM inbox",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get::<i64>("", "n").unwrap(),
+        1,
+        "the redelivery was recognised by the inbox"
+    );
+    assert_eq!(
+        zcard(&s, s.queue_keys().active(3)).await,
+        0,
+        "the slot is free for the next person"
+    );
+}
