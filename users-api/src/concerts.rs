@@ -3,8 +3,10 @@
 //! never opened on a guess.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use common::ApiError;
 
@@ -15,10 +17,15 @@ use crate::config::ConcertApiConfig;
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 const MAX_ENTRIES: usize = 100_000;
 
+type Lookup = Shared<BoxFuture<'static, Result<bool, ApiError>>>;
+
 pub struct ConcertDirectory {
     http: reqwest::Client,
     cfg: ConcertApiConfig,
     known: RwLock<HashMap<i64, (bool, Instant)>>,
+    /// Lookups under way: when a popular concert's entry expires, thousands of requests
+    /// miss at once; they share one question to concert-api instead of stampeding it.
+    in_flight: Mutex<HashMap<i64, Lookup>>,
 }
 
 impl ConcertDirectory {
@@ -33,6 +40,7 @@ impl ConcertDirectory {
             http,
             cfg,
             known: RwLock::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,11 +68,7 @@ impl ConcertDirectory {
     pub async fn require(&self, id: i64) -> Result<(), ApiError> {
         let exists = match self.cached(id) {
             Some(e) => e,
-            None => {
-                let e = self.ask(id).await?;
-                self.remember(id, e);
-                e
-            }
+            None => self.look_up(id).await?,
         };
         if exists {
             Ok(())
@@ -76,30 +80,59 @@ impl ConcertDirectory {
         }
     }
 
-    async fn ask(&self, id: i64) -> Result<bool, ApiError> {
-        let url = format!("{}/api/concerts/{id}", self.cfg.url);
-        let unavailable = |why: String| {
-            tracing::warn!(%url, %why, "concert-api could not answer");
-            ApiError::unavailable(
-                "DEPENDENCY_UNAVAILABLE",
-                "the concert catalogue is unavailable; try again shortly",
-                2,
-            )
+    /// One request to concert-api per concert at a time, shared by every caller that missed.
+    async fn look_up(&self, id: i64) -> Result<bool, ApiError> {
+        let lookup = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .map_err(|_| ApiError::internal("concert lookup lock poisoned"))?;
+            in_flight
+                .entry(id)
+                .or_insert_with(|| {
+                    ask(
+                        self.http.clone(),
+                        format!("{}/api/concerts/{id}", self.cfg.url),
+                    )
+                    .boxed()
+                    .shared()
+                })
+                .clone()
         };
-        // One retry, only when the connection itself failed (nothing reached concert-api).
-        let mut attempt = 0;
-        let res = loop {
-            attempt += 1;
-            match self.http.get(&url).send().await {
-                Ok(res) => break res,
-                Err(e) if e.is_connect() && attempt < 2 => continue,
-                Err(e) => return Err(unavailable(e.to_string())),
-            }
-        };
-        match res.status() {
-            reqwest::StatusCode::OK => Ok(true),
-            reqwest::StatusCode::NOT_FOUND => Ok(false),
-            other => Err(unavailable(format!("status {other}"))),
+        let answer = lookup.await;
+        if let Ok(exists) = answer {
+            self.remember(id, exists);
         }
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&id);
+        }
+        answer
+    }
+}
+
+/// Asks concert-api; any answer but 200 or 404 means it cannot say.
+async fn ask(http: reqwest::Client, url: String) -> Result<bool, ApiError> {
+    let unavailable = |why: String| {
+        tracing::warn!(%url, %why, "concert-api could not answer");
+        ApiError::unavailable(
+            "DEPENDENCY_UNAVAILABLE",
+            "the concert catalogue is unavailable; try again shortly",
+            2,
+        )
+    };
+    // One retry, only when the connection itself failed (nothing reached concert-api).
+    let mut attempt = 0;
+    let res = loop {
+        attempt += 1;
+        match http.get(&url).send().await {
+            Ok(res) => break res,
+            Err(e) if e.is_connect() && attempt < 2 => continue,
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+    };
+    match res.status() {
+        reqwest::StatusCode::OK => Ok(true),
+        reqwest::StatusCode::NOT_FOUND => Ok(false),
+        other => Err(unavailable(format!("status {other}"))),
     }
 }

@@ -105,6 +105,16 @@ async fn two_hundred_concurrent_joins_get_positions_one_to_two_hundred_and_are_a
     let users = sessions(&s, 200).await;
     let joined = join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
     assert!(joined.iter().all(|(st, _)| *st == 201));
+    let asked = s
+        .catalogue
+        .as_ref()
+        .unwrap()
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        asked, 1,
+        "200 simultaneous cache misses share one catalogue request"
+    );
     let mut by_position: Vec<(i64, String)> = joined
         .iter()
         .map(|(_, b)| {
@@ -545,5 +555,47 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
         zcard(&s, s.queue_keys().active(3)).await,
         0,
         "the slot is free for the next person"
+    );
+}
+
+#[tokio::test]
+async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_SSE_POLL_MS", "100")
+            .with("QUEUE_SSE_KEEPALIVE_SECS", "1")
+            .with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let (_, session) = sessions(&s, 1).await.remove(0);
+    let (_, joined) = join(&c, &s, &session, 1).await;
+    let token = joined["token"].as_str().unwrap();
+    let mut res = c
+        .get(s.url(&format!("/api/queue/tokens/{token}/events")))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+
+    // Nothing changes for 2.5 s (longer than the idle timeout): the stream still repeats the
+    // status every keep-alive period, and its checks are heartbeats.
+    let mut frames = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(until, res.chunk())
+        .await
+        .map(Result::unwrap)
+    {
+        assert!(String::from_utf8_lossy(&chunk).contains("\"WAITING\""));
+        frames += 1;
+    }
+    assert!(
+        frames >= 3,
+        "first frame plus a repeat every second, got {frames}"
+    );
+    let admission = s.room().admit(1, Utc::now()).await.unwrap();
+    assert_eq!(
+        (admission.admitted, admission.abandoned),
+        (1, 0),
+        "the streaming user was still in line"
     );
 }
