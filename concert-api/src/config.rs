@@ -1,5 +1,7 @@
 //! concert-api settings: listener, database, Redis, broker, sessions.
 
+use std::time::Duration;
+
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
     SessionConfig, log_format,
@@ -12,7 +14,30 @@ pub struct Config {
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
     pub session: SessionConfig,
+    pub reservation: ReservationConfig,
     pub log_format: LogFormat,
+}
+
+/// Hold rules (DESIGN §3).
+#[derive(Clone, Debug)]
+pub struct ReservationConfig {
+    pub hold: Duration,
+    /// After `held_until`, how long an in-flight payment still has before the seats are reusable.
+    pub grace: Duration,
+    pub max_seats: usize,
+    /// How long public catalogue lists stay cached in Redis.
+    pub catalogue_cache: Duration,
+}
+
+impl ReservationConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            hold: env.secs("RESERVATION_HOLD_SECS", 300, 1..=86_400)?,
+            grace: env.secs("RESERVATION_GRACE_SECS", 30, 0..=3600)?,
+            max_seats: env.parse("RESERVATION_MAX_SEATS", 4, 1..=50)?,
+            catalogue_cache: env.secs("CATALOGUE_CACHE_SECS", 2, 0..=300)?,
+        })
+    }
 }
 
 impl Config {
@@ -23,6 +48,7 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
             session: SessionConfig::from_env(env)?,
+            reservation: ReservationConfig::from_env(env)?,
             log_format: log_format(env)?,
         })
     }

@@ -1,10 +1,12 @@
-//! Builds concert-api: database, Redis, broker, routes, background tasks.
+//! Builds concert-api: database, Redis, broker, routes, the payment consumer.
 
 use std::sync::Arc;
 
 use actix_web::web;
-use common::auth::SessionStore;
+use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
+use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
+use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -13,15 +15,33 @@ use common::startup::{
 use utoipa::OpenApi;
 
 use crate::config::Config;
+use crate::events::SettleOnPayment;
+use crate::routes::AppState;
+use crate::store::cache::CatalogueCache;
 use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "concert-api";
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "concert-api",
-    description = "Concerts, schedules, seats and holds"
-))]
+#[openapi(
+    info(
+        title = "concert-api",
+        description = "Concerts, schedules, seats and holds"
+    ),
+    paths(
+        crate::routes::catalogue::list_concerts,
+        crate::routes::catalogue::get_concert,
+        crate::routes::catalogue::list_schedules,
+        crate::routes::catalogue::seat_map,
+        crate::routes::reservations::create,
+        crate::routes::reservations::list,
+        crate::routes::reservations::get,
+        crate::routes::reservations::cancel,
+        crate::routes::admin::create_concert,
+        crate::routes::admin::create_schedule,
+        crate::routes::internal::reservation,
+    )
+)]
 struct ApiDoc;
 
 pub struct Application;
@@ -31,8 +51,16 @@ impl Application {
     pub async fn build(config: Config) -> Result<Service, StartupError> {
         tracing::info!(?config, "starting {SERVICE}");
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
-        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
+        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
         let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            cache: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
+            rules: config.reservation.clone(),
+        });
+        let consumer_kafka = kafka.clone();
+        let handler = SettleOnPayment { db: db.clone() };
         let parts = ServiceParts {
             name: SERVICE,
             http: config.http.clone(),
@@ -43,9 +71,29 @@ impl Application {
             openapi: ApiDoc::openapi(),
             relay: true,
         };
-        build_service(parts, move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(sessions.clone());
-        })
+        let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(sessions.clone())
+                .app_data(queue_keys.clone())
+                .app_data(state.clone());
+            crate::routes::configure(cfg);
+        })?;
+        let cancel = service.cancel_token();
+        service.spawn("payment.completed consumer", async move {
+            let stats = Arc::new(ConsumerStats::default());
+            if let Err(e) = run_consumer(
+                consumer_kafka,
+                SERVICE,
+                &[PAYMENT_COMPLETED],
+                handler,
+                stats,
+                cancel,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "payment.completed consumer stopped");
+            }
+        });
+        Ok(service)
     }
 }
 

@@ -1,22 +1,248 @@
-//! `spawn_app`: concert-api on port 0 with its own database, Redis prefix and topic prefix.
+//! `spawn_app`: concert-api on port 0 with its own database, Redis prefix and topic prefix,
+//! plus the sessions and queue passes its callers need — written by users-api's own code.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::auth::{QueueKeys, Role, Session, SessionStore};
+use common::config::Env;
+use common::kafka::KafkaClient;
+use common::redis::RedisStore;
 use common::testkit::{Isolation, TestApp};
 use concert_api::{Application, Config};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use users_api::domain::queue::WaitingRoom;
 
 pub struct Spawned {
     pub app: TestApp,
-    /// Held so the test database outlives the app; dropping it drops the database.
-    #[allow(dead_code)]
-    pub iso: Isolation,
+    pub config: Config,
+    pub admin: String,
+    pub db: DatabaseConnection,
+    /// Keeps the test database alive: dropping it drops the database.
+    _iso: Isolation,
+}
+
+/// Every buyer a test creates is a different user.
+static NEXT_USER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1000);
+
+/// A buyer: session token and an ACTIVE queue token for one concert.
+#[derive(Clone, Debug)]
+pub struct Buyer {
+    pub user_id: i64,
+    pub session: String,
+    pub pass: String,
 }
 
 pub async fn spawn_app() -> Spawned {
+    spawn_app_with(|env| env).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
     let iso = Isolation::new().await;
-    let env = iso.env("CONCERT_DATABASE_URL");
+    let env = tweak(iso.env("CONCERT_DATABASE_URL"));
     let config = Config::from_env(&env).expect("test config");
-    let service = Application::build(config).await.expect("build concert-api");
+    let service = Application::build(config.clone())
+        .await
+        .expect("build concert-api");
+    let app = TestApp::start(service);
+    let db = iso.db.connect().await;
+    let store = SessionStore::new(
+        RedisStore::connect(&config.redis).unwrap(),
+        Duration::from_secs(600),
+    );
+    let (admin, _) = store
+        .create(&Session {
+            user_id: 1,
+            username: "admin".into(),
+            role: Role::Admin,
+        })
+        .await
+        .unwrap();
     Spawned {
-        app: TestApp::start(service),
-        iso,
+        app,
+        config,
+        admin,
+        db,
+        _iso: iso,
+    }
+}
+
+impl Spawned {
+    pub fn url(&self, path: &str) -> String {
+        self.app.url(path)
+    }
+
+    pub fn redis(&self) -> RedisStore {
+        RedisStore::connect(&self.config.redis).unwrap()
+    }
+
+    /// Creates a concert and one schedule; returns (concert_id, schedule_id).
+    pub async fn concert_with_schedule(
+        &self,
+        seats: i64,
+        opens_in: i64,
+        starts_in: i64,
+    ) -> (i64, i64) {
+        let c = reqwest::Client::new();
+        let concert: Value = c
+            .post(self.url("/api/admin/concerts"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"title": "Flash", "performer": "The Rush"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let concert_id = concert["id"].as_i64().unwrap();
+        let schedule_id = self.schedule(concert_id, seats, opens_in, starts_in).await["id"]
+            .as_i64()
+            .unwrap();
+        (concert_id, schedule_id)
+    }
+
+    pub async fn schedule(
+        &self,
+        concert_id: i64,
+        seats: i64,
+        opens_in: i64,
+        starts_in: i64,
+    ) -> Value {
+        let now = Utc::now();
+        let res = reqwest::Client::new()
+            .post(self.url(&format!("/api/admin/concerts/{concert_id}/schedules")))
+            .bearer_auth(&self.admin)
+            .json(&json!({
+                "starts_at": now + chrono::Duration::seconds(starts_in),
+                "booking_opens_at": now + chrono::Duration::seconds(opens_in),
+                "seat_count": seats,
+                "price": 1000,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json().await.unwrap()
+    }
+
+    /// `n` users with sessions, each joined to `concert_id`'s line and admitted, exactly as
+    /// users-api does it.
+    pub async fn buyers(&self, n: usize, concert_id: i64) -> Vec<Buyer> {
+        let redis = self.redis();
+        let store = SessionStore::new(redis.clone(), Duration::from_secs(600));
+        let queue_env = Env::from_pairs([
+            ("QUEUE_MAX_ACTIVE", "100000"),
+            ("QUEUE_ADMIT_PER_TICK", "100000"),
+        ]);
+        let room = WaitingRoom::new(
+            QueueKeys::new(redis),
+            users_api::config::QueueConfig::from_env(&queue_env).unwrap(),
+        );
+        let mut buyers = Vec::with_capacity(n);
+        for i in 0..n {
+            let user_id = NEXT_USER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (session, _) = store
+                .create(&Session {
+                    user_id,
+                    username: format!("u{i}"),
+                    role: Role::User,
+                })
+                .await
+                .unwrap();
+            let (status, _) = room.join(user_id, concert_id, Utc::now()).await.unwrap();
+            buyers.push(Buyer {
+                user_id,
+                session,
+                pass: status.token,
+            });
+        }
+        assert_eq!(
+            room.admit(concert_id, Utc::now()).await.unwrap().admitted as usize,
+            n
+        );
+        buyers
+    }
+
+    pub async fn hold(
+        &self,
+        buyer: &Buyer,
+        schedule_id: i64,
+        seats: impl AsRef<[i64]>,
+    ) -> (u16, Value) {
+        let seats = seats.as_ref();
+        let res = reqwest::Client::new()
+            .post(self.url("/api/reservations"))
+            .bearer_auth(&buyer.session)
+            .header("x-queue-token", &buyer.pass)
+            .json(&json!({"schedule_id": schedule_id, "seat_nos": seats}))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    pub async fn reservation(&self, buyer: &Buyer, id: i64) -> Value {
+        reqwest::Client::new()
+            .get(self.url(&format!("/api/reservations/{id}")))
+            .bearer_auth(&buyer.session)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "n")
+            .unwrap()
+    }
+
+    pub fn kafka(&self) -> KafkaClient {
+        KafkaClient::new(&self.config.kafka).unwrap()
+    }
+
+    /// Publishes `payment.completed` for a reservation, as payment-api's relay would.
+    pub async fn deliver_payment(
+        &self,
+        event: &common::kafka::Envelope<common::events::PaymentCompleted>,
+    ) {
+        let kafka = self.kafka();
+        let payload = serde_json::to_vec(event).unwrap();
+        kafka
+            .send(
+                &kafka.topic(common::events::PAYMENT_COMPLETED),
+                &event.data.reservation_id.to_string(),
+                &payload,
+                rdkafka::message::OwnedHeaders::new(),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub fn payment(
+        &self,
+        buyer: &Buyer,
+        reservation_id: i64,
+        payment_id: i64,
+        paid_at: DateTime<Utc>,
+    ) -> common::kafka::Envelope<common::events::PaymentCompleted> {
+        common::kafka::Envelope::new(
+            common::events::PAYMENT_COMPLETED,
+            common::events::PaymentCompleted {
+                payment_id,
+                reservation_id,
+                user_id: buyer.user_id,
+                amount: 1000,
+                paid_at,
+            },
+            Utc::now(),
+        )
     }
 }

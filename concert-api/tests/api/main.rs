@@ -1,4 +1,7 @@
 //! concert-api integration tests: one binary, real PostgreSQL, Redis and broker.
 
+mod catalogue;
 mod helpers;
+mod holds;
 mod platform;
+mod settlement;

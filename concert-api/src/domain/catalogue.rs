@@ -1,0 +1,194 @@
+//! Catalogue rules: what an admin may create, and the opaque cursors of the public lists.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use common::ApiError;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::store::catalogue::NewSchedule;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewConcertRequest {
+    pub title: String,
+    pub performer: String,
+}
+
+impl NewConcertRequest {
+    pub fn validate(self) -> Result<(String, String), ApiError> {
+        let text = |field: &str, v: String| {
+            let v = v.trim().to_owned();
+            if v.is_empty() || v.chars().count() > 200 {
+                Err(ApiError::invalid_field(
+                    field,
+                    "must be 1 to 200 characters",
+                ))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok((
+            text("title", self.title)?,
+            text("performer", self.performer)?,
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewScheduleRequest {
+    pub starts_at: DateTime<Utc>,
+    pub booking_opens_at: DateTime<Utc>,
+    pub seat_count: i64,
+    pub price: i64,
+}
+
+impl NewScheduleRequest {
+    pub fn validate(self, concert_id: i64) -> Result<NewSchedule, ApiError> {
+        let seat_count = i32::try_from(self.seat_count)
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid_field("seat_count", "must be between 1 and 1000"))?;
+        if !(1..=10_000_000).contains(&self.price) {
+            return Err(ApiError::invalid_field(
+                "price",
+                "must be between 1 and 10,000,000",
+            ));
+        }
+        if self.booking_opens_at > self.starts_at {
+            return Err(ApiError::invalid_field(
+                "booking_opens_at",
+                "must not be after starts_at",
+            ));
+        }
+        Ok(NewSchedule {
+            concert_id,
+            starts_at: self.starts_at,
+            booking_opens_at: self.booking_opens_at,
+            seat_count,
+            price: self.price,
+        })
+    }
+}
+
+/// `?limit&cursor` of a list.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub available: Option<bool>,
+}
+
+pub const DEFAULT_LIMIT: u64 = 20;
+pub const MAX_LIMIT: u64 = 100;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => Ok(n as u64),
+            Some(_) => Err(ApiError::invalid_field(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            )),
+        }
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::invalid_field("cursor", "is not a cursor this list returned")
+}
+
+fn decode(cursor: &str, kind: char) -> Result<Vec<i64>, ApiError> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad_cursor())?;
+    let text = String::from_utf8(raw).map_err(|_| bad_cursor())?;
+    let mut parts = text.split(':');
+    if parts.next() != Some(&kind.to_string()[..]) {
+        return Err(bad_cursor());
+    }
+    parts.map(|p| p.parse().map_err(|_| bad_cursor())).collect()
+}
+
+/// Cursor after a concert id.
+pub fn concert_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("c:{id}"))
+}
+
+pub fn parse_concert_cursor(cursor: &str) -> Result<i64, ApiError> {
+    match decode(cursor, 'c')?.as_slice() {
+        [id] => Ok(*id),
+        _ => Err(bad_cursor()),
+    }
+}
+
+/// Cursor after a schedule `(starts_at, id)`.
+pub fn schedule_cursor(starts_at: DateTime<Utc>, id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("s:{}:{id}", starts_at.timestamp_micros()))
+}
+
+pub fn parse_schedule_cursor(cursor: &str) -> Result<(DateTime<Utc>, i64), ApiError> {
+    match decode(cursor, 's')?.as_slice() {
+        [micros, id] => Ok((
+            DateTime::from_timestamp_micros(*micros).ok_or_else(bad_cursor)?,
+            *id,
+        )),
+        _ => Err(bad_cursor()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(parse_concert_cursor(&concert_cursor(42)).unwrap(), 42);
+        let at = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
+        assert_eq!(
+            parse_schedule_cursor(&schedule_cursor(at, 7)).unwrap(),
+            (at, 7)
+        );
+        for bad in ["", "!!", "eA", &schedule_cursor(at, 7)] {
+            assert!(parse_concert_cursor(bad).is_err(), "{bad}");
+        }
+        assert!(parse_schedule_cursor(&concert_cursor(1)).is_err());
+    }
+
+    #[test]
+    fn schedule_requests_are_checked() {
+        let now = Utc::now();
+        let r = |seats: i64, price: i64, opens_after: bool| NewScheduleRequest {
+            starts_at: now,
+            booking_opens_at: if opens_after {
+                now + chrono::Duration::seconds(1)
+            } else {
+                now
+            },
+            seat_count: seats,
+            price,
+        };
+        assert!(r(50, 1000, false).validate(1).is_ok());
+        for (req, field) in [
+            (r(0, 1000, false), "seat_count"),
+            (r(1001, 1000, false), "seat_count"),
+            (r(50, 0, false), "price"),
+            (r(50, 10_000_001, false), "price"),
+            (r(50, 1000, true), "booking_opens_at"),
+        ] {
+            assert!(req.validate(1).unwrap_err().detail().contains(field));
+        }
+    }
+
+    #[test]
+    fn limits_default_and_are_bounded() {
+        let q = |limit| PageQuery {
+            limit,
+            cursor: None,
+            available: None,
+        };
+        assert_eq!(q(None).limit().unwrap(), 20);
+        assert_eq!(q(Some(100)).limit().unwrap(), 100);
+        assert!(q(Some(0)).limit().is_err());
+        assert!(q(Some(101)).limit().is_err());
+    }
+}

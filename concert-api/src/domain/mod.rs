@@ -1,0 +1,4 @@
+//! The rules of concert-api, free of HTTP and storage.
+
+pub mod catalogue;
+pub mod reservation;

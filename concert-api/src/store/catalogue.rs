@@ -1,0 +1,210 @@
+//! Concerts and schedules: admin writes and the public, keyset-paginated reads.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, TransactionTrait, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, FromQueryResult, Serialize, ToSchema)]
+pub struct Concert {
+    pub id: i64,
+    pub title: String,
+    pub performer: String,
+}
+
+#[derive(Debug, Clone, FromQueryResult, Serialize, ToSchema)]
+pub struct Schedule {
+    pub id: i64,
+    pub concert_id: i64,
+    pub starts_at: DateTime<Utc>,
+    pub booking_opens_at: DateTime<Utc>,
+    pub seat_count: i32,
+    pub price: i64,
+    pub available_seats: i64,
+}
+
+/// A seat nobody can be holding any more: never taken, or held by a hold that is past
+/// `held_until + grace` (`$stale` is `now - grace`).
+pub const FREE_SEAT: &str =
+    "(se.status = 'AVAILABLE' OR (se.status = 'HELD' AND se.held_until < $stale))";
+
+fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}
+
+pub async fn insert_concert<C: ConnectionTrait>(
+    db: &C,
+    title: &str,
+    performer: &str,
+) -> Result<Concert, DbErr> {
+    Concert::find_by_statement(stmt(
+        db,
+        "INSERT INTO concerts (title, performer) VALUES ($1, $2) RETURNING id, title, performer",
+        vec![title.into(), performer.into()],
+    ))
+    .one(db)
+    .await?
+    .ok_or(DbErr::RecordNotInserted)
+}
+
+pub async fn find_concert<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Concert>, DbErr> {
+    Concert::find_by_statement(stmt(
+        db,
+        "SELECT id, title, performer FROM concerts WHERE id = $1",
+        vec![id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+/// Concerts after `after_id`, by id; one more than `limit` tells whether a next page exists.
+pub async fn list_concerts<C: ConnectionTrait>(
+    db: &C,
+    after_id: i64,
+    limit: u64,
+) -> Result<Vec<Concert>, DbErr> {
+    Concert::find_by_statement(stmt(
+        db,
+        "SELECT id, title, performer FROM concerts WHERE id > $1 ORDER BY id LIMIT $2",
+        vec![after_id.into(), (limit as i64 + 1).into()],
+    ))
+    .all(db)
+    .await
+}
+
+#[derive(Debug)]
+pub struct NewSchedule {
+    pub concert_id: i64,
+    pub starts_at: DateTime<Utc>,
+    pub booking_opens_at: DateTime<Utc>,
+    pub seat_count: i32,
+    pub price: i64,
+}
+
+/// Creates a schedule and all its seats (numbers 1..=seat_count) in one transaction; the
+/// seats go in with one bulk statement.
+pub async fn insert_schedule(
+    db: &sea_orm::DatabaseConnection,
+    s: &NewSchedule,
+) -> Result<Schedule, DbErr> {
+    let txn = db.begin().await?;
+    let schedule = Schedule::find_by_statement(stmt(
+        &txn,
+        "INSERT INTO schedules (concert_id, starts_at, booking_opens_at, seat_count, price) \
+         VALUES ($1, $2, $3, $4, $5) \
+         RETURNING id, concert_id, starts_at, booking_opens_at, seat_count, price, seat_count::bigint AS available_seats",
+        vec![
+            s.concert_id.into(),
+            s.starts_at.into(),
+            s.booking_opens_at.into(),
+            s.seat_count.into(),
+            s.price.into(),
+        ],
+    ))
+    .one(&txn)
+    .await?
+    .ok_or(DbErr::RecordNotInserted)?;
+    txn.execute_raw(stmt(
+        &txn,
+        "INSERT INTO seats (schedule_id, seat_no, price) SELECT $1, n, $2 FROM generate_series(1, $3) AS n",
+        vec![schedule.id.into(), s.price.into(), s.seat_count.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(schedule)
+}
+
+/// A page of a concert's schedules ordered by `(starts_at, id)`, after the cursor.
+/// With `only_available`: starts in the future, booking open, at least one free seat.
+pub async fn list_schedules<C: ConnectionTrait>(
+    db: &C,
+    concert_id: i64,
+    only_available: bool,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: u64,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> Result<Vec<Schedule>, DbErr> {
+    let free = FREE_SEAT.replace("$stale", "$2");
+    let available = if only_available {
+        format!(
+            "AND sc.starts_at > $3 AND sc.booking_opens_at <= $3 \
+             AND EXISTS (SELECT 1 FROM seats se WHERE se.schedule_id = sc.id AND {free})"
+        )
+    } else {
+        String::new()
+    };
+    let mut values: Vec<Value> = vec![
+        concert_id.into(),
+        stale_before.into(),
+        now.into(),
+        (limit as i64 + 1).into(),
+    ];
+    let after_clause = match after {
+        Some((at, id)) => {
+            values.extend([at.into(), id.into()]);
+            "AND (sc.starts_at, sc.id) > ($5, $6)"
+        }
+        None => "",
+    };
+    let sql = format!(
+        "SELECT sc.id, sc.concert_id, sc.starts_at, sc.booking_opens_at, sc.seat_count, sc.price, \
+           (SELECT count(*) FROM seats se WHERE se.schedule_id = sc.id AND {free}) AS available_seats \
+         FROM schedules sc \
+         WHERE sc.concert_id = $1 {available} {after_clause} \
+         ORDER BY sc.starts_at, sc.id LIMIT $4"
+    );
+    Schedule::find_by_statement(stmt(db, &sql, values))
+        .all(db)
+        .await
+}
+
+/// What a hold needs to know about its schedule.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ScheduleFacts {
+    pub id: i64,
+    pub concert_id: i64,
+    pub starts_at: DateTime<Utc>,
+    pub booking_opens_at: DateTime<Utc>,
+    pub seat_count: i32,
+}
+
+pub async fn schedule_facts<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+) -> Result<Option<ScheduleFacts>, DbErr> {
+    ScheduleFacts::find_by_statement(stmt(
+        db,
+        "SELECT id, concert_id, starts_at, booking_opens_at, seat_count FROM schedules WHERE id = $1",
+        vec![id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct SeatRow {
+    pub seat_no: i32,
+    pub price: i64,
+    /// `AVAILABLE`, `HELD` or `SOLD` as seen by a buyer (a dead hold reads as available).
+    pub status: String,
+}
+
+/// The seat map of a schedule.
+pub async fn seat_map<C: ConnectionTrait>(
+    db: &C,
+    schedule_id: i64,
+    stale_before: DateTime<Utc>,
+) -> Result<Vec<SeatRow>, DbErr> {
+    let free = FREE_SEAT.replace("$stale", "$2");
+    SeatRow::find_by_statement(stmt(
+        db,
+        &format!(
+            "SELECT se.seat_no, se.price, CASE WHEN {free} THEN 'AVAILABLE' ELSE se.status END AS status \
+             FROM seats se WHERE se.schedule_id = $1 ORDER BY se.seat_no"
+        ),
+        vec![schedule_id.into(), stale_before.into()],
+    ))
+    .all(db)
+    .await
+}

@@ -1,0 +1,296 @@
+//! Admin writes, public lists with cursors and cache invalidation, the seat map's guard.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn only_admins_create_and_bad_bodies_name_the_field() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let buyer = s.buyers(1, 1).await.remove(0);
+    let body = json!({"title": "T", "performer": "P"});
+    let res = c
+        .post(s.url("/api/admin/concerts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c
+        .post(s.url("/api/admin/concerts"))
+        .bearer_auth(&buyer.session)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.json::<Value>().await.unwrap()["code"].clone()
+        ),
+        (403, json!("FORBIDDEN"))
+    );
+
+    for (body, field) in [
+        (json!({"performer": "P"}), "title"),
+        (json!({"title": "", "performer": "P"}), "title"),
+        (
+            json!({"title": "T", "performer": "x".repeat(201)}),
+            "performer",
+        ),
+    ] {
+        let res = c
+            .post(s.url("/api/admin/concerts"))
+            .bearer_auth(&s.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(
+            res.json::<Value>().await.unwrap()["detail"]
+                .as_str()
+                .unwrap()
+                .contains(field)
+        );
+    }
+    let (concert, _) = s.concert_with_schedule(10, -60, 3600).await;
+    let now = Utc::now();
+    for (body, field) in [
+        (
+            json!({"starts_at": now, "booking_opens_at": now, "seat_count": 0, "price": 1}),
+            "seat_count",
+        ),
+        (
+            json!({"starts_at": now, "booking_opens_at": now, "seat_count": 1001, "price": 1}),
+            "seat_count",
+        ),
+        (
+            json!({"starts_at": now, "booking_opens_at": now, "seat_count": 10, "price": 0}),
+            "price",
+        ),
+        (
+            json!({"starts_at": "tomorrow", "booking_opens_at": now, "seat_count": 10, "price": 5}),
+            "starts_at",
+        ),
+        (
+            json!({"starts_at": now, "booking_opens_at": now + chrono::Duration::hours(1), "seat_count": 10, "price": 5}),
+            "booking_opens_at",
+        ),
+    ] {
+        let res = c
+            .post(s.url(&format!("/api/admin/concerts/{concert}/schedules")))
+            .bearer_auth(&s.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        assert!(
+            res.json::<Value>().await.unwrap()["detail"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{field}"
+        );
+    }
+    let res = c
+        .post(s.url("/api/admin/concerts/999999/schedules"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"starts_at": now, "booking_opens_at": now, "seat_count": 10, "price": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "CONCERT_NOT_FOUND"
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM schedules").await,
+        1,
+        "only the valid schedule exists"
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM seats").await,
+        10,
+        "its seats were created in bulk"
+    );
+}
+
+#[tokio::test]
+async fn lists_paginate_with_cursors_and_see_admin_writes_at_once() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let get = |path: String| {
+        let c = c.clone();
+        async move {
+            let res = c.get(path).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    for _ in 0..5 {
+        s.concert_with_schedule(5, -60, 3600).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor
+            .as_ref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let (status, page) = get(s.url(&format!("/api/concerts?limit=2{q}"))).await;
+        assert_eq!(status, 200);
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    // Cached, yet a new concert shows up immediately: admin writes invalidate.
+    let (_, before) = get(s.url("/api/concerts?limit=100")).await;
+    s.concert_with_schedule(5, -60, 3600).await;
+    let (_, after) = get(s.url("/api/concerts?limit=100")).await;
+    assert_eq!(
+        after["items"].as_array().unwrap().len(),
+        before["items"].as_array().unwrap().len() + 1
+    );
+
+    assert_eq!(get(s.url("/api/concerts?limit=0")).await.0, 400);
+    assert_eq!(get(s.url("/api/concerts?limit=abc")).await.0, 400);
+    assert_eq!(get(s.url("/api/concerts?cursor=garbage")).await.0, 400);
+    let (status, p) = get(s.url("/api/concerts/999999")).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (404, Some("CONCERT_NOT_FOUND"))
+    );
+    assert_eq!(get(s.url("/api/concerts/999999/schedules")).await.0, 404);
+}
+
+#[tokio::test]
+async fn available_schedules_are_future_open_and_not_sold_out() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (concert, open) = s.concert_with_schedule(2, -60, 3600).await;
+    let not_yet_open = s.schedule(concert, 2, 600, 7200).await["id"]
+        .as_i64()
+        .unwrap();
+    let started = s.schedule(concert, 2, -7200, -60).await["id"]
+        .as_i64()
+        .unwrap();
+    let full = s.schedule(concert, 1, -60, 5400).await["id"]
+        .as_i64()
+        .unwrap();
+    let buyer = s.buyers(1, concert).await.remove(0);
+    assert_eq!(s.hold(&buyer, full, &[1]).await.0, 201);
+
+    let ids = |v: Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all: Value = c
+        .get(s.url(&format!("/api/concerts/{concert}/schedules?limit=100")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(all.clone()),
+        vec![started, open, full, not_yet_open],
+        "ordered by start time"
+    );
+    let available: Value = c
+        .get(s.url(&format!("/api/concerts/{concert}/schedules?available=true")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(available.clone()), vec![open]);
+    assert_eq!(available["items"][0]["available_seats"], 2);
+    assert_eq!(available["items"][0]["seat_count"], 2);
+}
+
+#[tokio::test]
+async fn the_seat_map_needs_an_active_pass_for_that_concert() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (concert, schedule) = s.concert_with_schedule(50, -60, 3600).await;
+    let (other_concert, _) = s.concert_with_schedule(5, -60, 3600).await;
+    let buyer = s.buyers(1, concert).await.remove(0);
+    let elsewhere = s.buyers(1, other_concert).await.remove(0);
+    let url = s.url(&format!("/api/schedules/{schedule}/seats"));
+
+    let res = c
+        .get(&url)
+        .bearer_auth(&buyer.session)
+        .header("x-queue-token", &buyer.pass)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let map: Value = res.json().await.unwrap();
+    assert_eq!(map["schedule_id"], schedule);
+    assert_eq!(map["seats"].as_array().unwrap().len(), 50);
+    assert!(
+        map["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "AVAILABLE" && s["price"] == 1000)
+    );
+
+    for (req, why) in [
+        (c.get(&url).bearer_auth(&buyer.session), "missing"),
+        (
+            c.get(&url)
+                .bearer_auth(&buyer.session)
+                .header("x-queue-token", "1.bogus"),
+            "malformed",
+        ),
+        (
+            c.get(&url)
+                .bearer_auth(&elsewhere.session)
+                .header("x-queue-token", &elsewhere.pass),
+            "another concert",
+        ),
+        (
+            c.get(&url)
+                .bearer_auth(&elsewhere.session)
+                .header("x-queue-token", &buyer.pass),
+            "another user",
+        ),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{why}");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "QUEUE_TOKEN_INVALID", "{why}");
+    }
+    let res = c
+        .get(s.url("/api/schedules/999999/seats"))
+        .bearer_auth(&buyer.session)
+        .header("x-queue-token", &buyer.pass)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "SCHEDULE_NOT_FOUND"
+    );
+}

@@ -1,0 +1,195 @@
+//! payment.completed through the real broker, the expiry sweep, the internal endpoint.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::testkit::eventually;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+async fn outbox_count(s: &crate::helpers::Spawned, topic: &str) -> i64 {
+    s.count(&format!(
+        "SELECT count(*)::bigint AS n FROM outbox WHERE topic = '{topic}'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sweep() {
+    let s = spawn_app().await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyer = s.buyers(1, concert).await.remove(0);
+    let (_, held) = s.hold(&buyer, schedule, &[3, 4]).await;
+    let id = held["id"].as_i64().unwrap();
+
+    let payment = s.payment(&buyer, id, 77, Utc::now());
+    s.deliver_payment(&payment).await;
+    s.deliver_payment(&payment).await;
+    eventually(
+        "the reservation to be confirmed",
+        Duration::from_secs(30),
+        || {
+            let (s, buyer) = (&s, &buyer);
+            async move { (s.reservation(buyer, id).await["status"] == "CONFIRMED").then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = s.reservation(&buyer, id).await;
+    assert_eq!(r["payment_id"], 77);
+    assert_eq!(
+        outbox_count(&s, "reservation.confirmed").await,
+        1,
+        "confirmed once"
+    );
+    assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
+
+    // However late the sweeps run, a paid seat never comes back.
+    for days in [1, 30, 365] {
+        let sweep = concert_api::expire_holds(
+            &s.db,
+            Utc::now() + chrono::Duration::days(days),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sweep.seats_freed, 0);
+    }
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM seats WHERE status = 'SOLD'")
+            .await,
+        2
+    );
+    assert_eq!(s.reservation(&buyer, id).await["status"], "CONFIRMED");
+}
+
+#[tokio::test]
+async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stays_with_its_new_holder()
+ {
+    let s = spawn_app_with(|env| {
+        env.with("RESERVATION_HOLD_SECS", "1")
+            .with("RESERVATION_GRACE_SECS", "0")
+    })
+    .await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyers = s.buyers(2, concert).await;
+    let (_, first) = s.hold(&buyers[0], schedule, &[8]).await;
+    let first_id = first["id"].as_i64().unwrap();
+    let paid_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, second) = s.hold(&buyers[1], schedule, &[8]).await;
+    assert_eq!(status, 201);
+
+    // The first buyer's payment (made in time) arrives after the seat was retaken.
+    s.deliver_payment(&s.payment(&buyers[0], first_id, 5, paid_at))
+        .await;
+    eventually(
+        "the rejection to be written",
+        Duration::from_secs(30),
+        || {
+            let s = &s;
+            async move { (outbox_count(s, "reservation.rejected").await == 1).then_some(()) }
+        },
+    )
+    .await;
+    let payload: Value = {
+        use sea_orm::{ConnectionTrait, Statement};
+        let row =
+            s.db.query_one_raw(Statement::from_string(
+                s.db.get_database_backend(),
+                "SELECT payload FROM outbox WHERE topic = 'reservation.rejected'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "payload").unwrap()
+    };
+    assert_eq!(payload["data"]["payment_id"], 5);
+    assert_eq!(payload["data"]["reason"], "RESERVATION_EXPIRED");
+    let second_now = s
+        .reservation(&buyers[1], second["id"].as_i64().unwrap())
+        .await;
+    assert_eq!(
+        second_now["status"], "HELD",
+        "the new holder keeps the seat"
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM seats WHERE status = 'HELD'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_expires_dead_holds_frees_their_seats_and_emits_events() {
+    let s = spawn_app_with(|env| {
+        env.with("RESERVATION_HOLD_SECS", "1")
+            .with("RESERVATION_GRACE_SECS", "1")
+    })
+    .await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyers = s.buyers(3, concert).await;
+    for (i, b) in buyers.iter().enumerate() {
+        assert_eq!(s.hold(b, schedule, &[i as i64 + 1]).await.0, 201);
+    }
+    let grace = Duration::from_secs(1);
+    let early = concert_api::expire_holds(&s.db, Utc::now(), grace)
+        .await
+        .unwrap();
+    assert_eq!(early.reservations_expired, 0, "not before hold + grace");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let sweep = concert_api::expire_holds(&s.db, Utc::now(), grace)
+        .await
+        .unwrap();
+    assert_eq!((sweep.reservations_expired, sweep.seats_freed), (3, 3));
+    assert_eq!(
+        concert_api::expire_holds(&s.db, Utc::now(), grace)
+            .await
+            .unwrap()
+            .reservations_expired,
+        0,
+        "idempotent"
+    );
+    assert_eq!(outbox_count(&s, "reservation.expired").await, 3);
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM reservation_seats WHERE active")
+            .await,
+        0
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM seats WHERE status = 'AVAILABLE'")
+            .await,
+        10
+    );
+}
+
+#[tokio::test]
+async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
+    let s = spawn_app().await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyer = s.buyers(1, concert).await.remove(0);
+    let (_, held) = s.hold(&buyer, schedule, &[1, 2, 3]).await;
+    let r: Value = reqwest::get(s.url(&format!("/internal/reservations/{}", held["id"])))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["user_id"], buyer.user_id);
+    assert_eq!(r["status"], "HELD");
+    assert_eq!(r["amount"], 3000);
+    assert_eq!(r["seat_nos"], serde_json::json!([1, 2, 3]));
+    assert!(
+        r["held_until"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap()
+            > Utc::now() + chrono::Duration::minutes(4)
+    );
+    let missing = reqwest::get(s.url("/internal/reservations/999999"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
