@@ -54,11 +54,11 @@ impl Application {
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
         let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
-        let state = web::Data::new(AppState {
-            db: db.clone(),
-            cache: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
-            rules: config.reservation.clone(),
-        });
+        let state = web::Data::new(AppState::new(
+            db.clone(),
+            CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
+            config.reservation.clone(),
+        ));
         let consumer_kafka = kafka.clone();
         let handler = SettleOnPayment { db: db.clone() };
         let parts = ServiceParts {

@@ -170,7 +170,8 @@ pub async fn seat_map(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let schedule_id = id.into_inner();
-    let facts = catalogue::schedule_facts(&state.db, schedule_id)
+    let facts = state
+        .schedule(schedule_id)
         .await?
         .ok_or_else(|| schedule_not_found(schedule_id))?;
     pass.require_concert(facts.concert_id)?;

@@ -5,6 +5,8 @@ pub mod catalogue;
 pub mod internal;
 pub mod reservations;
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use actix_web::web;
@@ -13,15 +15,45 @@ use sea_orm::DatabaseConnection;
 
 use crate::config::ReservationConfig;
 use crate::store::cache::CatalogueCache;
+use crate::store::catalogue::ScheduleFacts;
 
 /// What every handler shares.
 pub struct AppState {
     pub db: DatabaseConnection,
     pub cache: CatalogueCache,
     pub rules: ReservationConfig,
+    /// Schedules never change once created (no endpoint edits them), so every hold and seat
+    /// map can skip the lookup after the first.
+    pub schedules: RwLock<HashMap<i64, ScheduleFacts>>,
 }
 
+const MAX_CACHED_SCHEDULES: usize = 100_000;
+
 impl AppState {
+    pub fn new(db: DatabaseConnection, cache: CatalogueCache, rules: ReservationConfig) -> Self {
+        Self {
+            db,
+            cache,
+            rules,
+            schedules: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The facts of a schedule (from memory after the first lookup).
+    pub async fn schedule(&self, id: i64) -> Result<Option<ScheduleFacts>, sea_orm::DbErr> {
+        if let Some(facts) = self.schedules.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(Some(facts));
+        }
+        let facts = crate::store::catalogue::schedule_facts(&self.db, id).await?;
+        if let (Some(f), Ok(mut map)) = (&facts, self.schedules.write()) {
+            if map.len() >= MAX_CACHED_SCHEDULES {
+                map.clear();
+            }
+            map.insert(id, f.clone());
+        }
+        Ok(facts)
+    }
+
     /// Holds that ended before this instant are dead (`now - grace`).
     pub fn stale_before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - chrono::Duration::from_std(self.rules.grace)

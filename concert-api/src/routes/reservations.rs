@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 use crate::domain::reservation::{HoldRequest, ReservationView, check_booking_open};
 use crate::routes::AppState;
 use crate::routes::catalogue::schedule_not_found;
-use crate::store::catalogue;
 use crate::store::reservations::{self, CancelOutcome, HoldOutcome};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,7 +44,8 @@ pub async fn create(
     body: Json<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let hold = body.into_inner().validate(state.rules.max_seats)?;
-    let schedule = catalogue::schedule_facts(&state.db, hold.schedule_id)
+    let schedule = state
+        .schedule(hold.schedule_id)
         .await?
         .ok_or_else(|| schedule_not_found(hold.schedule_id))?;
     pass.require_concert(schedule.concert_id)?;

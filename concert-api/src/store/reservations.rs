@@ -80,7 +80,130 @@ pub async fn taken_seats<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|r| r.seat_no).collect())
 }
 
+/// The common case in one self-committing statement: every requested seat is AVAILABLE.
+/// It locks the seats in seat order, and only if all of them are free does it claim them,
+/// insert the reservation and its `reservation_seats` rows — otherwise it changes nothing.
+/// One round trip instead of four (BEGIN, claim, insert, COMMIT).
+///
+/// Measured alternatives (bench/holds): dropping the caller's lock-free pre-check and using
+/// `SKIP LOCKED` or an in-statement peek instead made the contended case 2x slower — a
+/// row lock writes WAL, so every loser paid a commit flush — and the bigger statement cost
+/// more to plan than the separate pre-check's round trip.
+#[derive(Debug, FromQueryResult)]
+struct FastHold {
+    free: i64,
+    dead: i64,
+    unavailable: Option<Vec<i32>>,
+    id: Option<i64>,
+    amount: Option<i64>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+enum FastOutcome {
+    Done(HoldOutcome),
+    /// Some seats are free only because their hold is dead: take the careful path.
+    NeedsTakeover,
+}
+
+async fn hold_available(
+    db: &DatabaseConnection,
+    user_id: i64,
+    schedule: &ScheduleFacts,
+    sorted: &[i32],
+    held_until: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> Result<FastOutcome, DbErr> {
+    let row = FastHold::find_by_statement(stmt(
+        db,
+        "WITH target AS ( \
+            SELECT id, seat_no, price, status, held_until FROM seats \
+            WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
+         verdict AS ( \
+            SELECT count(*) FILTER (WHERE status = 'AVAILABLE') AS free, \
+                   count(*) FILTER (WHERE status = 'HELD' AND held_until < $4) AS dead, \
+                   array_agg(seat_no ORDER BY seat_no) FILTER ( \
+                       WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable, \
+                   sum(price) AS amount \
+            FROM target), \
+         rid AS ( \
+            SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id, v.amount \
+            FROM verdict v WHERE v.free = $5), \
+         claimed AS ( \
+            UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
+            FROM target t, rid WHERE se.id = t.id RETURNING se.id), \
+         res AS ( \
+            INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
+            SELECT rid.id, $6, $1, $7, $2, rid.amount, 'HELD', $3 FROM rid \
+            RETURNING id, amount, created_at), \
+         rs AS ( \
+            INSERT INTO reservation_seats (reservation_id, seat_id) SELECT rid.id, c.id FROM rid, claimed c) \
+         SELECT v.free, v.dead, v.unavailable, res.id, res.amount, res.created_at \
+         FROM verdict v LEFT JOIN res ON true",
+        vec![
+            schedule.id.into(),
+            sorted.to_vec().into(),
+            held_until.into(),
+            stale_before.into(),
+            (sorted.len() as i64).into(),
+            user_id.into(),
+            schedule.concert_id.into(),
+        ],
+    ))
+    .one(db)
+    .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(DbErr::RecordNotFound("hold verdict".into())),
+        Err(e) if is_unique_violation(&e) => {
+            tracing::error!(error = %e, "active reservation_seats uniqueness refused a hold");
+            return Ok(FastOutcome::Done(HoldOutcome::Unavailable(sorted.to_vec())));
+        }
+        Err(e) => return Err(e),
+    };
+    if let (Some(id), Some(amount), Some(created_at)) = (row.id, row.amount, row.created_at) {
+        return Ok(FastOutcome::Done(HoldOutcome::Held(ReservationRow {
+            id,
+            user_id,
+            schedule_id: schedule.id,
+            concert_id: schedule.concert_id,
+            seat_nos: sorted.to_vec(),
+            amount,
+            status: "HELD".into(),
+            held_until,
+            payment_id: None,
+            created_at,
+        })));
+    }
+    if row.free + row.dead == sorted.len() as i64 {
+        return Ok(FastOutcome::NeedsTakeover);
+    }
+    Ok(FastOutcome::Done(HoldOutcome::Unavailable(
+        row.unavailable.unwrap_or_default(),
+    )))
+}
+
 /// Holds `seat_nos` of `schedule` for `user_id` until `held_until`: all of them or none.
+/// Tries the one-statement path first; seats freed only by a dead hold take the careful one.
+pub async fn hold(
+    db: &DatabaseConnection,
+    user_id: i64,
+    schedule: &ScheduleFacts,
+    seat_nos: &[i32],
+    held_until: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> Result<HoldOutcome, DbErr> {
+    let mut sorted = seat_nos.to_vec();
+    sorted.sort_unstable();
+    match hold_available(db, user_id, schedule, &sorted, held_until, stale_before).await? {
+        FastOutcome::Done(outcome) => Ok(outcome),
+        FastOutcome::NeedsTakeover => {
+            hold_with_takeover(db, user_id, schedule, &sorted, held_until, stale_before).await
+        }
+    }
+}
+
+/// Holds `seat_nos` of `schedule` for `user_id` until `held_until`: all of them or none,
+/// taking over seats whose previous hold is dead.
 ///
 /// Why this is safe under any concurrency: the claim is one statement that locks the
 /// requested seat rows in seat-number order (so overlapping holds cannot deadlock), then
@@ -90,7 +213,7 @@ pub async fn taken_seats<C: ConnectionTrait>(
 /// back and nothing is held. The partial unique index on active `reservation_seats` backs
 /// this: a seat in two active reservations cannot be committed even if this logic were wrong.
 /// No application lock, no network call inside the transaction.
-pub async fn hold(
+async fn hold_with_takeover(
     db: &DatabaseConnection,
     user_id: i64,
     schedule: &ScheduleFacts,
