@@ -148,8 +148,8 @@ async fn overlapping_multi_seat_holds_are_all_or_nothing() {
 #[tokio::test]
 async fn an_unpaid_hold_frees_its_seats_after_hold_plus_grace_not_before() {
     let s = spawn_app_with(|env| {
-        env.with("RESERVATION_HOLD_SECS", "1")
-            .with("RESERVATION_GRACE_SECS", "1")
+        env.with("RESERVATION_HOLD_SECS", "2")
+            .with("RESERVATION_GRACE_SECS", "2")
     })
     .await;
     let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
@@ -157,13 +157,13 @@ async fn an_unpaid_hold_frees_its_seats_after_hold_plus_grace_not_before() {
     let (status, first) = s.hold(&buyers[0], schedule, &[5, 6]).await;
     assert_eq!(status, 201);
     assert_eq!(s.hold(&buyers[1], schedule, &[5]).await.0, 409, "held");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         s.hold(&buyers[1], schedule, &[5]).await.0,
         409,
         "past held_until but within grace"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let (status, second) = s.hold(&buyers[1], schedule, &[5]).await;
     assert_eq!(status, 201, "free after hold + grace: {second}");
 

@@ -107,18 +107,16 @@ async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stay
     };
     assert_eq!(payload["data"]["payment_id"], 5);
     assert_eq!(payload["data"]["reason"], "RESERVATION_EXPIRED");
-    let second_now = s
-        .reservation(&buyers[1], second["id"].as_i64().unwrap())
+    // The seat still belongs to the new holder. (Its own 1 s hold may have lapsed by now on a
+    // loaded machine, but no sweep ran and nobody took the seat from it.)
+    let second_id = second["id"].as_i64().unwrap();
+    let held_by_second = s
+        .count(&format!(
+            "SELECT count(*)::bigint AS n FROM seats se JOIN reservations r ON r.id = se.reservation_id \
+             WHERE se.seat_no = 8 AND se.status = 'HELD' AND r.id = {second_id} AND r.status = 'HELD'"
+        ))
         .await;
-    assert_eq!(
-        second_now["status"], "HELD",
-        "the new holder keeps the seat"
-    );
-    assert_eq!(
-        s.count("SELECT count(*)::bigint AS n FROM seats WHERE status = 'HELD'")
-            .await,
-        1
-    );
+    assert_eq!(held_by_second, 1, "the new holder keeps the seat");
 }
 
 #[tokio::test]
