@@ -129,6 +129,19 @@ impl ApiError {
         &self.detail
     }
 
+    /// The problem document as JSON (to store and replay a response, e.g. idempotency).
+    pub fn problem_json(&self) -> serde_json::Value {
+        let body = Problem {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: &self.code,
+            extensions: self.extensions.as_ref(),
+        };
+        serde_json::to_value(body).unwrap_or_default()
+    }
+
     /// The problem+json response for this error.
     pub fn to_response(&self) -> HttpResponse {
         let title = self.status.canonical_reason().unwrap_or("Error");

@@ -1,5 +1,7 @@
 //! payment-api settings: listener, database, Redis, broker, sessions.
 
+use std::time::Duration;
+
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
     SessionConfig, log_format,
@@ -12,7 +14,37 @@ pub struct Config {
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
     pub session: SessionConfig,
+    pub payment: PaymentConfig,
     pub log_format: LogFormat,
+}
+
+/// Money rules and the concert-api client (DESIGN §3).
+#[derive(Clone, Debug)]
+pub struct PaymentConfig {
+    pub wallet_max_balance: i64,
+    /// A hold this close to `held_until` is not paid any more.
+    pub cutoff: Duration,
+    pub concert_api_url: String,
+    pub concert_api_timeout: Duration,
+    /// A COMPLETED payment whose reservation has not settled after this long is re-published.
+    pub reconcile_after: Duration,
+}
+
+impl PaymentConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.url(
+            "CONCERT_API_URL",
+            "http://127.0.0.1:8082",
+            &["http", "https"],
+        )?;
+        Ok(Self {
+            wallet_max_balance: env.parse("WALLET_MAX_BALANCE", 100_000_000, 1..=i64::MAX / 2)?,
+            cutoff: env.secs("PAYMENT_CUTOFF_SECS", 10, 0..=3600)?,
+            concert_api_url: url.expose().trim_end_matches('/').to_owned(),
+            concert_api_timeout: env.millis("CONCERT_API_TIMEOUT_MS", 2000, 50..=60_000)?,
+            reconcile_after: env.secs("PAYMENT_RECONCILE_AFTER_SECS", 30, 1..=86_400)?,
+        })
+    }
 }
 
 impl Config {
@@ -23,6 +55,7 @@ impl Config {
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
             session: SessionConfig::from_env(env)?,
+            payment: PaymentConfig::from_env(env)?,
             log_format: log_format(env)?,
         })
     }

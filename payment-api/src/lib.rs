@@ -1,8 +1,13 @@
-//! payment-api: wallets, payments and refunds.
+//! payment-api: wallets, ledger, payments, refunds, and the payment → seat saga.
 
+pub mod concerts;
 pub mod config;
+pub mod domain;
+pub mod events;
+pub mod routes;
 pub mod startup;
 pub mod store;
 
 pub use config::Config;
+pub use domain::reconcile;
 pub use startup::Application;

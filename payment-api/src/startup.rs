@@ -1,10 +1,12 @@
-//! Builds payment-api: database, Redis, broker, routes, background tasks.
+//! Builds payment-api: database, Redis, broker, routes, the settlement consumer.
 
 use std::sync::Arc;
 
 use actix_web::web;
-use common::auth::SessionStore;
+use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
+use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED, RESERVATION_REJECTED};
+use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -12,13 +14,26 @@ use common::startup::{
 };
 use utoipa::OpenApi;
 
+use crate::concerts::ConcertClient;
 use crate::config::Config;
+use crate::events::SettlementEvents;
+use crate::routes::AppState;
 use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "payment-api";
 
 #[derive(OpenApi)]
-#[openapi(info(title = "payment-api", description = "Wallets, payments and refunds"))]
+#[openapi(
+    info(title = "payment-api", description = "Wallets, payments and refunds"),
+    paths(
+        crate::routes::wallet::balance,
+        crate::routes::wallet::charge,
+        crate::routes::wallet::transactions,
+        crate::routes::payments::pay,
+        crate::routes::payments::list,
+        crate::routes::payments::get,
+    )
+)]
 struct ApiDoc;
 
 pub struct Application;
@@ -28,8 +43,19 @@ impl Application {
     pub async fn build(config: Config) -> Result<Service, StartupError> {
         tracing::info!(?config, "starting {SERVICE}");
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
-        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
+        let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
         let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            cfg: config.payment.clone(),
+            concerts: ConcertClient::new(
+                &config.payment.concert_api_url,
+                config.payment.concert_api_timeout,
+            ),
+        });
+        let consumer_kafka = kafka.clone();
+        let handler = SettlementEvents { db: db.clone() };
         let parts = ServiceParts {
             name: SERVICE,
             http: config.http.clone(),
@@ -40,9 +66,23 @@ impl Application {
             openapi: ApiDoc::openapi(),
             relay: true,
         };
-        build_service(parts, move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(sessions.clone());
-        })
+        let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(sessions.clone())
+                .app_data(queue_keys.clone())
+                .app_data(state.clone());
+            crate::routes::configure(cfg);
+        })?;
+        let cancel = service.cancel_token();
+        service.spawn("settlement consumer", async move {
+            let stats = Arc::new(ConsumerStats::default());
+            let topics = [RESERVATION_REJECTED, RESERVATION_CONFIRMED];
+            if let Err(e) =
+                run_consumer(consumer_kafka, SERVICE, &topics, handler, stats, cancel).await
+            {
+                tracing::error!(error = %e, "settlement consumer stopped");
+            }
+        });
+        Ok(service)
     }
 }
 

@@ -1,3 +1,6 @@
-//! payment DB: schema migrations (and, as the service grows, its queries).
+//! payment DB: schema, wallets and ledger, payments, idempotency keys.
 
+pub mod idempotency;
 pub mod migration;
+pub mod payments;
+pub mod wallet;

@@ -1,4 +1,7 @@
-//! payment-api integration tests: one binary, real PostgreSQL, Redis and broker.
+//! payment-api integration tests: one binary, real PostgreSQL, Redis, broker and concert-api.
 
 mod helpers;
+mod payments;
 mod platform;
+mod saga;
+mod wallet;

@@ -1,0 +1,56 @@
+//! Events payment-api consumes: `reservation.rejected` refunds the payment (once);
+//! `reservation.confirmed` records that the payment bought its seats (bookkeeping that
+//! spares reconciliation from asking about it).
+
+use common::events::{
+    RESERVATION_CONFIRMED, RESERVATION_REJECTED, ReservationConfirmed, ReservationRejected,
+};
+use common::inbox;
+use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+use crate::domain::refund;
+use crate::store::payments;
+
+pub const CONSUMER: &str = "payment-api.settlement";
+
+pub struct SettlementEvents {
+    pub db: DatabaseConnection,
+}
+
+impl EventHandler for SettlementEvents {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        match msg.topic.as_str() {
+            RESERVATION_REJECTED => {
+                let event: Envelope<ReservationRejected> = msg.decode()?;
+                let txn = self.db.begin().await?;
+                if !inbox::record(&txn, event.id, CONSUMER).await? {
+                    return Ok(());
+                }
+                let refunded = refund(&txn, event.data.payment_id).await?;
+                txn.commit().await?;
+                tracing::info!(
+                    payment_id = event.data.payment_id,
+                    reason = %event.data.reason,
+                    refunded,
+                    "reservation rejected"
+                );
+            }
+            RESERVATION_CONFIRMED => {
+                let event: Envelope<ReservationConfirmed> = msg.decode()?;
+                let txn = self.db.begin().await?;
+                if !inbox::record(&txn, event.id, CONSUMER).await? {
+                    return Ok(());
+                }
+                payments::mark_confirmed(&txn, event.data.payment_id).await?;
+                txn.commit().await?;
+            }
+            other => {
+                return Err(HandlerError::Poison(format!(
+                    "payment-api does not consume {other}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

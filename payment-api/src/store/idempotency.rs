@@ -1,0 +1,96 @@
+//! Idempotency keys: the first request with a key does the work and stores its response in
+//! the same transaction; a repeat with the same body gets that response again, a repeat with
+//! another body is refused. Concurrent requests with one key serialize on the key's row.
+
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// First use: do the work, then [`record`] the response before committing.
+    Fresh,
+    Replay {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// Same key, different request: 422 `IDEMPOTENCY_KEY_REUSED`.
+    Reused,
+}
+
+#[derive(FromQueryResult)]
+struct Stored {
+    request_hash: String,
+    status_code: Option<i32>,
+    response_body: Option<serde_json::Value>,
+}
+
+fn judge(stored: Stored, request_hash: &str) -> Claim {
+    if stored.request_hash != request_hash {
+        return Claim::Reused;
+    }
+    match (stored.status_code, stored.response_body) {
+        (Some(status), Some(body)) => Claim::Replay {
+            status: status as u16,
+            body,
+        },
+        // Never committed without a response; treat a stray one as a conflicting reuse.
+        _ => Claim::Reused,
+    }
+}
+
+/// What is stored for a key, without claiming it (a cheap early replay).
+pub async fn lookup<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<Claim>, DbErr> {
+    Ok(Stored::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        [user_id.into(), key.into()],
+    ))
+    .one(db)
+    .await?
+    .map(|s| judge(s, request_hash)))
+}
+
+/// Claims `key` inside the caller's transaction. If another transaction holds the same key
+/// uncommitted, the insert waits for it, then sees its stored response.
+pub async fn claim<C: ConnectionTrait>(
+    txn: &C,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+) -> Result<Claim, DbErr> {
+    let inserted = txn
+        .execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [user_id.into(), key.into(), request_hash.into()],
+        ))
+        .await?
+        .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    Ok(lookup(txn, user_id, key, request_hash)
+        .await?
+        .unwrap_or(Claim::Reused))
+}
+
+/// Stores the response of a claimed key (same transaction as the work).
+pub async fn record<C: ConnectionTrait>(
+    txn: &C,
+    user_id: i64,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<(), DbErr> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE user_id = $1 AND key = $2",
+        [user_id.into(), key.into(), i32::from(status).into(), body.clone().into()],
+    ))
+    .await?;
+    Ok(())
+}

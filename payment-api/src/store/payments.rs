@@ -1,0 +1,144 @@
+//! Payments: one per reservation (a unique index), refunded at most once.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, Value};
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct PaymentRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub reservation_id: i64,
+    pub amount: i64,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, user_id, reservation_id, amount, status, created_at";
+
+fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}
+
+/// Inserts the payment for a reservation; `None` if the reservation already has one. A
+/// concurrent insert for the same reservation waits on the unique index until the first
+/// commits (then this returns `None`) or rolls back (then this one proceeds).
+pub async fn insert<C: ConnectionTrait>(
+    txn: &C,
+    user_id: i64,
+    reservation_id: i64,
+    amount: i64,
+    paid_at: DateTime<Utc>,
+) -> Result<Option<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        txn,
+        &format!(
+            "INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
+             VALUES ($1, $2, $3, 'COMPLETED', $4) \
+             ON CONFLICT (reservation_id) DO NOTHING RETURNING {COLUMNS}"
+        ),
+        vec![
+            user_id.into(),
+            reservation_id.into(),
+            amount.into(),
+            paid_at.into(),
+        ],
+    ))
+    .one(txn)
+    .await
+}
+
+pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        db,
+        &format!("SELECT {COLUMNS} FROM payments WHERE id = $1"),
+        vec![id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+/// Undoes a payment inserted in this same transaction (the debit that should follow failed).
+pub async fn delete<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
+    txn.execute_raw(stmt(
+        txn,
+        "DELETE FROM payments WHERE id = $1",
+        vec![payment_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn list_for_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    limit: u64,
+) -> Result<Vec<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        db,
+        &format!("SELECT {COLUMNS} FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2"),
+        vec![user_id.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await
+}
+
+/// Marks a COMPLETED payment REFUNDED and returns it; `None` if it is unknown or was already
+/// refunded — so a refund happens once however many times it is asked for.
+pub async fn mark_refunded<C: ConnectionTrait>(
+    txn: &C,
+    payment_id: i64,
+) -> Result<Option<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        txn,
+        &format!(
+            "UPDATE payments SET status = 'REFUNDED', refunded_at = now() \
+             WHERE id = $1 AND status = 'COMPLETED' RETURNING {COLUMNS}"
+        ),
+        vec![payment_id.into()],
+    ))
+    .one(txn)
+    .await
+}
+
+/// Records that concert-api confirmed the reservation this payment bought.
+pub async fn mark_confirmed<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
+    txn.execute_raw(stmt(
+        txn,
+        "UPDATE payments SET confirmed_at = now() WHERE id = $1 AND confirmed_at IS NULL",
+        vec![payment_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// COMPLETED payments not known to be confirmed, made before `before` and not re-published
+/// since `before`: the ones reconciliation must chase. Claimed with `SKIP LOCKED` so two
+/// reconcilers never chase the same payment at once.
+pub async fn claim_unsettled<C: ConnectionTrait>(
+    txn: &C,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        txn,
+        &format!(
+            "SELECT {COLUMNS} FROM payments \
+             WHERE status = 'COMPLETED' AND confirmed_at IS NULL AND created_at < $1 \
+               AND (republished_at IS NULL OR republished_at < $1) \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ),
+        vec![before.into(), limit.into()],
+    ))
+    .all(txn)
+    .await
+}
+
+pub async fn mark_republished<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
+    txn.execute_raw(stmt(
+        txn,
+        "UPDATE payments SET republished_at = now() WHERE id = $1",
+        vec![payment_id.into()],
+    ))
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Payments against real concert-api: exactly one per reservation, never an overdraft, the
+//! reservation's amount only, and refusals that change nothing.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{count, spawn_platform};
+
+#[tokio::test]
+async fn fifty_concurrent_payments_of_one_reservation_debit_once() {
+    let p = spawn_platform(|e| e).await;
+    let (concert, schedule) = p.concert_with_schedule(10).await;
+    let b = p.buyers(1, concert).await.remove(0);
+    p.charge(&b, json!(100_000), None).await;
+    let r1 = p.hold(&b, schedule, vec![1, 2]).await["id"]
+        .as_i64()
+        .unwrap();
+    let r2 = p.hold(&b, schedule, vec![3]).await["id"].as_i64().unwrap();
+
+    let plain = join_all((0..50).map(|_| p.pay(&b, json!({"reservation_id": r1}), None))).await;
+    assert_eq!(plain.iter().filter(|(s, _)| *s == 201).count(), 1);
+    assert!(
+        plain
+            .iter()
+            .filter(|(s, _)| *s != 201)
+            .all(|(s, b)| *s == 409 && b["code"] == "ALREADY_PAID"),
+        "{plain:?}"
+    );
+
+    let keyed =
+        join_all((0..50).map(|_| p.pay(&b, json!({"reservation_id": r2}), Some("pay-r2")))).await;
+    assert!(
+        keyed.iter().all(|r| r.0 == 201 && r == &keyed[0]),
+        "one payment, replayed: {keyed:?}"
+    );
+
+    assert_eq!(
+        count(&p.payment_db, "SELECT count(*)::bigint AS n FROM payments").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &p.payment_db,
+            "SELECT count(*)::bigint AS n FROM ledger WHERE kind = 'PAYMENT'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(p.balance(&b).await, 100_000 - 2000 - 1000);
+    p.assert_money_invariants().await;
+}
+
+#[tokio::test]
+async fn a_balance_for_five_of_a_hundred_holds_pays_exactly_five() {
+    let p = spawn_platform(|e| e).await;
+    let (concert, schedule) = p.concert_with_schedule(100).await;
+    let b = p.buyers(1, concert).await.remove(0);
+    p.charge(&b, json!(5000), None).await;
+    let mut reservations = Vec::new();
+    for seat in 1..=100 {
+        reservations.push(
+            p.hold(&b, schedule, vec![seat]).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let results = join_all(
+        reservations
+            .iter()
+            .map(|r| p.pay(&b, json!({"reservation_id": r}), None)),
+    )
+    .await;
+    assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 5);
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s != 201)
+            .all(|(s, b)| *s == 402 && b["code"] == "INSUFFICIENT_BALANCE")
+    );
+    assert_eq!(p.balance(&b).await, 0);
+    assert_eq!(
+        count(&p.payment_db, "SELECT count(*)::bigint AS n FROM payments").await,
+        5
+    );
+    p.assert_money_invariants().await;
+}
+
+#[tokio::test]
+async fn refusals_change_nothing_and_the_amount_is_the_reservations() {
+    let p = spawn_platform(|e| {
+        e.with("RESERVATION_HOLD_SECS", "12")
+            .with("PAYMENT_CUTOFF_SECS", "10")
+    })
+    .await;
+    let (concert, schedule) = p.concert_with_schedule(10).await;
+    let buyers = p.buyers(2, concert).await;
+    let (ann, bob) = (&buyers[0], &buyers[1]);
+    let held = p.hold(ann, schedule, vec![1, 2]).await;
+    let id = held["id"].as_i64().unwrap();
+
+    // Not enough money: 402, nothing changes, the hold stays.
+    p.charge(ann, json!(1500), None).await;
+    let (status, body) = p
+        .pay(ann, json!({"reservation_id": id, "amount": 1}), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (402, Some("INSUFFICIENT_BALANCE"))
+    );
+    assert_eq!(p.balance(ann).await, 1500);
+    assert_eq!(p.reservation(ann, id).await["status"], "HELD");
+
+    // Someone else's reservation: 404, as if it did not exist.
+    p.charge(bob, json!(10_000), None).await;
+    let (status, body) = p.pay(bob, json!({"reservation_id": id}), None).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!(p.balance(bob).await, 10_000);
+
+    // The client's amount is ignored: the reservation's 2,000 is charged.
+    p.charge(ann, json!(10_000), None).await;
+    let (status, payment) = p
+        .pay(ann, json!({"reservation_id": id, "amount": 1}), None)
+        .await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["amount"], 2000);
+    assert_eq!(payment["status"], "COMPLETED");
+    assert_eq!(p.balance(ann).await, 11_500 - 2000);
+
+    // A hold inside the cutoff: 409 HOLD_EXPIRED, nothing debited.
+    let late = p.hold(ann, schedule, vec![5]).await["id"].as_i64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let before = p.balance(ann).await;
+    let (status, body) = p.pay(ann, json!({"reservation_id": late}), None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("HOLD_EXPIRED")));
+    assert_eq!(p.balance(ann).await, before);
+
+    for body in [
+        json!({}),
+        json!({"reservation_id": "x"}),
+        json!({"reservation_id": 0}),
+        json!({"reservation_id": 1e40}),
+    ] {
+        assert_eq!(p.pay(ann, body.clone(), None).await.0, 400, "{body}");
+    }
+    assert_eq!(
+        p.pay(ann, json!({"reservation_id": 999_999}), None).await.0,
+        404
+    );
+    p.assert_money_invariants().await;
+}
