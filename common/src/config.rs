@@ -293,6 +293,8 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     pub consumer_max_attempts: u32,
     pub consumer_backoff: Duration,
+    /// Workers per consumer; one key's events always go to the same worker, in order.
+    pub consumer_concurrency: usize,
     pub topic_partitions: i32,
 }
 
@@ -311,6 +313,7 @@ impl KafkaConfig {
             topic_prefix: env.string("KAFKA_TOPIC_PREFIX", ""),
             consumer_max_attempts: env.parse("CONSUMER_MAX_ATTEMPTS", 5, 1..=100)?,
             consumer_backoff: env.millis("CONSUMER_BACKOFF_MS", 200, 1..=60_000)?,
+            consumer_concurrency: env.parse("CONSUMER_CONCURRENCY", 16, 1..=256)?,
             topic_partitions: env.parse("KAFKA_TOPIC_PARTITIONS", 3, 1..=1000)?,
         })
     }

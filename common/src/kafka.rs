@@ -200,11 +200,13 @@ pub struct ConsumerStats {
 
 /// Consumes `topics` (logical names) as `group` until `cancel` fires.
 ///
-/// Per message: handle; on a retryable error retry up to `consumer_max_attempts` times with
-/// exponential backoff; then (or at once for poison) publish to `<topic>.dlq`. Only after the
-/// handler succeeded, or the message is safely in the DLQ, is its offset committed — so a
-/// crash at any point redelivers rather than loses. Messages of one partition are handled in
-/// order, one at a time.
+/// Messages are handled by `consumer_concurrency` workers; a message goes to the worker its
+/// key hashes to, so one key's events (one reservation's) are handled in order while
+/// different keys proceed in parallel. Per message: handle; on a retryable error retry up to
+/// `consumer_max_attempts` times with exponential backoff; then (or at once for poison)
+/// publish to `<topic>.dlq`. A partition's offset is committed only up to its lowest message
+/// still in flight — so a crash at any point redelivers rather than loses, and the inbox
+/// makes a redelivery harmless.
 pub async fn run_consumer<H: EventHandler>(
     client: KafkaClient,
     group: &str,
@@ -213,7 +215,6 @@ pub async fn run_consumer<H: EventHandler>(
     stats: std::sync::Arc<ConsumerStats>,
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
-    use std::sync::atomic::Ordering::Relaxed;
     let cfg = client.config().clone();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
@@ -223,31 +224,167 @@ pub async fn run_consumer<H: EventHandler>(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", "20")
         .create()?;
     let physical: Vec<String> = topics.iter().map(|t| client.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
-    tracing::info!(group, ?topics, "consumer started");
+    tracing::info!(group, ?topics, workers = cfg.consumer_concurrency, "consumer started");
 
+    let handler = std::sync::Arc::new(handler);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let mut workers = Vec::with_capacity(cfg.consumer_concurrency);
+    let mut worker_tasks = Vec::with_capacity(cfg.consumer_concurrency);
+    for _ in 0..cfg.consumer_concurrency {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Incoming>(64);
+        workers.push(tx);
+        worker_tasks.push(tokio::spawn(work(
+            rx,
+            handler.clone(),
+            client.clone(),
+            stats.clone(),
+            cancel.clone(),
+            done_tx.clone(),
+        )));
+    }
+    drop(done_tx);
+
+    let mut offsets = OffsetBook::default();
+    let mut commit_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
-        let msg = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consumer receive error");
-                tokio::time::sleep(cfg.consumer_backoff).await;
-                continue;
-            }
-        };
-        let incoming = detach(&msg, &cfg.topic_prefix);
-        let span = tracing::info_span!("event", topic = %incoming.topic, partition = incoming.partition, offset = incoming.offset);
-        let _entered = span.enter();
-        drop(_entered);
+            Some(done) = done_rx.recv() => offsets.complete(&done),
+            _ = commit_tick.tick() => offsets.commit(&consumer, CommitMode::Async),
+            m = consumer.recv() => match m {
+                Ok(msg) => {
+                    let incoming = detach(&msg, &cfg.topic_prefix);
+                    offsets.start(msg.topic(), incoming.partition, incoming.offset);
+                    let worker = &workers[worker_for(incoming.key.as_deref(), workers.len())];
+                    // A full worker queue pushes back on reading, not on memory.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        sent = worker.send(incoming) => if sent.is_err() { break },
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer receive error");
+                    tokio::time::sleep(cfg.consumer_backoff).await;
+                }
+            },
+        }
+    }
+    // Stop feeding the workers; let them finish (or abandon, uncommitted) what they hold,
+    // then commit exactly what completed.
+    drop(workers);
+    for t in worker_tasks {
+        let _ = t.await;
+    }
+    while let Ok(done) = done_rx.try_recv() {
+        offsets.complete(&done);
+    }
+    offsets.commit(&consumer, CommitMode::Sync);
+    consumer.unsubscribe();
+    tracing::info!("consumer stopped");
+    Ok(())
+}
 
+/// A message fully dealt with (handled, or parked in the DLQ).
+struct Done {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+fn worker_for(key: Option<&str>, workers: usize) -> usize {
+    // FNV-1a: stable, and cheap for short keys.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.unwrap_or("").bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % workers.max(1) as u64) as usize
+}
+
+/// Per partition: offsets in flight and the highest completed; what may be committed is the
+/// lowest offset still in flight (or one past the highest completed).
+#[derive(Default)]
+struct OffsetBook {
+    partitions: std::collections::HashMap<(String, i32), PartitionOffsets>,
+}
+
+#[derive(Default)]
+struct PartitionOffsets {
+    in_flight: std::collections::BTreeSet<i64>,
+    highest_done: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    fn committable(&self) -> Option<i64> {
+        match self.in_flight.first() {
+            Some(&lowest) => Some(lowest),
+            None => self.highest_done.map(|o| o + 1),
+        }
+    }
+}
+
+impl OffsetBook {
+    fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.partitions
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .in_flight
+            .insert(offset);
+    }
+
+    fn complete(&mut self, done: &Done) {
+        if let Some(p) = self.partitions.get_mut(&(done.topic.clone(), done.partition)) {
+            p.in_flight.remove(&done.offset);
+            p.highest_done = Some(p.highest_done.map_or(done.offset, |h| h.max(done.offset)));
+        }
+    }
+
+    fn commit(&mut self, consumer: &StreamConsumer, mode: CommitMode) {
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut advanced = Vec::new();
+        for ((topic, partition), p) in &self.partitions {
+            if let Some(next) = p.committable()
+                && p.committed.is_none_or(|c| next > c)
+            {
+                let _ = list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(next));
+                advanced.push(((topic.clone(), *partition), next));
+            }
+        }
+        if advanced.is_empty() {
+            return;
+        }
+        match consumer.commit(&list, mode) {
+            Ok(()) => {
+                for (k, next) in advanced {
+                    if let Some(p) = self.partitions.get_mut(&k) {
+                        p.committed = Some(next);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; events may be redelivered"),
+        }
+    }
+}
+
+/// One worker: handles its messages in arrival order, with retries and the DLQ.
+async fn work<H: EventHandler>(
+    mut rx: tokio::sync::mpsc::Receiver<Incoming>,
+    handler: std::sync::Arc<H>,
+    client: KafkaClient,
+    stats: std::sync::Arc<ConsumerStats>,
+    cancel: CancellationToken,
+    done: tokio::sync::mpsc::UnboundedSender<Done>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = client.config().clone();
+    while let Some(incoming) = rx.recv().await {
+        let span = tracing::info_span!("event", topic = %incoming.topic, partition = incoming.partition, offset = incoming.offset);
         let mut attempt = 1;
         let outcome = loop {
             match tracing::Instrument::instrument(handler.handle(&incoming), span.clone()).await {
@@ -262,9 +399,9 @@ pub async fn run_consumer<H: EventHandler>(
                     let backoff = cfg.consumer_backoff * 2u32.saturating_pow(attempt - 1).min(64);
                     tokio::select! {
                         _ = cancel.cancelled() => {
-                            // Not committed: the next consumer of this partition gets it again.
+                            // Not done: the offset stays uncommitted and the message comes again.
                             tracing::info!(parent: &span, "shutdown during retry; offset left uncommitted");
-                            return finish(&consumer);
+                            return;
                         }
                         _ = tokio::time::sleep(backoff) => {}
                     }
@@ -277,37 +414,19 @@ pub async fn run_consumer<H: EventHandler>(
                 stats.handled.fetch_add(1, Relaxed);
             }
             Err(error) => {
-                // Park it; if even the DLQ cannot take it, do not commit and try again later.
-                if let Err(e) = dead_letter(&client, &msg, &incoming, &error, attempt).await {
-                    tracing::error!(parent: &span, error = %e, "could not dead-letter; will redeliver");
-                    tokio::time::sleep(cfg.consumer_backoff).await;
-                    consumer.seek(
-                        msg.topic(),
-                        msg.partition(),
-                        rdkafka::Offset::Offset(msg.offset()),
-                        Duration::from_secs(5),
-                    )?;
-                    continue;
+                // Park it; if even the DLQ cannot take it, stop here without marking it done,
+                // so it is redelivered after a restart.
+                if let Err(e) = dead_letter(&client, &incoming, &error, attempt).await {
+                    tracing::error!(parent: &span, error = %e, "could not dead-letter; leaving it uncommitted");
+                    return;
                 }
                 stats.dead_lettered.fetch_add(1, Relaxed);
                 tracing::error!(parent: &span, attempts = attempt, %error, "event dead-lettered");
             }
         }
-        if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
-            tracing::warn!(parent: &span, error = %e, "offset commit failed; the event may be redelivered");
-        }
+        let physical = client.topic(&incoming.topic);
+        let _ = done.send(Done { topic: physical, partition: incoming.partition, offset: incoming.offset });
     }
-    finish(&consumer)
-}
-
-fn finish(consumer: &StreamConsumer) -> Result<(), KafkaError> {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-    }
-    consumer.unsubscribe();
-    tracing::info!("consumer stopped");
-    Ok(())
 }
 
 fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
@@ -331,45 +450,20 @@ fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
     }
 }
 
-async fn dead_letter(
-    client: &KafkaClient,
-    msg: &BorrowedMessage<'_>,
-    incoming: &Incoming,
-    error: &str,
-    attempts: u32,
-) -> Result<(), KafkaError> {
+async fn dead_letter(client: &KafkaClient, incoming: &Incoming, error: &str, attempts: u32) -> Result<(), KafkaError> {
     let attempts = attempts.to_string();
     let partition = incoming.partition.to_string();
     let offset = incoming.offset.to_string();
+    let source = client.topic(&incoming.topic);
     let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "dlq.error",
-            value: Some(error),
-        })
-        .insert(Header {
-            key: "dlq.source.topic",
-            value: Some(msg.topic()),
-        })
-        .insert(Header {
-            key: "dlq.source.partition",
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: "dlq.source.offset",
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: "dlq.attempts",
-            value: Some(&attempts),
-        });
-    let dlq = format!("{}.dlq", msg.topic());
+        .insert(Header { key: "dlq.error", value: Some(error) })
+        .insert(Header { key: "dlq.source.topic", value: Some(&source) })
+        .insert(Header { key: "dlq.source.partition", value: Some(&partition) })
+        .insert(Header { key: "dlq.source.offset", value: Some(&offset) })
+        .insert(Header { key: "dlq.attempts", value: Some(&attempts) });
+    let dlq = format!("{source}.dlq");
     client
-        .send(
-            &dlq,
-            incoming.key.as_deref().unwrap_or(""),
-            &incoming.payload,
-            headers,
-        )
+        .send(&dlq, incoming.key.as_deref().unwrap_or(""), &incoming.payload, headers)
         .await
 }
 
