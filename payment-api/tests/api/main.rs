@@ -3,5 +3,6 @@
 mod helpers;
 mod payments;
 mod platform;
+mod processes;
 mod saga;
 mod wallet;
