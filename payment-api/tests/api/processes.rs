@@ -104,7 +104,7 @@ async fn pay_confirm_and_retire_across_three_service_processes() {
         TestDatabase::create().await,
     );
     let id = unique_id();
-    let shared = vec![
+    let shared = [
         ("REDIS_URL", redis_url()),
         ("REDIS_KEY_PREFIX", format!("{id}:")),
         ("KAFKA_BROKERS", kafka_brokers()),
