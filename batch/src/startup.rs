@@ -19,6 +19,15 @@ pub const SERVICE: &str = "batch";
 ))]
 struct ApiDoc;
 
+/// batch has no schema of its own.
+pub struct NoSchema;
+
+impl sea_orm_migration::MigratorTrait for NoSchema {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        Vec::new()
+    }
+}
+
 pub struct Application;
 
 impl Application {
@@ -41,6 +50,9 @@ impl Application {
 
 impl ServiceMain for Config {
     const NAME: &'static str = SERVICE;
+    /// batch owns no database: each job works on its service's database, which that service
+    /// migrates.
+    type Migrator = NoSchema;
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Config::from_env(env)
@@ -48,13 +60,10 @@ impl ServiceMain for Config {
     fn log_format(&self) -> LogFormat {
         self.log_format
     }
+    fn database(&self) -> Option<&common::config::DatabaseConfig> {
+        None
+    }
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
-    }
-    /// batch owns no database: each job works on its service's database, which that
-    /// service migrates.
-    async fn migrate(&self) -> Result<(), StartupError> {
-        tracing::info!("batch owns no database; nothing to migrate");
-        Ok(())
     }
 }

@@ -229,7 +229,12 @@ pub async fn run_consumer<H: EventHandler>(
     let physical: Vec<String> = topics.iter().map(|t| client.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
-    tracing::info!(group, ?topics, workers = cfg.consumer_concurrency, "consumer started");
+    tracing::info!(
+        group,
+        ?topics,
+        workers = cfg.consumer_concurrency,
+        "consumer started"
+    );
 
     let handler = std::sync::Arc::new(handler);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
@@ -339,7 +344,10 @@ impl OffsetBook {
     }
 
     fn complete(&mut self, done: &Done) {
-        if let Some(p) = self.partitions.get_mut(&(done.topic.clone(), done.partition)) {
+        if let Some(p) = self
+            .partitions
+            .get_mut(&(done.topic.clone(), done.partition))
+        {
             p.in_flight.remove(&done.offset);
             p.highest_done = Some(p.highest_done.map_or(done.offset, |h| h.max(done.offset)));
         }
@@ -425,7 +433,11 @@ async fn work<H: EventHandler>(
             }
         }
         let physical = client.topic(&incoming.topic);
-        let _ = done.send(Done { topic: physical, partition: incoming.partition, offset: incoming.offset });
+        let _ = done.send(Done {
+            topic: physical,
+            partition: incoming.partition,
+            offset: incoming.offset,
+        });
     }
 }
 
@@ -450,20 +462,45 @@ fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
     }
 }
 
-async fn dead_letter(client: &KafkaClient, incoming: &Incoming, error: &str, attempts: u32) -> Result<(), KafkaError> {
+async fn dead_letter(
+    client: &KafkaClient,
+    incoming: &Incoming,
+    error: &str,
+    attempts: u32,
+) -> Result<(), KafkaError> {
     let attempts = attempts.to_string();
     let partition = incoming.partition.to_string();
     let offset = incoming.offset.to_string();
     let source = client.topic(&incoming.topic);
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "dlq.error", value: Some(error) })
-        .insert(Header { key: "dlq.source.topic", value: Some(&source) })
-        .insert(Header { key: "dlq.source.partition", value: Some(&partition) })
-        .insert(Header { key: "dlq.source.offset", value: Some(&offset) })
-        .insert(Header { key: "dlq.attempts", value: Some(&attempts) });
+        .insert(Header {
+            key: "dlq.error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "dlq.source.topic",
+            value: Some(&source),
+        })
+        .insert(Header {
+            key: "dlq.source.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "dlq.source.offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "dlq.attempts",
+            value: Some(&attempts),
+        });
     let dlq = format!("{source}.dlq");
     client
-        .send(&dlq, incoming.key.as_deref().unwrap_or(""), &incoming.payload, headers)
+        .send(
+            &dlq,
+            incoming.key.as_deref().unwrap_or(""),
+            &incoming.payload,
+            headers,
+        )
         .await
 }
 

@@ -52,6 +52,25 @@ impl Service {
         self.tasks.push((what, tokio::spawn(task)));
     }
 
+    /// Runs a Kafka consumer for `topics` as this service's group until shutdown.
+    pub fn spawn_consumer<H: crate::kafka::EventHandler>(
+        &mut self,
+        what: &'static str,
+        kafka: KafkaClient,
+        topics: &'static [&'static str],
+        handler: H,
+    ) {
+        let (group, cancel) = (self.name, self.cancel.clone());
+        self.spawn(what, async move {
+            let stats = std::sync::Arc::new(crate::kafka::ConsumerStats::default());
+            if let Err(e) =
+                crate::kafka::run_consumer(kafka, group, topics, handler, stats, cancel).await
+            {
+                tracing::error!(consumer = what, error = %e, "consumer stopped");
+            }
+        });
+    }
+
     /// The producer to flush at shutdown.
     pub fn flush_on_shutdown(&mut self, kafka: KafkaClient) {
         self.kafka = Some(kafka);

@@ -132,12 +132,29 @@ pub fn exit_with(service: &str, err: impl std::fmt::Display) -> std::process::Ex
 
 /// A service binary: how it reads its config, builds itself, migrates, and any extra
 /// subcommands. [`run_main`] drives it, so every `main.rs` is one line.
-pub trait ServiceMain: Sized + Send + 'static {
+pub trait ServiceMain: Sized + Send + Sync + 'static {
     const NAME: &'static str;
+    /// The service's own schema.
+    type Migrator: MigratorTrait;
     fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError>;
     fn log_format(&self) -> crate::config::LogFormat;
+    /// The service's own database, if it has one.
+    fn database(&self) -> Option<&DatabaseConfig>;
     fn build(self) -> impl std::future::Future<Output = Result<Service, StartupError>> + Send;
-    fn migrate(&self) -> impl std::future::Future<Output = Result<(), StartupError>> + Send;
+    /// `<service> migrate`: apply the service's migrations and exit.
+    fn migrate(&self) -> impl std::future::Future<Output = Result<(), StartupError>> + Send {
+        async move {
+            match self.database() {
+                Some(db) => open_database::<Self::Migrator>(Self::NAME, db)
+                    .await
+                    .map(|_| ()),
+                None => {
+                    tracing::info!("{} owns no database; nothing to migrate", Self::NAME);
+                    Ok(())
+                }
+            }
+        }
+    }
     /// A service-specific subcommand; the default knows none.
     fn run_other(
         self,

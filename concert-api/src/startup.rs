@@ -6,7 +6,6 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
-use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -77,28 +76,19 @@ impl Application {
                 .app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
-        let cancel = service.cancel_token();
-        service.spawn("payment.completed consumer", async move {
-            let stats = Arc::new(ConsumerStats::default());
-            if let Err(e) = run_consumer(
-                consumer_kafka,
-                SERVICE,
-                &[PAYMENT_COMPLETED],
-                handler,
-                stats,
-                cancel,
-            )
-            .await
-            {
-                tracing::error!(error = %e, "payment.completed consumer stopped");
-            }
-        });
+        service.spawn_consumer(
+            "payment.completed consumer",
+            consumer_kafka,
+            &[PAYMENT_COMPLETED],
+            handler,
+        );
         Ok(service)
     }
 }
 
 impl ServiceMain for Config {
     const NAME: &'static str = SERVICE;
+    type Migrator = Migrator;
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Config::from_env(env)
@@ -106,13 +96,10 @@ impl ServiceMain for Config {
     fn log_format(&self) -> LogFormat {
         self.log_format
     }
+    fn database(&self) -> Option<&common::config::DatabaseConfig> {
+        Some(&self.database)
+    }
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
-    }
-    /// `concert-api migrate`: apply migrations and exit.
-    async fn migrate(&self) -> Result<(), StartupError> {
-        open_database::<Migrator>(SERVICE, &self.database)
-            .await
-            .map(|_| ())
     }
 }

@@ -6,7 +6,6 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED, RESERVATION_REJECTED};
-use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -72,22 +71,19 @@ impl Application {
                 .app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
-        let cancel = service.cancel_token();
-        service.spawn("settlement consumer", async move {
-            let stats = Arc::new(ConsumerStats::default());
-            let topics = [RESERVATION_REJECTED, RESERVATION_CONFIRMED];
-            if let Err(e) =
-                run_consumer(consumer_kafka, SERVICE, &topics, handler, stats, cancel).await
-            {
-                tracing::error!(error = %e, "settlement consumer stopped");
-            }
-        });
+        service.spawn_consumer(
+            "settlement consumer",
+            consumer_kafka,
+            &[RESERVATION_REJECTED, RESERVATION_CONFIRMED],
+            handler,
+        );
         Ok(service)
     }
 }
 
 impl ServiceMain for Config {
     const NAME: &'static str = SERVICE;
+    type Migrator = Migrator;
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Config::from_env(env)
@@ -95,13 +91,10 @@ impl ServiceMain for Config {
     fn log_format(&self) -> LogFormat {
         self.log_format
     }
+    fn database(&self) -> Option<&common::config::DatabaseConfig> {
+        Some(&self.database)
+    }
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
-    }
-    /// `payment-api migrate`: apply migrations and exit.
-    async fn migrate(&self) -> Result<(), StartupError> {
-        open_database::<Migrator>(SERVICE, &self.database)
-            .await
-            .map(|_| ())
     }
 }

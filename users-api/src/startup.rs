@@ -6,7 +6,6 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED};
-use common::kafka::{ConsumerStats, run_consumer};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{
@@ -64,34 +63,28 @@ impl Application {
                 .app_data(concerts.clone());
             crate::routes::configure(cfg);
         })?;
-        let cancel = service.cancel_token();
-        service.spawn("reservation.confirmed consumer", async move {
-            let stats = Arc::new(ConsumerStats::default());
-            if let Err(e) = run_consumer(
-                consumer_kafka,
-                SERVICE,
-                &[RESERVATION_CONFIRMED],
-                handler,
-                stats,
-                cancel,
-            )
-            .await
-            {
-                tracing::error!(error = %e, "reservation.confirmed consumer stopped");
-            }
-        });
+        service.spawn_consumer(
+            "reservation.confirmed consumer",
+            consumer_kafka,
+            &[RESERVATION_CONFIRMED],
+            handler,
+        );
         Ok(service)
     }
 }
 
 impl ServiceMain for Config {
     const NAME: &'static str = SERVICE;
+    type Migrator = Migrator;
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Config::from_env(env)
     }
     fn log_format(&self) -> LogFormat {
         self.log_format
+    }
+    fn database(&self) -> Option<&common::config::DatabaseConfig> {
+        Some(&self.database)
     }
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
@@ -117,12 +110,5 @@ impl ServiceMain for Config {
         let row = crate::domain::account::create_admin(&self, &username, &password).await?;
         println!("admin `{}` ready (id {})", row.username, row.id);
         Ok(())
-    }
-
-    /// `users-api migrate`: apply migrations and exit.
-    async fn migrate(&self) -> Result<(), StartupError> {
-        open_database::<Migrator>(SERVICE, &self.database)
-            .await
-            .map(|_| ())
     }
 }
