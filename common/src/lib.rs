@@ -3,6 +3,7 @@
 //! and queue-token extractors, the HTTP plumbing, and (feature `testkit`) the test kit.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use common::ApiError;
+use common::client::ServiceClient;
 
 use crate::config::ConcertApiConfig;
 
@@ -20,7 +21,7 @@ const MAX_ENTRIES: usize = 100_000;
 type Lookup = Shared<BoxFuture<'static, Result<bool, ApiError>>>;
 
 pub struct ConcertDirectory {
-    http: reqwest::Client,
+    client: ServiceClient,
     cfg: ConcertApiConfig,
     known: RwLock<HashMap<i64, (bool, Instant)>>,
     /// Lookups under way: when a popular concert's entry expires, thousands of requests
@@ -30,14 +31,12 @@ pub struct ConcertDirectory {
 
 impl ConcertDirectory {
     pub fn new(cfg: ConcertApiConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .pool_max_idle_per_host(32)
-            .build()
-            .expect("static HTTP client configuration is valid");
         Self {
-            http,
+            client: ServiceClient::new(
+                &cfg.url,
+                cfg.timeout,
+                "the concert catalogue is unavailable; try again shortly",
+            ),
             cfg,
             known: RwLock::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -89,14 +88,7 @@ impl ConcertDirectory {
                 .map_err(|_| ApiError::internal("concert lookup lock poisoned"))?;
             in_flight
                 .entry(id)
-                .or_insert_with(|| {
-                    ask(
-                        self.http.clone(),
-                        format!("{}/api/concerts/{id}", self.cfg.url),
-                    )
-                    .boxed()
-                    .shared()
-                })
+                .or_insert_with(|| ask(self.client.clone(), id).boxed().shared())
                 .clone()
         };
         let answer = lookup.await;
@@ -111,28 +103,8 @@ impl ConcertDirectory {
 }
 
 /// Asks concert-api; any answer but 200 or 404 means it cannot say.
-async fn ask(http: reqwest::Client, url: String) -> Result<bool, ApiError> {
-    let unavailable = |why: String| {
-        tracing::warn!(%url, %why, "concert-api could not answer");
-        ApiError::unavailable(
-            "DEPENDENCY_UNAVAILABLE",
-            "the concert catalogue is unavailable; try again shortly",
-            2,
-        )
-    };
-    // One retry, only when the connection itself failed (nothing reached concert-api).
-    let mut attempt = 0;
-    let res = loop {
-        attempt += 1;
-        match http.get(&url).send().await {
-            Ok(res) => break res,
-            Err(e) if e.is_connect() && attempt < 2 => continue,
-            Err(e) => return Err(unavailable(e.to_string())),
-        }
-    };
-    match res.status() {
-        reqwest::StatusCode::OK => Ok(true),
-        reqwest::StatusCode::NOT_FOUND => Ok(false),
-        other => Err(unavailable(format!("status {other}"))),
-    }
+async fn ask(client: ServiceClient, id: i64) -> Result<bool, ApiError> {
+    let concert: Option<serde_json::Value> =
+        client.get_json(&format!("/api/concerts/{id}")).await?;
+    Ok(concert.is_some())
 }

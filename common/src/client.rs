@@ -1,0 +1,63 @@
+//! Calling another service over HTTP: timeouts on every call, one retry only when the
+//! connection itself failed (so the request never reached the other side), and 503 with
+//! `Retry-After` for the caller's client when the other service cannot answer — never a guess.
+
+use std::time::Duration;
+
+use crate::error::ApiError;
+
+/// A client for one upstream service.
+#[derive(Clone)]
+pub struct ServiceClient {
+    http: reqwest::Client,
+    base: String,
+    /// Shown to the end user when the upstream cannot answer.
+    unavailable: &'static str,
+}
+
+impl ServiceClient {
+    pub fn new(base: &str, timeout: Duration, unavailable: &'static str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("static HTTP client configuration is valid");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            unavailable,
+        }
+    }
+
+    fn unavailable(&self, url: &str, why: &str) -> ApiError {
+        tracing::warn!(%url, %why, "upstream could not answer");
+        ApiError::unavailable("DEPENDENCY_UNAVAILABLE", self.unavailable, 2)
+    }
+
+    /// GETs `path` and decodes a 200 as `T`; `None` for a 404; 503 for anything else.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            match self.http.get(&url).send().await {
+                Ok(res) => break res,
+                Err(e) if e.is_connect() && attempt < 2 => continue,
+                Err(e) => return Err(self.unavailable(&url, &e.to_string())),
+            }
+        };
+        match res.status() {
+            reqwest::StatusCode::OK => res
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| self.unavailable(&url, &e.to_string())),
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            other => Err(self.unavailable(&url, &format!("status {other}"))),
+        }
+    }
+}
