@@ -216,16 +216,18 @@ pub async fn run_consumer<H: EventHandler>(
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
     let cfg = client.config().clone();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", client.topic(group))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "20")
-        .create()?;
+    let consumer = CloseOffThread::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", client.topic(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
+            .create::<StreamConsumer>()?,
+    );
     let physical: Vec<String> = topics.iter().map(|t| client.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
@@ -292,6 +294,35 @@ pub async fn run_consumer<H: EventHandler>(
     consumer.unsubscribe();
     tracing::info!("consumer stopped");
     Ok(())
+}
+
+/// Dropping a librdkafka consumer closes it, and closing can block — it waits on a group
+/// rebalance (seen: forever, inside `rd_kafka_assign`). That must never happen on an async
+/// worker thread (it would stall shutdown, or a runtime being torn down), so the last owner
+/// hands the consumer to a plain thread to close. Offsets are committed explicitly before.
+struct CloseOffThread(Option<StreamConsumer>);
+
+impl CloseOffThread {
+    fn new(consumer: StreamConsumer) -> Self {
+        Self(Some(consumer))
+    }
+}
+
+impl std::ops::Deref for CloseOffThread {
+    type Target = StreamConsumer;
+    fn deref(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for CloseOffThread {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
 }
 
 /// A message fully dealt with (handled, or parked in the DLQ).

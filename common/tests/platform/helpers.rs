@@ -97,6 +97,8 @@ pub async fn read_topic(
             .unwrap_or_default();
         out.push((m.payload().unwrap_or_default().to_vec(), headers));
     }
+    // Closing a consumer can block on a rebalance: never on the test's async thread.
+    std::thread::spawn(move || drop(consumer));
     out
 }
 
