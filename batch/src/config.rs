@@ -1,23 +1,60 @@
-//! batch settings: its health/metrics listener, Redis and the broker.
+//! batch settings: its health/metrics listener, each service's database, Redis, the broker,
+//! the rules the jobs apply, the job intervals and the leader lease.
+
+use std::time::Duration;
 
 use common::config::{
-    ConfigError, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, log_format,
+    ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, log_format,
 };
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub http: HttpConfig,
+    pub users_db: DatabaseConfig,
+    pub concert_db: DatabaseConfig,
+    pub payment_db: DatabaseConfig,
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
+    pub queue: users_api::config::QueueConfig,
+    pub reservation: concert_api::config::ReservationConfig,
+    pub payment: payment_api::config::PaymentConfig,
+    pub jobs: JobIntervals,
+    pub lease: Duration,
     pub log_format: LogFormat,
+}
+
+/// How often each job runs (admission uses `QUEUE_ADMIT_INTERVAL_MS`).
+#[derive(Clone, Debug)]
+pub struct JobIntervals {
+    pub expire_holds: Duration,
+    pub reconcile: Duration,
+    pub outbox_health: Duration,
+    pub cleanup: Duration,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env, "BATCH_PORT", 8084)?,
+            users_db: DatabaseConfig::from_env(env, "USERS_DATABASE_URL", "ticketing_users")?,
+            concert_db: DatabaseConfig::from_env(env, "CONCERT_DATABASE_URL", "ticketing_concert")?,
+            payment_db: DatabaseConfig::from_env(env, "PAYMENT_DATABASE_URL", "ticketing_payment")?,
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
+            queue: users_api::config::QueueConfig::from_env(env)?,
+            reservation: concert_api::config::ReservationConfig::from_env(env)?,
+            payment: payment_api::config::PaymentConfig::from_env(env)?,
+            jobs: JobIntervals {
+                expire_holds: env.millis("BATCH_EXPIRE_INTERVAL_MS", 1000, 10..=3_600_000)?,
+                reconcile: env.millis("BATCH_RECONCILE_INTERVAL_MS", 5000, 10..=3_600_000)?,
+                outbox_health: env.millis(
+                    "BATCH_OUTBOX_HEALTH_INTERVAL_MS",
+                    5000,
+                    10..=3_600_000,
+                )?,
+                cleanup: env.millis("BATCH_CLEANUP_INTERVAL_MS", 60_000, 10..=86_400_000)?,
+            },
+            lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,
             log_format: log_format(env)?,
         })
     }

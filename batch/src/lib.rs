@@ -1,6 +1,8 @@
 //! batch: queue admission, hold expiry sweeps, reconciliation — scheduled, single-leader.
 
 pub mod config;
+pub mod jobs;
+pub mod leader;
 pub mod startup;
 
 pub use config::Config;

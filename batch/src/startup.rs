@@ -1,14 +1,18 @@
-//! Builds batch: health and metrics on its own port; the scheduled jobs run beside it.
+//! Builds batch: the leader lease, the scheduled jobs, and health/metrics on its own port.
 
 use std::sync::Arc;
 
-use common::config::{ConfigError, Env, LogFormat};
+use common::auth::QueueKeys;
+use common::config::{ConfigError, DatabaseConfig, Env, LogFormat};
 use common::lifecycle::Service;
 use common::metrics::Metrics;
 use common::startup::{ServiceMain, ServiceParts, StartupError, build_service, connect_messaging};
+use users_api::domain::queue::WaitingRoom;
 use utoipa::OpenApi;
 
 use crate::config::Config;
+use crate::jobs::{Job, JobContext, JobMetrics, schedule};
+use crate::leader::Leadership;
 
 pub const SERVICE: &str = "batch";
 
@@ -34,18 +38,86 @@ impl Application {
     pub async fn build(config: Config) -> Result<Service, StartupError> {
         tracing::info!(?config, "starting {SERVICE}");
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &[]).await?;
+        let users_db = common::db::connect(&config.users_db).await?;
+        let concert_db = common::db::connect(&config.concert_db).await?;
+        let payment_db = common::db::connect(&config.payment_db).await?;
+        let metrics = Arc::new(Metrics::new(SERVICE));
+        let job_metrics = JobMetrics::register(metrics.registry());
+        let ctx = Arc::new(JobContext {
+            room: WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone()),
+            users_db: users_db.clone(),
+            concert_db: concert_db.clone(),
+            payment_db: payment_db.clone(),
+            concerts: payment_api::concerts::ConcertClient::new(
+                &config.payment.concert_api_url,
+                config.payment.concert_api_timeout,
+            ),
+            payment: config.payment.clone(),
+            grace: config.reservation.grace,
+            metrics: job_metrics.clone(),
+        });
         let parts = ServiceParts {
             name: SERVICE,
             http: config.http.clone(),
             db: None,
-            redis,
+            other_databases: vec![
+                ("users database", users_db),
+                ("concert database", concert_db),
+                ("payment database", payment_db),
+            ],
+            redis: redis.clone(),
             kafka,
-            metrics: Arc::new(Metrics::new(SERVICE)),
+            metrics,
             openapi: ApiDoc::openapi(),
             relay: false,
         };
-        build_service(parts, |_| {})
+        let mut service = build_service(parts, |_| {})?;
+
+        let instance = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            common::auth::random_token()
+        );
+        let (leadership, lease_task) =
+            Leadership::run(redis, instance, config.lease, service.cancel_token());
+        service.spawn("leader lease", async move {
+            let _ = lease_task.await;
+        });
+        let (watch, cancel) = (leadership.clone(), service.cancel_token());
+        service.spawn("leader gauge", async move {
+            loop {
+                job_metrics.leader.set(i64::from(watch.is_leader()));
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+        });
+        for (job, every) in [
+            (Job::Admission, config.queue.admit_interval),
+            (Job::ExpireHolds, config.jobs.expire_holds),
+            (Job::Reconcile, config.jobs.reconcile),
+            (Job::OutboxHealth, config.jobs.outbox_health),
+            (Job::Cleanup, config.jobs.cleanup),
+        ] {
+            let task = schedule(
+                job,
+                every,
+                ctx.clone(),
+                leadership.clone(),
+                service.cancel_token(),
+            );
+            service.spawn(job.name(), task);
+        }
+        Ok(service)
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "batch".into())
 }
 
 impl ServiceMain for Config {
@@ -60,7 +132,7 @@ impl ServiceMain for Config {
     fn log_format(&self) -> LogFormat {
         self.log_format
     }
-    fn database(&self) -> Option<&common::config::DatabaseConfig> {
+    fn database(&self) -> Option<&DatabaseConfig> {
         None
     }
     async fn build(self) -> Result<Service, StartupError> {

@@ -286,6 +286,8 @@ impl actix_web::ResponseError for Failed {
 #[derive(Clone, Default)]
 pub struct Readiness {
     pub db: Option<sea_orm::DatabaseConnection>,
+    /// Other services' databases a process works on (batch), by name.
+    pub other_databases: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     pub redis: Option<RedisStore>,
     pub kafka: Option<KafkaClient>,
 }
@@ -305,6 +307,12 @@ impl Readiness {
         if let Some(db) = self.db.clone() {
             checks.push(timed(
                 "database",
+                Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) }),
+            ));
+        }
+        for (name, db) in self.other_databases.clone() {
+            checks.push(timed(
+                name,
                 Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) }),
             ));
         }

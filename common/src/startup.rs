@@ -56,6 +56,8 @@ pub struct ServiceParts {
     pub name: &'static str,
     pub http: HttpConfig,
     pub db: Option<DatabaseConnection>,
+    /// Other services' databases this process works on (batch), checked by readiness.
+    pub other_databases: Vec<(&'static str, DatabaseConnection)>,
     pub redis: RedisStore,
     pub kafka: KafkaClient,
     pub metrics: Arc<Metrics>,
@@ -73,6 +75,7 @@ where
     let port = listener.local_addr()?.port();
     let readiness = Readiness {
         db: parts.db.clone(),
+        other_databases: parts.other_databases.clone(),
         redis: Some(parts.redis.clone()),
         kafka: Some(parts.kafka.clone()),
     };

@@ -59,6 +59,7 @@ impl Application {
             name: SERVICE,
             http: config.http.clone(),
             db: Some(db),
+            other_databases: Vec::new(),
             redis,
             kafka,
             metrics: Arc::new(Metrics::new(SERVICE)),

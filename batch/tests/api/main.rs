@@ -1,4 +1,6 @@
 //! batch integration tests: one binary, real PostgreSQL, Redis and broker.
 
 mod helpers;
+mod jobs;
+mod leadership;
 mod platform;

@@ -1,5 +1,5 @@
-//! The service boots against real dependencies, serves the common endpoints, stops cleanly,
-//! and refuses a bad configuration naming the variable.
+//! batch boots against real dependencies, serves health and metrics, stops cleanly, and
+//! refuses a bad configuration naming the variable.
 
 use common::testkit::{assert_binary_rejects_config, assert_platform_endpoints};
 
@@ -8,11 +8,21 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn boots_migrated_and_ready_then_stops_cleanly() {
     let spawned = spawn_app().await;
-    assert_platform_endpoints(&spawned.app, &["redis", "broker"]).await;
+    assert_platform_endpoints(
+        &spawned.app,
+        &[
+            "users database",
+            "concert database",
+            "payment database",
+            "redis",
+            "broker",
+        ],
+    )
+    .await;
     spawned.app.stop().await.expect("clean shutdown");
 }
 
 #[test]
 fn a_bad_setting_stops_the_process_naming_the_variable() {
-    assert_binary_rejects_config(env!("CARGO_BIN_EXE_batch"), "BATCH_PORT", "not-a-port");
+    assert_binary_rejects_config(env!("CARGO_BIN_EXE_batch"), "BATCH_LEASE_MS", "10");
 }

@@ -1,0 +1,239 @@
+//! The scheduled jobs. Each runs on its own interval, only while this process leads, by
+//! calling the owning service's library against that service's database or Redis. A failing
+//! run is counted and logged and never stops the others; shutdown waits for a run in progress.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use tokio_util::sync::CancellationToken;
+use users_api::domain::queue::WaitingRoom;
+
+use crate::leader::Leadership;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Admit from every live waiting line (users-api's `WaitingRoom::admit`).
+    Admission,
+    /// Expire dead holds and free their seats (`concert_api::expire_holds`).
+    ExpireHolds,
+    /// Chase payments never seen confirmed (`payment_api::reconcile`).
+    Reconcile,
+    /// Outbox backlog and oldest unpublished age of every service, as metrics.
+    OutboxHealth,
+    /// Rows no TTL removes: idempotency keys past 24 h, inbox entries past 7 days.
+    Cleanup,
+}
+
+impl Job {
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Admission => "admission",
+            Job::ExpireHolds => "expire_holds",
+            Job::Reconcile => "reconcile",
+            Job::OutboxHealth => "outbox_health",
+            Job::Cleanup => "cleanup",
+        }
+    }
+
+    /// Runs once; returns how many items it handled.
+    async fn run(self, ctx: &JobContext) -> Result<u64, String> {
+        let now = Utc::now();
+        match self {
+            Job::Admission => {
+                let mut admitted = 0;
+                for concert in ctx
+                    .room
+                    .concerts_with_lines()
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    let a = ctx
+                        .room
+                        .admit(concert, now)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    admitted += a.admitted;
+                }
+                Ok(admitted)
+            }
+            Job::ExpireHolds => concert_api::expire_holds(&ctx.concert_db, now, ctx.grace)
+                .await
+                .map(|s| s.reservations_expired)
+                .map_err(|e| e.to_string()),
+            Job::Reconcile => {
+                payment_api::reconcile(&ctx.payment_db, &ctx.concerts, &ctx.payment, now)
+                    .await
+                    .map(|r| r.republished + r.confirmed)
+                    .map_err(|e| e.to_string())
+            }
+            Job::OutboxHealth => {
+                let mut pending = 0;
+                for (service, db) in ctx.databases() {
+                    let b = common::outbox::backlog(db)
+                        .await
+                        .map_err(|e| format!("{service}: {e}"))?;
+                    ctx.metrics
+                        .outbox_pending
+                        .with_label_values(&[service])
+                        .set(b.pending);
+                    ctx.metrics
+                        .outbox_oldest
+                        .with_label_values(&[service])
+                        .set(b.oldest_age_secs);
+                    pending += b.pending as u64;
+                }
+                Ok(pending)
+            }
+            Job::Cleanup => {
+                let mut removed = 0;
+                removed += exec(
+                    &ctx.payment_db,
+                    "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
+                )
+                .await?;
+                for (_, db) in ctx.databases() {
+                    removed += exec(
+                        db,
+                        "DELETE FROM inbox WHERE received_at < now() - interval '7 days'",
+                    )
+                    .await?;
+                }
+                Ok(removed)
+            }
+        }
+    }
+}
+
+async fn exec(db: &DatabaseConnection, sql: &str) -> Result<u64, String> {
+    db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| e.to_string())
+}
+
+/// What the jobs work with.
+pub struct JobContext {
+    pub room: WaitingRoom,
+    pub users_db: DatabaseConnection,
+    pub concert_db: DatabaseConnection,
+    pub payment_db: DatabaseConnection,
+    pub concerts: payment_api::concerts::ConcertClient,
+    pub payment: payment_api::config::PaymentConfig,
+    pub grace: Duration,
+    pub metrics: JobMetrics,
+}
+
+impl JobContext {
+    fn databases(&self) -> [(&'static str, &DatabaseConnection); 3] {
+        [
+            ("users-api", &self.users_db),
+            ("concert-api", &self.concert_db),
+            ("payment-api", &self.payment_db),
+        ]
+    }
+}
+
+/// Per job: runs by outcome, items handled, duration; plus leadership and outbox gauges.
+#[derive(Clone)]
+pub struct JobMetrics {
+    runs: IntCounterVec,
+    items: IntCounterVec,
+    duration: HistogramVec,
+    pub leader: IntGauge,
+    outbox_pending: IntGaugeVec,
+    outbox_oldest: GaugeVec,
+}
+
+impl JobMetrics {
+    pub fn register(registry: &Registry) -> Self {
+        let m = Self {
+            runs: IntCounterVec::new(
+                Opts::new("batch_job_runs_total", "Job runs by outcome"),
+                &["job", "outcome"],
+            )
+            .expect("valid metric"),
+            items: IntCounterVec::new(
+                Opts::new("batch_job_items_total", "Items a job handled"),
+                &["job"],
+            )
+            .expect("valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new("batch_job_duration_seconds", "Job run time"),
+                &["job"],
+            )
+            .expect("valid metric"),
+            leader: IntGauge::new("batch_leader", "1 while this process holds the lease")
+                .expect("valid metric"),
+            outbox_pending: IntGaugeVec::new(
+                Opts::new("batch_outbox_pending", "Unpublished outbox rows"),
+                &["service"],
+            )
+            .expect("valid metric"),
+            outbox_oldest: GaugeVec::new(
+                Opts::new(
+                    "batch_outbox_oldest_pending_seconds",
+                    "Age of the oldest unpublished outbox row",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.items.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.outbox_pending.clone()),
+            Box::new(m.outbox_oldest.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        m
+    }
+}
+
+/// Runs `job` every `every` while this process leads, until `cancel`. The cancel check sits
+/// between runs, so shutdown waits for a run in progress to finish.
+pub async fn schedule(
+    job: Job,
+    every: Duration,
+    ctx: Arc<JobContext>,
+    leadership: Leadership,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !leadership.is_leader() {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = job.run(&ctx).await;
+        let m = &ctx.metrics;
+        m.duration
+            .with_label_values(&[job.name()])
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(items) => {
+                m.runs.with_label_values(&[job.name(), "ok"]).inc();
+                m.items.with_label_values(&[job.name()]).inc_by(items);
+                if items > 0 {
+                    tracing::debug!(job = job.name(), items, "job ran");
+                }
+            }
+            Err(error) => {
+                m.runs.with_label_values(&[job.name(), "failed"]).inc();
+                tracing::warn!(job = job.name(), %error, "job run failed");
+            }
+        }
+    }
+}

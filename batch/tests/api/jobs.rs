@@ -1,0 +1,225 @@
+//! With the platform running, batch's jobs do their work: admission at the configured rate
+//! and never beyond the cap; unpaid holds swept after hold + grace; a lost payment event
+//! found by reconciliation and the seat confirmed.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::auth::{QueueKeys, Role, Session, SessionStore};
+use common::redis::RedisStore;
+use common::testkit::{TestApp, eventually};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use users_api::domain::queue::WaitingRoom;
+
+use crate::helpers::World;
+
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap() {
+    let world = World::new().await;
+    let env = world
+        .env()
+        .with("QUEUE_MAX_ACTIVE", "5")
+        .with("QUEUE_ADMIT_PER_TICK", "2")
+        .with("QUEUE_ADMIT_INTERVAL_MS", "300")
+        .with("BATCH_LEASE_MS", "600");
+    let config = batch::Config::from_env(&env).unwrap();
+    let redis = RedisStore::connect(&config.redis).unwrap();
+    let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
+    for user in 0..12 {
+        room.join(user, 7, Utc::now()).await.unwrap();
+    }
+    let active_key = QueueKeys::new(redis.clone()).active(7);
+    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+
+    let mut samples = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let mut conn = redis.conn();
+        let active: i64 = redis::cmd("ZCARD")
+            .arg(&active_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        samples.push(active);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        samples.iter().all(|&a| a <= 5),
+        "never past the cap: {samples:?}"
+    );
+    assert_eq!(*samples.last().unwrap(), 5, "the room fills: {samples:?}");
+    let first_nonzero = samples.iter().copied().find(|&a| a > 0).unwrap();
+    assert_eq!(
+        first_nonzero, 2,
+        "a tick admits at most QUEUE_ADMIT_PER_TICK: {samples:?}"
+    );
+    let steps: Vec<i64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        steps.iter().all(|&d| d <= 2),
+        "never more than one tick's worth at once: {samples:?}"
+    );
+}
+
+#[tokio::test]
+async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_seat() {
+    let world = World::new().await;
+    let rules = |env: common::config::Env| {
+        env.with("RESERVATION_HOLD_SECS", "4")
+            .with("RESERVATION_GRACE_SECS", "1")
+            .with("QUEUE_ADMIT_INTERVAL_MS", "100")
+            .with("BATCH_EXPIRE_INTERVAL_MS", "200")
+            .with("BATCH_RECONCILE_INTERVAL_MS", "300")
+            .with("PAYMENT_RECONCILE_AFTER_SECS", "1")
+            .with("BATCH_LEASE_MS", "600")
+    };
+    let concert = TestApp::start(
+        concert_api::Application::build(
+            concert_api::Config::from_env(&rules(world.env())).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let env = rules(world.env()).with("CONCERT_API_URL", concert.address.clone());
+    let _payment = TestApp::start(
+        payment_api::Application::build(payment_api::Config::from_env(&env).unwrap())
+            .await
+            .unwrap(),
+    );
+    let config = batch::Config::from_env(&env).unwrap();
+    let redis = RedisStore::connect(&config.redis).unwrap();
+    let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
+    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+
+    let store = SessionStore::new(redis, Duration::from_secs(600));
+    let (admin, _) = store
+        .create(&Session {
+            user_id: 1,
+            username: "admin".into(),
+            role: Role::Admin,
+        })
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    let created: Value = c
+        .post(concert.url("/api/admin/concerts"))
+        .bearer_auth(&admin)
+        .json(&json!({"title": "Batch", "performer": "Jobs"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let concert_id = created["id"].as_i64().unwrap();
+    let now = Utc::now();
+    let schedule: Value = c
+        .post(concert.url(&format!("/api/admin/concerts/{concert_id}/schedules")))
+        .bearer_auth(&admin)
+        .json(&json!({"starts_at": now + chrono::Duration::days(1), "booking_opens_at": now - chrono::Duration::minutes(1), "seat_count": 10, "price": 1000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schedule_id = schedule["id"].as_i64().unwrap();
+
+    // Two fans join; batch admits them.
+    let mut fans = Vec::new();
+    for user_id in [501, 502] {
+        let (session, _) = store
+            .create(&Session {
+                user_id,
+                username: format!("f{user_id}"),
+                role: Role::User,
+            })
+            .await
+            .unwrap();
+        let (status, _) = room.join(user_id, concert_id, Utc::now()).await.unwrap();
+        fans.push((user_id, session, status.token));
+    }
+    let hold = |i: usize, seat: i64| {
+        let (c, url, fan) = (c.clone(), concert.url("/api/reservations"), fans[i].clone());
+        async move {
+            let res = c
+                .post(url)
+                .bearer_auth(&fan.1)
+                .header("x-queue-token", &fan.2)
+                .json(&json!({"schedule_id": schedule_id, "seat_nos": [seat]}))
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 201).then_some(res.json::<Value>().await.ok()?["id"].as_i64()?)
+        }
+    };
+    let unpaid = eventually(
+        "batch to admit the first fan",
+        Duration::from_secs(10),
+        || hold(0, 1),
+    )
+    .await;
+    let paid = eventually(
+        "batch to admit the second fan",
+        Duration::from_secs(10),
+        || hold(1, 2),
+    )
+    .await;
+
+    // The second fan's money was taken but payment.completed was lost.
+    let payment_db = world.payment_db.connect().await;
+    payment_db
+        .execute_raw(Statement::from_string(
+            payment_db.get_database_backend(),
+            format!(
+                "INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
+                 VALUES (502, {paid}, 1000, 'COMPLETED', now() - interval '1 minute')"
+            ),
+        ))
+        .await
+        .unwrap();
+
+    let concert_db = world.concert_db.connect().await;
+    eventually("reconciliation to get the seat confirmed", Duration::from_secs(20), || {
+        let db = concert_db.clone();
+        async move {
+            let sql = format!("SELECT count(*)::bigint AS n FROM reservations WHERE id = {paid} AND status = 'CONFIRMED'");
+            (count(&db, &sql).await == 1).then_some(())
+        }
+    })
+    .await;
+    eventually("the sweep to expire the unpaid hold after hold + grace", Duration::from_secs(20), || {
+        let db = concert_db.clone();
+        async move {
+            let sql = format!("SELECT count(*)::bigint AS n FROM reservations WHERE id = {unpaid} AND status = 'EXPIRED'");
+            (count(&db, &sql).await == 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        count(
+            &concert_db,
+            "SELECT count(*)::bigint AS n FROM seats WHERE seat_no = 1 AND status = 'AVAILABLE'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &concert_db,
+            "SELECT count(*)::bigint AS n FROM seats WHERE seat_no = 2 AND status = 'SOLD'"
+        )
+        .await,
+        1,
+        "a paid seat never comes back"
+    );
+}
