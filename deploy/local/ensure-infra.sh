@@ -356,11 +356,23 @@ ensure_tansu() {
     log "tansu is ready on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID_FILE" 2>/dev/null || echo '?'))"
 }
 
+# The local API gateway is nginx from Debian's packages (nginx-light is enough).
+ensure_nginx() {
+    if command -v nginx >/dev/null 2>&1; then
+        log "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+        return
+    fi
+    log "nginx: not installed; installing nginx-light from Debian's packages"
+    apt_install nginx-light
+    command -v nginx >/dev/null 2>&1 || die "nginx did not install"
+}
+
 main() {
     log "state dir: $STATE_DIR"
     ensure_postgres
     ensure_redis
     ensure_tansu
+    ensure_nginx
     ensure_databases
     log "infrastructure is ready: postgres $PG_HOST:$PG_PORT, redis $REDIS_HOST:$REDIS_PORT, kafka (tansu) $KAFKA_HOST:$KAFKA_PORT"
 }

@@ -136,17 +136,42 @@ http_code() {
 # up
 # ---------------------------------------------------------------------------
 
-# Hook point for the API gateway. Later this will start nginx on port 8080 in
-# front of the four services (config under deploy/local/, pid and logs under
-# the state dir) and wait for it. Intentionally a no-op for now.
-start_gateway() {
-    :
+# The API gateway: nginx on 127.0.0.1:8080 in front of the services
+# (deploy/gateway/nginx.conf.template), with its pid, config and logs under
+# $STATE_DIR/gateway. Started after the services are ready, stopped before them.
+GATEWAY_DIR="$STATE_DIR/gateway"
+
+gateway_pid() {
+    local pid
+    pid="$(cat "$GATEWAY_DIR/nginx.pid" 2>/dev/null)" || return 1
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-# Hook point matching start_gateway, called by `down` before the services stop.
-# Intentionally a no-op for now.
+start_gateway() {
+    command -v nginx >/dev/null 2>&1 || die "nginx is missing (deploy/local/ensure-infra.sh installs it)"
+    if gateway_pid >/dev/null; then
+        log "gateway already running (pid $(gateway_pid))"
+        return
+    fi
+    local conf
+    conf="$("$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
+    nginx -t -q -c "$conf" -p "$GATEWAY_DIR" || die "gateway config does not pass nginx -t"
+    nginx -c "$conf" -p "$GATEWAY_DIR"
+    local i
+    for i in $(seq 1 50); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/concerts)" == 200 ]] && break
+        sleep 0.2
+    done
+    log "gateway ready on http://127.0.0.1:8080 (pid $(gateway_pid))"
+}
+
 stop_gateway() {
-    :
+    local pid
+    if pid="$(gateway_pid)"; then
+        kill -QUIT "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        log "gateway stopped"
+    fi
 }
 
 export_defaults() {

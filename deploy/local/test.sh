@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test of the platform (README: "Run all tests").
 #
-#   1. make sure PostgreSQL, Redis and the tansu broker are installed and running
-#   2. cargo fmt --check
+#   1. make sure PostgreSQL, Redis, the tansu broker and nginx are installed and running
+#   2. the gateway's nginx config passes nginx -t; cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. the whole test suite (cargo-nextest if installed, else cargo test)
 #
@@ -19,6 +19,11 @@ deploy/local/ensure-infra.sh
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+log "gateway config: nginx -t"
+gateway_state="$(mktemp -d)"
+nginx -t -q -c "$(deploy/gateway/render.sh "$gateway_state")" -p "$gateway_state"
+rm -rf "$gateway_state"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
 //! payment-api integration tests: one binary, real PostgreSQL, Redis, broker and concert-api.
 
+mod gateway;
 mod helpers;
 mod payments;
 mod platform;

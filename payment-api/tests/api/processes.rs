@@ -13,10 +13,10 @@ use common::testkit::{TestDatabase, eventually, kafka_brokers, redis_url, unique
 use serde_json::{Value, json};
 
 /// A service binary running as a child process; stopped with SIGTERM (graceful) on drop.
-struct Process {
+pub struct Process {
     name: &'static str,
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Drop for Process {
@@ -38,7 +38,7 @@ impl Drop for Process {
 
 /// The debug binaries live next to payment-api's (cargo builds every tested package's
 /// binaries); build them if this package is tested alone.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_BIN_EXE_payment-api"))
         .parent()
         .unwrap()
@@ -54,7 +54,7 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -62,7 +62,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
+pub async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
     let port = free_port();
     let port_var = match name {
         "concert-api" => "CONCERT_API_PORT",
