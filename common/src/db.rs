@@ -47,7 +47,3 @@ pub fn migration_lock_key(service: &str) -> i64 {
     }
     hash as i64
 }
-
-pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
-    db.ping().await
-}

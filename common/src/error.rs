@@ -144,21 +144,12 @@ impl ApiError {
 
     /// The problem+json response for this error.
     pub fn to_response(&self) -> HttpResponse {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = Problem {
-            kind: "about:blank",
-            title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: &self.code,
-            extensions: self.extensions.as_ref(),
-        };
         let mut res = HttpResponse::build(self.status);
         res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        res.body(serde_json::to_vec(&body).unwrap_or_default())
+        res.body(serde_json::to_vec(&self.problem_json()).unwrap_or_default())
     }
 }
 

@@ -358,12 +358,7 @@ pub async fn reconcile(
     let mut report = Reconciliation::default();
     // Candidates are read without locks; each is then handled in its own short transaction,
     // so no lock is held while concert-api is asked.
-    let candidates = {
-        let txn = db.begin().await?;
-        let rows = payments::claim_unsettled(&txn, before, 500).await?;
-        txn.commit().await?;
-        rows
-    };
+    let candidates = payments::unsettled(db, before, 500).await?;
     for p in candidates {
         report.checked += 1;
         let remote = match concerts.reservation(p.reservation_id).await {

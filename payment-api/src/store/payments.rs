@@ -112,24 +112,24 @@ pub async fn mark_confirmed<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Res
 }
 
 /// COMPLETED payments not known to be confirmed, made before `before` and not re-published
-/// since `before`: the ones reconciliation must chase. Claimed with `SKIP LOCKED` so two
-/// reconcilers never chase the same payment at once.
-pub async fn claim_unsettled<C: ConnectionTrait>(
-    txn: &C,
+/// since `before`: the ones reconciliation must chase. A plain read: only batch's leader
+/// reconciles, and chasing a payment twice is harmless (settlement and refunds are idempotent).
+pub async fn unsettled<C: ConnectionTrait>(
+    db: &C,
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<PaymentRow>, DbErr> {
     PaymentRow::find_by_statement(stmt(
-        txn,
+        db,
         &format!(
             "SELECT {COLUMNS} FROM payments \
              WHERE status = 'COMPLETED' AND confirmed_at IS NULL AND created_at < $1 \
                AND (republished_at IS NULL OR republished_at < $1) \
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+             ORDER BY id LIMIT $2"
         ),
         vec![before.into(), limit.into()],
     ))
-    .all(txn)
+    .all(db)
     .await
 }
 

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::testkit::{TestDatabase, eventually, kafka_brokers, redis_url, unique_id};
+use common::testkit::eventually;
 use serde_json::{Value, json};
 
-use crate::processes::{free_port, start};
+use crate::processes::{ThreeServices, free_port, start_three_services};
 
 struct Nginx {
     child: Child,
@@ -58,45 +58,13 @@ async fn the_gateway_routes_exactly_the_public_contract() {
     if Command::new("nginx").arg("-v").output().is_err() {
         panic!("nginx is required (deploy/local/ensure-infra.sh installs it)");
     }
-    let (users_db, concert_db, payment_db) = (
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-    );
-    let id = unique_id();
-    let shared = [
-        ("REDIS_URL", redis_url()),
-        ("REDIS_KEY_PREFIX", format!("{id}:")),
-        ("KAFKA_BROKERS", kafka_brokers()),
-        ("KAFKA_TOPIC_PREFIX", format!("{id}.")),
-        ("KAFKA_TOPIC_PARTITIONS", "1".into()),
-        ("HTTP_WORKERS", "2".into()),
-        ("DATABASE_POOL_SIZE", "4".into()),
-    ];
-    let with = |extra: Vec<(&'static str, String)>| {
-        shared.iter().cloned().chain(extra).collect::<Vec<_>>()
-    };
-    let concert = start(
-        "concert-api",
-        &with(vec![("CONCERT_DATABASE_URL", concert_db.url.clone())]),
-    )
-    .await;
-    let users = start(
-        "users-api",
-        &with(vec![
-            ("USERS_DATABASE_URL", users_db.url.clone()),
-            ("CONCERT_API_URL", concert.url.clone()),
-        ]),
-    )
-    .await;
-    let payment = start(
-        "payment-api",
-        &with(vec![
-            ("PAYMENT_DATABASE_URL", payment_db.url.clone()),
-            ("CONCERT_API_URL", concert.url.clone()),
-        ]),
-    )
-    .await;
+    let ThreeServices {
+        id,
+        concert,
+        users,
+        payment,
+        dbs: _dbs,
+    } = start_three_services().await;
 
     let port = free_port();
     let state = std::env::temp_dir().join(format!("gateway-{id}"));

@@ -96,9 +96,18 @@ pub async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
     Process { name, child, url }
 }
 
-#[tokio::test]
-async fn pay_confirm_and_retire_across_three_service_processes() {
-    let (users_db, concert_db, payment_db) = (
+/// concert-api, users-api and payment-api as separate processes sharing one Redis prefix and
+/// topic prefix (`id`), each with its own database (`dbs`: users, concert, payment).
+pub struct ThreeServices {
+    pub id: String,
+    pub concert: Process,
+    pub users: Process,
+    pub payment: Process,
+    pub dbs: (TestDatabase, TestDatabase, TestDatabase),
+}
+
+pub async fn start_three_services() -> ThreeServices {
+    let dbs = (
         TestDatabase::create().await,
         TestDatabase::create().await,
         TestDatabase::create().await,
@@ -118,13 +127,13 @@ async fn pay_confirm_and_retire_across_three_service_processes() {
     };
     let concert = start(
         "concert-api",
-        &with(vec![("CONCERT_DATABASE_URL", concert_db.url.clone())]),
+        &with(vec![("CONCERT_DATABASE_URL", dbs.1.url.clone())]),
     )
     .await;
     let users = start(
         "users-api",
         &with(vec![
-            ("USERS_DATABASE_URL", users_db.url.clone()),
+            ("USERS_DATABASE_URL", dbs.0.url.clone()),
             ("CONCERT_API_URL", concert.url.clone()),
         ]),
     )
@@ -132,11 +141,30 @@ async fn pay_confirm_and_retire_across_three_service_processes() {
     let payment = start(
         "payment-api",
         &with(vec![
-            ("PAYMENT_DATABASE_URL", payment_db.url.clone()),
+            ("PAYMENT_DATABASE_URL", dbs.2.url.clone()),
             ("CONCERT_API_URL", concert.url.clone()),
         ]),
     )
     .await;
+    ThreeServices {
+        id,
+        concert,
+        users,
+        payment,
+        dbs,
+    }
+}
+
+#[tokio::test]
+async fn pay_confirm_and_retire_across_three_service_processes() {
+    let ThreeServices {
+        id,
+        concert,
+        users,
+        payment,
+        dbs,
+    } = start_three_services().await;
+    let users_db = &dbs.0;
 
     // The operator's admin, through users-api's own command.
     let admin_ok = Command::new(binary("users-api"))
