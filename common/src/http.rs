@@ -395,9 +395,22 @@ pub struct Plumbing {
     pub openapi: utoipa::openapi::OpenApi,
 }
 
+/// Pending connections the kernel queues before actix accepts them. std's `bind` asks for
+/// 128: a crowd (or a gateway opening upstream connections for it) overflows that, and each
+/// dropped SYN is retried only a second later. Capped by `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Binds the configured address (port 0 picks a free port; tests use it).
 pub fn bind(http: &HttpConfig) -> std::io::Result<TcpListener> {
-    TcpListener::bind((http.host.as_str(), http.port))
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(http.host.as_str(), http.port))?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", http.host)))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Builds the HTTP server: common endpoints and middleware plus the service's `routes`.
@@ -428,7 +441,6 @@ where
             .default_service(web::to(no_route))
     })
     .workers(plumbing.http.workers)
-    .backlog(4096)
     .shutdown_timeout(plumbing.http.shutdown_timeout.as_secs())
     .disable_signals()
     .listen(listener)?
