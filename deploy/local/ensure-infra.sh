@@ -367,8 +367,20 @@ ensure_nginx() {
     command -v nginx >/dev/null 2>&1 || die "nginx did not install"
 }
 
+# curl and jq: the stack's readiness checks, its demo data and the README's walk use them.
+ensure_tools() {
+    local missing=() tool
+    for tool in curl jq; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    ((${#missing[@]})) || return 0
+    log "installing ${missing[*]} from Debian's packages"
+    apt_install "${missing[@]}"
+}
+
 main() {
     log "state dir: $STATE_DIR"
+    ensure_tools
     ensure_postgres
     ensure_redis
     ensure_tansu

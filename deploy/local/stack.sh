@@ -47,8 +47,10 @@ usage() {
 usage: deploy/local/stack.sh <command>
 
   up              ensure PostgreSQL/Redis/tansu (ensure-infra.sh), build the
-                  release binaries, start every service that is not running and
-                  wait until all answer GET /health/ready
+                  release binaries, start every service that is not running,
+                  wait until all answer GET /health/ready, start the gateway on
+                  :8080, create the admin (STACK_ADMIN_PASSWORD, default
+                  admin-pass-local) and demo concerts (STACK_DEMO=0: none)
   down [--all]    stop the services started by 'up' (SIGTERM, SIGKILL after
                   ${STOP_TIMEOUT}s); --all also stops tansu if ensure-infra started it
   status          running/stopped, pid and /health/ready code per service
@@ -174,6 +176,85 @@ stop_gateway() {
     fi
 }
 
+# ---------------------------------------------------------------------------
+# demo data
+# ---------------------------------------------------------------------------
+
+# The admin account of API.md (created, or its password reset, on every `up`) and, unless
+# STACK_DEMO=0, demo concerts that each keep two upcoming 50-seat schedules open for booking,
+# so a new user can walk the whole flow through the gateway right after `up`. Idempotent:
+# concerts are found by title; schedules are added only when a concert has none available.
+readonly GATEWAY_URL="http://127.0.0.1:8080"
+readonly DEMO_CONCERTS=(
+    "Demo: Aurora Nights|Aurora"
+    "Demo: The Midnight Strings|The Midnight Strings"
+    "Demo: Han River Jazz|Han River Quartet"
+)
+readonly DEMO_SEATS=50 DEMO_PRICE=50000
+
+# gateway METHOD PATH [JSON]: the response body; fails (with the problem printed) on non-2xx.
+gateway() {
+    local args=(-sS -m 10 --fail-with-body -X "$1" -H 'Content-Type: application/json')
+    [[ -n ${DEMO_TOKEN:-} ]] && args+=(-H "Authorization: Bearer $DEMO_TOKEN")
+    [[ -n ${3:-} ]] && args+=(--data "$3")
+    curl "${args[@]}" "$GATEWAY_URL$2"
+}
+
+# demo_concert_id TITLE: the id of the first concert with exactly that title, if any.
+demo_concert_id() {
+    local cursor="" page id
+    while :; do
+        page="$(gateway GET "/api/concerts?limit=100${cursor:+&cursor=$cursor}")" || return 1
+        id="$(jq -r --arg t "$1" '[.items[] | select(.title == $t) | .id][0] // empty' <<<"$page")"
+        [[ -n $id ]] && { echo "$id"; return 0; }
+        cursor="$(jq -r '.next_cursor // empty' <<<"$page")"
+        [[ -n $cursor ]] || return 0
+    done
+}
+
+seed_demo() {
+    local password="${STACK_ADMIN_PASSWORD:-admin-pass-local}"
+    ADMIN_PASSWORD="$password" "$BIN_DIR/users-api" create-admin --username admin >>"$(log_file users-api)" 2>&1 ||
+        die "users-api create-admin failed; see $(log_file users-api)"
+    if [[ -n ${STACK_ADMIN_PASSWORD:-} ]]; then
+        log "admin account: admin (password from STACK_ADMIN_PASSWORD)"
+    else
+        log "admin account: admin / admin-pass-local (set STACK_ADMIN_PASSWORD to choose another)"
+    fi
+    if [[ ${STACK_DEMO:-1} == 0 ]]; then
+        log "STACK_DEMO=0: no demo concerts"
+        return
+    fi
+
+    local login
+    login="$(jq -nc --arg p "$password" '{username: "admin", password: $p}')"
+    DEMO_TOKEN="$(gateway POST /api/sessions "$login" | jq -r .token)" || die "admin log-in through the gateway failed"
+    local entry title performer id available body starts opens day
+    opens="$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+    for entry in "${DEMO_CONCERTS[@]}"; do
+        title=${entry%%|*} performer=${entry#*|}
+        id="$(demo_concert_id "$title")" || die "cannot list concerts through the gateway"
+        if [[ -z $id ]]; then
+            body="$(jq -nc --arg t "$title" --arg p "$performer" '{title: $t, performer: $p}')"
+            id="$(gateway POST /api/admin/concerts "$body" | jq -r .id)" || die "cannot create demo concert '$title'"
+        fi
+        available="$(gateway GET "/api/concerts/$id/schedules?available=true" | jq '.items | length')" ||
+            die "cannot list the schedules of concert $id"
+        if ((available == 0)); then
+            for day in 30 31; do
+                starts="$(date -u -d "+$day days" +%Y-%m-%dT19:00:00Z)"
+                body="$(jq -nc --arg s "$starts" --arg o "$opens" --argjson n "$DEMO_SEATS" --argjson p "$DEMO_PRICE" \
+                    '{starts_at: $s, booking_opens_at: $o, seat_count: $n, price: $p}')"
+                gateway POST "/api/admin/concerts/$id/schedules" "$body" >/dev/null ||
+                    die "cannot create a schedule for demo concert $id"
+            done
+            available=2
+        fi
+        log "demo concert $id '$title': $available upcoming schedule(s) of $DEMO_SEATS seats open for booking"
+    done
+    DEMO_TOKEN=""
+}
+
 export_defaults() {
     export USERS_DATABASE_URL="${USERS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_users}"
     export CONCERT_DATABASE_URL="${CONCERT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_concert}"
@@ -277,6 +358,7 @@ cmd_up() {
 
     wait_ready
     start_gateway
+    seed_demo
 
     log "all services are ready:"
     for svc in "${SERVICES[@]}"; do
