@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::processes::{ThreeServices, free_port, start_three_services};
 
-struct Nginx {
+pub struct Nginx {
     child: Child,
     state: PathBuf,
 }
@@ -53,32 +53,26 @@ async fn problem(res: reqwest::Response) -> (u16, Value) {
     (status, res.json().await.unwrap())
 }
 
-#[tokio::test]
-async fn the_gateway_routes_exactly_the_public_contract() {
+/// nginx with deploy/gateway's config in front of `services`, on a free port; `env` adds
+/// render.sh settings (e.g. rate limits). Returns the gateway and its base URL, once it answers.
+pub async fn start_gateway(services: &ThreeServices, env: &[(&str, &str)]) -> (Nginx, String) {
     if Command::new("nginx").arg("-v").output().is_err() {
         panic!("nginx is required (deploy/local/ensure-infra.sh installs it)");
     }
-    let ThreeServices {
-        id,
-        concert,
-        users,
-        payment,
-        dbs: _dbs,
-    } = start_three_services().await;
-
     let port = free_port();
-    let state = std::env::temp_dir().join(format!("gateway-{id}"));
+    let state = std::env::temp_dir().join(format!("gateway-{}", services.id));
     let addr = |url: &str| url.trim_start_matches("http://").to_owned();
-    let rendered = Command::new(repo_root().join("deploy/gateway/render.sh"))
+    let mut render = Command::new(repo_root().join("deploy/gateway/render.sh"));
+    render
         .arg(&state)
         .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("USERS_API_ADDR", addr(&users.url))
-        .env("CONCERT_API_ADDR", addr(&concert.url))
-        .env("PAYMENT_API_ADDR", addr(&payment.url))
-        .env("GATEWAY_AUTH_RATE", "2r/s")
-        .env("GATEWAY_AUTH_BURST", "5")
-        .output()
-        .unwrap();
+        .env("USERS_API_ADDR", addr(&services.users.url))
+        .env("CONCERT_API_ADDR", addr(&services.concert.url))
+        .env("PAYMENT_API_ADDR", addr(&services.payment.url));
+    for (k, v) in env {
+        render.env(k, v);
+    }
+    let rendered = render.output().unwrap();
     assert!(
         rendered.status.success(),
         "{}",
@@ -104,12 +98,23 @@ async fn the_gateway_routes_exactly_the_public_contract() {
         .unwrap();
     let gateway = Nginx { child, state };
     let gw = format!("http://127.0.0.1:{port}");
-    let c = reqwest::Client::new();
     eventually("the gateway to listen", Duration::from_secs(10), || {
         let url = format!("{gw}/api/concerts");
         async move { (reqwest::get(url).await.ok()?.status() == 200).then_some(()) }
     })
     .await;
+    (gateway, gw)
+}
+
+#[tokio::test]
+async fn the_gateway_routes_exactly_the_public_contract() {
+    let services = start_three_services().await;
+    let (gateway, gw) = start_gateway(
+        &services,
+        &[("GATEWAY_AUTH_RATE", "2r/s"), ("GATEWAY_AUTH_BURST", "5")],
+    )
+    .await;
+    let c = reqwest::Client::new();
 
     // Each service by its public paths, with the request id passed through.
     let res = c
@@ -214,7 +219,7 @@ async fn the_gateway_routes_exactly_the_public_contract() {
     );
 
     // An upstream that is gone is a 502 problem, not a hang or an HTML page.
-    drop(payment);
+    drop(services.payment);
     let (status, p) = problem(
         c.get(format!("{gw}/api/wallet"))
             .bearer_auth(&token)

@@ -2,6 +2,7 @@
 
 mod gateway;
 mod helpers;
+mod journey;
 mod payments;
 mod platform;
 mod processes;

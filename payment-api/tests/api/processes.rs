@@ -67,6 +67,7 @@ pub async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
     let port_var = match name {
         "concert-api" => "CONCERT_API_PORT",
         "users-api" => "USERS_API_PORT",
+        "batch" => "BATCH_PORT",
         _ => "PAYMENT_API_PORT",
     };
     let mut cmd = Command::new(binary(name));
@@ -106,14 +107,9 @@ pub struct ThreeServices {
     pub dbs: (TestDatabase, TestDatabase, TestDatabase),
 }
 
-pub async fn start_three_services() -> ThreeServices {
-    let dbs = (
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-    );
-    let id = unique_id();
-    let shared = [
+/// The settings every process of one test shares: its Redis prefix and topic prefix (`id`).
+pub fn shared_env(id: &str) -> Vec<(&'static str, String)> {
+    vec![
         ("REDIS_URL", redis_url()),
         ("REDIS_KEY_PREFIX", format!("{id}:")),
         ("KAFKA_BROKERS", kafka_brokers()),
@@ -121,7 +117,17 @@ pub async fn start_three_services() -> ThreeServices {
         ("KAFKA_TOPIC_PARTITIONS", "1".into()),
         ("HTTP_WORKERS", "2".into()),
         ("DATABASE_POOL_SIZE", "4".into()),
-    ];
+    ]
+}
+
+pub async fn start_three_services() -> ThreeServices {
+    let dbs = (
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+    );
+    let id = unique_id();
+    let shared = shared_env(&id);
     let with = |extra: Vec<(&'static str, String)>| {
         shared.iter().cloned().chain(extra).collect::<Vec<_>>()
     };
