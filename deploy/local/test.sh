@@ -2,7 +2,8 @@
 # The one command that runs every check and test of the platform (README: "Run all tests").
 #
 #   1. make sure PostgreSQL, Redis, the tansu broker and nginx are installed and running
-#   2. the gateway's nginx config passes nginx -t; cargo fmt --check
+#   2. the gateway's nginx config passes nginx -t; every Kubernetes overlay renders and
+#      validates offline (deploy/k8s/check.sh); cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. the whole test suite (cargo-nextest if installed, else cargo test)
 #
@@ -24,6 +25,9 @@ log "gateway config: nginx -t"
 gateway_state="$(mktemp -d)"
 nginx -t -q -c "$(deploy/gateway/render.sh "$gateway_state")" -p "$gateway_state"
 rm -rf "$gateway_state"
+
+log "Kubernetes manifests: render every overlay, validate offline"
+deploy/k8s/check.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""Offline checks of one rendered overlay (`kubectl kustomize deploy/k8s/overlays/NAME`).
+
+Run by check.sh inside its virtualenv (needs kubernetes-validate and PyYAML):
+
+  1. every built-in object against the Kubernetes JSON schemas bundled with
+     kubernetes-validate, strictly (unknown fields are errors), for each requested version;
+  2. the custom resources, which have no bundled schema (Gateway, HTTPRoute, KafkaTopic), by a
+     structural check of the fields used here;
+  3. the wiring between objects and the repository: references resolve, selectors select,
+     the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes, the
+     KafkaTopics are exactly common/src/events.rs ALL_TOPICS plus their `.dlq` twins, the pods
+     meet the restricted security profile and the shutdown timing adds up.
+
+Prints one line per problem and a summary; exits 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from kubernetes_validate import utils as kv
+
+SERVICES = {  # binary -> (port variable, port, own database variables)
+    "users-api": ("USERS_API_PORT", 8081, ["USERS_DATABASE_URL"]),
+    "concert-api": ("CONCERT_API_PORT", 8082, ["CONCERT_DATABASE_URL"]),
+    "payment-api": ("PAYMENT_API_PORT", 8083, ["PAYMENT_DATABASE_URL"]),
+    "batch": (
+        "BATCH_PORT",
+        8084,
+        ["USERS_DATABASE_URL", "CONCERT_DATABASE_URL", "PAYMENT_DATABASE_URL"],
+    ),
+}
+APIS = ["users-api", "concert-api", "payment-api"]
+COMMANDS = {"serve", "migrate", "create-admin"}
+# Custom resources this repository uses, checked structurally (no bundled schema).
+CRDS = {
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "GatewayClass"}
+NEVER_ROUTED = ("/internal", "/health", "/metrics", "/openapi.json")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+GW_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+
+
+class Report:
+    def __init__(self, overlay: str) -> None:
+        self.overlay = overlay
+        self.errors: list[str] = []
+        self.notes: list[str] = []
+
+    def error(self, what: str, msg: str) -> None:
+        self.errors.append(f"{what}: {msg}")
+
+    def check(self, ok: bool, what: str, msg: str) -> bool:
+        if not ok:
+            self.error(what, msg)
+        return ok
+
+
+def ident(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind')}/{meta.get('name')}"
+
+
+def labels_match(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against a label map."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# 1. built-in objects: JSON schema, strict
+# --------------------------------------------------------------------------------------------
+def schema_validate(objs: list[dict], versions: list[str], rep: Report) -> int:
+    validated = 0
+    for obj in objs:
+        if (obj.get("apiVersion"), obj.get("kind")) in CRDS:
+            continue
+        ok = True
+        for version in versions:
+            try:
+                kv.validate(obj, version, strict=True)
+            except kv.ValidationError as e:
+                path = ".".join(str(p) for p in e.path) or "(root)"
+                rep.error(ident(obj), f"Kubernetes {version} schema: {path}: {e.message}")
+                ok = False
+            except kv.SchemaNotFoundError as e:
+                rep.error(ident(obj), f"no schema and no structural check: {e.message}")
+                ok = False
+            except kv.VersionNotSupportedError:
+                rep.error("kubernetes-validate", f"does not support Kubernetes {version}")
+                return validated
+        validated += ok
+    return validated
+
+
+# --------------------------------------------------------------------------------------------
+# 2. custom resources: structural checks of what this repository uses
+# --------------------------------------------------------------------------------------------
+def only_keys(rep: Report, what: str, d: dict, allowed: set[str]) -> None:
+    extra = set(d) - allowed
+    rep.check(not extra, what, f"unknown field(s) {sorted(extra)}")
+
+
+def check_gateway(gw: dict, rep: Report) -> None:
+    what = ident(gw)
+    spec = gw.get("spec") or {}
+    only_keys(rep, what, spec, {"gatewayClassName", "listeners", "addresses", "infrastructure"})
+    cls = spec.get("gatewayClassName")
+    rep.check(
+        isinstance(cls, str) and bool(DNS_SUBDOMAIN.match(cls)),
+        what,
+        f"spec.gatewayClassName {cls!r} is not a valid name",
+    )
+    listeners = spec.get("listeners") or []
+    rep.check(1 <= len(listeners) <= 64, what, "spec.listeners needs 1..64 entries")
+    names = [listener.get("name") for listener in listeners]
+    rep.check(len(names) == len(set(names)), what, "listener names are not unique")
+    for listener in listeners:
+        lw = f"{what} listener {listener.get('name')}"
+        only_keys(rep, lw, listener, {"name", "hostname", "port", "protocol", "tls", "allowedRoutes"})
+        rep.check(bool(DNS_LABEL.match(str(listener.get("name", "")))), lw, "name is not a DNS label")
+        rep.check(
+            listener.get("protocol") in {"HTTP", "HTTPS", "TLS", "TCP", "UDP"},
+            lw,
+            f"protocol {listener.get('protocol')!r}",
+        )
+        port = listener.get("port")
+        rep.check(isinstance(port, int) and 1 <= port <= 65535, lw, f"port {port!r}")
+        if listener.get("protocol") == "HTTPS":
+            tls = listener.get("tls") or {}
+            rep.check(
+                tls.get("mode", "Terminate") == "Terminate" and bool(tls.get("certificateRefs")),
+                lw,
+                "HTTPS needs tls.mode Terminate and certificateRefs",
+            )
+
+
+def check_httproute(route: dict, rep: Report) -> None:
+    what = ident(route)
+    spec = route.get("spec") or {}
+    only_keys(rep, what, spec, {"parentRefs", "hostnames", "rules"})
+    rep.check(bool(spec.get("parentRefs")), what, "no parentRefs")
+    for ref in spec.get("parentRefs") or []:
+        only_keys(rep, what, ref, {"group", "kind", "namespace", "name", "sectionName", "port"})
+    rules = spec.get("rules") or []
+    rep.check(1 <= len(rules) <= 16, what, "spec.rules needs 1..16 entries")
+    for i, rule in enumerate(rules):
+        rw = f"{what} rule {i}"
+        only_keys(rep, rw, rule, {"name", "matches", "filters", "backendRefs", "timeouts"})
+        rep.check(len(rule.get("matches") or []) <= 64, rw, "more than 64 matches")
+        for m in rule.get("matches") or []:
+            only_keys(rep, rw, m, {"path", "headers", "queryParams", "method"})
+            path = m.get("path") or {}
+            only_keys(rep, rw, path, {"type", "value"})
+            rep.check(
+                path.get("type") in {"Exact", "PathPrefix", "RegularExpression"},
+                rw,
+                f"path type {path.get('type')!r}",
+            )
+            rep.check(str(path.get("value", "")).startswith("/"), rw, "path must start with /")
+        for f in rule.get("filters") or []:
+            rep.check(
+                f.get("type")
+                in {
+                    "RequestHeaderModifier",
+                    "ResponseHeaderModifier",
+                    "RequestMirror",
+                    "RequestRedirect",
+                    "URLRewrite",
+                    "ExtensionRef",
+                },
+                rw,
+                f"filter type {f.get('type')!r}",
+            )
+        timeouts = rule.get("timeouts") or {}
+        only_keys(rep, rw, timeouts, {"request", "backendRequest"})
+        for k, v in timeouts.items():
+            rep.check(bool(GW_DURATION.match(str(v))), rw, f"timeouts.{k} {v!r} is not a Gateway API duration")
+        for b in rule.get("backendRefs") or []:
+            only_keys(rep, rw, b, {"group", "kind", "name", "namespace", "port", "weight", "filters"})
+            rep.check(isinstance(b.get("port"), int), rw, f"backendRef {b.get('name')} needs a port")
+
+
+def check_kafkatopic(topic: dict, rep: Report) -> None:
+    what = ident(topic)
+    meta = topic.get("metadata") or {}
+    rep.check(bool(DNS_LABEL.match(meta.get("name", ""))), what, "metadata.name is not a DNS label")
+    rep.check(
+        bool((meta.get("labels") or {}).get("strimzi.io/cluster")),
+        what,
+        "label strimzi.io/cluster (the Kafka cluster) is missing",
+    )
+    spec = topic.get("spec") or {}
+    only_keys(rep, what, spec, {"topicName", "partitions", "replicas", "config"})
+    rep.check(
+        bool(re.match(r"^[a-zA-Z0-9._-]{1,249}$", str(spec.get("topicName", "")))),
+        what,
+        f"spec.topicName {spec.get('topicName')!r} is not a Kafka topic name",
+    )
+    for k in ("partitions", "replicas"):
+        v = spec.get(k)
+        rep.check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, what, f"spec.{k} {v!r}")
+    for k, v in (spec.get("config") or {}).items():
+        rep.check(isinstance(v, (str, int, float, bool)), what, f"config {k} must be a scalar")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. wiring
+# --------------------------------------------------------------------------------------------
+def nginx_routes(template: Path) -> tuple[set[tuple[str, str, str]], list[tuple[str, str]]]:
+    """The nginx gateway's routing as Gateway API matches: {(type, path, service)}, plus the
+    regex locations as (regex, service), which must be covered by a PathPrefix."""
+    text = template.read_text()
+    upstream_service = {
+        name: placeholder.lower() + "-api"
+        for name, placeholder in re.findall(r"upstream\s+(\w+)\s*\{\s*server\s+@(\w+)@", text)
+    }
+    exact: dict[str, str] = {}
+    prefix: dict[str, str] = {}
+    regexes: list[tuple[str, str]] = []
+    for chunk in re.split(r"\blocation\s+", text)[1:]:
+        m = re.match(r"(=|\^~|~)?\s*(\S+)\s*\{", chunk)
+        body = chunk.split("location", 1)[0]
+        proxied = re.search(r"proxy_pass\s+http://(\w+)\s*;", body)
+        if not m or not proxied:
+            continue  # `location /`, the named error locations: nothing routed
+        modifier, path, service = m.group(1), m.group(2), upstream_service[proxied.group(1)]
+        if modifier == "=":
+            exact[path] = service
+        elif modifier == "^~":
+            prefix[path.rstrip("/")] = service
+        elif modifier == "~":
+            regexes.append((path, service))
+        else:
+            raise SystemExit(f"nginx location {path!r} without =, ^~ or ~: not understood")
+    expected = set()
+    for path, service in prefix.items():
+        expected.add(("PathPrefix", path, service))
+    for path, service in exact.items():
+        if prefix.get(path) == service:
+            continue  # `= P` + `^~ P/` is PathPrefix P
+        expected.add(("Exact", path, service))
+    return expected, regexes
+
+
+def path_covered(kind: str, value: str, path: str) -> bool:
+    if kind == "Exact":
+        return path == value
+    value = value.rstrip("/")
+    return path == value or path.startswith(value + "/")
+
+
+def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> None:
+    by_kind: dict[str, list[dict]] = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+
+    def named(kind: str) -> dict[str, dict]:
+        return {o["metadata"]["name"]: o for o in by_kind.get(kind, [])}
+
+    # Unique names, one namespace for everything.
+    dupes = [k for k, n in Counter((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs).items() if n > 1]
+    rep.check(not dupes, "render", f"duplicate objects {dupes}")
+    namespaces = list(named("Namespace"))
+    if rep.check(len(namespaces) == 1, "render", f"expected one Namespace, found {namespaces}"):
+        ns = namespaces[0]
+        for o in objs:
+            if o["kind"] not in CLUSTER_SCOPED:
+                rep.check(o["metadata"].get("namespace") == ns, ident(o), f"not in namespace {ns}")
+
+    configmaps, secrets, sas = named("ConfigMap"), named("Secret"), named("ServiceAccount")
+    deployments, services, jobs = named("Deployment"), named("Service"), named("Job")
+    external = set(args.external_secret or [])
+    used_external: set[str] = set()
+
+    config: dict[str, str] = {}
+    for cm in configmaps.values():
+        if cm["metadata"]["name"].startswith("ticketing-config"):
+            config = cm.get("data") or {}
+    rep.check(bool(config), "render", "ConfigMap ticketing-config-* is missing")
+    drain = int(config.get("SHUTDOWN_TIMEOUT_SECS", "10"))
+    rep.check(config.get("HTTP_HOST") == "0.0.0.0", "ConfigMap", "HTTP_HOST must be 0.0.0.0 in containers")
+
+    def secret_key_ok(name: str, key: str | None, what: str) -> None:
+        if name in secrets:
+            if key is not None:
+                data = {**(secrets[name].get("data") or {}), **(secrets[name].get("stringData") or {})}
+                rep.check(key in data, what, f"Secret {name} has no key {key}")
+        elif name in external:
+            used_external.add(name)
+        else:
+            rep.error(what, f"Secret {name} is neither rendered nor declared operator-provided")
+
+    def check_pod(owner: dict, pod: dict, deployment: bool) -> None:
+        what = ident(owner)
+        spec = pod["spec"]
+        rep.check(spec.get("enableServiceLinks") is False, what, "enableServiceLinks must be false (service env vars collide with *_PORT settings)")
+        rep.check(spec.get("automountServiceAccountToken") is False, what, "automountServiceAccountToken must be false")
+        sa = spec.get("serviceAccountName")
+        rep.check(sa in sas, what, f"ServiceAccount {sa!r} is not rendered")
+        psc = spec.get("securityContext") or {}
+        rep.check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001, what, "pod must run as non-root user 10001")
+        rep.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", what, "seccompProfile must be RuntimeDefault")
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            cw = f"{what} container {c['name']}"
+            csc = c.get("securityContext") or {}
+            rep.check(csc.get("allowPrivilegeEscalation") is False, cw, "allowPrivilegeEscalation must be false")
+            rep.check(csc.get("readOnlyRootFilesystem") is True, cw, "readOnlyRootFilesystem must be true")
+            rep.check("ALL" in ((csc.get("capabilities") or {}).get("drop") or []), cw, "must drop ALL capabilities")
+            res = c.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    rep.check(r in (res.get(kind) or {}), cw, f"resources.{kind}.{r} missing")
+            image = c.get("image", "")
+            tagged = "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"))
+            rep.check(tagged, cw, f"image {image!r} must be pinned by tag (not latest) or digest")
+            binary = (c.get("command") or [None])[0]
+            if not rep.check(binary in SERVICES, cw, f"command {c.get('command')} is not one of {sorted(SERVICES)}"):
+                continue
+            rep.check((c.get("args") or [None])[0] in COMMANDS, cw, f"args {c.get('args')} must start with one of {sorted(COMMANDS)}")
+            for ef in c.get("envFrom") or []:
+                if "configMapRef" in ef:
+                    rep.check(ef["configMapRef"]["name"] in configmaps, cw, f"ConfigMap {ef['configMapRef']['name']} is not rendered")
+                if "secretRef" in ef:
+                    secret_key_ok(ef["secretRef"]["name"], None, cw)
+            env = {e["name"]: e for e in c.get("env") or []}
+            for e in env.values():
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    secret_key_ok(ref["name"], ref["key"], cw)
+                ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+                if ref:
+                    rep.check(ref["name"] in configmaps, cw, f"ConfigMap {ref['name']} is not rendered")
+            port_var, port, dbs = SERVICES[binary]
+            for db in dbs:
+                rep.check(
+                    "secretKeyRef" in ((env.get(db) or {}).get("valueFrom") or {}),
+                    cw,
+                    f"{db} must come from a Secret",
+                )
+            for other in {"USERS_DATABASE_URL", "CONCERT_DATABASE_URL", "PAYMENT_DATABASE_URL"} - set(dbs):
+                rep.check(other not in env, cw, f"gets {other}, which only its owner (and batch) needs")
+            if deployment:
+                rep.check(env.get(port_var, {}).get("value") == str(port), cw, f"{port_var} must be {port}")
+                ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+                rep.check(ports.get("http") == port, cw, f"containerPort http must be {port}")
+                for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
+                    got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+                    rep.check(got == path, cw, f"{probe} must GET {path}, not {got}")
+                pre = ((c.get("lifecycle") or {}).get("preStop") or {})
+                pause = 0
+                if "exec" in pre:
+                    cmd = pre["exec"].get("command") or []
+                    if rep.check(len(cmd) == 2 and cmd[0] == "sleep", cw, f"preStop exec {cmd} is not `sleep N`"):
+                        pause = int(cmd[1])
+                elif "sleep" in pre:
+                    pause = int(pre["sleep"]["seconds"])
+                grace = spec.get("terminationGracePeriodSeconds", 30)
+                rep.check(
+                    grace > pause + drain,
+                    what,
+                    f"terminationGracePeriodSeconds {grace} must exceed preStop {pause} s + SHUTDOWN_TIMEOUT_SECS {drain} s",
+                )
+                if binary in APIS:
+                    rep.check(pause > 0, cw, "an API needs a preStop pause so endpoints de-register before the drain")
+
+    for d in deployments.values():
+        check_pod(d, d["spec"]["template"], deployment=True)
+    for j in jobs.values():
+        check_pod(j, j["spec"]["template"], deployment=False)
+
+    # Every API: Deployment (replicas owned by an HPA), Service, HPA, PDB, migration Job.
+    hpas, pdbs = named("HorizontalPodAutoscaler"), named("PodDisruptionBudget")
+    for api in APIS:
+        d = deployments.get(api)
+        if not rep.check(d is not None, "render", f"Deployment {api} is missing"):
+            continue
+        rep.check("replicas" not in d["spec"], ident(d), "has spec.replicas but its HPA owns the count")
+        hpa = [h for h in hpas.values() if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": api}]
+        if rep.check(len(hpa) == 1, "render", f"expected one HPA for {api}"):
+            h = hpa[0]["spec"]
+            rep.check(1 <= h.get("minReplicas", 1) <= h["maxReplicas"], ident(hpa[0]), "minReplicas must be 1..maxReplicas")
+        tmpl_labels = d["spec"]["template"]["metadata"]["labels"]
+        rep.check(
+            sum(labels_match(p["spec"]["selector"], tmpl_labels) for p in pdbs.values()) == 1,
+            "render",
+            f"expected one PodDisruptionBudget selecting {api}",
+        )
+        migrations = [j for j in jobs.values() if (j["spec"]["template"]["spec"]["containers"][0].get("command") or [None])[0] == api and j["spec"]["template"]["spec"]["containers"][0].get("args") == ["migrate"]]
+        rep.check(len(migrations) == 1, "render", f"expected one `{api} migrate` Job")
+    batch = deployments.get("batch")
+    if rep.check(batch is not None, "render", "Deployment batch is missing"):
+        rep.check(batch["spec"].get("replicas") == 2, ident(batch), "batch runs 2 replicas (leader + standby)")
+        rep.check(
+            not any(h["spec"]["scaleTargetRef"]["name"] == "batch" for h in hpas.values()),
+            ident(batch),
+            "batch must not be autoscaled (one leader does the work)",
+        )
+
+    # Services select Deployment pods (never migration Job pods) and name a real port.
+    for s in services.values():
+        sel = s["spec"].get("selector") or {}
+        targets = [d for d in deployments.values() if labels_match({"matchLabels": sel}, d["spec"]["template"]["metadata"]["labels"])]
+        rep.check(len(targets) == 1, ident(s), f"selector {sel} selects {len(targets)} Deployments")
+        rep.check(
+            not any(labels_match({"matchLabels": sel}, j["spec"]["template"]["metadata"]["labels"]) for j in jobs.values()),
+            ident(s),
+            "selector also selects migration Job pods",
+        )
+        for t in targets:
+            names = {p.get("name") for c in t["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
+            for p in s["spec"]["ports"]:
+                rep.check(p.get("targetPort") in names, ident(s), f"targetPort {p.get('targetPort')} is not a container port of {ident(t)}")
+    for p in pdbs.values():
+        rep.check(
+            any(labels_match(p["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in deployments.values()),
+            ident(p),
+            "selects no Deployment's pods",
+        )
+
+    # concert-api as the others call it.
+    m = re.match(r"^http://([a-z0-9-]+):(\d+)$", config.get("CONCERT_API_URL", ""))
+    if rep.check(m is not None, "ConfigMap", f"CONCERT_API_URL {config.get('CONCERT_API_URL')!r}"):
+        svc = services.get(m.group(1))
+        rep.check(
+            svc is not None and int(m.group(2)) in [p["port"] for p in svc["spec"]["ports"]],
+            "ConfigMap",
+            f"CONCERT_API_URL {config['CONCERT_API_URL']} is not a rendered Service port",
+        )
+
+    # Kafka topics: exactly ALL_TOPICS and their .dlq twins, partitions as the services create them.
+    events = (args.repo / "common/src/events.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', events))
+    all_block = re.search(r"ALL_TOPICS:[^=]*=\s*\[(.*?)\];", events, re.S)
+    if rep.check(all_block is not None, "common/src/events.rs", "ALL_TOPICS not found"):
+        names = [consts[n] for n in re.findall(r"\b([A-Z_]+)\b", all_block.group(1))]
+        wanted = set(names) | {n + ".dlq" for n in names}
+        topics = by_kind.get("KafkaTopic", [])
+        got = {t["spec"].get("topicName") for t in topics}
+        rep.check(got == wanted, "KafkaTopics", f"missing {sorted(wanted - got)}, unexpected {sorted(got - wanted)}")
+        partitions = config.get("KAFKA_TOPIC_PARTITIONS", "3")
+        for t in topics:
+            rep.check(str(t["spec"].get("partitions")) == partitions, ident(t), f"partitions must equal KAFKA_TOPIC_PARTITIONS ({partitions})")
+
+    # Gateway API: references resolve, routing equals the nginx gateway's.
+    gateways = named("Gateway")
+    routed: set[tuple[str, str, str]] = set()
+    for r in by_kind.get("HTTPRoute", []):
+        what = ident(r)
+        for ref in r["spec"].get("parentRefs") or []:
+            gw = gateways.get(ref["name"])
+            if rep.check(gw is not None, what, f"parentRef Gateway {ref['name']} is not rendered") and "sectionName" in ref:
+                rep.check(
+                    ref["sectionName"] in [x["name"] for x in gw["spec"]["listeners"]],
+                    what,
+                    f"parentRef sectionName {ref['sectionName']} is not a listener of {ident(gw)}",
+                )
+        for rule in r["spec"].get("rules") or []:
+            backends = rule.get("backendRefs") or []
+            for b in backends:
+                svc = services.get(b["name"])
+                rep.check(
+                    svc is not None and b.get("port") in [p["port"] for p in svc["spec"]["ports"]],
+                    what,
+                    f"backendRef {b['name']}:{b.get('port')} is not a rendered Service port",
+                )
+            for match in rule.get("matches") or []:
+                path = match.get("path") or {}
+                for b in backends:
+                    routed.add((path.get("type"), path.get("value"), b["name"]))
+    expected, regexes = nginx_routes(args.repo / "deploy/gateway/nginx.conf.template")
+    rep.check(
+        routed == expected,
+        "HTTPRoutes",
+        f"differ from deploy/gateway/nginx.conf.template: missing {sorted(expected - routed)}, extra {sorted(routed - expected)}",
+    )
+    for regex, service in regexes:
+        literal = re.match(r"^\^(/[A-Za-z0-9/_.-]*/)", regex)
+        rep.check(
+            literal is not None
+            and any(t == "PathPrefix" and path_covered(t, v, literal.group(1)) and s == service for t, v, s in routed),
+            "HTTPRoutes",
+            f"nginx location ~ {regex} ({service}) is not covered by a PathPrefix",
+        )
+    for t, v, s in routed:
+        for hidden in NEVER_ROUTED:
+            rep.check(
+                not (path_covered(t, v, hidden) or (t == "PathPrefix" and path_covered("PathPrefix", hidden, v))),
+                "HTTPRoutes",
+                f"{t} {v} ({s}) would expose {hidden}",
+            )
+
+    # Network policies: ingress denied by default; the APIs reachable from the gateway;
+    # concert-api from the services that call it.
+    policies = named("NetworkPolicy")
+    rep.check(
+        any(p["spec"].get("podSelector") == {} and p["spec"].get("policyTypes") == ["Ingress"] and not p["spec"].get("ingress") for p in policies.values()),
+        "NetworkPolicies",
+        "no default-deny ingress policy",
+    )
+
+    def allowed(target: dict, port: int, source_labels: dict | None) -> bool:
+        tl = target["spec"]["template"]["metadata"]["labels"]
+        for p in policies.values():
+            if not labels_match(p["spec"].get("podSelector") or {}, tl):
+                continue
+            for rule in p["spec"].get("ingress") or []:
+                ports = [x.get("port") for x in rule.get("ports") or []]
+                if ports and port not in ports:
+                    continue
+                peers = rule.get("from") or []
+                if not peers:
+                    return True
+                for peer in peers:
+                    if source_labels is None and "namespaceSelector" in peer and "podSelector" not in peer:
+                        return True  # another namespace (the gateway's, or the scraper's)
+                    if source_labels is not None and "podSelector" in peer and "namespaceSelector" not in peer:
+                        if labels_match(peer["podSelector"], source_labels):
+                            return True
+        return False
+
+    for api in APIS:
+        if api in deployments:
+            rep.check(allowed(deployments[api], SERVICES[api][1], None), ident(deployments[api]), "no policy lets the gateway in")
+    if "concert-api" in deployments:
+        for caller in ("users-api", "payment-api", "batch"):
+            if caller in deployments:
+                rep.check(
+                    allowed(deployments["concert-api"], 8082, deployments[caller]["spec"]["template"]["metadata"]["labels"]),
+                    "NetworkPolicies",
+                    f"{caller} cannot reach concert-api:8082",
+                )
+
+    # Operator-provided objects, for the summary.
+    for name in sorted(used_external):
+        rep.notes.append(f"Secret/{name} is referenced, not rendered: the operator provides it")
+    for gw in gateways.values():
+        for listener in gw["spec"].get("listeners") or []:
+            for ref in (listener.get("tls") or {}).get("certificateRefs") or []:
+                if ref.get("name") not in secrets:
+                    rep.notes.append(f"Secret/{ref.get('name')} (TLS of {ident(gw)}) is referenced, not rendered: the operator provides it")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rendered", type=Path, help="output of kubectl kustomize")
+    ap.add_argument("--overlay", required=True)
+    ap.add_argument("--repo", type=Path, required=True, help="repository root")
+    ap.add_argument("--kube-version", action="append", required=True, help="Kubernetes version(s) to validate against")
+    ap.add_argument("--external-secret", action="append", help="a Secret the operator provides")
+    args = ap.parse_args()
+
+    objs = [o for o in yaml.safe_load_all(args.rendered.read_text()) if o]
+    rep = Report(args.overlay)
+    for o in objs:
+        if not isinstance(o, dict) or not o.get("kind") or not (o.get("metadata") or {}).get("name"):
+            print(f"ERROR overlay {args.overlay}: an object without kind or metadata.name", file=sys.stderr)
+            return 1
+    validated = schema_validate(objs, args.kube_version, rep)
+    crd_kinds: Counter[str] = Counter()
+    for o in objs:
+        key = (o.get("apiVersion"), o.get("kind"))
+        if key in CRDS:
+            crd_kinds[o["kind"]] += 1
+            {"Gateway": check_gateway, "HTTPRoute": check_httproute, "KafkaTopic": check_kafkatopic}[o["kind"]](o, rep)
+    check_wiring(objs, args, rep)
+
+    for e in rep.errors:
+        print(f"ERROR overlay {args.overlay}: {e}", file=sys.stderr, flush=True)
+    crds = sum(crd_kinds.values())
+    builtin = len(objs) - crds
+    verdict = "wiring checked: OK" if not rep.errors else f"FAILED: {len(rep.errors)} problem(s) above"
+    print(
+        f"overlay {args.overlay}: {len(objs)} objects, {validated} of {builtin} built-in objects "
+        f"valid against the Kubernetes {' and '.join(args.kube_version)} schemas (strict), "
+        f"{crds} custom resources not in those schemas "
+        f"({', '.join(f'{k} {n}' for k, n in sorted(crd_kinds.items()))}) checked structurally, "
+        f"{verdict}",
+        flush=True,
+    )
+    for n in rep.notes:
+        print(f"  note: {n}")
+    return 1 if rep.errors or validated + crds != len(objs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
