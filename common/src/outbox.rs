@@ -8,14 +8,32 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
 use serde::Serialize;
-use sqlx::postgres::PgListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{Envelope, KafkaClient};
 use crate::metrics::Metrics;
 
-/// The NOTIFY channel a committed outbox insert wakes the relay on.
-pub const CHANNEL: &str = "outbox";
+/// Wakes every relay of this process: `enqueue` bumps it, each relay watches it. A watch
+/// channel rather than a `Notify`, so a relay busy publishing when the bump comes still sees
+/// it, and several relays in one process (tests) all wake.
+///
+/// Not PostgreSQL's NOTIFY: a notifying transaction takes one database-wide lock at commit
+/// and holds it through its WAL flush, so every transaction that wrote an event committed
+/// one after another. Under a flash sale that lock was the queue every payment, hold
+/// takeover and settlement waited in (27 of 28 busy connections at once).
+static WAKE: std::sync::LazyLock<watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| watch::channel(0).0);
+
+/// How long a woken relay keeps looking for the row whose insert woke it: the wake comes
+/// just before the writer's commit, so the first look can miss it.
+const CHASE: [Duration; 5] = [
+    Duration::from_millis(1),
+    Duration::from_millis(3),
+    Duration::from_millis(10),
+    Duration::from_millis(30),
+    Duration::from_millis(100),
+];
 
 /// Writes `event` to the outbox inside the caller's transaction. `key` orders events:
 /// the relay never publishes a row before an earlier unpublished row with the same key.
@@ -27,21 +45,23 @@ pub async fn enqueue<C: ConnectionTrait, T: Serialize>(
 ) -> Result<(), DbErr> {
     let payload =
         serde_json::to_value(event).map_err(|e| DbErr::Custom(format!("event encoding: {e}")))?;
-    // NOTIFY inside a transaction is delivered at commit, and never if it rolls back.
     txn.execute_raw(Statement::from_sql_and_values(
         txn.get_database_backend(),
-        "WITH ins AS (INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)) \
-         SELECT pg_notify('outbox', '')",
+        "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
         [event.id.into(), topic.into(), key.into(), payload.into()],
     ))
     .await?;
+    // The row is visible once the caller commits, moments from now; a rollback leaves the
+    // woken relay nothing to find.
+    WAKE.send_modify(|n| *n = n.wrapping_add(1));
     Ok(())
 }
 
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     pub batch_size: i64,
-    /// Fallback poll when no NOTIFY arrives (a missed notification, a LISTEN reconnect).
+    /// Poll for rows no wake announced: written by another process (another replica,
+    /// batch's sweeps) or committed after the wake's chase gave up.
     pub poll_interval: Duration,
     /// Wait after a failed publish before trying the same rows again.
     pub retry_backoff: Duration,
@@ -51,7 +71,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch_size: 256,
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(100),
             retry_backoff: Duration::from_millis(500),
         }
     }
@@ -72,14 +92,23 @@ pub async fn run_relay(
     metrics: Option<Arc<Metrics>>,
     cancel: CancellationToken,
 ) {
-    let mut listener = listen(&db).await;
+    let mut wake = WAKE.subscribe();
     let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
+    let mut woken = false;
     loop {
-        // Drain everything that is ready, then sleep until a NOTIFY or the poll tick.
+        // Drain everything that is ready; after a wake, look again briefly until the row
+        // that caused it has committed. Then sleep until the next wake or poll tick.
+        let mut chase = woken.then_some(CHASE.iter());
         loop {
             match publish_batch(&db, &kafka, cfg.batch_size).await {
-                Ok(0) => break,
-                Ok(_) => continue,
+                Ok(0) => match chase.as_mut().and_then(Iterator::next) {
+                    Some(pause) => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(*pause) => {}
+                    },
+                    None => break,
+                },
+                Ok(_) => chase = None,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox publish failed; rows stay pending");
                     tokio::select! {
@@ -98,40 +127,10 @@ pub async fn run_relay(
                 m.set_outbox_backlog(b.pending, b.oldest_age_secs);
             }
         }
-        let woke = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()).map_err(|e| e.to_string()),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            r = woke => if let Err(e) = r {
-                tracing::warn!(error = %e, "outbox LISTEN lost; polling until it reconnects");
-                listener = None;
-            },
-            _ = tokio::time::sleep(cfg.poll_interval) => {
-                if listener.is_none() {
-                    listener = listen(&db).await;
-                }
-            }
-        }
-    }
-}
-
-async fn listen(db: &DatabaseConnection) -> Option<PgListener> {
-    let pool = db.get_postgres_connection_pool();
-    match PgListener::connect_with(pool).await {
-        Ok(mut l) => match l.listen(CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox LISTEN failed; polling");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "outbox LISTEN connection failed; polling");
-            None
+            r = wake.changed() => woken = r.is_ok(),
+            _ = tokio::time::sleep(cfg.poll_interval) => woken = false,
         }
     }
 }
