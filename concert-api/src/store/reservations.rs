@@ -447,12 +447,20 @@ pub async fn settle<C: ConnectionTrait>(
     let outcome = match verdict {
         Ok(r) => {
             // Sell exactly the seats this hold still owns; if a seat was lost, sell none.
+            // The seats are found by `reservation_id` alone (materialized) and updated by
+            // primary key, so the planner cannot AND in the `status = 'HELD'` partial index:
+            // during a sale that index is full of entries for seats no longer held, and the
+            // bitmap over it made this statement cost ~10 ms instead of ~0.1 ms. The owner
+            // and status are still re-checked on each locked row (a takeover may have won it),
+            // written as expressions (`+ 0`, `|| ''`) no index or index predicate matches.
             let sold = txn
                 .execute_raw(stmt(
                     txn,
-                    "UPDATE seats SET status = 'SOLD', held_until = NULL \
-                     WHERE reservation_id = $1 AND status = 'HELD' \
-                     AND (SELECT count(*) FROM seats WHERE reservation_id = $1 AND status = 'HELD') = $2",
+                    "WITH mine AS MATERIALIZED (SELECT id, status FROM seats WHERE reservation_id = $1) \
+                     UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
+                     WHERE seats.id = mine.id \
+                     AND seats.reservation_id + 0 = $1 AND seats.status || '' = 'HELD' \
+                     AND (SELECT count(*) FROM mine WHERE status = 'HELD') = $2",
                     vec![r.id.into(), (r.seat_nos.len() as i64).into()],
                 ))
                 .await?
