@@ -441,6 +441,9 @@ where
             .default_service(web::to(no_route))
     })
     .workers(plumbing.http.workers)
+    // Longer than the gateway keeps an idle upstream connection (30 s), so the gateway, not
+    // the service, closes it: never a request in flight on a connection being closed.
+    .keep_alive(std::time::Duration::from_secs(75))
     .shutdown_timeout(plumbing.http.shutdown_timeout.as_secs())
     .disable_signals()
     .listen(listener)?
