@@ -160,6 +160,25 @@ fn targets(reports: &[Report]) -> Vec<Target<'_>> {
     out
 }
 
+/// What bounds the figures, from profiling this machine (no figures here: those come from
+/// the reports above and below).
+const LIMITS: &str = "### What limits the figures
+
+- Everything shares two cores: at every target that is missed, both are busy (vmstat shows
+  under 2 % idle) and the load generator, nginx, PostgreSQL, Redis and tansu take most of
+  them; the services' own code is a small share (perf).
+- A hold costs one session lookup and one queue-pass script in Redis, then one PostgreSQL
+  statement that commits (a WAL flush). A hold-contended loser is turned away by a lock-free
+  read, but still pays the two Redis round trips and one PostgreSQL read, so 1,000 clients
+  with no pause between tries queue for the cores. Merging the session and pass checks into
+  one Redis script is the next lever for both hold scenarios and for token issue.
+- The flash sale is a closed population: 10,000 fans polling their place and every admitted
+  buyer trying again at once. The waiting room is what keeps it inside the machine's
+  capacity, so the number of buyers admitted at once (`QUEUE_MAX_ACTIVE`) is sized to it;
+  admitting more makes every endpoint slower and the sale no faster.
+- payment → CONFIRMED crosses three processes and the broker: outbox relay, tansu, the
+  settlement transaction, and its own outbox for the confirmation.";
+
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     let reports = load(paths)?;
     let mut out = String::new();
@@ -182,6 +201,19 @@ pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
                 .map_or("(not recorded)", String::as_str)
         );
     }
+    let _ = writeln!(out, "## Reproduce\n");
+    let _ = writeln!(
+        out,
+        "```sh\nbench/run.sh                                   # every scenario, then this file\n\
+         target/release/loadtest run <scenario> --help  # one scenario by hand, against a running stack\n```\n"
+    );
+    let _ = writeln!(
+        out,
+        "`bench/run.sh` restarts the local stack (`deploy/local/stack.sh`) with the settings each \
+         scenario lists below (the gateway's per-address limits raised: all load comes from one \
+         address), and starts it afresh before the flash sale so that its memory figures are \
+         its own. Setup (accounts, sessions, money, passes) is never measured.\n"
+    );
     let _ = writeln!(out, "## Targets\n");
     let _ = writeln!(out, "| scenario | target | measured | |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -195,6 +227,7 @@ pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
             if t.met { "met" } else { "**missed**" }
         );
     }
+    let _ = writeln!(out, "\n{LIMITS}");
     let _ = writeln!(out, "\n## Every endpoint\n");
     let _ = writeln!(
         out,
