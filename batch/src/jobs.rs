@@ -25,7 +25,8 @@ pub enum Job {
     Reconcile,
     /// Outbox backlog and oldest unpublished age of every service, as metrics.
     OutboxHealth,
-    /// Rows no TTL removes: idempotency keys past 24 h, inbox entries past 7 days.
+    /// Rows no TTL removes: idempotency keys past 24 h; inbox entries and published outbox
+    /// events past 7 days.
     Cleanup,
 }
 
@@ -100,6 +101,13 @@ impl Job {
                     removed += exec(
                         db,
                         "DELETE FROM inbox WHERE received_at < now() - interval '7 days'",
+                    )
+                    .await?;
+                    // Published events are kept a week for inspection and replays, then go:
+                    // a flash sale writes several per seat. Unpublished rows are never touched.
+                    removed += exec(
+                        db,
+                        "DELETE FROM outbox WHERE published_at < now() - interval '7 days'",
                     )
                     .await?;
                 }

@@ -1,6 +1,7 @@
 //! With the platform running, batch's jobs do their work: admission at the configured rate
 //! and never beyond the cap; unpaid holds swept after hold + grace; a lost payment event
-//! found by reconciliation and the seat confirmed.
+//! found by reconciliation and the seat confirmed; cleanup removes only what is past its keeping
+//! time.
 
 use std::time::Duration;
 
@@ -221,5 +222,104 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
         .await,
         1,
         "a paid seat never comes back"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_removes_only_what_is_past_its_keeping_time() {
+    let world = World::new().await;
+    let dbs = [
+        world.users_db.connect().await,
+        world.concert_db.connect().await,
+        world.payment_db.connect().await,
+    ];
+    let exec = |db: &sea_orm::DatabaseConnection, sql: String| {
+        let db = db.clone();
+        async move {
+            db.execute_unprepared(&sql).await.unwrap();
+        }
+    };
+    for db in &dbs {
+        exec(
+            db,
+            "INSERT INTO inbox (event_id, consumer, received_at) VALUES \
+             (gen_random_uuid(), 'old', now() - interval '8 days'), \
+             (gen_random_uuid(), 'recent', now() - interval '6 days')"
+                .into(),
+        )
+        .await;
+        exec(
+            db,
+            "INSERT INTO outbox (event_id, topic, key, payload, created_at, published_at) VALUES \
+             (gen_random_uuid(), 't', 'old', '{}', now() - interval '9 days', now() - interval '8 days'), \
+             (gen_random_uuid(), 't', 'recent', '{}', now() - interval '2 days', now() - interval '1 day'), \
+             (gen_random_uuid(), 't', 'unpublished', '{}', now() - interval '9 days', NULL)"
+                .into(),
+        )
+        .await;
+    }
+    exec(
+        &dbs[2],
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES \
+         (1, 'old', 'h', now() - interval '25 hours'), (1, 'recent', 'h', now() - interval '23 hours')"
+            .into(),
+    )
+    .await;
+    // No unpublished row may be sent anywhere: the relay runs in the services, not here.
+    let config =
+        batch::Config::from_env(&world.env().with("BATCH_CLEANUP_INTERVAL_MS", "100")).unwrap();
+    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+
+    for db in &dbs {
+        eventually(
+            "old inbox and outbox rows to go",
+            Duration::from_secs(20),
+            || async {
+                let inbox =
+                    count(db, "SELECT count(*) AS n FROM inbox WHERE consumer = 'old'").await;
+                let outbox = count(db, "SELECT count(*) AS n FROM outbox WHERE key = 'old'").await;
+                (inbox == 0 && outbox == 0).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) AS n FROM inbox WHERE consumer = 'recent'"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) AS n FROM outbox WHERE key IN ('recent', 'unpublished')"
+            )
+            .await,
+            2,
+            "recent and unpublished events stay"
+        );
+    }
+    eventually(
+        "the expired idempotency key to go",
+        Duration::from_secs(20),
+        || async {
+            (count(
+                &dbs[2],
+                "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'old'",
+            )
+            .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &dbs[2],
+            "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'recent'"
+        )
+        .await,
+        1
     );
 }
