@@ -393,12 +393,14 @@ pub async fn cancel(
         };
         return Ok(CancelOutcome::NotCancellable(status.to_owned()));
     }
+    // `status || ''`: found by reservation only, never through the `status = 'HELD'` partial
+    // index (see `settle`).
     let cancelled = ReservationRow::find_by_statement(stmt(
         &txn,
         &format!(
             "WITH freed AS ( \
                 UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-                WHERE reservation_id = $1 AND status = 'HELD' RETURNING id), \
+                WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
              off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
              UPDATE reservations SET status = 'CANCELLED', updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
         ),
@@ -494,11 +496,12 @@ pub async fn settle<C: ConnectionTrait>(
     };
     if let Settlement::Rejected(reason) = &outcome {
         if let Some(r) = row.as_ref().filter(|r| r.status == "HELD") {
-            // A hold that cannot be paid any more is over: it ends REJECTED, seats freed.
+            // A hold that cannot be paid any more is over: it ends REJECTED, seats freed
+            // (found by reservation only, as in the sale above).
             txn.execute_raw(stmt(
                 txn,
                 "WITH freed AS (UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-                     WHERE reservation_id = $1 AND status = 'HELD'), \
+                     WHERE reservation_id = $1 AND status || '' = 'HELD'), \
                  off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
                  UPDATE reservations SET status = 'REJECTED', updated_at = now() WHERE id = $1",
                 vec![r.id.into()],
