@@ -3,6 +3,7 @@
 mod gateway;
 mod helpers;
 mod journey;
+mod loadtest;
 mod payments;
 mod platform;
 mod processes;

@@ -1,0 +1,123 @@
+//! The load tool at toy scale against the whole platform (three service processes, batch,
+//! nginx): its flash sale sells a small concert out and its invariant audit passes; its
+//! contended hold finds exactly one winner. docs/BENCHMARKS.md rests on this tool and audit,
+//! so they are kept working by the test suite, not only by benchmark runs.
+
+use serde_json::Value;
+
+use crate::gateway::start_gateway;
+use crate::processes::{ThreeServices, binary, shared_env, start, start_three_services};
+use common::testkit::redis_url;
+
+/// Runs `loadtest run <args>` against the platform; returns its exit code and JSON report.
+async fn loadtest(services: &ThreeServices, gateway: &str, args: &[&str]) -> (i32, Value) {
+    let report = std::env::temp_dir().join(format!("loadtest-{}-{}.json", services.id, args[0]));
+    let out = tokio::process::Command::new(binary("loadtest"))
+        .arg("run")
+        .args(args)
+        .args(["--gateway", gateway, "--json"])
+        .arg(&report)
+        .env("USERS_DATABASE_URL", &services.dbs.0.url)
+        .env("CONCERT_DATABASE_URL", &services.dbs.1.url)
+        .env("PAYMENT_DATABASE_URL", &services.dbs.2.url)
+        .env("REDIS_URL", redis_url())
+        .env("REDIS_KEY_PREFIX", format!("{}:", services.id))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no report from loadtest {args:?}:\n{stdout}\n{stderr}"));
+    let _ = std::fs::remove_file(&report);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn answers(report: &Value, endpoint: &str, status: &str) -> u64 {
+    report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == endpoint)
+        .and_then(|e| e["statuses"][status].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_load_tool_sells_out_a_small_concert_and_its_audit_passes() {
+    let services = start_three_services().await;
+    let mut batch_env = shared_env(&services.id);
+    batch_env.extend([
+        ("USERS_DATABASE_URL", services.dbs.0.url.clone()),
+        ("CONCERT_DATABASE_URL", services.dbs.1.url.clone()),
+        ("PAYMENT_DATABASE_URL", services.dbs.2.url.clone()),
+        ("QUEUE_MAX_ACTIVE", "8".into()),
+        ("QUEUE_ADMIT_PER_TICK", "4".into()),
+        ("QUEUE_ADMIT_INTERVAL_MS", "100".into()),
+        ("BATCH_LEASE_MS", "1000".into()),
+    ]);
+    let _batch = start("batch", &batch_env).await;
+    // All load comes from one address: the per-address limits are raised, as bench/run.sh does.
+    let (_gateway, gw) = start_gateway(
+        &services,
+        &[
+            ("GATEWAY_AUTH_RATE", "10000r/s"),
+            ("GATEWAY_AUTH_BURST", "10000"),
+            ("GATEWAY_QUEUE_RATE", "10000r/s"),
+            ("GATEWAY_QUEUE_BURST", "10000"),
+        ],
+    )
+    .await;
+
+    // 40 fans, 20 seats, at most 8 buying at once.
+    let (code, sale) = loadtest(
+        &services,
+        &gw,
+        &[
+            "flash-sale",
+            "--users",
+            "40",
+            "--schedules",
+            "2",
+            "--seats-per-schedule",
+            "10",
+            "--concurrency",
+            "16",
+            "--poll-ms",
+            "200",
+            "--arrival-ms",
+            "200",
+            "--max-duration",
+            "120",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "the sale's audit passes: {:#}", sale["audit"]);
+    let checks = sale["audit"].as_array().unwrap();
+    assert!(checks.len() >= 7, "{checks:?}");
+    assert!(checks.iter().all(|c| c["ok"] == true));
+    assert_eq!(sale["facts"]["seats"], "20");
+    assert_eq!(answers(&sale, "POST /api/payments", "201"), 20);
+    assert_eq!(answers(&sale, "POST /api/queue/tokens", "201"), 40);
+    assert!(
+        sale["latencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "payment → CONFIRMED (database clock)" && l["requests"] == 20)
+    );
+
+    // 30 clients on one seat for a second: one winner, the rest SEAT_UNAVAILABLE.
+    let (code, contended) = loadtest(
+        &services,
+        &gw,
+        &["hold-contended", "--concurrency", "30", "--duration", "1"],
+    )
+    .await;
+    assert_eq!(code, 0, "{:#}", contended["audit"]);
+    let endpoint = "POST /api/reservations (one seat)";
+    assert_eq!(answers(&contended, endpoint, "201"), 1);
+    assert!(answers(&contended, endpoint, "409") > 0);
+}
