@@ -6,8 +6,8 @@ pub mod internal;
 pub mod reservations;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
@@ -25,9 +25,17 @@ pub struct AppState {
     /// Schedules never change once created (no endpoint edits them), so every hold and seat
     /// map can skip the lookup after the first.
     pub schedules: RwLock<HashMap<i64, ScheduleFacts>>,
+    /// Seats just seen taken, per (schedule, seat), until when to believe it.
+    taken: Mutex<HashMap<(i64, i32), Instant>>,
 }
 
 const MAX_CACHED_SCHEDULES: usize = 100_000;
+
+/// How long a seat seen taken is answered 409 from memory. When a flash sale's crowd wants
+/// one seat, every loser after the first costs no PostgreSQL read; a seat released this
+/// moment (a cancel, a sweep) may be refused for this long, as if the race were lost.
+const TAKEN_FOR: Duration = Duration::from_millis(250);
+const MAX_TAKEN: usize = 100_000;
 
 impl AppState {
     pub fn new(db: DatabaseConnection, cache: CatalogueCache, rules: ReservationConfig) -> Self {
@@ -36,6 +44,48 @@ impl AppState {
             cache,
             rules,
             schedules: RwLock::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The requested seats of `schedule` seen taken within [`TAKEN_FOR`] (empty: ask the
+    /// database).
+    pub fn recently_taken(&self, schedule: i64, seats: &[i32]) -> Vec<i32> {
+        let now = Instant::now();
+        let Ok(map) = self.taken.lock() else {
+            return Vec::new();
+        };
+        seats
+            .iter()
+            .copied()
+            .filter(|&n| map.get(&(schedule, n)).is_some_and(|until| *until > now))
+            .collect()
+    }
+
+    /// Forgets `seats` of `schedule`: they were released here (a cancel). Releases elsewhere
+    /// (batch's sweep, another replica) are seen within [`TAKEN_FOR`].
+    pub fn forget_taken(&self, schedule: i64, seats: &[i32]) {
+        if let Ok(mut map) = self.taken.lock() {
+            for &n in seats {
+                map.remove(&(schedule, n));
+            }
+        }
+    }
+
+    /// Remembers `seats` of `schedule` as taken for [`TAKEN_FOR`].
+    pub fn remember_taken(&self, schedule: i64, seats: &[i32]) {
+        let now = Instant::now();
+        let Ok(mut map) = self.taken.lock() else {
+            return;
+        };
+        if map.len() >= MAX_TAKEN {
+            map.retain(|_, until| *until > now);
+            if map.len() >= MAX_TAKEN {
+                map.clear();
+            }
+        }
+        for &n in seats {
+            map.insert((schedule, n), now + TAKEN_FOR);
         }
     }
 

@@ -53,13 +53,18 @@ pub async fn create(
     let now = Utc::now();
     check_booking_open(&schedule, now)?;
     let stale_before = state.stale_before(now);
-    // Most losers of a race are turned away here, without taking a single lock.
+    // Losers of a race for a hot seat are turned away from memory, then by a lock-free read.
+    let recent = state.recently_taken(schedule.id, &hold.seat_nos);
+    if !recent.is_empty() {
+        return Err(seats_unavailable(recent));
+    }
     let taken =
         reservations::taken_seats(&state.db, schedule.id, &hold.seat_nos, stale_before).await?;
     if !taken.is_empty() {
+        state.remember_taken(schedule.id, &taken);
         return Err(seats_unavailable(taken));
     }
-    match reservations::hold(
+    let outcome = reservations::hold(
         &state.db,
         pass.user_id,
         &schedule,
@@ -67,12 +72,16 @@ pub async fn create(
         state.hold_until(now),
         stale_before,
     )
-    .await?
-    {
+    .await?;
+    match outcome {
         HoldOutcome::Held(row) => {
+            state.remember_taken(schedule.id, &hold.seat_nos);
             Ok(HttpResponse::Created().json(ReservationView::at(row, stale_before)))
         }
-        HoldOutcome::Unavailable(seats) => Err(seats_unavailable(seats)),
+        HoldOutcome::Unavailable(seats) => {
+            state.remember_taken(schedule.id, &seats);
+            Err(seats_unavailable(seats))
+        }
     }
 }
 
@@ -116,6 +125,8 @@ pub async fn cancel(
     let stale_before = state.stale_before(Utc::now());
     match reservations::cancel(&state.db, user.id, id.into_inner(), stale_before).await? {
         CancelOutcome::Cancelled(row) => {
+            // Its seats are free this moment, for the canceller and everyone else.
+            state.forget_taken(row.schedule_id, &row.seat_nos);
             Ok(HttpResponse::Ok().json(ReservationView::at(row, stale_before)))
         }
         CancelOutcome::NotFound => Err(not_found()),
