@@ -53,16 +53,10 @@ pub async fn create(
     let now = Utc::now();
     check_booking_open(&schedule, now)?;
     let stale_before = state.stale_before(now);
-    // Losers of a race for a hot seat are turned away from memory, then by a lock-free read.
+    // Losers of a race for a hot seat are turned away from memory.
     let recent = state.recently_taken(schedule.id, &hold.seat_nos);
     if !recent.is_empty() {
         return Err(seats_unavailable(recent));
-    }
-    let taken =
-        reservations::taken_seats(&state.db, schedule.id, &hold.seat_nos, stale_before).await?;
-    if !taken.is_empty() {
-        state.remember_taken(schedule.id, &taken);
-        return Err(seats_unavailable(taken));
     }
     let outcome = reservations::hold(
         &state.db,
