@@ -167,11 +167,15 @@ const LIMITS: &str = "### What limits the figures
 - Everything shares two cores: at every target that is missed, both are busy (vmstat shows
   under 2 % idle) and the load generator, nginx, PostgreSQL, Redis and tansu take most of
   them; the services' own code is a small share (perf).
-- A hold costs one session lookup and one queue-pass script in Redis, then one PostgreSQL
-  statement that commits (a WAL flush). A hold-contended loser is turned away by a lock-free
-  read, but still pays the two Redis round trips and one PostgreSQL read, so 1,000 clients
-  with no pause between tries queue for the cores. Merging the session and pass checks into
-  one Redis script is the next lever for both hold scenarios and for token issue.
+- Holds are bound by PostgreSQL: during hold-distinct it uses well over one of the two cores
+  for one claiming statement and its commit per hold. Checking the session and the queue
+  pass in one Redis pipeline instead of two round trips was tried and made no difference
+  within noise, so it was not kept.
+- A hot seat's losers are answered from concert-api's memory (a seat seen taken is believed
+  for 250 ms), so hold-contended measures nginx, actix and the two Redis round trips of
+  authentication more than the database.
+- queue-join is two Redis round trips (session, then the join script) against a baseline
+  that touches nothing.
 - The flash sale is a closed population: 10,000 fans polling their place and every admitted
   buyer trying again at once. The waiting room is what keeps it inside the machine's
   capacity, so the number of buyers admitted at once (`QUEUE_MAX_ACTIVE`) is sized to it;
