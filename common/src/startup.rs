@@ -66,6 +66,30 @@ pub struct ServiceParts {
     pub relay: bool,
 }
 
+impl ServiceParts {
+    /// An API service: its own database (with its outbox relay), Redis and the broker.
+    pub fn api(
+        name: &'static str,
+        http: &HttpConfig,
+        db: DatabaseConnection,
+        redis: RedisStore,
+        kafka: KafkaClient,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> Self {
+        Self {
+            name,
+            http: http.clone(),
+            db: Some(db),
+            other_databases: Vec::new(),
+            redis,
+            kafka,
+            metrics: Arc::new(Metrics::new(name)),
+            openapi,
+            relay: true,
+        }
+    }
+}
+
 /// Binds, builds the HTTP server with the service's `routes`, and starts the outbox relay.
 pub fn build_service<F>(parts: ServiceParts, routes: F) -> Result<Service, StartupError>
 where

@@ -1,13 +1,10 @@
 //! Builds concert-api: database, Redis, broker, routes, the payment consumer.
 
-use std::sync::Arc;
-
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
 use common::lifecycle::Service;
-use common::metrics::Metrics;
 use common::startup::{
     ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
 };
@@ -60,17 +57,7 @@ impl Application {
         ));
         let consumer_kafka = kafka.clone();
         let handler = SettleOnPayment { db: db.clone() };
-        let parts = ServiceParts {
-            name: SERVICE,
-            http: config.http.clone(),
-            db: Some(db),
-            other_databases: Vec::new(),
-            redis,
-            kafka,
-            metrics: Arc::new(Metrics::new(SERVICE)),
-            openapi: ApiDoc::openapi(),
-            relay: true,
-        };
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi());
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())

@@ -1,13 +1,10 @@
 //! Builds users-api: database, Redis, broker, routes, background tasks.
 
-use std::sync::Arc;
-
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED};
 use common::lifecycle::Service;
-use common::metrics::Metrics;
 use common::startup::{
     ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
 };
@@ -46,17 +43,7 @@ impl Application {
             db: db.clone(),
             room,
         };
-        let parts = ServiceParts {
-            name: SERVICE,
-            http: config.http.clone(),
-            db: Some(db),
-            other_databases: Vec::new(),
-            redis,
-            kafka,
-            metrics: Arc::new(Metrics::new(SERVICE)),
-            openapi: ApiDoc::openapi(),
-            relay: true,
-        };
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi());
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(db_data.clone())
