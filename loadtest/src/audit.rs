@@ -104,6 +104,19 @@ pub async fn confirm_latencies(p: &Platform, concert: i64) -> anyhow::Result<Vec
         .collect())
 }
 
+/// How many seats of `concert` are in `status`.
+pub async fn seats_in_status(p: &Platform, concert: i64, status: &str) -> anyhow::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
+         WHERE sc.concert_id = $1 AND s.status = $2",
+    )
+    .bind(concert)
+    .bind(status)
+    .fetch_one(&p.concert_db)
+    .await?;
+    Ok(n)
+}
+
 /// No seat of `concert` is in two live reservations, and each HELD/SOLD seat points at one.
 pub async fn no_double_booking(p: &Platform, concert: i64) -> anyhow::Result<Vec<Check>> {
     let (doubled,): (i64,) = sqlx::query_as(
@@ -141,13 +154,7 @@ pub async fn sale(
     users: &[i64],
 ) -> anyhow::Result<Vec<Check>> {
     let mut checks = no_double_booking(p, concert).await?;
-    let (sold,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
-         WHERE sc.concert_id = $1 AND s.status = 'SOLD'",
-    )
-    .bind(concert)
-    .fetch_one(&p.concert_db)
-    .await?;
+    let sold = seats_in_status(p, concert, "SOLD").await?;
     let (confirmed_seats,): (i64,) = sqlx::query_as(
         "SELECT coalesce(sum(cardinality(seat_nos)), 0)::bigint FROM reservations \
          WHERE concert_id = $1 AND status = 'CONFIRMED'",

@@ -53,6 +53,7 @@ pub struct Platform {
     room: WaitingRoom,
     /// Names this run's accounts and concerts apart from every earlier run's.
     pub run: String,
+    hash: tokio::sync::OnceCell<String>,
     admin: Option<String>,
 }
 
@@ -86,6 +87,7 @@ impl Platform {
             sessions: SessionStore::new(redis.clone(), Duration::from_secs(3 * 3600)),
             room: WaitingRoom::new(QueueKeys::new(redis), queue),
             run,
+            hash: tokio::sync::OnceCell::new(),
             admin: None,
         })
     }
@@ -124,38 +126,36 @@ impl Platform {
         users.into_iter().collect()
     }
 
-    /// The argon2 hash of `PASSWORD`, from one account signed up through the API.
+    /// The argon2 hash of `PASSWORD`, from one account signed up through the API (once a run).
     async fn password_hash(&self) -> anyhow::Result<String> {
-        let username = format!("lt{}_template", self.run);
-        let existing: Option<(String,)> =
-            sqlx::query_as("SELECT password_hash FROM users WHERE username = $1")
-                .bind(&username)
-                .fetch_optional(&self.users_db)
-                .await?;
-        if let Some((hash,)) = existing {
-            return Ok(hash);
-        }
-        let reply = self
-            .http
-            .post(
-                "/api/users",
-                Auth::default(),
-                &json!({"username": username, "password": PASSWORD}),
-            )
-            .await;
-        if reply.status != 201 {
-            bail!(
-                "sign-up of the template account: {} {}",
-                reply.status,
-                String::from_utf8_lossy(&reply.body)
-            );
-        }
-        let (hash,): (String,) =
-            sqlx::query_as("SELECT password_hash FROM users WHERE username = $1")
-                .bind(&username)
-                .fetch_one(&self.users_db)
-                .await?;
-        Ok(hash)
+        let hash = self
+            .hash
+            .get_or_try_init(|| async {
+                let username = format!("lt{}_template", self.run);
+                let reply = self
+                    .http
+                    .post(
+                        "/api/users",
+                        Auth::default(),
+                        &json!({"username": username, "password": PASSWORD}),
+                    )
+                    .await;
+                if reply.status != 201 {
+                    bail!(
+                        "sign-up of the template account: {} {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    );
+                }
+                let (hash,): (String,) =
+                    sqlx::query_as("SELECT password_hash FROM users WHERE username = $1")
+                        .bind(&username)
+                        .fetch_one(&self.users_db)
+                        .await?;
+                Ok(hash)
+            })
+            .await?;
+        Ok(hash.clone())
     }
 
     async fn admin(&mut self) -> anyhow::Result<String> {

@@ -57,8 +57,6 @@ pub struct Outcome {
     pub audit: Vec<Check>,
 }
 
-type Shared<T> = Arc<T>;
-
 fn record(rec: &Recorder, name: &str, reply: Reply) -> Reply {
     rec.record(name, &reply);
     reply
@@ -68,7 +66,7 @@ pub async fn run(
     scenario: Scenario,
     k: &Knobs,
     p: &mut Platform,
-    rec: Shared<Recorder>,
+    rec: Arc<Recorder>,
 ) -> anyhow::Result<Outcome> {
     match scenario {
         Scenario::Baseline => baseline(k, p, rec).await,
@@ -83,7 +81,7 @@ pub async fn run(
     }
 }
 
-async fn baseline(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn baseline(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     let probe = p.http.get(&k.baseline_path, Auth::default()).await;
     if probe.status != 200 {
         bail!(
@@ -109,7 +107,7 @@ async fn baseline(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow:
 }
 
 /// Every request a new token: user i % U joins concert (i / U) % K.
-async fn queue_join(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn queue_join(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     const CONCERTS: usize = 40;
     let users = Arc::new(p.users(k.users, "j").await?);
     let mut concerts = Vec::with_capacity(CONCERTS);
@@ -142,7 +140,7 @@ async fn queue_join(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyho
     })
 }
 
-async fn queue_poll(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn queue_poll(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     let mut users = p.users(k.users, "p").await?;
     let (concert, _) = p.concert("Queue poll", 1, 1, 1000).await?;
     p.join(&mut users, concert, false).await?;
@@ -166,7 +164,7 @@ async fn queue_poll(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyho
 }
 
 /// Admitted users reading one 50-seat schedule's map.
-async fn seat_map(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn seat_map(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     let mut users = p.users(k.users, "m").await?;
     let (concert, schedules) = p.concert("Seat map", 1, k.seats_per_schedule, 1000).await?;
     p.join(&mut users, concert, true).await?;
@@ -193,11 +191,7 @@ async fn seat_map(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow:
 }
 
 /// Every request one new seat, held by user i % U.
-async fn hold_distinct(
-    k: &Knobs,
-    p: &mut Platform,
-    rec: Shared<Recorder>,
-) -> anyhow::Result<Outcome> {
+async fn hold_distinct(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     const SEATS: u32 = 1000;
     let mut users = p.users(k.users, "h").await?;
     let (concert, schedules) = p.concert("Hold distinct", k.schedules, SEATS, 1000).await?;
@@ -230,13 +224,7 @@ async fn hold_distinct(
     .await;
     let mut audit = audit::no_double_booking(p, concert).await?;
     let held = rec.count("POST /api/reservations", 201);
-    let (seats_held,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM seats s JOIN schedules sc ON sc.id = s.schedule_id \
-         WHERE sc.concert_id = $1 AND s.status = 'HELD'",
-    )
-    .bind(concert)
-    .fetch_one(&p.concert_db)
-    .await?;
+    let seats_held = audit::seats_in_status(p, concert, "HELD").await?;
     audit.push(Check {
         name: "every 201 holds its seat".into(),
         ok: seats_held as u64 == held,
@@ -253,7 +241,7 @@ async fn hold_distinct(
 async fn hold_contended(
     k: &Knobs,
     p: &mut Platform,
-    rec: Shared<Recorder>,
+    rec: Arc<Recorder>,
 ) -> anyhow::Result<Outcome> {
     let mut users = p.users(k.load.concurrency.max(1), "c").await?;
     let (concert, schedules) = p.concert("Hold contended", 1, 1, 1000).await?;
@@ -297,7 +285,7 @@ async fn hold_contended(
     })
 }
 
-async fn charge(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn charge(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     let users = Arc::new(p.users(k.users, "w").await?);
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let run: Arc<str> = p.run.clone().into();
@@ -329,7 +317,7 @@ async fn charge(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::R
 }
 
 /// Every user holds one seat in setup; the measured phase pays each hold once.
-async fn pay(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn pay(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     const SEATS: u32 = 1000;
     let mut users = p.users(k.users, "y").await?;
     let schedules = k.users.div_ceil(SEATS as usize);
@@ -389,7 +377,7 @@ async fn pay(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Resu
 /// The crowd of a sell-out.
 struct Sale {
     http: Arc<Http>,
-    rec: Shared<Recorder>,
+    rec: Arc<Recorder>,
     concert: i64,
     seats: u64,
     poll: Duration,
@@ -612,7 +600,7 @@ impl Sale {
     }
 }
 
-async fn flash_sale(k: &Knobs, p: &mut Platform, rec: Shared<Recorder>) -> anyhow::Result<Outcome> {
+async fn flash_sale(k: &Knobs, p: &mut Platform, rec: Arc<Recorder>) -> anyhow::Result<Outcome> {
     let seats = k.schedules as u64 * k.seats_per_schedule as u64;
     let price = 50_000;
     let users = p.users(k.users, "f").await?;
