@@ -4,7 +4,7 @@
 #
 #   PostgreSQL  127.0.0.1:5432  (trust auth, user postgres)
 #   Redis       127.0.0.1:6379
-#   tansu       127.0.0.1:9092  (Kafka-compatible broker, in-memory storage)
+#   Kafka       127.0.0.1:9092  (Apache Kafka 4, one KRaft node, data in .stack/kafka)
 #
 # Idempotent: whatever is already running is left alone, so a second run is a
 # no-op. Works non-interactively (CI=true, no stdin). See README.md beside it.
@@ -22,27 +22,15 @@ readonly STATE_DIR
 
 readonly PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres
 readonly REDIS_HOST=127.0.0.1 REDIS_PORT=6379
-readonly KAFKA_HOST=127.0.0.1 KAFKA_PORT="${TANSU_PORT:-9092}"
+readonly KAFKA_HOST=127.0.0.1 KAFKA_PORT="${KAFKA_PORT:-9092}"
 readonly DATABASES=(ticketing_users ticketing_concert ticketing_payment)
 
-TANSU_BIN="${TANSU_BIN:-${CARGO_HOME:-$HOME/.cargo}/bin/tansu}"
-readonly TANSU_BIN
-readonly TANSU_PID_FILE="$STATE_DIR/tansu.pid"
-readonly TANSU_LOG="$STATE_DIR/tansu.log"
-# tansu logs through tracing's EnvFilter (RUST_LOG); keep it independent of
-# whatever RUST_LOG the caller set for the services.
-readonly TANSU_RUST_LOG="${TANSU_RUST_LOG:-warn}"
+# The broker's directory (config, pid, log, and data/: topics and offsets survive a restart).
+readonly KAFKA_DIR="$STATE_DIR/kafka"
+readonly KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 
 export DEBIAN_FRONTEND=noninteractive
 
-# Launcher for detached daemons: `bash -c "$LAUNCHER" NAME PIDFILE CMD ARGS...`
-# writes its own pid to PIDFILE, closes every inherited fd above 2 (so the
-# daemon never holds a caller's pipe or lock open) and execs CMD: the pid file
-# then holds the daemon's pid even when setsid had to fork.
-# shellcheck disable=SC2016 # expanded by the launcher bash, not here
-readonly LAUNCHER='echo $$ >"$1"; shift
-for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null; fi; done
-exec "$@"'
 
 log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*"; }
 warn() { printf '[%s] WARNING: %s\n' "$SCRIPT_NAME" "$*" >&2; }
@@ -245,115 +233,35 @@ ensure_redis() {
 }
 
 # ---------------------------------------------------------------------------
-# tansu (Kafka-compatible broker)
+# Apache Kafka (one KRaft node; jars from Maven Central, run on Java 17)
 # ---------------------------------------------------------------------------
 
-# is_alive PID: the process exists and is not a zombie.
-is_alive() {
-    local st
-    kill -0 "$1" 2>/dev/null || return 1
-    st="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [[ $st != Z ]]
-}
-
-# pid_is_tansu PID: true when PID is alive and runs a binary named tansu.
-pid_is_tansu() {
-    local pid=$1 exe
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    is_alive "$pid" || return 1
-    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
-    exe="${exe% (deleted)}"
-    [[ "$(basename "$exe")" == tansu ]]
-}
-
-tansu_has_memory_storage() {
-    # `tansu --help` ends with "Storage engines: dynostore, ..."; memory://
-    # needs the dynostore engine.
-    local help
-    help="$("$TANSU_BIN" --help 2>/dev/null </dev/null)" || return 1
-    grep -q '^Storage engines:.*dynostore' <<<"$help"
-}
-
-install_tansu() {
-    local force=()
-    [[ ${1:-} == --force ]] && force=(--force)
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: cannot install tansu (need a Rust toolchain)"
-    log "installing tansu: cargo install tansu --locked --features dynostore ${force[*]}"
-    log "this compiles tansu from source and takes ~10 minutes on 2 cores"
-    cargo install tansu --locked --features dynostore "${force[@]}" </dev/null
-    [[ -x $TANSU_BIN ]] || die "cargo install finished but $TANSU_BIN does not exist (CARGO_HOME/TANSU_BIN mismatch?)"
-}
-
-start_tansu() {
-    log "starting tansu on $KAFKA_HOST:$KAFKA_PORT (in-memory storage), log: $TANSU_LOG"
-    rm -f "$TANSU_PID_FILE"
-    printf '\n=== %s: started by %s ===\n' "$(date -Is)" "$SCRIPT_NAME" >>"$TANSU_LOG"
-    # - setsid: own session, so it survives this script, its terminal and the
-    #   CI job's process group; nohup for good measure.
-    # - the tiny bash launcher writes its own pid and then execs tansu, so the
-    #   pid file holds tansu's pid whether or not setsid had to fork.
-    # - cwd is the state dir because tansu loads a ./.env file (dotenv).
-    # - explicit flags override tansu's env vars (LISTENER_URL, STORAGE_ENGINE,
-    #   ADVERTISED_LISTENER_URL, CLUSTER_ID) should the caller have them set.
-    (
-        cd "$STATE_DIR"
-        RUST_LOG="$TANSU_RUST_LOG" nohup setsid bash -c "$LAUNCHER" tansu-launcher \
-            "$TANSU_PID_FILE" \
-            "$TANSU_BIN" broker \
-            --cluster-id tansu_cluster \
-            --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-            --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-            --storage-engine "memory://tansu/" \
-            </dev/null >>"$TANSU_LOG" 2>&1 &
-    )
-}
-
-ensure_tansu() {
-    if [[ ! -x $TANSU_BIN ]]; then
-        log "tansu not found at $TANSU_BIN"
-        install_tansu
+# Java 17 (the broker's runtime) and Maven (resolves the broker's jars once) from Debian.
+ensure_java() {
+    local missing=()
+    command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} from Debian's packages (for the Kafka broker)"
+        apt_install "${missing[@]}"
     fi
+    local major
+    major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')"
+    [[ -n $major && $major -ge 17 ]] || die "Kafka 4 needs Java 17 or newer; 'java' is version ${major:-unknown}"
+}
 
+ensure_kafka() {
+    local pid
     if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-        local who="an external process"
-        if [[ -f $TANSU_PID_FILE ]] && pid_is_tansu "$(cat "$TANSU_PID_FILE")"; then
-            who="tansu pid $(cat "$TANSU_PID_FILE")"
+        if pid="$("$SCRIPT_DIR/kafka-node.sh" pid "$KAFKA_DIR" 2>/dev/null)"; then
+            log "Kafka is already running on $KAFKA_HOST:$KAFKA_PORT (pid $pid)"
+        else
+            log "a broker not started by this script is listening on $KAFKA_HOST:$KAFKA_PORT; using it"
         fi
-        log "Kafka broker already listening on $KAFKA_HOST:$KAFKA_PORT ($who)"
         return 0
     fi
-
-    # A tansu we started earlier may still be coming up: wait for it instead
-    # of starting a second one.
-    if [[ -f $TANSU_PID_FILE ]] && pid_is_tansu "$(cat "$TANSU_PID_FILE")"; then
-        log "tansu (pid $(cat "$TANSU_PID_FILE")) is running but not listening yet; waiting"
-    else
-        if [[ -f $TANSU_PID_FILE ]]; then
-            log "removing stale $TANSU_PID_FILE"
-            rm -f "$TANSU_PID_FILE"
-        fi
-        if ! tansu_has_memory_storage; then
-            warn "$TANSU_BIN was built without the dynostore feature (no memory:// storage); reinstalling"
-            install_tansu --force
-        fi
-        start_tansu
-    fi
-
-    local deadline=$((SECONDS + 30)) pid=""
-    until port_open "$KAFKA_HOST" "$KAFKA_PORT"; do
-        [[ -z $pid && -s $TANSU_PID_FILE ]] && pid="$(cat "$TANSU_PID_FILE")"
-        if [[ -n $pid ]] && ! is_alive "$pid"; then
-            tail -n 30 "$TANSU_LOG" >&2 || true
-            rm -f "$TANSU_PID_FILE"
-            die "tansu (pid $pid) exited during startup; log: $TANSU_LOG"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail -n 30 "$TANSU_LOG" >&2 || true
-            die "tansu is not accepting connections on $KAFKA_HOST:$KAFKA_PORT after 30 s; log: $TANSU_LOG"
-        fi
-        sleep 0.5
-    done
-    log "tansu is ready on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$TANSU_PID_FILE" 2>/dev/null || echo '?'))"
+    ensure_java
+    "$SCRIPT_DIR/kafka-node.sh" start "$KAFKA_DIR" "$KAFKA_PORT" "$KAFKA_HEAP"
 }
 
 # The local API gateway is nginx from Debian's packages (nginx-light is enough).
@@ -383,10 +291,10 @@ main() {
     ensure_tools
     ensure_postgres
     ensure_redis
-    ensure_tansu
+    ensure_kafka
     ensure_nginx
     ensure_databases
-    log "infrastructure is ready: postgres $PG_HOST:$PG_PORT, redis $REDIS_HOST:$REDIS_PORT, kafka (tansu) $KAFKA_HOST:$KAFKA_PORT"
+    log "infrastructure is ready: postgres $PG_HOST:$PG_PORT, redis $REDIS_HOST:$REDIS_PORT, kafka $KAFKA_HOST:$KAFKA_PORT"
 }
 
 main "$@"

@@ -2,9 +2,9 @@
 # Run the whole ticketing platform locally, without containers.
 #
 #   stack.sh up            ensure infra, build release binaries, start services
-#   stack.sh down [--all]  stop the services started by `up` (--all: + tansu)
+#   stack.sh down [--all]  stop the services started by `up` (--all: + the Kafka broker)
 #   stack.sh status        state, pid and /health/ready code of everything
-#   stack.sh logs [svc]    tail -f one log (users-api, ..., tansu) or all logs
+#   stack.sh logs [svc]    tail -f one log (users-api, ..., kafka) or all logs
 #
 # See README.md beside this script for the state dir layout and env vars.
 set -euo pipefail
@@ -19,9 +19,9 @@ mkdir -p "$STATE_DIR"
 STATE_DIR="$(cd "$STATE_DIR" && pwd)"
 readonly STATE_DIR
 readonly PID_DIR="$STATE_DIR/pids" LOG_DIR="$STATE_DIR/logs"
-readonly TANSU_PID_FILE="$STATE_DIR/tansu.pid" TANSU_LOG="$STATE_DIR/tansu.log"
+readonly KAFKA_DIR="$STATE_DIR/kafka" KAFKA_LOG="$STATE_DIR/kafka/kafka.log"
 readonly BIN_DIR="$REPO_ROOT/target/release"
-readonly TANSU_PORT="${TANSU_PORT:-9092}"
+readonly KAFKA_PORT="${KAFKA_PORT:-9092}"
 
 readonly SERVICES=(users-api concert-api payment-api batch)
 declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch]=8084)
@@ -46,15 +46,15 @@ usage() {
     cat <<EOF
 usage: deploy/local/stack.sh <command>
 
-  up              ensure PostgreSQL/Redis/tansu (ensure-infra.sh), build the
+  up              ensure PostgreSQL/Redis/Kafka (ensure-infra.sh), build the
                   release binaries, start every service that is not running,
                   wait until all answer GET /health/ready, start the gateway on
                   :8080, create the admin (STACK_ADMIN_PASSWORD, default
                   admin-pass-local) and demo concerts (STACK_DEMO=0: none)
   down [--all]    stop the services started by 'up' (SIGTERM, SIGKILL after
-                  ${STOP_TIMEOUT}s); --all also stops tansu if ensure-infra started it
+                  ${STOP_TIMEOUT}s); --all also stops Kafka if ensure-infra started it
   status          running/stopped, pid and /health/ready code per service
-  logs [service]  tail -n \${LOG_LINES:-100} -F a service log (or tansu), or all
+  logs [service]  tail -n \${LOG_LINES:-100} -F a service log (or kafka), or all
 
 state dir: $STATE_DIR
 EOF
@@ -96,15 +96,6 @@ pid_runs() {
     [[ $exe == "$want" ]]
 }
 
-# pid_runs_named PID NAME: PID is alive and runs a binary whose basename is NAME.
-pid_runs_named() {
-    local pid=$1 name=$2 exe
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    is_alive "$pid" || return 1
-    exe="$(exe_of "$pid")" || return 1
-    [[ "$(basename "$exe")" == "$name" ]]
-}
-
 read_pid() { [[ -s $1 ]] && tr -dc '0-9' <"$1"; }
 
 # service_pid SVC: prints the pid when SVC runs from our pid file, else fails.
@@ -115,12 +106,7 @@ service_pid() {
     echo "$pid"
 }
 
-tansu_pid() {
-    local pid
-    pid="$(read_pid "$TANSU_PID_FILE")" || return 1
-    pid_runs_named "$pid" tansu || return 1
-    echo "$pid"
-}
+kafka_pid() { "$SCRIPT_DIR/kafka-node.sh" pid "$KAFKA_DIR" 2>/dev/null; }
 
 port_open() {
     # shellcheck disable=SC2016 # $1/$2 expand in the child bash
@@ -260,7 +246,7 @@ export_defaults() {
     export CONCERT_DATABASE_URL="${CONCERT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_concert}"
     export PAYMENT_DATABASE_URL="${PAYMENT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_payment}"
     export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-    export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$TANSU_PORT}"
+    export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
 }
 
 start_service() {
@@ -364,7 +350,7 @@ cmd_up() {
     for svc in "${SERVICES[@]}"; do
         printf '[%s]   %-12s http://127.0.0.1:%s  (pid %s)\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" "$(service_pid "$svc" || echo '?')"
     done
-    log "infra: postgres 127.0.0.1:5432, redis 127.0.0.1:6379, kafka (tansu) 127.0.0.1:$TANSU_PORT"
+    log "infra: postgres 127.0.0.1:5432, redis 127.0.0.1:6379, kafka 127.0.0.1:$KAFKA_PORT"
     log "logs: $LOG_DIR (deploy/local/stack.sh logs [service]); stop: deploy/local/stack.sh down"
 }
 
@@ -435,18 +421,15 @@ cmd_down() {
     ((${#files[@]})) && rm -f "${files[@]}"
 
     if ((all)); then
-        if pid="$(tansu_pid)"; then
-            stop_pids "tansu=$pid"
-            rm -f "$TANSU_PID_FILE"
-        elif [[ -e $TANSU_PID_FILE ]]; then
-            log "tansu pid file is stale; removing it"
-            rm -f "$TANSU_PID_FILE"
+        if kafka_pid >/dev/null; then
+            # A clean shutdown: the broker flushes its logs and keeps topics and offsets.
+            "$SCRIPT_DIR/kafka-node.sh" stop "$KAFKA_DIR"
         else
-            log "tansu was not started by ensure-infra.sh (no pid file); leaving any broker alone"
+            log "Kafka was not started by ensure-infra.sh; leaving any broker alone"
         fi
         log "PostgreSQL and Redis are left running"
     else
-        log "infrastructure (tansu, PostgreSQL, Redis) left running; 'down --all' also stops tansu"
+        log "infrastructure (Kafka, PostgreSQL, Redis) left running; 'down --all' also stops Kafka"
     fi
 }
 
@@ -468,16 +451,15 @@ cmd_status() {
     done
 
     local listening=no
-    port_open 127.0.0.1 "$TANSU_PORT" && listening=yes
-    if pid="$(tansu_pid)"; then
+    port_open 127.0.0.1 "$KAFKA_PORT" && listening=yes
+    if pid="$(kafka_pid)"; then
         state=running
     elif [[ $listening == yes ]]; then
         state=external pid=-
     else
         state=stopped pid=-
-        [[ -e $TANSU_PID_FILE ]] && state=stale
     fi
-    printf '%-12s %-8s %-8s %-6s %s\n' tansu "$state" "$pid" "$TANSU_PORT" "listening=$listening"
+    printf '%-12s %-8s %-8s %-6s %s\n' kafka "$state" "$pid" "$KAFKA_PORT" "listening=$listening"
 
     local pg=down redis=down
     pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && pg=up
@@ -497,12 +479,12 @@ cmd_logs() {
     if (($# > 1)); then
         die "logs takes at most one service name"
     elif (($# == 1)); then
-        if [[ $1 == tansu ]]; then
-            files=("$TANSU_LOG")
+        if [[ $1 == kafka ]]; then
+            files=("$KAFKA_LOG")
         elif is_service "$1"; then
             files=("$(log_file "$1")")
         else
-            die "unknown service '$1' (one of: ${SERVICES[*]} tansu)"
+            die "unknown service '$1' (one of: ${SERVICES[*]} kafka)"
         fi
         [[ -e ${files[0]} ]] || die "no log yet: ${files[0]}"
     else
@@ -510,7 +492,7 @@ cmd_logs() {
             f="$(log_file "$svc")"
             [[ -e $f ]] && files+=("$f")
         done
-        [[ -e $TANSU_LOG ]] && files+=("$TANSU_LOG")
+        [[ -e $KAFKA_LOG ]] && files+=("$KAFKA_LOG")
         ((${#files[@]})) || die "no logs yet under $STATE_DIR (run: deploy/local/stack.sh up)"
     fi
     exec tail -n "$lines" "${follow[@]}" "${files[@]}"

@@ -10,7 +10,9 @@ use common::kafka::{
     ConsumerStats, Envelope, EventHandler, HandlerError, Incoming, KafkaClient, run_consumer,
 };
 use common::outbox::{self, RelayConfig};
-use common::testkit::{PrivateBroker, TestDatabase, eventually, kafka_brokers, unique_id};
+use common::testkit::{
+    PrivateBroker, TestDatabase, TopicPrefix, eventually, kafka_brokers, unique_id,
+};
 use rdkafka::message::OwnedHeaders;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use serde_json::{Value, json};
@@ -76,8 +78,8 @@ fn ids_of(messages: &[Consumed]) -> Vec<Uuid> {
 #[tokio::test]
 async fn committed_rows_are_published_once_in_key_order_and_rolled_back_ones_never() {
     let (_guard, db) = migrated_db().await;
-    let prefix = format!("{}.", unique_id());
-    let kafka = kafka_client(&kafka_brokers(), &prefix, &[TOPIC]).await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
     let relay = start_relay(&db, &kafka);
 
     let committed = enqueue(&db, "r-1", json!({"n": 0}), true).await;
@@ -138,7 +140,9 @@ async fn committed_rows_are_published_once_in_key_order_and_rolled_back_ones_nev
 async fn rows_wait_while_the_broker_is_down_and_go_out_when_it_returns() {
     let broker = PrivateBroker::start().await;
     let (_guard, db) = migrated_db().await;
-    let kafka = kafka_client(&broker.brokers, "", &[TOPIC]).await;
+    // The private node outlives this test: a prefix of its own keeps its topic fresh.
+    let prefix = format!("{}.", unique_id());
+    let kafka = kafka_client(&broker.brokers, &prefix, &[TOPIC]).await;
     let relay = start_relay(&db, &kafka);
 
     enqueue(&db, "warmup", json!({}), true).await;
@@ -193,7 +197,8 @@ async fn rows_wait_while_the_broker_is_down_and_go_out_when_it_returns() {
         },
     )
     .await;
-    let ids = ids_of(&read_topic(&broker.brokers, TOPIC, Duration::from_secs(4)).await);
+    let ids =
+        ids_of(&read_topic(&broker.brokers, &kafka.topic(TOPIC), Duration::from_secs(4)).await);
     for id in expected {
         assert!(ids.contains(&id), "event {id} was delivered");
     }
@@ -263,7 +268,8 @@ async fn produce(kafka: &KafkaClient, payload: &[u8]) {
 #[tokio::test]
 async fn a_redelivered_event_is_skipped_by_the_inbox() {
     let (_guard, db) = migrated_db().await;
-    let kafka = kafka_client(&kafka_brokers(), &format!("{}.", unique_id()), &[TOPIC]).await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
     let event = serde_json::to_vec(&Envelope::new(TOPIC, json!({"seat": 1}), Utc::now())).unwrap();
     produce(&kafka, &event).await;
     produce(&kafka, &event).await;
@@ -292,8 +298,8 @@ async fn a_redelivered_event_is_skipped_by_the_inbox() {
 #[tokio::test]
 async fn a_failing_handler_does_not_commit_the_offset() {
     let (_guard, db) = migrated_db().await;
-    let prefix = format!("{}.", unique_id());
-    let mut cfg = crate::helpers::kafka_config(&kafka_brokers(), &prefix);
+    let prefix = TopicPrefix::new();
+    let mut cfg = crate::helpers::kafka_config(&kafka_brokers(), &prefix.0);
     cfg.consumer_max_attempts = 1000;
     let kafka = KafkaClient::new(&cfg).unwrap();
     kafka.ensure_topics(&[TOPIC]).await.unwrap();
@@ -352,7 +358,8 @@ async fn a_failing_handler_does_not_commit_the_offset() {
 #[tokio::test]
 async fn poison_messages_land_in_the_dlq_and_the_line_keeps_moving() {
     let (_guard, db) = migrated_db().await;
-    let kafka = kafka_client(&kafka_brokers(), &format!("{}.", unique_id()), &[TOPIC]).await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
     produce(&kafka, b"{definitely not json").await;
     produce(
         &kafka,
