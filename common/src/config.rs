@@ -296,6 +296,9 @@ pub struct KafkaConfig {
     /// Workers per consumer; one key's events always go to the same worker, in order.
     pub consumer_concurrency: usize,
     pub topic_partitions: i32,
+    /// After this long without a heartbeat a consumer is out of its group and its partitions
+    /// move (the broker accepts 6 s to 30 min by default).
+    pub session_timeout_ms: u32,
 }
 
 impl KafkaConfig {
@@ -315,6 +318,7 @@ impl KafkaConfig {
             consumer_backoff: env.millis("CONSUMER_BACKOFF_MS", 200, 1..=60_000)?,
             consumer_concurrency: env.parse("CONSUMER_CONCURRENCY", 16, 1..=256)?,
             topic_partitions: env.parse("KAFKA_TOPIC_PARTITIONS", 3, 1..=1000)?,
+            session_timeout_ms: env.parse("KAFKA_SESSION_TIMEOUT_MS", 10_000, 6_000..=1_800_000)?,
         })
     }
 

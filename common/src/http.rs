@@ -21,7 +21,6 @@ use tracing::Instrument;
 
 use crate::config::HttpConfig;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
-use crate::kafka::KafkaClient;
 use crate::metrics::Metrics;
 use crate::redis::RedisStore;
 
@@ -283,13 +282,20 @@ impl actix_web::ResponseError for Failed {
 }
 
 /// What `/health/ready` checks. A dependency a service does not use is `None`.
+///
+/// Readiness answers whether this process can serve requests: its databases and Redis. The
+/// broker is reported in the body (`"broker"` under `"not_required"`) but never makes the
+/// answer 503: the outbox absorbs a broker outage, and one Kafka problem must not take every
+/// replica of every API out of rotation (DESIGN §6). Its state is the `kafka_broker_up`
+/// metric, with an alert.
 #[derive(Clone, Default)]
 pub struct Readiness {
     pub db: Option<sea_orm::DatabaseConnection>,
     /// Other services' databases a process works on (batch), by name.
     pub other_databases: Vec<(&'static str, sea_orm::DatabaseConnection)>,
     pub redis: Option<RedisStore>,
-    pub kafka: Option<KafkaClient>,
+    /// Where the broker watcher ([`crate::startup::watch_broker`]) keeps the broker's state.
+    pub broker: Option<Arc<Metrics>>,
 }
 
 impl Readiness {
@@ -322,13 +328,25 @@ impl Readiness {
                 Box::pin(async move { redis.ping().await.map_err(|e| e.to_string()) }),
             ));
         }
-        if let Some(kafka) = self.kafka.clone() {
-            checks.push(timed(
-                "broker",
-                Box::pin(async move { kafka.ping(Duration::from_millis(1500)).await }),
-            ));
-        }
         futures_util::future::join_all(checks).await
+    }
+
+    /// The broker's state as last watched (no round trip: a probe must answer fast even
+    /// while the broker hangs), reported beside the checks but not required.
+    pub fn broker(&self) -> Option<Result<(), String>> {
+        let metrics = self.broker.as_ref()?;
+        Some(if metrics.broker_up() {
+            Ok(())
+        } else {
+            Err("unreachable (see kafka_broker_up)".into())
+        })
+    }
+}
+
+fn state_of(r: &Result<(), String>) -> serde_json::Value {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("down: {e}").into(),
     }
 }
 
@@ -338,24 +356,28 @@ async fn live() -> HttpResponse {
 
 async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
     let results = readiness.check().await;
+    let broker = readiness.broker();
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
     for (name, r) in &results {
-        let state = match r {
-            Ok(()) => "ok".to_owned(),
-            Err(e) => {
-                down.push(*name);
-                format!("down: {e}")
-            }
-        };
-        checks.insert((*name).to_owned(), state.into());
+        if r.is_err() {
+            down.push(*name);
+        }
+        checks.insert((*name).to_owned(), state_of(r));
+    }
+    let mut not_required = serde_json::Map::new();
+    if let Some(b) = &broker {
+        not_required.insert("broker".into(), state_of(b));
     }
     if down.is_empty() {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok", "checks": checks})));
+        return Ok(HttpResponse::Ok().json(
+            serde_json::json!({"status": "ok", "checks": checks, "not_required": not_required}),
+        ));
     }
     Err(
         ApiError::unavailable("NOT_READY", format!("unavailable: {}", down.join(", ")), 1)
-            .with_extension("checks", checks.into()),
+            .with_extension("checks", checks.into())
+            .with_extension("not_required", not_required.into()),
     )
 }
 

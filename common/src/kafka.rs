@@ -10,11 +10,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -190,13 +194,68 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Counters a test or the metrics endpoint can read.
+/// Counters and gauges a test or the metrics endpoint can read.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
     pub handled: std::sync::atomic::AtomicU64,
     pub failed_attempts: std::sync::atomic::AtomicU64,
     pub dead_lettered: std::sync::atomic::AtomicU64,
+    /// Partitions currently assigned to this member (after each rebalance).
+    pub assigned_partitions: std::sync::atomic::AtomicI64,
+    /// Messages behind the end of the assigned partitions (librdkafka's statistics, 5 s).
+    pub lag: std::sync::atomic::AtomicI64,
 }
+
+/// The consumer's context: follows the group's rebalances (who holds which partitions, in
+/// the log and in [`ConsumerStats::assigned_partitions`]) and the lag statistics.
+struct GroupWatch {
+    group: String,
+    stats: std::sync::Arc<ConsumerStats>,
+}
+
+impl ClientContext for GroupWatch {
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0 && p.fetch_state == "active")
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.stats
+            .lag
+            .store(lag, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for GroupWatch {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.stats
+            .assigned_partitions
+            .store(assigned as i64, std::sync::atomic::Ordering::Relaxed);
+        let list = |tpl: &rdkafka::TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = %list(tpl), assigned, "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = %list(tpl), assigned, "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance failed")
+            }
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupWatch>;
 
 /// Consumes `topics` (logical names) as `group` until `cancel` fires.
 ///
@@ -216,6 +275,10 @@ pub async fn run_consumer<H: EventHandler>(
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
     let cfg = client.config().clone();
+    let watch = GroupWatch {
+        group: group.to_owned(),
+        stats: stats.clone(),
+    };
     let consumer = CloseOffThread::new(
         ClientConfig::new()
             .set("bootstrap.servers", &cfg.brokers)
@@ -223,10 +286,17 @@ pub async fn run_consumer<H: EventHandler>(
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            // A member that died without leaving (SIGKILL, OOM, a lost node) is evicted after
+            // the session timeout and its partitions move to a live member; a graceful stop
+            // leaves the group at once.
+            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout_ms / 5).max(100).to_string(),
+            )
             .set("fetch.wait.max.ms", "20")
-            .create::<StreamConsumer>()?,
+            .set("statistics.interval.ms", "5000")
+            .create_with_context::<_, GroupConsumer>(watch)?,
     );
     let physical: Vec<String> = topics.iter().map(|t| client.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
@@ -300,17 +370,17 @@ pub async fn run_consumer<H: EventHandler>(
 /// rebalance (seen: forever, inside `rd_kafka_assign`). That must never happen on an async
 /// worker thread (it would stall shutdown, or a runtime being torn down), so the last owner
 /// hands the consumer to a plain thread to close. Offsets are committed explicitly before.
-struct CloseOffThread(Option<StreamConsumer>);
+struct CloseOffThread(Option<GroupConsumer>);
 
 impl CloseOffThread {
-    fn new(consumer: StreamConsumer) -> Self {
+    fn new(consumer: GroupConsumer) -> Self {
         Self(Some(consumer))
     }
 }
 
 impl std::ops::Deref for CloseOffThread {
-    type Target = StreamConsumer;
-    fn deref(&self) -> &StreamConsumer {
+    type Target = GroupConsumer;
+    fn deref(&self) -> &GroupConsumer {
         self.0.as_ref().expect("present until dropped")
     }
 }
@@ -384,7 +454,7 @@ impl OffsetBook {
         }
     }
 
-    fn commit(&mut self, consumer: &StreamConsumer, mode: CommitMode) {
+    fn commit(&mut self, consumer: &GroupConsumer, mode: CommitMode) {
         let mut list = rdkafka::TopicPartitionList::new();
         let mut advanced = Vec::new();
         for ((topic, partition), p) in &self.partitions {

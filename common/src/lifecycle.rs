@@ -18,6 +18,7 @@ pub struct Service {
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     kafka: Option<KafkaClient>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     drain: Duration,
 }
 
@@ -30,6 +31,7 @@ impl Service {
             cancel: CancellationToken::new(),
             tasks: Vec::new(),
             kafka: None,
+            metrics: None,
             drain,
         }
     }
@@ -52,6 +54,11 @@ impl Service {
         self.tasks.push((what, tokio::spawn(task)));
     }
 
+    /// Where the consumers' figures are exported (`/metrics`).
+    pub fn export_metrics(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
     /// Runs a Kafka consumer for `topics` as this service's group until shutdown.
     pub fn spawn_consumer<H: crate::kafka::EventHandler>(
         &mut self,
@@ -61,8 +68,11 @@ impl Service {
         handler: H,
     ) {
         let (group, cancel) = (self.name, self.cancel.clone());
+        let stats = std::sync::Arc::new(crate::kafka::ConsumerStats::default());
+        if let Some(m) = &self.metrics {
+            m.track_consumer(&kafka.topic(group), stats.clone());
+        }
         self.spawn(what, async move {
-            let stats = std::sync::Arc::new(crate::kafka::ConsumerStats::default());
             if let Err(e) =
                 crate::kafka::run_consumer(kafka, group, topics, handler, stats, cancel).await
             {

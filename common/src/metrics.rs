@@ -1,11 +1,47 @@
 //! Prometheus metrics every service exposes on `/metrics`: request count and latency by route
-//! and status, plus the outbox backlog. One registry per service instance, so tests that run
-//! several services in one process keep separate figures.
+//! and status, the outbox backlog, the broker's reachability, and per consumer group its
+//! assigned partitions, lag and handled / failed / dead-lettered events. One registry per
+//! service instance, so tests that run several services in one process keep separate figures.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `kafka_broker_up` | | 1 while a metadata round trip to the broker succeeds (checked every 5 s) |
+//! | `kafka_consumer_assigned_partitions` | `group` | partitions this process holds; 0 on every replica of a group = nobody consumes |
+//! | `kafka_consumer_lag` | `group` | messages behind the end of its assigned partitions |
+//! | `kafka_consumer_handled_total` | `group` | events handled (effect committed or found a duplicate) |
+//! | `kafka_consumer_failed_attempts_total` | `group` | handler attempts that failed and were retried |
+//! | `kafka_consumer_dead_lettered_total` | `group` | events parked in `<topic>.dlq` |
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::kafka::ConsumerStats;
+
+/// Per consumer group, in the order [`Metrics::refresh_consumers`] reads them.
+const CONSUMER_FIGURES: [(&str, &str); 5] = [
+    (
+        "kafka_consumer_assigned_partitions",
+        "Partitions assigned to this process's member of the group",
+    ),
+    (
+        "kafka_consumer_lag",
+        "Messages behind the end of the assigned partitions",
+    ),
+    ("kafka_consumer_handled_total", "Events handled"),
+    (
+        "kafka_consumer_failed_attempts_total",
+        "Handler attempts that failed and were retried",
+    ),
+    (
+        "kafka_consumer_dead_lettered_total",
+        "Events parked in the dead-letter topic",
+    ),
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -13,6 +49,9 @@ pub struct Metrics {
     latency: HistogramVec,
     outbox_pending: IntGauge,
     outbox_oldest_age: Gauge,
+    broker_up: IntGauge,
+    consumer_gauges: Vec<IntGaugeVec>,
+    consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
 }
 
 impl Metrics {
@@ -46,12 +85,31 @@ impl Metrics {
             "Age of the oldest unpublished outbox row",
         )
         .expect("valid metric");
+        let broker_up = IntGauge::new(
+            "kafka_broker_up",
+            "1 while the broker answers a metadata request",
+        )
+        .expect("valid metric");
+        // The consumer's own atomics, copied into these at scrape time.
+        let consumer_gauges: Vec<IntGaugeVec> = CONSUMER_FIGURES
+            .iter()
+            .map(|(name, help)| {
+                IntGaugeVec::new(Opts::new(*name, *help), &["group"]).expect("valid metric")
+            })
+            .collect();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(outbox_oldest_age.clone()),
-        ] {
+            Box::new(broker_up.clone()),
+        ]
+        .into_iter()
+        .chain(
+            consumer_gauges
+                .iter()
+                .map(|g| Box::new(g.clone()) as Box<dyn prometheus::core::Collector>),
+        ) {
             registry.register(c).expect("metric registered once");
         }
         Self {
@@ -60,6 +118,42 @@ impl Metrics {
             latency,
             outbox_pending,
             outbox_oldest_age,
+            broker_up,
+            consumer_gauges,
+            consumers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_up(&self) -> bool {
+        self.broker_up.get() == 1
+    }
+
+    /// Exports `stats` of the consumer group `group` from now on.
+    pub fn track_consumer(&self, group: &str, stats: Arc<ConsumerStats>) {
+        if let Ok(mut c) = self.consumers.lock() {
+            c.push((group.to_owned(), stats));
+        }
+    }
+
+    fn refresh_consumers(&self) {
+        let Ok(consumers) = self.consumers.lock() else {
+            return;
+        };
+        for (group, s) in consumers.iter() {
+            let values = [
+                s.assigned_partitions.load(Ordering::Relaxed),
+                s.lag.load(Ordering::Relaxed),
+                s.handled.load(Ordering::Relaxed) as i64,
+                s.failed_attempts.load(Ordering::Relaxed) as i64,
+                s.dead_lettered.load(Ordering::Relaxed) as i64,
+            ];
+            for (gauge, value) in self.consumer_gauges.iter().zip(values) {
+                gauge.with_label_values(&[group.as_str()]).set(value);
+            }
         }
     }
 
@@ -82,6 +176,7 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
+        self.refresh_consumers();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

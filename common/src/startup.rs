@@ -101,7 +101,7 @@ where
         db: parts.db.clone(),
         other_databases: parts.other_databases.clone(),
         redis: Some(parts.redis.clone()),
-        kafka: Some(parts.kafka.clone()),
+        broker: Some(parts.metrics.clone()),
     };
     let server = crate::http::serve(
         listener,
@@ -114,6 +114,12 @@ where
         routes,
     )?;
     let mut service = Service::new(parts.name, port, server, parts.http.shutdown_timeout);
+    service.export_metrics(parts.metrics.clone());
+    let cancel = service.cancel_token();
+    service.spawn(
+        "broker-watch",
+        watch_broker(parts.kafka.clone(), parts.metrics.clone(), cancel),
+    );
     if let (true, Some(db)) = (parts.relay, parts.db) {
         let cancel = service.cancel_token();
         service.spawn(
@@ -130,6 +136,34 @@ where
     service.flush_on_shutdown(parts.kafka);
     tracing::info!(service = parts.name, port, "listening");
     Ok(service)
+}
+
+/// Keeps `kafka_broker_up` current: a metadata round trip every 5 s. Readiness reports it
+/// without asking the broker itself, so a hanging broker never slows a probe.
+pub async fn watch_broker(
+    kafka: KafkaClient,
+    metrics: Arc<Metrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_up = None;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let result = kafka.ping(std::time::Duration::from_secs(3)).await;
+        let up = result.is_ok();
+        metrics.set_broker_up(up);
+        if was_up != Some(up) {
+            match &result {
+                Ok(()) => tracing::info!("broker reachable"),
+                Err(e) => tracing::warn!(error = %e, "broker unreachable"),
+            }
+            was_up = Some(up);
+        }
+    }
 }
 
 /// What a service binary was asked to do.

@@ -15,7 +15,6 @@ async fn boots_migrated_and_ready_then_stops_cleanly() {
             "concert database",
             "payment database",
             "redis",
-            "broker",
         ],
     )
     .await;

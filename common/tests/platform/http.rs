@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use common::http::{Json, Readiness};
-use common::testkit::{TcpProxy, TestApp, eventually, redis_url};
+use common::testkit::{TcpProxy, TestApp, eventually, kafka_brokers, redis_url};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -293,4 +293,77 @@ async fn shutdown_drains_in_flight_requests_and_stops_background_tasks() {
         reqwest::Client::new().get(url).send().await.is_err(),
         "no longer accepting"
     );
+}
+
+/// DESIGN §6: the outbox absorbs a broker outage, so readiness must not depend on the broker.
+/// Its state is watched in the background (`kafka_broker_up`) and only reported.
+#[tokio::test]
+async fn readiness_stays_200_without_the_broker_and_the_metric_says_it_is_down() {
+    use common::kafka::KafkaClient;
+    use common::metrics::Metrics;
+    use tokio_util::sync::CancellationToken;
+
+    let cancel = CancellationToken::new();
+    // One service watching the real broker, one watching an address where nothing listens.
+    let watched = |brokers: String| {
+        let kafka = KafkaClient::new(&crate::helpers::kafka_config(&brokers, "")).unwrap();
+        let metrics = Arc::new(Metrics::new("test"));
+        tokio::spawn(common::startup::watch_broker(
+            kafka,
+            metrics.clone(),
+            cancel.clone(),
+        ));
+        let app = TestApp::start(service_with(
+            Readiness {
+                broker: Some(metrics.clone()),
+                ..Default::default()
+            },
+            routes,
+        ));
+        (metrics, app)
+    };
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = nowhere.local_addr().unwrap().to_string();
+    drop(nowhere);
+    let (up_metrics, up_app) = watched(kafka_brokers());
+    let (down_metrics, down_app) = watched(dead_addr);
+
+    let c = reqwest::Client::new();
+    let ready = |app: &TestApp, want: &'static str| {
+        let c = c.clone();
+        let url = app.url("/health/ready");
+        async move {
+            let res = c.get(url).send().await.ok()?;
+            let status = res.status();
+            let body: Value = res.json().await.ok()?;
+            let state = body["not_required"]["broker"].as_str()?.to_owned();
+            state.starts_with(want).then_some((status, body))
+        }
+    };
+    let (status, _) = eventually("the broker watched as up", Duration::from_secs(20), || {
+        ready(&up_app, "ok")
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(up_metrics.broker_up());
+
+    // The first check of an unreachable broker fails after its 3 s timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = eventually(
+        "the unreachable broker reported down",
+        Duration::from_secs(20),
+        || ready(&down_app, "down"),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "a broker outage keeps the process ready: {body}"
+    );
+    assert!(!down_metrics.broker_up());
+    assert!(
+        down_metrics
+            .render()
+            .contains("kafka_broker_up{service=\"test\"} 0")
+    );
+    cancel.cancel();
 }

@@ -8,7 +8,7 @@ use crate::helpers::spawn_platform;
 #[tokio::test]
 async fn boots_migrated_and_ready_then_stops_cleanly() {
     let p = spawn_platform(|e| e).await;
-    assert_platform_endpoints(&p.payment, &["database", "redis", "broker"]).await;
+    assert_platform_endpoints(&p.payment, &["database", "redis"]).await;
     p.payment.stop().await.expect("clean shutdown");
 }
 

@@ -8,7 +8,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn boots_migrated_and_ready_then_stops_cleanly() {
     let spawned = spawn_app().await;
-    assert_platform_endpoints(&spawned.app, &["database", "redis", "broker"]).await;
+    assert_platform_endpoints(&spawned.app, &["database", "redis"]).await;
     spawned.app.stop().await.expect("clean shutdown");
 }
 
