@@ -24,7 +24,6 @@ const SESSION_TIMEOUT_MS: &str = "6000";
 
 /// One `event-sink` process; SIGTERM on drop if still running.
 struct Sink {
-    member: String,
     child: Child,
 }
 
@@ -47,10 +46,7 @@ impl Sink {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start event-sink");
-        Self {
-            member: member.to_owned(),
-            child,
-        }
+        Self { child }
     }
 
     fn signal(&mut self, sig: &str) {
@@ -248,16 +244,47 @@ async fn migrated(db: &TestDatabase) -> DatabaseConnection {
     conn
 }
 
+/// Two members `a` and `b` of one group, both working, while `total` events stream in.
+struct Group {
+    db: TestDatabase,
+    prefix: TopicPrefix,
+    conn: DatabaseConnection,
+    a: Sink,
+    b: Sink,
+    stream: Stream,
+}
+
+impl Group {
+    async fn streaming(total: i64) -> Self {
+        let (db, prefix) = (TestDatabase::create().await, TopicPrefix::new());
+        let a = Sink::start("a", &db, &prefix);
+        let b = Sink::start("b", &db, &prefix);
+        let conn = migrated(&db).await;
+        let stream = Stream::start(&prefix, total, 10).await;
+        until_handling(&conn, "a", 100).await;
+        until_handling(&conn, "b", 100).await;
+        Self {
+            db,
+            prefix,
+            conn,
+            a,
+            b,
+            stream,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_consumer_killed_mid_stream_loses_nothing_and_its_partitions_move() {
     const TOTAL: i64 = 3000;
-    let (db, prefix) = (TestDatabase::create().await, TopicPrefix::new());
-    let mut a = Sink::start("a", &db, &prefix);
-    let b = Sink::start("b", &db, &prefix);
-    let conn = migrated(&db).await;
-    let stream = Stream::start(&prefix, TOTAL, 10).await;
-    until_handling(&conn, "a", 100).await;
-    until_handling(&conn, "b", 100).await;
+    let Group {
+        db,
+        prefix,
+        conn,
+        mut a,
+        b,
+        stream,
+    } = Group::streaming(TOTAL).await;
 
     let killed_at = Utc::now();
     a.crash();
@@ -288,13 +315,14 @@ async fn a_consumer_killed_mid_stream_loses_nothing_and_its_partitions_move() {
 #[tokio::test]
 async fn a_third_replica_joining_and_leaving_mid_stream_loses_nothing() {
     const TOTAL: i64 = 3000;
-    let (db, prefix) = (TestDatabase::create().await, TopicPrefix::new());
-    let a = Sink::start("a", &db, &prefix);
-    let b = Sink::start("b", &db, &prefix);
-    let conn = migrated(&db).await;
-    let stream = Stream::start(&prefix, TOTAL, 10).await;
-    until_handling(&conn, "a", 100).await;
-    until_handling(&conn, "b", 100).await;
+    let Group {
+        db,
+        prefix,
+        conn,
+        a,
+        b,
+        stream,
+    } = Group::streaming(TOTAL).await;
 
     let c = Sink::start("c", &db, &prefix);
     until_handling(&conn, "c", 50).await;
@@ -322,13 +350,14 @@ async fn a_third_replica_joining_and_leaving_mid_stream_loses_nothing() {
 #[tokio::test]
 async fn a_rolling_restart_of_two_replicas_loses_nothing() {
     const TOTAL: i64 = 5000;
-    let (db, prefix) = (TestDatabase::create().await, TopicPrefix::new());
-    let a = Sink::start("a", &db, &prefix);
-    let b = Sink::start("b", &db, &prefix);
-    let conn = migrated(&db).await;
-    let stream = Stream::start(&prefix, TOTAL, 10).await;
-    until_handling(&conn, "a", 100).await;
-    until_handling(&conn, "b", 100).await;
+    let Group {
+        db,
+        prefix,
+        conn,
+        a,
+        b,
+        stream,
+    } = Group::streaming(TOTAL).await;
 
     // One replica at a time: stop it, start its successor, wait until the successor works.
     a.stop().await;
