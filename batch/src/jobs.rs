@@ -1,6 +1,13 @@
 //! The scheduled jobs. Each runs on its own interval, only while this process leads, by
 //! calling the owning service's library against that service's database or Redis. A failing
 //! run is counted and logged and never stops the others; shutdown waits for a run in progress.
+//!
+//! Besides per-job figures, the jobs export what they measure: outbox backlog per service,
+//! and `payments_unsettled{older_than="30s"|"120s"|"600s"}` — COMPLETED payments whose seat
+//! has not been seen confirmed (nor the money refunded), older than each age, as left by the
+//! last reconciliation pass. Past `PAYMENT_SETTLE_DIRECT_AFTER_SECS` (120 s) reconciliation
+//! settles them over HTTP whatever the broker does (DESIGN §6), so anything in the `600s`
+//! series means that backstop is failing too: alert on it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,10 +74,16 @@ impl Job {
                 .map(|s| s.reservations_expired)
                 .map_err(|e| e.to_string()),
             Job::Reconcile => {
-                payment_api::reconcile(&ctx.payment_db, &ctx.concerts, &ctx.payment, now)
+                let r = payment_api::reconcile(&ctx.payment_db, &ctx.concerts, &ctx.payment, now)
                     .await
-                    .map(|r| r.republished + r.confirmed)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                for (age, count) in r.unsettled.by_age() {
+                    ctx.metrics
+                        .payments_unsettled
+                        .with_label_values(&[format!("{age}s").as_str()])
+                        .set(count);
+                }
+                Ok(r.republished + r.confirmed + r.refunded)
             }
             Job::OutboxHealth => {
                 let mut pending = 0;
@@ -155,6 +168,7 @@ pub struct JobMetrics {
     pub leader: IntGauge,
     outbox_pending: IntGaugeVec,
     outbox_oldest: GaugeVec,
+    payments_unsettled: IntGaugeVec,
 }
 
 impl JobMetrics {
@@ -190,6 +204,14 @@ impl JobMetrics {
                 &["service"],
             )
             .expect("valid metric"),
+            payments_unsettled: IntGaugeVec::new(
+                Opts::new(
+                    "payments_unsettled",
+                    "COMPLETED payments not yet confirmed nor refunded, older than older_than",
+                ),
+                &["older_than"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
@@ -198,6 +220,7 @@ impl JobMetrics {
             Box::new(m.leader.clone()),
             Box::new(m.outbox_pending.clone()),
             Box::new(m.outbox_oldest.clone()),
+            Box::new(m.payments_unsettled.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }

@@ -310,6 +310,28 @@ impl ActiveQueuePass {
             _ => Err(Self::invalid("queue token has expired")),
         }
     }
+
+    /// Checks the `X-Queue-Token` a request carried ([`queue_token`]; `None` if none), for a
+    /// handler that must answer other things first and so cannot use the extractor.
+    pub async fn check_header(
+        keys: &QueueKeys,
+        user_id: i64,
+        token: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ApiError> {
+        let token = token.ok_or_else(|| Self::invalid("missing X-Queue-Token header"))?;
+        Self::check(keys, user_id, token, now).await
+    }
+}
+
+/// The request's `X-Queue-Token`, trimmed; `None` if it is absent or blank.
+pub fn queue_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("x-queue-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 impl FromRequest for ActiveQueuePass {
@@ -319,19 +341,12 @@ impl FromRequest for ActiveQueuePass {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let user = AuthUser::from_request(req, payload);
         let keys = req.app_data::<web::Data<QueueKeys>>().cloned();
-        let token = req
-            .headers()
-            .get("x-queue-token")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim().to_owned());
+        let token = queue_token(req);
         Box::pin(async move {
             let user = user.await?;
             let keys =
                 keys.ok_or_else(|| ApiError::internal("QueueKeys is not registered as app data"))?;
-            let token = token
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| Self::invalid("missing X-Queue-Token header"))?;
-            Self::check(&keys, user.id, &token, Utc::now()).await
+            Self::check_header(&keys, user.id, token.as_deref(), Utc::now()).await
         })
     }
 }

@@ -60,4 +60,31 @@ impl ServiceClient {
             other => Err(self.unavailable(&url, &format!("status {other}"))),
         }
     }
+
+    /// POSTs `body` as JSON to `path` and decodes a 200 as `T`; 503 for anything else. Only
+    /// for requests that are safe to repeat (the caller retries a failed one later), since a
+    /// timeout cannot tell whether the other side acted.
+    pub async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            match self.http.post(&url).json(body).send().await {
+                Ok(res) => break res,
+                Err(e) if e.is_connect() && attempt < 2 => continue,
+                Err(e) => return Err(self.unavailable(&url, &e.to_string())),
+            }
+        };
+        match res.status() {
+            reqwest::StatusCode::OK => res
+                .json()
+                .await
+                .map_err(|e| self.unavailable(&url, &e.to_string())),
+            other => Err(self.unavailable(&url, &format!("status {other}"))),
+        }
+    }
 }

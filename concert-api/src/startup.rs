@@ -36,6 +36,7 @@ pub const SERVICE: &str = "concert-api";
         crate::routes::admin::create_concert,
         crate::routes::admin::create_schedule,
         crate::routes::internal::reservation,
+        crate::routes::internal::settle,
     )
 )]
 struct ApiDoc;

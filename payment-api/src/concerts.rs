@@ -1,8 +1,12 @@
-//! concert-api's internal reservation endpoint, as payment-api sees it (through common's
-//! `ServiceClient`: timeouts, one retry on connect failure, 503 with nothing debited).
+//! concert-api's internal endpoints, as payment-api sees them (through common's
+//! `ServiceClient`: timeouts, one retry on connect failure, 503 with nothing debited): the
+//! reservation read before paying, and the direct settlement reconciliation falls back on.
 
 use chrono::{DateTime, Utc};
 use common::ApiError;
+use common::events::PaymentCompleted;
+use common::kafka::Envelope;
+use sea_orm::prelude::Uuid;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +18,18 @@ pub struct RemoteReservation {
     pub status: String,
     pub held_until: DateTime<Utc>,
     pub payment_id: Option<i64>,
+}
+
+/// concert-api's verdict on a payment it settled (or had settled before).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "verdict", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RemoteVerdict {
+    Confirmed,
+    Rejected {
+        reason: String,
+        /// The `reservation.rejected` event concert-api wrote for it.
+        rejection_event_id: Option<Uuid>,
+    },
 }
 
 #[derive(Clone)]
@@ -37,5 +53,14 @@ impl ConcertClient {
         self.client
             .get_json(&format!("/internal/reservations/{id}"))
             .await
+    }
+
+    /// Settles a payment through concert-api, bypassing the broker: `event` is the
+    /// `payment.completed` envelope, with the same id as the one in the outbox. Safe to repeat.
+    pub async fn settle(
+        &self,
+        event: &Envelope<PaymentCompleted>,
+    ) -> Result<RemoteVerdict, ApiError> {
+        self.client.post_json("/internal/settlements", event).await
     }
 }

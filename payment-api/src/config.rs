@@ -28,6 +28,9 @@ pub struct PaymentConfig {
     pub concert_api_timeout: Duration,
     /// A COMPLETED payment whose reservation has not settled after this long is re-published.
     pub reconcile_after: Duration,
+    /// ... and after this long it is settled over HTTP with concert-api instead, so a stuck
+    /// broker or consumer group cannot strand the money (DESIGN §6).
+    pub settle_direct_after: Duration,
 }
 
 impl PaymentConfig {
@@ -43,6 +46,7 @@ impl PaymentConfig {
             concert_api_url: url.expose().trim_end_matches('/').to_owned(),
             concert_api_timeout: env.millis("CONCERT_API_TIMEOUT_MS", 2000, 50..=60_000)?,
             reconcile_after: env.secs("PAYMENT_RECONCILE_AFTER_SECS", 30, 1..=86_400)?,
+            settle_direct_after: env.secs("PAYMENT_SETTLE_DIRECT_AFTER_SECS", 120, 1..=86_400)?,
         })
     }
 }
@@ -58,5 +62,30 @@ impl Config {
             payment: PaymentConfig::from_env(env)?,
             log_format: log_format(env)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_settlement_defaults_to_two_minutes_and_is_validated() {
+        let cfg = PaymentConfig::from_env(&Env::from_pairs([])).unwrap();
+        assert_eq!(cfg.settle_direct_after, Duration::from_secs(120));
+        let cfg = PaymentConfig::from_env(&Env::from_pairs([(
+            "PAYMENT_SETTLE_DIRECT_AFTER_SECS",
+            "5",
+        )]))
+        .unwrap();
+        assert_eq!(cfg.settle_direct_after, Duration::from_secs(5));
+        for bad in ["0", "-1", "soon", "86401"] {
+            let err = PaymentConfig::from_env(&Env::from_pairs([(
+                "PAYMENT_SETTLE_DIRECT_AFTER_SECS",
+                bad,
+            )]))
+            .unwrap_err();
+            assert_eq!(err.var, "PAYMENT_SETTLE_DIRECT_AFTER_SECS", "{bad}");
+        }
     }
 }

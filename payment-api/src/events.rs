@@ -1,4 +1,5 @@
-//! Events payment-api consumes: `reservation.rejected` refunds the payment (once);
+//! Events payment-api consumes: `reservation.rejected` refunds the payment (once — also when
+//! reconciliation's direct settlement got the rejection first, under the same event id);
 //! `reservation.confirmed` records that the payment bought its seats (bookkeeping that
 //! spares reconciliation from asking about it).
 
@@ -9,9 +10,10 @@ use common::inbox;
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 
-use crate::domain::refund;
+use crate::domain::settle::refund_rejected;
 use crate::store::payments;
 
+/// The inbox's consumer name for both events, also used by the direct settlement.
 pub const CONSUMER: &str = "payment-api.settlement";
 
 pub struct SettlementEvents {
@@ -23,12 +25,11 @@ impl EventHandler for SettlementEvents {
         match msg.topic.as_str() {
             RESERVATION_REJECTED => {
                 let event: Envelope<ReservationRejected> = msg.decode()?;
-                let txn = self.db.begin().await?;
-                if !inbox::record(&txn, event.id, CONSUMER).await? {
+                let Some(refunded) =
+                    refund_rejected(&self.db, Some(event.id), event.data.payment_id).await?
+                else {
                     return Ok(());
-                }
-                let refunded = refund(&txn, event.data.payment_id).await?;
-                txn.commit().await?;
+                };
                 tracing::info!(
                     payment_id = event.data.payment_id,
                     reason = %event.data.reason,

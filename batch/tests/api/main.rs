@@ -4,3 +4,4 @@ mod helpers;
 mod jobs;
 mod leadership;
 mod platform;
+mod unsettled;

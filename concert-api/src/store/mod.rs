@@ -5,3 +5,4 @@ pub mod cache;
 pub mod catalogue;
 pub mod migration;
 pub mod reservations;
+pub mod settlements;

@@ -1,6 +1,7 @@
 //! concert-api integration tests: one binary, real PostgreSQL, Redis and broker.
 
 mod catalogue;
+mod direct_settlement;
 mod helpers;
 mod holds;
 mod platform;

@@ -5,11 +5,14 @@
 //! transaction. Responses to requests with an `Idempotency-Key` are stored in the same
 //! transaction too, so a replay gets exactly what the first request got.
 
+pub mod settle;
+
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use common::ApiError;
-use common::events::{PAYMENT_COMPLETED, PAYMENT_REFUNDED, PaymentCompleted, PaymentRefunded};
+use common::auth::{ActiveQueuePass, QueueKeys};
+use common::events::{PAYMENT_COMPLETED, PAYMENT_REFUNDED, PaymentRefunded};
 use common::kafka::Envelope;
 use common::outbox;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
@@ -20,6 +23,7 @@ use crate::concerts::{ConcertClient, RemoteReservation};
 use crate::config::PaymentConfig;
 use crate::store::idempotency::{self, Claim};
 use crate::store::payments::{self, PaymentRow};
+use crate::store::reconciliation;
 use crate::store::wallet;
 
 pub const MAX_CHARGE: i64 = 1_000_000;
@@ -66,7 +70,7 @@ fn key_reused() -> ApiError {
     )
 }
 
-/// Replays a stored response, refuses a reused key, or lets the work go on.
+/// Replays a stored response, refuses a reused key or one still in use, or lets the work go on.
 fn settle_claim(claim: Claim) -> Result<Option<Reply>, ApiError> {
     match claim {
         Claim::Fresh => Ok(None),
@@ -75,6 +79,12 @@ fn settle_claim(claim: Claim) -> Result<Option<Reply>, ApiError> {
             body,
         })),
         Claim::Reused => Err(key_reused()),
+        // The first request is still running; its answer will be there for the retry.
+        Claim::InUse => Err(ApiError::conflict(
+            "IDEMPOTENCY_KEY_IN_USE",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )
+        .with_retry_after(1)),
     }
 }
 
@@ -193,15 +203,22 @@ pub struct PayContext<'a> {
 
 /// Pays a held reservation from the wallet (DESIGN §2 step 7).
 ///
-/// concert-api is asked first, outside any transaction: no lock is held across the network
-/// call, and if it cannot answer nothing has happened. Then one transaction: the payment row
-/// (unique per reservation: concurrent payers wait on the index and then see it taken), the
-/// conditional debit with its ledger row, and the `payment.completed` outbox row. The amount
-/// is always the reservation's, never the client's.
+/// Answers in API.md's order: a replay of this key's first answer, then 409 `ALREADY_PAID`
+/// if this user's payment of the reservation stands, then the queue pass (`queue_token`, the
+/// `X-Queue-Token` header), then the reservation itself — so a retry after the purchase
+/// retired the pass still gets its 201 (DESIGN §9.7).
+///
+/// The pass and concert-api are asked first, outside any transaction: no lock is held across
+/// the network, and if they cannot answer nothing has happened; their verdict counts only
+/// once the key is claimed and the reservation found unpaid. Then one transaction: the
+/// payment row (unique per reservation: concurrent payers wait on the index and then see it
+/// taken), the conditional debit with its ledger row, and the `payment.completed` outbox row.
+/// The amount is always the reservation's, never the client's.
 pub async fn pay(
     ctx: &PayContext<'_>,
     user_id: i64,
-    pass: &common::auth::ActiveQueuePass,
+    queue: &QueueKeys,
+    queue_token: Option<&str>,
     reservation_id: i64,
     key: Option<&str>,
 ) -> Result<Reply, ApiError> {
@@ -212,21 +229,29 @@ pub async fn pay(
         ));
     }
     let hash = format!("payment:{reservation_id}");
+    // A stored answer is replayed at once (a plain read; one still being written is waited
+    // for by the claim below).
     if let Some(k) = key
         && let Some(claim) = idempotency::lookup(ctx.db, user_id, k, &hash).await?
         && let Some(reply) = settle_claim(claim)?
     {
         return Ok(reply);
     }
-    let reservation = ctx
-        .concerts
-        .reservation(reservation_id)
-        .await?
-        .filter(|r| r.user_id == user_id)
-        .ok_or_else(|| ApiError::not_found("NOT_FOUND", "no such reservation"))?;
-    pass.require_concert(reservation.concert_id)?;
-
     let now = Utc::now();
+    // Kept, not returned: a replay or ALREADY_PAID, decided under the claim, comes first.
+    let checked = async {
+        let pass = ActiveQueuePass::check_header(queue, user_id, queue_token, now).await?;
+        let reservation = ctx
+            .concerts
+            .reservation(reservation_id)
+            .await?
+            .filter(|r| r.user_id == user_id)
+            .ok_or_else(|| ApiError::not_found("NOT_FOUND", "no such reservation"))?;
+        pass.require_concert(reservation.concert_id)?;
+        Ok::<_, ApiError>(reservation)
+    }
+    .await;
+
     let cutoff = chrono::Duration::from_std(ctx.cfg.cutoff)
         .unwrap_or_else(|_| chrono::Duration::seconds(10));
     let txn = ctx.db.begin().await?;
@@ -235,9 +260,20 @@ pub async fn pay(
     {
         return Ok(reply);
     }
-    let reply = match unpayable(&reservation, now, cutoff) {
-        Some(err) => Reply::refused(err),
-        None => take_payment(&txn, &reservation, now).await?,
+    let reply = if payments::find_completed(&txn, user_id, reservation_id)
+        .await?
+        .is_some()
+    {
+        Reply::refused(ApiError::conflict(
+            "ALREADY_PAID",
+            "this reservation is already paid",
+        ))
+    } else {
+        let reservation = checked?;
+        match unpayable(&reservation, now, cutoff) {
+            Some(err) => Reply::refused(err),
+            None => take_payment(&txn, &reservation, now).await?,
+        }
     };
     if let Some(k) = key {
         idempotency::record(&txn, user_id, k, reply.status.as_u16(), &reply.body).await?;
@@ -273,19 +309,11 @@ async fn take_payment<C: ConnectionTrait>(
     Ok(Reply::created(PaymentView::from(payment)))
 }
 
-/// Writes `payment.completed` for a payment to the outbox (also used to re-publish).
+/// Writes `payment.completed` for a payment to the outbox. The event's id is the payment's
+/// own (`settle::completed_event_id`), so to re-publish, first clear the earlier row
+/// (`reconciliation::clear_published`).
 async fn publish_completed<C: ConnectionTrait>(txn: &C, p: &PaymentRow) -> Result<(), DbErr> {
-    let event = Envelope::new(
-        PAYMENT_COMPLETED,
-        PaymentCompleted {
-            payment_id: p.id,
-            reservation_id: p.reservation_id,
-            user_id: p.user_id,
-            amount: p.amount,
-            paid_at: p.created_at,
-        },
-        Utc::now(),
-    );
+    let event = settle::completed_event(p);
     outbox::enqueue(
         txn,
         PAYMENT_COMPLETED,
@@ -335,31 +363,62 @@ pub async fn refund<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<bool
 /// What one reconciliation pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciliation {
+    /// Payments looked at, each by one of the two paths.
     pub checked: u64,
+    /// Found or made CONFIRMED: the bookkeeping caught up.
     pub confirmed: u64,
+    /// `payment.completed` published again (or found still waiting for the relay).
     pub republished: u64,
+    /// Settled over HTTP with concert-api (each also counted in `confirmed` or, when this
+    /// pass gave the money back, `refunded`).
+    pub settled_directly: u64,
+    pub refunded: u64,
+    /// concert-api could not answer; the next pass tries again.
     pub unreachable: u64,
+    /// What is still unsettled after the pass, by age (batch's `payments_unsettled` gauge).
+    pub unsettled: settle::UnsettledByAge,
 }
 
-/// Chases COMPLETED payments older than `cfg.reconcile_after` whose reservation has not been
-/// seen confirmed: if concert-api shows it CONFIRMED by this payment, the bookkeeping catches
-/// up; otherwise `payment.completed` is published again, and concert-api settles it — it
-/// confirms a still-held reservation, or rejects and so gets the payment refunded. A lost
-/// event or a crashed consumer therefore cannot leave money taken and no seat.
+/// Chases COMPLETED payments whose reservation has not been seen confirmed (DESIGN §6).
+///
+/// Older than `cfg.settle_direct_after`: settled directly through concert-api's internal
+/// endpoint, whatever the broker is doing — confirmed (the bookkeeping catches up) or
+/// rejected (refunded here and now). Older than `cfg.reconcile_after` only: if concert-api
+/// shows it CONFIRMED by this payment, the bookkeeping catches up; otherwise
+/// `payment.completed` is published again (same event id) for concert-api's consumer to
+/// settle. A lost event, a crashed consumer or a stuck broker can delay a settlement but
+/// never leave money taken and no seat.
 pub async fn reconcile(
     db: &DatabaseConnection,
     concerts: &ConcertClient,
     cfg: &PaymentConfig,
     now: DateTime<Utc>,
 ) -> Result<Reconciliation, ApiError> {
-    let after = chrono::Duration::from_std(cfg.reconcile_after)
-        .unwrap_or_else(|_| chrono::Duration::seconds(30));
-    let before = now - after;
+    let ago = |d: std::time::Duration, fallback_secs: i64| {
+        now - chrono::Duration::from_std(d)
+            .unwrap_or_else(|_| chrono::Duration::seconds(fallback_secs))
+    };
+    let republish_before = ago(cfg.reconcile_after, 30);
+    let direct_before = ago(cfg.settle_direct_after, 120);
     let mut report = Reconciliation::default();
-    // Candidates are read without locks; each is then handled in its own short transaction,
-    // so no lock is held while concert-api is asked.
-    let candidates = payments::unsettled(db, before, 500).await?;
-    for p in candidates {
+    // Candidates are read without locks; each is then handled on its own, in short
+    // transactions, so no lock is held while concert-api is asked.
+    for p in reconciliation::overdue(db, direct_before, 500).await? {
+        report.checked += 1;
+        match settle::settle_directly(db, concerts, &p).await {
+            Ok(settle::DirectOutcome::Confirmed) => {
+                report.settled_directly += 1;
+                report.confirmed += 1;
+            }
+            Ok(settle::DirectOutcome::Rejected { refunded }) => {
+                report.settled_directly += 1;
+                report.refunded += u64::from(refunded);
+            }
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => report.unreachable += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    for p in reconciliation::due_for_republish(db, republish_before, direct_before, 500).await? {
         report.checked += 1;
         let remote = match concerts.reservation(p.reservation_id).await {
             Ok(r) => r,
@@ -375,12 +434,15 @@ pub async fn reconcile(
                 report.confirmed += 1;
             }
             _ => {
-                publish_completed(&txn, &p).await?;
+                if reconciliation::clear_published(&txn, settle::completed_event_id(p.id)).await? {
+                    publish_completed(&txn, &p).await?;
+                }
                 payments::mark_republished(&txn, p.id).await?;
                 report.republished += 1;
             }
         }
         txn.commit().await?;
     }
+    report.unsettled = settle::UnsettledByAge::at(db, now).await?;
     Ok(report)
 }

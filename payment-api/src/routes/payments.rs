@@ -1,8 +1,8 @@
 //! Payments: pay a held reservation (idempotent), list and read them.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
-use common::auth::{ActiveQueuePass, AuthUser};
+use common::auth::{AuthUser, QueueKeys, queue_token};
 use common::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -24,13 +24,23 @@ pub struct PayRequest {
 }
 
 #[utoipa::path(post, path = "/api/payments", request_body = PayRequest,
-    responses((status = 201, body = PaymentView), (status = 400), (status = 401), (status = 402, description = "INSUFFICIENT_BALANCE"),
-        (status = 404), (status = 409, description = "ALREADY_PAID, HOLD_EXPIRED or RESERVATION_NOT_PAYABLE"),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED"), (status = 503)))]
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1..=64 visible ASCII; the same key and body replay the first answer"),
+        ("X-Queue-Token" = String, Header, description = "an ACTIVE waiting-room token of the caller for the reservation's concert"),
+    ),
+    responses((status = 201, body = PaymentView), (status = 400),
+        (status = 401, description = "UNAUTHENTICATED or QUEUE_TOKEN_INVALID"), (status = 402, description = "INSUFFICIENT_BALANCE"),
+        (status = 404),
+        (status = 409, description = "ALREADY_PAID (whatever the queue pass now is), HOLD_EXPIRED, RESERVATION_NOT_PAYABLE, \
+            or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
+            headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: this key came with a different body"), (status = 503)))]
 pub async fn pay(
     state: web::Data<AppState>,
-    pass: ActiveQueuePass,
+    user: AuthUser,
+    queue: web::Data<QueueKeys>,
     key: IdempotencyKey,
+    req: HttpRequest,
     body: Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = PayContext {
@@ -38,10 +48,13 @@ pub async fn pay(
         cfg: &state.cfg,
         concerts: &state.concerts,
     };
+    // No `ActiveQueuePass` extractor: a replay and ALREADY_PAID are answered before the pass
+    // is looked at (API.md's order of checks), so the domain checks it.
     let reply = domain::pay(
         &ctx,
-        pass.user_id,
-        &pass,
+        user.id,
+        &queue,
+        queue_token(&req).as_deref(),
         body.into_inner().reservation_id,
         key.0.as_deref(),
     )

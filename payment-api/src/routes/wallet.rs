@@ -40,8 +40,11 @@ pub struct ChargeRequest {
 }
 
 #[utoipa::path(post, path = "/api/wallet/charges", request_body = ChargeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..=64 visible ASCII; the same key and body replay the first answer")),
     responses((status = 201, body = domain::ChargeView), (status = 400), (status = 401),
-        (status = 409, description = "BALANCE_LIMIT"), (status = 422, description = "IDEMPOTENCY_KEY_REUSED")))]
+        (status = 409, description = "BALANCE_LIMIT, or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
+            headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: this key came with a different body")))]
 pub async fn charge(
     state: web::Data<AppState>,
     user: AuthUser,

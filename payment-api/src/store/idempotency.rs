@@ -1,8 +1,15 @@
 //! Idempotency keys: the first request with a key does the work and stores its response in
 //! the same transaction; a repeat with the same body gets that response again, a repeat with
-//! another body is refused. Concurrent requests with one key serialize on the key's row.
+//! another body is refused. Concurrent requests with one key serialize on the key's row: a
+//! repeat waits for the first to commit, up to [`IN_FLIGHT_WAIT`].
 
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement};
+use std::ops::Deref;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, RuntimeErr, Statement};
+
+/// How long a repeat waits for a first request with the same key that is still running.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -14,6 +21,8 @@ pub enum Claim {
     },
     /// Same key, different request: 422 `IDEMPOTENCY_KEY_REUSED`.
     Reused,
+    /// A request with this key is still running after [`IN_FLIGHT_WAIT`]: 409, retry later.
+    InUse,
 }
 
 #[derive(FromQueryResult)]
@@ -55,21 +64,35 @@ pub async fn lookup<C: ConnectionTrait>(
 }
 
 /// Claims `key` inside the caller's transaction. If another transaction holds the same key
-/// uncommitted, the insert waits for it, then sees its stored response.
+/// uncommitted, the insert waits for it (at most [`IN_FLIGHT_WAIT`], then [`Claim::InUse`]),
+/// then sees its stored response — or, if it rolled back, claims the key itself.
 pub async fn claim<C: ConnectionTrait>(
     txn: &C,
     user_id: i64,
     key: &str,
     request_hash: &str,
 ) -> Result<Claim, DbErr> {
-    let inserted = txn
+    // Only the claim is bounded: the work after it (a wallet row lock) keeps the default.
+    txn.execute_unprepared(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        IN_FLIGHT_WAIT.as_millis()
+    ))
+    .await?;
+    let inserted = match txn
         .execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
             "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             [user_id.into(), key.into(), request_hash.into()],
         ))
-        .await?
-        .rows_affected();
+        .await
+    {
+        Ok(done) => done.rows_affected(),
+        // The transaction is aborted now; the caller answers 409 and drops it.
+        Err(err) if is_lock_timeout(&err) => return Ok(Claim::InUse),
+        Err(err) => return Err(err),
+    };
+    txn.execute_unprepared("SET LOCAL lock_timeout = DEFAULT")
+        .await?;
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
@@ -93,4 +116,13 @@ pub async fn record<C: ConnectionTrait>(
     ))
     .await?;
     Ok(())
+}
+
+/// PostgreSQL's `lock_not_available` (SQLSTATE 55P03): `lock_timeout` passed.
+fn is_lock_timeout(err: &DbErr) -> bool {
+    matches!(
+        err,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+            if matches!(e.deref(), sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+    )
 }

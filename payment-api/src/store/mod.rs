@@ -3,4 +3,5 @@
 pub mod idempotency;
 pub mod migration;
 pub mod payments;
+pub mod reconciliation;
 pub mod wallet;

@@ -57,6 +57,24 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<PaymentR
     .await
 }
 
+/// The user's standing (COMPLETED, not refunded) payment of a reservation, if any.
+pub async fn find_completed<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    reservation_id: i64,
+) -> Result<Option<PaymentRow>, DbErr> {
+    PaymentRow::find_by_statement(stmt(
+        db,
+        &format!(
+            "SELECT {COLUMNS} FROM payments \
+             WHERE reservation_id = $1 AND user_id = $2 AND status = 'COMPLETED'"
+        ),
+        vec![reservation_id.into(), user_id.into()],
+    ))
+    .one(db)
+    .await
+}
+
 /// Undoes a payment inserted in this same transaction (the debit that should follow failed).
 pub async fn delete<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
     txn.execute_raw(stmt(

@@ -18,6 +18,7 @@ pub struct Platform {
     pub concert: TestApp,
     pub users: Option<TestApp>,
     pub payment_config: payment_api::Config,
+    pub concert_config: concert_api::Config,
     pub payment_db: DatabaseConnection,
     pub concert_db: DatabaseConnection,
     pub admin: String,
@@ -37,24 +38,36 @@ pub struct Buyer {
 static NEXT_USER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(5000);
 
 pub async fn spawn_platform(tweak: impl Fn(Env) -> Env) -> Platform {
-    spawn(tweak, false).await
+    spawn(tweak, |e| e, false).await
+}
+
+/// Like [`spawn_platform`], with concert-api's environment changed further by `concert`.
+pub async fn spawn_platform_with_concert(
+    tweak: impl Fn(Env) -> Env,
+    concert: impl Fn(Env) -> Env,
+) -> Platform {
+    spawn(tweak, concert, false).await
 }
 
 /// With users-api too: the whole saga, including retiring the buyer's queue token.
 pub async fn spawn_saga(tweak: impl Fn(Env) -> Env) -> Platform {
-    spawn(tweak, true).await
+    spawn(tweak, |e| e, true).await
 }
 
-async fn spawn(tweak: impl Fn(Env) -> Env, with_users: bool) -> Platform {
+async fn spawn(
+    tweak: impl Fn(Env) -> Env,
+    concert_tweak: impl Fn(Env) -> Env,
+    with_users: bool,
+) -> Platform {
     let iso = Isolation::new().await;
     let concert_db = TestDatabase::create().await;
-    let concert_env = tweak(
+    let concert_env = concert_tweak(tweak(
         iso.env("UNUSED")
             .with("CONCERT_DATABASE_URL", concert_db.url.clone()),
-    );
+    ));
     let concert_config = concert_api::Config::from_env(&concert_env).unwrap();
     let concert = TestApp::start(
-        concert_api::Application::build(concert_config)
+        concert_api::Application::build(concert_config.clone())
             .await
             .unwrap(),
     );
@@ -107,6 +120,7 @@ async fn spawn(tweak: impl Fn(Env) -> Env, with_users: bool) -> Platform {
         concert,
         users,
         payment_config,
+        concert_config,
         payment_db,
         concert_db: concert_db_conn,
         admin,

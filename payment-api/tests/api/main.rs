@@ -1,5 +1,6 @@
 //! payment-api integration tests: one binary, real PostgreSQL, Redis, broker and concert-api.
 
+mod backstop;
 mod gateway;
 mod helpers;
 mod journey;
@@ -7,5 +8,6 @@ mod loadtest;
 mod payments;
 mod platform;
 mod processes;
+mod retries;
 mod saga;
 mod wallet;
