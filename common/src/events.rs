@@ -3,6 +3,30 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The one envelope every event travels in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope<T> {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub data: T,
+}
+
+impl<T> Envelope<T> {
+    pub fn new(kind: &str, data: T, occurred_at: DateTime<Utc>) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            kind: kind.to_owned(),
+            version: 1,
+            occurred_at,
+            data,
+        }
+    }
+}
 
 pub const PAYMENT_COMPLETED: &str = "payment.completed";
 pub const PAYMENT_REFUNDED: &str = "payment.refunded";
@@ -58,4 +82,27 @@ pub struct PaymentRefunded {
     pub reservation_id: i64,
     pub user_id: i64,
     pub amount: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_the_documented_shape() {
+        let at = DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = Envelope::new(
+            "payment.completed",
+            serde_json::json!({"payment_id": 7}),
+            at,
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "payment.completed");
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["occurred_at"], "2026-11-24T10:00:00Z");
+        assert_eq!(v["data"]["payment_id"], 7);
+        assert!(Uuid::parse_str(v["id"].as_str().unwrap()).is_ok());
+    }
 }

@@ -1,156 +1,25 @@
-//! Kafka: the event envelope (DESIGN §6), an idempotent producer, explicit topic creation
-//! (the broker does not auto-create), and a consumer loop with at-least-once delivery:
-//! the offset is committed only after the handler (and its database transaction) succeeded;
-//! a failing message is retried with backoff and, after `CONSUMER_MAX_ATTEMPTS`, parked in
-//! `<topic>.dlq` with the error.
+//! The consumer loop: at-least-once delivery with per-key order, retries with backoff, the
+//! dead-letter topic for what cannot succeed, offsets committed only up to the lowest message
+//! still in flight, and the group's assignment and lag watched for the metrics.
 
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::config::KafkaConfig;
-
-/// The one envelope every event travels in.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Envelope<T> {
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub version: u32,
-    pub occurred_at: DateTime<Utc>,
-    pub data: T,
-}
-
-impl<T> Envelope<T> {
-    pub fn new(kind: &str, data: T, occurred_at: DateTime<Utc>) -> Self {
-        Self {
-            id: Uuid::new_v4(),
-            kind: kind.to_owned(),
-            version: 1,
-            occurred_at,
-            data,
-        }
-    }
-}
-
-/// The producer shared by a service's outbox relay and its dead-letter writes.
-#[derive(Clone)]
-pub struct KafkaClient {
-    cfg: KafkaConfig,
-    producer: FutureProducer,
-}
-
-impl KafkaClient {
-    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
-            // Idempotence: a retried send is written once, in order, per partition.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            // A broker that stops answering fails the send in bounded time, so the outbox
-            // relay can roll back and try again instead of hanging.
-            .set("message.timeout.ms", "10000")
-            .set("socket.timeout.ms", "10000")
-            .create()?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            producer,
-        })
-    }
-
-    pub fn config(&self) -> &KafkaConfig {
-        &self.cfg
-    }
-
-    /// The physical topic name for a logical one (adds the configured prefix).
-    pub fn topic(&self, name: &str) -> String {
-        self.cfg.topic(name)
-    }
-
-    /// Publishes one message and waits for the broker's acknowledgement.
-    pub async fn send(
-        &self,
-        physical_topic: &str,
-        key: &str,
-        payload: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
-        let record = FutureRecord::to(physical_topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(5))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
-    }
-
-    /// Creates the given logical topics and their `.dlq` twins; existing ones are fine.
-    pub async fn ensure_topics(&self, names: &[&str]) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .create()?;
-        let physical: Vec<String> = names
-            .iter()
-            .flat_map(|n| [self.topic(n), self.topic(&format!("{n}.dlq"))])
-            .collect();
-        let topics: Vec<NewTopic<'_>> = physical
-            .iter()
-            .map(|t| NewTopic::new(t, self.cfg.topic_partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics(&topics, &opts).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                        tracing::error!(%topic, ?code, "could not create topic");
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Broker reachability for readiness: a metadata round trip.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-
-    /// Waits for every queued message to be delivered (shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "producer flush incomplete at shutdown");
-        }
-    }
-}
+use super::KafkaClient;
+use super::dead_letter::dead_letter;
+use super::offsets::{Done, OffsetBook, worker_for};
+use crate::events::Envelope;
 
 /// One consumed message, detached from the consumer's buffers.
 #[derive(Debug, Clone)]
@@ -208,7 +77,7 @@ pub struct ConsumerStats {
 
 /// The consumer's context: follows the group's rebalances (who holds which partitions, in
 /// the log and in [`ConsumerStats::assigned_partitions`]) and the lag statistics.
-struct GroupWatch {
+pub(super) struct GroupWatch {
     group: String,
     stats: std::sync::Arc<ConsumerStats>,
 }
@@ -255,7 +124,7 @@ impl ConsumerContext for GroupWatch {
     }
 }
 
-type GroupConsumer = StreamConsumer<GroupWatch>;
+pub(super) type GroupConsumer = StreamConsumer<GroupWatch>;
 
 /// Consumes `topics` (logical names) as `group` until `cancel` fires.
 ///
@@ -395,92 +264,6 @@ impl Drop for CloseOffThread {
     }
 }
 
-/// A message fully dealt with (handled, or parked in the DLQ).
-struct Done {
-    topic: String,
-    partition: i32,
-    offset: i64,
-}
-
-fn worker_for(key: Option<&str>, workers: usize) -> usize {
-    // FNV-1a: stable, and cheap for short keys.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.unwrap_or("").bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % workers.max(1) as u64) as usize
-}
-
-/// Per partition: offsets in flight and the highest completed; what may be committed is the
-/// lowest offset still in flight (or one past the highest completed).
-#[derive(Default)]
-struct OffsetBook {
-    partitions: std::collections::HashMap<(String, i32), PartitionOffsets>,
-}
-
-#[derive(Default)]
-struct PartitionOffsets {
-    in_flight: std::collections::BTreeSet<i64>,
-    highest_done: Option<i64>,
-    committed: Option<i64>,
-}
-
-impl PartitionOffsets {
-    fn committable(&self) -> Option<i64> {
-        match self.in_flight.first() {
-            Some(&lowest) => Some(lowest),
-            None => self.highest_done.map(|o| o + 1),
-        }
-    }
-}
-
-impl OffsetBook {
-    fn start(&mut self, topic: &str, partition: i32, offset: i64) {
-        self.partitions
-            .entry((topic.to_owned(), partition))
-            .or_default()
-            .in_flight
-            .insert(offset);
-    }
-
-    fn complete(&mut self, done: &Done) {
-        if let Some(p) = self
-            .partitions
-            .get_mut(&(done.topic.clone(), done.partition))
-        {
-            p.in_flight.remove(&done.offset);
-            p.highest_done = Some(p.highest_done.map_or(done.offset, |h| h.max(done.offset)));
-        }
-    }
-
-    fn commit(&mut self, consumer: &GroupConsumer, mode: CommitMode) {
-        let mut list = rdkafka::TopicPartitionList::new();
-        let mut advanced = Vec::new();
-        for ((topic, partition), p) in &self.partitions {
-            if let Some(next) = p.committable()
-                && p.committed.is_none_or(|c| next > c)
-            {
-                let _ = list.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(next));
-                advanced.push(((topic.clone(), *partition), next));
-            }
-        }
-        if advanced.is_empty() {
-            return;
-        }
-        match consumer.commit(&list, mode) {
-            Ok(()) => {
-                for (k, next) in advanced {
-                    if let Some(p) = self.partitions.get_mut(&k) {
-                        p.committed = Some(next);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; events may be redelivered"),
-        }
-    }
-}
-
 /// One worker: handles its messages in arrival order, with retries and the DLQ.
 async fn work<H: EventHandler>(
     mut rx: tokio::sync::mpsc::Receiver<Incoming>,
@@ -563,69 +346,9 @@ fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
     }
 }
 
-async fn dead_letter(
-    client: &KafkaClient,
-    incoming: &Incoming,
-    error: &str,
-    attempts: u32,
-) -> Result<(), KafkaError> {
-    let attempts = attempts.to_string();
-    let partition = incoming.partition.to_string();
-    let offset = incoming.offset.to_string();
-    let source = client.topic(&incoming.topic);
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "dlq.error",
-            value: Some(error),
-        })
-        .insert(Header {
-            key: "dlq.source.topic",
-            value: Some(&source),
-        })
-        .insert(Header {
-            key: "dlq.source.partition",
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: "dlq.source.offset",
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: "dlq.attempts",
-            value: Some(&attempts),
-        });
-    let dlq = format!("{source}.dlq");
-    client
-        .send(
-            &dlq,
-            incoming.key.as_deref().unwrap_or(""),
-            &incoming.payload,
-            headers,
-        )
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envelope_has_the_documented_shape() {
-        let at = DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let e = Envelope::new(
-            "payment.completed",
-            serde_json::json!({"payment_id": 7}),
-            at,
-        );
-        let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(v["type"], "payment.completed");
-        assert_eq!(v["version"], 1);
-        assert_eq!(v["occurred_at"], "2026-11-24T10:00:00Z");
-        assert_eq!(v["data"]["payment_id"], 7);
-        assert!(Uuid::parse_str(v["id"].as_str().unwrap()).is_ok());
-    }
 
     #[test]
     fn undecodable_payload_is_poison() {
