@@ -1,0 +1,107 @@
+//! The JSON body extractor: a deserialization failure is 400 `INVALID_REQUEST` naming the
+//! field path; query and path errors likewise.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self};
+use actix_web::{FromRequest, HttpRequest, web};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, problem_for_status};
+
+/// A JSON body. Any deserialization failure is 400 `INVALID_REQUEST` naming the field path
+/// (`seat_nos[2]: invalid type: string "a", expected i32`); over 64 KiB is 413.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = match req.headers().get(header::CONTENT_TYPE) {
+            None => true,
+            Some(v) => v.to_str().is_ok_and(|s| {
+                let mime = s.split(';').next().unwrap_or("").trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            }),
+        };
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !content_type_ok {
+                return Err(problem_for_status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "",
+                    "",
+                ));
+            }
+            let bytes = body.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    problem_for_status(StatusCode::PAYLOAD_TOO_LARGE, "", "")
+                } else {
+                    ApiError::invalid(format!("could not read the request body: {e}"))
+                }
+            })?;
+            parse_json(&bytes).map(Json)
+        })
+    }
+}
+
+/// Parses JSON, naming the failing field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "request body is empty; a JSON object is required",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = strip_position(&inner.to_string());
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid(format!("malformed JSON: {message}"))
+        } else if path == "." {
+            ApiError::invalid(message)
+        } else {
+            ApiError::invalid_field(&path, message)
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid(format!(
+            "malformed JSON: {}",
+            strip_position(&e.to_string())
+        ))
+    })?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+pub(super) fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::invalid(format!(
+        "query string: {}",
+        strip_position(&err.to_string())
+    ))
+    .into()
+}
+
+pub(super) fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("path parameter: {err}")).into()
+}

@@ -1,0 +1,147 @@
+//! HTTP plumbing every service mounts: a JSON extractor whose errors name the field, the
+//! request middleware (request id, span, metrics, panic guard, problem+json for every error),
+//! `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`, and the server itself.
+//!
+//! Split by job: [`extract`] (the JSON body that names the failing field), [`middleware`]
+//! (request ids, spans, metrics, the panic guard, problem+json for bare errors) and
+//! [`health`] (`/health/*`, `/metrics`, `/openapi.json`, the 404/405 fallback).
+
+mod extract;
+mod health;
+mod middleware;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::header::HeaderName;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::config::HttpConfig;
+use crate::metrics::Metrics;
+
+pub use extract::{Json, parse_json};
+use extract::{path_error, query_error};
+pub use health::Readiness;
+use health::{live, metrics_text, no_route, openapi, ready};
+use middleware::platform_middleware;
+
+/// Largest accepted request body (API.md): 64 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub(super) struct OpenApiJson(String);
+
+/// Everything `serve` needs besides the service's own routes.
+pub struct Plumbing {
+    pub http: HttpConfig,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub openapi: utoipa::openapi::OpenApi,
+}
+
+/// Pending connections the kernel queues before actix accepts them. std's `bind` asks for
+/// 128: a crowd (or a gateway opening upstream connections for it) overflows that, and each
+/// dropped SYN is retried only a second later. Capped by `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds the configured address (port 0 picks a free port; tests use it).
+pub fn bind(http: &HttpConfig) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(http.host.as_str(), http.port))?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", http.host)))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Builds the HTTP server: common endpoints and middleware plus the service's `routes`.
+/// The server does not install signal handlers: [`crate::lifecycle::Service`] owns shutdown.
+pub fn serve<F>(listener: TcpListener, plumbing: Plumbing, routes: F) -> std::io::Result<Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let metrics = web::Data::new(plumbing.metrics);
+    let readiness = web::Data::new(plumbing.readiness);
+    let doc = web::Data::new(OpenApiJson(
+        plumbing.openapi.to_json().map_err(std::io::Error::other)?,
+    ));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .app_data(readiness.clone())
+            .app_data(doc.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .wrap(from_fn(platform_middleware))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/openapi.json", web::get().to(openapi))
+            .configure(routes.clone())
+            .default_service(web::to(no_route))
+    })
+    .workers(plumbing.http.workers)
+    // Longer than the gateway keeps an idle upstream connection (30 s), so the gateway, not
+    // the service, closes it: never a request in flight on a connection being closed.
+    .keep_alive(std::time::Duration::from_secs(75))
+    .shutdown_timeout(plumbing.http.shutdown_timeout.as_secs())
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    struct Hold {
+        schedule_id: i64,
+        seat_nos: Vec<u16>,
+    }
+
+    #[test]
+    fn wrong_type_names_the_field_path() {
+        let err = parse_json::<Hold>(br#"{"schedule_id": 1, "seat_nos": [1, "a"]}"#).unwrap_err();
+        assert_eq!(err.code(), "INVALID_REQUEST");
+        assert!(err.detail().contains("seat_nos[1]"), "{}", err.detail());
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_json::<Hold>(br#"{"schedule_id": 1}"#).unwrap_err();
+        assert!(err.detail().contains("seat_nos"), "{}", err.detail());
+    }
+
+    #[test]
+    fn out_of_range_number_is_named() {
+        let err = parse_json::<Hold>(br#"{"schedule_id": 1, "seat_nos": [70000]}"#).unwrap_err();
+        assert!(err.detail().contains("seat_nos[0]"), "{}", err.detail());
+    }
+
+    #[test]
+    fn malformed_and_empty_bodies_are_invalid() {
+        assert!(
+            parse_json::<Hold>(b"{")
+                .unwrap_err()
+                .detail()
+                .starts_with("malformed JSON")
+        );
+        assert!(
+            parse_json::<Hold>(b"")
+                .unwrap_err()
+                .detail()
+                .contains("empty")
+        );
+        assert!(parse_json::<Hold>(br#"{"schedule_id":1,"seat_nos":[]} x"#).is_err());
+    }
+}
