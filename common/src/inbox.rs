@@ -1,7 +1,9 @@
 //! Inbox dedup: a consumer records each event id in the same transaction as its effect, so
 //! a redelivered event (at-least-once delivery) changes nothing the second time.
 
-use sea_orm::{ConnectionTrait, DbErr, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
+};
 use uuid::Uuid;
 
 /// Records `event_id` for `consumer`. Returns `false` if it was already recorded: the caller
@@ -19,4 +21,28 @@ pub async fn record<C: ConnectionTrait>(
         ))
         .await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// Runs `effect` at most once per `event_id` for `consumer`: in one transaction, the inbox row
+/// first, then the effect, then the commit. `Ok(None)`: the event was handled before and
+/// nothing ran. A concurrent delivery of the same event waits on the inbox row until the
+/// first commits (then skips) or rolls back (then runs). An effect that fails rolls back its
+/// inbox row too, so a retry runs it again.
+pub async fn once<T, E>(
+    db: &DatabaseConnection,
+    event_id: Uuid,
+    consumer: &str,
+    effect: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+) -> Result<Option<T>, E>
+where
+    E: From<DbErr>,
+{
+    let txn = db.begin().await?;
+    if !record(&txn, event_id, consumer).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let out = effect(&txn).await?;
+    txn.commit().await?;
+    Ok(Some(out))
 }

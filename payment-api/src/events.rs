@@ -8,7 +8,7 @@ use common::events::{
 };
 use common::inbox;
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use crate::domain::settle::refund_rejected;
 use crate::store::payments;
@@ -39,12 +39,10 @@ impl EventHandler for SettlementEvents {
             }
             RESERVATION_CONFIRMED => {
                 let event: Envelope<ReservationConfirmed> = msg.decode()?;
-                let txn = self.db.begin().await?;
-                if !inbox::record(&txn, event.id, CONSUMER).await? {
-                    return Ok(());
-                }
-                payments::mark_confirmed(&txn, event.data.payment_id).await?;
-                txn.commit().await?;
+                inbox::once(&self.db, event.id, CONSUMER, async |txn| {
+                    payments::mark_confirmed(txn, event.data.payment_id).await
+                })
+                .await?;
             }
             other => {
                 return Err(HandlerError::Poison(format!(

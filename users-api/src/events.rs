@@ -4,7 +4,7 @@
 use common::events::ReservationConfirmed;
 use common::inbox;
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use crate::domain::queue::WaitingRoom;
 
@@ -18,18 +18,18 @@ pub struct RetireOnPurchase {
 impl EventHandler for RetireOnPurchase {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<ReservationConfirmed> = msg.decode()?;
-        let txn = self.db.begin().await?;
-        if !inbox::record(&txn, event.id, CONSUMER).await? {
-            return Ok(());
-        }
-        // Retiring is idempotent, so if the commit below fails and the event comes again,
+        // Retiring is idempotent, so if the commit fails after it and the event comes again,
         // doing it twice is harmless.
-        let retired = self
-            .room
-            .retire(event.data.user_id, event.data.concert_id)
-            .await
-            .map_err(|e| HandlerError::Retryable(format!("redis: {e}")))?;
-        txn.commit().await?;
+        let Some(retired) = inbox::once(&self.db, event.id, CONSUMER, async |_txn| {
+            self.room
+                .retire(event.data.user_id, event.data.concert_id)
+                .await
+                .map_err(|e| HandlerError::Retryable(format!("redis: {e}")))
+        })
+        .await?
+        else {
+            return Ok(());
+        };
         tracing::info!(
             user_id = event.data.user_id,
             concert_id = event.data.concert_id,

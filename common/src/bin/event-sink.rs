@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::config::{DatabaseConfig, Env, KafkaConfig, LogFormat};
 use common::kafka::{ConsumerStats, Envelope, EventHandler, HandlerError, Incoming, KafkaClient};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -45,25 +45,23 @@ struct Sink {
 impl EventHandler for Sink {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<Value> = msg.decode()?;
-        let txn = self.db.begin().await?;
-        if !common::inbox::record(&txn, event.id, "sink").await? {
-            return Ok(());
-        }
-        // Work inside the transaction widens the window in which a kill leaves an event
-        // handled but its offset uncommitted: the case the inbox is for.
-        tokio::time::sleep(self.work).await;
-        txn.execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "INSERT INTO effects (event_id, seq, part, member) VALUES ($1, $2, $3, $4)",
-            [
-                event.id.into(),
-                event.data["seq"].as_i64().unwrap_or(-1).into(),
-                msg.partition.into(),
-                self.member.clone().into(),
-            ],
-        ))
+        common::inbox::once(&self.db, event.id, "sink", async |txn| {
+            // Work inside the transaction widens the window in which a kill leaves an event
+            // handled but its offset uncommitted: the case the inbox is for.
+            tokio::time::sleep(self.work).await;
+            txn.execute_raw(Statement::from_sql_and_values(
+                txn.get_database_backend(),
+                "INSERT INTO effects (event_id, seq, part, member) VALUES ($1, $2, $3, $4)",
+                [
+                    event.id.into(),
+                    event.data["seq"].as_i64().unwrap_or(-1).into(),
+                    msg.partition.into(),
+                    self.member.clone().into(),
+                ],
+            ))
+            .await
+        })
         .await?;
-        txn.commit().await?;
         Ok(())
     }
 }

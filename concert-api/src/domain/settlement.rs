@@ -12,7 +12,7 @@ use common::events::{PAYMENT_COMPLETED, PaymentCompleted};
 use common::inbox;
 use common::kafka::Envelope;
 use sea_orm::prelude::Uuid;
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -65,33 +65,33 @@ pub async fn settle_payment(
     event: &Envelope<PaymentCompleted>,
 ) -> Result<Settled, DbErr> {
     let payment = &event.data;
-    let txn = db.begin().await?;
-    // A concurrent settlement of the same event waits here on the inbox key until the first
-    // commits, and then reads its outcome below.
-    if !inbox::record(&txn, event.id, CONSUMER).await? {
-        txn.rollback().await?;
-        return Ok(Settled {
+    // A concurrent settlement of the same event waits on the inbox row until the first
+    // commits, and then reads its outcome.
+    let first = inbox::once(db, event.id, CONSUMER, async |txn| {
+        Ok::<_, DbErr>(match reservations::settle(txn, payment).await? {
+            Settlement::Confirmed | Settlement::AlreadyConfirmed => Verdict::Confirmed,
+            Settlement::Rejected(reason) => Verdict::Rejected {
+                rejection_event_id: settlements::written_now(
+                    txn,
+                    payment.reservation_id,
+                    payment.payment_id,
+                )
+                .await?
+                .map(|r| r.event_id),
+                reason,
+            },
+        })
+    })
+    .await?;
+    Ok(match first {
+        Some(verdict) => Settled {
+            verdict,
+            first: true,
+        },
+        None => Settled {
             verdict: recorded_verdict(db, payment).await?,
             first: false,
-        });
-    }
-    let verdict = match reservations::settle(&txn, payment).await? {
-        Settlement::Confirmed | Settlement::AlreadyConfirmed => Verdict::Confirmed,
-        Settlement::Rejected(reason) => Verdict::Rejected {
-            rejection_event_id: settlements::written_now(
-                &txn,
-                payment.reservation_id,
-                payment.payment_id,
-            )
-            .await?
-            .map(|r| r.event_id),
-            reason,
         },
-    };
-    txn.commit().await?;
-    Ok(Settled {
-        verdict,
-        first: true,
     })
 }
 

@@ -62,15 +62,20 @@ pub async fn refund_rejected(
     rejection_event_id: Option<Uuid>,
     payment_id: i64,
 ) -> Result<Option<bool>, DbErr> {
-    let txn = db.begin().await?;
-    if let Some(id) = rejection_event_id
-        && !inbox::record(&txn, id, CONSUMER).await?
-    {
-        return Ok(None);
+    match rejection_event_id {
+        Some(id) => {
+            inbox::once(db, id, CONSUMER, async |txn| {
+                super::refund(txn, payment_id).await
+            })
+            .await
+        }
+        None => {
+            let txn = db.begin().await?;
+            let refunded = super::refund(&txn, payment_id).await?;
+            txn.commit().await?;
+            Ok(Some(refunded))
+        }
     }
-    let refunded = super::refund(&txn, payment_id).await?;
-    txn.commit().await?;
-    Ok(Some(refunded))
 }
 
 /// How a direct settlement ended for payment-api.
