@@ -70,6 +70,7 @@ impl Application {
             metrics,
             openapi: ApiDoc::openapi(),
             relay: false,
+            clock: common::clock::Clock::system(),
         };
         let mut service = build_service(parts, |_| {})?;
 

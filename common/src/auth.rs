@@ -66,11 +66,22 @@ fn sha256_hex(token: &str) -> String {
 pub struct SessionStore {
     redis: RedisStore,
     ttl: Duration,
+    clock: crate::clock::Clock,
 }
 
 impl SessionStore {
     pub fn new(redis: RedisStore, ttl: Duration) -> Self {
-        Self { redis, ttl }
+        Self {
+            redis,
+            ttl,
+            clock: crate::clock::Clock::system(),
+        }
+    }
+
+    /// The same store, stating expiry by `clock` (a service's, or a test's manual one).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -93,7 +104,7 @@ impl SessionStore {
             .arg(self.ttl.as_secs())
             .query_async(&mut conn)
             .await?;
-        Ok((token, Utc::now() + self.ttl))
+        Ok((token, self.clock.now() + self.ttl))
     }
 
     /// Looks a token up and slides its TTL in the same command (`GETEX`): one round trip.
@@ -342,11 +353,15 @@ impl FromRequest for ActiveQueuePass {
         let user = AuthUser::from_request(req, payload);
         let keys = req.app_data::<web::Data<QueueKeys>>().cloned();
         let token = queue_token(req);
+        let clock = req
+            .app_data::<web::Data<crate::clock::Clock>>()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default();
         Box::pin(async move {
             let user = user.await?;
             let keys =
                 keys.ok_or_else(|| ApiError::internal("QueueKeys is not registered as app data"))?;
-            Self::check_header(&keys, user.id, token.as_deref(), Utc::now()).await
+            Self::check_header(&keys, user.id, token.as_deref(), clock.now()).await
         })
     }
 }

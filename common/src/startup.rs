@@ -64,6 +64,8 @@ pub struct ServiceParts {
     pub openapi: utoipa::openapi::OpenApi,
     /// Run the outbox relay for `db` (services that publish events).
     pub relay: bool,
+    /// The service's time source (the extractors judge expiry by it).
+    pub clock: crate::clock::Clock,
 }
 
 impl ServiceParts {
@@ -86,7 +88,14 @@ impl ServiceParts {
             metrics: Arc::new(Metrics::new(name)),
             openapi,
             relay: true,
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    /// The same parts judged by `clock` (a test's manual clock).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -110,6 +119,7 @@ where
             metrics: parts.metrics.clone(),
             readiness,
             openapi: parts.openapi,
+            clock: parts.clock,
         },
         routes,
     )?;

@@ -39,6 +39,8 @@ pub struct Plumbing {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub openapi: utoipa::openapi::OpenApi,
+    /// The time the extractors judge sessions and queue passes by.
+    pub clock: crate::clock::Clock,
 }
 
 /// Pending connections the kernel queues before actix accepts them. std's `bind` asks for
@@ -67,6 +69,7 @@ where
 {
     let metrics = web::Data::new(plumbing.metrics);
     let readiness = web::Data::new(plumbing.readiness);
+    let clock = web::Data::new(plumbing.clock);
     let doc = web::Data::new(OpenApiJson(
         plumbing.openapi.to_json().map_err(std::io::Error::other)?,
     ));
@@ -74,6 +77,7 @@ where
         App::new()
             .app_data(metrics.clone())
             .app_data(readiness.clone())
+            .app_data(clock.clone())
             .app_data(doc.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::QueryConfig::default().error_handler(query_error))

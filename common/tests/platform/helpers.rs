@@ -53,6 +53,7 @@ pub fn service_with(
         metrics: Arc::new(Metrics::new("test")),
         readiness,
         openapi: utoipa::openapi::OpenApiBuilder::new().build(),
+        clock: common::clock::Clock::system(),
     };
     let server = common::http::serve(listener, plumbing, routes).unwrap();
     Service::new("test", port, server, Duration::from_secs(10))
