@@ -268,13 +268,29 @@ pub struct ActiveQueuePass {
     pub active_until: DateTime<Utc>,
 }
 
+/// What the pass script says of a token, read from its reply in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassState {
+    Active,
+    Waiting,
+    NotOwned,
+    Expired,
+}
+
+impl PassState {
+    fn from_script(reply: &str) -> Self {
+        match reply {
+            "ACTIVE" => Self::Active,
+            "WAITING" => Self::Waiting,
+            "NOT_OWNED" => Self::NotOwned,
+            _ => Self::Expired,
+        }
+    }
+}
+
 impl ActiveQueuePass {
     fn invalid(detail: &str) -> ApiError {
-        ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "QUEUE_TOKEN_INVALID",
-            detail.to_owned(),
-        )
+        crate::error::Code::QueueTokenInvalid.err(detail)
     }
 
     /// 401 unless this pass is for `concert_id`.
@@ -305,20 +321,20 @@ impl ActiveQueuePass {
             .arg(now.timestamp_millis())
             .invoke_async(&mut conn)
             .await?;
-        match status.as_str() {
-            "ACTIVE" => Ok(Self {
+        match PassState::from_script(&status) {
+            PassState::Active => Ok(Self {
                 token: token.to_owned(),
                 user_id,
                 concert_id,
                 active_until: Utc.timestamp_millis_opt(exp as i64).single().unwrap_or(now),
             }),
-            "WAITING" => Err(Self::invalid(
+            PassState::Waiting => Err(Self::invalid(
                 "queue token is still waiting; it is not active yet",
             )),
-            "NOT_OWNED" => Err(Self::invalid(
+            PassState::NotOwned => Err(Self::invalid(
                 "queue token is unknown or belongs to another user",
             )),
-            _ => Err(Self::invalid("queue token has expired")),
+            PassState::Expired => Err(Self::invalid("queue token has expired")),
         }
     }
 

@@ -32,7 +32,9 @@ impl ServiceClient {
 
     fn unavailable(&self, url: &str, why: &str) -> ApiError {
         tracing::warn!(%url, %why, "upstream could not answer");
-        ApiError::unavailable("DEPENDENCY_UNAVAILABLE", self.unavailable, 2)
+        crate::error::Code::DependencyUnavailable
+            .err(self.unavailable)
+            .with_retry_after(2)
     }
 
     /// GETs `path` and decodes a 200 as `T`; `None` for a 404; 503 for anything else.

@@ -1,7 +1,10 @@
 //! One error envelope for the whole product: `application/problem+json` (API.md).
 //!
-//! Every error type says its HTTP status and stable `code` through [`ErrorCode`]; one blanket
-//! conversion turns it into [`ApiError`], which is rendered in exactly one place.
+//! Every code a client can see is declared once, in a catalogue made by [`error_codes!`]
+//! (meilisearch's shape: variant → HTTP status → code string): the platform's own ones in
+//! [`Code`] here, each service's in its `error.rs`. Typed errors say their status and code
+//! through [`ErrorCode`]; one blanket conversion turns them into [`ApiError`], which is
+//! rendered in exactly one place. A server error never shows its cause: it is logged.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,6 +15,78 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Declares an error catalogue: an enum whose variants each name their HTTP status and their
+/// stable upper-snake code, with `status()`, `code()` and `err(detail)` (the [`ApiError`]).
+///
+/// ```ignore
+/// common::error_codes! {
+///     pub enum ConcertCode {
+///         SeatUnavailable = CONFLICT "SEAT_UNAVAILABLE",
+///     }
+/// }
+/// return Err(ConcertCode::SeatUnavailable.err("seats 3, 4 are taken"));
+/// ```
+#[macro_export]
+macro_rules! error_codes {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $( $(#[$vmeta:meta])* $variant:ident = $status:ident $code:literal ),* $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),*
+        }
+
+        impl $name {
+            /// Every code of the catalogue, for documentation and tests.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn status(self) -> ::actix_web::http::StatusCode {
+                match self {
+                    $( $name::$variant => ::actix_web::http::StatusCode::$status ),*
+                }
+            }
+
+            pub fn code(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $code ),*
+                }
+            }
+
+            /// This error, with `detail` for the client.
+            pub fn err(self, detail: impl Into<String>) -> $crate::ApiError {
+                $crate::ApiError::new(self.status(), self.code(), detail)
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The codes the platform itself answers with, whatever the service.
+    pub enum Code {
+        /// Malformed JSON, a wrong type, an out-of-range value: the detail names the field.
+        InvalidRequest = BAD_REQUEST "INVALID_REQUEST",
+        Unauthenticated = UNAUTHORIZED "UNAUTHENTICATED",
+        Forbidden = FORBIDDEN "FORBIDDEN",
+        /// Missing, unknown, waiting, expired, or for another user or concert.
+        QueueTokenInvalid = UNAUTHORIZED "QUEUE_TOKEN_INVALID",
+        /// An unknown route, or another user's resource (never revealed).
+        NotFound = NOT_FOUND "NOT_FOUND",
+        MethodNotAllowed = METHOD_NOT_ALLOWED "METHOD_NOT_ALLOWED",
+        PayloadTooLarge = PAYLOAD_TOO_LARGE "PAYLOAD_TOO_LARGE",
+        UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE "UNSUPPORTED_MEDIA_TYPE",
+        /// `/health/ready`: a required dependency is down.
+        NotReady = SERVICE_UNAVAILABLE "NOT_READY",
+        /// Redis or another service could not answer; retry after `Retry-After`.
+        DependencyUnavailable = SERVICE_UNAVAILABLE "DEPENDENCY_UNAVAILABLE",
+        /// Our bug or an infrastructure fault; the cause is logged, never shown.
+        Internal = INTERNAL_SERVER_ERROR "INTERNAL",
+    }
+}
+
+/// The detail every server error shows instead of its cause.
+const INTERNAL_DETAIL: &str = "an unexpected error occurred; it has been logged";
 
 /// Implemented by every error that can reach a client.
 pub trait ErrorCode: fmt::Display {
@@ -63,7 +138,7 @@ impl ApiError {
 
     /// 400 `INVALID_REQUEST`; the detail names the field.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", detail)
+        Code::InvalidRequest.err(detail)
     }
 
     /// 400 `INVALID_REQUEST` for one named field.
@@ -72,11 +147,11 @@ impl ApiError {
     }
 
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", detail)
+        Code::Unauthenticated.err(detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail)
+        Code::Forbidden.err(detail)
     }
 
     pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
@@ -99,11 +174,7 @@ impl ApiError {
     /// 500: our bug or an infrastructure fault. The cause is logged, never shown.
     pub fn internal(cause: impl fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "an unexpected error occurred; it has been logged",
-        )
+        Code::Internal.err(INTERNAL_DETAIL)
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
@@ -171,10 +242,15 @@ impl ResponseError for ApiError {
 impl<E: ErrorCode> From<E> for ApiError {
     fn from(err: E) -> Self {
         let status = err.status();
-        if status.is_server_error() {
+        // A server error's text is ours (a database message, a connection string): it goes
+        // to the log with the request's span, never to the client.
+        let detail = if status.is_server_error() {
             tracing::error!(error = %err, code = err.code(), "server error");
-        }
-        let mut api = ApiError::new(status, err.code(), err.to_string());
+            INTERNAL_DETAIL.to_owned()
+        } else {
+            err.to_string()
+        };
+        let mut api = ApiError::new(status, err.code(), detail);
         if let Some(secs) = err.retry_after() {
             api = api.with_retry_after(secs);
         }
@@ -185,19 +261,19 @@ impl<E: ErrorCode> From<E> for ApiError {
 /// Infrastructure failures are ours: 500, cause logged.
 impl ErrorCode for sea_orm::DbErr {
     fn status(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        Code::Internal.status()
     }
     fn code(&self) -> &'static str {
-        "INTERNAL"
+        Code::Internal.code()
     }
 }
 
 impl ErrorCode for redis::RedisError {
     fn status(&self) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
+        Code::DependencyUnavailable.status()
     }
     fn code(&self) -> &'static str {
-        "DEPENDENCY_UNAVAILABLE"
+        Code::DependencyUnavailable.code()
     }
     fn retry_after(&self) -> Option<u64> {
         Some(1)
@@ -208,30 +284,18 @@ impl ErrorCode for redis::RedisError {
 /// (unknown route, wrong method, body too large, a framework error).
 pub fn problem_for_status(status: StatusCode, method: &str, path: &str) -> ApiError {
     match status {
-        StatusCode::NOT_FOUND => {
-            ApiError::not_found("NOT_FOUND", format!("no such resource: {method} {path}"))
+        StatusCode::NOT_FOUND => Code::NotFound.err(format!("no such resource: {method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            Code::MethodNotAllowed.err(format!("method {method} is not allowed on {path}"))
         }
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            status,
-            "METHOD_NOT_ALLOWED",
-            format!("method {method} is not allowed on {path}"),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(status, "PAYLOAD_TOO_LARGE", "request body is over 64 KiB")
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge.err("request body is over 64 KiB"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            Code::UnsupportedMediaType.err("request body must be application/json")
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            status,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "request body must be application/json",
-        ),
-        s if s.is_server_error() => ApiError::new(
-            s,
-            "INTERNAL",
-            "an unexpected error occurred; it has been logged",
-        ),
+        s if s.is_server_error() => ApiError::new(s, Code::Internal.code(), INTERNAL_DETAIL),
         s => ApiError::new(
             s,
-            "INVALID_REQUEST",
+            Code::InvalidRequest.code(),
             s.canonical_reason().unwrap_or("bad request").to_owned(),
         ),
     }
@@ -289,6 +353,22 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!body.to_string().contains("hunter2"));
         assert_eq!(body["code"], "INTERNAL");
+    }
+
+    #[actix_web::test]
+    async fn a_database_error_never_shows_its_text() {
+        let err = sea_orm::DbErr::Custom("invalid byte sequence for encoding UTF8: 0x00".into());
+        let (status, _, body) = body_of(err.into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["code"], "INTERNAL");
+        assert!(!body.to_string().contains("0x00"), "{body}");
+    }
+
+    #[test]
+    fn the_platform_catalogue_has_unique_codes() {
+        let codes: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(codes.len(), Code::ALL.len());
+        assert_eq!(Code::QueueTokenInvalid.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[actix_web::test]

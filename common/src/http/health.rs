@@ -108,11 +108,11 @@ pub(super) async fn ready(readiness: web::Data<Readiness>) -> Result<HttpRespons
             serde_json::json!({"status": "ok", "checks": checks, "not_required": not_required}),
         ));
     }
-    Err(
-        ApiError::unavailable("NOT_READY", format!("unavailable: {}", down.join(", ")), 1)
-            .with_extension("checks", checks.into())
-            .with_extension("not_required", not_required.into()),
-    )
+    Err(crate::error::Code::NotReady
+        .err(format!("unavailable: {}", down.join(", ")))
+        .with_retry_after(1)
+        .with_extension("checks", checks.into())
+        .with_extension("not_required", not_required.into()))
 }
 
 pub(super) async fn metrics_text(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
