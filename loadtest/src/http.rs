@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
@@ -18,16 +18,24 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-/// One answer: status (0 when the connection failed), body and the time it took.
+/// One answer: status (0 when the connection failed), body, when it was sent (Unix ms, to
+/// place it against the fault windows of a drill) and the time it took.
 pub struct Reply {
     pub status: u16,
     pub body: Bytes,
+    pub sent_unix_ms: u64,
     pub elapsed: Duration,
 }
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The platform failed to answer: a 5xx (the gateway's 502/504 when a service is down) or
+    /// no HTTP answer at all. A fan retries these; every other answer is the platform's word.
+    pub fn is_fault(&self) -> bool {
+        self.status == 0 || self.status >= 500
     }
 
     /// The problem's `code`, for error answers.
@@ -110,6 +118,7 @@ impl Http {
             .await
             .expect("the semaphore is never closed");
         let started = Instant::now();
+        let sent_unix_ms = unix_ms(SystemTime::now());
         let result = tokio::time::timeout(self.timeout, self.exchange(method, path, auth, body))
             .await
             .map_err(|_| anyhow!("timed out"))
@@ -119,11 +128,13 @@ impl Http {
             Ok((status, body)) => Reply {
                 status,
                 body,
+                sent_unix_ms,
                 elapsed: started.elapsed(),
             },
             Err(e) => Reply {
                 status: 0,
                 body: Bytes::from(e.to_string()),
+                sent_unix_ms,
                 elapsed: started.elapsed(),
             },
         }
@@ -167,4 +178,10 @@ impl Http {
         self.idle.lock().expect("pool lock").push(conn);
         Ok((status, body))
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -195,7 +195,7 @@ pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     if let Some(first) = reports.first() {
         let _ = writeln!(
             out,
-            "Run started {}. Machine: {}. Everything — PostgreSQL, Redis, tansu, nginx, the four \
+            "Run started {}. Machine: {}. Everything — PostgreSQL, Redis, Kafka, nginx, the four \
              services and the load generator — runs on this one machine; every request goes \
              through the nginx gateway.\n",
             first.started_at,
@@ -306,6 +306,20 @@ pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
                 out,
                 "- peak RSS (MiB, since the stack started): {}",
                 mem.join(", ")
+            );
+        }
+        if r.errors.fault_log.is_some() {
+            let _ = writeln!(
+                out,
+                "- errors inside the {} fault window(s) (each stretched {:.0} s past its end): {}",
+                r.errors.windows.len(),
+                r.errors.margin_seconds,
+                r.errors.inside.describe()
+            );
+            let _ = writeln!(
+                out,
+                "- errors outside them: {}",
+                r.errors.outside.describe()
             );
         }
         for c in &r.audit {

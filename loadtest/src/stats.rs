@@ -8,7 +8,12 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::faults::{ErrorCounts, ErrorEvent, ErrorSplit, Window};
 use crate::http::Reply;
+
+/// Error answers kept with their times for the fault-window split; past this many (a run
+/// against a dead gateway) they are only counted, and counted as outside every window.
+const MAX_ERROR_EVENTS: usize = 1_000_000;
 
 struct Series {
     hist: Histogram<u64>,
@@ -27,10 +32,18 @@ impl Series {
     }
 }
 
+#[derive(Default)]
+struct Errors {
+    events: Vec<ErrorEvent>,
+    /// Errors beyond `MAX_ERROR_EVENTS`.
+    overflow: ErrorCounts,
+}
+
 /// Collects samples from every task of a run.
 #[derive(Default)]
 pub struct Recorder {
     series: Mutex<BTreeMap<String, Series>>,
+    errors: Mutex<Errors>,
 }
 
 impl Recorder {
@@ -45,6 +58,29 @@ impl Recorder {
         if let Some(code) = code {
             *s.codes.entry(code).or_default() += 1;
         }
+        drop(all);
+        if crate::faults::kind(reply.status).is_some() {
+            let mut errors = self.errors.lock().expect("recorder lock");
+            if errors.events.len() < MAX_ERROR_EVENTS {
+                errors.events.push(ErrorEvent {
+                    endpoint: name.to_owned(),
+                    status: reply.status,
+                    sent_unix_ms: reply.sent_unix_ms,
+                    answered_unix_ms: reply.sent_unix_ms + reply.elapsed.as_millis() as u64,
+                });
+            } else {
+                errors.overflow.add(name, reply.status);
+            }
+        }
+    }
+
+    /// The run's error answers split by fault windows (`margin`: how long after its end a
+    /// window still claims errors).
+    pub fn error_split(&self, windows: &[Window], margin: Duration) -> ErrorSplit {
+        let errors = self.errors.lock().expect("recorder lock");
+        let mut split = crate::faults::split(&errors.events, windows, margin);
+        split.outside.merge(&errors.overflow);
+        split
     }
 
     /// A latency that is not one request (e.g. payment → CONFIRMED).
@@ -103,17 +139,6 @@ pub struct Summary {
     pub codes: BTreeMap<String, u64>,
 }
 
-impl Summary {
-    /// 5xx answers and failed connections: the platform's own failures.
-    pub fn failures(&self) -> u64 {
-        self.statuses
-            .iter()
-            .filter(|(s, _)| s.starts_with('5') || s.as_str() == "0")
-            .map(|(_, n)| n)
-            .sum()
-    }
-}
-
 /// One invariant of the audit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
@@ -145,6 +170,43 @@ pub struct Report {
     pub audit: Vec<Check>,
     /// Facts of the run worth a line (sold seats, winners, ...).
     pub facts: BTreeMap<String, String>,
+    /// Error answers (5xx, failed connections, other unexpected answers), inside and outside
+    /// the fault windows of `--fault-log`. Reports saved before it existed read as empty.
+    #[serde(default)]
+    pub errors: ErrorSplit,
+    /// flash-sale: the fans' and the settlement's numbers.
+    #[serde(default)]
+    pub sale: Option<SaleNumbers>,
+}
+
+/// The flash sale's numbers, as numbers (the facts say the same in words).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SaleNumbers {
+    pub seats: u64,
+    /// Fans who saw their reservation CONFIRMED.
+    pub bought: u64,
+    /// How long a fan waits for CONFIRMED after its payment's 201 (`--confirm-timeout-secs`).
+    pub confirm_timeout_seconds: f64,
+    /// Fans who paid and stopped waiting for CONFIRMED after that bound.
+    pub gave_up_confirm: u64,
+    /// Fans who paid and saw the reservation end otherwise (REJECTED, EXPIRED: refunded).
+    pub rejected_after_payment: u64,
+    /// Fans whose payment was refused (a 4xx, e.g. the hold expired meanwhile).
+    pub payment_refused: u64,
+    /// Fans still in line when the sale ended.
+    pub left_waiting: u64,
+    /// Fans admitted who ended without a hold.
+    pub left_without_seat: u64,
+    /// Requests a fan sent again after a 5xx or no answer (with a backoff).
+    pub fault_retries: u64,
+    /// `PAYMENT_SETTLE_DIRECT_AFTER_SECS` as read by the tool (the services' default: 120).
+    pub settle_direct_after_seconds: f64,
+    /// The settlement check waits at most this long for stragglers before judging.
+    pub settle_limit_seconds: f64,
+    /// How long it waited (0 when everything had settled already).
+    pub settle_waited_seconds: f64,
+    /// COMPLETED payments neither CONFIRMED nor refunded when it stopped waiting.
+    pub unsettled_after_wait: u64,
 }
 
 impl Report {
@@ -194,6 +256,35 @@ impl Report {
         }
         for (k, v) in &self.facts {
             println!("   {k}: {v}");
+        }
+        let e = &self.errors;
+        if let Some(log) = &e.fault_log {
+            println!(
+                "   fault windows ({log}, each stretched {:.0} s past its end): {}",
+                e.margin_seconds,
+                e.windows.len()
+            );
+            for w in &e.windows {
+                let length = w.end_unix_ms.map_or("still open".into(), |end| {
+                    format!(
+                        "{:.1} s",
+                        end.saturating_sub(w.start_unix_ms) as f64 / 1000.0
+                    )
+                });
+                println!(
+                    "     {} ({length}): {}",
+                    if w.label.is_empty() {
+                        "(no label)"
+                    } else {
+                        &w.label
+                    },
+                    w.errors.describe()
+                );
+            }
+            println!("   errors inside fault windows: {}", e.inside.describe());
+            println!("   errors outside fault windows: {}", e.outside.describe());
+        } else {
+            println!("   errors: {}", e.outside.describe());
         }
         for c in &self.audit {
             println!(

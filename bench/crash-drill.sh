@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# A crash drill: a flash sale while the services are killed, one at a time.
+#
+#   bench/crash-drill.sh
+#   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
+#
+# It restarts the local stack with the benchmark's settings (bench/lib.sh, as bench/run.sh
+# does), starts `loadtest run flash-sale --users 6000 --schedules 60` (3,000 seats) in the
+# background and, from about 5 s into the sale, SIGKILLs concert-api, payment-api, batch and
+# users-api one at a time about 10 s apart; `deploy/local/stack.sh up` restarts each 3 s after
+# its kill (it starts only what is down). Each fault window, from the kill until the service's
+# /health/ready answers 200 again, goes to the fault log loadtest reads at its end: the 502s of
+# a dead service are then reported apart, and the audit's "no 5xx" counts only the others.
+# The audit also waits for stragglers up to PAYMENT_SETTLE_DIRECT_AFTER_SECS (+10 s), so a
+# payment stranded by a crash is judged only after the platform's backstop had its chance.
+#
+# Files in .bench/drill-<time>/: report.txt and report.json (loadtest's report), loadtest.log
+# (its progress), faults.log (the windows), restarts.log (stack.sh's output). The stack is left
+# running (stop it with deploy/local/stack.sh down).
+#
+# Exit status: loadtest's (1 when an invariant of the audit failed), or 1 when a killed service
+# did not come back.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+readonly USERS="${DRILL_USERS:-6000}" SCHEDULES="${DRILL_SCHEDULES:-60}"
+readonly VICTIMS=(concert-api payment-api batch users-api)
+readonly FIRST_KILL_SECS=5 KILL_EVERY_SECS=10 RESTART_AFTER_SECS=3
+# A service not ready this long after its kill is not coming back by itself.
+readonly READY_TIMEOUT_SECS=120
+# deploy/local/stack.sh's fixed ports and pid files.
+declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch]=8084)
+readonly PID_DIR="${STACK_DIR:-.stack}/pids"
+
+OUT=".bench/drill-$(date -u +%Y%m%dT%H%M%SZ)"
+readonly OUT FAULT_LOG="$OUT/faults.log"
+
+log() { printf '[drill] %s\n' "$*"; }
+die() { printf '[drill] ERROR: %s\n' "$*" >&2; exit 1; }
+now_ms() { date +%s%3N; }
+# secs MS: milliseconds as seconds with one decimal, for people.
+secs() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
+
+# The windows so far: labels, starts and ends (Unix ms; "-" while open), as loadtest reads them.
+labels=() starts=() ends=()
+# One line per kill for the final summary; the sale's opening (Unix ms) the kills are timed from.
+summary=() sale_opened=0
+
+# Rewrites the whole fault log through a temporary file, so that loadtest never reads half a
+# line, whenever a window opens or closes.
+write_fault_log() {
+    local i
+    {
+        echo "# start_unix_ms end_unix_ms label (written by bench/crash-drill.sh)"
+        for i in "${!labels[@]}"; do
+            echo "${starts[i]} ${ends[i]} ${labels[i]}"
+        done
+    } >"$FAULT_LOG.tmp"
+    mv "$FAULT_LOG.tmp" "$FAULT_LOG"
+}
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+    [[ -r /proc/$1/stat ]] || return 1
+    [[ "$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
+# service_pid SVC: the pid stack.sh recorded for SVC, if that process runs SVC's binary (never a
+# pid reused by something else).
+service_pid() {
+    local pid exe
+    pid="$(tr -dc '0-9' <"$PID_DIR/$1.pid" 2>/dev/null)" || return 1
+    [[ -n $pid ]] || return 1
+    alive "$pid" || return 1
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+    [[ ${exe% (deleted)} == "$PWD/target/release/$1" ]] && echo "$pid"
+}
+
+ready() {
+    [[ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:${PORTS[$1]}/health/ready" 2>/dev/null)" == 200 ]]
+}
+
+loadtest_running() { kill -0 "$loadtest_pid" 2>/dev/null; }
+
+# sleep_until MS: sleeps until that Unix time; returns at once if it has passed.
+sleep_until() {
+    local left=$(($1 - $(now_ms)))
+    ((left > 0)) && sleep "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
+    return 0
+}
+
+# kill_and_restore SVC: SIGKILLs SVC, restarts it with stack.sh up RESTART_AFTER_SECS later and
+# waits until it is ready, keeping the fault log current. Appends a line to the summary; fails
+# when SVC did not come back within READY_TIMEOUT_SECS.
+kill_and_restore() {
+    local svc=$1 pid killed_at up_pid up_status=0 i
+    pid="$(service_pid "$svc")" || die "$svc is not running from $PID_DIR/$svc.pid before its kill"
+    killed_at="$(now_ms)"
+    kill -KILL "$pid"
+    i=${#labels[@]}
+    labels[i]="$svc killed (SIGKILL)" starts[i]=$killed_at ends[i]=-
+    write_fault_log
+    # Wait until it is really gone, or a stale listener could look ready.
+    while alive "$pid"; do sleep 0.05; done
+    log "killed $svc (pid $pid) at sale +$(secs $((killed_at - sale_opened)))s"
+
+    sleep "$RESTART_AFTER_SECS"
+    # stack.sh's output is long and the drill's is a summary: it goes to restarts.log.
+    printf '\n=== %s: stack.sh up after killing %s ===\n' "$(date -Is)" "$svc" >>"$OUT/restarts.log"
+    STACK_SKIP_BUILD=1 deploy/local/stack.sh up >>"$OUT/restarts.log" 2>&1 &
+    up_pid=$!
+
+    local deadline=$((killed_at + READY_TIMEOUT_SECS * 1000)) back_at=""
+    while (($(now_ms) < deadline)); do
+        if ready "$svc"; then
+            back_at="$(now_ms)"
+            # Closed at once: the load test may end and read the log any moment now.
+            ends[i]=$back_at
+            write_fault_log
+            break
+        fi
+        sleep 0.1
+    done
+    # The next kill waits for this restart to finish: one fault at a time, and two stack.sh
+    # runs must not race over the same pid files.
+    wait "$up_pid" || up_status=$?
+    if [[ -z $back_at ]]; then
+        summary+=("$(printf '%-12s killed at sale +%5ss   NOT ready within %ss (stack.sh up exited %s; see %s)' \
+            "$svc" "$(secs $((killed_at - sale_opened)))" "$READY_TIMEOUT_SECS" "$up_status" "$OUT/restarts.log")")
+        return 1
+    fi
+    log "$svc ready again $(secs $((back_at - killed_at)))s after its kill"
+    summary+=("$(printf '%-12s killed at sale +%5ss   ready again after %5ss (restarted %ss after the kill; stack.sh up exited %s)' \
+        "$svc" "$(secs $((killed_at - sale_opened)))" "$(secs $((back_at - killed_at)))" "$RESTART_AFTER_SECS" "$up_status")")
+}
+
+# A drill cut short (an error, ^C) stops its own load tool rather than leave it running.
+loadtest_pid=""
+stop_loadtest() {
+    if [[ -n $loadtest_pid ]] && loadtest_running; then
+        log "stopping loadtest (pid $loadtest_pid)"
+        kill -TERM "$loadtest_pid" 2>/dev/null || true
+    fi
+}
+trap stop_loadtest EXIT
+
+main() {
+    command -v curl >/dev/null || die "curl is required"
+    mkdir -p "$OUT"
+    log "building"
+    cargo build --release --locked --bins --quiet
+    log "restarting the stack with the benchmark settings"
+    STACK_SKIP_BUILD=1 bench_restart_stack
+    write_fault_log
+
+    log "flash sale: $USERS fans, $SCHEDULES schedules × 50 seats; output in $OUT"
+    target/release/loadtest run flash-sale --users "$USERS" --schedules "$SCHEDULES" \
+        --fault-log "$FAULT_LOG" --json "$OUT/report.json" \
+        >"$OUT/report.txt" 2>"$OUT/loadtest.log" &
+    loadtest_pid=$!
+
+    # Setup (accounts, money) is not the sale: the faults are timed from the sale's opening.
+    until grep -q 'the sale opens' "$OUT/loadtest.log" 2>/dev/null; do
+        loadtest_running || { cat "$OUT/loadtest.log" >&2; die "loadtest ended before the sale opened"; }
+        sleep 0.2
+    done
+    sale_opened="$(now_ms)"
+    log "the sale is open"
+
+    local n=0 svc failed=0
+    for svc in "${VICTIMS[@]}"; do
+        sleep_until $((sale_opened + (FIRST_KILL_SECS + n * KILL_EVERY_SECS) * 1000))
+        n=$((n + 1))
+        if ! loadtest_running; then
+            summary+=("$(printf '%-12s not killed: the load test had ended' "$svc")")
+            continue
+        fi
+        if ! kill_and_restore "$svc"; then
+            failed=1
+            break
+        fi
+    done
+
+    log "waiting for loadtest (its audit waits for stragglers of settlement)"
+    local status=0
+    wait "$loadtest_pid" || status=$?
+    loadtest_pid=""
+
+    echo
+    echo "== crash drill: faults (fault log $FAULT_LOG)"
+    printf '   %s\n' "${summary[@]}"
+    echo
+    echo "== loadtest report ($OUT/report.txt, JSON in $OUT/report.json)"
+    cat "$OUT/report.txt"
+    if ((status > 1)); then
+        echo
+        echo "== loadtest could not finish ($OUT/loadtest.log):"
+        tail -n 20 "$OUT/loadtest.log"
+    fi
+    echo
+    if ((status == 0 && failed == 0)); then
+        log "PASSED: every invariant held through the kills"
+    else
+        log "FAILED: loadtest exited $status$( ((failed)) && echo '; a service did not come back')"
+    fi
+    if ((failed && status == 0)); then status=1; fi
+    return "$status"
+}
+
+main "$@"
