@@ -3,25 +3,19 @@
 //! contended hold finds exactly one winner. docs/BENCHMARKS.md rests on this tool and audit,
 //! so they are kept working by the test suite, not only by benchmark runs.
 
+use e2e::process::binary;
+use e2e::{Gateway, Platform};
 use serde_json::Value;
 
-use crate::gateway::start_gateway;
-use crate::processes::{ThreeServices, binary, shared_env, start, start_three_services};
-use common::testkit::redis_url;
-
 /// Runs `loadtest run <args>` against the platform; returns its exit code and JSON report.
-async fn loadtest(services: &ThreeServices, gateway: &str, args: &[&str]) -> (i32, Value) {
-    let report = std::env::temp_dir().join(format!("loadtest-{}-{}.json", services.id, args[0]));
+async fn loadtest(platform: &Platform, gateway: &str, args: &[&str]) -> (i32, Value) {
+    let report = std::env::temp_dir().join(format!("loadtest-{}-{}.json", platform.id, args[0]));
     let out = tokio::process::Command::new(binary("loadtest"))
         .arg("run")
         .args(args)
         .args(["--gateway", gateway, "--json"])
         .arg(&report)
-        .env("USERS_DATABASE_URL", &services.dbs.0.url)
-        .env("CONCERT_DATABASE_URL", &services.dbs.1.url)
-        .env("PAYMENT_DATABASE_URL", &services.dbs.2.url)
-        .env("REDIS_URL", redis_url())
-        .env("REDIS_KEY_PREFIX", format!("{}:", services.id))
+        .envs(platform.env())
         .output()
         .await
         .unwrap();
@@ -47,21 +41,17 @@ fn answers(report: &Value, endpoint: &str, status: &str) -> u64 {
 
 #[tokio::test]
 async fn the_load_tool_sells_out_a_small_concert_and_its_audit_passes() {
-    let services = start_three_services().await;
-    let mut batch_env = shared_env(&services.id);
-    batch_env.extend([
-        ("USERS_DATABASE_URL", services.dbs.0.url.clone()),
-        ("CONCERT_DATABASE_URL", services.dbs.1.url.clone()),
-        ("PAYMENT_DATABASE_URL", services.dbs.2.url.clone()),
-        ("QUEUE_MAX_ACTIVE", "8".into()),
-        ("QUEUE_ADMIT_PER_TICK", "4".into()),
-        ("QUEUE_ADMIT_INTERVAL_MS", "100".into()),
-        ("BATCH_LEASE_MS", "1000".into()),
-    ]);
-    let _batch = start("batch", &batch_env).await;
+    let platform = Platform::start().await;
+    let _batch = platform
+        .start_batch(&[
+            ("QUEUE_MAX_ACTIVE", "8"),
+            ("QUEUE_ADMIT_PER_TICK", "4"),
+            ("QUEUE_ADMIT_INTERVAL_MS", "100"),
+        ])
+        .await;
     // All load comes from one address: the per-address limits are raised, as bench/run.sh does.
-    let (_gateway, gw) = start_gateway(
-        &services,
+    let gateway = Gateway::start(
+        &platform,
         &[
             ("GATEWAY_AUTH_RATE", "10000r/s"),
             ("GATEWAY_AUTH_BURST", "10000"),
@@ -70,10 +60,11 @@ async fn the_load_tool_sells_out_a_small_concert_and_its_audit_passes() {
         ],
     )
     .await;
+    let gw = gateway.url.clone();
 
     // 40 fans, 20 seats, at most 8 buying at once.
     let (code, sale) = loadtest(
-        &services,
+        &platform,
         &gw,
         &[
             "flash-sale",
@@ -111,7 +102,7 @@ async fn the_load_tool_sells_out_a_small_concert_and_its_audit_passes() {
 
     // 30 clients on one seat for a second: one winner, the rest SEAT_UNAVAILABLE.
     let (code, contended) = loadtest(
-        &services,
+        &platform,
         &gw,
         &["hold-contended", "--concurrency", "30", "--duration", "1"],
     )

@@ -2,45 +2,8 @@
 //! processes: public paths reach their services, nothing else does, login bursts get 429,
 //! and a dead upstream is a 502 problem.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use common::testkit::eventually;
+use e2e::{Gateway, Platform};
 use serde_json::{Value, json};
-
-use crate::processes::{ThreeServices, free_port, start_three_services};
-
-pub struct Nginx {
-    child: Child,
-    state: PathBuf,
-}
-
-impl Drop for Nginx {
-    /// SIGQUIT: the master stops its workers and exits (SIGKILL would orphan the workers).
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-QUIT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 async fn problem(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();
@@ -53,67 +16,15 @@ async fn problem(res: reqwest::Response) -> (u16, Value) {
     (status, res.json().await.unwrap())
 }
 
-/// nginx with deploy/gateway's config in front of `services`, on a free port; `env` adds
-/// render.sh settings (e.g. rate limits). Returns the gateway and its base URL, once it answers.
-pub async fn start_gateway(services: &ThreeServices, env: &[(&str, &str)]) -> (Nginx, String) {
-    if Command::new("nginx").arg("-v").output().is_err() {
-        panic!("nginx is required (deploy/local/ensure-infra.sh installs it)");
-    }
-    let port = free_port();
-    let state = std::env::temp_dir().join(format!("gateway-{}", services.id));
-    let addr = |url: &str| url.trim_start_matches("http://").to_owned();
-    let mut render = Command::new(repo_root().join("deploy/gateway/render.sh"));
-    render
-        .arg(&state)
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("USERS_API_ADDR", addr(&services.users.url))
-        .env("CONCERT_API_ADDR", addr(&services.concert.url))
-        .env("PAYMENT_API_ADDR", addr(&services.payment.url));
-    for (k, v) in env {
-        render.env(k, v);
-    }
-    let rendered = render.output().unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let conf = String::from_utf8(rendered.stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let child = Command::new("nginx")
-        .args([
-            "-c",
-            &conf,
-            "-p",
-            state.to_str().unwrap(),
-            "-g",
-            "daemon off;",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let gateway = Nginx { child, state };
-    let gw = format!("http://127.0.0.1:{port}");
-    eventually("the gateway to listen", Duration::from_secs(10), || {
-        let url = format!("{gw}/api/concerts");
-        async move { (reqwest::get(url).await.ok()?.status() == 200).then_some(()) }
-    })
-    .await;
-    (gateway, gw)
-}
-
 #[tokio::test]
 async fn the_gateway_routes_exactly_the_public_contract() {
-    let services = start_three_services().await;
-    let (gateway, gw) = start_gateway(
-        &services,
+    let platform = Platform::start().await;
+    let gateway = Gateway::start(
+        &platform,
         &[("GATEWAY_AUTH_RATE", "2r/s"), ("GATEWAY_AUTH_BURST", "5")],
     )
     .await;
+    let gw = gateway.url.clone();
     let c = reqwest::Client::new();
 
     // Each service by its public paths, with the request id passed through.
@@ -219,7 +130,7 @@ async fn the_gateway_routes_exactly_the_public_contract() {
     );
 
     // An upstream that is gone is a 502 problem, not a hang or an HTML page.
-    drop(services.payment);
+    drop(platform.payment);
     let (status, p) = problem(
         c.get(format!("{gw}/api/wallet"))
             .bearer_auth(&token)

@@ -1,0 +1,96 @@
+//! The local gateway (nginx with `deploy/gateway`'s config) in front of a [`Platform`].
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::testkit::eventually;
+
+use crate::platform::Platform;
+use crate::process::free_port;
+
+pub struct Gateway {
+    child: Child,
+    state: PathBuf,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl Drop for Gateway {
+    /// SIGQUIT: the master stops its workers and exits (SIGKILL would orphan the workers).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
+}
+
+impl Gateway {
+    /// nginx in front of `platform` on a free port; `env` adds `render.sh` settings (rate
+    /// limits, …). Returns once it answers.
+    pub async fn start(platform: &Platform, env: &[(&str, &str)]) -> Self {
+        assert!(
+            Command::new("nginx").arg("-v").output().is_ok(),
+            "nginx is required (deploy/local/ensure-infra.sh installs it)"
+        );
+        let port = free_port();
+        let state = std::env::temp_dir().join(format!("gateway-{}", platform.id));
+        let addr = |url: &str| url.trim_start_matches("http://").to_owned();
+        let mut render = Command::new(repo_root().join("deploy/gateway/render.sh"));
+        render
+            .arg(&state)
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("USERS_API_ADDR", addr(&platform.users.url))
+            .env("CONCERT_API_ADDR", addr(&platform.concert.url))
+            .env("PAYMENT_API_ADDR", addr(&platform.payment.url));
+        for (k, v) in env {
+            render.env(k, v);
+        }
+        let rendered = render.output().expect("run deploy/gateway/render.sh");
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let conf = String::from_utf8_lossy(&rendered.stdout).trim().to_owned();
+        let child = Command::new("nginx")
+            .args([
+                "-c",
+                &conf,
+                "-p",
+                &state.to_string_lossy(),
+                "-g",
+                "daemon off;",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        let url = format!("http://127.0.0.1:{port}");
+        let probe = format!("{url}/api/concerts");
+        eventually("the gateway to listen", Duration::from_secs(10), || {
+            let probe = probe.clone();
+            async move { (reqwest::get(probe).await.ok()?.status() == 200).then_some(()) }
+        })
+        .await;
+        Self { child, state, url }
+    }
+}

@@ -1,0 +1,122 @@
+//! The platform as processes: concert-api, users-api and payment-api, each with its own
+//! database, sharing one Redis key prefix and one topic prefix; batch on demand; the admin
+//! account made the way an operator makes it.
+
+use std::process::Command;
+
+use common::testkit::{TestDatabase, TopicPrefix, kafka_brokers, redis_url, unique_id};
+
+use crate::client::Client;
+use crate::process::{Process, binary, start};
+
+pub struct Platform {
+    /// The Redis and topic prefix of this platform (its isolation id).
+    pub id: String,
+    pub concert: Process,
+    pub users: Process,
+    pub payment: Process,
+    pub users_db: TestDatabase,
+    pub concert_db: TestDatabase,
+    pub payment_db: TestDatabase,
+    /// Deletes this platform's topics when dropped (declared last: dropped after the services).
+    _topics: TopicPrefix,
+}
+
+impl Platform {
+    /// The three APIs, started in dependency order and ready.
+    pub async fn start() -> Self {
+        let id = unique_id();
+        let (users_db, concert_db, payment_db) = (
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+        );
+        let shared = shared_env(&id);
+        let with = |extra: Vec<(&'static str, String)>| {
+            shared.iter().cloned().chain(extra).collect::<Vec<_>>()
+        };
+        let concert = start(
+            "concert-api",
+            &with(vec![("CONCERT_DATABASE_URL", concert_db.url.clone())]),
+        )
+        .await;
+        let users = start(
+            "users-api",
+            &with(vec![
+                ("USERS_DATABASE_URL", users_db.url.clone()),
+                ("CONCERT_API_URL", concert.url.clone()),
+            ]),
+        )
+        .await;
+        let payment = start(
+            "payment-api",
+            &with(vec![
+                ("PAYMENT_DATABASE_URL", payment_db.url.clone()),
+                ("CONCERT_API_URL", concert.url.clone()),
+            ]),
+        )
+        .await;
+        Self {
+            _topics: TopicPrefix(format!("{id}.")),
+            id,
+            concert,
+            users,
+            payment,
+            users_db,
+            concert_db,
+            payment_db,
+        }
+    }
+
+    /// The variables every process of this platform shares, plus the three databases:
+    /// what batch and the load tool need.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = shared_env(&self.id);
+        env.extend([
+            ("USERS_DATABASE_URL", self.users_db.url.clone()),
+            ("CONCERT_DATABASE_URL", self.concert_db.url.clone()),
+            ("PAYMENT_DATABASE_URL", self.payment_db.url.clone()),
+        ]);
+        env
+    }
+
+    /// batch as its own process (admission, expiry, reconciliation), with `extra` settings.
+    pub async fn start_batch(&self, extra: &[(&'static str, &str)]) -> Process {
+        let mut env = self.env();
+        env.push(("BATCH_LEASE_MS", "1000".into()));
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        start("batch", &env).await
+    }
+
+    /// Creates (or resets) the operator's admin with `users-api create-admin`, as an
+    /// operator does, and returns a client logged in as it against `base`.
+    pub async fn admin(&self, base: &str) -> Client {
+        let made = Command::new(binary("users-api"))
+            .args(["create-admin", "--username", "admin"])
+            .env("USERS_DATABASE_URL", &self.users_db.url)
+            .env("ADMIN_PASSWORD", "admin-pass-test")
+            .output()
+            .expect("run users-api create-admin");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let mut admin = Client::new(base);
+        admin.log_in("admin", "admin-pass-test").await;
+        admin
+    }
+}
+
+/// What every process of one platform shares: its Redis prefix and topic prefix (`id`).
+pub fn shared_env(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("REDIS_URL", redis_url()),
+        ("REDIS_KEY_PREFIX", format!("{id}:")),
+        ("KAFKA_BROKERS", kafka_brokers()),
+        ("KAFKA_TOPIC_PREFIX", format!("{id}.")),
+        ("KAFKA_TOPIC_PARTITIONS", "1".into()),
+        ("HTTP_WORKERS", "2".into()),
+        ("DATABASE_POOL_SIZE", "4".into()),
+    ]
+}
