@@ -22,6 +22,19 @@ use prometheus::{
 
 use crate::kafka::ConsumerStats;
 
+/// The method as a metric label: the standard ones by name, anything a client invents as one
+/// `OTHER` — a label taken from the request would let anyone add series without bound.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
 /// Per consumer group, in the order [`Metrics::refresh_consumers`] reads them.
 const CONSUMER_FIGURES: [(&str, &str); 5] = [
     (
@@ -164,7 +177,7 @@ impl Metrics {
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let status = status.to_string();
-        let labels = [route, method, status.as_str()];
+        let labels = [route, method_label(method), status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(seconds);
     }
@@ -203,5 +216,19 @@ mod tests {
             text.contains(r#"outbox_pending{service="test"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::new("test");
+        for method in ["FOO", "BAR", "X-ANYTHING", "get"] {
+            m.observe_request("/api/users", method, 405, 0.001);
+        }
+        let text = m.render();
+        assert!(
+            text.contains(r#"http_requests_total{method="OTHER",route="/api/users",status="405",service="test"} 4"#),
+            "{text}"
+        );
+        assert!(!text.contains("FOO"), "{text}");
     }
 }

@@ -62,6 +62,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; a JSON object is required",
         ));
     }
+    // Text must be text: a NUL (only expressible as the escape `\u0000`) is refused naming
+    // its field, before it can reach a database that would refuse it with a 500.
+    if contains_nul_escape(bytes) {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::invalid(format!(
+                "malformed JSON: {}",
+                strip_position(&e.to_string())
+            ))
+        })?;
+        if let Some(path) = nul_path(&value, String::new()) {
+            let field = if path.is_empty() { "." } else { path.as_str() };
+            return Err(ApiError::invalid_field(
+                field,
+                "must not contain a NUL character",
+            ));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -82,6 +99,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ))
     })?;
     Ok(value)
+}
+
+/// Whether the raw body holds a `\u0000` escape (in any case): cheap enough to run on every
+/// body, and only then is the document walked to name the field.
+fn contains_nul_escape(bytes: &[u8]) -> bool {
+    bytes
+        .windows(6)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].iter().all(|b| *b == b'0'))
+}
+
+/// The path (`a.b[2]`) of the first string or key holding a NUL, if any.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then_some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(v, here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn strip_position(message: &str) -> String {

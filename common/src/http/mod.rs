@@ -121,6 +121,25 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_in_text_is_refused_naming_the_field() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Login {
+            username: String,
+            password: String,
+        }
+        let err =
+            parse_json::<Login>(br#"{"username": "admin\u0000", "password": "x"}"#).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(err.detail().contains("username"), "{}", err.detail());
+        let nested = parse_json::<serde_json::Value>(br#"{"a": [{"b": "x\u0000"}]}"#).unwrap_err();
+        assert!(nested.detail().contains("a[0].b"), "{}", nested.detail());
+        // An escaped backslash before "u0000" is ordinary text.
+        let fine = parse_json::<Login>(br#"{"username": "a\\u0000", "password": "x"}"#).unwrap();
+        assert_eq!(fine.username, "a\\u0000");
+    }
+
+    #[test]
     fn missing_field_is_named() {
         let err = parse_json::<Hold>(br#"{"schedule_id": 1}"#).unwrap_err();
         assert!(err.detail().contains("seat_nos"), "{}", err.detail());
