@@ -165,7 +165,7 @@ fn targets(reports: &[Report]) -> Vec<Target<'_>> {
 const LIMITS: &str = "### What limits the figures
 
 - Everything shares two cores: at every target that is missed, both are busy (vmstat shows
-  under 2 % idle) and the load generator, nginx, PostgreSQL, Redis and tansu take most of
+  under 2 % idle) and the load generator, nginx, PostgreSQL, Redis and Kafka take most of
   them; the services' own code is a small share (perf).
 - Holds are bound by PostgreSQL: during hold-distinct it uses well over one of the two cores
   for one claiming statement and its commit per hold. Checking the session and the queue
@@ -180,7 +180,7 @@ const LIMITS: &str = "### What limits the figures
   buyer trying again at once. The waiting room is what keeps it inside the machine's
   capacity, so the number of buyers admitted at once (`QUEUE_MAX_ACTIVE`) is sized to it;
   admitting more makes every endpoint slower and the sale no faster.
-- payment → CONFIRMED crosses three processes and the broker: outbox relay, tansu, the
+- payment → CONFIRMED crosses three processes and the broker: outbox relay, Kafka, the
   settlement transaction, and its own outbox for the confirmation.";
 
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
