@@ -1,8 +1,9 @@
 //! batch settings: its health/metrics listener, each service's database, Redis, the broker,
-//! the rules the jobs apply, the job intervals and the leader lease.
+//! the rules the jobs apply, the job intervals, the leader lease, and the clock the jobs read.
 
 use std::time::Duration;
 
+use common::clock::Clock;
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, log_format,
 };
@@ -21,6 +22,8 @@ pub struct Config {
     pub jobs: JobIntervals,
     pub lease: Duration,
     pub log_format: LogFormat,
+    /// The system clock; tests put a manual one here. Not a setting.
+    pub clock: Clock,
 }
 
 /// How often each job runs (admission uses `QUEUE_ADMIT_INTERVAL_MS`).
@@ -56,6 +59,7 @@ impl Config {
             },
             lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,
             log_format: log_format(env)?,
+            clock: Clock::system(),
         })
     }
 }

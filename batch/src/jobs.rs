@@ -1,6 +1,7 @@
 //! The scheduled jobs. Each runs on its own interval, only while this process leads, by
-//! calling the owning service's library against that service's database or Redis. A failing
-//! run is counted and logged and never stops the others; shutdown waits for a run in progress.
+//! calling the owning service's library against that service's database or Redis, with the
+//! time read once per run from batch's clock. A failing run is counted and logged and never
+//! stops the others; shutdown waits for a run in progress.
 //!
 //! Besides per-job figures, the jobs export what they measure: outbox backlog per service,
 //! and `payments_unsettled{older_than="30s"|"120s"|"600s"}` — COMPLETED payments whose seat
@@ -12,15 +13,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::TimeDelta;
+use common::clock::Clock;
+use payment_api::store::retention::{IDEMPOTENCY_KEYS_KEPT, delete_idempotency_keys_before};
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use users_api::domain::queue::WaitingRoom;
 
 use crate::leader::Leadership;
+
+/// Handled events (inbox rows) and published ones (outbox rows) are kept a week for
+/// inspection and replays, then go: a flash sale writes several per seat.
+const EVENT_ROWS_KEPT: TimeDelta = TimeDelta::days(7);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
@@ -50,7 +57,7 @@ impl Job {
 
     /// Runs once; returns how many items it handled.
     async fn run(self, ctx: &JobContext) -> Result<u64, String> {
-        let now = Utc::now();
+        let now = ctx.clock.now();
         match self {
             Job::Admission => {
                 let mut admitted = 0;
@@ -104,37 +111,23 @@ impl Job {
                 Ok(pending)
             }
             Job::Cleanup => {
-                let mut removed = 0;
-                removed += exec(
-                    &ctx.payment_db,
-                    "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
-                )
-                .await?;
-                for (_, db) in ctx.databases() {
-                    removed += exec(
-                        db,
-                        "DELETE FROM inbox WHERE received_at < now() - interval '7 days'",
-                    )
-                    .await?;
-                    // Published events are kept a week for inspection and replays, then go:
-                    // a flash sale writes several per seat. Unpublished rows are never touched.
-                    removed += exec(
-                        db,
-                        "DELETE FROM outbox WHERE published_at < now() - interval '7 days'",
-                    )
-                    .await?;
+                let mut removed =
+                    delete_idempotency_keys_before(&ctx.payment_db, now - IDEMPOTENCY_KEYS_KEPT)
+                        .await
+                        .map_err(|e| format!("payment-api: {e}"))?;
+                let before = now - EVENT_ROWS_KEPT;
+                for (service, db) in ctx.databases() {
+                    removed += common::inbox::delete_received_before(db, before)
+                        .await
+                        .map_err(|e| format!("{service}: {e}"))?;
+                    removed += common::outbox::delete_published_before(db, before)
+                        .await
+                        .map_err(|e| format!("{service}: {e}"))?;
                 }
                 Ok(removed)
             }
         }
     }
-}
-
-async fn exec(db: &DatabaseConnection, sql: &str) -> Result<u64, String> {
-    db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(|e| e.to_string())
 }
 
 /// What the jobs work with.
@@ -147,6 +140,8 @@ pub struct JobContext {
     pub payment: payment_api::config::PaymentConfig,
     pub grace: Duration,
     pub metrics: JobMetrics,
+    /// batch's time source; the waiting room in `room` holds the same one.
+    pub clock: Clock,
 }
 
 impl JobContext {

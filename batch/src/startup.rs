@@ -44,7 +44,11 @@ impl Application {
         let metrics = Arc::new(Metrics::new(SERVICE));
         let job_metrics = JobMetrics::register(metrics.registry());
         let ctx = Arc::new(JobContext {
-            room: WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone()),
+            room: WaitingRoom::new(
+                QueueKeys::new(redis.clone()),
+                config.queue.clone(),
+                config.clock.clone(),
+            ),
             users_db: users_db.clone(),
             concert_db: concert_db.clone(),
             payment_db: payment_db.clone(),
@@ -55,6 +59,7 @@ impl Application {
             payment: config.payment.clone(),
             grace: config.reservation.grace,
             metrics: job_metrics.clone(),
+            clock: config.clock.clone(),
         });
         let parts = ServiceParts {
             name: SERVICE,
@@ -70,7 +75,7 @@ impl Application {
             metrics,
             openapi: ApiDoc::openapi(),
             relay: false,
-            clock: common::clock::Clock::system(),
+            clock: config.clock.clone(),
         };
         let mut service = build_service(parts, |_| {})?;
 

@@ -1,6 +1,7 @@
 //! Inbox dedup: a consumer records each event id in the same transaction as its effect, so
 //! a redelivered event (at-least-once delivery) changes nothing the second time.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait,
 };
@@ -45,4 +46,21 @@ where
     let out = effect(&txn).await?;
     txn.commit().await?;
     Ok(Some(out))
+}
+
+/// Deletes inbox rows received before `before` (batch's cleanup); returns how many went. A
+/// redelivery older than that would run its effect again, so `before` must lie well past any
+/// broker retention or replay window.
+pub async fn delete_received_before<C: ConnectionTrait>(
+    db: &C,
+    before: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let res = db
+        .execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "DELETE FROM inbox WHERE received_at < $1",
+            [before.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
 }

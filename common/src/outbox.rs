@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
 use serde::Serialize;
@@ -243,4 +244,20 @@ pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, DbErr> {
         pending: row.try_get("", "pending")?,
         oldest_age_secs: row.try_get("", "oldest")?,
     })
+}
+
+/// Deletes rows published before `before` (batch's cleanup); returns how many went.
+/// Unpublished rows are never touched, however old: they are events still owed.
+pub async fn delete_published_before<C: ConnectionTrait>(
+    db: &C,
+    before: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let res = db
+        .execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "DELETE FROM outbox WHERE published_at < $1",
+            [before.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
 }

@@ -12,6 +12,7 @@ use common::ApiError;
 use common::client::ServiceClient;
 
 use crate::config::ConcertApiConfig;
+use crate::error::UsersCode;
 
 /// Negative answers are kept for at most this long, so a concert created a moment after
 /// someone asked for it opens its line quickly.
@@ -72,10 +73,7 @@ impl ConcertDirectory {
         if exists {
             Ok(())
         } else {
-            Err(ApiError::not_found(
-                "CONCERT_NOT_FOUND",
-                format!("concert {id} does not exist"),
-            ))
+            Err(UsersCode::ConcertNotFound.err(format!("concert {id} does not exist")))
         }
     }
 

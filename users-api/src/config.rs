@@ -1,11 +1,17 @@
-//! users-api settings: listener, database, Redis, broker, sessions, the waiting room.
+//! users-api settings: listener, database, Redis, broker, sessions, the waiting room, and
+//! the clock every rule is judged by.
 
 use std::time::Duration;
 
+use common::clock::Clock;
 use common::config::{
-    ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
+    ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, Secret,
     SessionConfig, log_format,
 };
+
+/// Where `users-api create-admin` reads the admin's password (never from the command line,
+/// which other users of the machine can see).
+pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -17,6 +23,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub concert_api: ConcertApiConfig,
     pub log_format: LogFormat,
+    /// The system clock; tests put a manual one here. Not a setting.
+    pub clock: Clock,
 }
 
 /// The waiting room's numbers (DESIGN §3).
@@ -82,6 +90,14 @@ impl Config {
             queue: QueueConfig::from_env(env)?,
             concert_api: ConcertApiConfig::from_env(env)?,
             log_format: log_format(env)?,
+            clock: Clock::system(),
         })
     }
+}
+
+/// The admin password for `users-api create-admin`.
+pub fn admin_password(env: &Env) -> Result<Secret<String>, String> {
+    env.raw(ADMIN_PASSWORD)
+        .map(Secret::new)
+        .ok_or_else(|| format!("{ADMIN_PASSWORD} is not set"))
 }

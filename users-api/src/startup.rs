@@ -11,18 +11,31 @@ use common::startup::{
 use utoipa::OpenApi;
 
 use crate::concerts::ConcertDirectory;
-use crate::config::Config;
+use crate::config::{ADMIN_PASSWORD, Config, admin_password};
+use crate::domain::account::{self, Password, Username};
 use crate::domain::queue::WaitingRoom;
 use crate::events::RetireOnPurchase;
+use crate::routes::AppState;
 use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "users-api";
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "users-api",
-    description = "Accounts, sessions and the waiting room"
-))]
+#[openapi(
+    info(
+        title = "users-api",
+        description = "Accounts, sessions and the waiting room"
+    ),
+    paths(
+        crate::routes::accounts::sign_up,
+        crate::routes::accounts::log_in,
+        crate::routes::accounts::log_out,
+        crate::routes::accounts::me,
+        crate::routes::queue::join,
+        crate::routes::queue::status,
+        crate::routes::queue::events,
+    )
+)]
 struct ApiDoc;
 
 pub struct Application;
@@ -31,24 +44,34 @@ impl Application {
     /// Connects, migrates and binds; the returned service is not yet serving.
     pub async fn build(config: Config) -> Result<Service, StartupError> {
         tracing::info!(?config, "starting {SERVICE}");
+        let clock = config.clock.clone();
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
-        let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
-        let db_data = web::Data::new(db.clone());
-        let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
-        let room_data = web::Data::new(room.clone());
-        let concerts = web::Data::new(ConcertDirectory::new(config.concert_api.clone()));
-        let consumer_kafka = kafka.clone();
+        let sessions =
+            SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone());
+        let room = WaitingRoom::new(
+            QueueKeys::new(redis.clone()),
+            config.queue.clone(),
+            clock.clone(),
+        );
         let handler = RetireOnPurchase {
             db: db.clone(),
-            room,
+            room: room.clone(),
         };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi());
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            sessions: sessions.clone(),
+            room,
+            concerts: ConcertDirectory::new(config.concert_api.clone()),
+            clock: clock.clone(),
+        });
+        // The session extractor (`AuthUser`) looks the store up on its own.
+        let sessions = web::Data::new(sessions);
+        let consumer_kafka = kafka.clone();
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi())
+            .with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(sessions.clone())
-                .app_data(db_data.clone())
-                .app_data(room_data.clone())
-                .app_data(concerts.clone());
+            cfg.app_data(sessions.clone()).app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
         service.spawn_consumer(
@@ -78,25 +101,33 @@ impl ServiceMain for Config {
         Application::build(self).await
     }
     /// `users-api create-admin --username NAME` (password from `ADMIN_PASSWORD`): creates the
-    /// admin or resets its password.
+    /// admin or resets its password. The credentials are checked before the database opens.
     async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
         if cmd != "create-admin" {
             return Err(format!(
                 "unknown command `{cmd}` (serve | migrate | create-admin)"
             ));
         }
+        let username = match args.as_slice() {
+            [flag, name] if flag == "--username" => name.clone(),
+            _ => {
+                return Err(format!(
+                    "usage: users-api create-admin --username NAME (password in {ADMIN_PASSWORD})"
+                ));
+            }
+        };
+        let password = admin_password(&Env::process())?;
         let username =
-            match args.as_slice() {
-                [flag, name] if flag == "--username" => name.clone(),
-                _ => return Err(
-                    "usage: users-api create-admin --username NAME (password in ADMIN_PASSWORD)"
-                        .into(),
-                ),
-            };
-        let password =
-            std::env::var("ADMIN_PASSWORD").map_err(|_| "ADMIN_PASSWORD is not set".to_owned())?;
-        let row = crate::domain::account::create_admin(&self, &username, &password).await?;
-        println!("admin `{}` ready (id {})", row.username, row.id);
+            Username::parse(&username).map_err(|e| format!("--username: {}", e.reason))?;
+        let password = Password::parse(password.expose())
+            .map_err(|e| format!("{ADMIN_PASSWORD}: {}", e.reason))?;
+        let db = open_database::<Migrator>(SERVICE, &self.database)
+            .await
+            .map_err(|e| e.to_string())?;
+        let admin = account::create_admin(&db, &username, &password)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("admin `{}` ready (id {})", admin.username, admin.id);
         Ok(())
     }
 }

@@ -1,12 +1,13 @@
 //! With the platform running, batch's jobs do their work: admission at the configured rate
 //! and never beyond the cap; unpaid holds swept after hold + grace; a lost payment event
 //! found by reconciliation and the seat confirmed; cleanup removes only what is past its keeping
-//! time.
+//! time. Time passes by moving batch's manual clock, not by sleeping.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use common::auth::{QueueKeys, Role, Session, SessionStore};
+use common::clock::Clock;
 use common::redis::RedisStore;
 use common::testkit::{TestApp, eventually};
 use sea_orm::{ConnectionTrait, Statement};
@@ -35,9 +36,13 @@ async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap(
         .with("BATCH_LEASE_MS", "600");
     let config = batch::Config::from_env(&env).unwrap();
     let redis = RedisStore::connect(&config.redis).unwrap();
-    let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
+    let room = WaitingRoom::new(
+        QueueKeys::new(redis.clone()),
+        config.queue.clone(),
+        config.clock.clone(),
+    );
     for user in 0..12 {
-        room.join(user, 7, Utc::now()).await.unwrap();
+        room.join(user, 7).await.unwrap();
     }
     let active_key = QueueKeys::new(redis.clone()).active(7);
     let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
@@ -75,9 +80,7 @@ async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap(
 async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_seat() {
     let world = World::new().await;
     let rules = |env: common::config::Env| {
-        env.with("RESERVATION_HOLD_SECS", "4")
-            .with("RESERVATION_GRACE_SECS", "1")
-            .with("QUEUE_ADMIT_INTERVAL_MS", "100")
+        env.with("QUEUE_ADMIT_INTERVAL_MS", "100")
             .with("BATCH_EXPIRE_INTERVAL_MS", "200")
             .with("BATCH_RECONCILE_INTERVAL_MS", "300")
             .with("PAYMENT_RECONCILE_AFTER_SECS", "1")
@@ -96,9 +99,16 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
             .await
             .unwrap(),
     );
-    let config = batch::Config::from_env(&env).unwrap();
+    let mut config = batch::Config::from_env(&env).unwrap();
+    config.clock = Clock::manual();
+    let clock = config.clock.clone();
+    let hold_and_grace = config.reservation.hold + config.reservation.grace;
     let redis = RedisStore::connect(&config.redis).unwrap();
-    let room = WaitingRoom::new(QueueKeys::new(redis.clone()), config.queue.clone());
+    let room = WaitingRoom::new(
+        QueueKeys::new(redis.clone()),
+        config.queue.clone(),
+        clock.clone(),
+    );
     let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
 
     let store = SessionStore::new(redis, Duration::from_secs(600));
@@ -146,7 +156,7 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
             })
             .await
             .unwrap();
-        let (status, _) = room.join(user_id, concert_id, Utc::now()).await.unwrap();
+        let (status, _) = room.join(user_id, concert_id).await.unwrap();
         fans.push((user_id, session, status.token));
     }
     let hold = |i: usize, seat: i64| {
@@ -198,6 +208,12 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
         }
     })
     .await;
+    assert_eq!(
+        count(&concert_db, &format!("SELECT count(*)::bigint AS n FROM reservations WHERE id = {unpaid} AND status = 'HELD'")).await,
+        1,
+        "the unpaid hold lives until its time is up"
+    );
+    clock.advance(hold_and_grace + Duration::from_secs(1));
     eventually("the sweep to expire the unpaid hold after hold + grace", Duration::from_secs(20), || {
         let db = concert_db.clone();
         async move {
@@ -266,8 +282,10 @@ async fn cleanup_removes_only_what_is_past_its_keeping_time() {
     )
     .await;
     // No unpublished row may be sent anywhere: the relay runs in the services, not here.
-    let config =
+    let mut config =
         batch::Config::from_env(&world.env().with("BATCH_CLEANUP_INTERVAL_MS", "100")).unwrap();
+    config.clock = Clock::manual();
+    let clock = config.clock.clone();
     let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
 
     for db in &dbs {
@@ -322,4 +340,31 @@ async fn cleanup_removes_only_what_is_past_its_keeping_time() {
         .await,
         1
     );
+
+    // Two days later by batch's clock, the 23-hour key and the 6-day inbox row are past their
+    // keeping time too; the event published a day ago (now three) and the unpublished one stay.
+    clock.advance(Duration::from_secs(2 * 86_400));
+    eventually(
+        "the rows that aged past their keeping time to go",
+        Duration::from_secs(20),
+        || async {
+            let mut gone = count(&dbs[2], "SELECT count(*) AS n FROM idempotency_keys").await == 0;
+            for db in &dbs {
+                gone &= count(db, "SELECT count(*) AS n FROM inbox").await == 0;
+            }
+            gone.then_some(())
+        },
+    )
+    .await;
+    for db in &dbs {
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) AS n FROM outbox WHERE key IN ('recent', 'unpublished')"
+            )
+            .await,
+            2,
+            "published three days ago, and never published: both stay"
+        );
+    }
 }

@@ -4,4 +4,5 @@ pub mod idempotency;
 pub mod migration;
 pub mod payments;
 pub mod reconciliation;
+pub mod retention;
 pub mod wallet;

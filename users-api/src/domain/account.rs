@@ -1,29 +1,89 @@
-//! Accounts: what a valid username and password are, and password hashing (argon2id).
+//! Accounts: what a valid username and password are, password hashing (argon2id), and
+//! signing up, logging in and the operator's admin account (DESIGN §2 step 1).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use common::ApiError;
+use chrono::{DateTime, Utc};
+use common::ErrorCode;
+use common::auth::{Role, Session, SessionStore};
+use common::error::Code;
 use rand::RngCore;
+use sea_orm::{ConnectionTrait, DbErr};
+
+use crate::error::{Catalogued, UsersCode};
+use crate::store::users::{self, UserRow};
+
+/// A username or password outside the contract's rules (400, naming the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct InvalidCredential {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidCredential),
+    #[error("username `{0}` is taken")]
+    UsernameTaken(String),
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("password hashing: {0}")]
+    Hashing(String),
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    #[error("session store: {0}")]
+    Sessions(#[from] redis::RedisError),
+}
+
+impl AccountError {
+    fn catalogued(&self) -> Catalogued {
+        match self {
+            Self::Invalid(_) => Code::InvalidRequest.into(),
+            Self::UsernameTaken(_) => UsersCode::UsernameTaken.into(),
+            Self::BadCredentials => UsersCode::BadCredentials.into(),
+            Self::Hashing(_) | Self::Database(_) => Code::Internal.into(),
+            Self::Sessions(_) => Code::DependencyUnavailable.into(),
+        }
+    }
+}
+
+impl ErrorCode for AccountError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        self.catalogued().status()
+    }
+    fn code(&self) -> &'static str {
+        self.catalogued().code()
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Sessions(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
 
 /// 3..=32 characters of `[a-z0-9_]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidCredential> {
+        let invalid = |reason| InvalidCredential {
+            field: "username",
+            reason,
+        };
         let len = raw.chars().count();
         if !(3..=32).contains(&len) {
-            return Err(ApiError::invalid_field(
-                "username",
-                "must be 3 to 32 characters",
-            ));
+            return Err(invalid("must be 3 to 32 characters"));
         }
         if !raw
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(ApiError::invalid_field(
-                "username",
+            return Err(invalid(
                 "may contain only lowercase letters, digits and underscores",
             ));
         }
@@ -39,27 +99,27 @@ impl Username {
 pub struct Password(String);
 
 impl Password {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidCredential> {
         let len = raw.chars().count();
         if !(8..=128).contains(&len) {
-            return Err(ApiError::invalid_field(
-                "password",
-                "must be 8 to 128 characters",
-            ));
+            return Err(InvalidCredential {
+                field: "password",
+                reason: "must be 8 to 128 characters",
+            });
         }
         Ok(Self(raw.to_owned()))
     }
 
     /// An argon2id PHC string with a random salt. CPU-heavy: call off the async workers.
-    pub fn hash(&self) -> Result<String, ApiError> {
+    pub fn hash(&self) -> Result<String, AccountError> {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         let salt =
-            SaltString::encode_b64(&bytes).map_err(|e| ApiError::internal(format!("salt: {e}")))?;
+            SaltString::encode_b64(&bytes).map_err(|e| AccountError::Hashing(e.to_string()))?;
         Argon2::default()
             .hash_password(self.0.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| ApiError::internal(format!("password hashing: {e}")))
+            .map_err(|e| AccountError::Hashing(e.to_string()))
     }
 }
 
@@ -67,28 +127,6 @@ impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password(***)")
     }
-}
-
-/// Creates the admin account or resets its password (operator command).
-pub async fn create_admin(
-    config: &crate::Config,
-    username: &str,
-    password: &str,
-) -> Result<crate::store::users::UserRow, String> {
-    let username = Username::parse(username)
-        .map_err(|e| e.detail().replace("field `username`", "--username"))?;
-    let password = Password::parse(password)
-        .map_err(|e| e.detail().replace("field `password`", "ADMIN_PASSWORD"))?;
-    let hash = password.hash().map_err(|e| e.to_string())?;
-    let db = common::startup::open_database::<crate::store::migration::Migrator>(
-        crate::startup::SERVICE,
-        &config.database,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    crate::store::users::upsert_admin(&db, username.as_str(), &hash)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Checks `password` against a stored PHC hash. CPU-heavy: call off the async workers.
@@ -108,6 +146,106 @@ pub static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
         .expect("hashing a constant works")
 });
 
+/// Hashing costs tens of milliseconds of CPU: keep it off the async workers.
+async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AccountError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AccountError::Hashing(e.to_string()))
+}
+
+/// An account as the rest of the service sees it (no password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            role: row.role(),
+            id: row.id,
+            username: row.username,
+        }
+    }
+}
+
+/// A session just opened: its bearer token, when it lapses unless used, and whose it is.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+/// Creates a `USER` account. Two concurrent sign-ups with one name: the unique index lets
+/// exactly one through, the other is `UsernameTaken`.
+pub async fn sign_up<C: ConnectionTrait>(
+    db: &C,
+    username: &str,
+    password: &str,
+) -> Result<User, AccountError> {
+    let username = Username::parse(username)?;
+    let password = Password::parse(password)?;
+    let hash = off_worker(move || password.hash()).await??;
+    users::insert(db, username.as_str(), &hash, Role::User)
+        .await?
+        .map(User::from)
+        .ok_or_else(|| AccountError::UsernameTaken(username.as_str().to_owned()))
+}
+
+/// Checks the password (against a decoy hash for an unknown name, so both cost the same)
+/// and opens a session; its expiry is stated by the store's clock.
+pub async fn log_in<C: ConnectionTrait>(
+    db: &C,
+    sessions: &SessionStore,
+    username: &str,
+    password: &str,
+) -> Result<LoggedIn, AccountError> {
+    // Oversized input cannot match a stored account; refuse it before spending CPU on it.
+    if username.len() > 64 || password.len() > 512 {
+        return Err(AccountError::BadCredentials);
+    }
+    let row = users::find_by_username(db, username).await?;
+    let hash = row
+        .as_ref()
+        .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
+    let password = password.to_owned();
+    let matches = off_worker(move || verify_password(&password, &hash)).await?;
+    let user = row
+        .filter(|_| matches)
+        .map(User::from)
+        .ok_or(AccountError::BadCredentials)?;
+    let (token, expires_at) = sessions
+        .create(&Session {
+            user_id: user.id,
+            username: user.username.clone(),
+            role: user.role,
+        })
+        .await?;
+    Ok(LoggedIn {
+        token,
+        expires_at,
+        user,
+    })
+}
+
+/// Creates the admin account or resets its password and role (operator command). Takes
+/// parsed credentials, so the operator hears about a bad one before anything is opened.
+pub async fn create_admin<C: ConnectionTrait>(
+    db: &C,
+    username: &Username,
+    password: &Password,
+) -> Result<User, AccountError> {
+    let hash = password.hash()?;
+    Ok(users::upsert_admin(db, username.as_str(), &hash)
+        .await?
+        .into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +257,8 @@ mod tests {
         }
         for bad in ["ab", "", "Abc", "a-b", "a b", "ünï", &"x".repeat(33)] {
             let err = Username::parse(bad).unwrap_err();
-            assert!(err.detail().contains("username"), "{bad}: {}", err.detail());
+            assert_eq!(err.field, "username", "{bad}");
+            assert!(err.to_string().starts_with("field `username`: "), "{err}");
         }
     }
 
@@ -140,5 +279,31 @@ mod tests {
         assert!(verify_password("correct horse", &a));
         assert!(!verify_password("wrong horse", &a));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn errors_map_to_the_contracts_codes() {
+        let cases: [(AccountError, Catalogued); 4] = [
+            (
+                Username::parse("A").unwrap_err().into(),
+                Code::InvalidRequest.into(),
+            ),
+            (
+                AccountError::UsernameTaken("ann".into()),
+                UsersCode::UsernameTaken.into(),
+            ),
+            (
+                AccountError::BadCredentials,
+                UsersCode::BadCredentials.into(),
+            ),
+            (AccountError::Hashing("x".into()), Code::Internal.into()),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(
+                (err.status(), err.code()),
+                (expected.status(), expected.code()),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The rules of users-api, free of HTTP and storage.
+//! The rules of users-api, free of HTTP: accounts and sessions, and the waiting room.
 
 pub mod account;
 pub mod queue;

@@ -1,17 +1,15 @@
 //! Sign-up, log-in, log-out and `me` (API.md, users-api).
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use common::ApiError;
-use common::auth::{AuthUser, Role, Session, SessionStore};
+use common::auth::{AuthUser, Role};
 use common::http::Json;
-use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::account::{DECOY_HASH, Password, Username, verify_password};
-use crate::store::users::{self, UserRow};
+use crate::domain::account::{self, LoggedIn, User};
+use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/users", web::post().to(sign_up))
@@ -22,10 +20,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// 3 to 32 of `[a-z0-9_]`.
     username: String,
+    /// 8 to 128 characters.
     password: String,
 }
 
+/// `User` of API.md.
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
     id: i64,
@@ -33,99 +34,80 @@ pub struct UserView {
     role: Role,
 }
 
-impl From<&UserRow> for UserView {
-    fn from(u: &UserRow) -> Self {
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
         Self {
             id: u.id,
-            username: u.username.clone(),
-            role: u.role(),
+            username: u.username,
+            role: u.role,
         }
     }
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SessionView {
+    /// The bearer token for `Authorization: Bearer`.
     token: String,
+    /// When the session lapses unless used; each use extends it.
     expires_at: DateTime<Utc>,
     user: UserView,
 }
 
-/// Hashing costs tens of milliseconds of CPU: keep it off the async workers.
-async fn off_worker<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(f).await.map_err(ApiError::internal)
+impl From<LoggedIn> for SessionView {
+    fn from(s: LoggedIn) -> Self {
+        Self {
+            token: s.token,
+            expires_at: s.expires_at,
+            user: s.user.into(),
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/users", request_body = Credentials,
-    responses((status = 201, body = UserView), (status = 400), (status = 409, description = "USERNAME_TAKEN")))]
+    responses(
+        (status = 201, description = "the new account, with role USER", body = UserView),
+        (status = 400, description = "INVALID_REQUEST: the detail names the field"),
+        (status = 409, description = "USERNAME_TAKEN: someone already has this username"),
+    ))]
 pub async fn sign_up(
-    db: web::Data<DatabaseConnection>,
+    state: web::Data<AppState>,
     body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let username = Username::parse(&username)?;
-    let password = Password::parse(&password)?;
-    let hash = off_worker(move || password.hash()).await??;
-    let user = users::insert(db.get_ref(), username.as_str(), &hash, Role::User)
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "USERNAME_TAKEN",
-                format!("username `{}` is taken", username.as_str()),
-            )
-        })?;
-    Ok(HttpResponse::Created().json(UserView::from(&user)))
+    let user = account::sign_up(&state.db, &username, &password).await?;
+    Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
 #[utoipa::path(post, path = "/api/sessions", request_body = Credentials,
-    responses((status = 201, body = SessionView), (status = 401, description = "BAD_CREDENTIALS")))]
+    responses(
+        (status = 201, description = "a new session", body = SessionView),
+        (status = 400, description = "INVALID_REQUEST: a malformed body"),
+        (status = 401, description = "BAD_CREDENTIALS: unknown username or wrong password (which is not said)"),
+    ))]
 pub async fn log_in(
-    db: web::Data<DatabaseConnection>,
-    sessions: web::Data<SessionStore>,
+    state: web::Data<AppState>,
     body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let bad = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "BAD_CREDENTIALS",
-            "wrong username or password",
-        )
-    };
-    // Oversized input cannot match a stored account; refuse it before spending CPU on it.
-    if username.len() > 64 || password.len() > 512 {
-        return Err(bad());
-    }
-    let user = users::find_by_username(db.get_ref(), &username).await?;
-    let hash = user
-        .as_ref()
-        .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
-    let matches = off_worker(move || verify_password(&password, &hash)).await?;
-    let user = user.filter(|_| matches).ok_or_else(bad)?;
-    let session = Session {
-        user_id: user.id,
-        username: user.username.clone(),
-        role: user.role(),
-    };
-    let (token, expires_at) = sessions.create(&session).await?;
-    Ok(HttpResponse::Created().json(SessionView {
-        token,
-        expires_at,
-        user: UserView::from(&user),
-    }))
+    let session = account::log_in(&state.db, &state.sessions, &username, &password).await?;
+    Ok(HttpResponse::Created().json(SessionView::from(session)))
 }
 
-#[utoipa::path(delete, path = "/api/sessions", responses((status = 204), (status = 401)))]
-pub async fn log_out(
-    user: AuthUser,
-    sessions: web::Data<SessionStore>,
-) -> Result<HttpResponse, ApiError> {
-    sessions.delete(&user.token).await?;
+#[utoipa::path(delete, path = "/api/sessions",
+    responses(
+        (status = 204, description = "logged out: the token stops working in every service at once"),
+        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+    ))]
+pub async fn log_out(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    state.sessions.delete(&user.token).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/users/me", responses((status = 200, body = UserView), (status = 401)))]
+#[utoipa::path(get, path = "/api/users/me",
+    responses(
+        (status = 200, description = "the session's account", body = UserView),
+        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+    ))]
 pub async fn me(user: AuthUser) -> HttpResponse {
     HttpResponse::Ok().json(UserView {
         id: user.id,

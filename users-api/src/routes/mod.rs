@@ -4,6 +4,22 @@ pub mod accounts;
 pub mod queue;
 
 use actix_web::web;
+use common::auth::SessionStore;
+use common::clock::Clock;
+use sea_orm::DatabaseConnection;
+
+use crate::concerts::ConcertDirectory;
+use crate::domain::queue::WaitingRoom;
+
+/// What the handlers work with.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub sessions: SessionStore,
+    pub room: WaitingRoom,
+    pub concerts: ConcertDirectory,
+    /// The service's time source; the session store and the waiting room hold the same one.
+    pub clock: Clock,
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     accounts::configure(cfg);

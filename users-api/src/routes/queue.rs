@@ -1,16 +1,19 @@
 //! The waiting room over HTTP: join, status (the heartbeat), and a Server-Sent Events stream.
 
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
 use common::ApiError;
 use common::auth::AuthUser;
 use common::http::Json;
+use futures_util::Stream;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::concerts::ConcertDirectory;
-use crate::domain::queue::{QueueState, QueueStatus, WaitingRoom};
+use crate::domain::queue::{QueueError, QueueState, QueueStatus};
+use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/queue/tokens", web::post().to(join))
@@ -20,51 +23,86 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize, ToSchema)]
 pub struct JoinRequest {
+    /// A positive concert id.
     concert_id: i64,
 }
 
-fn token_not_found() -> ApiError {
-    ApiError::not_found("QUEUE_TOKEN_NOT_FOUND", "no such queue token for this user")
+impl JoinRequest {
+    fn concert_id(self) -> Result<i64, ApiError> {
+        if self.concert_id <= 0 {
+            return Err(ApiError::invalid_field(
+                "concert_id",
+                "must be a positive integer",
+            ));
+        }
+        Ok(self.concert_id)
+    }
 }
 
 #[utoipa::path(post, path = "/api/queue/tokens", request_body = JoinRequest,
-    responses((status = 201, body = QueueStatus, description = "new token"), (status = 200, body = QueueStatus, description = "existing token"),
-        (status = 400), (status = 401), (status = 404, description = "CONCERT_NOT_FOUND"), (status = 503)))]
+    responses(
+        (status = 201, description = "a new token at the back of the line", body = QueueStatus),
+        (status = 200, description = "the caller's existing live token for this concert", body = QueueStatus),
+        (status = 400, description = "INVALID_REQUEST: the detail names the field"),
+        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+        (status = 404, description = "CONCERT_NOT_FOUND: concert-api knows no such concert"),
+        (status = 503, description = "DEPENDENCY_UNAVAILABLE: concert-api or Redis cannot answer; nothing was written",
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn join(
+    state: web::Data<AppState>,
     user: AuthUser,
-    room: web::Data<WaitingRoom>,
-    concerts: web::Data<ConcertDirectory>,
     body: Json<JoinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert_id = body.into_inner().concert_id;
-    if concert_id <= 0 {
-        return Err(ApiError::invalid_field(
-            "concert_id",
-            "must be a positive integer",
-        ));
-    }
-    concerts.require(concert_id).await?;
-    let (status, created) = room.join(user.id, concert_id, Utc::now()).await?;
-    Ok(if created {
-        HttpResponse::Created()
+    let concert_id = body.into_inner().concert_id()?;
+    state.concerts.require(concert_id).await?;
+    let (status, created) = state.room.join(user.id, concert_id).await?;
+    let code = if created {
+        StatusCode::CREATED
     } else {
-        HttpResponse::Ok()
-    }
-    .json(status))
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(code).json(status))
 }
 
 #[utoipa::path(get, path = "/api/queue/tokens/{token}",
-    responses((status = 200, body = QueueStatus), (status = 401), (status = 404)))]
+    params(("token" = String, Path, description = "a token from joining")),
+    responses(
+        (status = 200, description = "the token's status; this poll is its heartbeat", body = QueueStatus),
+        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+        (status = 404, description = "QUEUE_TOKEN_NOT_FOUND: unknown, malformed, or another user's token"),
+    ))]
 pub async fn status(
+    state: web::Data<AppState>,
     user: AuthUser,
-    room: web::Data<WaitingRoom>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = room
-        .status(user.id, &token, Utc::now())
-        .await?
-        .ok_or_else(token_not_found)?;
+    let status = state.room.status(user.id, &token).await?;
     Ok(HttpResponse::Ok().json(status))
+}
+
+/// Pushes the status whenever it changes and at least every keep-alive period; each check
+/// is a heartbeat, so an open stream keeps its token in line. Ends after ACTIVE or EXPIRED.
+#[utoipa::path(get, path = "/api/queue/tokens/{token}/events",
+    params(("token" = String, Path, description = "a token from joining")),
+    responses(
+        (status = 200, description = "`data: <QueueStatus>` frames: one at once, then on every change and at least every keep-alive period; ends after ACTIVE or EXPIRED",
+            content_type = "text/event-stream", body = QueueStatus),
+        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+        (status = 404, description = "QUEUE_TOKEN_NOT_FOUND: unknown, malformed, or another user's token"),
+    ))]
+pub async fn events(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let token = token.into_inner();
+    let first = state.room.status(user.id, &token).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(status_frames(state.into_inner(), user.id, token, first)))
 }
 
 fn sse_frame(status: &QueueStatus) -> Bytes {
@@ -74,51 +112,47 @@ fn sse_frame(status: &QueueStatus) -> Bytes {
     ))
 }
 
-/// Pushes the status whenever it changes and at least every keep-alive period; each check
-/// is a heartbeat, so an open stream keeps its token in line. Ends after ACTIVE or EXPIRED.
-#[utoipa::path(get, path = "/api/queue/tokens/{token}/events",
-    responses((status = 200, content_type = "text/event-stream", body = QueueStatus), (status = 401), (status = 404)))]
-pub async fn events(
-    user: AuthUser,
-    room: web::Data<WaitingRoom>,
-    token: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let token = token.into_inner();
-    let first = room
-        .status(user.id, &token, Utc::now())
-        .await?
-        .ok_or_else(token_not_found)?;
-    let room = room.into_inner();
-    let (poll, keepalive) = (room.config().sse_poll, room.config().sse_keepalive);
+/// Where a status stream stands between checks.
+struct Watching {
+    last: QueueStatus,
+    last_sent: tokio::time::Instant,
+    done: bool,
+    first: bool,
+}
 
-    struct Stream {
-        last: QueueStatus,
-        last_sent: tokio::time::Instant,
-        done: bool,
-        first: bool,
-    }
-    let init = Stream {
+/// `first` at once, then a frame whenever a check (every `sse_poll`) finds a change or
+/// `sse_keepalive` has passed since the last one. The pacing is tokio's monotonic time, not
+/// the clock: it is how often to look, not what time it is.
+fn status_frames(
+    state: Arc<AppState>,
+    user_id: i64,
+    token: String,
+    first: QueueStatus,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let cfg = state.room.config();
+    let (poll, keepalive) = (cfg.sse_poll, cfg.sse_keepalive);
+    let init = Watching {
         done: first.status != QueueState::Waiting,
         last: first,
         last_sent: tokio::time::Instant::now(),
         first: true,
     };
-    let stream = futures_util::stream::unfold(init, move |mut s| {
-        let (room, token) = (room.clone(), token.clone());
+    futures_util::stream::unfold(init, move |mut s| {
+        let (state, token) = (state.clone(), token.clone());
         async move {
             if s.first {
                 s.first = false;
                 s.last_sent = tokio::time::Instant::now();
-                return Some((Ok::<_, actix_web::Error>(sse_frame(&s.last)), s));
+                return Some((Ok(sse_frame(&s.last)), s));
             }
             if s.done {
                 return None;
             }
             loop {
                 tokio::time::sleep(poll).await;
-                let now = match room.status(user.id, &token, Utc::now()).await {
-                    Ok(Some(st)) => st,
-                    Ok(None) => return None,
+                let now = match state.room.status(user_id, &token).await {
+                    Ok(st) => st,
+                    Err(QueueError::TokenNotFound) => return None,
                     Err(e) => {
                         tracing::warn!(error = %e, "queue status check failed in SSE stream");
                         continue;
@@ -133,10 +167,5 @@ pub async fn events(
                 }
             }
         }
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream))
+    })
 }

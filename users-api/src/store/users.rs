@@ -12,6 +12,7 @@ pub struct UserRow {
 }
 
 impl UserRow {
+    /// The `role` column read back through the one mapping, `Role::as_str`.
     pub fn role(&self) -> Role {
         if self.role == Role::Admin.as_str() {
             Role::Admin
@@ -48,10 +49,14 @@ pub async fn upsert_admin<C: ConnectionTrait>(
 ) -> Result<UserRow, DbErr> {
     UserRow::find_by_statement(Statement::from_sql_and_values(
         db.get_database_backend(),
-        "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, 'ADMIN') \
-         ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'ADMIN' \
+        "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3) \
+         ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role \
          RETURNING id, username, password_hash, role",
-        [username.into(), password_hash.into()],
+        [
+            username.into(),
+            password_hash.into(),
+            Role::Admin.as_str().into(),
+        ],
     ))
     .one(db)
     .await?

@@ -221,7 +221,8 @@ async fn expired_and_unknown_sessions_are_401() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
     let token = s.session("carol").await;
-    // Let the session lapse the way a TTL does, without waiting 30 minutes.
+    // Let the session lapse the way a TTL does, without waiting 30 minutes. The TTL runs on
+    // Redis's clock, not the app's, so the last 50 ms are waited out.
     let redis = redis::Client::open(common::testkit::redis_url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -248,6 +249,31 @@ async fn expired_and_unknown_sessions_are_401() {
         .await;
         assert_eq!((status, p["code"].as_str()), (401, Some("UNAUTHENTICATED")));
     }
+}
+
+#[tokio::test]
+async fn a_sessions_expiry_is_stated_by_the_services_clock() {
+    let s = spawn_app().await;
+    s.session("dave").await;
+    s.clock.advance(Duration::from_secs(3600));
+    let session: Value = reqwest::Client::new()
+        .post(s.url("/api/sessions"))
+        .json(&json!({"username": "dave", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        session["expires_at"].as_str().unwrap().parse().unwrap();
+    let ttl = chrono::Duration::from_std(s.config.session.ttl).unwrap();
+    let from_clock = expires - (s.clock.now() + ttl);
+    assert!(
+        from_clock.num_seconds().abs() < 5,
+        "expires_at is the clock's now + the session TTL: {expires}"
+    );
+    assert!(expires > chrono::Utc::now() + chrono::Duration::minutes(89));
 }
 
 #[tokio::test]

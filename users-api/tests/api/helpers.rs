@@ -1,6 +1,8 @@
-//! `spawn_app`: users-api on port 0 with its own database, Redis prefix and topic prefix.
+//! `spawn_app`: users-api on port 0 with its own database, Redis prefix and topic prefix,
+//! and a manual clock the test moves.
 
 use common::auth::QueueKeys;
+use common::clock::Clock;
 use common::config::Env;
 use common::testkit::{Isolation, StubCatalogue, TestApp};
 use users_api::domain::queue::WaitingRoom;
@@ -12,6 +14,8 @@ pub const CONCERTS: [i64; 3] = [1, 2, 3];
 pub struct Spawned {
     pub app: TestApp,
     pub config: Config,
+    /// The app's clock: `advance` it instead of sleeping until a pass runs out.
+    pub clock: Clock,
     pub catalogue: Option<StubCatalogue>,
     /// Also keeps the test database alive: dropping it drops the database.
     pub iso: Isolation,
@@ -32,12 +36,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
         let stub = StubCatalogue::start(CONCERTS.to_vec()).await;
         (env.with("CONCERT_API_URL", stub.url.clone()), Some(stub))
     };
-    let config = Config::from_env(&env).expect("test config");
+    let mut config = Config::from_env(&env).expect("test config");
+    config.clock = Clock::manual();
     let service = Application::build(config.clone())
         .await
         .expect("build users-api");
     Spawned {
         app: TestApp::start(service),
+        clock: config.clock.clone(),
         config,
         catalogue,
         iso,
@@ -45,9 +51,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
 }
 
 impl Spawned {
-    /// The same waiting room the app uses (same Redis prefix and settings).
+    /// The same waiting room the app uses (same Redis prefix, settings and clock).
     pub fn room(&self) -> WaitingRoom {
-        WaitingRoom::new(self.queue_keys(), self.config.queue.clone())
+        WaitingRoom::new(
+            self.queue_keys(),
+            self.config.queue.clone(),
+            self.clock.clone(),
+        )
     }
 
     pub fn queue_keys(&self) -> QueueKeys {

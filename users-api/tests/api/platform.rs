@@ -1,7 +1,8 @@
 //! The service boots against real dependencies, serves the common endpoints, stops cleanly,
-//! and refuses a bad configuration naming the variable.
+//! refuses a bad configuration naming the variable, and documents every route it serves.
 
 use common::testkit::{assert_binary_rejects_config, assert_platform_endpoints};
+use users_api::error::UsersCode;
 
 use crate::helpers::spawn_app;
 
@@ -19,4 +20,45 @@ fn a_bad_setting_stops_the_process_naming_the_variable() {
         "USERS_API_PORT",
         "not-a-port",
     );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_code() {
+    let spawned = spawn_app().await;
+    let doc: serde_json::Value = reqwest::get(spawned.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/api/users", "post"),
+        ("/api/users/me", "get"),
+        ("/api/sessions", "post"),
+        ("/api/sessions", "delete"),
+        ("/api/queue/tokens", "post"),
+        ("/api/queue/tokens/{token}", "get"),
+        ("/api/queue/tokens/{token}/events", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from {}",
+            doc["paths"]
+        );
+    }
+    let routes: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|ops| ops.as_object().unwrap().len())
+        .sum();
+    assert_eq!(routes, 7, "nothing beyond API.md's users-api table");
+    assert_eq!(
+        doc["paths"]["/api/queue/tokens/{token}"]["get"]["parameters"][0]["name"],
+        "token"
+    );
+    let text = doc["paths"].to_string();
+    for code in UsersCode::ALL {
+        assert!(text.contains(code.code()), "{} is documented", code.code());
+    }
 }

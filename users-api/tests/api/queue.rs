@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::auth::{ActiveQueuePass, Role, Session, SessionStore};
-use common::testkit::{PrivateRedis, StubCatalogue};
+use common::testkit::{PrivateRedis, StubCatalogue, eventually};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -49,6 +49,17 @@ async fn poll(c: &reqwest::Client, s: &Spawned, session: &str, token: &str) -> (
         .await
         .unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// `kafka_consumer_handled_total` in a Prometheus text page (users-api has one consumer).
+fn handled(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("kafka_consumer_handled_total{"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 async fn zcard(s: &Spawned, key: String) -> i64 {
@@ -135,9 +146,8 @@ async fn two_hundred_concurrent_joins_get_positions_one_to_two_hundred_and_are_a
     // Each tick admits the next 50 in join order; actives expire between ticks.
     let room = s.room();
     let active_key = s.queue_keys().active(2);
-    let mut now = Utc::now();
     for tick in 0..4 {
-        let admission = room.admit(2, now).await.unwrap();
+        let admission = room.admit(2, s.clock.now()).await.unwrap();
         assert_eq!(admission.admitted, 50, "tick {tick}");
         let mut conn = s.queue_keys().redis().conn();
         let active: Vec<String> = redis::cmd("ZRANGE")
@@ -158,8 +168,8 @@ async fn two_hundred_concurrent_joins_get_positions_one_to_two_hundred_and_are_a
             tick * 50 + 1,
             tick * 50 + 50
         );
-        now += chrono::Duration::from_std(s.config.queue.active_ttl).unwrap()
-            + chrono::Duration::seconds(1);
+        s.clock
+            .advance(s.config.queue.active_ttl + Duration::from_secs(1));
     }
 }
 
@@ -171,13 +181,13 @@ async fn concurrent_admission_never_exceeds_the_cap_and_expired_actives_free_the
     })
     .await;
     let room = s.room();
-    let now = Utc::now();
-    join_all((0..300).map(|u| room.join(u, 3, now)))
+    join_all((0..300).map(|u| room.join(u, 3)))
         .await
         .into_iter()
         .for_each(|r| {
             r.unwrap();
         });
+    let now = s.clock.now();
     let results = join_all((0..50).map(|_| room.admit(3, now))).await;
     let admitted: u64 = results.iter().map(|r| r.as_ref().unwrap().admitted).sum();
     assert_eq!(admitted, 40, "exactly the cap, whatever the concurrency");
@@ -191,10 +201,9 @@ async fn concurrent_admission_never_exceeds_the_cap_and_expired_actives_free_the
         "a full room admits no one"
     );
 
-    let later = now
-        + chrono::Duration::from_std(s.config.queue.active_ttl).unwrap()
-        + chrono::Duration::seconds(1);
-    let next = room.admit(3, later).await.unwrap();
+    s.clock
+        .advance(s.config.queue.active_ttl + Duration::from_secs(1));
+    let next = room.admit(3, s.clock.now()).await.unwrap();
     assert_eq!(
         (next.expired, next.admitted, next.active),
         (40, 15, 15),
@@ -213,7 +222,8 @@ async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
         (gone["position"].as_i64(), here["position"].as_i64()),
         (Some(1), Some(2))
     );
-    // The second user keeps polling past the idle timeout; the first walked away.
+    // The second user keeps polling past the idle timeout; the first walked away. A heartbeat
+    // is a Redis key TTL, which runs on Redis's clock, not ours: this one has to be waited out.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(
@@ -223,7 +233,7 @@ async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
             200
         );
     }
-    let admission = s.room().admit(1, Utc::now()).await.unwrap();
+    let admission = s.room().admit(1, s.clock.now()).await.unwrap();
     assert_eq!((admission.admitted, admission.abandoned), (1, 1));
     let (_, status) = poll(&c, &s, &users[1].1, here["token"].as_str().unwrap()).await;
     assert_eq!(status["status"], "ACTIVE");
@@ -258,7 +268,7 @@ async fn positions_never_increase_between_polls_and_active_shows_active_until() 
         if status["status"] == "ACTIVE" {
             let until: chrono::DateTime<Utc> =
                 status["active_until"].as_str().unwrap().parse().unwrap();
-            assert!(until > Utc::now() + chrono::Duration::minutes(9));
+            assert!(until > s.clock.now() + chrono::Duration::minutes(9));
             assert!(status["position"].is_null());
             break;
         }
@@ -271,7 +281,7 @@ async fn positions_never_increase_between_polls_and_active_shows_active_until() 
         previous = position;
         // Other users keep polling (heartbeats) while the line moves.
         join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
-        room.admit(2, Utc::now()).await.unwrap();
+        room.admit(2, s.clock.now()).await.unwrap();
     }
     let asked = s
         .catalogue
@@ -301,13 +311,13 @@ async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api
         "another user's token is not found"
     );
     assert_eq!(poll(&c, &s, &ann, "1.not-a-real-token").await.0, 404);
-    let err = ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+    let err = ActiveQueuePass::check(&keys, ann_id, token, s.clock.now())
         .await
         .unwrap_err();
     assert!(err.detail().contains("waiting"), "{}", err.detail());
 
-    s.room().admit(1, Utc::now()).await.unwrap();
-    let pass = ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+    s.room().admit(1, s.clock.now()).await.unwrap();
+    let pass = ActiveQueuePass::check(&keys, ann_id, token, s.clock.now())
         .await
         .expect("admitted token is a pass");
     assert_eq!(pass.concert_id, 1);
@@ -316,7 +326,7 @@ async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api
         pass.require_concert(2).unwrap_err().code(),
         "QUEUE_TOKEN_INVALID"
     );
-    let err = ActiveQueuePass::check(&keys, bob_id, token, Utc::now())
+    let err = ActiveQueuePass::check(&keys, bob_id, token, s.clock.now())
         .await
         .unwrap_err();
     assert_eq!(
@@ -327,7 +337,7 @@ async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api
     // Retiring (after a purchase) ends the pass at once.
     assert!(s.room().retire(ann_id, 1).await.unwrap());
     assert!(
-        ActiveQueuePass::check(&keys, ann_id, token, Utc::now())
+        ActiveQueuePass::check(&keys, ann_id, token, s.clock.now())
             .await
             .is_err()
     );
@@ -437,7 +447,7 @@ async fn the_event_stream_pushes_status_until_active_then_ends() {
     .unwrap();
     assert_eq!(first["status"], "WAITING");
 
-    s.room().admit(1, Utc::now()).await.unwrap();
+    s.room().admit(1, s.clock.now()).await.unwrap();
     let mut frames = Vec::new();
     while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), res.chunk())
         .await
@@ -503,7 +513,7 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
     let (user_id, session) = sessions(&s, 1).await.remove(0);
     let (_, joined) = join(&c, &s, &session, 3).await;
     let token = joined["token"].as_str().unwrap().to_owned();
-    s.room().admit(3, Utc::now()).await.unwrap();
+    s.room().admit(3, s.clock.now()).await.unwrap();
     assert_eq!(poll(&c, &s, &session, &token).await.1["status"], "ACTIVE");
 
     let event = Envelope::new(
@@ -516,7 +526,7 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
             schedule_id: 7,
             seat_nos: vec![1, 2],
         },
-        Utc::now(),
+        s.clock.now(),
     );
     let kafka = KafkaClient::new(&s.config.kafka).unwrap();
     let payload = serde_json::to_vec(&event).unwrap();
@@ -532,12 +542,23 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
             .unwrap();
     }
     let db = s.iso.db.connect().await;
-    common::testkit::eventually("the token to be retired", Duration::from_secs(30), || {
+    eventually("the token to be retired", Duration::from_secs(30), || {
         let (c, s, session, token) = (c.clone(), &s, &session, &token);
         async move { (poll(&c, s, session, token).await.1["status"] == "EXPIRED").then_some(()) }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        "the consumer to handle the redelivery too",
+        Duration::from_secs(30),
+        || {
+            let (c, url) = (c.clone(), s.url("/metrics"));
+            async move {
+                let metrics = c.get(url).send().await.ok()?.text().await.ok()?;
+                (handled(&metrics) == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
     let row = db
         .query_one_raw(Statement::from_string(
             db.get_database_backend(),
@@ -578,7 +599,8 @@ async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
         .unwrap();
 
     // Nothing changes for 2.5 s (longer than the idle timeout): the stream still repeats the
-    // status every keep-alive period, and its checks are heartbeats.
+    // status every keep-alive period, and its checks are heartbeats. Both are real time (the
+    // stream's pacing, Redis's heartbeat TTL), so this one waits.
     let mut frames = 0;
     let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while let Ok(Some(chunk)) = tokio::time::timeout_at(until, res.chunk())
@@ -592,10 +614,47 @@ async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
         frames >= 3,
         "first frame plus a repeat every second, got {frames}"
     );
-    let admission = s.room().admit(1, Utc::now()).await.unwrap();
+    let admission = s.room().admit(1, s.clock.now()).await.unwrap();
     assert_eq!(
         (admission.admitted, admission.abandoned),
         (1, 0),
         "the streaming user was still in line"
+    );
+}
+
+#[tokio::test]
+async fn an_active_pass_runs_out_by_the_clock_and_joining_again_queues_at_the_back() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let (user_id, session) = sessions(&s, 1).await.remove(0);
+    let (_, joined) = join(&c, &s, &session, 1).await;
+    let token = joined["token"].as_str().unwrap();
+    s.room().admit(1, s.clock.now()).await.unwrap();
+    let (_, status) = poll(&c, &s, &session, token).await;
+    assert_eq!(status["status"], "ACTIVE");
+    let until: chrono::DateTime<Utc> = status["active_until"].as_str().unwrap().parse().unwrap();
+
+    // Just before the end the pass holds; just after, it has run out for every reader.
+    s.clock.advance(
+        (until - s.clock.now() - chrono::Duration::seconds(5))
+            .to_std()
+            .unwrap(),
+    );
+    assert_eq!(poll(&c, &s, &session, token).await.1["status"], "ACTIVE");
+    s.clock.advance(Duration::from_secs(6));
+    assert_eq!(poll(&c, &s, &session, token).await.1["status"], "EXPIRED");
+    let err = ActiveQueuePass::check(&s.queue_keys(), user_id, token, s.clock.now())
+        .await
+        .unwrap_err();
+    assert!(err.detail().contains("expired"), "{}", err.detail());
+
+    let (code, again) = join(&c, &s, &session, 1).await;
+    assert_eq!(code, 201, "a new token: {again}");
+    assert_ne!(again["token"], joined["token"]);
+    let admission = s.room().admit(1, s.clock.now()).await.unwrap();
+    assert_eq!(
+        (admission.expired, admission.admitted),
+        (1, 1),
+        "the run-out pass frees its slot at the next tick"
     );
 }

@@ -7,45 +7,57 @@
 //! - never more than `max_active` admitted at once, whoever calls `admit` and how often;
 //! - a waiting token whose heartbeat lapsed is dropped, never admitted; an expired active
 //!   token frees its slot at the next admission.
+//!
+//! Two kinds of time: a pass's end is a score (ms) the scripts compare with the `now` they
+//! are given from a [`Clock`], so tests move it; a heartbeat and the user → token record are
+//! Redis key TTLs, which run on Redis's own clock.
 
-use chrono::{DateTime, TimeZone, Utc};
+mod status;
+
+use chrono::{DateTime, Utc};
+use common::ErrorCode;
 use common::auth::{QueueKeys, new_queue_token, queue_token_concert};
-use redis::{RedisResult, Script};
-use serde::Serialize;
-use utoipa::ToSchema;
+use common::clock::Clock;
+use common::error::Code;
+use redis::{RedisError, RedisResult, Script};
+
+pub use status::{Admission, QueueState, QueueStatus};
 
 use crate::config::QueueConfig;
+use crate::error::{Catalogued, UsersCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum QueueState {
-    Waiting,
-    Active,
-    Expired,
+/// Why a token's status could not be given.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Unknown, malformed, or another user's: the same answer for all three.
+    #[error("no such queue token for this user")]
+    TokenNotFound,
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
 }
 
-/// `QueueStatus` of API.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct QueueStatus {
-    pub token: String,
-    pub concert_id: i64,
-    pub status: QueueState,
-    /// 1 = next to be admitted; only while waiting.
-    pub position: Option<i64>,
-    pub eta_seconds: Option<i64>,
-    pub active_until: Option<DateTime<Utc>>,
+impl QueueError {
+    fn catalogued(&self) -> Catalogued {
+        match self {
+            Self::TokenNotFound => UsersCode::QueueTokenNotFound.into(),
+            Self::Redis(_) => Code::DependencyUnavailable.into(),
+        }
+    }
 }
 
-/// What one admission tick did, for metrics and logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Admission {
-    pub admitted: u64,
-    /// Active tokens whose time ran out, dropped to free their slots.
-    pub expired: u64,
-    /// Waiting tokens whose heartbeat lapsed, dropped instead of admitted.
-    pub abandoned: u64,
-    pub active: u64,
-    pub waiting: u64,
+impl ErrorCode for QueueError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        self.catalogued().status()
+    }
+    fn code(&self) -> &'static str {
+        self.catalogued().code()
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Redis(e) => e.retry_after(),
+            Self::TokenNotFound => None,
+        }
+    }
 }
 
 /// Returns the caller's live token for the concert, or appends a new one to the line.
@@ -149,11 +161,13 @@ if not t then return 0 end
 return redis.call('ZREM', KEYS[2], t)
 "#;
 
-/// The waiting rooms of every concert, on one Redis.
+/// The waiting rooms of every concert, on one Redis. Joins and polls are judged at the
+/// room's clock; an admission tick is told its time by the scheduler that runs it.
 #[derive(Clone)]
 pub struct WaitingRoom {
     keys: QueueKeys,
     cfg: QueueConfig,
+    clock: Clock,
     join: Script,
     status: Script,
     admit: Script,
@@ -161,10 +175,11 @@ pub struct WaitingRoom {
 }
 
 impl WaitingRoom {
-    pub fn new(keys: QueueKeys, cfg: QueueConfig) -> Self {
+    pub fn new(keys: QueueKeys, cfg: QueueConfig, clock: Clock) -> Self {
         Self {
             keys,
             cfg,
+            clock,
             join: Script::new(JOIN),
             status: Script::new(STATUS),
             admit: Script::new(ADMIT),
@@ -191,52 +206,9 @@ impl WaitingRoom {
         f64::from(self.cfg.admit_per_tick) / self.cfg.admit_interval.as_secs_f64()
     }
 
-    fn eta_seconds(&self, position: i64, rate: &str) -> Option<i64> {
-        let rate = rate
-            .parse::<f64>()
-            .ok()
-            .unwrap_or_else(|| self.nominal_rate());
-        (rate > 0.0).then(|| (position as f64 / rate).ceil() as i64)
-    }
-
-    fn build_status(
-        &self,
-        token: &str,
-        concert_id: i64,
-        state: &str,
-        value: &str,
-        rate: &str,
-    ) -> QueueStatus {
-        let (status, position, active_until) = match state {
-            "WAITING" => (QueueState::Waiting, value.parse().ok(), None),
-            "ACTIVE" => (
-                QueueState::Active,
-                None,
-                value
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|ms| Utc.timestamp_millis_opt(ms as i64).single()),
-            ),
-            _ => (QueueState::Expired, None, None),
-        };
-        QueueStatus {
-            token: token.to_owned(),
-            concert_id,
-            status,
-            eta_seconds: position.and_then(|p| self.eta_seconds(p, rate)),
-            position,
-            active_until,
-        }
-    }
-
     /// Joins the line (or finds the caller's place in it). Returns the status and whether a
     /// new token was issued. One round trip.
-    pub async fn join(
-        &self,
-        user_id: i64,
-        concert_id: i64,
-        now: DateTime<Utc>,
-    ) -> RedisResult<(QueueStatus, bool)> {
+    pub async fn join(&self, user_id: i64, concert_id: i64) -> RedisResult<(QueueStatus, bool)> {
         let k = &self.keys;
         let mut conn = k.redis().conn();
         let out: Vec<String> = self
@@ -248,7 +220,7 @@ impl WaitingRoom {
             .key(k.rate(concert_id))
             .key(k.concerts())
             .arg(new_queue_token(concert_id))
-            .arg(now.timestamp_millis())
+            .arg(self.clock.now().timestamp_millis())
             .arg(Self::millis(self.cfg.waiting_idle_timeout))
             .arg(k.alive_prefix(concert_id))
             .arg(concert_id)
@@ -256,21 +228,23 @@ impl WaitingRoom {
             .invoke_async(&mut conn)
             .await?;
         let field = |i: usize| out.get(i).map_or("", String::as_str);
-        let status = self.build_status(field(1), concert_id, field(0), field(2), field(3));
+        // Join only ever replies WAITING or ACTIVE.
+        let state = QueueState::from_reply(field(0)).unwrap_or(QueueState::Expired);
+        let status = QueueStatus::from_reply(
+            field(1),
+            concert_id,
+            state,
+            field(2),
+            field(3),
+            self.nominal_rate(),
+        );
         Ok((status, field(4) == "1"))
     }
 
-    /// The status of `token` if it is `user_id`'s; `None` if unknown or someone else's.
-    /// Polling a waiting token keeps it alive. One round trip.
-    pub async fn status(
-        &self,
-        user_id: i64,
-        token: &str,
-        now: DateTime<Utc>,
-    ) -> RedisResult<Option<QueueStatus>> {
-        let Some(concert_id) = queue_token_concert(token) else {
-            return Ok(None);
-        };
+    /// The status of `token` if it is `user_id`'s. Polling a waiting token keeps it alive.
+    /// One round trip.
+    pub async fn status(&self, user_id: i64, token: &str) -> Result<QueueStatus, QueueError> {
+        let concert_id = queue_token_concert(token).ok_or(QueueError::TokenNotFound)?;
         let k = &self.keys;
         let mut conn = k.redis().conn();
         let out: Vec<String> = self
@@ -280,26 +254,26 @@ impl WaitingRoom {
             .key(k.active(concert_id))
             .key(k.rate(concert_id))
             .arg(token)
-            .arg(now.timestamp_millis())
+            .arg(self.clock.now().timestamp_millis())
             .arg(Self::millis(self.cfg.waiting_idle_timeout))
             .arg(k.alive_prefix(concert_id))
             .arg(self.user_key_ttl_ms())
             .invoke_async(&mut conn)
             .await?;
         let field = |i: usize| out.get(i).map_or("", String::as_str);
-        if field(0) == "NOT_FOUND" {
-            return Ok(None);
-        }
-        Ok(Some(self.build_status(
+        let state = QueueState::from_reply(field(0)).ok_or(QueueError::TokenNotFound)?;
+        Ok(QueueStatus::from_reply(
             token,
             concert_id,
-            field(0),
+            state,
             field(1),
             field(2),
-        )))
+            self.nominal_rate(),
+        ))
     }
 
-    /// One admission tick for `concert_id` (batch calls this every `admit_interval`).
+    /// One admission tick for `concert_id` at `now` (batch calls this every
+    /// `admit_interval`, with its clock's time).
     pub async fn admit(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<Admission> {
         let k = &self.keys;
         let mut conn = k.redis().conn();
