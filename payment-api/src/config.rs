@@ -1,7 +1,8 @@
-//! payment-api settings: listener, database, Redis, broker, sessions.
+//! payment-api settings: listener, database, Redis, broker, sessions, money rules, clock.
 
 use std::time::Duration;
 
+use common::clock::Clock;
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
     SessionConfig, log_format,
@@ -16,6 +17,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub payment: PaymentConfig,
     pub log_format: LogFormat,
+    /// The service's time source: the system's, or a test's manual one (never from env).
+    pub clock: Clock,
 }
 
 /// Money rules and the concert-api client (DESIGN §3).
@@ -61,6 +64,7 @@ impl Config {
             session: SessionConfig::from_env(env)?,
             payment: PaymentConfig::from_env(env)?,
             log_format: log_format(env)?,
+            clock: Clock::system(),
         })
     }
 }

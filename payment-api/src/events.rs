@@ -1,23 +1,99 @@
-//! Events payment-api consumes: `reservation.rejected` refunds the payment (once — also when
-//! reconciliation's direct settlement got the rejection first, under the same event id);
-//! `reservation.confirmed` records that the payment bought its seats (bookkeeping that
-//! spares reconciliation from asking about it).
+//! The events of payment-api. Published: `payment.completed` (one stable id per payment) and
+//! `payment.refunded`, each written to the outbox in the transaction of the change. Consumed:
+//! `reservation.rejected` refunds the payment (once — also when reconciliation's direct
+//! settlement got the rejection first, under the same event id); `reservation.confirmed`
+//! records that the payment bought its seats (bookkeeping that spares reconciliation from
+//! asking about it).
+//!
+//! The `payment.completed` id is derived from the payment, so the first publication, every
+//! re-publication and the direct call are one event to concert-api's inbox.
 
+use chrono::{DateTime, Utc};
+use common::clock::Clock;
 use common::events::{
-    RESERVATION_CONFIRMED, RESERVATION_REJECTED, ReservationConfirmed, ReservationRejected,
+    PAYMENT_COMPLETED, PAYMENT_REFUNDED, PaymentCompleted, PaymentRefunded, RESERVATION_CONFIRMED,
+    RESERVATION_REJECTED, ReservationConfirmed, ReservationRejected,
 };
-use common::inbox;
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
-use sea_orm::DatabaseConnection;
+use common::{inbox, outbox};
+use sea_orm::prelude::Uuid;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use crate::domain::settle::refund_rejected;
-use crate::store::payments;
+use crate::store::payments::{self, PaymentRow};
 
 /// The inbox's consumer name for both events, also used by the direct settlement.
 pub const CONSUMER: &str = "payment-api.settlement";
 
+/// The high half of every `payment.completed` event id: "paymen" in ASCII, then UUID version
+/// 8 (RFC 9562's custom layout) and `001` for this event kind.
+const COMPLETED_ID_HIGH: u64 = 0x7061_796d_656e_8001;
+/// RFC 9562 variant bits; the other 62 bits of the low half are the payment id.
+const VARIANT: u64 = 0x8000_0000_0000_0000;
+const PAYMENT_ID_BITS: u64 = 0x3fff_ffff_ffff_ffff;
+
+/// The id of a payment's `payment.completed` event: the same every time it is written or
+/// sent, and different for every payment (ids stay far below 2^62).
+pub fn completed_event_id(payment_id: i64) -> Uuid {
+    Uuid::from_u64_pair(
+        COMPLETED_ID_HIGH,
+        VARIANT | (payment_id as u64 & PAYMENT_ID_BITS),
+    )
+}
+
+/// A payment's `payment.completed` event, identical however often it is built: it occurred
+/// when the payment was made.
+pub fn completed_event(p: &PaymentRow) -> Envelope<PaymentCompleted> {
+    let mut event = Envelope::new(
+        PAYMENT_COMPLETED,
+        PaymentCompleted {
+            payment_id: p.id,
+            reservation_id: p.reservation_id,
+            user_id: p.user_id,
+            amount: p.amount,
+            paid_at: p.created_at,
+        },
+        p.created_at,
+    );
+    event.id = completed_event_id(p.id);
+    event
+}
+
+/// Writes `payment.completed` for a payment to the outbox. Its id is the payment's own, so
+/// to re-publish, first clear the earlier row (`store::reconciliation::clear_published`).
+pub async fn publish_completed<C: ConnectionTrait>(txn: &C, p: &PaymentRow) -> Result<(), DbErr> {
+    outbox::enqueue(
+        txn,
+        PAYMENT_COMPLETED,
+        &p.reservation_id.to_string(),
+        &completed_event(p),
+    )
+    .await
+}
+
+/// Writes `payment.refunded` for a payment refunded at `now` to the outbox.
+pub async fn publish_refunded<C: ConnectionTrait>(
+    txn: &C,
+    p: &PaymentRow,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let event = Envelope::new(
+        PAYMENT_REFUNDED,
+        PaymentRefunded {
+            payment_id: p.id,
+            reservation_id: p.reservation_id,
+            user_id: p.user_id,
+            amount: p.amount,
+        },
+        now,
+    );
+    outbox::enqueue(txn, PAYMENT_REFUNDED, &p.reservation_id.to_string(), &event).await
+}
+
+/// The settlement consumer: what concert-api decided about a payment.
 pub struct SettlementEvents {
     pub db: DatabaseConnection,
+    pub clock: Clock,
 }
 
 impl EventHandler for SettlementEvents {
@@ -25,8 +101,9 @@ impl EventHandler for SettlementEvents {
         match msg.topic.as_str() {
             RESERVATION_REJECTED => {
                 let event: Envelope<ReservationRejected> = msg.decode()?;
+                let now = self.clock.now();
                 let Some(refunded) =
-                    refund_rejected(&self.db, Some(event.id), event.data.payment_id).await?
+                    refund_rejected(&self.db, Some(event.id), event.data.payment_id, now).await?
                 else {
                     return Ok(());
                 };
@@ -39,8 +116,9 @@ impl EventHandler for SettlementEvents {
             }
             RESERVATION_CONFIRMED => {
                 let event: Envelope<ReservationConfirmed> = msg.decode()?;
+                let now = self.clock.now();
                 inbox::once(&self.db, event.id, CONSUMER, async |txn| {
-                    payments::mark_confirmed(txn, event.data.payment_id).await
+                    payments::mark_confirmed(txn, event.data.payment_id, now).await
                 })
                 .await?;
             }
@@ -51,5 +129,40 @@ impl EventHandler for SettlementEvents {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::payments::PaymentStatus;
+
+    #[test]
+    fn a_payment_has_one_event_id_of_its_own() {
+        assert_eq!(completed_event_id(42), completed_event_id(42));
+        assert_ne!(completed_event_id(42), completed_event_id(43));
+        let id = completed_event_id(42);
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(id.as_bytes()[8] >> 6, 0b10, "RFC 9562 variant");
+        assert_eq!(id.as_u64_pair().1 & PAYMENT_ID_BITS, 42);
+    }
+
+    #[test]
+    fn the_event_is_the_same_however_often_it_is_built() {
+        let p = PaymentRow {
+            id: 7,
+            user_id: 3,
+            reservation_id: 11,
+            amount: 1000,
+            status: PaymentStatus::Completed,
+            created_at: Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap(),
+        };
+        let (a, b) = (completed_event(&p), completed_event(&p));
+        assert_eq!(a, b);
+        assert_eq!(a.id, completed_event_id(7));
+        assert_eq!(a.data.paid_at, p.created_at);
+        assert_eq!(a.occurred_at, p.created_at);
     }
 }

@@ -3,6 +3,7 @@
 pub mod concerts;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod events;
 pub mod routes;
 pub mod startup;

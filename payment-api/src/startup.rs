@@ -1,4 +1,4 @@
-//! Builds payment-api: database, Redis, broker, routes, the settlement consumer.
+//! Builds payment-api: database, Redis, broker, routes, the settlement consumer, one clock.
 
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
@@ -40,7 +40,10 @@ impl Application {
         tracing::info!(?config, "starting {SERVICE}");
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
-        let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let clock = config.clock.clone();
+        let sessions = web::Data::new(
+            SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone()),
+        );
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -49,10 +52,15 @@ impl Application {
                 &config.payment.concert_api_url,
                 config.payment.concert_api_timeout,
             ),
+            clock: clock.clone(),
         });
         let consumer_kafka = kafka.clone();
-        let handler = SettlementEvents { db: db.clone() };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi());
+        let handler = SettlementEvents {
+            db: db.clone(),
+            clock: clock.clone(),
+        };
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi())
+            .with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())

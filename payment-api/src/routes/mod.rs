@@ -5,18 +5,38 @@ pub mod wallet;
 
 use std::future::{Ready, ready};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use common::ApiError;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
+use common::auth::QueueKeys;
+use common::clock::Clock;
+use common::error::PROBLEM_JSON;
+use common::{ApiError, ErrorCode};
 use sea_orm::DatabaseConnection;
+use serde::Serialize;
 
 use crate::concerts::ConcertClient;
 use crate::config::PaymentConfig;
+use crate::domain::idempotency::{Answer, Idempotent};
+use crate::domain::payment::PayContext;
 
 /// What every handler shares.
 pub struct AppState {
     pub db: DatabaseConnection,
     pub cfg: PaymentConfig,
     pub concerts: ConcertClient,
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// What paying needs, with the waiting room's keys the extractors share.
+    pub fn pay_context<'a>(&'a self, queue: &'a QueueKeys) -> PayContext<'a> {
+        PayContext {
+            db: &self.db,
+            cfg: &self.cfg,
+            concerts: &self.concerts,
+            queue,
+            clock: &self.clock,
+        }
+    }
 }
 
 /// The optional `Idempotency-Key` header: 1..=64 visible ASCII characters.
@@ -41,6 +61,27 @@ impl FromRequest for IdempotencyKey {
             )),
         })
     }
+}
+
+/// The HTTP answer to a request that may carry a key: a replay exactly as first given; a
+/// fresh outcome rendered as it was kept ([`Answer::to`]), so a retry's bytes are the same.
+pub fn respond<T, R>(outcome: Idempotent<T, R>) -> Result<HttpResponse, ApiError>
+where
+    T: Serialize,
+    R: ErrorCode + Clone,
+{
+    let answer = match outcome {
+        Idempotent::Fresh(outcome) => Answer::to(&outcome)?,
+        Idempotent::Replay(answer) => answer,
+    };
+    let content_type = if answer.status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    };
+    Ok(HttpResponse::build(answer.status)
+        .content_type(content_type)
+        .json(answer.body))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -7,9 +7,8 @@ use common::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{self, PayContext, PaymentView};
-use crate::routes::{AppState, IdempotencyKey};
-use crate::store::payments;
+use crate::domain::payment::{self, PaymentView, Purchase};
+use crate::routes::{AppState, IdempotencyKey, respond};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/payments", web::post().to(pay))
@@ -29,7 +28,8 @@ pub struct PayRequest {
         ("X-Queue-Token" = String, Header, description = "an ACTIVE waiting-room token of the caller for the reservation's concert"),
     ),
     responses((status = 201, body = PaymentView), (status = 400),
-        (status = 401, description = "UNAUTHENTICATED or QUEUE_TOKEN_INVALID"), (status = 402, description = "INSUFFICIENT_BALANCE"),
+        (status = 401, description = "UNAUTHENTICATED or QUEUE_TOKEN_INVALID"),
+        (status = 402, description = "INSUFFICIENT_BALANCE: the wallet holds less than the reservation's amount"),
         (status = 404),
         (status = 409, description = "ALREADY_PAID (whatever the queue pass now is), HOLD_EXPIRED, RESERVATION_NOT_PAYABLE, \
             or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
@@ -43,23 +43,16 @@ pub async fn pay(
     req: HttpRequest,
     body: Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ctx = PayContext {
-        db: &state.db,
-        cfg: &state.cfg,
-        concerts: &state.concerts,
-    };
     // No `ActiveQueuePass` extractor: a replay and ALREADY_PAID are answered before the pass
     // is looked at (API.md's order of checks), so the domain checks it.
-    let reply = domain::pay(
-        &ctx,
-        user.id,
-        &queue,
-        queue_token(&req).as_deref(),
-        body.into_inner().reservation_id,
-        key.0.as_deref(),
-    )
-    .await?;
-    Ok(reply.into_response())
+    let token = queue_token(&req);
+    let purchase = Purchase {
+        user_id: user.id,
+        reservation_id: body.into_inner().reservation_id,
+        queue_token: token.as_deref(),
+        key: key.0.as_deref(),
+    };
+    respond(payment::pay(&state.pay_context(&queue), purchase).await?)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -69,10 +62,8 @@ pub struct PaymentList {
 
 #[utoipa::path(get, path = "/api/payments", responses((status = 200, body = PaymentList), (status = 401)))]
 pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let rows = payments::list_for_user(&state.db, user.id, 200).await?;
-    Ok(HttpResponse::Ok().json(PaymentList {
-        items: rows.into_iter().map(PaymentView::from).collect(),
-    }))
+    let items = payment::list(&state.db, user.id).await?;
+    Ok(HttpResponse::Ok().json(PaymentList { items }))
 }
 
 #[utoipa::path(get, path = "/api/payments/{id}", responses((status = 200, body = PaymentView), (status = 404)))]
@@ -81,9 +72,6 @@ pub async fn get(
     user: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let payment = payments::find(&state.db, id.into_inner())
-        .await?
-        .filter(|p| p.user_id == user.id)
-        .ok_or_else(|| ApiError::not_found("NOT_FOUND", "no such payment"))?;
-    Ok(HttpResponse::Ok().json(PaymentView::from(payment)))
+    let payment = payment::of_user(&state.db, user.id, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(payment))
 }

@@ -3,15 +3,16 @@
 use actix_web::{HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use common::ApiError;
 use common::auth::AuthUser;
 use common::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain;
-use crate::routes::{AppState, IdempotencyKey};
-use crate::store::wallet::{self, LedgerEntry};
+use crate::domain::wallet::{self as rules, ChargeView};
+use crate::routes::{AppState, IdempotencyKey, respond};
+use crate::store::wallet::{self, LedgerKind, LedgerRow};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/wallet", web::get().to(balance))
@@ -41,7 +42,7 @@ pub struct ChargeRequest {
 
 #[utoipa::path(post, path = "/api/wallet/charges", request_body = ChargeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1..=64 visible ASCII; the same key and body replay the first answer")),
-    responses((status = 201, body = domain::ChargeView), (status = 400), (status = 401),
+    responses((status = 201, body = ChargeView), (status = 400), (status = 401),
         (status = 409, description = "BALANCE_LIMIT, or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
             headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED: this key came with a different body")))]
@@ -51,21 +52,76 @@ pub async fn charge(
     key: IdempotencyKey,
     body: Json<ChargeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let reply = domain::charge(
-        &state.db,
-        &state.cfg,
-        user.id,
-        body.into_inner().amount,
-        key.0.as_deref(),
-    )
-    .await?;
-    Ok(reply.into_response())
+    let amount = body.into_inner().amount;
+    let now = state.clock.now();
+    let key = key.0.as_deref();
+    respond(rules::charge(&state.db, &state.cfg, user.id, amount, key, now).await?)
 }
 
 #[derive(Deserialize)]
 pub struct PageQuery {
     limit: Option<i64>,
     cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size (default 20) and the entry id the page starts before, or 400 naming the
+    /// parameter.
+    fn validate(&self) -> Result<(u64, Option<i64>), ApiError> {
+        let limit = match self.limit {
+            None => 20,
+            Some(n) if (1..=100).contains(&n) => n as u64,
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "limit",
+                    "must be between 1 and 100",
+                ));
+            }
+        };
+        let before = match &self.cursor {
+            None => None,
+            Some(c) => Some(cursor::decode(c).ok_or_else(|| {
+                ApiError::invalid_field("cursor", "is not a cursor this list returned")
+            })?),
+        };
+        Ok((limit, before))
+    }
+}
+
+/// The ledger's page cursor: opaque to clients, `l:<entry id>` underneath.
+mod cursor {
+    use super::*;
+
+    pub fn encode(before: i64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("l:{before}"))
+    }
+
+    pub fn decode(cursor: &str) -> Option<i64> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+        raw.strip_prefix("l:")?.parse().ok()
+    }
+}
+
+/// One ledger row as its owner sees it.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerEntry {
+    id: i64,
+    kind: LedgerKind,
+    amount: i64,
+    balance_after: i64,
+    created_at: DateTime<Utc>,
+}
+
+impl From<LedgerRow> for LedgerEntry {
+    fn from(r: LedgerRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            amount: r.amount,
+            balance_after: r.balance_after,
+            created_at: r.created_at,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -81,31 +137,22 @@ pub async fn transactions(
     user: AuthUser,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match q.limit {
-        None => 20,
-        Some(n) if (1..=100).contains(&n) => n as u64,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "limit",
-                "must be between 1 and 100",
-            ));
-        }
-    };
-    let before = match &q.cursor {
-        None => i64::MAX,
-        Some(c) => URL_SAFE_NO_PAD
-            .decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.strip_prefix("l:").and_then(|n| n.parse().ok()))
-            .ok_or_else(|| {
-                ApiError::invalid_field("cursor", "is not a cursor this list returned")
-            })?,
-    };
-    let mut items = wallet::entries(&state.db, user.id, before, limit).await?;
-    let next_cursor = (items.len() as u64 > limit).then(|| {
-        items.truncate(limit as usize);
-        URL_SAFE_NO_PAD.encode(format!("l:{}", items.last().map_or(0, |e| e.id)))
-    });
-    Ok(HttpResponse::Ok().json(LedgerPage { items, next_cursor }))
+    let (limit, before) = q.validate()?;
+    let page = rules::ledger_page(&state.db, user.id, before, limit).await?;
+    Ok(HttpResponse::Ok().json(LedgerPage {
+        items: page.entries.into_iter().map(LedgerEntry::from).collect(),
+        next_cursor: page.next_before.map(cursor::encode),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_and_anything_else_is_refused() {
+        assert_eq!(cursor::decode(&cursor::encode(42)), Some(42));
+        assert_eq!(cursor::decode("bm9wZQ"), None);
+        assert_eq!(cursor::decode("not base64!"), None);
+    }
 }

@@ -1,7 +1,26 @@
 //! Payments: one per reservation (a unique index), refunded at most once.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult, Statement, Value,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A payment's status, mapped to the `status` column here once. (Statements still write
+/// `'COMPLETED'` into their text rather than bind it: a prepared statement's generic plan can
+/// use the partial index `payments_unsettled` only when its predicate is spelled out.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, ToSchema)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Paid; stands until refunded.
+    #[sea_orm(string_value = "COMPLETED")]
+    Completed,
+    /// concert-api rejected it and the money is back in the wallet.
+    #[sea_orm(string_value = "REFUNDED")]
+    Refunded,
+}
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct PaymentRow {
@@ -9,7 +28,8 @@ pub struct PaymentRow {
     pub user_id: i64,
     pub reservation_id: i64,
     pub amount: i64,
-    pub status: String,
+    pub status: PaymentStatus,
+    /// When it was paid (`paid_at` in events).
     pub created_at: DateTime<Utc>,
 }
 
@@ -100,62 +120,51 @@ pub async fn list_for_user<C: ConnectionTrait>(
     .await
 }
 
-/// Marks a COMPLETED payment REFUNDED and returns it; `None` if it is unknown or was already
-/// refunded — so a refund happens once however many times it is asked for.
+/// Marks a COMPLETED payment REFUNDED at `now` and returns it; `None` if it is unknown or was
+/// already refunded — so a refund happens once however many times it is asked for.
 pub async fn mark_refunded<C: ConnectionTrait>(
     txn: &C,
     payment_id: i64,
+    now: DateTime<Utc>,
 ) -> Result<Option<PaymentRow>, DbErr> {
     PaymentRow::find_by_statement(stmt(
         txn,
         &format!(
-            "UPDATE payments SET status = 'REFUNDED', refunded_at = now() \
+            "UPDATE payments SET status = 'REFUNDED', refunded_at = $2 \
              WHERE id = $1 AND status = 'COMPLETED' RETURNING {COLUMNS}"
         ),
-        vec![payment_id.into()],
+        vec![payment_id.into(), now.into()],
     ))
     .one(txn)
     .await
 }
 
-/// Records that concert-api confirmed the reservation this payment bought.
-pub async fn mark_confirmed<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
+/// Records that concert-api's confirmation of the reservation this payment bought was seen
+/// at `now` (the first time only).
+pub async fn mark_confirmed<C: ConnectionTrait>(
+    txn: &C,
+    payment_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     txn.execute_raw(stmt(
         txn,
-        "UPDATE payments SET confirmed_at = now() WHERE id = $1 AND confirmed_at IS NULL",
-        vec![payment_id.into()],
+        "UPDATE payments SET confirmed_at = $2 WHERE id = $1 AND confirmed_at IS NULL",
+        vec![payment_id.into(), now.into()],
     ))
     .await?;
     Ok(())
 }
 
-/// COMPLETED payments not known to be confirmed, made before `before` and not re-published
-/// since `before`: the ones reconciliation must chase. A plain read: only batch's leader
-/// reconciles, and chasing a payment twice is harmless (settlement and refunds are idempotent).
-pub async fn unsettled<C: ConnectionTrait>(
-    db: &C,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<PaymentRow>, DbErr> {
-    PaymentRow::find_by_statement(stmt(
-        db,
-        &format!(
-            "SELECT {COLUMNS} FROM payments \
-             WHERE status = 'COMPLETED' AND confirmed_at IS NULL AND created_at < $1 \
-               AND (republished_at IS NULL OR republished_at < $1) \
-             ORDER BY id LIMIT $2"
-        ),
-        vec![before.into(), limit.into()],
-    ))
-    .all(db)
-    .await
-}
-
-pub async fn mark_republished<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), DbErr> {
+/// Records that `payment.completed` was published again at `now` (reconciliation's window).
+pub async fn mark_republished<C: ConnectionTrait>(
+    txn: &C,
+    payment_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     txn.execute_raw(stmt(
         txn,
-        "UPDATE payments SET republished_at = now() WHERE id = $1",
-        vec![payment_id.into()],
+        "UPDATE payments SET republished_at = $2 WHERE id = $1",
+        vec![payment_id.into(), now.into()],
     ))
     .await?;
     Ok(())

@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::Utc;
 use common::config::Env;
 use common::testkit::{StubCatalogue, TestApp, eventually};
-use payment_api::domain::settle::{UnsettledByAge, completed_event_id};
+use payment_api::domain::settle::UnsettledByAge;
+use payment_api::events::completed_event_id;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sea_orm::prelude::Uuid;
@@ -44,7 +45,7 @@ async fn reconcile_at(
         &p.payment_db,
         client,
         &p.payment_config.payment,
-        Utc::now() + later,
+        p.payment_clock().now() + later,
     )
     .await
     .unwrap()

@@ -1,11 +1,13 @@
 //! `spawn_platform`: payment-api and concert-api (and, for the saga, users-api) on port 0,
 //! each with its own database, sharing one Redis prefix and one topic prefix — the same
-//! wiring as the real stack, inside the test process.
+//! wiring as the real stack, inside the test process. payment-api runs on a manual clock
+//! (`Platform::payment_clock`): a test moves it ahead instead of sleeping.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use common::auth::{QueueKeys, Role, Session, SessionStore};
+use common::clock::Clock;
 use common::config::Env;
 use common::redis::RedisStore;
 use common::testkit::{Isolation, TestApp, TestDatabase};
@@ -76,7 +78,9 @@ async fn spawn(
         iso.env("PAYMENT_DATABASE_URL")
             .with("CONCERT_API_URL", concert.address.clone()),
     );
-    let payment_config = payment_api::Config::from_env(&payment_env).unwrap();
+    let mut payment_config = payment_api::Config::from_env(&payment_env).unwrap();
+    // Runs with the system's until a test moves it; `payment_config` keeps a clone.
+    payment_config.clock = Clock::manual();
     let payment = TestApp::start(
         payment_api::Application::build(payment_config.clone())
             .await
@@ -140,6 +144,11 @@ pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 impl Platform {
+    /// payment-api's clock (manual): `advance` it to let time pass for payment-api alone.
+    pub fn payment_clock(&self) -> &Clock {
+        &self.payment_config.clock
+    }
+
     pub fn redis(&self) -> RedisStore {
         RedisStore::connect(&self.payment_config.redis).unwrap()
     }
@@ -191,6 +200,7 @@ impl Platform {
         let room = WaitingRoom::new(
             QueueKeys::new(redis),
             users_api::config::QueueConfig::from_env(&env).unwrap(),
+            Clock::system(),
         );
         let mut out = Vec::new();
         for _ in 0..n {
@@ -203,7 +213,7 @@ impl Platform {
                 })
                 .await
                 .unwrap();
-            let (status, _) = room.join(user_id, concert, Utc::now()).await.unwrap();
+            let (status, _) = room.join(user_id, concert).await.unwrap();
             out.push(Buyer {
                 user_id,
                 session,

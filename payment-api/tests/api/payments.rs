@@ -126,9 +126,10 @@ async fn refusals_change_nothing_and_the_amount_is_the_reservations() {
     assert_eq!(payment["status"], "COMPLETED");
     assert_eq!(p.balance(ann).await, 11_500 - 2000);
 
-    // A hold inside the cutoff: 409 HOLD_EXPIRED, nothing debited.
+    // A hold inside the cutoff (as payment-api's clock sees it): 409 HOLD_EXPIRED, nothing
+    // debited.
     let late = p.hold(ann, schedule, vec![5]).await["id"].as_i64().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    p.payment_clock().advance(std::time::Duration::from_secs(3));
     let before = p.balance(ann).await;
     let (status, body) = p.pay(ann, json!({"reservation_id": late}), None).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("HOLD_EXPIRED")));

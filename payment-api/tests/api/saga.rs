@@ -92,6 +92,7 @@ async fn a_rejected_reservation_is_refunded_exactly_once() {
 
     // Suppose concert-api had lost the seat: two rejections (distinct events) arrive.
     let kafka = KafkaClient::new(&p.payment_config.kafka).unwrap();
+    let mut rejections = Vec::new();
     for _ in 0..2 {
         let event = Envelope::new(
             RESERVATION_REJECTED,
@@ -103,6 +104,7 @@ async fn a_rejected_reservation_is_refunded_exactly_once() {
             },
             Utc::now(),
         );
+        rejections.push(format!("'{}'", event.id));
         let payload = serde_json::to_vec(&event).unwrap();
         kafka
             .send(
@@ -124,7 +126,17 @@ async fn a_rejected_reservation_is_refunded_exactly_once() {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both rejections handled (each recorded in the consumer's inbox), one refund.
+    let handled = format!(
+        "SELECT count(*)::bigint AS n FROM inbox WHERE event_id IN ({})",
+        rejections.join(", ")
+    );
+    eventually(
+        "both rejections handled",
+        Duration::from_secs(30),
+        || async { (count(&p.payment_db, &handled).await == 2).then_some(()) },
+    )
+    .await;
     assert_eq!(
         count(
             &p.payment_db,
@@ -185,7 +197,7 @@ async fn a_lost_payment_event_is_found_by_reconciliation_and_the_seat_confirmed(
         &p.payment_db,
         &client,
         &p.payment_config.payment,
-        Utc::now(),
+        p.payment_clock().now(),
     )
     .await
     .unwrap();
@@ -207,7 +219,8 @@ async fn a_lost_payment_event_is_found_by_reconciliation_and_the_seat_confirmed(
         },
     )
     .await;
-    let later = Utc::now() + chrono::Duration::minutes(5);
+    p.payment_clock().advance(Duration::from_secs(300));
+    let later = p.payment_clock().now();
     let again = payment_api::reconcile(&p.payment_db, &client, &p.payment_config.payment, later)
         .await
         .unwrap();

@@ -1,0 +1,319 @@
+//! Paying a held reservation from the wallet (DESIGN §2 step 7) and refunding a payment
+//! concert-api rejected (step 9), with the hold policy that says when a hold can be paid.
+
+use chrono::{DateTime, Utc};
+use common::auth::{ActiveQueuePass, QueueKeys};
+use common::clock::Clock;
+use common::error::Code;
+use common::{ApiError, ErrorCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::concerts::{ConcertClient, RemoteReservation, RemoteStatus};
+use crate::config::PaymentConfig;
+use crate::domain::idempotency::{self, Idempotent, KeyedRequest};
+use crate::error::PaymentCode;
+use crate::events;
+use crate::store::payments::{self, PaymentRow, PaymentStatus};
+use crate::store::wallet::{self, LedgerKind};
+
+/// A payment as its owner sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub id: i64,
+    pub reservation_id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+    pub status: PaymentStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<PaymentRow> for PaymentView {
+    fn from(p: PaymentRow) -> Self {
+        Self {
+            id: p.id,
+            reservation_id: p.reservation_id,
+            user_id: p.user_id,
+            amount: p.amount,
+            status: p.status,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// Why a payment was refused once its key was claimed (kept for the key's retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayRefusal {
+    /// This user's payment stands, or concert-api shows the reservation confirmed.
+    #[error("this reservation is already paid")]
+    AlreadyPaid,
+    /// Held, but ending within the cutoff: too late to be sure the payment settles in time.
+    #[error("the hold ends too soon to complete a payment; hold the seats again")]
+    HoldEndsTooSoon,
+    #[error("the hold has expired")]
+    HoldExpired,
+    /// Cancelled, rejected, or a status this build does not know.
+    #[error("a {} reservation cannot be paid", .0.describe())]
+    NotPayable(RemoteStatus),
+    /// The wallet does not hold the reservation's amount.
+    #[error("the wallet does not hold {0}")]
+    InsufficientBalance(i64),
+}
+
+impl PayRefusal {
+    fn catalogued(&self) -> PaymentCode {
+        match self {
+            Self::AlreadyPaid => PaymentCode::AlreadyPaid,
+            Self::HoldEndsTooSoon | Self::HoldExpired => PaymentCode::HoldExpired,
+            Self::NotPayable(_) => PaymentCode::ReservationNotPayable,
+            Self::InsufficientBalance(_) => PaymentCode::InsufficientBalance,
+        }
+    }
+}
+
+impl ErrorCode for PayRefusal {
+    fn status(&self) -> actix_web::http::StatusCode {
+        self.catalogued().status()
+    }
+    fn code(&self) -> &'static str {
+        self.catalogued().code()
+    }
+}
+
+/// The hold policy: whether concert-api's reservation can be paid at `now`, a hold ending
+/// within `cutoff` being too late. Checked before any money moves.
+pub fn payable(
+    r: &RemoteReservation,
+    now: DateTime<Utc>,
+    cutoff: chrono::Duration,
+) -> Result<(), PayRefusal> {
+    match &r.status {
+        RemoteStatus::Held if r.held_until - now < cutoff => Err(PayRefusal::HoldEndsTooSoon),
+        RemoteStatus::Held => Ok(()),
+        RemoteStatus::Confirmed => Err(PayRefusal::AlreadyPaid),
+        RemoteStatus::Expired => Err(PayRefusal::HoldExpired),
+        other => Err(PayRefusal::NotPayable(other.clone())),
+    }
+}
+
+/// Everything paying needs.
+pub struct PayContext<'a> {
+    pub db: &'a DatabaseConnection,
+    pub cfg: &'a PaymentConfig,
+    pub concerts: &'a ConcertClient,
+    pub queue: &'a QueueKeys,
+    pub clock: &'a Clock,
+}
+
+/// A user's request to pay for a reservation.
+#[derive(Debug, Clone, Copy)]
+pub struct Purchase<'a> {
+    pub user_id: i64,
+    pub reservation_id: i64,
+    /// The `X-Queue-Token` header, if any.
+    pub queue_token: Option<&'a str>,
+    /// The `Idempotency-Key` header, if any.
+    pub key: Option<&'a str>,
+}
+
+/// Pays a held reservation from the wallet (DESIGN §2 step 7).
+///
+/// Answers in API.md's order: a replay of this key's first answer, then `AlreadyPaid` if this
+/// user's payment of the reservation stands, then the queue pass, then the reservation itself
+/// — so a retry after the purchase retired the pass still gets its 201 (DESIGN §9.7).
+///
+/// The pass and concert-api are asked first, outside any transaction: no lock is held across
+/// the network, and if they cannot answer nothing has happened; their verdict counts only
+/// once the key is claimed and the reservation found unpaid. Then one transaction: the
+/// payment row (unique per reservation: concurrent payers wait on the index and then see it
+/// taken), the conditional debit with its ledger row, and the `payment.completed` outbox row.
+/// The amount is always the reservation's, never the client's.
+pub async fn pay(
+    ctx: &PayContext<'_>,
+    req: Purchase<'_>,
+) -> Result<Idempotent<PaymentView, PayRefusal>, ApiError> {
+    let Purchase {
+        user_id,
+        reservation_id,
+        ..
+    } = req;
+    if reservation_id <= 0 {
+        return Err(ApiError::invalid_field(
+            "reservation_id",
+            "must be a positive integer",
+        ));
+    }
+    let keyed = req
+        .key
+        .map(|k| KeyedRequest::payment(user_id, k, reservation_id));
+    if let Some(answer) = idempotency::replay(ctx.db, keyed.as_ref()).await? {
+        return Ok(Idempotent::Replay(answer));
+    }
+    let now = ctx.clock.now();
+    // Kept, not returned: a replay or ALREADY_PAID, decided under the claim, comes first.
+    let checked = async {
+        let pass = ActiveQueuePass::check_header(ctx.queue, user_id, req.queue_token, now).await?;
+        let reservation = ctx
+            .concerts
+            .reservation(reservation_id)
+            .await?
+            .filter(|r| r.user_id == user_id)
+            .ok_or_else(|| Code::NotFound.err("no such reservation"))?;
+        pass.require_concert(reservation.concert_id)?;
+        Ok::<_, ApiError>(reservation)
+    }
+    .await;
+
+    let cutoff = chrono::Duration::from_std(ctx.cfg.cutoff)
+        .unwrap_or_else(|_| chrono::Duration::seconds(10));
+    idempotency::run(ctx.db, keyed.as_ref(), async |txn| {
+        if payments::find_completed(txn, user_id, reservation_id)
+            .await?
+            .is_some()
+        {
+            return Ok(Err(PayRefusal::AlreadyPaid));
+        }
+        let reservation = checked?;
+        if let Err(refusal) = payable(&reservation, now, cutoff) {
+            return Ok(Err(refusal));
+        }
+        Ok(take_payment(txn, &reservation, now).await?)
+    })
+    .await
+}
+
+/// The payment row, the debit and `payment.completed`, in the caller's transaction; a refusal
+/// leaves nothing behind.
+async fn take_payment<C: ConnectionTrait>(
+    txn: &C,
+    r: &RemoteReservation,
+    now: DateTime<Utc>,
+) -> Result<Result<PaymentView, PayRefusal>, DbErr> {
+    let Some(payment) = payments::insert(txn, r.user_id, r.id, r.amount, now).await? else {
+        return Ok(Err(PayRefusal::AlreadyPaid));
+    };
+    let reference = format!("payment:{}", payment.id);
+    if wallet::debit(txn, r.user_id, r.amount, &reference, now)
+        .await?
+        .is_none()
+    {
+        payments::delete(txn, payment.id).await?;
+        return Ok(Err(PayRefusal::InsufficientBalance(r.amount)));
+    }
+    events::publish_completed(txn, &payment).await?;
+    Ok(Ok(PaymentView::from(payment)))
+}
+
+/// Refunds a payment at `now`, at most once: REFUNDED, money back with a REFUND ledger row,
+/// and `payment.refunded`. Returns whether this call did it. Call inside the consumer's
+/// transaction (after its inbox check).
+pub async fn refund<C: ConnectionTrait>(
+    txn: &C,
+    payment_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let Some(p) = payments::mark_refunded(txn, payment_id, now).await? else {
+        return Ok(false);
+    };
+    // Money owed back is returned whatever the cap says.
+    let reference = format!("refund:{}", p.id);
+    wallet::credit(
+        txn,
+        p.user_id,
+        p.amount,
+        i64::MAX,
+        LedgerKind::Refund,
+        &reference,
+        now,
+    )
+    .await?
+    .ok_or_else(|| {
+        DbErr::Custom(format!(
+            "refund of payment {} could not credit the wallet",
+            p.id
+        ))
+    })?;
+    events::publish_refunded(txn, &p, now).await?;
+    Ok(true)
+}
+
+/// The user's payments, newest first (at most 200).
+pub async fn list(db: &DatabaseConnection, user_id: i64) -> Result<Vec<PaymentView>, DbErr> {
+    let rows = payments::list_for_user(db, user_id, 200).await?;
+    Ok(rows.into_iter().map(PaymentView::from).collect())
+}
+
+/// One of the user's payments; another user's is as unknown as a missing one.
+pub async fn of_user(
+    db: &DatabaseConnection,
+    user_id: i64,
+    payment_id: i64,
+) -> Result<PaymentView, ApiError> {
+    payments::find(db, payment_id)
+        .await?
+        .filter(|p| p.user_id == user_id)
+        .map(PaymentView::from)
+        .ok_or_else(|| Code::NotFound.err("no such payment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn reservation(
+        status: RemoteStatus,
+        held_for_secs: i64,
+        now: DateTime<Utc>,
+    ) -> RemoteReservation {
+        RemoteReservation {
+            id: 1,
+            user_id: 2,
+            concert_id: 3,
+            amount: 1000,
+            status,
+            held_until: now + chrono::Duration::seconds(held_for_secs),
+            payment_id: None,
+        }
+    }
+
+    #[test]
+    fn a_hold_is_payable_until_the_cutoff_before_it_ends() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap();
+        let cutoff = chrono::Duration::seconds(10);
+        let held = |secs| payable(&reservation(RemoteStatus::Held, secs, now), now, cutoff);
+        assert_eq!(held(11), Ok(()));
+        assert_eq!(held(10), Ok(()));
+        assert_eq!(held(9), Err(PayRefusal::HoldEndsTooSoon));
+        assert_eq!(held(-5), Err(PayRefusal::HoldEndsTooSoon));
+    }
+
+    #[test]
+    fn only_a_held_reservation_is_payable_and_each_refusal_has_its_code() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap();
+        let cutoff = chrono::Duration::seconds(10);
+        let verdict = |status| payable(&reservation(status, 600, now), now, cutoff).unwrap_err();
+        let confirmed = verdict(RemoteStatus::Confirmed);
+        assert_eq!(confirmed.code(), PaymentCode::AlreadyPaid.code());
+        assert_eq!(
+            verdict(RemoteStatus::Expired).code(),
+            PaymentCode::HoldExpired.code()
+        );
+        let cancelled = verdict(RemoteStatus::Cancelled);
+        assert_eq!(cancelled.code(), PaymentCode::ReservationNotPayable.code());
+        assert_eq!(
+            cancelled.to_string(),
+            "a cancelled reservation cannot be paid"
+        );
+        assert_eq!(
+            PayRefusal::HoldEndsTooSoon.code(),
+            PaymentCode::HoldExpired.code()
+        );
+        assert_eq!(
+            PayRefusal::InsufficientBalance(5).status(),
+            actix_web::http::StatusCode::PAYMENT_REQUIRED
+        );
+    }
+}
