@@ -1,7 +1,9 @@
-//! concert-api settings: listener, database, Redis, broker, sessions.
+//! concert-api settings: listener, database, Redis, broker, sessions, hold rules, and the
+//! clock it runs by.
 
 use std::time::Duration;
 
+use common::clock::Clock;
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
     SessionConfig, log_format,
@@ -16,6 +18,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub reservation: ReservationConfig,
     pub log_format: LogFormat,
+    /// Not a setting: the system clock, or a test's manual one.
+    pub clock: Clock,
 }
 
 /// Hold rules (DESIGN §3).
@@ -50,6 +54,7 @@ impl Config {
             session: SessionConfig::from_env(env)?,
             reservation: ReservationConfig::from_env(env)?,
             log_format: log_format(env)?,
+            clock: Clock::system(),
         })
     }
 }

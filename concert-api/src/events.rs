@@ -1,24 +1,117 @@
-//! Events concert-api consumes: `payment.completed` settles the reservation — CONFIRMED (and
-//! `reservation.confirmed`) or `reservation.rejected` — exactly once per event (inbox). The
-//! settlement itself is `domain::settlement`, shared with the direct HTTP path.
+//! concert-api's events (DESIGN §6). It consumes `payment.completed`, which settles the
+//! reservation — CONFIRMED (and `reservation.confirmed`) or `reservation.rejected` — exactly
+//! once per event (inbox); the settlement itself is `domain::settlement`, shared with the
+//! direct HTTP path. It publishes the `reservation.*` events built here, each keyed by its
+//! reservation and written to the outbox in the transaction of the change it announces.
 
-use common::events::PaymentCompleted;
+use chrono::{DateTime, Utc};
+use common::clock::Clock;
+use common::events::{
+    PaymentCompleted, RESERVATION_CONFIRMED, RESERVATION_EXPIRED, RESERVATION_REJECTED,
+    ReservationConfirmed, ReservationExpired, ReservationRejected,
+};
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
-use sea_orm::DatabaseConnection;
+use common::outbox;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use serde::Serialize;
 
-use crate::domain::settlement::{Verdict, settle_payment};
+use crate::domain::reservation::Reservation;
+use crate::domain::settlement::{Rejection, Verdict, settle_payment};
 
 /// The inbox's consumer name for settlements, whichever way the event came.
 pub const CONSUMER: &str = "concert-api.settle-payment";
 
+/// An event concert-api publishes: its topic, the reservation it is keyed by, the envelope.
+#[derive(Debug, Clone)]
+pub struct Outgoing<T> {
+    topic: &'static str,
+    reservation_id: i64,
+    envelope: Envelope<T>,
+}
+
+impl<T: Serialize> Outgoing<T> {
+    /// Writes the event to the outbox inside the caller's transaction.
+    pub async fn enqueue<C: ConnectionTrait>(&self, txn: &C) -> Result<(), DbErr> {
+        outbox::enqueue(
+            txn,
+            self.topic,
+            &self.reservation_id.to_string(),
+            &self.envelope,
+        )
+        .await
+    }
+}
+
+/// Reservation `r` was bought with `payment_id`: its seats are SOLD.
+pub fn reservation_confirmed(
+    r: &Reservation,
+    payment_id: i64,
+    at: DateTime<Utc>,
+) -> Outgoing<ReservationConfirmed> {
+    let data = ReservationConfirmed {
+        reservation_id: r.id,
+        payment_id,
+        user_id: r.user_id,
+        concert_id: r.concert_id,
+        schedule_id: r.schedule_id,
+        seat_nos: r.seat_nos.clone(),
+    };
+    Outgoing {
+        topic: RESERVATION_CONFIRMED,
+        reservation_id: r.id,
+        envelope: Envelope::new(RESERVATION_CONFIRMED, data, at),
+    }
+}
+
+/// `payment` bought nothing, for `why`: payment-api refunds it.
+pub fn reservation_rejected(
+    payment: &PaymentCompleted,
+    why: Rejection,
+    at: DateTime<Utc>,
+) -> Outgoing<ReservationRejected> {
+    let data = ReservationRejected {
+        reservation_id: payment.reservation_id,
+        payment_id: payment.payment_id,
+        user_id: payment.user_id,
+        reason: why.to_string(),
+    };
+    Outgoing {
+        topic: RESERVATION_REJECTED,
+        reservation_id: payment.reservation_id,
+        envelope: Envelope::new(RESERVATION_REJECTED, data, at),
+    }
+}
+
+/// The hold `reservation_id` of `user_id` died unpaid: by the sweep, or taken over.
+pub fn reservation_expired(
+    reservation_id: i64,
+    user_id: i64,
+    at: DateTime<Utc>,
+) -> Outgoing<ReservationExpired> {
+    Outgoing {
+        topic: RESERVATION_EXPIRED,
+        reservation_id,
+        envelope: Envelope::new(
+            RESERVATION_EXPIRED,
+            ReservationExpired {
+                reservation_id,
+                user_id,
+            },
+            at,
+        ),
+    }
+}
+
+/// Settles every `payment.completed` the broker brings.
 pub struct SettleOnPayment {
     pub db: DatabaseConnection,
+    pub clock: Clock,
 }
 
 impl EventHandler for SettleOnPayment {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<PaymentCompleted> = msg.decode()?;
-        let settled = settle_payment(&self.db, &event).await?;
+        let settled = settle_payment(&self.db, &event, self.clock.now()).await?;
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");
             return Ok(());
@@ -38,5 +131,35 @@ impl EventHandler for SettleOnPayment {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any instant will do: these rules only compare times.
+    fn instant() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn rejections_are_keyed_by_reservation_and_carry_the_reason() {
+        let payment = PaymentCompleted {
+            payment_id: 5,
+            reservation_id: 9,
+            user_id: 3,
+            amount: 1000,
+            paid_at: instant(),
+        };
+        let at = instant();
+        let e = reservation_rejected(&payment, Rejection::PayerIsNotHolder, at);
+        assert_eq!((e.topic, e.reservation_id), (RESERVATION_REJECTED, 9));
+        assert_eq!(e.envelope.kind, RESERVATION_REJECTED);
+        assert_eq!(e.envelope.occurred_at, at);
+        assert_eq!(
+            e.envelope.data.reason,
+            Rejection::PayerIsNotHolder.to_string()
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod events;
 pub mod routes;
 pub mod startup;

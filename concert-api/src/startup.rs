@@ -11,6 +11,8 @@ use common::startup::{
 use utoipa::OpenApi;
 
 use crate::config::Config;
+use crate::domain::box_office::BoxOffice;
+use crate::domain::policy::HoldPolicy;
 use crate::events::SettleOnPayment;
 use crate::routes::AppState;
 use crate::store::cache::CatalogueCache;
@@ -18,6 +20,7 @@ use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "concert-api";
 
+/// The public routes only: `/internal/**` is for the platform's own services (API.md).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -35,8 +38,6 @@ pub const SERVICE: &str = "concert-api";
         crate::routes::reservations::cancel,
         crate::routes::admin::create_concert,
         crate::routes::admin::create_schedule,
-        crate::routes::internal::reservation,
-        crate::routes::internal::settle,
     )
 )]
 struct ApiDoc;
@@ -49,16 +50,24 @@ impl Application {
         tracing::info!(?config, "starting {SERVICE}");
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
-        let sessions = web::Data::new(SessionStore::new(redis.clone(), config.session.ttl));
+        let clock = config.clock.clone();
+        let sessions = web::Data::new(
+            SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone()),
+        );
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
-        let state = web::Data::new(AppState::new(
-            db.clone(),
-            CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
-            config.reservation.clone(),
-        ));
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            clock: clock.clone(),
+            office: BoxOffice::new(db.clone(), HoldPolicy::new(&config.reservation)),
+            catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
+        });
         let consumer_kafka = kafka.clone();
-        let handler = SettleOnPayment { db: db.clone() };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi());
+        let handler = SettleOnPayment {
+            db: db.clone(),
+            clock: clock.clone(),
+        };
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi())
+            .with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())

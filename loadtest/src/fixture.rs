@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use chrono::Utc;
 use common::auth::{QueueKeys, Role, Session, SessionStore};
 use common::config::{Env, RedisConfig};
 use common::redis::RedisStore;
@@ -85,7 +84,7 @@ impl Platform {
             concert_db: pool("CONCERT_DATABASE_URL", "ticketing_concert").await?,
             payment_db: pool("PAYMENT_DATABASE_URL", "ticketing_payment").await?,
             sessions: SessionStore::new(redis.clone(), Duration::from_secs(3 * 3600)),
-            room: WaitingRoom::new(QueueKeys::new(redis), queue),
+            room: WaitingRoom::new(QueueKeys::new(redis), queue, common::clock::Clock::system()),
             run,
             hash: tokio::sync::OnceCell::new(),
             admin: None,
@@ -207,7 +206,7 @@ impl Platform {
         let concert = reply.json()["id"]
             .as_i64()
             .ok_or_else(|| anyhow!("create concert: {} {:?}", reply.status, reply.body))?;
-        let now = Utc::now();
+        let now = common::clock::Clock::system().now();
         let mut ids = Vec::with_capacity(schedules);
         for day in 0..schedules {
             let body = json!({
@@ -279,7 +278,14 @@ impl Platform {
             u.pass = Some(p.ok_or_else(|| anyhow!("a setup join failed"))?);
         }
         // batch may admit some of them first; admit until nobody is left waiting.
-        while admit && self.room.admit(concert, Utc::now()).await?.admitted > 0 {}
+        while admit
+            && self
+                .room
+                .admit(concert, common::clock::Clock::system().now())
+                .await?
+                .admitted
+                > 0
+        {}
         Ok(())
     }
 }

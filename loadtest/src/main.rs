@@ -222,7 +222,9 @@ async fn run(args: RunArgs) -> anyhow::Result<Report> {
 
     let mut platform = fixture::Platform::connect(&args.gateway, concurrency).await?;
     let recorder = Arc::new(Recorder::default());
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let started_at = common::clock::Clock::system()
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     eprintln!("[loadtest] {scenario_name}: setting up, then measuring");
     let outcome = scenarios::run(args.scenario, &knobs, &mut platform, recorder.clone()).await?;
     let (latencies, endpoints): (Vec<_>, Vec<_>) = recorder

@@ -1,13 +1,59 @@
-//! Catalogue rules: what an admin may create, and the opaque cursors of the public lists.
+//! Catalogue rules: what an admin may create, which concert a request names, and the opaque
+//! cursors of the public lists.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use common::ApiError;
+use common::error::{Code, ErrorCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::store::catalogue::NewSchedule;
+use crate::error::{Catalogued, ConcertCode};
+use crate::store::catalogue::{self, Concert, NewSchedule, Schedule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("concert {0} does not exist")]
+    ConcertNotFound(i64),
+    #[error(transparent)]
+    Store(#[from] DbErr),
+}
+
+impl CatalogueError {
+    fn catalogued(&self) -> Catalogued {
+        match self {
+            Self::ConcertNotFound(_) => ConcertCode::ConcertNotFound.into(),
+            Self::Store(_) => Code::Internal.into(),
+        }
+    }
+}
+
+impl ErrorCode for CatalogueError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        self.catalogued().status()
+    }
+    fn code(&self) -> &'static str {
+        self.catalogued().code()
+    }
+}
+
+/// Concert `id`, which must exist.
+pub async fn concert<C: ConnectionTrait>(db: &C, id: i64) -> Result<Concert, CatalogueError> {
+    catalogue::find_concert(db, id)
+        .await?
+        .ok_or(CatalogueError::ConcertNotFound(id))
+}
+
+/// Adds a schedule, with its seats, to an existing concert.
+pub async fn add_schedule(
+    db: &DatabaseConnection,
+    new: &NewSchedule,
+) -> Result<Schedule, CatalogueError> {
+    concert(db, new.concert_id).await?;
+    Ok(catalogue::insert_schedule(db, new).await?)
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewConcertRequest {
@@ -140,6 +186,11 @@ pub fn parse_schedule_cursor(cursor: &str) -> Result<(DateTime<Utc>, i64), ApiEr
 mod tests {
     use super::*;
 
+    /// Any instant will do: these rules only compare times.
+    fn instant() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
         assert_eq!(parse_concert_cursor(&concert_cursor(42)).unwrap(), 42);
@@ -156,7 +207,7 @@ mod tests {
 
     #[test]
     fn schedule_requests_are_checked() {
-        let now = Utc::now();
+        let now = instant();
         let r = |seats: i64, price: i64, opens_after: bool| NewScheduleRequest {
             starts_at: now,
             booking_opens_at: if opens_after {

@@ -1,5 +1,10 @@
-//! The rules of concert-api, free of HTTP and storage.
+//! The rules of concert-api: the hold policy, holding and cancelling, settling payments,
+//! what an admin may create. Free of HTTP; storage is called, never decided in.
 
+pub mod box_office;
 pub mod catalogue;
+pub mod hold;
+pub mod policy;
 pub mod reservation;
 pub mod settlement;
+pub mod status;

@@ -7,29 +7,89 @@
 //! duplicate. A duplicate still gets the verdict, read back from what the first one left: the
 //! reservation CONFIRMED by this payment, or else the `reservation.rejected` written for it.
 
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
 use common::ApiError;
 use common::events::{PAYMENT_COMPLETED, PaymentCompleted};
 use common::inbox;
 use common::kafka::Envelope;
 use sea_orm::prelude::Uuid;
-use sea_orm::{DatabaseConnection, DbErr};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use serde::{Serialize, Serializer};
 
-use crate::events::CONSUMER;
-use crate::store::reservations::{self, Settlement};
-use crate::store::settlements;
+use crate::domain::reservation::Reservation;
+use crate::domain::status::ReservationStatus;
+use crate::events::{self, CONSUMER};
+use crate::store::{reservations, settlement};
 
-/// How a payment was settled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Why a payment bought nothing: the `reason` of `reservation.rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownReservation,
+    /// The reservation was no longer HELD: `RESERVATION_<STATUS>`.
+    Reservation(ReservationStatus),
+    PayerIsNotHolder,
+    PaidAfterHoldExpired,
+    /// The hold lost a seat (taken over after it died) before the payment arrived.
+    SeatsNoLongerHeld,
+}
+
+/// The reasons that name no status.
+const FIXED_REASONS: [Rejection; 4] = [
+    Rejection::UnknownReservation,
+    Rejection::PayerIsNotHolder,
+    Rejection::PaidAfterHoldExpired,
+    Rejection::SeatsNoLongerHeld,
+];
+const STATUS_REASON_PREFIX: &str = "RESERVATION_";
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownReservation => f.write_str("UNKNOWN_RESERVATION"),
+            Self::Reservation(status) => write!(f, "{STATUS_REASON_PREFIX}{status}"),
+            Self::PayerIsNotHolder => f.write_str("PAYER_IS_NOT_HOLDER"),
+            Self::PaidAfterHoldExpired => f.write_str("PAID_AFTER_HOLD_EXPIRED"),
+            Self::SeatsNoLongerHeld => f.write_str("SEATS_NO_LONGER_HELD"),
+        }
+    }
+}
+
+impl FromStr for Rejection {
+    type Err = DbErr;
+
+    /// A reason as written to the outbox.
+    fn from_str(reason: &str) -> Result<Self, DbErr> {
+        if let Some(status) = reason
+            .strip_prefix(STATUS_REASON_PREFIX)
+            .and_then(ReservationStatus::from_sql)
+        {
+            return Ok(Self::Reservation(status));
+        }
+        FIXED_REASONS
+            .into_iter()
+            .find(|r| r.to_string() == reason)
+            .ok_or_else(|| DbErr::Type(format!("not a rejection reason: {reason:?}")))
+    }
+}
+
+impl Serialize for Rejection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// How a payment was settled: the answer of `POST /internal/settlements`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     /// The reservation is CONFIRMED by this payment and its seats SOLD.
     Confirmed,
     /// The payment bought nothing; payment-api must refund it.
     Rejected {
-        /// e.g. `RESERVATION_EXPIRED`, `SEATS_NO_LONGER_HELD`, `PAID_AFTER_HOLD_EXPIRED`.
-        reason: String,
+        reason: Rejection,
         /// The `reservation.rejected` event written for it: payment-api records this id in
         /// its inbox when it refunds, so the event arriving later through the broker is a
         /// duplicate. Absent only if that event has been cleaned out of the outbox (a week).
@@ -42,6 +102,37 @@ pub enum Verdict {
 pub struct Settled {
     pub verdict: Verdict,
     pub first: bool,
+}
+
+/// What to do with a payment for its (locked) reservation, before its seats are looked at.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judgement<'a> {
+    /// HELD by the payer and paid by `held_until`: sell it its seats, if it still owns them.
+    Sell(&'a Reservation),
+    /// Already CONFIRMED by this very payment (a re-published event): nothing to do.
+    AlreadyConfirmed,
+    Reject(Rejection),
+}
+
+/// Judges `payment` against the reservation it pays for (DESIGN §2 step 8).
+pub fn judge<'a>(
+    reservation: Option<&'a Reservation>,
+    payment: &PaymentCompleted,
+) -> Judgement<'a> {
+    let Some(r) = reservation else {
+        return Judgement::Reject(Rejection::UnknownReservation);
+    };
+    if r.is_confirmed_by(payment.payment_id) {
+        Judgement::AlreadyConfirmed
+    } else if r.status != ReservationStatus::Held {
+        Judgement::Reject(Rejection::Reservation(r.status))
+    } else if r.user_id != payment.user_id {
+        Judgement::Reject(Rejection::PayerIsNotHolder)
+    } else if payment.paid_at > r.held_until {
+        Judgement::Reject(Rejection::PaidAfterHoldExpired)
+    } else {
+        Judgement::Sell(r)
+    }
 }
 
 /// A `payment.completed` event as payment-api sends it directly: it must say what it is.
@@ -59,26 +150,27 @@ pub fn check_event(event: &Envelope<PaymentCompleted>) -> Result<(), ApiError> {
 }
 
 /// Settles the payment `event` announces, at most once per event id (the consumer's inbox),
-/// and answers the verdict either way.
+/// and answers the verdict either way. Events it writes are dated `now`.
 pub async fn settle_payment(
     db: &DatabaseConnection,
     event: &Envelope<PaymentCompleted>,
+    now: DateTime<Utc>,
 ) -> Result<Settled, DbErr> {
     let payment = &event.data;
     // A concurrent settlement of the same event waits on the inbox row until the first
     // commits, and then reads its outcome.
     let first = inbox::once(db, event.id, CONSUMER, async |txn| {
-        Ok::<_, DbErr>(match reservations::settle(txn, payment).await? {
-            Settlement::Confirmed | Settlement::AlreadyConfirmed => Verdict::Confirmed,
-            Settlement::Rejected(reason) => Verdict::Rejected {
-                rejection_event_id: settlements::written_now(
+        Ok::<_, DbErr>(match settle(txn, payment, now).await? {
+            None => Verdict::Confirmed,
+            Some(reason) => Verdict::Rejected {
+                reason,
+                rejection_event_id: settlement::rejection_written_now(
                     txn,
                     payment.reservation_id,
                     payment.payment_id,
                 )
                 .await?
                 .map(|r| r.event_id),
-                reason,
             },
         })
     })
@@ -95,6 +187,39 @@ pub async fn settle_payment(
     })
 }
 
+/// Settles `payment` in the caller's transaction: its reservation CONFIRMED with its seats
+/// SOLD (`None`), or the payment rejected (`Some`) with `reservation.rejected` written.
+async fn settle<C: ConnectionTrait>(
+    txn: &C,
+    payment: &PaymentCompleted,
+    now: DateTime<Utc>,
+) -> Result<Option<Rejection>, DbErr> {
+    let reservation = settlement::lock(txn, payment.reservation_id).await?;
+    let rejection = match judge(reservation.as_ref(), payment) {
+        Judgement::AlreadyConfirmed => return Ok(None),
+        Judgement::Sell(r) => {
+            // Exactly the seats this hold still owns, or none if it lost one.
+            if settlement::sell_seats(txn, r).await? as usize == r.seat_nos.len() {
+                settlement::confirm(txn, r.id, payment.payment_id).await?;
+                events::reservation_confirmed(r, payment.payment_id, now)
+                    .enqueue(txn)
+                    .await?;
+                return Ok(None);
+            }
+            Rejection::SeatsNoLongerHeld
+        }
+        Judgement::Reject(why) => why,
+    };
+    if let Some(r) = reservation.filter(|r| r.status == ReservationStatus::Held) {
+        // A hold that cannot be paid any more is over: it ends REJECTED, its seats freed.
+        settlement::end_rejected(txn, r.id).await?;
+    }
+    events::reservation_rejected(payment, rejection, now)
+        .enqueue(txn)
+        .await?;
+    Ok(Some(rejection))
+}
+
 /// The verdict an earlier settlement of this payment gave. Settling either confirms the
 /// reservation with this payment (which nothing undoes) or rejects the payment, so anything
 /// but CONFIRMED-by-this-payment is a rejection.
@@ -103,23 +228,22 @@ async fn recorded_verdict(
     payment: &PaymentCompleted,
 ) -> Result<Verdict, DbErr> {
     let reservation = reservations::find(db, payment.reservation_id).await?;
-    if let Some(r) = &reservation
-        && r.status == "CONFIRMED"
-        && r.payment_id == Some(payment.payment_id)
+    if reservation
+        .as_ref()
+        .is_some_and(|r| r.is_confirmed_by(payment.payment_id))
     {
         return Ok(Verdict::Confirmed);
     }
     Ok(
-        match settlements::first_for(db, payment.reservation_id, payment.payment_id).await? {
+        match settlement::first_rejection(db, payment.reservation_id, payment.payment_id).await? {
             Some(r) => Verdict::Rejected {
-                reason: r.reason,
+                reason: r.reason.parse()?,
                 rejection_event_id: Some(r.event_id),
             },
             None => Verdict::Rejected {
-                reason: reservation.map_or_else(
-                    || "UNKNOWN_RESERVATION".to_owned(),
-                    |r| format!("RESERVATION_{}", r.status),
-                ),
+                reason: reservation.map_or(Rejection::UnknownReservation, |r| {
+                    Rejection::Reservation(r.status)
+                }),
                 rejection_event_id: None,
             },
         },
@@ -128,22 +252,44 @@ async fn recorded_verdict(
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
 
+    /// Any instant will do: these rules only compare times.
+    fn instant() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     fn event(kind: &str, version: u32) -> Envelope<PaymentCompleted> {
-        let mut e = Envelope::new(
-            kind,
-            PaymentCompleted {
-                payment_id: 1,
-                reservation_id: 2,
-                user_id: 3,
-                amount: 1000,
-                paid_at: chrono::Utc::now(),
-            },
-            chrono::Utc::now(),
-        );
+        let mut e = Envelope::new(kind, payment(3, instant()), instant());
         e.version = version;
         e
+    }
+
+    fn payment(user_id: i64, paid_at: DateTime<Utc>) -> PaymentCompleted {
+        PaymentCompleted {
+            payment_id: 1,
+            reservation_id: 2,
+            user_id,
+            amount: 1000,
+            paid_at,
+        }
+    }
+
+    fn hold(held_until: DateTime<Utc>) -> Reservation {
+        Reservation {
+            id: 2,
+            user_id: 3,
+            schedule_id: 4,
+            concert_id: 5,
+            seat_nos: vec![6],
+            amount: 1000,
+            status: ReservationStatus::Held,
+            held_until,
+            payment_id: None,
+            created_at: held_until,
+        }
     }
 
     #[test]
@@ -160,6 +306,61 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_in_time_by_the_holder_buys_the_hold() {
+        let now = instant();
+        let r = hold(now);
+        assert_eq!(judge(Some(&r), &payment(3, now)), Judgement::Sell(&r));
+        assert_eq!(
+            judge(Some(&r), &payment(3, now + TimeDelta::milliseconds(1))),
+            Judgement::Reject(Rejection::PaidAfterHoldExpired)
+        );
+        assert_eq!(
+            judge(Some(&r), &payment(4, now)),
+            Judgement::Reject(Rejection::PayerIsNotHolder)
+        );
+        assert_eq!(
+            judge(None, &payment(3, now)),
+            Judgement::Reject(Rejection::UnknownReservation)
+        );
+    }
+
+    #[test]
+    fn a_reservation_no_longer_held_is_rejected_unless_this_payment_confirmed_it() {
+        let now = instant();
+        let mine = Reservation {
+            status: ReservationStatus::Confirmed,
+            payment_id: Some(1),
+            ..hold(now)
+        };
+        assert_eq!(
+            judge(Some(&mine), &payment(3, now)),
+            Judgement::AlreadyConfirmed
+        );
+        let other = Reservation {
+            payment_id: Some(9),
+            ..mine.clone()
+        };
+        assert_eq!(
+            judge(Some(&other), &payment(3, now)),
+            Judgement::Reject(Rejection::Reservation(ReservationStatus::Confirmed))
+        );
+    }
+
+    #[test]
+    fn reasons_read_back_as_they_were_written() {
+        let mut all = FIXED_REASONS.to_vec();
+        all.extend(ReservationStatus::ALL.map(Rejection::Reservation));
+        for r in all {
+            assert_eq!(r.to_string().parse::<Rejection>().unwrap(), r);
+        }
+        assert_eq!(
+            Rejection::Reservation(ReservationStatus::Expired).to_string(),
+            "RESERVATION_EXPIRED"
+        );
+        assert!("RESERVATION_GONE".parse::<Rejection>().is_err());
+    }
+
+    #[test]
     fn verdicts_read_as_the_contract_says() {
         assert_eq!(
             serde_json::to_value(Verdict::Confirmed).unwrap(),
@@ -168,7 +369,7 @@ mod tests {
         let id = Uuid::nil();
         assert_eq!(
             serde_json::to_value(Verdict::Rejected {
-                reason: "RESERVATION_EXPIRED".into(),
+                reason: Rejection::Reservation(ReservationStatus::Expired),
                 rejection_event_id: Some(id),
             })
             .unwrap(),

@@ -1,13 +1,14 @@
-//! Admin: create concerts and schedules (a schedule creates its seats).
+//! Admin: create concerts and schedules (a schedule creates its seats). Every write makes
+//! the cached public lists stale at once.
 
 use actix_web::{HttpResponse, web};
 use common::ApiError;
 use common::auth::AuthUser;
 use common::http::Json;
 
-use crate::domain::catalogue::{NewConcertRequest, NewScheduleRequest};
+use crate::domain::catalogue::{self, NewConcertRequest, NewScheduleRequest};
 use crate::routes::AppState;
-use crate::store::catalogue::{self, Concert, Schedule};
+use crate::store::catalogue::{Concert, Schedule, insert_concert};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/concerts", web::post().to(create_concert))
@@ -15,13 +16,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/admin/concerts/{id}/schedules",
             web::post().to(create_schedule),
         );
-}
-
-async fn invalidate(state: &AppState) {
-    if let Err(e) = state.cache.invalidate().await {
-        // Lists catch up when their short TTL runs out.
-        tracing::warn!(error = %e, "catalogue cache invalidation failed");
-    }
 }
 
 #[utoipa::path(post, path = "/api/admin/concerts", request_body = NewConcertRequest,
@@ -33,8 +27,8 @@ pub async fn create_concert(
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
     let (title, performer) = body.into_inner().validate()?;
-    let concert = catalogue::insert_concert(&state.db, &title, &performer).await?;
-    invalidate(&state).await;
+    let concert = insert_concert(&state.db, &title, &performer).await?;
+    state.catalogue.invalidate().await;
     Ok(HttpResponse::Created().json(concert))
 }
 
@@ -47,17 +41,8 @@ pub async fn create_schedule(
     body: Json<NewScheduleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
-    let concert_id = id.into_inner();
-    let new = body.into_inner().validate(concert_id)?;
-    catalogue::find_concert(&state.db, concert_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "CONCERT_NOT_FOUND",
-                format!("concert {concert_id} does not exist"),
-            )
-        })?;
-    let schedule = catalogue::insert_schedule(&state.db, &new).await?;
-    invalidate(&state).await;
+    let new = body.into_inner().validate(id.into_inner())?;
+    let schedule = catalogue::add_schedule(&state.db, &new).await?;
+    state.catalogue.invalidate().await;
     Ok(HttpResponse::Created().json(schedule))
 }

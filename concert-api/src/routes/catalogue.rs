@@ -2,17 +2,18 @@
 //! active queue token for the schedule's concert).
 
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
 use common::ApiError;
 use common::auth::ActiveQueuePass;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::catalogue::{
-    PageQuery, concert_cursor, parse_concert_cursor, parse_schedule_cursor, schedule_cursor,
+    self as rules, PageQuery, concert_cursor, parse_concert_cursor, parse_schedule_cursor,
+    schedule_cursor,
 };
+use crate::domain::status::SeatStatus;
 use crate::routes::AppState;
-use crate::store::catalogue::{self, Concert, Schedule};
+use crate::store::catalogue::{self, Concert, Schedule, SeatRow};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/concerts", web::get().to(list_concerts))
@@ -40,15 +41,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, ApiError>>,
 {
-    let (hit, version) = state.cache.get(&what).await;
-    let body = match hit {
-        Some(body) => body,
-        None => {
-            let body = compute().await?;
-            state.cache.put(&version, &what, &body).await;
-            body
-        }
-    };
+    let body = state.catalogue.read_through(&what, compute).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
@@ -56,10 +49,6 @@ where
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(ApiError::internal)
-}
-
-fn concert_not_found(id: i64) -> ApiError {
-    ApiError::not_found("CONCERT_NOT_FOUND", format!("concert {id} does not exist"))
 }
 
 #[utoipa::path(get, path = "/api/concerts", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
@@ -93,10 +82,7 @@ pub async fn get_concert(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     cached(&state, format!("concert:{id}"), || async {
-        let concert = catalogue::find_concert(&state.db, id)
-            .await?
-            .ok_or_else(|| concert_not_found(id))?;
-        to_json(&concert)
+        to_json(&rules::concert(&state.db, id).await?)
     })
     .await
 }
@@ -118,10 +104,8 @@ pub async fn list_schedules(
         q.cursor.as_deref().unwrap_or("")
     );
     cached(&state, what, || async {
-        catalogue::find_concert(&state.db, concert_id)
-            .await?
-            .ok_or_else(|| concert_not_found(concert_id))?;
-        let now = Utc::now();
+        rules::concert(&state.db, concert_id).await?;
+        let now = state.clock.now();
         let mut items = catalogue::list_schedules(
             &state.db,
             concert_id,
@@ -132,11 +116,14 @@ pub async fn list_schedules(
             state.stale_before(now),
         )
         .await?;
-        let next_cursor = (items.len() as u64 > limit).then(|| {
+        let next_cursor = if items.len() as u64 > limit {
             items.truncate(limit as usize);
-            let last = items.last().expect("a full page has a last item");
-            schedule_cursor(last.starts_at, last.id)
-        });
+            items
+                .last()
+                .map(|last| schedule_cursor(last.starts_at, last.id))
+        } else {
+            None
+        };
         to_json(&Page { items, next_cursor })
     })
     .await
@@ -146,20 +133,23 @@ pub async fn list_schedules(
 pub struct SeatView {
     seat_no: i32,
     price: i64,
-    status: String,
+    status: SeatStatus,
+}
+
+impl From<SeatRow> for SeatView {
+    fn from(s: SeatRow) -> Self {
+        Self {
+            seat_no: s.seat_no,
+            price: s.price,
+            status: s.status,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SeatMap {
     schedule_id: i64,
     seats: Vec<SeatView>,
-}
-
-pub fn schedule_not_found(id: i64) -> ApiError {
-    ApiError::not_found(
-        "SCHEDULE_NOT_FOUND",
-        format!("schedule {id} does not exist"),
-    )
 }
 
 #[utoipa::path(get, path = "/api/schedules/{id}/seats",
@@ -170,21 +160,10 @@ pub async fn seat_map(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let schedule_id = id.into_inner();
-    let facts = state
-        .schedule(schedule_id)
-        .await?
-        .ok_or_else(|| schedule_not_found(schedule_id))?;
-    pass.require_concert(facts.concert_id)?;
-    let seats = catalogue::seat_map(&state.db, schedule_id, state.stale_before(Utc::now())).await?;
-    Ok(HttpResponse::Ok().json(SeatMap {
-        schedule_id,
-        seats: seats
-            .into_iter()
-            .map(|s| SeatView {
-                seat_no: s.seat_no,
-                price: s.price,
-                status: s.status,
-            })
-            .collect(),
-    }))
+    let seats = state
+        .office
+        .seat_map(&pass, schedule_id, state.clock.now())
+        .await?;
+    let seats = seats.into_iter().map(SeatView::from).collect();
+    Ok(HttpResponse::Ok().json(SeatMap { schedule_id, seats }))
 }

@@ -1,15 +1,15 @@
-//! Service-to-service calls, never routed by the gateway: payment-api reads a reservation
-//! before paying, and settles a payment directly when the broker has not (DESIGN §6).
+//! Service-to-service calls, never routed by the gateway and left out of the public OpenAPI
+//! document: payment-api reads a reservation before paying, and settles a payment directly
+//! when the broker has not (DESIGN §6).
 
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
 use common::ApiError;
 use common::events::PaymentCompleted;
 use common::http::Json;
 use common::kafka::Envelope;
 
-use crate::domain::reservation::ReservationView;
-use crate::domain::settlement::{self, Verdict};
+use crate::domain::settlement;
+use crate::error::ConcertCode;
 use crate::routes::AppState;
 use crate::store::reservations;
 
@@ -19,34 +19,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// payment-api asks this for a reservation's owner, status, `held_until` and amount.
-#[utoipa::path(get, path = "/internal/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
 pub async fn reservation(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let row = reservations::find(&state.db, id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "RESERVATION_NOT_FOUND",
-            format!("reservation {id} does not exist"),
-        )
+    let r = reservations::find(&state.db, id).await?.ok_or_else(|| {
+        ConcertCode::ReservationNotFound.err(format!("reservation {id} does not exist"))
     })?;
-    Ok(HttpResponse::Ok().json(ReservationView::at(row, state.stale_before(Utc::now()))))
+    Ok(HttpResponse::Ok().json(state.view(r, state.clock.now())))
 }
 
 /// payment-api's backstop: the `payment.completed` event (same envelope, same id as the one
 /// in its outbox) settled exactly as the consumer settles it. Asking again, or after the
 /// consumer, changes nothing and answers the same verdict.
-#[utoipa::path(post, path = "/internal/settlements",
-    request_body(content = Object, description = "the `payment.completed` event envelope (DESIGN §6)"),
-    responses((status = 200, body = Verdict), (status = 400)))]
 pub async fn settle(
     state: web::Data<AppState>,
     body: Json<Envelope<PaymentCompleted>>,
 ) -> Result<HttpResponse, ApiError> {
     let event = body.into_inner();
     settlement::check_event(&event)?;
-    let settled = settlement::settle_payment(&state.db, &event).await?;
+    let settled = settlement::settle_payment(&state.db, &event, state.clock.now()).await?;
     tracing::info!(event_id = %event.id, first = settled.first, verdict = ?settled.verdict, "settled directly");
     Ok(HttpResponse::Ok().json(settled.verdict))
 }

@@ -2,6 +2,7 @@
 //! version that is part of every key, so a write makes every cached list unreachable at once
 //! (old entries just expire).
 
+use std::future::Future;
 use std::time::Duration;
 
 use common::redis::RedisStore;
@@ -39,7 +40,7 @@ impl CatalogueCache {
 
     /// The cached body for `what` and the version it was looked up under. A Redis failure
     /// is a miss: the database answers instead.
-    pub async fn get(&self, what: &str) -> (Option<String>, String) {
+    async fn get(&self, what: &str) -> (Option<String>, String) {
         if self.ttl.is_zero() {
             return (None, "0".into());
         }
@@ -60,7 +61,22 @@ impl CatalogueCache {
         }
     }
 
-    pub async fn put(&self, version: &str, what: &str, body: &str) {
+    /// The body cached for `what`, or else the one `compute` makes, cached for next time.
+    pub async fn read_through<F, Fut, E>(&self, what: &str, compute: F) -> Result<String, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, E>>,
+    {
+        let (hit, version) = self.get(what).await;
+        if let Some(body) = hit {
+            return Ok(body);
+        }
+        let body = compute().await?;
+        self.put(&version, what, &body).await;
+        Ok(body)
+    }
+
+    async fn put(&self, version: &str, what: &str, body: &str) {
         if self.ttl.is_zero() {
             return;
         }
@@ -78,13 +94,16 @@ impl CatalogueCache {
         }
     }
 
-    /// After an admin write: every cached list is stale.
-    pub async fn invalidate(&self) -> redis::RedisResult<()> {
+    /// After an admin write: every cached list is stale. If Redis cannot be told, lists
+    /// catch up when their short TTL runs out.
+    pub async fn invalidate(&self) {
         let mut conn = self.redis.conn();
-        let _: i64 = redis::cmd("INCR")
+        let res: redis::RedisResult<i64> = redis::cmd("INCR")
             .arg(self.version_key())
             .query_async(&mut conn)
-            .await?;
-        Ok(())
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "catalogue cache invalidation failed");
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Concerts and schedules: admin writes and the public, keyset-paginated reads.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait, Value};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::domain::status::SeatStatus;
+use crate::store::stmt;
 
 #[derive(Debug, Clone, FromQueryResult, Serialize, ToSchema)]
 pub struct Concert {
@@ -27,10 +30,6 @@ pub struct Schedule {
 /// `held_until + grace` (`$stale` is `now - grace`).
 pub const FREE_SEAT: &str =
     "(se.status = 'AVAILABLE' OR (se.status = 'HELD' AND se.held_until < $stale))";
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
 
 pub async fn insert_concert<C: ConnectionTrait>(
     db: &C,
@@ -186,8 +185,8 @@ pub async fn schedule_facts<C: ConnectionTrait>(
 pub struct SeatRow {
     pub seat_no: i32,
     pub price: i64,
-    /// `AVAILABLE`, `HELD` or `SOLD` as seen by a buyer (a dead hold reads as available).
-    pub status: String,
+    /// As seen by a buyer: a seat of a dead hold reads as available.
+    pub status: SeatStatus,
 }
 
 /// The seat map of a schedule.

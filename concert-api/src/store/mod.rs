@@ -1,8 +1,20 @@
 //! concert DB (and the catalogue cache in Redis): schema, queries, the statements that
-//! decide who gets a seat.
+//! decide who gets a seat, and the short-lived memories in front of them.
 
 pub mod cache;
+pub mod cancel;
 pub mod catalogue;
+pub mod holds;
+pub mod known_schedules;
 pub mod migration;
 pub mod reservations;
-pub mod settlements;
+pub mod settlement;
+pub mod sweep;
+pub mod taken_seats;
+
+use sea_orm::{ConnectionTrait, Statement, Value};
+
+/// A statement for `db`'s backend with positional values.
+fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}

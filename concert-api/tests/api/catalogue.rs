@@ -1,6 +1,5 @@
 //! Admin writes, public lists with cursors and cache invalidation, the seat map's guard.
 
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
@@ -57,7 +56,7 @@ async fn only_admins_create_and_bad_bodies_name_the_field() {
         );
     }
     let (concert, _) = s.concert_with_schedule(10, -60, 3600).await;
-    let now = Utc::now();
+    let now = s.clock.now();
     for (body, field) in [
         (
             json!({"starts_at": now, "booking_opens_at": now, "seat_count": 0, "price": 1}),

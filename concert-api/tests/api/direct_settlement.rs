@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use common::events::PaymentCompleted;
 use common::kafka::Envelope;
-use common::testkit::eventually;
 use serde_json::{Value, json};
 
 use crate::helpers::{Spawned, spawn_app};
@@ -48,7 +46,7 @@ async fn paid(s: &Spawned, seat: i64) -> (crate::helpers::Buyer, i64, Envelope<P
     let buyer = s.buyers(1, concert).await.remove(0);
     let (_, held) = s.hold(&buyer, schedule, &[seat]).await;
     let id = held["id"].as_i64().unwrap();
-    let event = s.payment(&buyer, id, 90 + seat, Utc::now());
+    let event = s.payment(&buyer, id, 90 + seat, s.clock.now());
     (buyer, id, event)
 }
 
@@ -86,13 +84,7 @@ async fn settling_directly_again_and_at_once_confirms_once_with_one_verdict() {
 
     // The same event through the broker afterwards: a duplicate.
     s.deliver_payment(&event).await;
-    let kafka = s.config.kafka.clone();
-    eventually(
-        "the consumer to handle the late event",
-        Duration::from_secs(30),
-        || consumed(&kafka),
-    )
-    .await;
+    s.payments_consumed().await;
     assert_eq!(outbox_count(&s, "reservation.confirmed").await, 1);
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
 }
@@ -103,7 +95,7 @@ async fn a_rejection_is_written_once_and_answered_with_its_event_every_time() {
     let (buyer, id, event) = paid(&s, 5).await;
     concert_api::expire_holds(
         &s.db,
-        Utc::now() + chrono::Duration::hours(1),
+        s.clock.now() + chrono::Duration::hours(1),
         Duration::from_secs(30),
     )
     .await
@@ -133,19 +125,13 @@ async fn after_the_consumer_rejected_a_payment_the_endpoint_answers_that_rejecti
     let (_, _, event) = paid(&s, 7).await;
     concert_api::expire_holds(
         &s.db,
-        Utc::now() + chrono::Duration::hours(1),
+        s.clock.now() + chrono::Duration::hours(1),
         Duration::from_secs(30),
     )
     .await
     .unwrap();
     s.deliver_payment(&event).await;
-    let kafka = s.config.kafka.clone();
-    eventually(
-        "the consumer to settle the payment",
-        Duration::from_secs(30),
-        || consumed(&kafka),
-    )
-    .await;
+    s.payments_consumed().await;
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 1);
 
     let (status, verdict) = settle(&s, &event).await;
@@ -176,35 +162,4 @@ async fn only_a_payment_completed_event_is_settled() {
     let (status, problem) = settle(&s, &json!({"id": "not-a-uuid"})).await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(outbox_count(&s, "reservation.confirmed").await, 0);
-}
-
-/// Whether concert-api's consumer group has committed past every `payment.completed` (one
-/// partition in tests): offsets are committed only after the handler's transaction.
-async fn consumed(kafka: &common::config::KafkaConfig) -> Option<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let (brokers, group, topic) = (
-        kafka.brokers.clone(),
-        kafka.topic("concert-api"),
-        kafka.topic(common::events::PAYMENT_COMPLETED),
-    );
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .create()
-            .ok()?;
-        let (_, high) = consumer
-            .fetch_watermarks(&topic, 0, Duration::from_secs(5))
-            .ok()?;
-        let mut partitions = TopicPartitionList::new();
-        partitions.add_partition(&topic, 0);
-        let committed = consumer
-            .committed_offsets(partitions, Duration::from_secs(5))
-            .ok()?;
-        let offset = committed.find_partition(&topic, 0)?.offset();
-        (high > 0 && matches!(offset, Offset::Offset(n) if n >= high)).then_some(())
-    })
-    .await
-    .unwrap()
 }

@@ -1,14 +1,16 @@
 //! `spawn_app`: concert-api on port 0 with its own database, Redis prefix and topic prefix,
-//! plus the sessions and queue passes its callers need — written by users-api's own code.
+//! and a manual clock, plus the sessions and queue passes its callers need — written by
+//! users-api's own code.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::auth::{QueueKeys, Role, Session, SessionStore};
+use common::clock::Clock;
 use common::config::Env;
 use common::kafka::KafkaClient;
 use common::redis::RedisStore;
-use common::testkit::{Isolation, TestApp};
+use common::testkit::{Isolation, TestApp, eventually};
 use concert_api::{Application, Config};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
@@ -17,6 +19,8 @@ use users_api::domain::queue::WaitingRoom;
 pub struct Spawned {
     pub app: TestApp,
     pub config: Config,
+    /// The service's clock: move it ahead instead of sleeping until a hold dies.
+    pub clock: Clock,
     pub admin: String,
     pub db: DatabaseConnection,
     /// Keeps the test database alive: dropping it drops the database.
@@ -35,13 +39,10 @@ pub struct Buyer {
 }
 
 pub async fn spawn_app() -> Spawned {
-    spawn_app_with(|env| env).await
-}
-
-pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
     let iso = Isolation::new().await;
-    let env = tweak(iso.env("CONCERT_DATABASE_URL"));
-    let config = Config::from_env(&env).expect("test config");
+    let env = iso.env("CONCERT_DATABASE_URL");
+    let mut config = Config::from_env(&env).expect("test config");
+    config.clock = Clock::manual();
     let service = Application::build(config.clone())
         .await
         .expect("build concert-api");
@@ -61,6 +62,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
         .unwrap();
     Spawned {
         app,
+        clock: config.clock.clone(),
         config,
         admin,
         db,
@@ -109,7 +111,7 @@ impl Spawned {
         opens_in: i64,
         starts_in: i64,
     ) -> Value {
-        let now = Utc::now();
+        let now = self.clock.now();
         let res = reqwest::Client::new()
             .post(self.url(&format!("/api/admin/concerts/{concert_id}/schedules")))
             .bearer_auth(&self.admin)
@@ -138,6 +140,7 @@ impl Spawned {
         let room = WaitingRoom::new(
             QueueKeys::new(redis),
             users_api::config::QueueConfig::from_env(&queue_env).unwrap(),
+            self.clock.clone(),
         );
         let mut buyers = Vec::with_capacity(n);
         for i in 0..n {
@@ -150,7 +153,7 @@ impl Spawned {
                 })
                 .await
                 .unwrap();
-            let (status, _) = room.join(user_id, concert_id, Utc::now()).await.unwrap();
+            let (status, _) = room.join(user_id, concert_id).await.unwrap();
             buyers.push(Buyer {
                 user_id,
                 session,
@@ -158,7 +161,10 @@ impl Spawned {
             });
         }
         assert_eq!(
-            room.admit(concert_id, Utc::now()).await.unwrap().admitted as usize,
+            room.admit(concert_id, self.clock.now())
+                .await
+                .unwrap()
+                .admitted as usize,
             n
         );
         buyers
@@ -242,7 +248,49 @@ impl Spawned {
                 amount: 1000,
                 paid_at,
             },
-            Utc::now(),
+            self.clock.now(),
         )
     }
+
+    /// Waits until concert-api's consumer group has committed past every `payment.completed`
+    /// sent so far (one partition in tests): offsets are committed only after the handler's
+    /// transaction, so every delivery has had its effect.
+    pub async fn payments_consumed(&self) {
+        let kafka = self.config.kafka.clone();
+        eventually(
+            "the consumer to handle every payment.completed",
+            Duration::from_secs(30),
+            || consumed(&kafka),
+        )
+        .await
+    }
+}
+
+async fn consumed(kafka: &common::config::KafkaConfig) -> Option<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let (brokers, group, topic) = (
+        kafka.brokers.clone(),
+        kafka.topic("concert-api"),
+        kafka.topic(common::events::PAYMENT_COMPLETED),
+    );
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .ok()?;
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(5))
+            .ok()?;
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition(&topic, 0);
+        let committed = consumer
+            .committed_offsets(partitions, Duration::from_secs(5))
+            .ok()?;
+        let offset = committed.find_partition(&topic, 0)?.offset();
+        (high > 0 && matches!(offset, Offset::Offset(n) if n >= high)).then_some(())
+    })
+    .await
+    .unwrap()
 }

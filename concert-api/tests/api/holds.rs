@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{Spawned, spawn_app, spawn_app_with};
+use crate::helpers::{Spawned, spawn_app};
 
 /// No seat is in two active reservations, and held seats are exactly the active ones.
 async fn assert_no_double_booking(s: &Spawned) {
@@ -147,23 +147,20 @@ async fn overlapping_multi_seat_holds_are_all_or_nothing() {
 
 #[tokio::test]
 async fn an_unpaid_hold_frees_its_seats_after_hold_plus_grace_not_before() {
-    let s = spawn_app_with(|env| {
-        env.with("RESERVATION_HOLD_SECS", "2")
-            .with("RESERVATION_GRACE_SECS", "2")
-    })
-    .await;
+    let s = spawn_app().await;
+    let (hold, grace) = (s.config.reservation.hold, s.config.reservation.grace);
     let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
     let buyers = s.buyers(2, concert).await;
     let (status, first) = s.hold(&buyers[0], schedule, &[5, 6]).await;
     assert_eq!(status, 201);
     assert_eq!(s.hold(&buyers[1], schedule, &[5]).await.0, 409, "held");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.clock.advance(hold + grace / 2);
     assert_eq!(
         s.hold(&buyers[1], schedule, &[5]).await.0,
         409,
         "past held_until but within grace"
     );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    s.clock.advance(grace / 2 + Duration::from_secs(1));
     let (status, second) = s.hold(&buyers[1], schedule, &[5]).await;
     assert_eq!(status, 201, "free after hold + grace: {second}");
 

@@ -6,7 +6,7 @@ use chrono::Utc;
 use common::testkit::eventually;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::spawn_app;
 
 async fn outbox_count(s: &crate::helpers::Spawned, topic: &str) -> i64 {
     s.count(&format!(
@@ -23,20 +23,12 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
     let (_, held) = s.hold(&buyer, schedule, &[3, 4]).await;
     let id = held["id"].as_i64().unwrap();
 
-    let payment = s.payment(&buyer, id, 77, Utc::now());
+    let payment = s.payment(&buyer, id, 77, s.clock.now());
     s.deliver_payment(&payment).await;
     s.deliver_payment(&payment).await;
-    eventually(
-        "the reservation to be confirmed",
-        Duration::from_secs(30),
-        || {
-            let (s, buyer) = (&s, &buyer);
-            async move { (s.reservation(buyer, id).await["status"] == "CONFIRMED").then_some(()) }
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.payments_consumed().await;
     let r = s.reservation(&buyer, id).await;
+    assert_eq!(r["status"], "CONFIRMED");
     assert_eq!(r["payment_id"], 77);
     assert_eq!(
         outbox_count(&s, "reservation.confirmed").await,
@@ -49,7 +41,7 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
     for days in [1, 30, 365] {
         let sweep = concert_api::expire_holds(
             &s.db,
-            Utc::now() + chrono::Duration::days(days),
+            s.clock.now() + chrono::Duration::days(days),
             Duration::from_secs(30),
         )
         .await
@@ -67,17 +59,14 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
 #[tokio::test]
 async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stays_with_its_new_holder()
  {
-    let s = spawn_app_with(|env| {
-        env.with("RESERVATION_HOLD_SECS", "1")
-            .with("RESERVATION_GRACE_SECS", "0")
-    })
-    .await;
+    let s = spawn_app().await;
+    let (hold, grace) = (s.config.reservation.hold, s.config.reservation.grace);
     let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
     let buyers = s.buyers(2, concert).await;
     let (_, first) = s.hold(&buyers[0], schedule, &[8]).await;
     let first_id = first["id"].as_i64().unwrap();
-    let paid_at = Utc::now();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let paid_at = s.clock.now();
+    s.clock.advance(hold + grace + Duration::from_secs(1));
     let (status, second) = s.hold(&buyers[1], schedule, &[8]).await;
     assert_eq!(status, 201);
 
@@ -107,8 +96,7 @@ async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stay
     };
     assert_eq!(payload["data"]["payment_id"], 5);
     assert_eq!(payload["data"]["reason"], "RESERVATION_EXPIRED");
-    // The seat still belongs to the new holder. (Its own 1 s hold may have lapsed by now on a
-    // loaded machine, but no sweep ran and nobody took the seat from it.)
+    // The seat still belongs to the new holder.
     let second_id = second["id"].as_i64().unwrap();
     let held_by_second = s
         .count(&format!(
@@ -121,28 +109,24 @@ async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stay
 
 #[tokio::test]
 async fn the_sweep_expires_dead_holds_frees_their_seats_and_emits_events() {
-    let s = spawn_app_with(|env| {
-        env.with("RESERVATION_HOLD_SECS", "1")
-            .with("RESERVATION_GRACE_SECS", "1")
-    })
-    .await;
+    let s = spawn_app().await;
+    let (hold, grace) = (s.config.reservation.hold, s.config.reservation.grace);
     let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
     let buyers = s.buyers(3, concert).await;
     for (i, b) in buyers.iter().enumerate() {
         assert_eq!(s.hold(b, schedule, &[i as i64 + 1]).await.0, 201);
     }
-    let grace = Duration::from_secs(1);
-    let early = concert_api::expire_holds(&s.db, Utc::now(), grace)
+    let early = concert_api::expire_holds(&s.db, s.clock.now() + hold, grace)
         .await
         .unwrap();
     assert_eq!(early.reservations_expired, 0, "not before hold + grace");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let sweep = concert_api::expire_holds(&s.db, Utc::now(), grace)
+    s.clock.advance(hold + grace + Duration::from_secs(1));
+    let sweep = concert_api::expire_holds(&s.db, s.clock.now(), grace)
         .await
         .unwrap();
     assert_eq!((sweep.reservations_expired, sweep.seats_freed), (3, 3));
     assert_eq!(
-        concert_api::expire_holds(&s.db, Utc::now(), grace)
+        concert_api::expire_holds(&s.db, s.clock.now(), grace)
             .await
             .unwrap()
             .reservations_expired,
@@ -184,7 +168,7 @@ async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
             .unwrap()
             .parse::<chrono::DateTime<Utc>>()
             .unwrap()
-            > Utc::now() + chrono::Duration::minutes(4)
+            > s.clock.now() + chrono::Duration::minutes(4)
     );
     let missing = reqwest::get(s.url("/internal/reservations/999999"))
         .await

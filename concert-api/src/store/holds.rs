@@ -1,0 +1,282 @@
+//! The statements that claim seats for a hold (DESIGN §2 step 5, §9.1): the one-statement
+//! claim of free seats, and the careful takeover of seats whose hold is dead.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+
+use crate::domain::reservation::Reservation;
+use crate::domain::status::ReservationStatus;
+use crate::events;
+use crate::store::catalogue::ScheduleFacts;
+use crate::store::reservations::COLUMNS;
+use crate::store::stmt;
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claim {
+    Held(Reservation),
+    /// These requested seats are taken; nothing was held.
+    Taken(Vec<i32>),
+    /// Every requested seat is free, some only because their hold is dead; nothing was held.
+    FreeByTakeover,
+}
+
+/// Who holds what until when: the parts of a hold the statements write.
+#[derive(Debug, Clone, Copy)]
+pub struct NewHold<'a> {
+    pub user_id: i64,
+    pub schedule: &'a ScheduleFacts,
+    /// Sorted: seats are locked in seat order, so overlapping holds cannot deadlock.
+    pub seat_nos: &'a [i32],
+    pub held_until: DateTime<Utc>,
+    /// Holds that ended before this are dead.
+    pub stale_before: DateTime<Utc>,
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    e.to_string()
+        .contains("duplicate key value violates unique constraint")
+}
+
+/// The common case in one self-committing statement: every requested seat is AVAILABLE.
+/// It locks the seats in seat order, and only if all of them are free does it claim them,
+/// insert the reservation and its `reservation_seats` rows — otherwise it changes nothing.
+/// One round trip instead of four (BEGIN, claim, insert, COMMIT).
+///
+/// Measured alternatives: `SKIP LOCKED` or an in-statement peek made the contended case 2x
+/// slower (a row lock writes WAL, so every loser paid a commit flush). A lock-free read of
+/// the seats before this statement used to turn most losers away; since a seat seen taken is
+/// answered from memory for 250 ms, that read only cost every winner a round trip
+/// (loadtest, same machine: hold-distinct 1,615 → 2,040 holds/s without it; hold-contended
+/// 20.5k → 16.6k req/s, p99 114 → 163 ms).
+#[derive(Debug, FromQueryResult)]
+struct FreeClaim {
+    free: i64,
+    dead: i64,
+    unavailable: Option<Vec<i32>>,
+    id: Option<i64>,
+    amount: Option<i64>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+/// Claims the hold's seats if every one is AVAILABLE (see [`FreeClaim`]).
+pub async fn claim_free(db: &DatabaseConnection, hold: NewHold<'_>) -> Result<Claim, DbErr> {
+    let NewHold {
+        user_id,
+        schedule,
+        seat_nos,
+        held_until,
+        stale_before,
+    } = hold;
+    let row = FreeClaim::find_by_statement(stmt(
+        db,
+        "WITH target AS ( \
+            SELECT id, seat_no, price, status, held_until FROM seats \
+            WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
+         verdict AS ( \
+            SELECT count(*) FILTER (WHERE status = 'AVAILABLE') AS free, \
+                   count(*) FILTER (WHERE status = 'HELD' AND held_until < $4) AS dead, \
+                   array_agg(seat_no ORDER BY seat_no) FILTER ( \
+                       WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable, \
+                   sum(price) AS amount \
+            FROM target), \
+         rid AS ( \
+            SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id, v.amount \
+            FROM verdict v WHERE v.free = $5), \
+         claimed AS ( \
+            UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
+            FROM target t, rid WHERE se.id = t.id RETURNING se.id), \
+         res AS ( \
+            INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
+            SELECT rid.id, $6, $1, $7, $2, rid.amount, 'HELD', $3 FROM rid \
+            RETURNING id, amount, created_at), \
+         rs AS ( \
+            INSERT INTO reservation_seats (reservation_id, seat_id) SELECT rid.id, c.id FROM rid, claimed c) \
+         SELECT v.free, v.dead, v.unavailable, res.id, res.amount, res.created_at \
+         FROM verdict v LEFT JOIN res ON true",
+        vec![
+            schedule.id.into(),
+            seat_nos.to_vec().into(),
+            held_until.into(),
+            stale_before.into(),
+            (seat_nos.len() as i64).into(),
+            user_id.into(),
+            schedule.concert_id.into(),
+        ],
+    ))
+    .one(db)
+    .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(DbErr::RecordNotFound("hold verdict".into())),
+        Err(e) if is_unique_violation(&e) => {
+            tracing::error!(error = %e, "active reservation_seats uniqueness refused a hold");
+            return Ok(Claim::Taken(seat_nos.to_vec()));
+        }
+        Err(e) => return Err(e),
+    };
+    if let (Some(id), Some(amount), Some(created_at)) = (row.id, row.amount, row.created_at) {
+        return Ok(Claim::Held(Reservation {
+            id,
+            user_id,
+            schedule_id: schedule.id,
+            concert_id: schedule.concert_id,
+            seat_nos: seat_nos.to_vec(),
+            amount,
+            status: ReservationStatus::Held,
+            held_until,
+            payment_id: None,
+            created_at,
+        }));
+    }
+    if row.free + row.dead == seat_nos.len() as i64 {
+        return Ok(Claim::FreeByTakeover);
+    }
+    Ok(Claim::Taken(row.unavailable.unwrap_or_default()))
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+struct Claimed {
+    reservation_id: i64,
+    seat_id: i64,
+    seat_no: i32,
+    price: i64,
+    previous: Option<i64>,
+}
+
+/// Claims the hold's seats, taking over seats whose previous hold is dead: all of them or
+/// none. Never answers [`Claim::FreeByTakeover`]. `now` dates the `reservation.expired` events
+/// of the holds it ends.
+///
+/// Why this is safe under any concurrency: the claim is one statement that locks the
+/// requested seat rows in seat-number order (so overlapping holds cannot deadlock), then
+/// updates only those that are free — `AVAILABLE`, or `HELD` by a hold dead since before
+/// `stale_before`. A concurrent hold waiting on the same row re-reads it after the winner
+/// commits and finds it taken. If fewer seats were claimed than asked, the transaction rolls
+/// back and nothing is held. The partial unique index on active `reservation_seats` backs
+/// this: a seat in two active reservations cannot be committed even if this logic were wrong.
+/// No application lock, no network call inside the transaction.
+pub async fn claim_with_takeover(
+    db: &DatabaseConnection,
+    hold: NewHold<'_>,
+    now: DateTime<Utc>,
+) -> Result<Claim, DbErr> {
+    let NewHold {
+        user_id,
+        schedule,
+        seat_nos,
+        held_until,
+        stale_before,
+    } = hold;
+    let txn = db.begin().await?;
+    let claimed = Claimed::find_by_statement(stmt(
+        &txn,
+        "WITH rid AS (SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id), \
+         target AS ( \
+            SELECT id, status, held_until, reservation_id AS previous FROM seats \
+            WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
+         claimed AS ( \
+            UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
+            FROM target t, rid \
+            WHERE se.id = t.id AND (t.status = 'AVAILABLE' OR (t.status = 'HELD' AND t.held_until < $4)) \
+            RETURNING rid.id AS reservation_id, se.id AS seat_id, se.seat_no, se.price, t.previous) \
+         SELECT reservation_id, seat_id, seat_no, price, previous FROM claimed ORDER BY seat_no",
+        vec![
+            schedule.id.into(),
+            seat_nos.to_vec().into(),
+            held_until.into(),
+            stale_before.into(),
+        ],
+    ))
+    .all(&txn)
+    .await?;
+
+    if claimed.len() < seat_nos.len() {
+        txn.rollback().await?;
+        let got: Vec<i32> = claimed.iter().map(|c| c.seat_no).collect();
+        let mut missing: Vec<i32> = seat_nos
+            .iter()
+            .copied()
+            .filter(|n| !got.contains(n))
+            .collect();
+        missing.sort_unstable();
+        return Ok(Claim::Taken(missing));
+    }
+
+    let reservation_id = claimed[0].reservation_id;
+    let seat_ids: Vec<i64> = claimed.iter().map(|c| c.seat_id).collect();
+    let mut dead: Vec<i64> = claimed.iter().filter_map(|c| c.previous).collect();
+    dead.sort_unstable();
+    dead.dedup();
+    if !dead.is_empty() {
+        // Seats taken over from dead holds: those holds end here, in the same transaction.
+        retire_dead_holds(&txn, &dead, &seat_ids, now).await?;
+    }
+
+    let amount: i64 = claimed.iter().map(|c| c.price).sum();
+    let inserted = Reservation::find_by_statement(stmt(
+        &txn,
+        &format!(
+            "WITH r AS ( \
+                INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
+                VALUES ($1, $2, $3, $4, $5, $6, 'HELD', $7) RETURNING {COLUMNS}), \
+             rs AS (INSERT INTO reservation_seats (reservation_id, seat_id) SELECT $1, unnest($8::bigint[])) \
+             SELECT {COLUMNS} FROM r"
+        ),
+        vec![
+            reservation_id.into(),
+            user_id.into(),
+            schedule.id.into(),
+            schedule.concert_id.into(),
+            seat_nos.to_vec().into(),
+            amount.into(),
+            held_until.into(),
+            seat_ids.into(),
+        ],
+    ))
+    .one(&txn)
+    .await;
+    let row = match inserted {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(DbErr::RecordNotInserted),
+        // The last line of defence fired: refuse rather than double-book.
+        Err(e) if is_unique_violation(&e) => {
+            tracing::error!(error = %e, "active reservation_seats uniqueness refused a hold");
+            return Ok(Claim::Taken(seat_nos.to_vec()));
+        }
+        Err(e) => return Err(e),
+    };
+    txn.commit().await?;
+    Ok(Claim::Held(row))
+}
+
+/// Ends holds whose seats were just taken over because they were dead: their
+/// `reservation_seats` rows for those seats go inactive, the reservation becomes EXPIRED, and
+/// `reservation.expired` is written to the outbox.
+async fn retire_dead_holds<C: ConnectionTrait>(
+    txn: &C,
+    dead: &[i64],
+    seat_ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Gone {
+        id: i64,
+        user_id: i64,
+    }
+    let gone = Gone::find_by_statement(stmt(
+        txn,
+        "WITH off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id = ANY($2)) \
+         UPDATE reservations SET status = 'EXPIRED', updated_at = now() \
+         WHERE id = ANY($1) AND status = 'HELD' RETURNING id, user_id",
+        vec![dead.to_vec().into(), seat_ids.to_vec().into()],
+    ))
+    .all(txn)
+    .await?;
+    for g in gone {
+        events::reservation_expired(g.id, g.user_id, now)
+            .enqueue(txn)
+            .await?;
+    }
+    Ok(())
+}
