@@ -59,7 +59,37 @@ macro_rules! error_codes {
                 $crate::ApiError::new(self.status(), self.code(), detail)
             }
         }
+
+        impl From<$name> for $crate::error::Catalogued {
+            fn from(c: $name) -> Self {
+                $crate::error::Catalogued::new(c.status(), c.code())
+            }
+        }
     };
+}
+
+/// One entry of a catalogue, whichever it is (the platform's [`Code`] or a service's): what
+/// a typed error of a service maps each of its variants to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Catalogued {
+    status: StatusCode,
+    code: &'static str,
+}
+
+impl Catalogued {
+    /// Only for `error_codes!`: entries come from a catalogue, never from a literal.
+    #[doc(hidden)]
+    pub const fn new(status: StatusCode, code: &'static str) -> Self {
+        Self { status, code }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(self) -> &'static str {
+        self.code
+    }
 }
 
 error_codes! {
@@ -96,6 +126,16 @@ pub trait ErrorCode: fmt::Display {
     /// Seconds a client should wait before retrying (429, 503).
     fn retry_after(&self) -> Option<u64> {
         None
+    }
+    /// Members added to the problem document (e.g. the `seat_nos` of `SEAT_UNAVAILABLE`).
+    fn extensions(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
+    /// Whether the client may read this error's text. A server error's text is ours (a
+    /// database message, an address) and is replaced by a generic one, unless the error was
+    /// written for the client (a 503 saying nothing was charged).
+    fn detail_is_public(&self) -> bool {
+        !self.status().is_server_error()
     }
 }
 
@@ -242,18 +282,20 @@ impl ResponseError for ApiError {
 impl<E: ErrorCode> From<E> for ApiError {
     fn from(err: E) -> Self {
         let status = err.status();
-        // A server error's text is ours (a database message, a connection string): it goes
-        // to the log with the request's span, never to the client.
-        let detail = if status.is_server_error() {
+        if status.is_server_error() {
             tracing::error!(error = %err, code = err.code(), "server error");
-            INTERNAL_DETAIL.to_owned()
-        } else {
+        }
+        // A server error's text goes to the log with the request's span, not to the client.
+        let detail = if err.detail_is_public() {
             err.to_string()
+        } else {
+            INTERNAL_DETAIL.to_owned()
         };
         let mut api = ApiError::new(status, err.code(), detail);
         if let Some(secs) = err.retry_after() {
             api = api.with_retry_after(secs);
         }
+        api.extensions = err.extensions();
         api
     }
 }

@@ -1,9 +1,6 @@
 //! concert-api's error catalogue: every code it answers with that the platform's own
 //! catalogue ([`common::error::Code`]) does not already have (API.md, concert-api).
 
-use actix_web::http::StatusCode;
-use common::error::Code;
-
 common::error_codes! {
     pub enum ConcertCode {
         /// Some requested seats are taken; `seat_nos` lists them.
@@ -19,44 +16,13 @@ common::error_codes! {
     }
 }
 
-/// A code from either catalogue: what a typed error of concert-api maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Catalogued {
-    Platform(Code),
-    Concert(ConcertCode),
-}
-
-impl Catalogued {
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::Platform(c) => c.status(),
-            Self::Concert(c) => c.status(),
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Platform(c) => c.code(),
-            Self::Concert(c) => c.code(),
-        }
-    }
-}
-
-impl From<Code> for Catalogued {
-    fn from(c: Code) -> Self {
-        Self::Platform(c)
-    }
-}
-
-impl From<ConcertCode> for Catalogued {
-    fn from(c: ConcertCode) -> Self {
-        Self::Concert(c)
-    }
-}
+/// What a typed error maps each variant to: an entry of this catalogue or the platform's.
+pub use common::error::Catalogued;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::error::Code;
 
     #[test]
     fn no_code_repeats_one_of_the_platform() {

@@ -1,9 +1,6 @@
 //! users-api's error catalogue: every code it answers with that the platform's own
 //! catalogue ([`common::error::Code`]) does not already have (API.md, users-api).
 
-use actix_web::http::StatusCode;
-use common::error::Code;
-
 common::error_codes! {
     pub enum UsersCode {
         UsernameTaken = CONFLICT "USERNAME_TAKEN",
@@ -16,44 +13,13 @@ common::error_codes! {
     }
 }
 
-/// A code from either catalogue: what a typed error of users-api maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Catalogued {
-    Platform(Code),
-    Users(UsersCode),
-}
-
-impl Catalogued {
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::Platform(c) => c.status(),
-            Self::Users(c) => c.status(),
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Platform(c) => c.code(),
-            Self::Users(c) => c.code(),
-        }
-    }
-}
-
-impl From<Code> for Catalogued {
-    fn from(c: Code) -> Self {
-        Self::Platform(c)
-    }
-}
-
-impl From<UsersCode> for Catalogued {
-    fn from(c: UsersCode) -> Self {
-        Self::Users(c)
-    }
-}
+/// What a typed error maps each variant to: an entry of this catalogue or the platform's.
+pub use common::error::Catalogued;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::error::Code;
 
     #[test]
     fn no_code_repeats_one_of_the_platform() {

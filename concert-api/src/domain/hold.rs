@@ -2,8 +2,8 @@
 //! can be refused (API.md, the order of checks for `POST /api/reservations`).
 
 use chrono::{DateTime, Utc};
-use common::ApiError;
 use common::error::Code;
+use common::{ApiError, ErrorCode};
 use sea_orm::DbErr;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -110,20 +110,22 @@ impl SaleError {
     }
 }
 
-/// Not through `ErrorCode`'s blanket conversion: `SEAT_UNAVAILABLE` carries the `seat_nos`
-/// extension member, which that trait cannot express.
-impl From<SaleError> for ApiError {
-    fn from(e: SaleError) -> Self {
-        let code = e.code();
-        match e {
-            // Logged, never shown.
-            SaleError::Store(db) => db.into(),
-            SaleError::SeatsUnavailable(ref seats) => {
-                let seats = serde_json::json!(seats);
-                ApiError::new(code.status(), code.code(), e.to_string())
-                    .with_extension("seat_nos", seats)
-            }
-            e => ApiError::new(code.status(), code.code(), e.to_string()),
+impl ErrorCode for SaleError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        self.code().status()
+    }
+    fn code(&self) -> &'static str {
+        SaleError::code(self).code()
+    }
+    /// `SEAT_UNAVAILABLE` names the seats, so a client can pick others.
+    fn extensions(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Self::SeatsUnavailable(seats) => Some(
+                [("seat_nos".to_owned(), serde_json::json!(seats))]
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => None,
         }
     }
 }
