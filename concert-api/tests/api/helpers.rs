@@ -255,6 +255,32 @@ impl Spawned {
     /// Waits until concert-api's consumer group has committed past every `payment.completed`
     /// sent so far (one partition in tests): offsets are committed only after the handler's
     /// transaction, so every delivery has had its effect.
+    /// The settlement consumer's own count of events handled (effect committed, or skipped as
+    /// a duplicate), read from `/metrics`.
+    pub async fn payments_handled(&self) -> u64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find(|l| l.starts_with("kafka_consumer_handled_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the settlement consumer has handled `n` deliveries.
+    pub async fn until_payments_handled(&self, n: u64) {
+        eventually(
+            &format!("the consumer to handle {n} deliveries"),
+            Duration::from_secs(30),
+            || async move { (self.payments_handled().await >= n).then_some(()) },
+        )
+        .await
+    }
+
     pub async fn payments_consumed(&self) {
         let kafka = self.config.kafka.clone();
         eventually(
