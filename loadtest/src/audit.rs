@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::fixture::Platform;
-use crate::stats::{Check, Memory};
+use crate::report::{Check, Memory};
 
 fn check(name: &str, ok: bool, detail: String) -> Check {
     Check {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::stats::{Report, Summary};
+use crate::report::Report;
+use crate::stats::Summary;
 
 fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Report>> {
     paths

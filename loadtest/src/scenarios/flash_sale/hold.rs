@@ -1,0 +1,248 @@
+//! A fan getting a seat: a free seat of a schedule with seats left, held, retried on 409 and
+//! on faults; after a fault the fan keeps exactly one of the holds it may have made.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::Method;
+use rand::seq::IndexedRandom;
+use serde_json::json;
+
+use super::Sale;
+use super::retry::backoff;
+use crate::fixture::User;
+use crate::http::Auth;
+use crate::scenarios::record;
+
+impl Sale {
+    /// Picks a free seat of a schedule with seats left and holds it, retrying on 409 — as a
+    /// fan does, until it has one or the sale is over (seats held by others may still be
+    /// released, so an empty list is looked at again a second later).
+    ///
+    /// A hold that failed with a fault may have been made all the same (the service died
+    /// after its commit), and concert-api keeps no idempotency keys for holds: so after one
+    /// the fan looks at its own reservations first, and once it has a hold cancels any other
+    /// it made meanwhile — or that seat would stay HELD, unsold, until the hold expires.
+    pub(super) async fn hold(&self, u: &User) -> Option<i64> {
+        let list = format!(
+            "/api/concerts/{}/schedules?available=true&limit=100",
+            self.concert
+        );
+        let mut attempt = 0u64;
+        // Faults so far, and whether the last try ended in one (its hold may exist).
+        let (mut faults, mut look) = (0, false);
+        loop {
+            if self.over() {
+                return None;
+            }
+            if std::mem::take(&mut look)
+                && let Some(&id) = self.own_holds(u).await?.first()
+            {
+                self.keep_only(u, id).await;
+                return Some(id);
+            }
+            if attempt > 0 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            attempt += 1;
+            let open = self
+                .call(
+                    "GET /api/concerts/{id}/schedules",
+                    Method::GET,
+                    &list,
+                    Auth::default(),
+                    None,
+                )
+                .await?
+                .json();
+            let candidates: Vec<i64> = open["items"]
+                .as_array()
+                .map(|items| items.iter().filter_map(|s| s["id"].as_i64()).collect())
+                .unwrap_or_default();
+            let Some(&schedule) = candidates.choose(&mut rand::rng()) else {
+                // Nothing on sale in the (seconds-old) list: look again in a second.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            let map = self
+                .call(
+                    "GET /api/schedules/{id}/seats",
+                    Method::GET,
+                    &format!("/api/schedules/{schedule}/seats"),
+                    u.auth(),
+                    None,
+                )
+                .await?
+                .json();
+            let free: Vec<i64> = map["seats"]
+                .as_array()
+                .map(|seats| {
+                    seats
+                        .iter()
+                        .filter(|s| s["status"] == "AVAILABLE")
+                        .filter_map(|s| s["seat_no"].as_i64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(&seat) = free.choose(&mut rand::rng()) else {
+                // Every seat of that schedule is taken (the list is seconds old).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let held = record(
+                &self.rec,
+                "POST /api/reservations",
+                self.http
+                    .post(
+                        "/api/reservations",
+                        u.auth(),
+                        &json!({"schedule_id": schedule, "seat_nos": [seat]}),
+                    )
+                    .await,
+            );
+            if held.status == 201 {
+                let id = held.json()["id"].as_i64();
+                if faults > 0
+                    && let Some(id) = id
+                {
+                    self.keep_only(u, id).await;
+                }
+                return id;
+            }
+            if held.is_fault() {
+                self.fault_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(faults)).await;
+                faults += 1;
+                look = true;
+            }
+        }
+    }
+
+    /// The fan's HELD reservations of this concert, newest first.
+    async fn own_holds(&self, u: &User) -> Option<Vec<i64>> {
+        let mine = self
+            .call(
+                "GET /api/reservations",
+                Method::GET,
+                "/api/reservations",
+                u.auth(),
+                None,
+            )
+            .await?
+            .json();
+        Some(
+            mine["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|r| r["concert_id"] == self.concert && r["status"] == "HELD")
+                        .filter_map(|r| r["id"].as_i64())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Cancels the fan's other holds of this concert (made by tries it thought had failed).
+    async fn keep_only(&self, u: &User, keep: i64) {
+        let Some(holds) = self.own_holds(u).await else {
+            return;
+        };
+        for id in holds.into_iter().filter(|id| *id != keep) {
+            let _ = self
+                .call(
+                    "DELETE /api/reservations/{id}",
+                    Method::DELETE,
+                    &format!("/api/reservations/{id}"),
+                    u.auth(),
+                    None,
+                )
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::scenarios::flash_sale::count;
+    use crate::scenarios::flash_sale::fake::{Fake, fan, held, sale};
+
+    /// A platform with one open schedule of one free seat; `holds` answers
+    /// POST /api/reservations, `mine` lists the fan's reservations (by how many POSTs came).
+    async fn seat_platform(
+        holds: impl Fn(usize) -> Option<(u16, Value)> + Send + Sync + 'static,
+        mine: impl Fn(usize) -> Value + Send + Sync + 'static,
+    ) -> Fake {
+        let posts = Arc::new(AtomicU64::new(0));
+        Fake::start(move |seen, before| {
+            let path = seen.path.split('?').next().unwrap_or("");
+            match (seen.method.as_str(), path) {
+                ("GET", "/api/concerts/3/schedules") => Some((200, json!({"items": [{"id": 5}]}))),
+                ("GET", "/api/schedules/5/seats") => Some((
+                    200,
+                    json!({"seats": [{"seat_no": 1, "status": "AVAILABLE"}]}),
+                )),
+                ("POST", "/api/reservations") => {
+                    posts.fetch_add(1, Ordering::Relaxed);
+                    holds(before)
+                }
+                ("GET", "/api/reservations") => {
+                    Some((200, mine(posts.load(Ordering::Relaxed) as usize)))
+                }
+                ("DELETE", _) => Some((200, json!({"status": "CANCELLED"}))),
+                _ => Some((404, json!({}))),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_hold_answered_with_a_fault_but_made_is_found_and_kept() {
+        // The first hold is made, then the service dies before answering.
+        let fake = seat_platform(
+            |_| Some((502, json!({}))),
+            |posts| {
+                let items = if posts > 0 { vec![held(41)] } else { vec![] };
+                json!({"items": items})
+            },
+        )
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        assert_eq!(s.hold(&fan()).await, Some(41));
+        assert_eq!(fake.seen("POST", "/api/reservations").len(), 1);
+        assert!(fake.seen("DELETE", "/api/reservations/41").is_empty());
+        assert_eq!(count(&s.fault_retries), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_fault_a_fan_keeps_one_hold_and_cancels_the_other() {
+        // The first try fails and its hold shows up only later (a slow commit); the second
+        // is answered 201. The fan keeps the second and cancels the first.
+        let fake = seat_platform(
+            |before| match before {
+                0 => Some((502, json!({}))),
+                _ => Some((201, held(42))),
+            },
+            |posts| {
+                let items = if posts > 1 {
+                    vec![held(42), held(41)]
+                } else {
+                    vec![]
+                };
+                json!({"items": items})
+            },
+        )
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        assert_eq!(s.hold(&fan()).await, Some(42));
+        assert_eq!(fake.seen("DELETE", "/api/reservations/41").len(), 1);
+        assert!(fake.seen("DELETE", "/api/reservations/42").is_empty());
+    }
+}

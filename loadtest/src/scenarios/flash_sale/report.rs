@@ -1,0 +1,108 @@
+//! What the sale reports: the audit read from the databases once it is over, the fans' numbers
+//! and the same facts in words.
+
+use std::collections::BTreeMap;
+
+use super::{End, Sale, count};
+use crate::audit;
+use crate::fixture::Platform;
+use crate::report::SaleNumbers;
+use crate::scenarios::{Knobs, Outcome, settle};
+
+/// Audits the sale that `end` describes and puts its outcome together.
+pub(super) async fn outcome(
+    k: &Knobs,
+    p: &Platform,
+    sale: &Sale,
+    ids: &[i64],
+    end: End,
+) -> anyhow::Result<Outcome> {
+    let (concert, seats) = (sale.concert, sale.seats);
+    let End {
+        finished,
+        measured,
+        sold_out,
+    } = end;
+    let settled = settle(k, p, concert, &sale.rec).await?;
+    let mut audit = audit::sale(p, concert, seats, ids, &settled).await?;
+    audit.extend(audit::money(p, ids).await?);
+    let numbers = SaleNumbers {
+        seats,
+        bought: count(&sale.sold),
+        confirm_timeout_seconds: k.confirm_timeout.as_secs_f64(),
+        gave_up_confirm: count(&sale.gave_up_confirm),
+        rejected_after_payment: count(&sale.rejected),
+        payment_refused: count(&sale.payment_refused),
+        left_waiting: count(&sale.left_waiting),
+        left_without_seat: count(&sale.left_active),
+        fault_retries: count(&sale.fault_retries),
+        settle_direct_after_seconds: k.settle_direct_after.as_secs_f64(),
+        settle_limit_seconds: k.settle_limit.as_secs_f64(),
+        settle_waited_seconds: settled.waited.as_secs_f64(),
+        unsettled_after_wait: settled.open as u64,
+    };
+    let mut facts = BTreeMap::new();
+    facts.insert("seats".into(), seats.to_string());
+    facts.insert(
+        "seats bought (CONFIRMED seen by the buyer)".into(),
+        numbers.bought.to_string(),
+    );
+    facts.insert(
+        "sell-out time (every seat SOLD in the database)".into(),
+        if finished {
+            format!("{:.1} s", sold_out.as_secs_f64())
+        } else {
+            "not sold out".into()
+        },
+    );
+    facts.insert(
+        "hold retries (409 or a stale list)".into(),
+        count(&sale.retries).to_string(),
+    );
+    facts.insert(
+        "fans still in line at sell-out".into(),
+        numbers.left_waiting.to_string(),
+    );
+    facts.insert(
+        "fans admitted but left without a seat".into(),
+        numbers.left_without_seat.to_string(),
+    );
+    // Only worth a line when something went wrong: a clean run keeps its report as it was.
+    for (name, n) in [
+        (
+            "requests retried after a 5xx or no answer",
+            numbers.fault_retries,
+        ),
+        ("payments refused (4xx)", numbers.payment_refused),
+        (
+            "fans who paid and saw the reservation rejected (refunded)",
+            numbers.rejected_after_payment,
+        ),
+    ] {
+        if n > 0 {
+            facts.insert(name.into(), n.to_string());
+        }
+    }
+    if numbers.gave_up_confirm > 0 {
+        facts.insert(
+            "fans who paid and gave up waiting for CONFIRMED".into(),
+            format!(
+                "{} (after --confirm-timeout-secs {:.0})",
+                numbers.gave_up_confirm, numbers.confirm_timeout_seconds
+            ),
+        );
+    }
+    facts.insert("settled after the sale".into(), settled.describe());
+    if !finished {
+        facts.insert(
+            "stopped".into(),
+            format!("after --max-duration {:?}", k.max_duration),
+        );
+    }
+    Ok(Outcome {
+        measured,
+        facts,
+        audit,
+        sale: Some(numbers),
+    })
+}
