@@ -58,7 +58,11 @@ impl Application {
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
-            office: BoxOffice::new(db.clone(), HoldPolicy::new(&config.reservation)),
+            office: BoxOffice::new(
+                db.clone(),
+                HoldPolicy::new(&config.reservation),
+                config.clock.clone(),
+            ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
         });
         let consumer_kafka = kafka.clone();

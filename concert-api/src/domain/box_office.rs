@@ -58,10 +58,10 @@ impl ErrorCode for ReservationError {
 }
 
 impl BoxOffice {
-    pub fn new(db: DatabaseConnection, policy: HoldPolicy) -> Self {
+    pub fn new(db: DatabaseConnection, policy: HoldPolicy, clock: common::clock::Clock) -> Self {
         Self {
             schedules: KnownSchedules::new(db.clone()),
-            taken: TakenSeats::new(),
+            taken: TakenSeats::new(clock),
             db,
             policy,
         }
@@ -97,9 +97,7 @@ impl BoxOffice {
         request.check_seats_exist(&schedule)?;
         check_booking_open(&schedule, now)?;
         // Losers of a race for a hot seat are turned away from memory.
-        let recent = self
-            .taken
-            .recently_taken(schedule.id, &request.seat_nos, now);
+        let recent = self.taken.recently_taken(schedule.id, &request.seat_nos);
         if !recent.is_empty() {
             return Err(SaleError::SeatsUnavailable(recent));
         }
@@ -118,11 +116,11 @@ impl BoxOffice {
         };
         match claim {
             Claim::Held(r) => {
-                self.taken.remember(schedule.id, &seat_nos, now);
+                self.taken.remember(schedule.id, &seat_nos);
                 Ok(r)
             }
             Claim::Taken(seats) => {
-                self.taken.remember(schedule.id, &seats, now);
+                self.taken.remember(schedule.id, &seats);
                 Err(SaleError::SeatsUnavailable(seats))
             }
             // The takeover path claims or refuses; it never sends us back to itself.

@@ -7,26 +7,34 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use common::clock::Clock;
 
 /// How long a seat seen taken is believed taken.
 pub const TAKEN_FOR: TimeDelta = TimeDelta::milliseconds(250);
 const MAX_TAKEN: usize = 100_000;
 
 /// Per (schedule, seat): until when to believe it taken. Times come from the service's clock,
-/// so a test that moves the clock moves this memory with it.
-#[derive(Default)]
+/// so a test that moves the clock moves this memory with it — read when the memory is used,
+/// not when the request began: a loser that waited its turn for the database a few hundred
+/// milliseconds must remember the seat from the moment it learned, or the memory is already
+/// stale when written and the whole crowd goes to the database.
 pub struct TakenSeats {
     until: Mutex<HashMap<(i64, i32), DateTime<Utc>>>,
+    clock: Clock,
 }
 
 impl TakenSeats {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            until: Mutex::new(HashMap::new()),
+            clock,
+        }
     }
 
-    /// The requested `seats` of `schedule` seen taken within [`TAKEN_FOR`] before `now`
-    /// (empty: ask the database).
-    pub fn recently_taken(&self, schedule: i64, seats: &[i32], now: DateTime<Utc>) -> Vec<i32> {
+    /// The requested `seats` of `schedule` seen taken within the last [`TAKEN_FOR`] (empty:
+    /// ask the database).
+    pub fn recently_taken(&self, schedule: i64, seats: &[i32]) -> Vec<i32> {
+        let now = self.clock.now();
         let Ok(map) = self.until.lock() else {
             return Vec::new();
         };
@@ -37,8 +45,9 @@ impl TakenSeats {
             .collect()
     }
 
-    /// Remembers `seats` of `schedule` as taken for [`TAKEN_FOR`] from `now`.
-    pub fn remember(&self, schedule: i64, seats: &[i32], now: DateTime<Utc>) {
+    /// Remembers `seats` of `schedule` as taken for [`TAKEN_FOR`] from now.
+    pub fn remember(&self, schedule: i64, seats: &[i32]) {
+        let now = self.clock.now();
         let Ok(mut map) = self.until.lock() else {
             return;
         };
@@ -68,23 +77,19 @@ impl TakenSeats {
 mod tests {
     use super::*;
 
-    /// Any instant will do: these rules only compare times.
-    fn instant() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-    }
-
     #[test]
     fn a_taken_seat_is_believed_for_its_time_or_until_forgotten() {
-        let seen = TakenSeats::new();
-        let now = instant();
-        seen.remember(1, &[3, 4], now);
-        assert_eq!(seen.recently_taken(1, &[2, 3, 4], now), vec![3, 4]);
-        assert!(
-            seen.recently_taken(2, &[3], now).is_empty(),
-            "another schedule"
-        );
-        assert!(seen.recently_taken(1, &[3], now + TAKEN_FOR).is_empty());
+        let clock = Clock::manual();
+        let seen = TakenSeats::new(clock.clone());
+        seen.remember(1, &[3, 4]);
+        assert_eq!(seen.recently_taken(1, &[2, 3, 4]), vec![3, 4]);
+        assert!(seen.recently_taken(2, &[3]).is_empty(), "another schedule");
         seen.forget(1, &[3]);
-        assert_eq!(seen.recently_taken(1, &[3, 4], now), vec![4]);
+        assert_eq!(seen.recently_taken(1, &[3, 4]), vec![4]);
+        clock.advance(std::time::Duration::from_millis(260));
+        assert!(
+            seen.recently_taken(1, &[4]).is_empty(),
+            "believed 250 ms only"
+        );
     }
 }

@@ -168,17 +168,23 @@ pub async fn pay(
     let cutoff = chrono::Duration::from_std(ctx.cfg.cutoff)
         .unwrap_or_else(|_| chrono::Duration::seconds(10));
     idempotency::run(ctx.db, keyed.as_ref(), async |txn| {
+        let refusal = match &checked {
+            Ok(r) => match payable(r, now, cutoff) {
+                // The payment row's uniqueness per reservation says ALREADY_PAID by itself.
+                Ok(()) => return Ok(take_payment(txn, r, now).await?),
+                Err(refusal) => refusal,
+            },
+            Err(_) => PayRefusal::AlreadyPaid,
+        };
+        // Any other answer comes after ALREADY_PAID, whatever the pass now is.
         if payments::find_completed(txn, user_id, reservation_id)
             .await?
             .is_some()
         {
             return Ok(Err(PayRefusal::AlreadyPaid));
         }
-        let reservation = checked?;
-        if let Err(refusal) = payable(&reservation, now, cutoff) {
-            return Ok(Err(refusal));
-        }
-        Ok(take_payment(txn, &reservation, now).await?)
+        checked?;
+        Ok(Err(refusal))
     })
     .await
 }

@@ -72,7 +72,9 @@ pub async fn claim<C: ConnectionTrait>(
     key: &str,
     request_hash: &str,
 ) -> Result<Claim, DbErr> {
-    // Only the claim is bounded: the work after it (a wallet row lock) keeps the default.
+    // The wait for a first request still running is bounded. The bound stays for the rest
+    // of this short transaction (one wallet row lock, held by one user's own requests for
+    // milliseconds) rather than costing another round trip to reset it.
     txn.execute_unprepared(&format!(
         "SET LOCAL lock_timeout = '{}ms'",
         IN_FLIGHT_WAIT.as_millis()
@@ -91,8 +93,6 @@ pub async fn claim<C: ConnectionTrait>(
         Err(err) if is_lock_timeout(&err) => return Ok(Claim::InUse),
         Err(err) => return Err(err),
     };
-    txn.execute_unprepared("SET LOCAL lock_timeout = DEFAULT")
-        .await?;
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
