@@ -256,6 +256,10 @@ pub struct DatabaseConfig {
     pub url: SecretUrl,
     pub pool_size: u32,
     pub connect_timeout: Duration,
+    /// The longest any statement of this service waits for a lock (PostgreSQL's
+    /// `lock_timeout`, set once per connection); `None`: no bound. A service that must answer
+    /// "still in use" rather than wait sets it in code ([`DatabaseConfig::with_lock_timeout`]).
+    pub lock_timeout: Option<Duration>,
 }
 
 impl DatabaseConfig {
@@ -266,7 +270,13 @@ impl DatabaseConfig {
             url: env.url(url_var, &default_url, &["postgres", "postgresql"])?,
             pool_size: env.parse("DATABASE_POOL_SIZE", 16, 1..=500)?,
             connect_timeout: env.secs("DATABASE_CONNECT_TIMEOUT_SECS", 5, 1..=120)?,
+            lock_timeout: None,
         })
+    }
+
+    pub fn with_lock_timeout(mut self, bound: Duration) -> Self {
+        self.lock_timeout = Some(bound);
+        self
     }
 }
 

@@ -16,6 +16,11 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> 
         .connect_timeout(cfg.connect_timeout)
         .acquire_timeout(cfg.connect_timeout)
         .sqlx_logging(false);
+    if let Some(bound) = cfg.lock_timeout {
+        // A connection parameter, sent once at connect: no statement per transaction.
+        let ms = format!("{}ms", bound.as_millis());
+        opts.map_sqlx_postgres_opts(move |o| o.options([("lock_timeout", ms.as_str())]));
+    }
     Database::connect(opts).await
 }
 
@@ -27,6 +32,8 @@ pub async fn migrate<M: MigratorTrait>(
     lock_key: i64,
 ) -> Result<(), DbErr> {
     let txn = db.begin().await?;
+    // Waiting for another replica to finish migrating is expected: no lock bound here.
+    txn.execute_unprepared("SET LOCAL lock_timeout = 0").await?;
     txn.execute_raw(Statement::from_sql_and_values(
         db.get_database_backend(),
         "SELECT pg_advisory_xact_lock($1)",

@@ -58,7 +58,10 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env, "PAYMENT_API_PORT", 8083)?,
-            database: DatabaseConfig::from_env(env, "PAYMENT_DATABASE_URL", "ticketing_payment")?,
+            // A request that finds its Idempotency-Key still claimed waits at most this long
+            // (then 409 IDEMPOTENCY_KEY_IN_USE): a bound on every lock wait of the service.
+            database: DatabaseConfig::from_env(env, "PAYMENT_DATABASE_URL", "ticketing_payment")?
+                .with_lock_timeout(crate::store::idempotency::IN_FLIGHT_WAIT),
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
             session: SessionConfig::from_env(env)?,

@@ -72,14 +72,8 @@ pub async fn claim<C: ConnectionTrait>(
     key: &str,
     request_hash: &str,
 ) -> Result<Claim, DbErr> {
-    // The wait for a first request still running is bounded. The bound stays for the rest
-    // of this short transaction (one wallet row lock, held by one user's own requests for
-    // milliseconds) rather than costing another round trip to reset it.
-    txn.execute_unprepared(&format!(
-        "SET LOCAL lock_timeout = '{}ms'",
-        IN_FLIGHT_WAIT.as_millis()
-    ))
-    .await?;
+    // The wait for a first request still running is bounded by the connection's
+    // `lock_timeout` (payment-api's pool sets it to IN_FLIGHT_WAIT at connect).
     let inserted = match txn
         .execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
