@@ -10,4 +10,4 @@ pub mod store;
 
 pub use config::Config;
 pub use domain::reservation::expire_holds;
-pub use startup::Application;
+pub use startup::{Application, openapi};

@@ -42,6 +42,12 @@ pub const SERVICE: &str = "concert-api";
 )]
 struct ApiDoc;
 
+/// The OpenAPI document of this service's public routes (what `/openapi.json` serves, and
+/// what the gateway's merged document is made of).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 pub struct Application;
 
 impl Application {
@@ -70,7 +76,7 @@ impl Application {
             db: db.clone(),
             clock: clock.clone(),
         };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi())
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi())
             .with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())

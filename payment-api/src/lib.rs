@@ -11,4 +11,4 @@ pub mod store;
 
 pub use config::Config;
 pub use domain::reconcile;
-pub use startup::Application;
+pub use startup::{Application, openapi};

@@ -10,4 +10,4 @@ pub mod startup;
 pub mod store;
 
 pub use config::Config;
-pub use startup::Application;
+pub use startup::{Application, openapi};

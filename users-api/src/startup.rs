@@ -38,6 +38,12 @@ pub const SERVICE: &str = "users-api";
 )]
 struct ApiDoc;
 
+/// The OpenAPI document of this service's public routes (what `/openapi.json` serves, and
+/// what the gateway's merged document is made of).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 pub struct Application;
 
 impl Application {
@@ -68,7 +74,7 @@ impl Application {
         // The session extractor (`AuthUser`) looks the store up on its own.
         let sessions = web::Data::new(sessions);
         let consumer_kafka = kafka.clone();
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, ApiDoc::openapi())
+        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi())
             .with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone()).app_data(state.clone());
