@@ -54,3 +54,20 @@ pub fn migration_lock_key(service: &str) -> i64 {
     }
     hash as i64
 }
+
+/// Runs `sql`, a `DELETE … WHERE <time column> < $1`, with `before`; returns how many rows
+/// went. The one shape of every retention rule (inbox, outbox, idempotency keys).
+pub async fn delete_before<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, DbErr> {
+    let res = db
+        .execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            [before.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
+}

@@ -252,12 +252,5 @@ pub async fn delete_published_before<C: ConnectionTrait>(
     db: &C,
     before: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "DELETE FROM outbox WHERE published_at < $1",
-            [before.into()],
-        ))
-        .await?;
-    Ok(res.rows_affected())
+    crate::db::delete_before(db, "DELETE FROM outbox WHERE published_at < $1", before).await
 }

@@ -2,7 +2,7 @@
 //! (batch's cleanup runs them with its clock's time).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbErr};
 
 /// An `Idempotency-Key` is honoured for 24 hours, then forgotten (API.md, Idempotency).
 pub const IDEMPOTENCY_KEYS_KEPT: TimeDelta = TimeDelta::hours(24);
@@ -13,12 +13,5 @@ pub async fn delete_idempotency_keys_before<C: ConnectionTrait>(
     db: &C,
     before: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "DELETE FROM idempotency_keys WHERE created_at < $1",
-            [before.into()],
-        ))
-        .await?;
-    Ok(res.rows_affected())
+    common::db::delete_before(db, "DELETE FROM idempotency_keys WHERE created_at < $1", before).await
 }
