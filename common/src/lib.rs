@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migration;
+pub mod openapi;
 pub mod outbox;
 pub mod redis;
 pub mod startup;

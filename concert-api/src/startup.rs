@@ -5,6 +5,7 @@ use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
 use common::lifecycle::Service;
+use common::openapi::Platform;
 use common::startup::{
     ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
 };
@@ -38,7 +39,8 @@ pub const SERVICE: &str = "concert-api";
         crate::routes::reservations::cancel,
         crate::routes::admin::create_concert,
         crate::routes::admin::create_schedule,
-    )
+    ),
+    modifiers(&Platform)
 )]
 struct ApiDoc;
 
@@ -76,8 +78,8 @@ impl Application {
             db: db.clone(),
             clock: clock.clone(),
         };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi())
-            .with_clock(clock);
+        let parts =
+            ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())

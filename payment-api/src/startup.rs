@@ -5,6 +5,7 @@ use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED, RESERVATION_REJECTED};
 use common::lifecycle::Service;
+use common::openapi::Platform;
 use common::startup::{
     ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
 };
@@ -28,7 +29,8 @@ pub const SERVICE: &str = "payment-api";
         crate::routes::payments::pay,
         crate::routes::payments::list,
         crate::routes::payments::get,
-    )
+    ),
+    modifiers(&Platform)
 )]
 struct ApiDoc;
 
@@ -65,8 +67,8 @@ impl Application {
             db: db.clone(),
             clock: clock.clone(),
         };
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi())
-            .with_clock(clock);
+        let parts =
+            ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())

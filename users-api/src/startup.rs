@@ -5,6 +5,7 @@ use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED};
 use common::lifecycle::Service;
+use common::openapi::Platform;
 use common::startup::{
     ServiceMain, ServiceParts, StartupError, build_service, connect_messaging, open_database,
 };
@@ -34,7 +35,8 @@ pub const SERVICE: &str = "users-api";
         crate::routes::queue::join,
         crate::routes::queue::status,
         crate::routes::queue::events,
-    )
+    ),
+    modifiers(&Platform)
 )]
 struct ApiDoc;
 
@@ -74,8 +76,8 @@ impl Application {
         // The session extractor (`AuthUser`) looks the store up on its own.
         let sessions = web::Data::new(sessions);
         let consumer_kafka = kafka.clone();
-        let parts = ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi())
-            .with_clock(clock);
+        let parts =
+            ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone()).app_data(state.clone());
             crate::routes::configure(cfg);

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::{ApiError, problem_for_status};
@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::redis::RedisStore;
 
 use super::OpenApiJson;
+use super::allow::{RouteMethods, UnlistedRoutes};
 
 /// What `/health/ready` checks. A dependency a service does not use is `None`.
 ///
@@ -127,16 +128,31 @@ pub(super) async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
         .body(doc.0.clone())
 }
 
-/// Nothing matched: 405 if the path exists for another method, else 404.
-pub(super) async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let status = if req.resource_map().has_resource(req.path()) {
+/// Nothing matched: 405 with `Allow` if the path exists for another method, else 404.
+pub(super) async fn no_route(req: HttpRequest) -> HttpResponse {
+    let path = req.path();
+    let mut allowed = req
+        .app_data::<web::Data<RouteMethods>>()
+        .map(|t| t.allowed(path))
+        .unwrap_or_default();
+    if let Some(unlisted) = req.app_data::<web::Data<UnlistedRoutes>>() {
+        allowed.extend(unlisted.table().allowed(path));
+    }
+    let status = if !allowed.is_empty() || req.resource_map().has_resource(path) {
         StatusCode::METHOD_NOT_ALLOWED
     } else {
         StatusCode::NOT_FOUND
     };
-    Err(problem_for_status(
-        status,
-        req.method().as_str(),
-        req.path(),
-    ))
+    let mut res = problem_for_status(status, req.method().as_str(), path).to_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED && !allowed.is_empty() {
+        let list = allowed
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(v) = header::HeaderValue::from_str(&list) {
+            res.headers_mut().insert(header::ALLOW, v);
+        }
+    }
+    res
 }

@@ -6,6 +6,7 @@
 //! (request ids, spans, metrics, the panic guard, problem+json for bare errors) and
 //! [`health`] (`/health/*`, `/metrics`, `/openapi.json`, the 404/405 fallback).
 
+mod allow;
 mod extract;
 mod health;
 mod middleware;
@@ -21,6 +22,8 @@ use actix_web::{App, HttpServer, web};
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 
+use allow::RouteMethods;
+pub use allow::UnlistedRoutes;
 pub use extract::{Json, parse_json};
 use extract::{path_error, query_error};
 pub use health::Readiness;
@@ -73,12 +76,20 @@ where
     let doc = web::Data::new(OpenApiJson(
         plumbing.openapi.to_json().map_err(std::io::Error::other)?,
     ));
+    let platform_routes = ["/health/live", "/health/ready", "/metrics", "/openapi.json"]
+        .map(|path| (path.to_owned(), actix_web::http::Method::GET));
+    let methods = web::Data::new(RouteMethods::new(
+        crate::openapi::operations(&plumbing.openapi)
+            .into_iter()
+            .chain(platform_routes),
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(metrics.clone())
             .app_data(readiness.clone())
             .app_data(clock.clone())
             .app_data(doc.clone())
+            .app_data(methods.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
@@ -137,6 +148,19 @@ mod tests {
         // An escaped backslash before "u0000" is ordinary text.
         let fine = parse_json::<Login>(br#"{"username": "a\\u0000", "password": "x"}"#).unwrap();
         assert_eq!(fine.username, "a\\u0000");
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_unknown_fields_are_not_read() {
+        let hold = parse_json::<Hold>(br#"{"schedule_id": 3.0, "seat_nos": [1, 2.0]}"#).unwrap();
+        assert_eq!((hold.schedule_id, hold.seat_nos), (3, vec![1, 2]));
+        let err = parse_json::<Hold>(br#"{"schedule_id": 3.5, "seat_nos": [1]}"#).unwrap_err();
+        assert!(err.detail().contains("schedule_id"), "{}", err.detail());
+        // A NUL in a field the type does not have is ignored, like the field itself.
+        let hold =
+            parse_json::<Hold>(br#"{"schedule_id": 1, "seat_nos": [1], "x\u0000": "y\u0000"}"#)
+                .unwrap();
+        assert_eq!(hold.schedule_id, 1);
     }
 
     #[test]

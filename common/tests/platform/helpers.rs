@@ -45,6 +45,19 @@ pub fn service_with(
     readiness: Readiness,
     routes: impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 ) -> Service {
+    service_documented(
+        readiness,
+        utoipa::openapi::OpenApiBuilder::new().build(),
+        routes,
+    )
+}
+
+/// The same, publishing `openapi` as its document.
+pub fn service_documented(
+    readiness: Readiness,
+    openapi: utoipa::openapi::OpenApi,
+    routes: impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+) -> Service {
     let http = http_config();
     let listener = common::http::bind(&http).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -52,7 +65,7 @@ pub fn service_with(
         http: http.clone(),
         metrics: Arc::new(Metrics::new("test")),
         readiness,
-        openapi: utoipa::openapi::OpenApiBuilder::new().build(),
+        openapi,
         clock: common::clock::Clock::system(),
     };
     let server = common::http::serve(listener, plumbing, routes).unwrap();

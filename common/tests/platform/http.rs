@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use common::http::{Json, Readiness};
+use common::http::{Json, Readiness, UnlistedRoutes};
 use common::testkit::{TcpProxy, TestApp, eventually, kafka_brokers, redis_url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::helpers::{ok, redis_store, service_with};
+use crate::helpers::{ok, redis_store, service_documented, service_with};
 
 #[allow(dead_code)]
 #[derive(Deserialize)]
@@ -137,6 +137,69 @@ async fn unknown_route_wrong_method_and_large_body_are_problems() {
         .await
         .unwrap();
     assert_eq!(problem(res).await.0, 415);
+}
+
+/// A document listing `GET` and `DELETE /things/{id}`.
+fn things_document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{OpenApiBuilder, PathsBuilder};
+    let op = || OperationBuilder::new().build();
+    let mut item = PathItem::new(HttpMethod::Get, op());
+    item.delete = Some(op());
+    OpenApiBuilder::new()
+        .paths(PathsBuilder::new().path("/things/{id}", item))
+        .build()
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow_naming_the_methods_the_path_takes() {
+    let routes = |cfg: &mut web::ServiceConfig| {
+        cfg.route("/things/{id}", web::get().to(ok))
+            .route("/things/{id}", web::delete().to(ok))
+            .route("/hold", web::post().to(hold))
+            .app_data(web::Data::new(UnlistedRoutes::new(&[(
+                "/hold",
+                actix_web::http::Method::POST,
+            )])));
+    };
+    let app = TestApp::start(service_documented(
+        Readiness::default(),
+        things_document(),
+        routes,
+    ));
+    let c = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/things/7", "DELETE, GET"),
+        (reqwest::Method::PUT, "/things/abc", "DELETE, GET"),
+        (reqwest::Method::GET, "/hold", "POST"),
+        (reqwest::Method::POST, "/health/live", "GET"),
+        (reqwest::Method::DELETE, "/openapi.json", "GET"),
+    ] {
+        let res = c
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        let allowed = res
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (status, p) = problem(res).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (405, Some("METHOD_NOT_ALLOWED")),
+            "{method} {path}"
+        );
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+    }
+    // A path no route has is still 404, without `Allow`.
+    let res = c.get(app.url("/things")).send().await.unwrap();
+    assert!(res.headers().get("allow").is_none());
+    assert_eq!(problem(res).await.0, 404);
+    assert_eq!(
+        c.get(app.url("/things/7")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]

@@ -57,7 +57,19 @@ pub async fn add_schedule(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewConcertRequest {
+    /// 1 to 200 characters once trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub title: String,
+    /// 1 to 200 characters once trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub performer: String,
 }
 
@@ -84,8 +96,13 @@ impl NewConcertRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewScheduleRequest {
     pub starts_at: DateTime<Utc>,
+    /// Not after `starts_at`.
     pub booking_opens_at: DateTime<Utc>,
+    /// Seats 1 to `seat_count` are created.
+    #[schema(minimum = 1, maximum = 1000)]
     pub seat_count: i64,
+    /// Each seat's price (KRW).
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub price: i64,
 }
 
@@ -129,6 +146,11 @@ pub const DEFAULT_LIMIT: u64 = 20;
 pub const MAX_LIMIT: u64 = 100;
 
 impl PageQuery {
+    /// The cursor, if one was given: an empty `cursor=` asks for the first page.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref().filter(|c| !c.is_empty())
+    }
+
     pub fn limit(&self) -> Result<u64, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),

@@ -13,8 +13,16 @@ use crate::store::catalogue::ScheduleFacts;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct HoldRequest {
+    #[schema(minimum = 1)]
     pub schedule_id: i64,
+    /// 1 to 4 (`RESERVATION_MAX_SEATS`) distinct seat numbers of the schedule.
+    #[schema(schema_with = seat_numbers)]
     pub seat_nos: Vec<i64>,
+}
+
+/// Documents the default `RESERVATION_MAX_SEATS` (4), as API.md states it.
+fn seat_numbers() -> utoipa::openapi::schema::ArrayBuilder {
+    common::openapi::distinct_seat_numbers(4)
 }
 
 /// A hold request that passed every check that needs no database.

@@ -42,7 +42,9 @@ impl Reservation {
     }
 }
 
+/// `Reservation` of API.md.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Reservation)]
 pub struct ReservationView {
     pub id: i64,
     pub user_id: i64,

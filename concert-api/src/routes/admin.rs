@@ -19,7 +19,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[utoipa::path(post, path = "/api/admin/concerts", request_body = NewConcertRequest,
-    responses((status = 201, body = Concert), (status = 400), (status = 401), (status = 403)))]
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new concert", body = Concert),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, or a `title` or `performer` that is not 1 to 200 characters once trimmed; the detail names the field"),
+        (status = 403, description = "`FORBIDDEN`: the session's role is not ADMIN"),
+    ))]
 pub async fn create_concert(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -33,7 +38,14 @@ pub async fn create_concert(
 }
 
 #[utoipa::path(post, path = "/api/admin/concerts/{id}/schedules", request_body = NewScheduleRequest,
-    responses((status = 201, body = Schedule), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "the concert's id")),
+    responses(
+        (status = 201, description = "the new schedule; seats 1 to `seat_count` are created, each at `price`", body = Schedule),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `seat_count` out of 1 to 1000, `price` out of 1 to 10,000,000, or `booking_opens_at` after `starts_at`; the detail names the field"),
+        (status = 403, description = "`FORBIDDEN`: the session's role is not ADMIN"),
+        (status = 404, description = "`CONCERT_NOT_FOUND`: no such concert"),
+    ))]
 pub async fn create_schedule(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -25,9 +25,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/schedules/{id}/seats", web::get().to(seat_map));
 }
 
+/// A page of concerts, by id.
 #[derive(Serialize, ToSchema)]
-pub struct Page<T> {
-    items: Vec<T>,
+pub struct ConcertPage {
+    items: Vec<Concert>,
+    /// Pass back as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// A page of schedules, by `starts_at` then id.
+#[derive(Serialize, ToSchema)]
+pub struct SchedulePage {
+    items: Vec<Schedule>,
+    /// Pass back as `cursor` for the next page; `null` on the last one.
     next_cursor: Option<String>,
 }
 
@@ -51,16 +61,22 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(ApiError::internal)
 }
 
-#[utoipa::path(get, path = "/api/concerts", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Page<Concert>), (status = 400)))]
+#[utoipa::path(get, path = "/api/concerts",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "opaque: the `next_cursor` of the previous page, nothing else"),
+    ),
+    responses(
+        (status = 200, description = "concerts by id (cached up to 2 s)", body = ConcertPage),
+        (status = 400, description = "`INVALID_REQUEST`: `limit` out of 1 to 100, or a `cursor` this list did not return"),
+    ))]
 pub async fn list_concerts(
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = q.limit()?;
     let after = q
-        .cursor
-        .as_deref()
+        .cursor()
         .map(parse_concert_cursor)
         .transpose()?
         .unwrap_or(0);
@@ -70,12 +86,17 @@ pub async fn list_concerts(
             items.truncate(limit as usize);
             concert_cursor(items.last().map_or(after, |c| c.id))
         });
-        to_json(&Page { items, next_cursor })
+        to_json(&ConcertPage { items, next_cursor })
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/concerts/{id}", responses((status = 200, body = Concert), (status = 404)))]
+#[utoipa::path(get, path = "/api/concerts/{id}",
+    params(("id" = i64, Path, description = "the concert's id")),
+    responses(
+        (status = 200, description = "the concert", body = Concert),
+        (status = 404, description = "`CONCERT_NOT_FOUND`: no such concert"),
+    ))]
 pub async fn get_concert(
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -88,8 +109,17 @@ pub async fn get_concert(
 }
 
 #[utoipa::path(get, path = "/api/concerts/{id}/schedules",
-    params(("available" = Option<bool>, Query), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Page<Schedule>), (status = 400), (status = 404)))]
+    params(
+        ("id" = i64, Path, description = "the concert's id"),
+        ("available" = Option<bool>, Query, description = "`true`: only schedules that start in the future, whose booking has opened, with a free seat (default `false`: all)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "opaque: the `next_cursor` of the previous page, nothing else"),
+    ),
+    responses(
+        (status = 200, description = "the concert's schedules by `starts_at` then id (cached up to 2 s)", body = SchedulePage),
+        (status = 400, description = "`INVALID_REQUEST`: `limit` out of 1 to 100, `available` not `true`/`false`, or a `cursor` this list did not return"),
+        (status = 404, description = "`CONCERT_NOT_FOUND`: no such concert"),
+    ))]
 pub async fn list_schedules(
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -97,11 +127,11 @@ pub async fn list_schedules(
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = id.into_inner();
     let limit = q.limit()?;
-    let after = q.cursor.as_deref().map(parse_schedule_cursor).transpose()?;
+    let after = q.cursor().map(parse_schedule_cursor).transpose()?;
     let only_available = q.available.unwrap_or(false);
     let what = format!(
         "schedules:{concert_id}:{only_available}:{}:{limit}",
-        q.cursor.as_deref().unwrap_or("")
+        q.cursor().unwrap_or("")
     );
     cached(&state, what, || async {
         rules::concert(&state.db, concert_id).await?;
@@ -124,13 +154,15 @@ pub async fn list_schedules(
         } else {
             None
         };
-        to_json(&Page { items, next_cursor })
+        to_json(&SchedulePage { items, next_cursor })
     })
     .await
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Seat)]
 pub struct SeatView {
+    #[schema(minimum = 1)]
     seat_no: i32,
     price: i64,
     status: SeatStatus,
@@ -153,7 +185,13 @@ pub struct SeatMap {
 }
 
 #[utoipa::path(get, path = "/api/schedules/{id}/seats",
-    responses((status = 200, body = SeatMap), (status = 401), (status = 404)))]
+    security(("bearer" = [], "queue_token" = [])),
+    params(("id" = i64, Path, description = "the schedule's id")),
+    responses(
+        (status = 200, description = "every seat of the schedule (a seat of a dead hold reads AVAILABLE)", body = SeatMap),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session; or `QUEUE_TOKEN_INVALID`: the pass is missing, unknown, another user's, still waiting, expired, or for another concert than the schedule's (the detail says which)"),
+        (status = 404, description = "`SCHEDULE_NOT_FOUND`: no such schedule"),
+    ))]
 pub async fn seat_map(
     state: web::Data<AppState>,
     pass: ActiveQueuePass,

@@ -2,10 +2,11 @@
 //! document: payment-api reads a reservation before paying, and settles a payment directly
 //! when the broker has not (DESIGN §6).
 
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use common::ApiError;
 use common::events::PaymentCompleted;
-use common::http::Json;
+use common::http::{Json, UnlistedRoutes};
 use common::kafka::Envelope;
 
 use crate::domain::settlement;
@@ -13,9 +14,17 @@ use crate::error::ConcertCode;
 use crate::routes::AppState;
 use crate::store::reservations;
 
+const RESERVATION: &str = "/internal/reservations/{id}";
+const SETTLEMENTS: &str = "/internal/settlements";
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/internal/reservations/{id}", web::get().to(reservation))
-        .route("/internal/settlements", web::post().to(settle));
+    cfg.route(RESERVATION, web::get().to(reservation))
+        .route(SETTLEMENTS, web::post().to(settle))
+        // Not in the public document, so the 405 fallback learns their methods here.
+        .app_data(web::Data::new(UnlistedRoutes::new(&[
+            (RESERVATION, Method::GET),
+            (SETTLEMENTS, Method::POST),
+        ])));
 }
 
 /// payment-api asks this for a reservation's owner, status, `held_until` and amount.

@@ -23,8 +23,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 const LISTED: u64 = 200;
 
 #[utoipa::path(post, path = "/api/reservations", request_body = HoldRequest,
-    responses((status = 201, body = ReservationView), (status = 400), (status = 401), (status = 404),
-        (status = 409, description = "SEAT_UNAVAILABLE or BOOKING_CLOSED")))]
+    security(("bearer" = [], "queue_token" = [])),
+    responses(
+        (status = 201, description = "the hold (HELD until `held_until`)", body = ReservationView),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `schedule_id` under 1, not 1 to 4 distinct seat numbers of 1 or more, or a seat the schedule does not have; the detail names the field"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session; or `QUEUE_TOKEN_INVALID`: the pass is missing, unknown, another user's, still waiting, expired, or for another concert than the schedule's (the detail says which)"),
+        (status = 404, description = "`SCHEDULE_NOT_FOUND`: no such schedule"),
+        (status = 409, description = "`SEAT_UNAVAILABLE`: some seats are taken (all or none are held); the problem's `seat_nos` lists them. \
+            `BOOKING_CLOSED`: booking has not opened yet or the show has started (the detail says which)"),
+    ))]
 pub async fn create(
     state: web::Data<AppState>,
     pass: ActiveQueuePass,
@@ -36,12 +43,14 @@ pub async fn create(
     Ok(HttpResponse::Created().json(state.view(held, now)))
 }
 
+/// The caller's own reservations, newest first, at most 200.
 #[derive(Serialize, ToSchema)]
 pub struct ReservationList {
     items: Vec<ReservationView>,
 }
 
-#[utoipa::path(get, path = "/api/reservations", responses((status = 200, body = ReservationList), (status = 401)))]
+#[utoipa::path(get, path = "/api/reservations", security(("bearer" = [])),
+    responses((status = 200, description = "the caller's reservations, newest first, at most 200", body = ReservationList)))]
 pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let rows = reservations::list_for_user(&state.db, user.id, LISTED).await?;
     let now = state.clock.now();
@@ -49,7 +58,12 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(ReservationList { items }))
 }
 
-#[utoipa::path(get, path = "/api/reservations/{id}", responses((status = 200, body = ReservationView), (status = 404)))]
+#[utoipa::path(get, path = "/api/reservations/{id}", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "the reservation's id")),
+    responses(
+        (status = 200, description = "the reservation (a hold past its end plus grace reads EXPIRED)", body = ReservationView),
+        (status = 404, description = "`NOT_FOUND`: no such reservation, or another user's (which is not said)"),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -62,8 +76,13 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(state.view(r, state.clock.now())))
 }
 
-#[utoipa::path(delete, path = "/api/reservations/{id}",
-    responses((status = 200, body = ReservationView), (status = 404), (status = 409, description = "NOT_CANCELLABLE: not a live hold")))]
+#[utoipa::path(delete, path = "/api/reservations/{id}", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "the reservation's id")),
+    responses(
+        (status = 200, description = "the reservation, now CANCELLED; its seats are free at once", body = ReservationView),
+        (status = 404, description = "`NOT_FOUND`: no such reservation, or another user's (which is not said)"),
+        (status = 409, description = "`NOT_CANCELLABLE`: not a live hold (the detail names its status)"),
+    ))]
 pub async fn cancel(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -2,7 +2,10 @@
 //! publishes its public routes (only) in its OpenAPI document, and refuses a bad
 //! configuration naming the variable.
 
-use common::testkit::{assert_binary_rejects_config, assert_platform_endpoints};
+use common::testkit::{
+    assert_binary_rejects_config, assert_openapi_complete, assert_platform_endpoints,
+    documented_statuses, required_schemes,
+};
 
 use crate::helpers::spawn_app;
 
@@ -58,4 +61,97 @@ async fn the_openapi_document_lists_every_public_route_and_no_internal_one() {
         status,
         &serde_json::json!(["HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REJECTED"])
     );
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_parameters_security_and_every_error() {
+    let spawned = spawn_app().await;
+    let doc: serde_json::Value = reqwest::get(spawned.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_openapi_complete(&doc);
+    for (method, path, statuses) in [
+        ("get", "/api/concerts", &["200", "400", "500"][..]),
+        ("get", "/api/concerts/{id}", &["200", "400", "404", "500"]),
+        (
+            "get",
+            "/api/schedules/{id}/seats",
+            &["200", "400", "401", "404", "500", "503"],
+        ),
+        (
+            "post",
+            "/api/reservations",
+            &[
+                "201", "400", "401", "404", "409", "413", "415", "500", "503",
+            ],
+        ),
+        (
+            "delete",
+            "/api/reservations/{id}",
+            &["200", "400", "401", "404", "409", "500", "503"],
+        ),
+        (
+            "post",
+            "/api/admin/concerts/{id}/schedules",
+            &[
+                "201", "400", "401", "403", "404", "413", "415", "500", "503",
+            ],
+        ),
+    ] {
+        assert_eq!(
+            documented_statuses(&doc, method, path),
+            statuses,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        required_schemes(&doc, "post", "/api/reservations"),
+        ["bearer", "queue_token"]
+    );
+    assert_eq!(
+        required_schemes(&doc, "get", "/api/reservations"),
+        ["bearer"]
+    );
+    let conflict =
+        doc["paths"]["/api/reservations"]["post"]["responses"]["409"]["description"].to_string();
+    assert!(conflict.contains("SEAT_UNAVAILABLE") && conflict.contains("BOOKING_CLOSED"));
+    let limit = &doc["paths"]["/api/concerts"]["get"]["parameters"][0];
+    assert_eq!(
+        (limit["name"].as_str(), limit["schema"]["minimum"].as_i64()),
+        (Some("limit"), Some(1))
+    );
+    assert_eq!(limit["schema"]["maximum"], 100);
+    let schemas = &doc["components"]["schemas"];
+    let seats = &schemas["HoldRequest"]["properties"]["seat_nos"];
+    assert_eq!(
+        (seats["minItems"].as_i64(), seats["maxItems"].as_i64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(seats["uniqueItems"], true);
+    let schedule = &schemas["NewScheduleRequest"]["properties"];
+    assert_eq!(schedule["seat_count"]["maximum"], 1000);
+    assert_eq!(schedule["price"]["maximum"], 10_000_000);
+    assert!(schemas["Problem"]["properties"]["seat_nos"].is_object());
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_naming_the_methods_the_path_takes() {
+    let spawned = spawn_app().await;
+    let c = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/api/reservations", "GET, POST"),
+        (reqwest::Method::POST, "/api/reservations/7", "DELETE, GET"),
+        (reqwest::Method::GET, "/internal/settlements", "POST"),
+    ] {
+        let res = c
+            .request(method.clone(), spawned.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+    }
 }

@@ -19,7 +19,9 @@ use crate::store::payments::{self, PaymentRow, PaymentStatus};
 use crate::store::wallet::{self, LedgerKind};
 
 /// A payment as its owner sees it.
+/// `Payment` of API.md.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub id: i64,
     pub reservation_id: i64,

@@ -17,6 +17,7 @@ pub const MAX_CHARGE: i64 = 1_000_000;
 
 /// A charge that went in: its ledger row and the balance after it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Charge)]
 pub struct ChargeView {
     pub transaction_id: i64,
     pub amount: i64,

@@ -16,25 +16,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/payments/{id}", web::get().to(get));
 }
 
-/// Only the reservation id is read; an `amount` a client sends is ignored.
+/// Only the reservation id is read; an `amount` a client sends is ignored (the amount is
+/// the reservation's).
 #[derive(Deserialize, ToSchema)]
 pub struct PayRequest {
+    #[schema(minimum = 1)]
     reservation_id: i64,
 }
 
 #[utoipa::path(post, path = "/api/payments", request_body = PayRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1..=64 visible ASCII; the same key and body replay the first answer"),
-        ("X-Queue-Token" = String, Header, description = "an ACTIVE waiting-room token of the caller for the reservation's concert"),
-    ),
-    responses((status = 201, body = PaymentView), (status = 400),
-        (status = 401, description = "UNAUTHENTICATED or QUEUE_TOKEN_INVALID"),
-        (status = 402, description = "INSUFFICIENT_BALANCE: the wallet holds less than the reservation's amount"),
-        (status = 404),
-        (status = 409, description = "ALREADY_PAID (whatever the queue pass now is), HOLD_EXPIRED, RESERVATION_NOT_PAYABLE, \
-            or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
+    security(("bearer" = [], "queue_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 64, pattern = "^[\\x21-\\x7E]{1,64}$", description = "1 to 64 visible ASCII characters (else 400). The same key with the same body replays the first answer (status and body), whatever happened since; with another body, 422 `IDEMPOTENCY_KEY_REUSED`; while the first request with it still runs, this one waits for it, or after a few seconds gets 409 `IDEMPOTENCY_KEY_IN_USE`. Kept 24 hours.")),
+    responses(
+        (status = 201, description = "paid: the wallet is debited; the reservation becomes CONFIRMED asynchronously (poll `GET /api/reservations/{id}`)", body = PaymentView),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `reservation_id` under 1, or a malformed `Idempotency-Key`; the detail names it"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session; or `QUEUE_TOKEN_INVALID`: the pass is missing, unknown, another user's, still waiting, expired, or for another concert than the reservation's (the detail says which)"),
+        (status = 402, description = "`INSUFFICIENT_BALANCE`: the wallet holds less than the reservation's amount"),
+        (status = 404, description = "`NOT_FOUND`: no such reservation, or another user's (which is not said)"),
+        (status = 409, description = "`ALREADY_PAID` (whatever the queue pass now is), `HOLD_EXPIRED` (the hold has ended or ends within 10 s), `RESERVATION_NOT_PAYABLE` (cancelled or rejected), \
+            or `IDEMPOTENCY_KEY_IN_USE` (the first request with this key is still running; with Retry-After)",
             headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: this key came with a different body"), (status = 503)))]
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: this key came with another `reservation_id`"),
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer right now; nothing was charged",
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn pay(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -55,18 +60,25 @@ pub async fn pay(
     respond(payment::pay(&state.pay_context(&queue), purchase).await?)
 }
 
+/// The caller's own payments, newest first, at most 200.
 #[derive(Serialize, ToSchema)]
 pub struct PaymentList {
     items: Vec<PaymentView>,
 }
 
-#[utoipa::path(get, path = "/api/payments", responses((status = 200, body = PaymentList), (status = 401)))]
+#[utoipa::path(get, path = "/api/payments", security(("bearer" = [])),
+    responses((status = 200, description = "the caller's payments, newest first, at most 200", body = PaymentList)))]
 pub async fn list(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let items = payment::list(&state.db, user.id).await?;
     Ok(HttpResponse::Ok().json(PaymentList { items }))
 }
 
-#[utoipa::path(get, path = "/api/payments/{id}", responses((status = 200, body = PaymentView), (status = 404)))]
+#[utoipa::path(get, path = "/api/payments/{id}", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "the payment's id")),
+    responses(
+        (status = 200, description = "the payment", body = PaymentView),
+        (status = 404, description = "`NOT_FOUND`: no such payment, or another user's (which is not said)"),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     user: AuthUser,

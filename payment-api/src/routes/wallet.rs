@@ -21,12 +21,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Wallet)]
 pub struct WalletView {
     user_id: i64,
     balance: i64,
 }
 
-#[utoipa::path(get, path = "/api/wallet", responses((status = 200, body = WalletView), (status = 401)))]
+#[utoipa::path(get, path = "/api/wallet", security(("bearer" = [])),
+    responses((status = 200, description = "the caller's balance (0 for a new user)", body = WalletView)))]
 pub async fn balance(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let balance = wallet::balance(&state.db, user.id).await?;
     Ok(HttpResponse::Ok().json(WalletView {
@@ -37,15 +39,21 @@ pub async fn balance(state: web::Data<AppState>, user: AuthUser) -> Result<HttpR
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChargeRequest {
+    /// KRW to put in.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     amount: i64,
 }
 
 #[utoipa::path(post, path = "/api/wallet/charges", request_body = ChargeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1..=64 visible ASCII; the same key and body replay the first answer")),
-    responses((status = 201, body = ChargeView), (status = 400), (status = 401),
-        (status = 409, description = "BALANCE_LIMIT, or IDEMPOTENCY_KEY_IN_USE (the first request with this key is still running; with Retry-After)",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 64, pattern = "^[\\x21-\\x7E]{1,64}$", description = "1 to 64 visible ASCII characters (else 400). The same key with the same body replays the first answer (status and body), whatever happened since; with another body, 422 `IDEMPOTENCY_KEY_REUSED`; while the first request with it still runs, this one waits for it, or after a few seconds gets 409 `IDEMPOTENCY_KEY_IN_USE`. Kept 24 hours.")),
+    responses(
+        (status = 201, description = "the charge went in", body = ChargeView),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `amount` out of 1 to 1,000,000, or a malformed `Idempotency-Key`; the detail names it"),
+        (status = 409, description = "`BALANCE_LIMIT` (the wallet would hold more than 100,000,000), or `IDEMPOTENCY_KEY_IN_USE` (the first request with this key is still running; with Retry-After)",
             headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: this key came with a different body")))]
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: this key came with another `amount`"),
+    ))]
 pub async fn charge(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -78,7 +86,8 @@ impl PageQuery {
                 ));
             }
         };
-        let before = match &self.cursor {
+        // An empty `cursor=` asks for the first page.
+        let before = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => Some(cursor::decode(c).ok_or_else(|| {
                 ApiError::invalid_field("cursor", "is not a cursor this list returned")
@@ -127,11 +136,19 @@ impl From<LedgerRow> for LedgerEntry {
 #[derive(Serialize, ToSchema)]
 pub struct LedgerPage {
     items: Vec<LedgerEntry>,
+    /// Pass back as `cursor` for the next page; `null` on the last one.
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/wallet/transactions", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = LedgerPage), (status = 400), (status = 401)))]
+#[utoipa::path(get, path = "/api/wallet/transactions", security(("bearer" = [])),
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "opaque: the `next_cursor` of the previous page, nothing else"),
+    ),
+    responses(
+        (status = 200, description = "the caller's ledger, newest first", body = LedgerPage),
+        (status = 400, description = "`INVALID_REQUEST`: `limit` out of 1 to 100, or a `cursor` this list did not return"),
+    ))]
 pub async fn transactions(
     state: web::Data<AppState>,
     user: AuthUser,

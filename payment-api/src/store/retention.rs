@@ -13,5 +13,10 @@ pub async fn delete_idempotency_keys_before<C: ConnectionTrait>(
     db: &C,
     before: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    common::db::delete_before(db, "DELETE FROM idempotency_keys WHERE created_at < $1", before).await
+    common::db::delete_before(
+        db,
+        "DELETE FROM idempotency_keys WHERE created_at < $1",
+        before,
+    )
+    .await
 }

@@ -18,18 +18,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/sessions", web::delete().to(log_out));
 }
 
+/// For signing up the constraints are checked (400 naming the field); logging in with
+/// anything else is 401 `BAD_CREDENTIALS`, since no such account can exist.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// 3 to 32 of `[a-z0-9_]`.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[a-z0-9_]{3,32}$")]
     username: String,
-    /// 8 to 128 characters.
+    /// 8 to 128 characters (Unicode scalar values), none of them NUL.
+    #[schema(min_length = 8, max_length = 128, pattern = "^[^\\u0000]*$")]
     password: String,
 }
 
 /// `User` of API.md.
 #[derive(Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     id: i64,
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     username: String,
     role: Role,
 }
@@ -45,6 +51,7 @@ impl From<User> for UserView {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
     /// The bearer token for `Authorization: Bearer`.
     token: String,
@@ -66,8 +73,9 @@ impl From<LoggedIn> for SessionView {
 #[utoipa::path(post, path = "/api/users", request_body = Credentials,
     responses(
         (status = 201, description = "the new account, with role USER", body = UserView),
-        (status = 400, description = "INVALID_REQUEST: the detail names the field"),
-        (status = 409, description = "USERNAME_TAKEN: someone already has this username"),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, or a username or password outside its constraints; the detail names the field"),
+        (status = 409, description = "`USERNAME_TAKEN`: someone already has this username"),
+        (status = 429, description = "`RATE_LIMITED` (the gateway): too many sign-ups from one address"),
     ))]
 pub async fn sign_up(
     state: web::Data<AppState>,
@@ -81,8 +89,9 @@ pub async fn sign_up(
 #[utoipa::path(post, path = "/api/sessions", request_body = Credentials,
     responses(
         (status = 201, description = "a new session", body = SessionView),
-        (status = 400, description = "INVALID_REQUEST: a malformed body"),
-        (status = 401, description = "BAD_CREDENTIALS: unknown username or wrong password (which is not said)"),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body (a missing field, a wrong type, a NUL character)"),
+        (status = 401, description = "`BAD_CREDENTIALS`: unknown username or wrong password (which is not said)"),
+        (status = 429, description = "`RATE_LIMITED` (the gateway): too many log-ins from one address"),
     ))]
 pub async fn log_in(
     state: web::Data<AppState>,
@@ -93,20 +102,21 @@ pub async fn log_in(
     Ok(HttpResponse::Created().json(SessionView::from(session)))
 }
 
-#[utoipa::path(delete, path = "/api/sessions",
+#[utoipa::path(delete, path = "/api/sessions", security(("bearer" = [])),
     responses(
         (status = 204, description = "logged out: the token stops working in every service at once"),
-        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
+        (status = 429, description = "`RATE_LIMITED` (the gateway): too many requests from one address"),
     ))]
 pub async fn log_out(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     state.sessions.delete(&user.token).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/users/me",
+#[utoipa::path(get, path = "/api/users/me", security(("bearer" = [])),
     responses(
         (status = 200, description = "the session's account", body = UserView),
-        (status = 401, description = "UNAUTHENTICATED: no valid session"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
     ))]
 pub async fn me(user: AuthUser) -> HttpResponse {
     HttpResponse::Ok().json(UserView {

@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, ToSchema)]
 pub struct JoinRequest {
     /// A positive concert id.
+    #[schema(minimum = 1)]
     concert_id: i64,
 }
 
@@ -39,14 +40,15 @@ impl JoinRequest {
     }
 }
 
-#[utoipa::path(post, path = "/api/queue/tokens", request_body = JoinRequest,
+#[utoipa::path(post, path = "/api/queue/tokens", request_body = JoinRequest, security(("bearer" = [])),
     responses(
         (status = 201, description = "a new token at the back of the line", body = QueueStatus),
         (status = 200, description = "the caller's existing live token for this concert", body = QueueStatus),
-        (status = 400, description = "INVALID_REQUEST: the detail names the field"),
-        (status = 401, description = "UNAUTHENTICATED: no valid session"),
-        (status = 404, description = "CONCERT_NOT_FOUND: concert-api knows no such concert"),
-        (status = 503, description = "DEPENDENCY_UNAVAILABLE: concert-api or Redis cannot answer; nothing was written",
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body or a `concert_id` under 1; the detail names the field"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
+        (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
+        (status = 429, description = "`RATE_LIMITED` (the gateway): too many joins from one address"),
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer; nothing was written",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn join(
@@ -65,12 +67,14 @@ pub async fn join(
     Ok(HttpResponse::build(code).json(status))
 }
 
-#[utoipa::path(get, path = "/api/queue/tokens/{token}",
-    params(("token" = String, Path, description = "a token from joining")),
+#[utoipa::path(get, path = "/api/queue/tokens/{token}", security(("bearer" = [])),
+    params(("token" = String, Path, description = "a token from joining (opaque; one of the caller's)")),
     responses(
         (status = 200, description = "the token's status; this poll is its heartbeat", body = QueueStatus),
-        (status = 401, description = "UNAUTHENTICATED: no valid session"),
-        (status = 404, description = "QUEUE_TOKEN_NOT_FOUND: unknown, malformed, or another user's token"),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
+        (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now",
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn status(
     state: web::Data<AppState>,
@@ -83,13 +87,23 @@ pub async fn status(
 
 /// Pushes the status whenever it changes and at least every keep-alive period; each check
 /// is a heartbeat, so an open stream keeps its token in line. Ends after ACTIVE or EXPIRED.
-#[utoipa::path(get, path = "/api/queue/tokens/{token}/events",
-    params(("token" = String, Path, description = "a token from joining")),
+/// One server-sent event of the status stream: its `data` is a `QueueStatus` as JSON text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire format; the stream is written as text
+pub struct QueueEvent {
+    /// `QueueStatus` as JSON.
+    data: String,
+}
+
+#[utoipa::path(get, path = "/api/queue/tokens/{token}/events", security(("bearer" = [])),
+    params(("token" = String, Path, description = "a token from joining (opaque; one of the caller's)")),
     responses(
-        (status = 200, description = "`data: <QueueStatus>` frames: one at once, then on every change and at least every keep-alive period; ends after ACTIVE or EXPIRED",
-            content_type = "text/event-stream", body = QueueStatus),
-        (status = 401, description = "UNAUTHENTICATED: no valid session"),
-        (status = 404, description = "QUEUE_TOKEN_NOT_FOUND: unknown, malformed, or another user's token"),
+        (status = 200, description = "A stream of `data: <QueueStatus JSON>` frames (text, not one JSON document): one at once, then on every change and at least every keep-alive period; ends after ACTIVE or EXPIRED",
+            content_type = "text/event-stream", body = QueueEvent),
+        (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
+        (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now",
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn events(
     state: web::Data<AppState>,

@@ -1,7 +1,10 @@
 //! The service boots against real dependencies, serves the common endpoints, stops cleanly,
 //! refuses a bad configuration naming the variable, and documents every route it serves.
 
-use common::testkit::{assert_binary_rejects_config, assert_platform_endpoints};
+use common::testkit::{
+    assert_binary_rejects_config, assert_openapi_complete, assert_platform_endpoints,
+    documented_statuses, required_schemes,
+};
 use users_api::error::UsersCode;
 
 use crate::helpers::spawn_app;
@@ -61,4 +64,61 @@ async fn the_openapi_document_lists_every_route_and_code() {
     for code in UsersCode::ALL {
         assert!(text.contains(code.code()), "{} is documented", code.code());
     }
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_parameters_security_and_every_error() {
+    let spawned = spawn_app().await;
+    let doc: serde_json::Value = reqwest::get(spawned.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_openapi_complete(&doc);
+    for (method, path, statuses) in [
+        (
+            "post",
+            "/api/users",
+            &["201", "400", "409", "413", "415", "429", "500"][..],
+        ),
+        (
+            "post",
+            "/api/sessions",
+            &["201", "400", "401", "413", "415", "429", "500"],
+        ),
+        ("get", "/api/users/me", &["200", "401", "500", "503"]),
+        (
+            "post",
+            "/api/queue/tokens",
+            &[
+                "200", "201", "400", "401", "404", "413", "415", "429", "500", "503",
+            ],
+        ),
+        (
+            "get",
+            "/api/queue/tokens/{token}",
+            &["200", "400", "401", "404", "500", "503"],
+        ),
+    ] {
+        assert_eq!(
+            documented_statuses(&doc, method, path),
+            statuses,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        required_schemes(&doc, "post", "/api/users"),
+        Vec::<String>::new()
+    );
+    assert_eq!(required_schemes(&doc, "get", "/api/users/me"), ["bearer"]);
+    let credentials = &doc["components"]["schemas"]["Credentials"]["properties"];
+    assert_eq!(credentials["username"]["minLength"], 3);
+    assert_eq!(credentials["username"]["maxLength"], 32);
+    assert_eq!(credentials["password"]["minLength"], 8);
+    assert_eq!(credentials["password"]["maxLength"], 128);
+    assert_eq!(
+        doc["components"]["schemas"]["JoinRequest"]["properties"]["concert_id"]["minimum"],
+        1
+    );
 }
