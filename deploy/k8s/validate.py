@@ -10,7 +10,9 @@ Run by check.sh inside its virtualenv (needs kubernetes-validate and PyYAML):
   3. the wiring between objects and the repository: references resolve, selectors select,
      the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes, the
      KafkaTopics are exactly common/src/events.rs ALL_TOPICS plus their `.dlq` twins, the pods
-     meet the restricted security profile and the shutdown timing adds up.
+     meet the restricted security profile and the shutdown timing adds up;
+  4. with --openapi FILE (the merged document `apidoc` prints): the documented paths are
+     exactly the public routes of the nginx template and of the HTTPRoutes.
 
 Prints one line per problem and a summary; exits 1 if anything failed.
 """
@@ -249,12 +251,10 @@ def nginx_routes(template: Path) -> tuple[set[tuple[str, str, str]], list[tuple[
         modifier, path, service = m.group(1), m.group(2), upstream_service[proxied.group(1)]
         if modifier == "=":
             exact[path] = service
-        elif modifier == "^~":
+        elif modifier in ("^~", None):  # a plain prefix: still a prefix (a regex may win)
             prefix[path.rstrip("/")] = service
         elif modifier == "~":
             regexes.append((path, service))
-        else:
-            raise SystemExit(f"nginx location {path!r} without =, ^~ or ~: not understood")
     expected = set()
     for path, service in prefix.items():
         expected.add(("PathPrefix", path, service))
@@ -270,6 +270,90 @@ def path_covered(kind: str, value: str, path: str) -> bool:
         return path == value
     value = value.rstrip("/")
     return path == value or path.startswith(value + "/")
+
+
+def nginx_locations(template: Path) -> list[tuple[str, str, bool]]:
+    """Every location of the template in order: (modifier, path, proxied?); modifier is one of
+    "=", "^~", "~" or "" (a plain prefix: `location /`). Named locations are left out."""
+    text = template.read_text()
+    found = []
+    for chunk in re.split(r"\blocation\s+", text)[1:]:
+        m = re.match(r"(=|\^~|~)?\s*(\S+)\s*\{", chunk)
+        if not m or m.group(2).startswith("@"):
+            continue
+        body = chunk.split("location", 1)[0]
+        found.append((m.group(1) or "", m.group(2), re.search(r"proxy_pass\s+http://\w+", body) is not None))
+    return found
+
+
+def nginx_match(locations: list[tuple[str, str, bool]], uri: str) -> tuple[str, str, bool] | None:
+    """The location nginx picks for `uri`: an exact match; else the longest prefix, unless it
+    is a plain prefix and a regex (first in order) matches."""
+    for loc in locations:
+        if loc[0] == "=" and loc[1] == uri:
+            return loc
+    prefixes = [loc for loc in locations if loc[0] in ("^~", "") and uri.startswith(loc[1])]
+    longest = max(prefixes, key=lambda loc: len(loc[1]), default=None)
+    if longest is not None and longest[0] == "^~":
+        return longest
+    for loc in locations:
+        if loc[0] == "~" and re.search(loc[1], uri):
+            return loc
+    return longest
+
+
+def check_openapi(doc_path: Path, template: Path, routed: set[tuple[str, str, str]], rep: Report) -> None:
+    """The merged OpenAPI document (apidoc) against the routes the gateway exposes: every
+    documented path is proxied by the nginx template and by an HTTPRoute, and every proxied
+    nginx location and every HTTPRoute match serves at least one documented path (no
+    undocumented public route). Neither nginx nor the HTTPRoutes route by method, so every
+    documented method of a routed path reaches its service (which answers any other method
+    with 405 + Allow); methods are checked to be known ones."""
+    import json
+
+    what = f"OpenAPI {doc_path.name}"
+    doc = json.loads(doc_path.read_text())
+    methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    operations: dict[str, list[str]] = {}
+    for path, item in (doc.get("paths") or {}).items():
+        ops = sorted(k.upper() for k in item if k in methods)
+        unknown = sorted(k for k in item if k not in methods | {"parameters", "summary", "description", "servers"})
+        rep.check(not unknown, what, f"{path}: unknown method(s) {unknown}")
+        rep.check(bool(ops), what, f"{path} documents no operation")
+        operations[path] = ops
+    rep.check(bool(operations), what, "documents no path (a placeholder document?)")
+    # A concrete request path per documented path: every {param} as "1" (ids and tokens alike).
+    samples = {path: re.sub(r"\{[^}/]+\}", "1", path) for path in operations}
+    locations = nginx_locations(template)
+    served: set[tuple[str, str, bool]] = set()
+    for path, ops in sorted(operations.items()):
+        rep.check(path.startswith("/api/"), what, f"{path} is not a public path (/api/**)")
+        loc = nginx_match(locations, samples[path])
+        if rep.check(
+            loc is not None and loc[2],
+            what,
+            f"{' '.join(ops)} {path} is documented but the nginx gateway does not route it "
+            f"(it falls to `location {' '.join(x for x in (loc or ('', '(none)'))[:2] if x)}`)",
+        ):
+            served.add(loc)
+        rep.check(
+            any(path_covered(t, v, samples[path]) for t, v, _ in routed),
+            what,
+            f"{' '.join(ops)} {path} is documented but no HTTPRoute routes it",
+        )
+    for loc in locations:
+        if loc[2] and loc not in served:
+            rep.error(
+                "deploy/gateway/nginx.conf.template",
+                f"`location {loc[0]} {loc[1]}` routes no documented path: an undocumented public route "
+                "(document it in its service's OpenAPI, or remove it)",
+            )
+    for t, v, svc in sorted(routed):
+        rep.check(
+            any(path_covered(t, v, sample) for sample in samples.values()),
+            "HTTPRoutes",
+            f"{t} {v} ({svc}) routes no documented path: an undocumented public route",
+        )
 
 
 def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> None:
@@ -512,6 +596,9 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
                 f"{t} {v} ({s}) would expose {hidden}",
             )
 
+    if args.openapi is not None:
+        check_openapi(args.openapi, args.repo / "deploy/gateway/nginx.conf.template", routed, rep)
+
     # Network policies: ingress denied by default; the APIs reachable from the gateway;
     # concert-api from the services that call it.
     policies = named("NetworkPolicy")
@@ -570,6 +657,12 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, required=True, help="repository root")
     ap.add_argument("--kube-version", action="append", required=True, help="Kubernetes version(s) to validate against")
     ap.add_argument("--external-secret", action="append", help="a Secret the operator provides")
+    ap.add_argument(
+        "--openapi",
+        type=Path,
+        help="the gateway's merged OpenAPI document (`cargo run -q -p apidoc`): its paths must be "
+        "exactly what the nginx template and the HTTPRoutes route",
+    )
     args = ap.parse_args()
 
     objs = [o for o in yaml.safe_load_all(args.rendered.read_text()) if o]

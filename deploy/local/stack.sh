@@ -135,14 +135,38 @@ gateway_pid() {
     [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# The API reference the gateway serves (GET /api/openapi.json, GET /api/docs): the merged
+# document from the release build of apidoc, and swagger-ui-dist installed from the
+# committed package-lock.json (`npm ci --ignore-scripts`: no install scripts, nothing fetched
+# at run time). Without npm the page is a placeholder; the document is served either way.
+build_api_reference() {
+    local docs="$REPO_ROOT/deploy/gateway/docs"
+    mkdir -p "$GATEWAY_DIR"
+    [[ -x $REPO_ROOT/target/release/apidoc ]] || die "target/release/apidoc is missing (cargo build --release --bins)"
+    "$REPO_ROOT/target/release/apidoc" >"$GATEWAY_DIR/openapi.json.new" || die "apidoc failed: the services' OpenAPI documents do not merge"
+    mv "$GATEWAY_DIR/openapi.json.new" "$GATEWAY_DIR/openapi.json"
+    if [[ $docs/node_modules/.package-lock.json -nt $docs/package-lock.json ]]; then
+        return # installed from this lock file already
+    fi
+    if command -v npm >/dev/null 2>&1; then
+        log "npm ci in deploy/gateway/docs (swagger-ui-dist, the /api/docs page's assets)"
+        (cd "$docs" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null) \
+            || die "npm ci in $docs failed"
+    else
+        warn "npm is missing: /api/docs is a placeholder page (apt-get install -y npm, then up again)"
+    fi
+}
+
 start_gateway() {
     command -v nginx >/dev/null 2>&1 || die "nginx is missing (deploy/local/ensure-infra.sh installs it)"
+    build_api_reference
+    local conf
+    # Rendering also refreshes the document and the page's assets a running gateway serves.
+    conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     if gateway_pid >/dev/null; then
-        log "gateway already running (pid $(gateway_pid))"
+        log "gateway already running (pid $(gateway_pid)); API reference refreshed"
         return
     fi
-    local conf
-    conf="$("$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     nginx -t -q -c "$conf" -p "$GATEWAY_DIR" || die "gateway config does not pass nginx -t"
     nginx -c "$conf" -p "$GATEWAY_DIR"
     local i

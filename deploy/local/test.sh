@@ -2,10 +2,13 @@
 # The one command that runs every check and test of the platform (README: "Run all tests").
 #
 #   1. make sure PostgreSQL, Redis, Apache Kafka and nginx are installed and running
-#   2. the gateway's nginx config passes nginx -t; every Kubernetes overlay renders and
-#      validates offline (deploy/k8s/check.sh); cargo fmt --check
+#   2. the gateway's nginx config passes nginx -t; the merged OpenAPI document (apidoc)
+#      equals the committed docs/openapi.json; every Kubernetes overlay renders and validates
+#      offline and the document's paths are exactly the gateway's public routes
+#      (deploy/k8s/check.sh); cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. the whole test suite (cargo-nextest if installed, else cargo test)
+#   4. the whole test suite (cargo-nextest if installed, else cargo test), with schemathesis
+#      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS
 #
 # Tests create their own databases, Redis key prefixes and topic prefixes, so they run in
 # parallel against the shared local services. Tests that pause or kill a broker share a
@@ -15,6 +18,30 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 log() { printf '[test] %s\n' "$*"; }
+die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# The contract test's schemathesis (e2e/tests/api/contract.rs), in a virtualenv outside the
+# repository (TICKETING_SCHEMATHESIS_VENV), installed once per version.
+readonly SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV="${TICKETING_SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ticketing/schemathesis-venv}"
+ensure_schemathesis() {
+    local st="$SCHEMATHESIS_VENV/bin/schemathesis"
+    if [[ -x $st ]] && "$st" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
+        return
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 is required (apt-get install -y python3)"
+    if [[ ! -x $SCHEMATHESIS_VENV/bin/python ]]; then
+        log "creating virtualenv $SCHEMATHESIS_VENV"
+        mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
+        python3 -m venv "$SCHEMATHESIS_VENV" \
+            || die "python3 -m venv failed (on Debian: apt-get install -y python3-venv)"
+    fi
+    log "installing schemathesis==$SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" </dev/null
+    "$st" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION" \
+        || die "schemathesis $SCHEMATHESIS_VERSION did not install into $SCHEMATHESIS_VENV"
+}
 
 log "infrastructure"
 deploy/local/ensure-infra.sh
@@ -28,8 +55,19 @@ gateway_state="$(mktemp -d)"
 nginx -t -q -c "$(deploy/gateway/render.sh "$gateway_state")" -p "$gateway_state"
 rm -rf "$gateway_state"
 
-log "Kubernetes manifests: render every overlay, validate offline"
-deploy/k8s/check.sh
+log "OpenAPI: the merged document (apidoc) equals docs/openapi.json"
+openapi_doc="$(mktemp)"
+cargo run -q --locked -p apidoc </dev/null >"$openapi_doc" \
+    || die "apidoc failed: the services' OpenAPI documents do not merge"
+if ! cmp -s "$openapi_doc" docs/openapi.json; then
+    diff -u docs/openapi.json "$openapi_doc" | head -n 60 >&2 || true
+    rm -f "$openapi_doc"
+    die "docs/openapi.json is stale; regenerate it: cargo run -q -p apidoc > docs/openapi.json"
+fi
+
+log "Kubernetes manifests: render every overlay, validate offline; OpenAPI paths = gateway routes"
+OPENAPI_DOC="$openapi_doc" deploy/k8s/check.sh
+rm -f "$openapi_doc"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -44,6 +82,10 @@ remove_test_broker() {
 }
 remove_test_broker
 trap remove_test_broker EXIT
+
+log "schemathesis $SCHEMATHESIS_VERSION (the contract test)"
+ensure_schemathesis
+export SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
 
 log "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then

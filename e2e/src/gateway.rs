@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::testkit::eventually;
 
 use crate::platform::Platform;
-use crate::process::free_port;
+use crate::process::{binary, free_port};
 
 pub struct Gateway {
     child: Child,
@@ -52,6 +52,15 @@ impl Gateway {
         );
         let port = free_port();
         let state = std::env::temp_dir().join(format!("gateway-{}", platform.id));
+        // The merged OpenAPI document it serves at /api/openapi.json, from this build.
+        let document = std::env::temp_dir().join(format!("openapi-{}.json", platform.id));
+        let made = Command::new(binary("apidoc")).output().expect("run apidoc");
+        assert!(
+            made.status.success(),
+            "apidoc: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        std::fs::write(&document, &made.stdout).expect("write the merged OpenAPI document");
         let addr = |url: &str| url.trim_start_matches("http://").to_owned();
         let mut render = Command::new(repo_root().join("deploy/gateway/render.sh"));
         render
@@ -59,7 +68,8 @@ impl Gateway {
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("USERS_API_ADDR", addr(&platform.users.url))
             .env("CONCERT_API_ADDR", addr(&platform.concert.url))
-            .env("PAYMENT_API_ADDR", addr(&platform.payment.url));
+            .env("PAYMENT_API_ADDR", addr(&platform.payment.url))
+            .env("GATEWAY_OPENAPI", &document);
         for (k, v) in env {
             render.env(k, v);
         }
@@ -69,6 +79,7 @@ impl Gateway {
             "{}",
             String::from_utf8_lossy(&rendered.stderr)
         );
+        let _ = std::fs::remove_file(&document);
         let conf = String::from_utf8_lossy(&rendered.stdout).trim().to_owned();
         let child = Command::new("nginx")
             .args([
