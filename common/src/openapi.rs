@@ -106,7 +106,20 @@ impl Modify for Platform {
             .flatten()
             {
                 complete(op);
+                name_tags(op);
             }
+        }
+    }
+}
+
+/// utoipa tags an operation with its handler's module path (`crate::routes::wallet`): a
+/// reader of the reference wants the resource (`wallet`).
+fn name_tags(op: &mut Operation) {
+    for tag in op.tags.iter_mut().flatten() {
+        if let Some(name) = tag.rsplit("::").next()
+            && name.len() < tag.len()
+        {
+            *tag = name.to_owned();
         }
     }
 }
