@@ -85,6 +85,12 @@ trap remove_test_broker EXIT
 
 log "schemathesis $SCHEMATHESIS_VERSION (the contract test)"
 ensure_schemathesis
+
+# The gateway's /api/docs page serves swagger-ui-dist from the committed lock file; the
+# contract test checks the real page, so its assets are installed (no install scripts).
+log "npm ci in deploy/gateway/docs (the /api/docs page's assets)"
+command -v npm >/dev/null 2>&1 || die "npm is required for the /api/docs assets (apt-get install -y npm)"
+(cd deploy/gateway/docs && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null)
 export SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
 
 log "tests"
