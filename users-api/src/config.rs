@@ -25,6 +25,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The system clock; tests put a manual one here. Not a setting.
     pub clock: Clock,
+    /// Concurrent password hashes (`LOGIN_MAX_CONCURRENT_HASHES`, default 4: ~76 MiB at
+    /// most) and how long a log-in waits for a slot (`LOGIN_HASH_WAIT_MS`, default 2000).
+    pub hashing: crate::domain::account::HashGate,
 }
 
 /// The waiting room's numbers (DESIGN §3).
@@ -91,6 +94,10 @@ impl Config {
             concert_api: ConcertApiConfig::from_env(env)?,
             log_format: log_format(env)?,
             clock: Clock::system(),
+            hashing: crate::domain::account::HashGate::new(
+                env.parse("LOGIN_MAX_CONCURRENT_HASHES", 4, 1..=64)?,
+                env.millis("LOGIN_HASH_WAIT_MS", 2000, 0..=60_000)?,
+            ),
         })
     }
 }

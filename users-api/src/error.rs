@@ -10,6 +10,8 @@ common::error_codes! {
         ConcertNotFound = NOT_FOUND "CONCERT_NOT_FOUND",
         /// Unknown, malformed, or another user's token (ownership is never revealed).
         QueueTokenNotFound = NOT_FOUND "QUEUE_TOKEN_NOT_FOUND",
+        /// Every password-hashing slot is busy (a log-in crowd): retry after `Retry-After`.
+        Busy = SERVICE_UNAVAILABLE "LOGIN_BUSY",
     }
 }
 

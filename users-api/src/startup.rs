@@ -72,6 +72,7 @@ impl Application {
             room,
             concerts: ConcertDirectory::new(config.concert_api.clone()),
             clock: clock.clone(),
+            hashing: config.hashing.clone(),
         });
         // The session extractor (`AuthUser`) looks the store up on its own.
         let sessions = web::Data::new(sessions);

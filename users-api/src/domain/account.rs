@@ -36,6 +36,9 @@ pub enum AccountError {
     Database(#[from] DbErr),
     #[error("session store: {0}")]
     Sessions(#[from] redis::RedisError),
+    /// Every password-hashing slot is busy: a crowd is logging in. Try again in a second.
+    #[error("too many log-ins and sign-ups at once; try again in a second")]
+    Busy,
 }
 
 impl AccountError {
@@ -46,6 +49,7 @@ impl AccountError {
             Self::BadCredentials => UsersCode::BadCredentials.into(),
             Self::Hashing(_) | Self::Database(_) => Code::Internal.into(),
             Self::Sessions(_) => Code::DependencyUnavailable.into(),
+            Self::Busy => UsersCode::Busy.into(),
         }
     }
 }
@@ -57,9 +61,14 @@ impl ErrorCode for AccountError {
     fn code(&self) -> &'static str {
         self.catalogued().code()
     }
+    /// `Busy` is written for the client: it says what to do.
+    fn detail_is_public(&self) -> bool {
+        matches!(self, Self::Busy) || !self.status().is_server_error()
+    }
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Sessions(e) => e.retry_after(),
+            Self::Busy => Some(1),
             _ => None,
         }
     }
@@ -147,12 +156,45 @@ pub static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 });
 
 /// Hashing costs tens of milliseconds of CPU: keep it off the async workers.
-async fn off_worker<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AccountError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AccountError::Hashing(e.to_string()))
+/// How many argon2 hashes run at once in this process. Each takes ~19 MiB for its duration:
+/// unbounded, a crowd logging in at once multiplies that until the process is killed for
+/// memory. A request that finds every slot taken waits up to `wait`, then is answered 503
+/// with `Retry-After` (nothing was spent on it). Clones share the slots.
+#[derive(Clone, Debug)]
+pub struct HashGate {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl HashGate {
+    pub fn new(slots: usize, wait: std::time::Duration) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(slots)),
+            wait,
+        }
+    }
+
+    /// Takes every free slot and keeps them until the guard drops (tests: a full gate).
+    pub fn fill(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let free = self.slots.available_permits() as u32;
+        self.slots.clone().try_acquire_many_owned(free).ok()
+    }
+
+    /// Runs `f` (a hash or a verification) on a blocking thread once a slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| AccountError::Busy)?
+            .map_err(|_| AccountError::Busy)?;
+        let out = tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| AccountError::Hashing(e.to_string()));
+        drop(permit);
+        out
+    }
 }
 
 /// An account as the rest of the service sees it (no password hash).
@@ -185,12 +227,13 @@ pub struct LoggedIn {
 /// exactly one through, the other is `UsernameTaken`.
 pub async fn sign_up<C: ConnectionTrait>(
     db: &C,
+    gate: &HashGate,
     username: &str,
     password: &str,
 ) -> Result<User, AccountError> {
     let username = Username::parse(username)?;
     let password = Password::parse(password)?;
-    let hash = off_worker(move || password.hash()).await??;
+    let hash = gate.run(move || password.hash()).await??;
     users::insert(db, username.as_str(), &hash, Role::User)
         .await?
         .map(User::from)
@@ -201,6 +244,7 @@ pub async fn sign_up<C: ConnectionTrait>(
 /// and opens a session; its expiry is stated by the store's clock.
 pub async fn log_in<C: ConnectionTrait>(
     db: &C,
+    gate: &HashGate,
     sessions: &SessionStore,
     username: &str,
     password: &str,
@@ -214,7 +258,7 @@ pub async fn log_in<C: ConnectionTrait>(
         .as_ref()
         .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
     let password = password.to_owned();
-    let matches = off_worker(move || verify_password(&password, &hash)).await?;
+    let matches = gate.run(move || verify_password(&password, &hash)).await?;
     let user = row
         .filter(|_| matches)
         .map(User::from)

@@ -76,13 +76,15 @@ impl From<LoggedIn> for SessionView {
         (status = 400, description = "`INVALID_REQUEST`: a malformed body, or a username or password outside its constraints; the detail names the field"),
         (status = 409, description = "`USERNAME_TAKEN`: someone already has this username"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many sign-ups from one address"),
+        (status = 503, description = "`LOGIN_BUSY`: every password-hashing slot is busy (a crowd is signing up or logging in); retry after `Retry-After`",
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn sign_up(
     state: web::Data<AppState>,
     body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let user = account::sign_up(&state.db, &username, &password).await?;
+    let user = account::sign_up(&state.db, &state.hashing, &username, &password).await?;
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
@@ -92,13 +94,22 @@ pub async fn sign_up(
         (status = 400, description = "`INVALID_REQUEST`: a malformed body (a missing field, a wrong type, a NUL character)"),
         (status = 401, description = "`BAD_CREDENTIALS`: unknown username or wrong password (which is not said)"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many log-ins from one address"),
+        (status = 503, description = "`LOGIN_BUSY`: every password-hashing slot is busy (a log-in crowd); retry after `Retry-After`",
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn log_in(
     state: web::Data<AppState>,
     body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let session = account::log_in(&state.db, &state.sessions, &username, &password).await?;
+    let session = account::log_in(
+        &state.db,
+        &state.hashing,
+        &state.sessions,
+        &username,
+        &password,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(SessionView::from(session)))
 }
 

@@ -19,6 +19,8 @@ pub struct AppState {
     pub concerts: ConcertDirectory,
     /// The service's time source; the session store and the waiting room hold the same one.
     pub clock: Clock,
+    /// The password-hashing slots log-in and sign-up share.
+    pub hashing: crate::domain::account::HashGate,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

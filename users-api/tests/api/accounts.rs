@@ -307,3 +307,70 @@ async fn create_admin_creates_then_resets_the_admin() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("ADMIN_PASSWORD"));
 }
+
+/// A log-in crowd cannot make users-api hash without bound (each argon2 hash holds ~19 MiB):
+/// with every hashing slot taken, a log-in or sign-up is a 503 `LOGIN_BUSY` with
+/// `Retry-After`, having spent nothing; once a slot is free it goes through.
+#[tokio::test]
+async fn with_every_hashing_slot_busy_log_ins_are_told_to_retry_and_then_succeed() {
+    let s = crate::helpers::spawn_app_with(|env| {
+        env.with("LOGIN_MAX_CONCURRENT_HASHES", "2")
+            .with("LOGIN_HASH_WAIT_MS", "50")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let creds = json!({"username": "crowd_1", "password": "password-123"});
+    assert_eq!(
+        c.post(s.url("/api/users"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    let full = s.config.hashing.fill().expect("the slots are free");
+    let storm = futures_util::future::join_all((0..20).map(|i| {
+        let body = if i % 2 == 0 {
+            creds.clone()
+        } else {
+            json!({"username": format!("crowd_n{i}"), "password": "password-123"})
+        };
+        let path = if i % 2 == 0 {
+            "/api/sessions"
+        } else {
+            "/api/users"
+        };
+        c.post(s.url(path)).json(&body).send()
+    }))
+    .await;
+    for res in storm {
+        let res = res.unwrap();
+        assert_eq!(res.headers()["retry-after"], "1");
+        let (status, body) = problem(res).await;
+        assert_eq!((status, body["code"].as_str()), (503, Some("LOGIN_BUSY")));
+    }
+
+    drop(full);
+    let res = c
+        .post(s.url("/api/sessions"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a free slot lets the log-in through");
+    let (status, body) = problem(
+        c.post(s.url("/api/sessions"))
+            .json(&json!({"username": "crowd_n1", "password": "password-123"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("BAD_CREDENTIALS")),
+        "a sign-up refused while busy created nothing"
+    );
+}
