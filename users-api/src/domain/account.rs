@@ -156,6 +156,19 @@ pub static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 });
 
 /// Hashing costs tens of milliseconds of CPU: keep it off the async workers.
+/// Makes every allocation of 128 KiB or more its own mapping, returned to the system when
+/// freed. glibc otherwise raises that threshold after the first large free, so each argon2
+/// hash's 19 MiB then comes from the heap and stays resident: a 500-log-in storm grew
+/// users-api to 1.1–1.5 GiB with only 4 hashes at a time, and to 112 MiB with this.
+/// Call once at start, before the first hash.
+pub fn return_hash_memory_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a setting of the allocator, which takes its own locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// How many argon2 hashes run at once in this process. Each takes ~19 MiB for its duration:
 /// unbounded, a crowd logging in at once multiplies that until the process is killed for
 /// memory. A request that finds every slot taken waits up to `wait`, then is answered 503
