@@ -65,7 +65,38 @@ macro_rules! error_codes {
                 $crate::error::Catalogued::new(c.status(), c.code())
             }
         }
+
+        /// Every catalogue keeps its codes unique and never repeats one of the platform's.
+        #[cfg(test)]
+        mod error_codes_tests {
+            #[test]
+            fn codes_are_unique_and_none_repeats_a_platform_code() {
+                $crate::error::assert_catalogue::<super::$name>(
+                    super::$name::ALL.iter().map(|c| c.code()),
+                );
+            }
+        }
     };
+}
+
+/// What `error_codes!`'s generated test checks of a catalogue `T` with `codes`.
+#[doc(hidden)]
+pub fn assert_catalogue<T: 'static>(codes: impl Iterator<Item = &'static str>) {
+    let codes: Vec<_> = codes.collect();
+    let unique: std::collections::HashSet<_> = codes.iter().collect();
+    assert_eq!(
+        unique.len(),
+        codes.len(),
+        "a code is declared twice: {codes:?}"
+    );
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<Code>() {
+        for code in &codes {
+            assert!(
+                Code::ALL.iter().all(|c| c.code() != *code),
+                "{code} is already a platform code"
+            );
+        }
+    }
 }
 
 /// One entry of a catalogue, whichever it is (the platform's [`Code`] or a service's): what
@@ -407,9 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn the_platform_catalogue_has_unique_codes() {
-        let codes: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes.len(), Code::ALL.len());
+    fn the_platform_catalogue_maps_statuses() {
         assert_eq!(Code::QueueTokenInvalid.status(), StatusCode::UNAUTHORIZED);
     }
 

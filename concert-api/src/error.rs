@@ -18,20 +18,3 @@ common::error_codes! {
 
 /// What a typed error maps each variant to: an entry of this catalogue or the platform's.
 pub use common::error::Catalogued;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use common::error::Code;
-
-    #[test]
-    fn no_code_repeats_one_of_the_platform() {
-        for concert in ConcertCode::ALL {
-            assert!(
-                Code::ALL.iter().all(|c| c.code() != concert.code()),
-                "{} is already a platform code",
-                concert.code()
-            );
-        }
-    }
-}

@@ -22,19 +22,3 @@ common::error_codes! {
         IdempotencyKeyReused = UNPROCESSABLE_ENTITY "IDEMPOTENCY_KEY_REUSED",
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use common::error::Code;
-
-    use super::*;
-
-    #[test]
-    fn codes_are_unique_and_none_shadows_a_platform_code() {
-        let ours: HashSet<_> = PaymentCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(ours.len(), PaymentCode::ALL.len());
-        assert!(Code::ALL.iter().all(|c| !ours.contains(c.code())));
-    }
-}
