@@ -159,6 +159,9 @@ start() {
         fi
         log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (controller $((port + 1))), log: $dir/kafka.log"
         printf '\n=== %s: started by %s ===\n' "$(date -Is)" "$SCRIPT_NAME" >>"$dir/kafka.log"
+        # A pid file left by a node that died with its machine names a dead process: the
+        # wait below would read it before the launcher writes the new one.
+        rm -f "$dir/kafka.pid"
         # setsid + nohup: the node outlives this script, its terminal and the caller's
         # process group (a test run or a CI step).
         nohup setsid bash -c "$LAUNCHER" kafka-launcher "$dir/kafka.pid" \
