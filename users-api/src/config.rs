@@ -28,6 +28,12 @@ pub struct Config {
     /// Concurrent password hashes (`LOGIN_MAX_CONCURRENT_HASHES`, default 4: ~76 MiB at
     /// most) and how long a log-in waits for a slot (`LOGIN_HASH_WAIT_MS`, default 2000).
     pub hashing: crate::domain::account::HashGate,
+    /// Failed log-ins and their backoff (`LOGIN_FREE_FAILURES`, `LOGIN_BACKOFF_MAX_SECS`,
+    /// `LOGIN_ACCOUNT_FAILURE_LIMIT`, `LOGIN_FAILURE_WINDOW_SECS`).
+    pub throttle: crate::domain::throttle::ThrottleConfig,
+    /// How long a session lasts however much it is used (`SESSION_MAX_LIFETIME_SECS`,
+    /// default 12 h). Written into each session, so only users-api reads the setting.
+    pub session_max_lifetime: Duration,
 }
 
 /// The waiting room's numbers (DESIGN §3).
@@ -42,6 +48,8 @@ pub struct QueueConfig {
     pub sse_poll: Duration,
     /// An SSE stream sends the status at least this often, changed or not.
     pub sse_keepalive: Duration,
+    /// Status streams one user may hold open at once in one process.
+    pub sse_per_user: u32,
 }
 
 impl QueueConfig {
@@ -54,6 +62,7 @@ impl QueueConfig {
             waiting_idle_timeout: env.secs("QUEUE_WAITING_IDLE_TIMEOUT_SECS", 120, 1..=86_400)?,
             sse_poll: env.millis("QUEUE_SSE_POLL_MS", 1000, 10..=60_000)?,
             sse_keepalive: env.secs("QUEUE_SSE_KEEPALIVE_SECS", 15, 1..=15)?,
+            sse_per_user: env.parse("QUEUE_SSE_PER_USER", 3, 1..=100)?,
         })
     }
 }
@@ -98,6 +107,12 @@ impl Config {
                 env.parse("LOGIN_MAX_CONCURRENT_HASHES", 4, 1..=64)?,
                 env.millis("LOGIN_HASH_WAIT_MS", 2000, 0..=60_000)?,
             ),
+            throttle: crate::domain::throttle::ThrottleConfig::from_env(env)?,
+            session_max_lifetime: env.secs(
+                "SESSION_MAX_LIFETIME_SECS",
+                43_200,
+                60..=86_400 * 30,
+            )?,
         })
     }
 }

@@ -12,6 +12,16 @@ common::error_codes! {
         QueueTokenNotFound = NOT_FOUND "QUEUE_TOKEN_NOT_FOUND",
         /// Every password-hashing slot is busy (a log-in crowd): retry after `Retry-After`.
         Busy = SERVICE_UNAVAILABLE "LOGIN_BUSY",
+        /// Too many failed log-ins for this username from this address (or, from an address
+        /// that never logged in to it, from anywhere): retry after `Retry-After`. Checked
+        /// before the password, so it says nothing about whether the password was right.
+        Throttled = TOO_MANY_REQUESTS "LOGIN_THROTTLED",
+        /// A password that passes the length rule but is too easy to guess: all whitespace,
+        /// the username, or on the list of common passwords.
+        WeakPassword = BAD_REQUEST "WEAK_PASSWORD",
+        /// The user already holds `QUEUE_SSE_PER_USER` status streams open: close one, or
+        /// poll the status instead; retry after `Retry-After`.
+        TooManyStreams = TOO_MANY_REQUESTS "TOO_MANY_STREAMS",
     }
 }
 

@@ -15,6 +15,7 @@ use crate::concerts::ConcertDirectory;
 use crate::config::{ADMIN_PASSWORD, Config, admin_password};
 use crate::domain::account::{self, Password, Username};
 use crate::domain::queue::WaitingRoom;
+use crate::domain::throttle::LoginThrottle;
 use crate::events::RetireOnPurchase;
 use crate::routes::AppState;
 use crate::store::migration::Migrator;
@@ -55,8 +56,10 @@ impl Application {
         let clock = config.clock.clone();
         let db = open_database::<Migrator>(SERVICE, &config.database).await?;
         let (redis, kafka) = connect_messaging(&config.redis, &config.kafka, &ALL_TOPICS).await?;
-        let sessions =
-            SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone());
+        let sessions = SessionStore::new(redis.clone(), config.session.ttl)
+            .with_max_lifetime(config.session_max_lifetime)
+            .with_clock(clock.clone());
+        let throttle = LoginThrottle::new(redis.clone(), config.throttle.clone(), clock.clone());
         let room = WaitingRoom::new(
             QueueKeys::new(redis.clone()),
             config.queue.clone(),
@@ -73,6 +76,7 @@ impl Application {
             concerts: ConcertDirectory::new(config.concert_api.clone()),
             clock: clock.clone(),
             hashing: config.hashing.clone(),
+            throttle,
         });
         // The session extractor (`AuthUser`) looks the store up on its own.
         let sessions = web::Data::new(sessions);
@@ -95,6 +99,8 @@ impl Application {
 
 impl ServiceMain for Config {
     const NAME: &'static str = SERVICE;
+    /// `create-admin` reads it (check-config lists it).
+    const EXTRA_SETTINGS: &'static [&'static str] = &[ADMIN_PASSWORD];
     type Migrator = Migrator;
 
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -110,7 +116,8 @@ impl ServiceMain for Config {
         Application::build(self).await
     }
     /// `users-api create-admin --username NAME` (password from `ADMIN_PASSWORD`): creates the
-    /// admin or resets its password. The credentials are checked before the database opens.
+    /// admin or resets its password, ending every session it had. The credentials are checked
+    /// (length and the password policy) before the database opens.
     async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
         if cmd != "create-admin" {
             return Err(format!(
@@ -130,10 +137,16 @@ impl ServiceMain for Config {
             Username::parse(&username).map_err(|e| format!("--username: {}", e.reason))?;
         let password = Password::parse(password.expose())
             .map_err(|e| format!("{ADMIN_PASSWORD}: {}", e.reason))?;
+        password
+            .check_policy(username.as_str())
+            .map_err(|e| format!("{ADMIN_PASSWORD}: {}", e.0))?;
         let db = open_database::<Migrator>(SERVICE, &self.database)
             .await
             .map_err(|e| e.to_string())?;
-        let admin = account::create_admin(&db, &username, &password)
+        let redis = common::redis::RedisStore::connect(&self.redis).map_err(|e| e.to_string())?;
+        let sessions =
+            SessionStore::new(redis, self.session.ttl).with_max_lifetime(self.session_max_lifetime);
+        let admin = account::create_admin(&db, &sessions, &username, &password)
             .await
             .map_err(|e| e.to_string())?;
         println!("admin `{}` ready (id {})", admin.username, admin.id);

@@ -8,4 +8,7 @@ mod pass;
 mod session;
 
 pub use pass::{ActiveQueuePass, QueueKeys, new_queue_token, queue_token, queue_token_concert};
-pub use session::{AuthUser, Role, Session, SessionStore, random_token};
+pub use session::{
+    AuthUser, DEFAULT_MAX_LIFETIME, MAX_SESSIONS_PER_USER, Opened, Role, Session, SessionStore,
+    random_token,
+};

@@ -40,6 +40,29 @@ pub struct Session {
     pub role: Role,
 }
 
+/// The stored JSON: the session plus when it was opened and the absolute deadline it can
+/// never slide past (unix seconds of the writer's clock). Both are absent in sessions written
+/// before the absolute lifetime existed; the first read caps those from then on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    session: Session,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    absolute_expires_at: Option<i64>,
+}
+
+/// A session just opened by [`SessionStore::open`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub token: String,
+    /// When it lapses unless used (each use slides it, never past `absolute_expires_at`).
+    pub expires_at: DateTime<Utc>,
+    /// When it ends however much it is used.
+    pub absolute_expires_at: DateTime<Utc>,
+}
+
 /// 32 random bytes, base64url: an opaque token nobody can compute from a user id.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -57,12 +80,26 @@ fn sha256_hex(token: &str) -> String {
     out
 }
 
-/// Sessions in Redis: `session:<sha256(token)>` → JSON, TTL slid on every use.
-/// Only the hash is stored, so a Redis dump does not hand out live tokens.
+/// The absolute session lifetime when the store is not told another
+/// (`SESSION_MAX_LIFETIME_SECS`'s default: 12 h).
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Most sessions one user has at once: the index of a user's sessions is trimmed to this
+/// many, and opening one more ends the oldest (so "log out everywhere" always finds them all).
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// Sessions in Redis: `session:<sha256(token)>` → JSON, TTL slid on every use but never past
+/// the session's absolute deadline. Only the hash is stored, so a Redis dump does not hand
+/// out live tokens. `user_sessions:<user id>` indexes each user's session hashes (a sorted
+/// set scored by absolute deadline) for "log out everywhere".
+///
+/// Every command touches one key (a pipeline of single-key commands at most), so the keys
+/// can live in different slots of a Redis Cluster.
 #[derive(Clone)]
 pub struct SessionStore {
     redis: RedisStore,
     ttl: Duration,
+    max_lifetime: Duration,
     clock: crate::clock::Clock,
 }
 
@@ -71,6 +108,7 @@ impl SessionStore {
         Self {
             redis,
             ttl,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             clock: crate::clock::Clock::system(),
         }
     }
@@ -81,39 +119,174 @@ impl SessionStore {
         self
     }
 
+    /// The same store, opening sessions that end `max_lifetime` after they were opened
+    /// however much they are used. A reader honours the deadline written in each session,
+    /// so only the writer (users-api) needs the setting; a reader applies its own only to a
+    /// session written before deadlines existed.
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
+    fn key_of_hash(&self, hash: &str) -> String {
+        self.redis.key(&format!("session:{hash}"))
+    }
+
     fn key(&self, token: &str) -> String {
-        self.redis.key(&format!("session:{}", sha256_hex(token)))
+        self.key_of_hash(&sha256_hex(token))
+    }
+
+    fn index_key(&self, user_id: i64) -> String {
+        self.redis.key(&format!("user_sessions:{user_id}"))
+    }
+
+    fn secs(d: Duration) -> i64 {
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
     }
 
     /// Stores a new session and returns its token and expiry.
     pub async fn create(&self, session: &Session) -> redis::RedisResult<(String, DateTime<Utc>)> {
+        self.open(session).await.map(|o| (o.token, o.expires_at))
+    }
+
+    /// Stores a new session, indexes it under its user, and returns its token, sliding expiry
+    /// and absolute deadline. Past [`MAX_SESSIONS_PER_USER`] the user's oldest sessions end.
+    pub async fn open(&self, session: &Session) -> redis::RedisResult<Opened> {
         let token = random_token();
-        let value = serde_json::to_string(session).expect("session serializes");
+        let hash = sha256_hex(&token);
+        let now = self.clock.now();
+        let lifetime = Self::secs(self.max_lifetime);
+        let deadline = now.timestamp() + lifetime;
+        let first_ttl = self.ttl.min(self.max_lifetime).as_secs().max(1);
+        let value = serde_json::to_string(&Stored {
+            session: session.clone(),
+            created_at: Some(now.timestamp()),
+            absolute_expires_at: Some(deadline),
+        })
+        .map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "session JSON", e.to_string()))
+        })?;
+        let index = self.index_key(session.user_id);
         let mut conn = self.redis.conn();
-        let _: () = redis::cmd("SET")
-            .arg(self.key(&token))
+        let (count,): (usize,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.key_of_hash(&hash))
             .arg(value)
             .arg("EX")
-            .arg(self.ttl.as_secs())
+            .arg(first_ttl)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(deadline)
+            .arg(&hash)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(now.timestamp())
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&index)
+            .arg(lifetime.max(1))
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&index)
             .query_async(&mut conn)
             .await?;
-        Ok((token, self.clock.now() + self.ttl))
+        if count > MAX_SESSIONS_PER_USER {
+            let evicted: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
+                .arg(&index)
+                .arg(count - MAX_SESSIONS_PER_USER)
+                .query_async(&mut conn)
+                .await?;
+            self.delete_hashes(evicted.into_iter().map(|(h, _)| h), None)
+                .await?;
+        }
+        let now_plus = |secs: u64| now + chrono::Duration::seconds(secs as i64);
+        Ok(Opened {
+            token,
+            expires_at: now_plus(first_ttl),
+            absolute_expires_at: now_plus(lifetime as u64),
+        })
     }
 
     /// Looks a token up and slides its TTL in the same command (`GETEX`): one round trip.
+    /// A session past its absolute deadline is gone (deleted here if Redis still had it);
+    /// one whose slid TTL would outlive the deadline is cut to it (a second command, only in
+    /// the last `SESSION_TTL_SECS` of its life).
     pub async fn touch(&self, token: &str) -> redis::RedisResult<Option<Session>> {
+        let key = self.key(token);
         let mut conn = self.redis.conn();
         let raw: Option<String> = redis::cmd("GETEX")
-            .arg(self.key(token))
+            .arg(&key)
             .arg("EX")
             .arg(self.ttl.as_secs())
             .query_async(&mut conn)
             .await?;
-        Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
+        let Some(mut stored) = raw.and_then(|s| serde_json::from_str::<Stored>(&s).ok()) else {
+            return Ok(None);
+        };
+        let now = self.clock.now().timestamp();
+        match stored.absolute_expires_at {
+            Some(deadline) if now >= deadline => {
+                let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+                return Ok(None);
+            }
+            Some(deadline) => {
+                let left = deadline - now;
+                if left < Self::secs(self.ttl) {
+                    let _: i64 = redis::cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(left)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+            }
+            None => {
+                // Written before deadlines: capped from this first read on, and indexed so
+                // "log out everywhere" finds it.
+                let lifetime = Self::secs(self.max_lifetime);
+                let deadline = now + lifetime;
+                stored.absolute_expires_at = Some(deadline);
+                let value = serde_json::to_string(&stored).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "session JSON",
+                        e.to_string(),
+                    ))
+                })?;
+                let index = self.index_key(stored.session.user_id);
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(&index)
+                    .arg(deadline)
+                    .arg(sha256_hex(token))
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&index)
+                    .arg(lifetime.max(1))
+                    .ignore();
+                if lifetime < Self::secs(self.ttl) {
+                    pipe.cmd("EXPIRE").arg(&key).arg(lifetime.max(1)).ignore();
+                }
+                let _: () = pipe.query_async(&mut conn).await?;
+            }
+        }
+        Ok(Some(stored.session))
     }
 
     /// Ends a session at once, for every service.
@@ -124,6 +297,52 @@ impl SessionStore {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Ends `user_id`'s session `token` and drops it from the user's index.
+    pub async fn end(&self, user_id: i64, token: &str) -> redis::RedisResult<()> {
+        self.delete_hashes([sha256_hex(token)], Some(user_id))
+            .await
+            .map(drop)
+    }
+
+    /// Ends every session of `user_id` at once, for every service ("log out everywhere", a
+    /// password reset). Returns how many session keys were still live.
+    pub async fn end_all(&self, user_id: i64) -> redis::RedisResult<usize> {
+        let mut conn = self.redis.conn();
+        let hashes: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index_key(user_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        self.delete_hashes(hashes, Some(user_id)).await
+    }
+
+    /// Deletes the sessions with these hashes, one `DEL` per key in one pipeline, and (given
+    /// the user) removes them from the user's index. A session opened meanwhile is not in
+    /// `hashes`, so it stays indexed. Returns how many were still live.
+    async fn delete_hashes(
+        &self,
+        hashes: impl IntoIterator<Item = String>,
+        user_id: Option<i64>,
+    ) -> redis::RedisResult<usize> {
+        let hashes: Vec<String> = hashes.into_iter().collect();
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for h in &hashes {
+            pipe.cmd("DEL").arg(self.key_of_hash(h));
+        }
+        if let Some(user_id) = user_id {
+            pipe.cmd("ZREM")
+                .arg(self.index_key(user_id))
+                .arg(&hashes)
+                .ignore();
+        }
+        let deleted: Vec<i64> = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(deleted.into_iter().filter(|&d| d == 1).count())
     }
 }
 
@@ -199,6 +418,38 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    #[test]
+    fn a_session_written_before_deadlines_reads_with_none_and_new_ones_round_trip() {
+        let legacy: Stored =
+            serde_json::from_str(r#"{"user_id":7,"username":"ann","role":"USER"}"#).unwrap();
+        assert_eq!(
+            (
+                legacy.session.user_id,
+                legacy.created_at,
+                legacy.absolute_expires_at
+            ),
+            (7, None, None)
+        );
+        let stored = Stored {
+            session: Session {
+                user_id: 8,
+                username: "bob".into(),
+                role: Role::Admin,
+            },
+            created_at: Some(100),
+            absolute_expires_at: Some(43_300),
+        };
+        let json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"user_id": 8, "username": "bob", "role": "ADMIN",
+                "created_at": 100, "absolute_expires_at": 43_300})
+        );
+        // A reader that knows only `Session` (an older service) still reads it.
+        let old_reader: Session = serde_json::from_value(json).unwrap();
+        assert_eq!(old_reader, stored.session);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use common::error::Code;
 use rand::RngCore;
 use sea_orm::{ConnectionTrait, DbErr};
 
+use crate::domain::throttle::LoginThrottle;
 use crate::error::{Catalogued, UsersCode};
 use crate::store::users::{self, UserRow};
 
@@ -21,11 +22,19 @@ pub struct InvalidCredential {
     pub reason: &'static str,
 }
 
+/// A password of the right length that is too easy to guess (400 `WEAK_PASSWORD`); the
+/// reason is written for the person choosing it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `password`: {0}")]
+pub struct WeakPassword(pub &'static str);
+
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error(transparent)]
     Invalid(#[from] InvalidCredential),
+    #[error(transparent)]
+    Weak(#[from] WeakPassword),
     #[error("username `{0}` is taken")]
     UsernameTaken(String),
     #[error("wrong username or password")]
@@ -39,12 +48,20 @@ pub enum AccountError {
     /// Every password-hashing slot is busy: a crowd is logging in. Try again in a second.
     #[error("too many log-ins and sign-ups at once; try again in a second")]
     Busy,
+    /// Too many failed log-ins for this username: wait `retry_after` seconds. Decided before
+    /// the password is looked at.
+    #[error(
+        "too many failed log-ins for this username; try again in {retry_after} s (Retry-After)"
+    )]
+    Throttled { retry_after: u64 },
 }
 
 impl AccountError {
     fn catalogued(&self) -> Catalogued {
         match self {
             Self::Invalid(_) => Code::InvalidRequest.into(),
+            Self::Weak(_) => UsersCode::WeakPassword.into(),
+            Self::Throttled { .. } => UsersCode::Throttled.into(),
             Self::UsernameTaken(_) => UsersCode::UsernameTaken.into(),
             Self::BadCredentials => UsersCode::BadCredentials.into(),
             Self::Hashing(_) | Self::Database(_) => Code::Internal.into(),
@@ -69,6 +86,7 @@ impl ErrorCode for AccountError {
         match self {
             Self::Sessions(e) => e.retry_after(),
             Self::Busy => Some(1),
+            Self::Throttled { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -119,6 +137,28 @@ impl Password {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The password policy beyond length (NIST SP 800-63B: no composition rules, but no
+    /// password an attacker tries first): not only whitespace, not the username (ignoring
+    /// case and surrounding spaces), and not a common password. "Common" is what zxcvbn's
+    /// embedded lists say: the whole password is one entry of its common-passwords list (in
+    /// any case, reversed or with l33t substitutions, e.g. `P@ssw0rd`), or is nothing but a
+    /// keyboard walk (`qwertyuiop`), a sequence (`12345678`, `abcdefgh`) or a short
+    /// repetition (`aaaaaaaa`, `abcabcabc`).
+    pub fn check_policy(&self, username: &str) -> Result<(), WeakPassword> {
+        if self.0.chars().all(char::is_whitespace) {
+            return Err(WeakPassword("must not be only whitespace"));
+        }
+        if self.0.trim().to_lowercase() == username.trim().to_lowercase() {
+            return Err(WeakPassword("must not be the same as the username"));
+        }
+        if is_common(&self.0) {
+            return Err(WeakPassword(
+                "is one of the most commonly used passwords (or a keyboard pattern, sequence or repetition); choose one that is harder to guess",
+            ));
+        }
+        Ok(())
+    }
+
     /// An argon2id PHC string with a random salt. CPU-heavy: call off the async workers.
     pub fn hash(&self) -> Result<String, AccountError> {
         let mut bytes = [0u8; 16];
@@ -129,6 +169,24 @@ impl Password {
             .hash_password(self.0.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| AccountError::Hashing(e.to_string()))
+    }
+}
+
+/// Whether zxcvbn explains `password` as one single guessable thing (see
+/// [`Password::check_policy`]).
+fn is_common(password: &str) -> bool {
+    use zxcvbn::matching::patterns::MatchPattern;
+    let entropy = zxcvbn::zxcvbn(password, &[]);
+    let [only] = entropy.sequence() else {
+        return false;
+    };
+    match &only.pattern {
+        // zxcvbn does not export the type of `dictionary_name` (its module is private), so
+        // the list is told by name; the tests below fail if that name ever changes.
+        MatchPattern::Dictionary(d) => format!("{:?}", d.dictionary_name) == "Passwords",
+        MatchPattern::Spatial(_) | MatchPattern::Sequence(_) => true,
+        MatchPattern::Repeat(r) => r.base_token.chars().count() <= 3,
+        _ => false,
     }
 }
 
@@ -228,11 +286,13 @@ impl From<UserRow> for User {
     }
 }
 
-/// A session just opened: its bearer token, when it lapses unless used, and whose it is.
+/// A session just opened: its bearer token, when it lapses unless used, when it ends
+/// however much it is used, and whose it is.
 #[derive(Debug, Clone)]
 pub struct LoggedIn {
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
     pub user: User,
 }
 
@@ -246,25 +306,52 @@ pub async fn sign_up<C: ConnectionTrait>(
 ) -> Result<User, AccountError> {
     let username = Username::parse(username)?;
     let password = Password::parse(password)?;
-    let hash = gate.run(move || password.hash()).await??;
+    // The policy's pattern matching takes up to ~15 ms of CPU on a long password: it runs
+    // where hashing does, off the async workers and within the same bounded slots.
+    let name = username.as_str().to_owned();
+    let hash = gate
+        .run(move || {
+            password.check_policy(&name)?;
+            password.hash()
+        })
+        .await??;
     users::insert(db, username.as_str(), &hash, Role::User)
         .await?
         .map(User::from)
         .ok_or_else(|| AccountError::UsernameTaken(username.as_str().to_owned()))
 }
 
-/// Checks the password (against a decoy hash for an unknown name, so both cost the same)
-/// and opens a session; its expiry is stated by the store's clock.
+/// What log-in works with besides the database.
+pub struct LogIn<'a> {
+    pub gate: &'a HashGate,
+    pub sessions: &'a SessionStore,
+    pub throttle: &'a LoginThrottle,
+    /// The client's address ([`crate::domain::throttle::client_address`]).
+    pub address: &'a str,
+}
+
+/// Asks the throttle first (a throttled attempt costs no hash and says nothing about the
+/// password), checks the password (against a decoy hash for an unknown name, so both cost
+/// the same), counts a failure or clears the backoff, and opens a session; its expiry is
+/// stated by the store's clock.
 pub async fn log_in<C: ConnectionTrait>(
     db: &C,
-    gate: &HashGate,
-    sessions: &SessionStore,
+    ctx: LogIn<'_>,
     username: &str,
     password: &str,
 ) -> Result<LoggedIn, AccountError> {
+    let LogIn {
+        gate,
+        sessions,
+        throttle,
+        address,
+    } = ctx;
     // Oversized input cannot match a stored account; refuse it before spending CPU on it.
     if username.len() > 64 || password.len() > 512 {
         return Err(AccountError::BadCredentials);
+    }
+    if let Some(retry_after) = throttle.check(username, address).await? {
+        return Err(AccountError::Throttled { retry_after });
     }
     let row = users::find_by_username(db, username).await?;
     let hash = row
@@ -272,35 +359,49 @@ pub async fn log_in<C: ConnectionTrait>(
         .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
     let password = password.to_owned();
     let matches = gate.run(move || verify_password(&password, &hash)).await?;
-    let user = row
-        .filter(|_| matches)
-        .map(User::from)
-        .ok_or(AccountError::BadCredentials)?;
-    let (token, expires_at) = sessions
-        .create(&Session {
+    let Some(user) = row.filter(|_| matches).map(User::from) else {
+        // The answer is 401 either way; a lost count only weakens the backoff, and Redis
+        // just answered the check, so this is a blip, not a way around it.
+        if let Err(e) = throttle.failed(username, address).await {
+            tracing::warn!(error = %e, "could not count a failed log-in");
+        }
+        return Err(AccountError::BadCredentials);
+    };
+    let opened = sessions
+        .open(&Session {
             user_id: user.id,
             username: user.username.clone(),
             role: user.role,
         })
         .await?;
+    // The session is open: a failure to clear the backoff or remember the address must not
+    // turn a good log-in into an error.
+    if let Err(e) = throttle.succeeded(username, address).await {
+        tracing::warn!(error = %e, "could not record a successful log-in's address");
+    }
     Ok(LoggedIn {
-        token,
-        expires_at,
+        token: opened.token,
+        expires_at: opened.expires_at,
+        absolute_expires_at: opened.absolute_expires_at,
         user,
     })
 }
 
-/// Creates the admin account or resets its password and role (operator command). Takes
-/// parsed credentials, so the operator hears about a bad one before anything is opened.
+/// Creates the admin account or resets its password and role (operator command), then ends
+/// every session the admin had (a reset password must lock out whoever had the old one).
+/// Takes parsed credentials, so the operator hears about a bad one before anything is opened.
 pub async fn create_admin<C: ConnectionTrait>(
     db: &C,
+    sessions: &SessionStore,
     username: &Username,
     password: &Password,
 ) -> Result<User, AccountError> {
     let hash = password.hash()?;
-    Ok(users::upsert_admin(db, username.as_str(), &hash)
+    let admin: User = users::upsert_admin(db, username.as_str(), &hash)
         .await?
-        .into())
+        .into();
+    sessions.end_all(admin.id).await?;
+    Ok(admin)
 }
 
 #[cfg(test)]
@@ -325,6 +426,80 @@ mod tests {
         assert!(Password::parse(&"p".repeat(129)).is_err());
         let p = Password::parse("correct horse").unwrap();
         assert_eq!(format!("{p:?}"), "Password(***)");
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_saying_why() {
+        let weak = [
+            ("password", "common"),
+            ("PASSWORD", "common"),
+            ("Password1", "common"),
+            ("p@ssw0rd", "common"),
+            ("drowssap", "common"),
+            ("iloveyou", "common"),
+            ("sunshine", "common"),
+            ("football", "common"),
+            ("baseball", "common"),
+            ("trustno1", "common"),
+            ("12345678", "common"),
+            ("123456789", "common"),
+            ("87654321", "common"),
+            ("abcdefghij", "common"),
+            ("qwertyuiop", "common"),
+            ("1qaz2wsx3edc", "common"),
+            ("aaaaaaaaaa", "common"),
+            ("abcabcabcabc", "common"),
+            ("        ", "whitespace"),
+            ("\t \n \t \n ", "whitespace"),
+            ("long_username", "username"),
+            ("  Long_UserName ", "username"),
+        ];
+        for (raw, says) in weak {
+            let err = Password::parse(raw)
+                .unwrap()
+                .check_policy("long_username")
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with("field `password`: ") && err.0.contains(says),
+                "{raw:?}: {err}"
+            );
+        }
+    }
+
+    /// Every password the repository itself uses (tests, fixtures, README, the local stack,
+    /// benchmarks) passes, so none of them breaks when the policy is on.
+    #[test]
+    fn the_repositorys_own_passwords_pass() {
+        let mut used = vec![
+            "password-123".to_owned(),
+            "password-456".to_owned(),
+            "wrong-password".to_owned(),
+            "first-password".to_owned(),
+            "second-password".to_owned(),
+            "admin-pass-local".to_owned(),
+            "admin-pass-test".to_owned(),
+            "loadtest-password".to_owned(),
+            "storm-fan-passphrase".to_owned(),
+            "fan-password".to_owned(),
+            "journey-password".to_owned(),
+            "contract-password".to_owned(),
+            "alice-password".to_owned(),
+            "fan-of-the-band-2026".to_owned(),
+            "wrong-guess-123".to_owned(),
+            "correct horse".to_owned(),
+            "decoy-password-for-timing".to_owned(),
+        ];
+        used.extend((0..50).map(|i| format!("password-{i}")));
+        for raw in &used {
+            let p = Password::parse(raw).unwrap();
+            assert_eq!(p.check_policy("some_user"), Ok(()), "{raw}");
+        }
+        assert_eq!(
+            Password::parse("storm-fan-passphrase")
+                .unwrap()
+                .check_policy("storm_fan"),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Sign-up, log-in, log-out and `me` (API.md, users-api).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use common::ApiError;
 use common::auth::{AuthUser, Role};
@@ -8,7 +8,8 @@ use common::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::account::{self, LoggedIn, User};
+use crate::domain::account::{self, LogIn, LoggedIn, User};
+use crate::domain::throttle::client_address;
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,7 +26,8 @@ pub struct Credentials {
     /// 3 to 32 of `[a-z0-9_]`.
     #[schema(min_length = 3, max_length = 32, pattern = "^[a-z0-9_]{3,32}$")]
     username: String,
-    /// 8 to 128 characters (Unicode scalar values), none of them NUL.
+    /// 8 to 128 characters (Unicode scalar values), none of them NUL. On sign-up also: not
+    /// only whitespace, not the username, not a common password (400 `WEAK_PASSWORD`).
     #[schema(min_length = 8, max_length = 128, pattern = "^[^\\u0000]*$")]
     password: String,
 }
@@ -55,8 +57,12 @@ impl From<User> for UserView {
 pub struct SessionView {
     /// The bearer token for `Authorization: Bearer`.
     token: String,
-    /// When the session lapses unless used; each use extends it.
+    /// When the session lapses unless used; each use extends it (never past
+    /// `absolute_expires_at`).
     expires_at: DateTime<Utc>,
+    /// When the session ends however much it is used (`SESSION_MAX_LIFETIME_SECS` after
+    /// log-in).
+    absolute_expires_at: DateTime<Utc>,
     user: UserView,
 }
 
@@ -65,6 +71,7 @@ impl From<LoggedIn> for SessionView {
         Self {
             token: s.token,
             expires_at: s.expires_at,
+            absolute_expires_at: s.absolute_expires_at,
             user: s.user.into(),
         }
     }
@@ -73,7 +80,7 @@ impl From<LoggedIn> for SessionView {
 #[utoipa::path(post, path = "/api/users", request_body = Credentials,
     responses(
         (status = 201, description = "the new account, with role USER", body = UserView),
-        (status = 400, description = "`INVALID_REQUEST`: a malformed body, or a username or password outside its constraints; the detail names the field"),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, or a username or password outside its constraints; the detail names the field. `WEAK_PASSWORD`: the password is only whitespace, the username, or a common password (a list entry, keyboard pattern, sequence or repetition); the detail names `password` and says which"),
         (status = 409, description = "`USERNAME_TAKEN`: someone already has this username"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many sign-ups from one address"),
         (status = 503, description = "`LOGIN_BUSY`: every password-hashing slot is busy (a crowd is signing up or logging in); retry after `Retry-After`",
@@ -93,34 +100,64 @@ pub async fn sign_up(
         (status = 201, description = "a new session", body = SessionView),
         (status = 400, description = "`INVALID_REQUEST`: a malformed body (a missing field, a wrong type, a NUL character)"),
         (status = 401, description = "`BAD_CREDENTIALS`: unknown username or wrong password (which is not said)"),
-        (status = 429, description = "`RATE_LIMITED` (the gateway): too many log-ins from one address"),
+        (status = 429, description = "`LOGIN_THROTTLED`: too many failed log-ins for this username from this address (after `LOGIN_FREE_FAILURES`, each attempt waits 1 s, 2 s, 4 s … since the last failure), or for this username from anywhere while this address never logged in to it; refused before the password is checked. `RATE_LIMITED` (the gateway): too many log-ins from one address"),
         (status = 503, description = "`LOGIN_BUSY`: every password-hashing slot is busy (a log-in crowd); retry after `Retry-After`",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn log_in(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let session = account::log_in(
-        &state.db,
-        &state.hashing,
-        &state.sessions,
-        &username,
-        &password,
-    )
-    .await?;
+    let address = client_address(&req);
+    let ctx = LogIn {
+        gate: &state.hashing,
+        sessions: &state.sessions,
+        throttle: &state.throttle,
+        address: &address,
+    };
+    let session = account::log_in(&state.db, ctx, &username, &password).await?;
     Ok(HttpResponse::Created().json(SessionView::from(session)))
 }
 
-#[utoipa::path(delete, path = "/api/sessions", security(("bearer" = [])),
+/// `?all=true|false` of log-out.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogOutQuery {
+    /// `true`: end every session of the caller (every device), not just this one. Default
+    /// `false`.
+    #[param(value_type = Option<bool>)]
+    all: Option<String>,
+}
+
+impl LogOutQuery {
+    fn all(&self) -> Result<bool, ApiError> {
+        match self.all.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(ApiError::invalid_field("all", "must be true or false")),
+        }
+    }
+}
+
+#[utoipa::path(delete, path = "/api/sessions", security(("bearer" = [])), params(LogOutQuery),
     responses(
-        (status = 204, description = "logged out: the token stops working in every service at once"),
+        (status = 204, description = "logged out: the token (with `all=true`: every session of the caller) stops working in every service at once"),
+        (status = 400, description = "`INVALID_REQUEST`: `all` is neither `true` nor `false`; the detail names `all`"),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many requests from one address"),
     ))]
-pub async fn log_out(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    state.sessions.delete(&user.token).await?;
+pub async fn log_out(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<LogOutQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.all()? {
+        state.sessions.end_all(user.id).await?;
+    } else {
+        state.sessions.end(user.id, &user.token).await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The password-hashing slots log-in and sign-up share.
     pub hashing: crate::domain::account::HashGate,
+    /// Failed log-ins per (username, address) and per username.
+    pub throttle: crate::domain::throttle::LoginThrottle,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -12,7 +12,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::queue::{QueueError, QueueState, QueueStatus};
+use crate::domain::queue::{QueueError, QueueState, QueueStatus, StreamSlot};
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -102,6 +102,8 @@ pub struct QueueEvent {
             content_type = "text/event-stream", body = QueueEvent),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
+        (status = 429, description = "`TOO_MANY_STREAMS`: this account already holds as many status streams open as one user may (`QUEUE_SSE_PER_USER`), or (the gateway) this session token does; close one or poll `GET /api/queue/tokens/{token}`",
+            headers(("Retry-After" = u64, description = "seconds"))),
         (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
@@ -112,11 +114,18 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let token = token.into_inner();
     let first = state.room.status(user.id, &token).await?;
+    let slot = state.room.open_stream(user.id)?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(status_frames(state.into_inner(), user.id, token, first)))
+        .streaming(status_frames(
+            state.into_inner(),
+            user.id,
+            token,
+            first,
+            slot,
+        )))
 }
 
 fn sse_frame(status: &QueueStatus) -> Bytes {
@@ -128,6 +137,8 @@ fn sse_frame(status: &QueueStatus) -> Bytes {
 
 /// Where a status stream stands between checks.
 struct Watching {
+    /// Held for as long as the stream lives; dropped with it.
+    slot: StreamSlot,
     last: QueueStatus,
     last_sent: tokio::time::Instant,
     done: bool,
@@ -142,10 +153,12 @@ fn status_frames(
     user_id: i64,
     token: String,
     first: QueueStatus,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let cfg = state.room.config();
     let (poll, keepalive) = (cfg.sse_poll, cfg.sse_keepalive);
     let init = Watching {
+        slot,
         done: first.status != QueueState::Waiting,
         last: first,
         last_sent: tokio::time::Instant::now(),
@@ -178,6 +191,11 @@ fn status_frames(
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
                     return Some((Ok(sse_frame(&s.last)), s));
+                }
+                if s.slot.should_probe() {
+                    // A comment line, ignored by clients: if this one is gone, the write
+                    // fails and the stream (and its slot) is dropped.
+                    return Some((Ok(Bytes::from_static(b":\n\n")), s));
                 }
             }
         }

@@ -118,7 +118,9 @@ async fn passwords_are_stored_as_argon2id_and_wrong_ones_are_refused() {
 
 #[tokio::test]
 async fn fifty_concurrent_sign_ups_for_one_name_make_one_account() {
-    let s = spawn_app().await;
+    // Fifty hashes through four slots on a busy test machine can take longer than the
+    // default wait for a slot; this test is about the unique name, not about LOGIN_BUSY.
+    let s = crate::helpers::spawn_app_with(|env| env.with("LOGIN_HASH_WAIT_MS", "60000")).await;
     let c = reqwest::Client::new();
     let attempts = (0..50).map(|i| {
         let c = c.clone();
@@ -203,6 +205,44 @@ async fn bad_sign_ups_are_400_naming_the_field_and_write_nothing() {
     );
     assert_eq!(s.count_users().await, 0, "nothing written");
 
+    // (username, password, a word the detail must hold)
+    let weak = [
+        ("ann", "password", "common"),
+        ("ann", "Password1", "common"),
+        ("ann", "P@ssw0rd", "common"),
+        ("ann", "drowssap", "common"),
+        ("ann", "iloveyou", "common"),
+        ("ann", "12345678", "common"),
+        ("ann", "qwertyuiop", "common"),
+        ("ann", "aaaaaaaaaa", "common"),
+        ("ann", "          ", "whitespace"),
+        ("ann", "\t\n \t\n \t\n", "whitespace"),
+        ("long_username", " Long_Username ", "username"),
+        ("long_username", "LONG_USERNAME", "username"),
+    ];
+    for (username, password, says) in weak {
+        let body = json!({"username": username, "password": password});
+        let (status, p) = problem(
+            c.post(s.url("/api/users"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (400, Some("WEAK_PASSWORD")),
+            "{password:?}"
+        );
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("password") && detail.contains(says),
+            "{password:?}: {detail}"
+        );
+    }
+    assert_eq!(s.count_users().await, 0, "nothing written");
+
     s.session("ann").await;
     let again = json!({"username": "ann", "password": "password-456"});
     let (status, p) = problem(
@@ -284,6 +324,8 @@ async fn create_admin_creates_then_resets_the_admin() {
         std::process::Command::new(env!("CARGO_BIN_EXE_users-api"))
             .args(["create-admin", "--username", "admin"])
             .env("USERS_DATABASE_URL", &s.iso.db.url)
+            .env("REDIS_URL", common::testkit::redis_url())
+            .env("REDIS_KEY_PREFIX", &s.iso.redis_prefix)
             .env("ADMIN_PASSWORD", password)
             .output()
             .unwrap()
@@ -293,19 +335,39 @@ async fn create_admin_creates_then_resets_the_admin() {
             .json(&json!({"username": "admin", "password": password}))
             .send()
     };
+    let me = |token: String| c.get(s.url("/api/users/me")).bearer_auth(token).send();
     assert!(run("first-password").status.success());
     let res = log_in("first-password").await.unwrap();
     assert_eq!(res.status(), 201);
-    assert_eq!(res.json::<Value>().await.unwrap()["user"]["role"], "ADMIN");
+    let session: Value = res.json().await.unwrap();
+    assert_eq!(session["user"]["role"], "ADMIN");
+    let old_token = session["token"].as_str().unwrap().to_owned();
+    assert_eq!(me(old_token.clone()).await.unwrap().status(), 200);
 
     assert!(run("second-password").status.success());
+    assert_eq!(
+        me(old_token).await.unwrap().status(),
+        401,
+        "a reset ends the admin's sessions"
+    );
     assert_eq!(log_in("first-password").await.unwrap().status(), 401);
     assert_eq!(log_in("second-password").await.unwrap().status(), 201);
     assert_eq!(s.count_users().await, 1);
 
-    let short = run("short");
-    assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stderr).contains("ADMIN_PASSWORD"));
+    for (weak, says) in [
+        ("short", "8 to 128"),
+        ("password1", "common"),
+        ("        admin ", "username"),
+    ] {
+        let out = run(weak);
+        assert!(!out.status.success(), "{weak}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ADMIN_PASSWORD") && stderr.contains(says),
+            "{weak}: {stderr}"
+        );
+    }
+    assert_eq!(log_in("second-password").await.unwrap().status(), 201);
 }
 
 /// A log-in crowd cannot make users-api hash without bound (each argon2 hash holds ~19 MiB):

@@ -4,3 +4,5 @@ mod accounts;
 mod helpers;
 mod platform;
 mod queue;
+mod sessions;
+mod throttle;

@@ -5,6 +5,7 @@ use common::testkit::{
     assert_binary_rejects_config, assert_openapi_complete, assert_platform_endpoints,
     documented_statuses, required_schemes,
 };
+use serde_json::json;
 use users_api::error::UsersCode;
 
 use crate::helpers::spawn_app;
@@ -89,6 +90,11 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
         ),
         ("get", "/api/users/me", &["200", "401", "500", "503"]),
         (
+            "delete",
+            "/api/sessions",
+            &["204", "400", "401", "429", "500", "503"],
+        ),
+        (
             "post",
             "/api/queue/tokens",
             &[
@@ -117,6 +123,13 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
     assert_eq!(credentials["username"]["maxLength"], 32);
     assert_eq!(credentials["password"]["minLength"], 8);
     assert_eq!(credentials["password"]["maxLength"], 128);
+    let log_out = &doc["paths"]["/api/sessions"]["delete"]["parameters"][0];
+    assert_eq!(
+        (&log_out["name"], &log_out["in"], &log_out["schema"]["type"]),
+        (&json!("all"), &json!("query"), &json!("boolean"))
+    );
+    let session = &doc["components"]["schemas"]["Session"]["properties"];
+    assert!(session["absolute_expires_at"].is_object(), "{session}");
     assert_eq!(
         doc["components"]["schemas"]["JoinRequest"]["properties"]["concert_id"]["minimum"],
         1

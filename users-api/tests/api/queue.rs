@@ -465,6 +465,66 @@ async fn the_event_stream_pushes_status_until_active_then_ends() {
     assert!(last["active_until"].is_string());
 }
 
+/// One account cannot hold more than `QUEUE_SSE_PER_USER` status streams, however many
+/// sessions it opens; another account is not affected, and a closed stream frees its slot.
+#[tokio::test]
+async fn a_user_holds_at_most_the_cap_of_status_streams_across_sessions() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_SSE_PER_USER", "2")
+            .with("QUEUE_SSE_POLL_MS", "50")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let store = SessionStore::new(
+        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
+        Duration::from_secs(600),
+    );
+    let fan = Session {
+        user_id: 20_000,
+        username: "streamer".into(),
+        role: Role::User,
+    };
+    let first_session = store.create(&fan).await.unwrap().0;
+    let second_session = store.create(&fan).await.unwrap().0;
+    let (_, joined) = join(&c, &s, &first_session, 1).await;
+    let token = joined["token"].as_str().unwrap().to_owned();
+    let open = |session: String, token: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/api/queue/tokens/{token}/events"));
+        async move { c.get(url).bearer_auth(session).send().await.unwrap() }
+    };
+
+    let a = open(first_session.clone(), token.clone()).await;
+    let b = open(second_session.clone(), token.clone()).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let refused = open(second_session.clone(), token.clone()).await;
+    assert_eq!(refused.status(), 429, "a third stream, from either session");
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_STREAMS");
+
+    let (_, other) = sessions(&s, 1).await.remove(0);
+    let (_, other_joined) = join(&c, &s, &other, 1).await;
+    let other_stream = open(other, other_joined["token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(other_stream.status(), 200, "another user is not affected");
+
+    // The client goes away without a word; the service learns it at the next write, which
+    // the refusals make happen at the stream's next checks rather than after a keep-alive.
+    drop(a);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let res = open(first_session.clone(), token.clone()).await;
+        if res.status() == 200 {
+            reopened = Some(res);
+            break;
+        }
+        assert_eq!(res.status(), 429);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "the closed stream's slot came back");
+    drop(b);
+}
+
 #[tokio::test]
 async fn each_request_costs_two_redis_round_trips() {
     let redis = PrivateRedis::start().await;

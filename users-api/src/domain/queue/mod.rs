@@ -13,6 +13,7 @@
 //! Redis key TTLs, which run on Redis's own clock.
 
 mod status;
+mod streams;
 
 use chrono::{DateTime, Utc};
 use common::ErrorCode;
@@ -22,6 +23,7 @@ use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
 
 pub use status::{Admission, QueueState, QueueStatus};
+pub use streams::{StreamSlot, StreamSlots};
 
 use crate::config::QueueConfig;
 use crate::error::{Catalogued, UsersCode};
@@ -32,6 +34,9 @@ pub enum QueueError {
     /// Unknown, malformed, or another user's: the same answer for all three.
     #[error("no such queue token for this user")]
     TokenNotFound,
+    /// The user already has as many status streams open here as one user may.
+    #[error("this account already has {open} status streams open; close one or poll instead")]
+    TooManyStreams { open: u32 },
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
 }
@@ -40,6 +45,7 @@ impl QueueError {
     fn catalogued(&self) -> Catalogued {
         match self {
             Self::TokenNotFound => UsersCode::QueueTokenNotFound.into(),
+            Self::TooManyStreams { .. } => UsersCode::TooManyStreams.into(),
             Self::Redis(_) => Code::DependencyUnavailable.into(),
         }
     }
@@ -56,6 +62,9 @@ impl ErrorCode for QueueError {
         match self {
             Self::Redis(e) => e.retry_after(),
             Self::TokenNotFound => None,
+            // A stream whose client went away frees its slot at its next write, within one
+            // keep-alive period (15 s at most).
+            Self::TooManyStreams { .. } => Some(5),
         }
     }
 }
@@ -172,19 +181,30 @@ pub struct WaitingRoom {
     status: Script,
     admit: Script,
     retire: Script,
+    streams: StreamSlots,
 }
 
 impl WaitingRoom {
     pub fn new(keys: QueueKeys, cfg: QueueConfig, clock: Clock) -> Self {
         Self {
             keys,
-            cfg,
             clock,
             join: Script::new(JOIN),
             status: Script::new(STATUS),
             admit: Script::new(ADMIT),
             retire: Script::new(RETIRE),
+            streams: StreamSlots::new(cfg.sse_per_user),
+            cfg,
         }
+    }
+
+    /// A slot for one more status stream of `user_id` in this process (`QUEUE_SSE_PER_USER`).
+    pub fn open_stream(&self, user_id: i64) -> Result<StreamSlot, QueueError> {
+        self.streams
+            .try_open(user_id)
+            .ok_or(QueueError::TooManyStreams {
+                open: self.cfg.sse_per_user,
+            })
     }
 
     pub fn config(&self) -> &QueueConfig {
