@@ -55,6 +55,7 @@ impl Application {
             concerts: payment_api::concerts::ConcertClient::new(
                 &config.payment.concert_api_url,
                 config.payment.concert_api_timeout,
+                &config.payment.internal_token,
             ),
             payment: config.payment.clone(),
             grace: config.reservation.grace,

@@ -13,6 +13,8 @@ pub struct ServiceClient {
     base: String,
     /// Shown to the end user when the upstream cannot answer.
     unavailable: &'static str,
+    /// Sent with every request (e.g. the service credential for `/internal/**`).
+    headers: reqwest::header::HeaderMap,
 }
 
 impl ServiceClient {
@@ -27,7 +29,26 @@ impl ServiceClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             unavailable,
+            headers: reqwest::header::HeaderMap::new(),
         }
+    }
+
+    /// Sends `X-Internal-Token: <token>` with every request: the credential another
+    /// service's `/internal/**` requires. The header is marked sensitive (never logged).
+    /// `INTERNAL_API_TOKEN` is validated as visible ASCII, so it always makes a header value;
+    /// if one did not, no credential is sent and the other side refuses (fail closed).
+    pub fn with_internal_token(mut self, token: &crate::config::Secret<String>) -> Self {
+        match reqwest::header::HeaderValue::from_str(token.expose()) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.headers.insert(
+                    reqwest::header::HeaderName::from_static("x-internal-token"),
+                    value,
+                );
+            }
+            Err(_) => tracing::error!("INTERNAL_API_TOKEN is not a valid header value"),
+        }
+        self
     }
 
     fn unavailable(&self, url: &str, why: &str) -> ApiError {
@@ -46,7 +67,13 @@ impl ServiceClient {
         let mut attempt = 0;
         let res = loop {
             attempt += 1;
-            match self.http.get(&url).send().await {
+            match self
+                .http
+                .get(&url)
+                .headers(self.headers.clone())
+                .send()
+                .await
+            {
                 Ok(res) => break res,
                 Err(e) if e.is_connect() && attempt < 2 => continue,
                 Err(e) => return Err(self.unavailable(&url, &e.to_string())),
@@ -75,7 +102,14 @@ impl ServiceClient {
         let mut attempt = 0;
         let res = loop {
             attempt += 1;
-            match self.http.post(&url).json(body).send().await {
+            match self
+                .http
+                .post(&url)
+                .headers(self.headers.clone())
+                .json(body)
+                .send()
+                .await
+            {
                 Ok(res) => break res,
                 Err(e) if e.is_connect() && attempt < 2 => continue,
                 Err(e) => return Err(self.unavailable(&url, &e.to_string())),

@@ -3,9 +3,11 @@
 //! A service builds its own config struct out of these pieces. A bad value stops the
 //! process with a message naming the variable; secrets are wrapped so they never print.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A value that must never reach a log line (database URLs carry passwords).
@@ -71,7 +73,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid configuration: {var}={value:?}: {reason}")]
 pub struct ConfigError {
     pub var: String,
@@ -80,18 +82,27 @@ pub struct ConfigError {
 }
 
 /// Where settings come from: the process environment, or a map in tests.
+///
+/// Every variable asked for is recorded (set or not), so `<service> check-config` can list
+/// exactly the names a service reads. In check mode ([`Env::checking`]) a bad value is
+/// recorded instead of failing and the default is used, so one pass reads every variable
+/// and reports every error.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     overrides: HashMap<String, String>,
     use_process_env: bool,
+    /// Every name asked for; shared by clones.
+    read: Arc<Mutex<BTreeSet<String>>>,
+    /// `Some` in check mode: the errors met so far.
+    collected: Option<Arc<Mutex<Vec<ConfigError>>>>,
 }
 
 impl Env {
     /// The process environment.
     pub fn process() -> Self {
         Self {
-            overrides: HashMap::new(),
             use_process_env: true,
+            ..Self::default()
         }
     }
 
@@ -102,7 +113,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-            use_process_env: false,
+            ..Self::default()
         }
     }
 
@@ -112,7 +123,46 @@ impl Env {
         self
     }
 
+    /// Check mode: bad values are collected ([`Env::errors`]) and replaced by their defaults
+    /// instead of failing, so reading a whole configuration reports every problem at once.
+    pub fn checking(mut self) -> Self {
+        self.collected = Some(Arc::default());
+        self
+    }
+
+    /// Every variable name asked for so far, set or not, sorted.
+    pub fn names_read(&self) -> Vec<String> {
+        self.read
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The errors collected in check mode (empty otherwise).
+    pub fn errors(&self) -> Vec<ConfigError> {
+        self.collected
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|e| e.clone()))
+            .unwrap_or_default()
+    }
+
+    /// A validation that failed: an error, or in check mode recorded and `Ok(fallback)`.
+    pub fn reject<T>(&self, err: ConfigError, fallback: T) -> Result<T, ConfigError> {
+        match &self.collected {
+            Some(collected) => {
+                if let Ok(mut errors) = collected.lock() {
+                    errors.push(err);
+                }
+                Ok(fallback)
+            }
+            None => Err(err),
+        }
+    }
+
     pub fn raw(&self, var: &str) -> Option<String> {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(var.to_owned());
+        }
         if let Some(v) = self.overrides.get(var) {
             return Some(v.clone());
         }
@@ -144,17 +194,25 @@ impl Env {
         let Some(raw) = self.raw(var).filter(|v| !v.trim().is_empty()) else {
             return Ok(default);
         };
-        let value: T = raw.trim().parse().map_err(|e: T::Err| ConfigError {
-            var: var.to_owned(),
-            value: raw.clone(),
-            reason: e.to_string(),
-        })?;
+        let value: T = match raw.trim().parse() {
+            Ok(v) => v,
+            Err(e) => {
+                let e: T::Err = e;
+                let err = ConfigError {
+                    var: var.to_owned(),
+                    value: raw.clone(),
+                    reason: e.to_string(),
+                };
+                return self.reject(err, default);
+            }
+        };
         if !range.contains(&value) {
-            return Err(ConfigError {
+            let err = ConfigError {
                 var: var.to_owned(),
                 value: raw,
                 reason: format!("must be between {} and {}", range.start(), range.end()),
-            });
+            };
+            return self.reject(err, default);
         }
         Ok(value)
     }
@@ -193,11 +251,12 @@ impl Env {
                 .is_some_and(|r| r.starts_with("://") && r.len() > 3)
         });
         if !ok {
-            return Err(ConfigError {
+            let err = ConfigError {
                 var: var.to_owned(),
                 value: redact_url(&value),
                 reason: format!("must be a URL starting with {}://", schemes.join("://, ")),
-            });
+            };
+            return self.reject(err, SecretUrl::new(default));
         }
         Ok(SecretUrl::new(value))
     }
@@ -213,11 +272,81 @@ impl Env {
         if allowed.contains(&value.as_str()) {
             Ok(value)
         } else {
-            Err(ConfigError {
+            let err = ConfigError {
                 var: var.to_owned(),
                 value,
                 reason: format!("must be one of {}", allowed.join(", ")),
-            })
+            };
+            self.reject(err, default.to_ascii_lowercase())
+        }
+    }
+
+    /// `true` or `false` (also `1`/`0`, `yes`/`no`).
+    pub fn flag(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        let fallback = if default { "true" } else { "false" };
+        let value = self.choice(var, fallback, &["true", "false", "1", "0", "yes", "no"])?;
+        Ok(matches!(value.as_str(), "true" | "1" | "yes"))
+    }
+
+    /// A secret of `min_len..=max_len` visible ASCII characters, `None` when unset or empty.
+    /// Its value never appears in an error.
+    pub fn secret(
+        &self,
+        var: &str,
+        len: std::ops::RangeInclusive<usize>,
+    ) -> Result<Option<Secret<String>>, ConfigError> {
+        let Some(value) = self.raw(var).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let reason = if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            Some("must be visible ASCII characters only (no spaces or control characters)".into())
+        } else if !len.contains(&value.len()) {
+            Some(format!(
+                "must be {} to {} characters long (it is {})",
+                len.start(),
+                len.end(),
+                value.len()
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                let err = ConfigError {
+                    var: var.to_owned(),
+                    value: "***".into(),
+                    reason,
+                };
+                self.reject(err, None)
+            }
+            None => Ok(Some(Secret::new(value))),
+        }
+    }
+
+    /// A path to an existing, readable file, `None` when unset or empty.
+    pub fn file(&self, var: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let value = self.string(var, "");
+        if value.is_empty() {
+            return Ok(None);
+        }
+        match std::fs::File::open(&value) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(PathBuf::from(value))),
+            Ok(_) => {
+                let err = ConfigError {
+                    var: var.to_owned(),
+                    value,
+                    reason: "must be a file (PEM), not a directory".into(),
+                };
+                self.reject(err, None)
+            }
+            Err(e) => {
+                let err = ConfigError {
+                    var: var.to_owned(),
+                    value,
+                    reason: format!("cannot be read: {e}"),
+                };
+                self.reject(err, None)
+            }
         }
     }
 }
@@ -234,8 +363,12 @@ pub struct HttpConfig {
     pub host: String,
     pub port: u16,
     pub workers: usize,
-    /// How long in-flight requests may take to drain on shutdown.
+    /// The deadline of the whole shutdown (drain, background tasks, producer flush): every
+    /// step gets what is left of it, and the process exits when it passes.
     pub shutdown_timeout: Duration,
+    /// The service credential `/internal/**` requires (header `X-Internal-Token`); `None`:
+    /// every internal request is refused.
+    pub internal_token: Option<Secret<String>>,
 }
 
 impl HttpConfig {
@@ -247,7 +380,32 @@ impl HttpConfig {
             port: env.parse(port_var, default_port, 0..=65535)?,
             workers: env.parse("HTTP_WORKERS", default_workers, 1..=256)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 10, 1..=300)?,
+            internal_token: internal_token(env)?,
         })
+    }
+}
+
+/// The shared secret services present to each other's `/internal/**` routes.
+pub const INTERNAL_API_TOKEN: &str = "INTERNAL_API_TOKEN";
+const INTERNAL_TOKEN_LEN: std::ops::RangeInclusive<usize> = 32..=512;
+
+/// `INTERNAL_API_TOKEN` if set (32 to 512 visible ASCII characters).
+pub fn internal_token(env: &Env) -> Result<Option<Secret<String>>, ConfigError> {
+    env.secret(INTERNAL_API_TOKEN, INTERNAL_TOKEN_LEN)
+}
+
+/// `INTERNAL_API_TOKEN` for a service that calls another's `/internal/**`: it must be set.
+pub fn required_internal_token(env: &Env) -> Result<Secret<String>, ConfigError> {
+    match internal_token(env)? {
+        Some(token) => Ok(token),
+        None => {
+            let err = ConfigError {
+                var: INTERNAL_API_TOKEN.into(),
+                value: String::new(),
+                reason: "must be set: this service calls /internal/** of another service".into(),
+            };
+            env.reject(err, Secret::new(String::new()))
+        }
     }
 }
 
@@ -266,8 +424,10 @@ impl DatabaseConfig {
     /// `url_var` is the service's own database variable, e.g. `USERS_DATABASE_URL`.
     pub fn from_env(env: &Env, url_var: &str, default_db: &str) -> Result<Self, ConfigError> {
         let default_url = format!("postgres://postgres@127.0.0.1:5432/{default_db}");
+        let url = env.url(url_var, &default_url, &["postgres", "postgresql"])?;
+        check_postgres_tls(env, url_var, &url)?;
         Ok(Self {
-            url: env.url(url_var, &default_url, &["postgres", "postgresql"])?,
+            url,
             pool_size: env.parse("DATABASE_POOL_SIZE", 16, 1..=500)?,
             connect_timeout: env.secs("DATABASE_CONNECT_TIMEOUT_SECS", 5, 1..=120)?,
             lock_timeout: None,
@@ -280,18 +440,83 @@ impl DatabaseConfig {
     }
 }
 
+/// The URL's `sslmode` (`disable` when absent: plain connections, as before TLS support),
+/// one of libpq's words.
+pub fn postgres_ssl_mode(url: &str) -> Option<&str> {
+    url_query(url, &["sslmode", "ssl-mode"])
+}
+
+fn url_query<'a>(url: &'a str, keys: &[&str]) -> Option<&'a str> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        keys.contains(&k).then_some(v)
+    })
+}
+
+/// `sslmode` is a word PostgreSQL knows, and `sslrootcert` (if any) a readable file.
+fn check_postgres_tls(env: &Env, var: &str, url: &SecretUrl) -> Result<(), ConfigError> {
+    const MODES: [&str; 6] = [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+    let url_text = url.expose();
+    if let Some(mode) = postgres_ssl_mode(url_text)
+        && !MODES.contains(&mode)
+    {
+        let err = ConfigError {
+            var: var.to_owned(),
+            value: redact_url(url_text),
+            reason: format!("sslmode must be one of {}", MODES.join(", ")),
+        };
+        return env.reject(err, ());
+    }
+    if let Some(path) = url_query(url_text, &["sslrootcert", "ssl-root-cert", "ssl-ca"])
+        && !std::path::Path::new(path).is_file()
+    {
+        let err = ConfigError {
+            var: var.to_owned(),
+            value: redact_url(url_text),
+            reason: format!("sslrootcert {path} is not a readable file"),
+        };
+        return env.reject(err, ());
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     pub url: SecretUrl,
     /// Prepended to every key, so tests (and tenants) never collide.
     pub key_prefix: String,
+    /// A private CA (PEM) that signs the server certificate of a `rediss://` Redis; `None`:
+    /// the system's trusted roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl RedisConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?;
+        let ca_cert = env.file("REDIS_CA_CERT")?;
+        let ca_cert = match ca_cert {
+            Some(path) if !url.expose().starts_with("rediss://") => {
+                let err = ConfigError {
+                    var: "REDIS_CA_CERT".into(),
+                    value: path.display().to_string(),
+                    reason: "only used with a rediss:// REDIS_URL (TLS)".into(),
+                };
+                env.reject(err, None)?
+            }
+            other => other,
+        };
         Ok(Self {
-            url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            url,
             key_prefix: env.string("REDIS_KEY_PREFIX", ""),
+            ca_cert,
         })
     }
 }
@@ -309,19 +534,181 @@ pub struct KafkaConfig {
     /// After this long without a heartbeat a consumer is out of its group and its partitions
     /// move (the broker accepts 6 s to 30 min by default).
     pub session_timeout_ms: u32,
+    /// How every producer, consumer and admin client reaches the brokers.
+    pub security: KafkaSecurity,
+    /// Create missing topics at start (local stack, tests); `false`: only check they exist
+    /// (on Kubernetes the KafkaTopic objects create them).
+    pub create_topics: bool,
+    /// Replicas of a topic the service creates.
+    pub topic_replication: i32,
+    /// `min.insync.replicas` of a topic the service creates (at most the replication).
+    pub topic_min_insync: i32,
+}
+
+/// TLS and SASL to the brokers (librdkafka's `security.protocol`, `sasl.*`, `ssl.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: String,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512` (with `sasl_*`).
+    pub sasl_mechanism: String,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret<String>>,
+    /// A private CA (PEM) for the brokers' certificates (with `ssl`, `sasl_ssl`); `None`: the
+    /// system's trusted roots.
+    pub ssl_ca_location: Option<PathBuf>,
+}
+
+impl KafkaSecurity {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let protocol = env.choice(
+            "KAFKA_SECURITY_PROTOCOL",
+            "plaintext",
+            &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],
+        )?;
+        let sasl_mechanism = env
+            .choice(
+                "KAFKA_SASL_MECHANISM",
+                "scram-sha-512",
+                &["scram-sha-256", "scram-sha-512"],
+            )?
+            .to_ascii_uppercase();
+        let sasl_username = Some(env.string("KAFKA_SASL_USERNAME", "")).filter(|u| !u.is_empty());
+        let sasl_password = env.secret("KAFKA_SASL_PASSWORD", 1..=1024)?;
+        let ssl_ca_location = env.file("KAFKA_SSL_CA_LOCATION")?;
+        let sasl = protocol.starts_with("sasl_");
+        let tls = protocol.ends_with("ssl");
+        let mut security = Self {
+            protocol: protocol.clone(),
+            sasl_mechanism,
+            sasl_username,
+            sasl_password,
+            ssl_ca_location,
+        };
+        if sasl {
+            for (var, missing) in [
+                ("KAFKA_SASL_USERNAME", security.sasl_username.is_none()),
+                ("KAFKA_SASL_PASSWORD", security.sasl_password.is_none()),
+            ] {
+                // A value that was given but is invalid has been reported already.
+                if missing && env.raw(var).is_none_or(|v| v.is_empty()) {
+                    let err = ConfigError {
+                        var: var.into(),
+                        value: String::new(),
+                        reason: format!("must be set when KAFKA_SECURITY_PROTOCOL={protocol}"),
+                    };
+                    env.reject(err, ())?;
+                }
+            }
+        } else {
+            for (var, set) in [
+                ("KAFKA_SASL_USERNAME", security.sasl_username.is_some()),
+                ("KAFKA_SASL_PASSWORD", security.sasl_password.is_some()),
+            ] {
+                if set {
+                    let err = ConfigError {
+                        var: var.into(),
+                        value: if var.ends_with("PASSWORD") {
+                            "***".into()
+                        } else {
+                            security.sasl_username.clone().unwrap_or_default()
+                        },
+                        reason: format!(
+                            "only used with KAFKA_SECURITY_PROTOCOL=sasl_plaintext or sasl_ssl (it is {protocol})"
+                        ),
+                    };
+                    env.reject(err, ())?;
+                }
+            }
+        }
+        if !tls && let Some(path) = security.ssl_ca_location.take() {
+            let err = ConfigError {
+                var: "KAFKA_SSL_CA_LOCATION".into(),
+                value: path.display().to_string(),
+                reason: format!(
+                    "only used with KAFKA_SECURITY_PROTOCOL=ssl or sasl_ssl (it is {protocol})"
+                ),
+            };
+            env.reject(err, ())?;
+        }
+        Ok(security)
+    }
+
+    /// The librdkafka properties these settings stand for.
+    pub fn properties(&self) -> Vec<(&'static str, String)> {
+        let mut props = vec![("security.protocol", self.protocol.clone())];
+        if self.protocol.starts_with("sasl_") {
+            props.push(("sasl.mechanisms", self.sasl_mechanism.clone()));
+            if let Some(user) = &self.sasl_username {
+                props.push(("sasl.username", user.clone()));
+            }
+            if let Some(password) = &self.sasl_password {
+                props.push(("sasl.password", password.expose().clone()));
+            }
+        }
+        if self.protocol.ends_with("ssl") {
+            // The bundled OpenSSL knows no system CA directory of its own: without a CA file,
+            // librdkafka probes the usual system locations.
+            let ca = self
+                .ssl_ca_location
+                .as_ref()
+                .map_or_else(|| "probe".to_owned(), |p| p.display().to_string());
+            props.push(("ssl.ca.location", ca));
+        }
+        props
+    }
+}
+
+/// `host:port[,host:port...]`: a non-empty host of letters, digits, `.`, `-`, `_` (or an
+/// `[IPv6]`), and a port 1..=65535.
+fn valid_brokers(brokers: &str) -> bool {
+    brokers.split(',').all(|b| {
+        let Some((host, port)) = b.trim().rsplit_once(':') else {
+            return false;
+        };
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            !v6.is_empty()
+                && v6
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        };
+        host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 impl KafkaConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let brokers = env.string("KAFKA_BROKERS", "127.0.0.1:9092");
-        if brokers.split(',').any(|b| !b.contains(':')) {
-            return Err(ConfigError {
+        let mut brokers = env.string("KAFKA_BROKERS", "127.0.0.1:9092");
+        if !valid_brokers(&brokers) {
+            let err = ConfigError {
                 var: "KAFKA_BROKERS".into(),
                 value: brokers,
                 reason: "must be a comma-separated list of host:port".into(),
-            });
+            };
+            brokers = env.reject(err, "127.0.0.1:9092".to_owned())?;
+        }
+        let topic_replication = env.parse("KAFKA_TOPIC_REPLICATION", 1, 1..=5)?;
+        let mut topic_min_insync = env.parse("KAFKA_TOPIC_MIN_INSYNC", 1, 1..=5)?;
+        if topic_min_insync > topic_replication {
+            let err = ConfigError {
+                var: "KAFKA_TOPIC_MIN_INSYNC".into(),
+                value: topic_min_insync.to_string(),
+                reason: format!(
+                    "must not exceed KAFKA_TOPIC_REPLICATION ({topic_replication}): no write could succeed"
+                ),
+            };
+            topic_min_insync = env.reject(err, 1)?;
         }
         Ok(Self {
+            security: KafkaSecurity::from_env(env)?,
+            create_topics: env.flag("KAFKA_CREATE_TOPICS", true)?,
+            topic_replication,
+            topic_min_insync,
             brokers,
             topic_prefix: env.string("KAFKA_TOPIC_PREFIX", ""),
             consumer_max_attempts: env.parse("CONSUMER_MAX_ATTEMPTS", 5, 1..=100)?,
@@ -439,5 +826,241 @@ mod tests {
             "KAFKA_BROKERS"
         );
         assert_eq!(log_format(&env).unwrap_err().var, "LOG_FORMAT");
+    }
+
+    #[test]
+    fn env_records_every_name_asked_for_even_unset_ones() {
+        let env = Env::from_pairs([("KAFKA_BROKERS", "k:9092")]);
+        KafkaConfig::from_env(&env).unwrap();
+        let names = env.names_read();
+        for name in [
+            "KAFKA_BROKERS",
+            "KAFKA_TOPIC_PREFIX",
+            "KAFKA_SECURITY_PROTOCOL",
+            "KAFKA_SASL_MECHANISM",
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_SSL_CA_LOCATION",
+            "KAFKA_CREATE_TOPICS",
+            "KAFKA_TOPIC_REPLICATION",
+            "KAFKA_TOPIC_MIN_INSYNC",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        // Clones share the record.
+        let clone = env.clone().with("X", "1");
+        clone.raw("ONLY_ON_THE_CLONE");
+        assert!(env.names_read().iter().any(|n| n == "ONLY_ON_THE_CLONE"));
+    }
+
+    #[test]
+    fn check_mode_collects_errors_and_uses_defaults() {
+        let env = Env::from_pairs([("SESSION_TTL_SECS", "5"), ("LOG_FORMAT", "xml")]).checking();
+        assert_eq!(
+            SessionConfig::from_env(&env).unwrap().ttl,
+            Duration::from_secs(1800)
+        );
+        assert_eq!(log_format(&env).unwrap(), LogFormat::Pretty);
+        let vars: Vec<String> = env.errors().into_iter().map(|e| e.var).collect();
+        assert_eq!(vars, ["SESSION_TTL_SECS", "LOG_FORMAT"]);
+    }
+
+    #[test]
+    fn kafka_security_defaults_to_plaintext() {
+        let kafka = KafkaConfig::from_env(&Env::from_pairs([])).unwrap();
+        assert_eq!(kafka.security.protocol, "plaintext");
+        assert_eq!(kafka.security.sasl_mechanism, "SCRAM-SHA-512");
+        assert_eq!(
+            kafka.security.properties(),
+            [("security.protocol", "plaintext".to_owned())]
+        );
+        assert!(kafka.create_topics);
+        assert_eq!((kafka.topic_replication, kafka.topic_min_insync), (1, 1));
+    }
+
+    #[test]
+    fn sasl_needs_a_username_and_a_password() {
+        let err =
+            KafkaConfig::from_env(&Env::from_pairs([("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]))
+                .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SASL_USERNAME");
+        let err = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("KAFKA_SASL_USERNAME", "svc"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SASL_PASSWORD");
+        assert!(err.reason.contains("sasl_plaintext"), "{}", err.reason);
+        let kafka = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+            ("KAFKA_SASL_USERNAME", "svc"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ]))
+        .unwrap();
+        let props = kafka.security.properties();
+        assert!(props.contains(&("sasl.mechanisms", "SCRAM-SHA-256".to_owned())));
+        assert!(props.contains(&("sasl.username", "svc".to_owned())));
+        assert!(props.contains(&("sasl.password", "hunter2".to_owned())));
+        assert!(props.contains(&("ssl.ca.location", "probe".to_owned())));
+        assert!(!format!("{kafka:?}").contains("hunter2"));
+        // SASL settings without SASL are a mistake, not silently ignored.
+        let err =
+            KafkaConfig::from_env(&Env::from_pairs([("KAFKA_SASL_USERNAME", "svc")])).unwrap_err();
+        assert_eq!(err.var, "KAFKA_SASL_USERNAME");
+        let err = KafkaConfig::from_env(&Env::from_pairs([("KAFKA_SASL_MECHANISM", "plain")]))
+            .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SASL_MECHANISM");
+        let err = KafkaConfig::from_env(&Env::from_pairs([("KAFKA_SECURITY_PROTOCOL", "tls")]))
+            .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SECURITY_PROTOCOL");
+    }
+
+    #[test]
+    fn the_kafka_ca_must_exist_and_needs_tls() {
+        let err = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SSL_CA_LOCATION");
+        assert!(err.reason.contains("cannot be read"), "{}", err.reason);
+        let err = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA_SSL_CA_LOCATION", "/"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SSL_CA_LOCATION");
+        let ca = std::env::temp_dir().join(format!("kafka-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let ca_text = ca.display().to_string();
+        let kafka = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA_SSL_CA_LOCATION", ca_text.as_str()),
+        ]))
+        .unwrap();
+        assert!(
+            kafka
+                .security
+                .properties()
+                .contains(&("ssl.ca.location", ca_text.clone()))
+        );
+        let err = KafkaConfig::from_env(&Env::from_pairs([(
+            "KAFKA_SSL_CA_LOCATION",
+            ca_text.as_str(),
+        )]))
+        .unwrap_err();
+        assert_eq!(err.var, "KAFKA_SSL_CA_LOCATION");
+        assert!(err.reason.contains("plaintext"), "{}", err.reason);
+        let _ = std::fs::remove_file(&ca);
+    }
+
+    #[test]
+    fn topic_replication_and_min_insync_are_validated() {
+        for (var, value) in [
+            ("KAFKA_TOPIC_REPLICATION", "0"),
+            ("KAFKA_TOPIC_REPLICATION", "6"),
+            ("KAFKA_TOPIC_MIN_INSYNC", "2"),
+            ("KAFKA_CREATE_TOPICS", "maybe"),
+        ] {
+            let err = KafkaConfig::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+        let kafka = KafkaConfig::from_env(&Env::from_pairs([
+            ("KAFKA_TOPIC_REPLICATION", "3"),
+            ("KAFKA_TOPIC_MIN_INSYNC", "2"),
+            ("KAFKA_CREATE_TOPICS", "false"),
+        ]))
+        .unwrap();
+        assert_eq!((kafka.topic_replication, kafka.topic_min_insync), (3, 2));
+        assert!(!kafka.create_topics);
+    }
+
+    #[test]
+    fn brokers_must_be_host_port_pairs() {
+        for bad in [
+            "localhost",
+            "k:",
+            ":9092",
+            "k:0",
+            "k:99999",
+            "k:9092,",
+            "k 1:9092",
+        ] {
+            let err =
+                KafkaConfig::from_env(&Env::from_pairs([("KAFKA_BROKERS", bad)])).unwrap_err();
+            assert_eq!(err.var, "KAFKA_BROKERS", "{bad}");
+        }
+        for good in ["k:9092", "a.b-c_d:1,e:2", "[::1]:9092", "10.0.0.1:9093"] {
+            KafkaConfig::from_env(&Env::from_pairs([("KAFKA_BROKERS", good)])).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_internal_token_is_optional_but_validated() {
+        assert!(internal_token(&Env::from_pairs([])).unwrap().is_none());
+        for bad in ["short", "has a space in it 0123456789abcdef"] {
+            let err = internal_token(&Env::from_pairs([("INTERNAL_API_TOKEN", bad)])).unwrap_err();
+            assert_eq!(err.var, "INTERNAL_API_TOKEN");
+            assert_eq!(err.value, "***");
+        }
+        let token = "x".repeat(32);
+        let got = internal_token(&Env::from_pairs([("INTERNAL_API_TOKEN", token.as_str())]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose(), &token);
+        let http = HttpConfig::from_env(
+            &Env::from_pairs([("INTERNAL_API_TOKEN", token.as_str())]),
+            "P",
+            1,
+        )
+        .unwrap();
+        assert!(!format!("{http:?}").contains(&token));
+        assert_eq!(
+            required_internal_token(&Env::from_pairs([]))
+                .unwrap_err()
+                .var,
+            "INTERNAL_API_TOKEN"
+        );
+    }
+
+    #[test]
+    fn postgres_tls_settings_are_checked() {
+        let read = |url: &str| {
+            DatabaseConfig::from_env(&Env::from_pairs([("DB_URL", url)]), "DB_URL", "x")
+        };
+        read("postgres://u@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(
+            postgres_ssl_mode("postgres://u@h/db?a=b&sslmode=require"),
+            Some("require")
+        );
+        assert_eq!(postgres_ssl_mode("postgres://u@h/db"), None);
+        let err = read("postgres://u:pw@h/db?sslmode=always").unwrap_err();
+        assert_eq!(err.var, "DB_URL");
+        assert!(!err.value.contains("pw"), "{}", err.value);
+        let err =
+            read("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent.pem").unwrap_err();
+        assert!(err.reason.contains("sslrootcert"), "{}", err.reason);
+    }
+
+    #[test]
+    fn redis_ca_needs_rediss_and_an_existing_file() {
+        let err =
+            RedisConfig::from_env(&Env::from_pairs([("REDIS_CA_CERT", "/nonexistent/ca.pem")]))
+                .unwrap_err();
+        assert_eq!(err.var, "REDIS_CA_CERT");
+        let ca = std::env::temp_dir().join(format!("redis-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "pem").unwrap();
+        let ca_text = ca.display().to_string();
+        let err = RedisConfig::from_env(&Env::from_pairs([("REDIS_CA_CERT", ca_text.as_str())]))
+            .unwrap_err();
+        assert!(err.reason.contains("rediss://"), "{}", err.reason);
+        let cfg = RedisConfig::from_env(&Env::from_pairs([
+            ("REDIS_URL", "rediss://app:pw@redis:6380"),
+            ("REDIS_CA_CERT", ca_text.as_str()),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.ca_cert.as_deref(), Some(ca.as_path()));
+        let _ = std::fs::remove_file(&ca);
     }
 }

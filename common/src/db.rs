@@ -16,12 +16,42 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> 
         .connect_timeout(cfg.connect_timeout)
         .acquire_timeout(cfg.connect_timeout)
         .sqlx_logging(false);
-    if let Some(bound) = cfg.lock_timeout {
-        // A connection parameter, sent once at connect: no statement per transaction.
-        let ms = format!("{}ms", bound.as_millis());
-        opts.map_sqlx_postgres_opts(move |o| o.options([("lock_timeout", ms.as_str())]));
-    }
+    // TLS only when the URL asks for it (`sslmode=require|verify-ca|verify-full`, with
+    // `sslrootcert=PATH` for a private CA): without `sslmode` the connection stays plain, as it
+    // was before TLS support, instead of libpq's `prefer`.
+    let plain = crate::config::postgres_ssl_mode(cfg.url.expose()).is_none();
+    // A connection parameter, sent once at connect: no statement per transaction.
+    let lock_timeout = cfg
+        .lock_timeout
+        .map(|bound| format!("{}ms", bound.as_millis()));
+    opts.map_sqlx_postgres_opts(move |mut o| {
+        if plain {
+            o = o.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        }
+        if let Some(ms) = &lock_timeout {
+            o = o.options([("lock_timeout", ms.as_str())]);
+        }
+        o
+    });
     Database::connect(opts).await
+}
+
+/// Makes a lock-wait bound the role's default in this database as well, so it holds on every
+/// server connection, including those of a transaction pooler (PgBouncer) in front of the
+/// database, which drops the `lock_timeout` a client sends when it connects. An ordinary role
+/// may set its own defaults; if this one may not, the bound still holds on direct
+/// connections, and the warning says what to run instead.
+pub async fn persist_lock_timeout(db: &DatabaseConnection, bound: std::time::Duration) {
+    let sql = format!(
+        "DO $$BEGIN EXECUTE format('ALTER ROLE CURRENT_USER IN DATABASE %I SET lock_timeout = %L', \
+         current_database(), '{}ms'); END$$",
+        bound.as_millis()
+    );
+    if let Err(e) = db.execute_unprepared(&sql).await {
+        tracing::warn!(error = %e, lock_timeout_ms = bound.as_millis() as u64,
+            "could not make lock_timeout the role's default in this database; behind a \
+             transaction pooler run ALTER ROLE <role> IN DATABASE <db> SET lock_timeout");
+    }
 }
 
 /// Runs `M`'s pending migrations inside one transaction that first takes

@@ -18,8 +18,28 @@ pub struct RedisStore {
 impl RedisStore {
     /// Builds the handle without waiting for Redis: a service whose Redis is down still starts,
     /// reports not-ready, and recovers when Redis returns.
+    /// `rediss://user:password@host:port` connects over TLS (rustls) as an ACL user, trusting
+    /// the system's roots or, with `REDIS_CA_CERT`, that CA only.
     pub fn connect(cfg: &RedisConfig) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(cfg.url.expose())?;
+        let client = match &cfg.ca_cert {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "REDIS_CA_CERT cannot be read",
+                        format!("{}: {e}", path.display()),
+                    ))
+                })?;
+                redis::Client::build_with_tls(
+                    cfg.url.expose(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )?
+            }
+            None => redis::Client::open(cfg.url.expose())?,
+        };
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -22,6 +22,8 @@ pub enum StartupError {
     Redis(#[from] redis::RedisError),
     #[error("broker: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("broker: {0}")]
+    Topics(#[from] crate::kafka::TopicError),
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -33,6 +35,9 @@ pub async fn open_database<M: MigratorTrait>(
 ) -> Result<DatabaseConnection, StartupError> {
     let db = crate::db::connect(cfg).await?;
     crate::db::migrate::<M>(&db, crate::db::migration_lock_key(service)).await?;
+    if let Some(bound) = cfg.lock_timeout {
+        crate::db::persist_lock_timeout(&db, bound).await;
+    }
     tracing::info!(service, database = %cfg.url, "database ready and migrated");
     Ok(db)
 }
@@ -181,6 +186,8 @@ pub async fn watch_broker(
 pub enum Command {
     Serve,
     Migrate,
+    /// Read the configuration as `serve` would, connect to nothing, print a JSON report.
+    CheckConfig,
     /// A service-specific subcommand with its arguments.
     Other(String, Vec<String>),
 }
@@ -190,6 +197,7 @@ pub fn command_from_args() -> Command {
     match args.next().as_deref() {
         None | Some("serve") => Command::Serve,
         Some("migrate") => Command::Migrate,
+        Some("check-config") => Command::CheckConfig,
         Some(other) => Command::Other(other.to_owned(), args.collect()),
     }
 }
@@ -205,6 +213,9 @@ pub fn exit_with(service: &str, err: impl std::fmt::Display) -> std::process::Ex
 /// subcommands. [`run_main`] drives it, so every `main.rs` is one line.
 pub trait ServiceMain: Sized + Send + Sync + 'static {
     const NAME: &'static str;
+    /// Variables the binary reads outside [`ServiceMain::from_env`] (a subcommand's own),
+    /// listed by `check-config`.
+    const EXTRA_SETTINGS: &'static [&'static str] = &[];
     /// The service's own schema.
     type Migrator: MigratorTrait;
     fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError>;
@@ -236,27 +247,216 @@ pub trait ServiceMain: Sized + Send + Sync + 'static {
     }
 }
 
-/// `serve` (default), `migrate`, or a service-specific command; config errors exit 1 naming
-/// the variable.
+/// Variables every service reads outside its config struct (the log filter).
+const PLATFORM_SETTINGS: [&str; 1] = ["RUST_LOG"];
+
+/// What `check-config` prints: whether the configuration is valid, every error (values of
+/// secrets redacted), and every variable name the service reads, set or not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigReport {
+    pub service: String,
+    pub ok: bool,
+    pub errors: Vec<ReportedError>,
+    pub settings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReportedError {
+    pub var: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigReport {
+    /// Exit code of `check-config`: 0 when ok, 2 when not.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(if self.ok { 0 } else { 2 })
+    }
+}
+
+/// Reads a configuration with `read` in check mode (every bad value reported, defaults used
+/// for the rest of the pass) and reports what it found.
+pub fn check_config<T>(
+    service: &str,
+    env: &crate::config::Env,
+    read: impl FnOnce(&crate::config::Env) -> Result<T, crate::config::ConfigError>,
+    extra_settings: &[&str],
+) -> ConfigReport {
+    let env = env.clone().checking();
+    let read = read(&env);
+    let mut errors = env.errors();
+    if let Err(e) = read {
+        errors.push(e);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let errors: Vec<ReportedError> = errors
+        .into_iter()
+        .filter(|e| seen.insert((e.var.clone(), e.reason.clone())))
+        .map(|e| ReportedError {
+            value: redact_value(&e.var, &e.value),
+            var: e.var,
+            reason: e.reason,
+        })
+        .collect();
+    let mut settings: std::collections::BTreeSet<String> = env.names_read().into_iter().collect();
+    settings.extend(
+        PLATFORM_SETTINGS
+            .iter()
+            .chain(extra_settings)
+            .map(|s| (*s).to_owned()),
+    );
+    ConfigReport {
+        service: service.to_owned(),
+        ok: errors.is_empty(),
+        errors,
+        settings: settings.into_iter().collect(),
+    }
+}
+
+/// A value fit for a report: never a secret, never a URL's password.
+fn redact_value(var: &str, value: &str) -> String {
+    let secret = ["PASSWORD", "TOKEN", "SECRET", "KEY"]
+        .iter()
+        .any(|w| var.contains(w) && !var.ends_with("_PREFIX"));
+    if secret && !value.is_empty() {
+        "***".to_owned()
+    } else {
+        crate::config::redact_url(value)
+    }
+}
+
+/// Reads `S`'s configuration as `serve` would; every bad value is named, not just the first.
+fn read_config<S: ServiceMain>(
+    env: &crate::config::Env,
+) -> Result<S, Vec<crate::config::ConfigError>> {
+    let env = env.clone().checking();
+    let read = S::from_env(&env);
+    let mut errors = env.errors();
+    match read {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
+        }
+    }
+}
+
+/// `serve` (default), `migrate`, `check-config`, or a service-specific command; config
+/// errors exit 1 naming every bad variable.
 pub async fn run_main<S: ServiceMain>() -> std::process::ExitCode {
-    let config = match S::from_env(&crate::config::Env::process()) {
+    let env = crate::config::Env::process();
+    let command = command_from_args();
+    if command == Command::CheckConfig {
+        // Nothing but the report on stdout: no telemetry, no connections.
+        let report = check_config(S::NAME, &env, S::from_env, S::EXTRA_SETTINGS);
+        match serde_json::to_string(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => return exit_with(S::NAME, e),
+        }
+        return report.exit_code();
+    }
+    let config = match read_config::<S>(&env) {
         Ok(c) => c,
-        Err(e) => return exit_with(S::NAME, e),
+        Err(errors) => {
+            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return exit_with(S::NAME, all.join("; "));
+        }
     };
     crate::telemetry::init(config.log_format());
-    let outcome = match command_from_args() {
+    let outcome = match command {
         Command::Serve => match config.build().await {
-            Ok(service) => service
-                .run_until(crate::lifecycle::termination_signal())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(service) => {
+                let deadline = service.shutdown_timeout();
+                service
+                    .run_until(async move {
+                        crate::lifecycle::termination_signal().await;
+                        // The steps end by the deadline; this ends the process if something
+                        // the runtime waits for as it drops still hangs just after it.
+                        crate::lifecycle::exit_after(
+                            S::NAME,
+                            deadline + std::time::Duration::from_secs(1),
+                        );
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         },
         Command::Migrate => config.migrate().await.map_err(|e| e.to_string()),
+        Command::CheckConfig => Ok(()),
         Command::Other(cmd, args) => config.run_other(cmd, args).await,
     };
     outcome.map_or_else(
         |e| exit_with(S::NAME, e),
         |()| std::process::ExitCode::SUCCESS,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Env, KafkaConfig, RedisConfig};
+
+    fn read(env: &Env) -> Result<(), crate::config::ConfigError> {
+        RedisConfig::from_env(env)?;
+        KafkaConfig::from_env(env)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_good_configuration_lists_every_variable_read_set_or_not() {
+        let env = Env::from_pairs([("KAFKA_BROKERS", "k1:9092,k2:9092")]);
+        let report = check_config("svc", &env, read, &["EXTRA_ONE"]);
+        assert!(report.ok, "{report:?}");
+        assert!(report.errors.is_empty());
+        for name in [
+            "REDIS_URL",
+            "REDIS_CA_CERT",
+            "KAFKA_BROKERS",
+            "KAFKA_SECURITY_PROTOCOL",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_CREATE_TOPICS",
+            "KAFKA_TOPIC_REPLICATION",
+            "EXTRA_ONE",
+            "RUST_LOG",
+        ] {
+            assert!(
+                report.settings.iter().any(|s| s == name),
+                "{name}: {report:?}"
+            );
+        }
+        assert_eq!(report.exit_code(), std::process::ExitCode::from(0));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_and_secrets_are_redacted() {
+        let env = Env::from_pairs([
+            ("REDIS_URL", "http://u:hunter2@redis:6379"),
+            ("KAFKA_BROKERS", "k1"),
+            ("KAFKA_TOPIC_REPLICATION", "9"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_PASSWORD", "x y"),
+        ]);
+        let report = check_config("svc", &env, read, &[]);
+        assert!(!report.ok);
+        let vars: Vec<&str> = report.errors.iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "REDIS_URL",
+                "KAFKA_BROKERS",
+                "KAFKA_TOPIC_REPLICATION",
+                "KAFKA_SASL_PASSWORD",
+                "KAFKA_SASL_USERNAME",
+            ],
+            "{report:?}"
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!json.contains("x y"), "{json}");
+        // Reading went on past the first error: later variables are listed too.
+        assert!(report.settings.iter().any(|s| s == "KAFKA_CREATE_TOPICS"));
+        assert_eq!(report.exit_code(), std::process::ExitCode::from(2));
+    }
 }

@@ -162,7 +162,11 @@ start_gateway() {
     build_api_reference
     local conf
     # Rendering also refreshes the document and the page's assets a running gateway serves.
-    conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
+    # Every local client (browser, curl, the load tool) is one address, 127.0.0.1: the cap on
+    # requests in flight per address (256 in production) is raised to the gateway's
+    # worker_connections, so a local load test is not turned away by it.
+    conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-4096}" \
+        "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     if gateway_pid >/dev/null; then
         log "gateway already running (pid $(gateway_pid)); API reference refreshed"
         return
@@ -271,6 +275,13 @@ export_defaults() {
     export PAYMENT_DATABASE_URL="${PAYMENT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_payment}"
     export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
     export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
+    # The service credential of /internal/** (X-Internal-Token): one random token, made once
+    # into the state dir (mode 600), shared by every service.
+    if [[ ! -s $STATE_DIR/internal-token ]]; then
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$STATE_DIR/internal-token")
+    fi
+    chmod 600 "$STATE_DIR/internal-token"
+    export INTERNAL_API_TOKEN="${INTERNAL_API_TOKEN:-$(<"$STATE_DIR/internal-token")}"
 }
 
 start_service() {

@@ -118,5 +118,9 @@ pub fn shared_env(id: &str) -> Vec<(&'static str, String)> {
         ("KAFKA_TOPIC_PARTITIONS", "1".into()),
         ("HTTP_WORKERS", "2".into()),
         ("DATABASE_POOL_SIZE", "4".into()),
+        (
+            "INTERNAL_API_TOKEN",
+            common::testkit::INTERNAL_TEST_TOKEN.into(),
+        ),
     ]
 }

@@ -82,13 +82,20 @@ pub struct ConcertClient {
 }
 
 impl ConcertClient {
-    pub fn new(base: &str, timeout: std::time::Duration) -> Self {
+    /// `token`: the service credential concert-api's `/internal/**` requires
+    /// (`INTERNAL_API_TOKEN`), sent as `X-Internal-Token`.
+    pub fn new(
+        base: &str,
+        timeout: std::time::Duration,
+        token: &common::config::Secret<String>,
+    ) -> Self {
         Self {
             client: common::client::ServiceClient::new(
                 base,
                 timeout,
                 "reservations cannot be checked right now; nothing was charged",
-            ),
+            )
+            .with_internal_token(token),
         }
     }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use common::clock::Clock;
 use common::config::{
-    ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig,
-    SessionConfig, log_format,
+    ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, Secret,
+    SessionConfig, log_format, required_internal_token,
 };
 
 #[derive(Clone, Debug)]
@@ -29,6 +29,9 @@ pub struct PaymentConfig {
     pub cutoff: Duration,
     pub concert_api_url: String,
     pub concert_api_timeout: Duration,
+    /// The service credential concert-api's `/internal/**` requires (`INTERNAL_API_TOKEN`,
+    /// required: payment-api and batch call it).
+    pub internal_token: Secret<String>,
     /// A COMPLETED payment whose reservation has not settled after this long is re-published.
     pub reconcile_after: Duration,
     /// ... and after this long it is settled over HTTP with concert-api instead, so a stuck
@@ -48,6 +51,7 @@ impl PaymentConfig {
             cutoff: env.secs("PAYMENT_CUTOFF_SECS", 10, 0..=3600)?,
             concert_api_url: url.expose().trim_end_matches('/').to_owned(),
             concert_api_timeout: env.millis("CONCERT_API_TIMEOUT_MS", 2000, 50..=60_000)?,
+            internal_token: required_internal_token(env)?,
             reconcile_after: env.secs("PAYMENT_RECONCILE_AFTER_SECS", 30, 1..=86_400)?,
             settle_direct_after: env.secs("PAYMENT_SETTLE_DIRECT_AFTER_SECS", 120, 1..=86_400)?,
         })
@@ -76,23 +80,41 @@ impl Config {
 mod tests {
     use super::*;
 
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn direct_settlement_defaults_to_two_minutes_and_is_validated() {
-        let cfg = PaymentConfig::from_env(&Env::from_pairs([])).unwrap();
+        let cfg =
+            PaymentConfig::from_env(&Env::from_pairs([("INTERNAL_API_TOKEN", TOKEN)])).unwrap();
         assert_eq!(cfg.settle_direct_after, Duration::from_secs(120));
-        let cfg = PaymentConfig::from_env(&Env::from_pairs([(
-            "PAYMENT_SETTLE_DIRECT_AFTER_SECS",
-            "5",
-        )]))
+        let cfg = PaymentConfig::from_env(&Env::from_pairs([
+            ("INTERNAL_API_TOKEN", TOKEN),
+            ("PAYMENT_SETTLE_DIRECT_AFTER_SECS", "5"),
+        ]))
         .unwrap();
         assert_eq!(cfg.settle_direct_after, Duration::from_secs(5));
         for bad in ["0", "-1", "soon", "86401"] {
-            let err = PaymentConfig::from_env(&Env::from_pairs([(
-                "PAYMENT_SETTLE_DIRECT_AFTER_SECS",
-                bad,
-            )]))
+            let err = PaymentConfig::from_env(&Env::from_pairs([
+                ("INTERNAL_API_TOKEN", TOKEN),
+                ("PAYMENT_SETTLE_DIRECT_AFTER_SECS", bad),
+            ]))
             .unwrap_err();
             assert_eq!(err.var, "PAYMENT_SETTLE_DIRECT_AFTER_SECS", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_internal_token_is_required_and_validated() {
+        let err = PaymentConfig::from_env(&Env::from_pairs([])).unwrap_err();
+        assert_eq!(err.var, "INTERNAL_API_TOKEN");
+        let err = PaymentConfig::from_env(&Env::from_pairs([("INTERNAL_API_TOKEN", "short")]))
+            .unwrap_err();
+        assert_eq!(err.var, "INTERNAL_API_TOKEN");
+        assert!(err.reason.contains("32"), "{}", err.reason);
+        assert!(!err.to_string().contains("short"), "{err}");
+        let cfg =
+            PaymentConfig::from_env(&Env::from_pairs([("INTERNAL_API_TOKEN", TOKEN)])).unwrap();
+        assert_eq!(cfg.internal_token.expose(), TOKEN);
+        assert!(!format!("{cfg:?}").contains(TOKEN));
     }
 }

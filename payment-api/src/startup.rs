@@ -59,6 +59,7 @@ impl Application {
             concerts: ConcertClient::new(
                 &config.payment.concert_api_url,
                 config.payment.concert_api_timeout,
+                &config.payment.internal_token,
             ),
             clock: clock.clone(),
         });

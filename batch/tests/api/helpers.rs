@@ -56,6 +56,7 @@ impl World {
             "REDIS_KEY_PREFIX",
             "KAFKA_BROKERS",
             "KAFKA_TOPIC_PREFIX",
+            "INTERNAL_API_TOKEN",
         ]
         .iter()
         .map(|k| (k.to_string(), self.env().raw(k).unwrap()))

@@ -9,6 +9,7 @@
 mod allow;
 mod extract;
 mod health;
+pub mod internal;
 mod middleware;
 
 use std::net::TcpListener;
@@ -73,6 +74,12 @@ where
     let metrics = web::Data::new(plumbing.metrics);
     let readiness = web::Data::new(plumbing.readiness);
     let clock = web::Data::new(plumbing.clock);
+    if plumbing.http.internal_token.is_none() {
+        tracing::warn!("INTERNAL_API_TOKEN is not set: every /internal/** request is refused");
+    }
+    let internal = web::Data::new(internal::InternalAuth::new(
+        plumbing.http.internal_token.clone(),
+    ));
     let doc = web::Data::new(OpenApiJson(
         plumbing.openapi.to_json().map_err(std::io::Error::other)?,
     ));
@@ -88,6 +95,7 @@ where
             .app_data(metrics.clone())
             .app_data(readiness.clone())
             .app_data(clock.clone())
+            .app_data(internal.clone())
             .app_data(doc.clone())
             .app_data(methods.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -149,8 +148,7 @@ pub async fn run_consumer<H: EventHandler>(
         stats: stats.clone(),
     };
     let consumer = CloseOffThread::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
+        super::client_config(&cfg)
             .set("group.id", client.topic(group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -22,6 +22,30 @@ use crate::config::KafkaConfig;
 pub use crate::events::Envelope;
 pub use consumer::{ConsumerStats, EventHandler, HandlerError, Incoming, run_consumer};
 
+/// A librdkafka configuration with the brokers and their security settings
+/// (`KAFKA_SECURITY_PROTOCOL`, SASL, CA): the start of every producer, consumer and admin client.
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &cfg.brokers);
+    for (key, value) in cfg.security.properties() {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Why a service's topics are not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// `KAFKA_CREATE_TOPICS=false` and these do not exist.
+    #[error(
+        "topics missing on the broker (KAFKA_CREATE_TOPICS=false, so they must be created beforehand, e.g. by the KafkaTopic objects): {}",
+        .0.join(", ")
+    )]
+    Missing(Vec<String>),
+}
+
 /// The producer shared by a service's outbox relay and its dead-letter writes.
 #[derive(Clone)]
 pub struct KafkaClient {
@@ -31,8 +55,7 @@ pub struct KafkaClient {
 
 impl KafkaClient {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
+        let producer = client_config(cfg)
             // Idempotence: a retried send is written once, in order, per partition.
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -76,31 +99,75 @@ impl KafkaClient {
             .map_err(|(e, _)| e)
     }
 
-    /// Creates the given logical topics and their `.dlq` twins; existing ones are fine.
-    pub async fn ensure_topics(&self, names: &[&str]) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .create()?;
-        let physical: Vec<String> = names
+    /// The physical names of the given logical topics and their `.dlq` twins.
+    pub fn physical_topics(&self, names: &[&str]) -> Vec<String> {
+        names
             .iter()
             .flat_map(|n| [self.topic(n), self.topic(&format!("{n}.dlq"))])
-            .collect();
+            .collect()
+    }
+
+    /// Makes sure the given logical topics and their `.dlq` twins exist: creates the missing
+    /// ones (`KAFKA_TOPIC_PARTITIONS`, `KAFKA_TOPIC_REPLICATION`, `KAFKA_TOPIC_MIN_INSYNC`),
+    /// or with `KAFKA_CREATE_TOPICS=false` only checks, naming every missing one.
+    pub async fn ensure_topics(&self, names: &[&str]) -> Result<(), TopicError> {
+        if !self.cfg.create_topics {
+            let missing = self.missing_topics(names, Duration::from_secs(10)).await?;
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(TopicError::Missing(missing));
+        }
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg).create()?;
+        let physical = self.physical_topics(names);
+        let min_insync = self.cfg.topic_min_insync.to_string();
         let topics: Vec<NewTopic<'_>> = physical
             .iter()
-            .map(|t| NewTopic::new(t, self.cfg.topic_partitions, TopicReplication::Fixed(1)))
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.cfg.topic_partitions,
+                    TopicReplication::Fixed(self.cfg.topic_replication),
+                )
+                .set("min.insync.replicas", &min_insync)
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&topics, &opts).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                        tracing::error!(%topic, ?code, "could not create topic");
-                    });
+                    tracing::error!(%topic, ?code, "could not create topic");
+                    return Err(KafkaError::AdminOp(code).into());
                 }
             }
         }
         Ok(())
+    }
+
+    /// Which of the given logical topics (and `.dlq` twins) the broker does not have.
+    pub async fn missing_topics(
+        &self,
+        names: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<String>, KafkaError> {
+        let physical = self.physical_topics(names);
+        let producer = self.producer.clone();
+        let existing = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, timeout).map(|m| {
+                m.topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.name().to_owned())
+                    .collect::<std::collections::HashSet<_>>()
+            })
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        Ok(physical
+            .into_iter()
+            .filter(|t| !existing.contains(t))
+            .collect())
     }
 
     /// Broker reachability for readiness: a metadata round trip.
@@ -121,6 +188,50 @@ impl KafkaClient {
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "producer flush incomplete at shutdown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    /// librdkafka is built with OpenSSL (rdkafka's `ssl-vendored`): it accepts TLS and
+    /// SCRAM settings for a producer and a consumer. Without OpenSSL it refuses them at
+    /// creation ("not built with OpenSSL"), before any connection.
+    #[test]
+    fn tls_and_scram_settings_are_accepted_by_librdkafka() {
+        for (protocol, mechanism) in [
+            ("ssl", "SCRAM-SHA-512"),
+            ("sasl_ssl", "SCRAM-SHA-512"),
+            ("sasl_ssl", "SCRAM-SHA-256"),
+            ("sasl_plaintext", "SCRAM-SHA-256"),
+        ] {
+            let mut env = Env::from_pairs([
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+                ("KAFKA_SECURITY_PROTOCOL", protocol),
+                ("KAFKA_SASL_MECHANISM", mechanism),
+            ]);
+            if protocol.starts_with("sasl_") {
+                env = env
+                    .with("KAFKA_SASL_USERNAME", "svc")
+                    .with("KAFKA_SASL_PASSWORD", "pw");
+            }
+            let cfg = KafkaConfig::from_env(&env).unwrap();
+            let config = client_config(&cfg);
+            assert_eq!(config.get("security.protocol"), Some(protocol));
+            if protocol.starts_with("sasl_") {
+                assert_eq!(config.get("sasl.mechanisms"), Some(mechanism));
+            }
+            if let Err(e) = KafkaClient::new(&cfg) {
+                panic!("{protocol}/{mechanism}: producer refused: {e}");
+            }
+            let consumer: Result<rdkafka::consumer::BaseConsumer, _> =
+                client_config(&cfg).set("group.id", "g").create();
+            if let Err(e) = consumer {
+                panic!("{protocol}/{mechanism}: consumer refused: {e}");
+            }
         }
     }
 }

@@ -5,6 +5,9 @@ use crate::config::Env;
 
 use super::*;
 
+/// The service credential (`INTERNAL_API_TOKEN`) every service under test shares.
+pub const INTERNAL_TEST_TOKEN: &str = "test-internal-token-0123456789abcdef0123456789";
+
 /// Everything one test needs to be isolated from every other test running in parallel.
 /// Dropping it drops the database and deletes the test's topics and consumer groups.
 pub struct Isolation {
@@ -83,5 +86,6 @@ impl Isolation {
             .with("CONCERT_API_PORT", "0")
             .with("PAYMENT_API_PORT", "0")
             .with("BATCH_PORT", "0")
+            .with("INTERNAL_API_TOKEN", INTERNAL_TEST_TOKEN)
     }
 }

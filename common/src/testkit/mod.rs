@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use app::{TestApp, assert_binary_rejects_config, assert_platform_endpoints};
 pub use broker::{PrivateBroker, delete_kafka_prefix};
 pub use db::TestDatabase;
-pub use isolation::{Isolation, TopicPrefix};
+pub use isolation::{INTERNAL_TEST_TOKEN, Isolation, TopicPrefix};
 pub use openapi::{assert_openapi_complete, documented_statuses, required_schemes};
 pub use proxy::TcpProxy;
 pub use redis::{CommandMonitor, PrivateRedis};

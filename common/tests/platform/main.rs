@@ -6,3 +6,4 @@ mod helpers;
 mod http;
 mod messaging;
 mod migrate;
+mod transport;

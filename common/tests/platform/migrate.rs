@@ -29,3 +29,38 @@ async fn concurrent_migrations_apply_once() {
         .unwrap();
     assert_eq!(row.try_get::<i64>("", "n").unwrap(), 2);
 }
+
+/// A lock-wait bound survives a transaction pooler: besides being sent at connect, it becomes
+/// the role's default in the service's database, so a connection that sends no options (what
+/// PgBouncer opens to the server) has it too.
+#[tokio::test]
+async fn a_lock_wait_bound_becomes_the_roles_default_in_the_database() {
+    let db = TestDatabase::create().await;
+    let env = common::config::Env::from_pairs([("TEST_DATABASE_URL", db.url.as_str())]);
+    let cfg = common::config::DatabaseConfig::from_env(&env, "TEST_DATABASE_URL", "x")
+        .unwrap()
+        .with_lock_timeout(std::time::Duration::from_millis(1500));
+    let service = common::startup::open_database::<TestMigrator>("test", &cfg)
+        .await
+        .expect("open and migrate");
+    assert_eq!(show_lock_timeout(&service).await, "1500ms");
+
+    let bare = db.connect().await;
+    assert_eq!(
+        show_lock_timeout(&bare).await,
+        "1500ms",
+        "a connection without the option gets the bound from the role's default"
+    );
+}
+
+async fn show_lock_timeout(conn: &sea_orm::DatabaseConnection) -> String {
+    conn.query_one_raw(Statement::from_string(
+        conn.get_database_backend(),
+        "SHOW lock_timeout",
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get_by_index::<String>(0)
+    .unwrap()
+}

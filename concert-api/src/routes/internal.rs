@@ -1,11 +1,15 @@
 //! Service-to-service calls, never routed by the gateway and left out of the public OpenAPI
 //! document: payment-api reads a reservation before paying, and settles a payment directly
-//! when the broker has not (DESIGN §6).
+//! when the broker has not (DESIGN §6). Every route here requires the service credential
+//! (`X-Internal-Token`, common's `require_internal_token`): 401 `INTERNAL_UNAUTHENTICATED`
+//! without it.
 
 use actix_web::http::Method;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use common::ApiError;
 use common::events::PaymentCompleted;
+use common::http::internal::require_internal_token;
 use common::http::{Json, UnlistedRoutes};
 use common::kafka::Envelope;
 
@@ -18,13 +22,26 @@ const RESERVATION: &str = "/internal/reservations/{id}";
 const SETTLEMENTS: &str = "/internal/settlements";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(RESERVATION, web::get().to(reservation))
-        .route(SETTLEMENTS, web::post().to(settle))
-        // Not in the public document, so the 405 fallback learns their methods here.
-        .app_data(web::Data::new(UnlistedRoutes::new(&[
-            (RESERVATION, Method::GET),
-            (SETTLEMENTS, Method::POST),
-        ])));
+    // One scope for all of `/internal`: the guard also covers a path or method that matches
+    // no route here, so nothing about the internal surface is told to an unauthenticated
+    // caller.
+    cfg.service(
+        web::scope("/internal")
+            .wrap(from_fn(require_internal_token))
+            .route(
+                RESERVATION.trim_start_matches("/internal"),
+                web::get().to(reservation),
+            )
+            .route(
+                SETTLEMENTS.trim_start_matches("/internal"),
+                web::post().to(settle),
+            ),
+    )
+    // Not in the public document, so the 405 fallback learns their methods here.
+    .app_data(web::Data::new(UnlistedRoutes::new(&[
+        (RESERVATION, Method::GET),
+        (SETTLEMENTS, Method::POST),
+    ])));
 }
 
 /// payment-api asks this for a reservation's owner, status, `held_until` and amount.

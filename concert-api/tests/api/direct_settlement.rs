@@ -13,6 +13,7 @@ use crate::helpers::{Spawned, spawn_app};
 async fn settle(s: &Spawned, event: &impl serde::Serialize) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(s.url("/internal/settlements"))
+        .header("x-internal-token", common::testkit::INTERNAL_TEST_TOKEN)
         .json(event)
         .send()
         .await

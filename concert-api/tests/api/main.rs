@@ -4,5 +4,6 @@ mod catalogue;
 mod direct_settlement;
 mod helpers;
 mod holds;
+mod internal;
 mod platform;
 mod settlement;

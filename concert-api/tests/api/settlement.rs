@@ -151,7 +151,10 @@ async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
     let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
     let buyer = s.buyers(1, concert).await.remove(0);
     let (_, held) = s.hold(&buyer, schedule, &[1, 2, 3]).await;
-    let r: Value = reqwest::get(s.url(&format!("/internal/reservations/{}", held["id"])))
+    let r: Value = reqwest::Client::new()
+        .get(s.url(&format!("/internal/reservations/{}", held["id"])))
+        .header("x-internal-token", common::testkit::INTERNAL_TEST_TOKEN)
+        .send()
         .await
         .unwrap()
         .json()
@@ -169,7 +172,10 @@ async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
             .unwrap()
             > s.clock.now() + chrono::Duration::minutes(4)
     );
-    let missing = reqwest::get(s.url("/internal/reservations/999999"))
+    let missing = reqwest::Client::new()
+        .get(s.url("/internal/reservations/999999"))
+        .header("x-internal-token", common::testkit::INTERNAL_TEST_TOKEN)
+        .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);

@@ -33,7 +33,11 @@ fn detach(env: Env) -> Env {
 }
 
 fn client(p: &Platform) -> payment_api::concerts::ConcertClient {
-    payment_api::concerts::ConcertClient::new(&p.concert.address, Duration::from_secs(5))
+    payment_api::concerts::ConcertClient::new(
+        &p.concert.address,
+        Duration::from_secs(5),
+        &p.payment_config.payment.internal_token,
+    )
 }
 
 async fn reconcile_at(
@@ -143,6 +147,7 @@ async fn a_paid_hold_nobody_consumed_is_confirmed_over_http_and_the_late_event_i
     let dead = payment_api::concerts::ConcertClient::new(
         &StubCatalogue::unreachable_url(),
         Duration::from_millis(200),
+        &p.payment_config.payment.internal_token,
     );
     let report = reconcile_at(&p, &dead, chrono::Duration::minutes(3)).await;
     assert_eq!((report.checked, report.unreachable), (1, 1));

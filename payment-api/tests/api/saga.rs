@@ -191,8 +191,11 @@ async fn a_lost_payment_event_is_found_by_reconciliation_and_the_seat_confirmed(
         "nothing told concert-api"
     );
 
-    let client =
-        payment_api::concerts::ConcertClient::new(&p.concert.address, Duration::from_secs(2));
+    let client = payment_api::concerts::ConcertClient::new(
+        &p.concert.address,
+        Duration::from_secs(2),
+        &p.payment_config.payment.internal_token,
+    );
     let report = payment_api::reconcile(
         &p.payment_db,
         &client,
