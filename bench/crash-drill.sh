@@ -5,12 +5,14 @@
 #   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
 #
 # It restarts the local stack with the benchmark's settings (bench/lib.sh, as bench/run.sh
-# does), starts `loadtest run flash-sale --users 6000 --schedules 60` (3,000 seats) in the
-# background and, from about 5 s into the sale, SIGKILLs concert-api, payment-api, batch and
-# users-api one at a time about 10 s apart; `deploy/local/stack.sh up` restarts each 3 s after
-# its kill (it starts only what is down). Each fault window, from the kill until the service's
-# /health/ready answers 200 again, goes to the fault log loadtest reads at its end: the 502s of
-# a dead service are then reported apart, and the audit's "no 5xx" counts only the others.
+# does: the gateway's per-address limits raised, its per-session limits as in production,
+# which the fans wait out on 429 for the Retry-After), starts `loadtest run flash-sale
+# --users 6000 --schedules 60` (3,000 seats) in the background and, from about 5 s into the
+# sale, SIGKILLs concert-api, payment-api, batch and users-api one at a time about 10 s apart;
+# `deploy/local/stack.sh up` restarts each 3 s after its kill (it starts only what is down).
+# Each fault window, from the kill until the service's /health/ready answers 200 again, goes
+# to the fault log loadtest reads at its end: the 502s of a dead service are then reported
+# apart, and the audit's "no 5xx" counts only the others.
 # The audit also waits for stragglers up to PAYMENT_SETTLE_DIRECT_AFTER_SECS (+10 s), so a
 # payment stranded by a crash is judged only after the platform's backstop had its chance.
 #

@@ -2,10 +2,27 @@
 # Renders the gateway's nginx.conf into STATE_DIR (argument 1) from the environment:
 #   GATEWAY_LISTEN (127.0.0.1:8080), USERS_API_ADDR (127.0.0.1:8081),
 #   CONCERT_API_ADDR (127.0.0.1:8082), PAYMENT_API_ADDR (127.0.0.1:8083),
-#   GATEWAY_AUTH_RATE (10r/s), GATEWAY_AUTH_BURST (20),
-#   GATEWAY_QUEUE_RATE (20r/s), GATEWAY_QUEUE_BURST (40), GATEWAY_ACCESS_LOG (off),
+#   GATEWAY_ACCESS_LOG (off; a file path: the log, in the `redacted` format: no queue tokens),
 #   GATEWAY_BENCH_ROUTE (0; 1 adds GET /bench/live → users-api /health/live, the load
 #   test's baseline: never set it outside a benchmark).
+# Limits (docs/SECURITY.md "Gateway limits"; a limit answers 429 problem+json + Retry-After):
+#   GATEWAY_AUTH_RATE (10r/s), GATEWAY_AUTH_BURST (20)    POST /api/users, /api/sessions,
+#                                                         per client address (RATE_LIMITED)
+#   GATEWAY_QUEUE_RATE (20r/s), GATEWAY_QUEUE_BURST (40)  POST /api/queue/tokens, per address
+#   GATEWAY_CONN_PER_ADDR (256)      requests in flight at once per client address
+#                                    (RATE_LIMITED); 1..=1000000
+#   GATEWAY_SSE_PER_SESSION (3)      open event streams per session token (TOO_MANY_STREAMS);
+#                                    1..=1000
+#   GATEWAY_HOLD_RATE (2r/s), GATEWAY_HOLD_BURST (10)  POST /api/reservations and
+#                                    DELETE /api/reservations/{id} per session token
+#                                    (HOLD_RATE_LIMITED)
+#   Rates are <N>r/s with N in 1..=1000000; bursts 0..=1000000.
+# Slow clients (seconds, 1..=3600): GATEWAY_HEADER_TIMEOUT (10), GATEWAY_BODY_TIMEOUT (10),
+#   GATEWAY_SEND_TIMEOUT (10): a client that does not send its request header / body, or
+#   does not read its answer, in that time loses the connection (reset);
+#   GATEWAY_KEEPALIVE_TIMEOUT (30): an idle client connection is closed after it.
+# GATEWAY_HSTS (0; 1 adds Strict-Transport-Security: max-age=31536000; includeSubDomains to
+#   every answer: only where TLS terminates in front of this gateway, never on plain HTTP).
 # The API reference, served by nginx as static files from STATE_DIR/www:
 #   GATEWAY_OPENAPI      the merged OpenAPI document (`target/release/apidoc > FILE`), copied
 #                        to www/openapi.json → GET /api/openapi.json
@@ -14,12 +31,50 @@
 #                        docs/index.html and docs/init.js to www/docs → GET /api/docs
 #   When either is missing, a placeholder stands in (a document with no paths, a page saying
 #   how to install the assets): the config is the same, so `nginx -t` checks it either way.
+# A value out of its range stops the rendering with a message naming the variable.
 # Prints the path of the rendered file.
 set -euo pipefail
 state="${1:?usage: render.sh STATE_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$state/tmp"
 conf="$state/nginx.conf"
+
+fail() { printf 'render.sh: %s\n' "$*" >&2; exit 1; }
+# int NAME DEFAULT MIN MAX: the variable's value (or the default), an integer in MIN..=MAX.
+int() {
+    local v="${!1:-$2}"
+    { [[ $v =~ ^[0-9]{1,9}$ ]] && ((10#$v >= $3 && 10#$v <= $4)); } ||
+        fail "$1=$v: must be an integer in $3..=$4"
+    echo $((10#$v))
+}
+# rate NAME DEFAULT: <N>r/s with N in 1..=1000000.
+rate() {
+    local v="${!1:-$2}"
+    { [[ $v =~ ^([0-9]{1,9})r/s$ ]] && ((10#${BASH_REMATCH[1]} >= 1 && 10#${BASH_REMATCH[1]} <= 1000000)); } ||
+        fail "$1=$v: must be <N>r/s with N in 1..=1000000"
+    echo "$v"
+}
+auth_rate="$(rate GATEWAY_AUTH_RATE 10r/s)"
+auth_burst="$(int GATEWAY_AUTH_BURST 20 0 1000000)"
+queue_rate="$(rate GATEWAY_QUEUE_RATE 20r/s)"
+queue_burst="$(int GATEWAY_QUEUE_BURST 40 0 1000000)"
+hold_rate="$(rate GATEWAY_HOLD_RATE 2r/s)"
+hold_burst="$(int GATEWAY_HOLD_BURST 10 0 1000000)"
+conn_per_addr="$(int GATEWAY_CONN_PER_ADDR 256 1 1000000)"
+sse_per_session="$(int GATEWAY_SSE_PER_SESSION 3 1 1000)"
+header_timeout="$(int GATEWAY_HEADER_TIMEOUT 10 1 3600)"
+body_timeout="$(int GATEWAY_BODY_TIMEOUT 10 1 3600)"
+send_timeout="$(int GATEWAY_SEND_TIMEOUT 10 1 3600)"
+keepalive_timeout="$(int GATEWAY_KEEPALIVE_TIMEOUT 30 1 3600)"
+case "${GATEWAY_HSTS:-0}" in
+    0) hsts="" ;;
+    1) hsts="max-age=31536000; includeSubDomains" ;;
+    *) fail "GATEWAY_HSTS=${GATEWAY_HSTS}: must be 0 or 1" ;;
+esac
+access_log="${GATEWAY_ACCESS_LOG:-off}"
+path_re='^[^][:space:];|&@{}"'"'"'\\]+$'
+[[ $access_log =~ $path_re ]] || fail "GATEWAY_ACCESS_LOG=$access_log: must be off or a file path without spaces, quotes, brackets or ;|&@{}\\"
+[[ $access_log == off ]] || access_log="$access_log redacted"
 
 www="$state/www"
 rm -rf "$www"
@@ -48,16 +103,26 @@ bench_route=""
 if [[ ${GATEWAY_BENCH_ROUTE:-0} == 1 ]]; then
     bench_route="location = /bench/live { proxy_pass http://users/health/live; }"
 fi
+cp "$here/security-headers.conf" "$state/security-headers.conf"
 sed -e "s|@STATE@|$state|g" \
     -e "s|@LISTEN@|${GATEWAY_LISTEN:-127.0.0.1:8080}|g" \
     -e "s|@USERS@|${USERS_API_ADDR:-127.0.0.1:8081}|g" \
     -e "s|@CONCERT@|${CONCERT_API_ADDR:-127.0.0.1:8082}|g" \
     -e "s|@PAYMENT@|${PAYMENT_API_ADDR:-127.0.0.1:8083}|g" \
-    -e "s|@AUTH_RATE@|${GATEWAY_AUTH_RATE:-10r/s}|g" \
-    -e "s|@AUTH_BURST@|${GATEWAY_AUTH_BURST:-20}|g" \
-    -e "s|@QUEUE_RATE@|${GATEWAY_QUEUE_RATE:-20r/s}|g" \
-    -e "s|@QUEUE_BURST@|${GATEWAY_QUEUE_BURST:-40}|g" \
-    -e "s|@ACCESS_LOG@|${GATEWAY_ACCESS_LOG:-off}|g" \
+    -e "s|@AUTH_RATE@|$auth_rate|g" \
+    -e "s|@AUTH_BURST@|$auth_burst|g" \
+    -e "s|@QUEUE_RATE@|$queue_rate|g" \
+    -e "s|@QUEUE_BURST@|$queue_burst|g" \
+    -e "s|@HOLD_RATE@|$hold_rate|g" \
+    -e "s|@HOLD_BURST@|$hold_burst|g" \
+    -e "s|@CONN_PER_ADDR@|$conn_per_addr|g" \
+    -e "s|@SSE_PER_SESSION@|$sse_per_session|g" \
+    -e "s|@HEADER_TIMEOUT@|$header_timeout|g" \
+    -e "s|@BODY_TIMEOUT@|$body_timeout|g" \
+    -e "s|@SEND_TIMEOUT@|$send_timeout|g" \
+    -e "s|@KEEPALIVE_TIMEOUT@|$keepalive_timeout|g" \
+    -e "s|@HSTS@|$hsts|g" \
+    -e "s|@ACCESS_LOG@|$access_log|g" \
     -e "s|@BENCH_ROUTE@|$bench_route|g" \
     "$here/nginx.conf.template" > "$conf"
 echo "$conf"

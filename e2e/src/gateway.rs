@@ -1,6 +1,6 @@
 //! The local gateway (nginx with `deploy/gateway`'s config) in front of a [`Platform`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -51,9 +51,11 @@ impl Gateway {
             "nginx is required (deploy/local/ensure-infra.sh installs it)"
         );
         let port = free_port();
-        let state = std::env::temp_dir().join(format!("gateway-{}", platform.id));
+        // Per gateway, not per platform: a test may put several gateways (different limits)
+        // in front of one platform.
+        let state = std::env::temp_dir().join(format!("gateway-{}-{port}", platform.id));
         // The merged OpenAPI document it serves at /api/openapi.json, from this build.
-        let document = std::env::temp_dir().join(format!("openapi-{}.json", platform.id));
+        let document = std::env::temp_dir().join(format!("openapi-{}-{port}.json", platform.id));
         let made = Command::new(binary("apidoc")).output().expect("run apidoc");
         assert!(
             made.status.success(),
@@ -103,5 +105,20 @@ impl Gateway {
         })
         .await;
         Self { child, state, url }
+    }
+
+    /// `127.0.0.1:<port>`, for raw TCP clients.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Its state directory (the rendered config, temp dirs, logs); removed when dropped.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// nginx's error log (level warn).
+    pub fn error_log(&self) -> PathBuf {
+        self.state.join("error.log")
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -22,6 +22,8 @@ use tokio::sync::Semaphore;
 /// place it against the fault windows of a drill) and the time it took.
 pub struct Reply {
     pub status: u16,
+    /// `Retry-After` in seconds, when the answer has one (429, 503).
+    pub retry_after: Option<Duration>,
     pub body: Bytes,
     pub sent_unix_ms: u64,
     pub elapsed: Duration,
@@ -125,14 +127,16 @@ impl Http {
             .and_then(|r| r);
         drop(permit);
         match result {
-            Ok((status, body)) => Reply {
+            Ok((status, retry_after, body)) => Reply {
                 status,
+                retry_after,
                 body,
                 sent_unix_ms,
                 elapsed: started.elapsed(),
             },
             Err(e) => Reply {
                 status: 0,
+                retry_after: None,
                 body: Bytes::from(e.to_string()),
                 sent_unix_ms,
                 elapsed: started.elapsed(),
@@ -146,7 +150,7 @@ impl Http {
         path: &str,
         auth: Auth<'_>,
         body: Option<Vec<u8>>,
-    ) -> anyhow::Result<(u16, Bytes)> {
+    ) -> anyhow::Result<(u16, Option<Duration>, Bytes)> {
         let pooled = self.idle.lock().expect("pool lock").pop();
         let mut conn = match pooled {
             Some(c) if !c.is_closed() => c,
@@ -174,9 +178,15 @@ impl Http {
         };
         let res = conn.send_request(req).await?;
         let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = res.into_body().collect().await?.to_bytes();
         self.idle.lock().expect("pool lock").push(conn);
-        Ok((status, body))
+        Ok((status, retry_after, body))
     }
 }
 

@@ -31,6 +31,7 @@ const LISTED: u64 = 200;
         (status = 404, description = "`SCHEDULE_NOT_FOUND`: no such schedule"),
         (status = 409, description = "`SEAT_UNAVAILABLE`: some seats are taken (all or none are held); the problem's `seat_nos` lists them. \
             `BOOKING_CLOSED`: booking has not opened yet or the show has started (the detail says which)"),
+        (status = 429, description = "`HOLD_RATE_LIMITED` (the gateway): too many holds and cancels with this session token"),
     ))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -82,6 +83,7 @@ pub async fn get(
         (status = 200, description = "the reservation, now CANCELLED; its seats are free at once", body = ReservationView),
         (status = 404, description = "`NOT_FOUND`: no such reservation, or another user's (which is not said)"),
         (status = 409, description = "`NOT_CANCELLABLE`: not a live hold (the detail names its status)"),
+        (status = 429, description = "`HOLD_RATE_LIMITED` (the gateway): too many holds and cancels with this session token"),
     ))]
 pub async fn cancel(
     state: web::Data<AppState>,

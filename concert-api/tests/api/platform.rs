@@ -85,13 +85,13 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
             "post",
             "/api/reservations",
             &[
-                "201", "400", "401", "404", "409", "413", "415", "500", "503",
+                "201", "400", "401", "404", "409", "413", "415", "429", "500", "503",
             ],
         ),
         (
             "delete",
             "/api/reservations/{id}",
-            &["200", "400", "401", "404", "409", "500", "503"],
+            &["200", "400", "401", "404", "409", "429", "500", "503"],
         ),
         (
             "post",
@@ -148,6 +148,8 @@ async fn a_wrong_method_is_405_naming_the_methods_the_path_takes() {
     ] {
         let res = c
             .request(method.clone(), spawned.url(path))
+            // The service credential /internal/** requires (public routes ignore it).
+            .header("x-internal-token", common::testkit::INTERNAL_TEST_TOKEN)
             .send()
             .await
             .unwrap();

@@ -76,6 +76,7 @@ mod tests {
     fn reply(status: u16, sent: u64) -> crate::http::Reply {
         crate::http::Reply {
             status,
+            retry_after: None,
             body: bytes::Bytes::new(),
             sent_unix_ms: sent,
             elapsed: Duration::from_millis(10),

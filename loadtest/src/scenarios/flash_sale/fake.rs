@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +21,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
+    /// When its head had arrived.
+    pub at: Instant,
 }
 
 /// The answer to a request: status and body, or `None` to close the connection unanswered.
@@ -96,6 +98,7 @@ async fn serve(stream: tokio::net::TcpStream, script: Arc<Script>, log: Arc<Mute
             method,
             path,
             headers,
+            at: Instant::now(),
         };
         let before = {
             let mut log = log.lock().unwrap();
@@ -110,8 +113,14 @@ async fn serve(stream: tokio::net::TcpStream, script: Arc<Script>, log: Arc<Mute
             return;
         };
         let body = body.to_string();
+        // A 429 says when to come back, as the gateway's do.
+        let retry_after = if status == 429 {
+            "retry-after: 1\r\n"
+        } else {
+            ""
+        };
         let answer = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{retry_after}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {

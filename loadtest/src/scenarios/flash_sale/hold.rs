@@ -17,7 +17,8 @@ use crate::scenarios::record;
 impl Sale {
     /// Picks a free seat of a schedule with seats left and holds it, retrying on 409 — as a
     /// fan does, until it has one or the sale is over (seats held by others may still be
-    /// released, so an empty list is looked at again a second later).
+    /// released, so an empty list is looked at again a second later). A 429 (the gateway's
+    /// per-session hold limit, HOLD_RATE_LIMITED) is waited out for its `Retry-After` first.
     ///
     /// A hold that failed with a fault may have been made all the same (the service died
     /// after its commit), and concert-api keeps no idempotency keys for holds: so after one
@@ -100,6 +101,12 @@ impl Sale {
                     )
                     .await,
             );
+            if held.status == 429 {
+                if !self.wait_out_limit(&held).await {
+                    return None;
+                }
+                continue;
+            }
             if held.status == 201 {
                 let id = held.json()["id"].as_i64();
                 if faults > 0
@@ -219,6 +226,31 @@ mod tests {
         assert_eq!(fake.seen("POST", "/api/reservations").len(), 1);
         assert!(fake.seen("DELETE", "/api/reservations/41").is_empty());
         assert_eq!(count(&s.fault_retries), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fan_whose_hold_is_rate_limited_waits_its_retry_after_then_holds() {
+        // SEAT_UNAVAILABLE, then the gateway's HOLD_RATE_LIMITED (Retry-After: 1), then 201.
+        let fake = seat_platform(
+            |before| match before {
+                0 => Some((409, json!({"code": "SEAT_UNAVAILABLE"}))),
+                1 => Some((429, json!({"code": "HOLD_RATE_LIMITED"}))),
+                _ => Some((201, held(43))),
+            },
+            |_| json!({"items": []}),
+        )
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        assert_eq!(s.hold(&fan()).await, Some(43));
+        let posts = fake.seen("POST", "/api/reservations");
+        assert_eq!(posts.len(), 3);
+        assert!(
+            posts[2].at - posts[1].at >= Duration::from_secs(1),
+            "the hold after a 429 waits its Retry-After: {:?}",
+            posts[2].at - posts[1].at
+        );
+        assert_eq!(count(&s.rate_limited), 1);
+        assert_eq!(count(&s.fault_retries), 0);
     }
 
     #[tokio::test]

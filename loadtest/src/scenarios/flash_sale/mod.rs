@@ -32,6 +32,8 @@ struct Sale {
     left_active: AtomicU64,
     retries: AtomicU64,
     fault_retries: AtomicU64,
+    /// Requests repeated after a 429 (the gateway's limits), each after its Retry-After.
+    rate_limited: AtomicU64,
     payment_refused: AtomicU64,
     gave_up_confirm: AtomicU64,
     rejected: AtomicU64,
@@ -70,6 +72,7 @@ impl Sale {
             left_active: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             fault_retries: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             payment_refused: AtomicU64::new(0),
             gave_up_confirm: AtomicU64::new(0),
             rejected: AtomicU64::new(0),

@@ -73,6 +73,10 @@ pub(super) async fn outcome(
             "requests retried after a 5xx or no answer",
             numbers.fault_retries,
         ),
+        (
+            "requests repeated after a 429 (Retry-After)",
+            count(&sale.rate_limited),
+        ),
         ("payments refused (4xx)", numbers.payment_refused),
         (
             "fans who paid and saw the reservation rejected (refunded)",

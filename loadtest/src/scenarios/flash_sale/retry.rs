@@ -1,5 +1,7 @@
 //! How a fan rides out the platform's faults (a 5xx, no answer): the same request again after
-//! a growing, jittered pause, until it is answered or the sale is over.
+//! a growing, jittered pause, until it is answered or the sale is over. And how it takes the
+//! gateway's 429 (a per-address or per-session limit): the same request again, no sooner
+//! than its `Retry-After` says.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,10 +26,31 @@ pub(super) fn backoff(attempt: u32) -> Duration {
         .mul_f64(rand::random_range(0.8..1.2))
 }
 
+/// The pause a 429 asks for: its `Retry-After` (1 s without one), stretched by up to half
+/// again so that a crowd refused together does not come back together; never shorter.
+pub(super) fn rate_limit_pause(reply: &Reply) -> Duration {
+    reply
+        .retry_after
+        .unwrap_or(Duration::from_secs(1))
+        .mul_f64(rand::random_range(1.0..1.5))
+}
+
 impl Sale {
+    /// After a 429: counts it and waits as long as it asks. False when the sale is over
+    /// (nothing left to retry for).
+    pub(super) async fn wait_out_limit(&self, reply: &Reply) -> bool {
+        if self.over() {
+            return false;
+        }
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(rate_limit_pause(reply)).await;
+        !self.over()
+    }
+
     /// Sends one request until the platform answers it, backing off after each fault (the
-    /// gateway's 502 while a service restarts, a refused connection) as a client would. Only
-    /// for requests that are safe to repeat. None when the sale ended meanwhile.
+    /// gateway's 502 while a service restarts, a refused connection) as a client would, and
+    /// waiting out a 429 (a refused request did nothing). Only for requests that are safe to
+    /// repeat. None when the sale ended meanwhile.
     pub(super) async fn call(
         &self,
         name: &str,
@@ -46,6 +69,12 @@ impl Sale {
                     .send(method.clone(), path, auth.clone(), body.clone())
                     .await,
             );
+            if reply.status == 429 {
+                if !self.wait_out_limit(&reply).await {
+                    return None;
+                }
+                continue;
+            }
             if !reply.is_fault() {
                 return Some(reply);
             }
@@ -113,6 +142,55 @@ mod tests {
                 .is_none()
         );
         assert_eq!(fake.seen("GET", "/x").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fan_refused_with_429_waits_its_retry_after_and_repeats() {
+        // The fake answers 429 with `Retry-After: 1`, as the gateway does.
+        let fake = Fake::start(|_, before| match before {
+            0 => Some((429, json!({"code": "RATE_LIMITED"}))),
+            _ => Some((200, json!({"status": "ACTIVE"}))),
+        })
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        let reply = s
+            .call("GET /x", Method::GET, "/x", fan().auth(), None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(count(&s.rate_limited), 1);
+        assert_eq!(count(&s.fault_retries), 0);
+        assert_eq!(s.rec.count("GET /x", 429), 1);
+        let seen = fake.seen("GET", "/x");
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen[1].at - seen[0].at >= Duration::from_secs(1),
+            "not sooner than Retry-After: {:?}",
+            seen[1].at - seen[0].at
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_pause_is_never_shorter_than_retry_after() {
+        let reply = |retry_after| Reply {
+            status: 429,
+            retry_after,
+            body: Default::default(),
+            sent_unix_ms: 0,
+            elapsed: Duration::ZERO,
+        };
+        for _ in 0..100 {
+            let d = rate_limit_pause(&reply(Some(Duration::from_secs(5))));
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_millis(7500),
+                "{d:?}"
+            );
+            let d = rate_limit_pause(&reply(None));
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_millis(1500),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]
