@@ -5,14 +5,18 @@ Run by check.sh inside its virtualenv (needs kubernetes-validate and PyYAML):
 
   1. every built-in object against the Kubernetes JSON schemas bundled with
      kubernetes-validate, strictly (unknown fields are errors), for each requested version;
-  2. the custom resources, which have no bundled schema (Gateway, HTTPRoute, KafkaTopic), by a
-     structural check of the fields used here;
+  2. the custom resources against their CRDs' schemas (platform_checks.py; the pinned CRDs
+     check.sh fetches), strictly; Strimzi's (KafkaTopic, KafkaUser: no CRD in a registry) and
+     Gateway/HTTPRoute also by a structural check of the fields used here;
   3. the wiring between objects and the repository: references resolve, selectors select,
      the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes, the
      KafkaTopics are exactly common/src/events.rs ALL_TOPICS plus their `.dlq` twins, the pods
      meet the restricted security profile and the shutdown timing adds up;
   4. with --openapi FILE (the merged document `apidoc` prints): the documented paths are
-     exactly the public routes of the nginx template and of the HTTPRoutes.
+     exactly the public routes of the nginx template and of the HTTPRoutes;
+  5. platform_checks.py: check-config on each Deployment's environment, probes, memory, topic
+     replication, Kafka users' ACLs, egress, scrape objects, autoscalers, PDBs, zone spread,
+     gateway timeouts, the connection budget (printed) and placeholders (--strict: errors).
 
 Prints one line per problem and a summary; exits 1 if anything failed.
 """
@@ -28,6 +32,10 @@ from pathlib import Path
 import yaml
 from kubernetes_validate import utils as kv
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import platform_checks  # noqa: E402  (next to this file)
+from platform_checks import labels_match  # noqa: E402
+
 SERVICES = {  # binary -> (port variable, port, own database variables)
     "users-api": ("USERS_API_PORT", 8081, ["USERS_DATABASE_URL"]),
     "concert-api": ("CONCERT_API_PORT", 8082, ["CONCERT_DATABASE_URL"]),
@@ -40,12 +48,25 @@ SERVICES = {  # binary -> (port variable, port, own database variables)
 }
 APIS = ["users-api", "concert-api", "payment-api"]
 COMMANDS = {"serve", "migrate", "create-admin"}
-# Custom resources this repository uses, checked structurally (no bundled schema).
-CRDS = {
+# Custom resources: not in the Kubernetes schemas; validated against their CRDs' schemas
+# (platform_checks, the pinned releases check.sh fetches), the three below also structurally.
+CUSTOM_GROUPS = {
+    "gateway.networking.k8s.io",
+    "gateway.envoyproxy.io",
+    "kafka.strimzi.io",
+    "postgresql.cnpg.io",
+    "monitoring.coreos.com",
+    "keda.sh",
+}
+STRUCTURAL = {
     ("gateway.networking.k8s.io/v1", "Gateway"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+    ("kafka.strimzi.io/v1", "KafkaTopic"),
 }
+
+
+def is_custom(obj: dict) -> bool:
+    return str(obj.get("apiVersion", "")).rpartition("/")[0] in CUSTOM_GROUPS
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "GatewayClass"}
 NEVER_ROUTED = ("/internal", "/health", "/metrics", "/openapi.json")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -58,6 +79,8 @@ class Report:
         self.overlay = overlay
         self.errors: list[str] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []
+        self.budget: list[str] = []
 
     def error(self, what: str, msg: str) -> None:
         self.errors.append(f"{what}: {msg}")
@@ -73,31 +96,10 @@ def ident(obj: dict) -> str:
     return f"{obj.get('kind')}/{meta.get('name')}"
 
 
-def labels_match(selector: dict, labels: dict) -> bool:
-    """A LabelSelector (matchLabels + matchExpressions) against a label map."""
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and labels.get(key) in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
-# --------------------------------------------------------------------------------------------
-# 1. built-in objects: JSON schema, strict
-# --------------------------------------------------------------------------------------------
 def schema_validate(objs: list[dict], versions: list[str], rep: Report) -> int:
     validated = 0
     for obj in objs:
-        if (obj.get("apiVersion"), obj.get("kind")) in CRDS:
+        if is_custom(obj):
             continue
         ok = True
         for version in versions:
@@ -216,6 +218,7 @@ def check_kafkatopic(topic: dict, rep: Report) -> None:
     )
     spec = topic.get("spec") or {}
     only_keys(rep, what, spec, {"topicName", "partitions", "replicas", "config"})
+    rep.check(topic.get("apiVersion") == "kafka.strimzi.io/v1", what, f"{topic.get('apiVersion')} is gone in Strimzi 1.0: use kafka.strimzi.io/v1")
     rep.check(
         bool(re.match(r"^[a-zA-Z0-9._-]{1,249}$", str(spec.get("topicName", "")))),
         what,
@@ -226,6 +229,36 @@ def check_kafkatopic(topic: dict, rep: Report) -> None:
         rep.check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, what, f"spec.{k} {v!r}")
     for k, v in (spec.get("config") or {}).items():
         rep.check(isinstance(v, (str, int, float, bool)), what, f"config {k} must be a scalar")
+
+
+def check_kafkauser(user: dict, rep: Report) -> None:
+    """kafka.strimzi.io/v1 KafkaUser: the fields of Strimzi's v1 CRD that matter here, exactly."""
+    what = ident(user)
+    rep.check(user.get("apiVersion") == "kafka.strimzi.io/v1", what, f"{user.get('apiVersion')}: use kafka.strimzi.io/v1")
+    meta = user.get("metadata") or {}
+    rep.check(bool(DNS_SUBDOMAIN.match(meta.get("name", ""))), what, "metadata.name is not a DNS subdomain")
+    rep.check(bool((meta.get("labels") or {}).get("strimzi.io/cluster")), what, "label strimzi.io/cluster is missing")
+    spec = user.get("spec") or {}
+    only_keys(rep, what, spec, {"authentication", "authorization", "quotas", "template"})
+    auth = spec.get("authentication") or {}
+    only_keys(rep, what, auth, {"type", "password", "validityDays", "renewalDays"})
+    rep.check(auth.get("type") in {"tls", "tls-external", "scram-sha-512"}, what, f"authentication.type {auth.get('type')!r}")
+    authz = spec.get("authorization") or {}
+    only_keys(rep, what, authz, {"type", "acls"})
+    rep.check(authz.get("type") == "simple" and isinstance(authz.get("acls"), list), what, "authorization needs type simple and acls")
+    for acl in authz.get("acls") or []:
+        only_keys(rep, what, acl, {"type", "resource", "host", "operations"})
+        rep.check(acl.get("type", "allow") in {"allow", "deny"}, what, f"acl type {acl.get('type')!r}")
+        res = acl.get("resource") or {}
+        only_keys(rep, what, res, {"type", "name", "patternType"})
+        rep.check(res.get("type") in {"topic", "group", "cluster", "transactionalId"}, what, f"acl resource.type {res.get('type')!r}")
+        rep.check(res.get("patternType", "literal") in {"literal", "prefix"}, what, f"acl resource.patternType {res.get('patternType')!r}")
+        ops = acl.get("operations")
+        rep.check(
+            isinstance(ops, list) and bool(ops) and set(ops) <= {"Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction", "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All"},
+            what,
+            f"acl operations {ops!r}",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +409,8 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
 
     configmaps, secrets, sas = named("ConfigMap"), named("Secret"), named("ServiceAccount")
     deployments, services, jobs = named("Deployment"), named("Service"), named("Job")
-    external = set(args.external_secret or [])
+    # Secrets an operator writes for a rendered resource: the KafkaUsers' (Strimzi User Operator).
+    external = set(args.external_secret or []) | {u["metadata"]["name"] for u in by_kind.get("KafkaUser", [])}
     used_external: set[str] = set()
 
     config: dict[str, str] = {}
@@ -481,9 +515,10 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
         d = deployments.get(api)
         if not rep.check(d is not None, "render", f"Deployment {api} is missing"):
             continue
-        rep.check("replicas" not in d["spec"], ident(d), "has spec.replicas but its HPA owns the count")
+        rep.check("replicas" not in d["spec"], ident(d), "has spec.replicas but its autoscaler owns the count")
         hpa = [h for h in hpas.values() if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": api}]
-        if rep.check(len(hpa) == 1, "render", f"expected one HPA for {api}"):
+        scaled = [s for s in by_kind.get("ScaledObject", []) if s["spec"]["scaleTargetRef"].get("name") == api]
+        if rep.check(len(hpa) + len(scaled) == 1, "render", f"expected one autoscaler (HPA or KEDA ScaledObject) for {api}") and hpa:
             h = hpa[0]["spec"]
             rep.check(1 <= h.get("minReplicas", 1) <= h["maxReplicas"], ident(hpa[0]), "minReplicas must be 1..maxReplicas")
         tmpl_labels = d["spec"]["template"]["metadata"]["labels"]
@@ -498,7 +533,8 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
     if rep.check(batch is not None, "render", "Deployment batch is missing"):
         rep.check(batch["spec"].get("replicas") == 2, ident(batch), "batch runs 2 replicas (leader + standby)")
         rep.check(
-            not any(h["spec"]["scaleTargetRef"]["name"] == "batch" for h in hpas.values()),
+            not any(h["spec"]["scaleTargetRef"]["name"] == "batch" for h in hpas.values())
+            and not any(s["spec"]["scaleTargetRef"].get("name") == "batch" for s in by_kind.get("ScaledObject", [])),
             ident(batch),
             "batch must not be autoscaled (one leader does the work)",
         )
@@ -657,6 +693,9 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, required=True, help="repository root")
     ap.add_argument("--kube-version", action="append", required=True, help="Kubernetes version(s) to validate against")
     ap.add_argument("--external-secret", action="append", help="a Secret the operator provides")
+    ap.add_argument("--crd-dir", type=Path, help="the fetched CRDs (check.sh); custom resources are validated against them")
+    ap.add_argument("--check-config-dir", type=Path, help="directory with the service binaries (or stand-ins) that answer `check-config`")
+    ap.add_argument("--strict", action="store_true", help="placeholder values are errors, not warnings")
     ap.add_argument(
         "--openapi",
         type=Path,
@@ -673,12 +712,24 @@ def main() -> int:
             return 1
     validated = schema_validate(objs, args.kube_version, rep)
     crd_kinds: Counter[str] = Counter()
+    crd_valid = 0
+    schemas = platform_checks.CrdSchemas(args.crd_dir)
     for o in objs:
-        key = (o.get("apiVersion"), o.get("kind"))
-        if key in CRDS:
+        if is_custom(o):
             crd_kinds[o["kind"]] += 1
-            {"Gateway": check_gateway, "HTTPRoute": check_httproute, "KafkaTopic": check_kafkatopic}[o["kind"]](o, rep)
+            before = len(rep.errors)
+            if (o["apiVersion"].rpartition("/")[0], o["kind"]) in platform_checks.STRUCTURAL_ONLY:
+                {"KafkaTopic": check_kafkatopic, "KafkaUser": check_kafkauser}[o["kind"]](o, rep)
+                crd_valid += len(rep.errors) == before
+                continue
+            crd_valid += platform_checks.validate_custom_resource(o, schemas, rep)
+            if (o.get("apiVersion"), o.get("kind")) in STRUCTURAL:
+                {"Gateway": check_gateway, "HTTPRoute": check_httproute}[o["kind"]](o, rep)
     check_wiring(objs, args, rep)
+    platform_checks.check_platform(objs, args, rep, SERVICES)
+    configmaps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+    secrets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    platform_checks.check_configs(objs, configmaps, secrets, args, rep, SERVICES)
 
     for e in rep.errors:
         print(f"ERROR overlay {args.overlay}: {e}", file=sys.stderr, flush=True)
@@ -688,14 +739,18 @@ def main() -> int:
     print(
         f"overlay {args.overlay}: {len(objs)} objects, {validated} of {builtin} built-in objects "
         f"valid against the Kubernetes {' and '.join(args.kube_version)} schemas (strict), "
-        f"{crds} custom resources not in those schemas "
-        f"({', '.join(f'{k} {n}' for k, n in sorted(crd_kinds.items()))}) checked structurally, "
+        f"{crd_valid} of {crds} custom resources valid against their CRDs' schemas (strict) "
+        f"({', '.join(f'{k} {n}' for k, n in sorted(crd_kinds.items()))}), "
         f"{verdict}",
         flush=True,
     )
+    for line in rep.budget:
+        print(f"  connection budget: {line}")
+    for w in rep.warnings:
+        print(f"  WARNING: {w}")
     for n in rep.notes:
         print(f"  note: {n}")
-    return 1 if rep.errors or validated + crds != len(objs) else 0
+    return 1 if rep.errors or validated + crd_valid != len(objs) else 0
 
 
 if __name__ == "__main__":
