@@ -5,7 +5,8 @@
 #   2. the gateway's nginx config passes nginx -t; the merged OpenAPI document (apidoc)
 #      equals the committed docs/openapi.json; every Kubernetes overlay renders and validates
 #      offline and the document's paths are exactly the gateway's public routes
-#      (deploy/k8s/check.sh); cargo fmt --check
+#      (deploy/k8s/check.sh); shellcheck, hadolint and checkov find nothing unjustified
+#      (deploy/lint.sh); cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. the whole test suite (cargo-nextest if installed, else cargo test), with schemathesis
 #      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS
@@ -68,6 +69,9 @@ fi
 log "Kubernetes manifests: render every overlay, validate offline; OpenAPI paths = gateway routes"
 OPENAPI_DOC="$openapi_doc" deploy/k8s/check.sh
 rm -f "$openapi_doc"
+
+log "static checks: shellcheck (scripts), hadolint (Dockerfile), checkov (overlays, Dockerfile)"
+deploy/lint.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
