@@ -14,7 +14,7 @@ export GATEWAY_QUEUE_RATE="${GATEWAY_QUEUE_RATE:-100000r/s}" GATEWAY_QUEUE_BURST
 # so the cap is raised past anything it opens. The per-session limits (holds, event streams)
 # stay as in production here: every fan is its own session (bench/run.sh raises the hold limit
 # for its endpoint scenarios only).
-export GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-100000}"
+export GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-65535}"
 export GATEWAY_BENCH_ROUTE=1
 export QUEUE_MAX_ACTIVE="${QUEUE_MAX_ACTIVE:-300}" QUEUE_ADMIT_PER_TICK="${QUEUE_ADMIT_PER_TICK:-100}"
 export QUEUE_ADMIT_INTERVAL_MS="${QUEUE_ADMIT_INTERVAL_MS:-250}"
