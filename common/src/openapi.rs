@@ -48,6 +48,10 @@ pub struct ProblemDoc {
     /// `SEAT_UNAVAILABLE` only: the requested seats that are taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seat_nos: Option<Vec<i32>>,
+    /// `PURCHASE_LIMIT` only: how many more seats the buyer may hold for the concert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub remaining: Option<i64>,
 }
 
 /// `seat_nos` of a hold: 1 to `max` distinct seat numbers, each 1 or more.

@@ -17,6 +17,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub session: SessionConfig,
     pub reservation: ReservationConfig,
+    /// How often the inventory hashes are rewritten from the database (and once at start-up).
+    pub inventory_resync: Duration,
     pub log_format: LogFormat,
     /// Not a setting: the system clock, or a test's manual one.
     pub clock: Clock,
@@ -53,6 +55,7 @@ impl Config {
             kafka: KafkaConfig::from_env(env)?,
             session: SessionConfig::from_env(env)?,
             reservation: ReservationConfig::from_env(env)?,
+            inventory_resync: env.millis("INVENTORY_RESYNC_MS", 5000, 100..=600_000)?,
             log_format: log_format(env)?,
             clock: Clock::system(),
         })

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::domain::reservation::Reservation;
 use crate::domain::settlement::{Rejection, Verdict, settle_payment};
+use crate::store::inventory::Inventory;
 
 /// The inbox's consumer name for settlements, whichever way the event came.
 pub const CONSUMER: &str = "concert-api.settle-payment";
@@ -105,13 +106,14 @@ pub fn reservation_expired(
 /// Settles every `payment.completed` the broker brings.
 pub struct SettleOnPayment {
     pub db: DatabaseConnection,
+    pub inventory: Inventory,
     pub clock: Clock,
 }
 
 impl EventHandler for SettleOnPayment {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<PaymentCompleted> = msg.decode()?;
-        let settled = settle_payment(&self.db, &event, self.clock.now()).await?;
+        let settled = settle_payment(&self.db, &self.inventory, &event, self.clock.now()).await?;
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");
             return Ok(());

@@ -17,6 +17,7 @@ use crate::domain::policy::HoldPolicy;
 use crate::events::SettleOnPayment;
 use crate::routes::AppState;
 use crate::store::cache::CatalogueCache;
+use crate::store::inventory::Inventory;
 use crate::store::migration::Migrator;
 
 pub const SERVICE: &str = "concert-api";
@@ -38,7 +39,9 @@ pub const SERVICE: &str = "concert-api";
         crate::routes::reservations::get,
         crate::routes::reservations::cancel,
         crate::routes::admin::create_concert,
+        crate::routes::admin::update_concert,
         crate::routes::admin::create_schedule,
+        crate::routes::admin::sale_view,
     ),
     modifiers(&Platform)
 )]
@@ -63,6 +66,7 @@ impl Application {
             SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone()),
         );
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
+        let inventory = Inventory::new(redis.clone());
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -70,14 +74,17 @@ impl Application {
                 db.clone(),
                 HoldPolicy::new(&config.reservation),
                 config.clock.clone(),
+                inventory.clone(),
             ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
         });
         let consumer_kafka = kafka.clone();
         let handler = SettleOnPayment {
             db: db.clone(),
+            inventory: inventory.clone(),
             clock: clock.clone(),
         };
+        let resync_db = db.clone();
         let parts =
             ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
@@ -86,6 +93,20 @@ impl Application {
                 .app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
+        let cancel = service.cancel_token();
+        let every = config.inventory_resync;
+        service.spawn("inventory resync", async move {
+            loop {
+                match inventory.resync_all(&resync_db).await {
+                    Ok(n) => tracing::debug!(concerts = n, "inventory resynced"),
+                    Err(e) => tracing::warn!(error = %e, "inventory resync failed"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
         service.spawn_consumer(
             "payment.completed consumer",
             consumer_kafka,

@@ -3,24 +3,38 @@
 //! front of it — the facts of known schedules and the seats just seen taken.
 
 use chrono::{DateTime, Utc};
+use common::ApiError;
 use common::auth::ActiveQueuePass;
 use common::error::{Code, ErrorCode};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
 use crate::domain::hold::{SaleError, ValidHold, check_booking_open};
+use crate::domain::idempotency::{Answer, KeyedRequest, judge};
 use crate::domain::policy::HoldPolicy;
-use crate::domain::reservation::Reservation;
+use crate::domain::reservation::{Reservation, ReservationView};
 use crate::domain::status::ReservationStatus;
 use crate::error::{Catalogued, ConcertCode};
 use crate::store::catalogue::{self, ScheduleFacts, SeatRow};
 use crate::store::holds::{self, Claim, NewHold};
+use crate::store::idempotency;
+use crate::store::inventory::{Change, Inventory};
 use crate::store::known_schedules::KnownSchedules;
 use crate::store::taken_seats::TakenSeats;
 use crate::store::{cancel, reservations};
 
+/// What a hold request came to, when it was not refused.
+#[derive(Debug)]
+pub enum HoldOutcome {
+    /// This request's own hold.
+    Held(Reservation),
+    /// A retry's: the first request's answer with this key, as it was given.
+    Replay(Answer),
+}
+
 pub struct BoxOffice {
     pub db: DatabaseConnection,
     pub policy: HoldPolicy,
+    pub inventory: Inventory,
     schedules: KnownSchedules,
     taken: TakenSeats,
 }
@@ -58,8 +72,14 @@ impl ErrorCode for ReservationError {
 }
 
 impl BoxOffice {
-    pub fn new(db: DatabaseConnection, policy: HoldPolicy, clock: common::clock::Clock) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        policy: HoldPolicy,
+        clock: common::clock::Clock,
+        inventory: Inventory,
+    ) -> Self {
         Self {
+            inventory,
             schedules: KnownSchedules::new(db.clone()),
             taken: TakenSeats::new(clock),
             db,
@@ -86,20 +106,27 @@ impl BoxOffice {
 
     /// Holds the requested seats for the pass's holder at `now`: all of them or none, in the
     /// order of checks of API.md. A seat seen taken a moment ago is refused from memory; a
-    /// seat free only because its hold is dead is taken over in a short transaction.
+    /// seat free only because its hold is dead is taken over. Everything from the buyer's
+    /// limit to the reservation is one transaction under the buyer's lock
+    /// ([`holds::lock_buyer`]); with an `Idempotency-Key` the key is claimed first in the same
+    /// transaction and the answer kept with it. Seat counts move after the commit.
     pub async fn hold_seats(
         &self,
         pass: &ActiveQueuePass,
         request: ValidHold,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, SaleError> {
+        keyed: Option<&KeyedRequest<'_>>,
+    ) -> Result<HoldOutcome, ApiError> {
         let schedule = self.schedule_for(pass, request.schedule_id).await?;
         request.check_seats_exist(&schedule)?;
         check_booking_open(&schedule, now)?;
-        // Losers of a race for a hot seat are turned away from memory.
-        let recent = self.taken.recently_taken(schedule.id, &request.seat_nos);
-        if !recent.is_empty() {
-            return Err(SaleError::SeatsUnavailable(recent));
+        // Losers of a race for a hot seat are turned away from memory — but not a keyed
+        // request, which may be the retry of the very hold that took them.
+        if keyed.is_none() {
+            let recent = self.taken.recently_taken(schedule.id, &request.seat_nos);
+            if !recent.is_empty() {
+                return Err(SaleError::SeatsUnavailable(recent).into());
+            }
         }
         let mut seat_nos = request.seat_nos;
         seat_nos.sort_unstable();
@@ -110,21 +137,72 @@ impl BoxOffice {
             held_until: self.policy.held_until(now),
             stale_before: self.policy.stale_before(now),
         };
-        let claim = match holds::claim_free(&self.db, hold).await? {
-            Claim::FreeByTakeover => holds::claim_with_takeover(&self.db, hold, now).await?,
+        let txn = self.db.begin().await?;
+        if let Some(k) = keyed
+            && let Some(answer) =
+                judge(idempotency::claim(&txn, k.user_id, k.key, &k.request).await?)?
+        {
+            return Ok(HoldOutcome::Replay(answer));
+        }
+        holds::lock_buyer(&txn, pass.user_id, schedule.concert_id).await?;
+        let claim = match holds::claim_free(&txn, hold).await? {
+            Claim::FreeByTakeover => holds::claim_with_takeover(&txn, hold, now).await?,
             claim => claim,
         };
-        match claim {
-            Claim::Held(r) => {
-                self.taken.remember(schedule.id, &seat_nos);
-                Ok(r)
-            }
-            Claim::Taken(seats) => {
-                self.taken.remember(schedule.id, &seats);
-                Err(SaleError::SeatsUnavailable(seats))
+        let outcome = match claim {
+            Claim::Held {
+                reservation,
+                from_available,
+            } => Ok((reservation, from_available)),
+            Claim::Taken(seats) => Err(SaleError::SeatsUnavailable(seats)),
+            Claim::OverLimit { limit, owned } => Err(SaleError::PurchaseLimit {
+                limit,
+                remaining: (limit - owned).max(0),
+            }),
+            // The transaction is aborted: nothing can be kept; a retry is processed afresh.
+            Claim::Refused(seats) => {
+                txn.rollback().await?;
+                return Err(SaleError::SeatsUnavailable(seats).into());
             }
             // The takeover path claims or refuses; it never sends us back to itself.
-            Claim::FreeByTakeover => Err(SaleError::SeatsUnavailable(seat_nos)),
+            Claim::FreeByTakeover => {
+                txn.rollback().await?;
+                return Err(SaleError::SeatsUnavailable(seat_nos).into());
+            }
+        };
+        if let Some(k) = keyed {
+            let answer = match &outcome {
+                Ok((r, _)) => Answer::created(
+                    serde_json::to_value(ReservationView::at(
+                        r.clone(),
+                        self.policy.stale_before(now),
+                    ))
+                    .map_err(ApiError::internal)?,
+                ),
+                Err(refusal) => Answer::refused(&ApiError::from(SaleError::clone_refusal(refusal))),
+            };
+            idempotency::record(&txn, k.user_id, k.key, answer.status.as_u16(), &answer.body)
+                .await?;
+            txn.commit().await?;
+        } else if outcome.is_ok() {
+            txn.commit().await?;
+        } else {
+            txn.rollback().await?;
+        }
+        match outcome {
+            Ok((r, from_available)) => {
+                self.taken.remember(schedule.id, &seat_nos);
+                self.inventory
+                    .apply(Change::held(r.concert_id, r.schedule_id, from_available))
+                    .await;
+                Ok(HoldOutcome::Held(r))
+            }
+            Err(refusal) => {
+                if let SaleError::SeatsUnavailable(seats) = &refusal {
+                    self.taken.remember(schedule.id, seats);
+                }
+                Err(refusal.into())
+            }
         }
     }
 
@@ -143,8 +221,15 @@ impl BoxOffice {
         if status != ReservationStatus::Held {
             return Err(ReservationError::NotCancellable(status));
         }
-        let cancelled = cancel::cancel(&txn, id).await?;
+        let (cancelled, freed) = cancel::cancel(&txn, id).await?;
         txn.commit().await?;
+        self.inventory
+            .apply(Change::freed(
+                cancelled.concert_id,
+                cancelled.schedule_id,
+                freed,
+            ))
+            .await;
         // Freed here: nobody should be refused them from memory.
         self.taken
             .forget(cancelled.schedule_id, &cancelled.seat_nos);

@@ -6,11 +6,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use common::ApiError;
 use common::error::{Code, ErrorCode};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::{Catalogued, ConcertCode};
+use crate::store::audit::{self, AuditEntry};
 use crate::store::catalogue::{self, Concert, NewSchedule, Schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +47,134 @@ pub async fn concert<C: ConnectionTrait>(db: &C, id: i64) -> Result<Concert, Cat
         .ok_or(CatalogueError::ConcertNotFound(id))
 }
 
-/// Adds a schedule, with its seats, to an existing concert.
+/// Who makes an admin change (the session's user).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub id: i64,
+    pub username: &'a str,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Creates a concert; the change is audited in the same transaction.
+pub async fn create_concert(
+    db: &DatabaseConnection,
+    actor: Actor<'_>,
+    new: &NewConcert,
+) -> Result<Concert, CatalogueError> {
+    let txn = db.begin().await?;
+    let created =
+        catalogue::insert_concert(&txn, &new.title, &new.performer, new.max_tickets_per_user)
+            .await?;
+    let entry = AuditEntry {
+        actor_id: actor.id,
+        actor_username: actor.username,
+        action: "concert.create",
+        target: format!("concert:{}", created.id),
+        before: None,
+        after: Some(json(&created)),
+    };
+    audit::record(&txn, &entry).await?;
+    txn.commit().await?;
+    audit::log(&entry);
+    Ok(created)
+}
+
+/// Adds a schedule, with its seats, to an existing concert; the change is audited in the
+/// same transaction.
 pub async fn add_schedule(
     db: &DatabaseConnection,
+    actor: Actor<'_>,
     new: &NewSchedule,
 ) -> Result<Schedule, CatalogueError> {
-    concert(db, new.concert_id).await?;
-    Ok(catalogue::insert_schedule(db, new).await?)
+    let txn = db.begin().await?;
+    concert(&txn, new.concert_id).await?;
+    let schedule = catalogue::insert_schedule(&txn, new).await?;
+    let entry = AuditEntry {
+        actor_id: actor.id,
+        actor_username: actor.username,
+        action: "schedule.create",
+        target: format!("schedule:{}", schedule.id),
+        before: None,
+        after: Some(json(&schedule)),
+    };
+    audit::record(&txn, &entry).await?;
+    txn.commit().await?;
+    audit::log(&entry);
+    Ok(schedule)
+}
+
+/// Changes concert `id`'s settings; the change is audited (before → after) in the same
+/// transaction. Holds already made are never touched: a lower limit only refuses new holds.
+pub async fn update_concert(
+    db: &DatabaseConnection,
+    actor: Actor<'_>,
+    id: i64,
+    change: &ConcertChange,
+) -> Result<Concert, CatalogueError> {
+    let txn = db.begin().await?;
+    let before = catalogue::lock_concert(&txn, id)
+        .await?
+        .ok_or(CatalogueError::ConcertNotFound(id))?;
+    let after = catalogue::set_max_tickets_per_user(&txn, id, change.max_tickets_per_user)
+        .await?
+        .ok_or(CatalogueError::ConcertNotFound(id))?;
+    let entry = AuditEntry {
+        actor_id: actor.id,
+        actor_username: actor.username,
+        action: "concert.update",
+        target: format!("concert:{id}"),
+        before: Some(json(&before)),
+        after: Some(json(&after)),
+    };
+    audit::record(&txn, &entry).await?;
+    txn.commit().await?;
+    audit::log(&entry);
+    Ok(after)
+}
+
+/// The per-buyer limit when a new concert does not say.
+pub const DEFAULT_MAX_TICKETS_PER_USER: i32 = 4;
+
+fn max_tickets(v: i64) -> Result<i32, ApiError> {
+    i32::try_from(v)
+        .ok()
+        .filter(|n| (1..=20).contains(n))
+        .ok_or_else(|| ApiError::invalid_field("max_tickets_per_user", "must be between 1 and 20"))
+}
+
+/// A concert an admin may create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConcert {
+    pub title: String,
+    pub performer: String,
+    pub max_tickets_per_user: i32,
+}
+
+/// `PATCH /api/admin/concerts/{id}`: the settings an admin may change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConcertChangeRequest {
+    /// Most seats one buyer may hold or own for the concert (HELD + CONFIRMED, over all its
+    /// schedules), 1 to 20. Lowering it below what a buyer has refuses that buyer's further
+    /// holds and changes none already made.
+    #[schema(minimum = 1, maximum = 20)]
+    pub max_tickets_per_user: i64,
+}
+
+/// A valid [`ConcertChangeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcertChange {
+    pub max_tickets_per_user: i32,
+}
+
+impl ConcertChangeRequest {
+    pub fn validate(self) -> Result<ConcertChange, ApiError> {
+        Ok(ConcertChange {
+            max_tickets_per_user: max_tickets(self.max_tickets_per_user)?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -71,10 +193,13 @@ pub struct NewConcertRequest {
         pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
     )]
     pub performer: String,
+    /// Most seats one buyer may hold or own for the concert, 1 to 20 (default 4).
+    #[schema(minimum = 1, maximum = 20, default = 4)]
+    pub max_tickets_per_user: Option<i64>,
 }
 
 impl NewConcertRequest {
-    pub fn validate(self) -> Result<(String, String), ApiError> {
+    pub fn validate(self) -> Result<NewConcert, ApiError> {
         let text = |field: &str, v: String| {
             let v = v.trim().to_owned();
             if v.is_empty() || v.chars().count() > 200 {
@@ -86,10 +211,14 @@ impl NewConcertRequest {
                 Ok(v)
             }
         };
-        Ok((
-            text("title", self.title)?,
-            text("performer", self.performer)?,
-        ))
+        Ok(NewConcert {
+            title: text("title", self.title)?,
+            performer: text("performer", self.performer)?,
+            max_tickets_per_user: match self.max_tickets_per_user {
+                None => DEFAULT_MAX_TICKETS_PER_USER,
+                Some(v) => max_tickets(v)?,
+            },
+        })
     }
 }
 
@@ -249,6 +378,34 @@ mod tests {
             (r(50, 1000, true), "booking_opens_at"),
         ] {
             assert!(req.validate(1).unwrap_err().detail().contains(field));
+        }
+    }
+
+    #[test]
+    fn the_per_buyer_limit_defaults_to_4_and_is_1_to_20() {
+        let c = |limit| NewConcertRequest {
+            title: "T".into(),
+            performer: "P".into(),
+            max_tickets_per_user: limit,
+        };
+        assert_eq!(c(None).validate().unwrap().max_tickets_per_user, 4);
+        assert_eq!(c(Some(20)).validate().unwrap().max_tickets_per_user, 20);
+        for bad in [0, 21, -1, i64::MAX] {
+            let err = c(Some(bad)).validate().unwrap_err();
+            assert!(err.detail().contains("max_tickets_per_user"), "{bad}");
+        }
+        let p = |limit| ConcertChangeRequest {
+            max_tickets_per_user: limit,
+        };
+        assert_eq!(p(1).validate().unwrap().max_tickets_per_user, 1);
+        for bad in [0, 21] {
+            assert!(
+                p(bad)
+                    .validate()
+                    .unwrap_err()
+                    .detail()
+                    .contains("max_tickets_per_user")
+            );
         }
     }
 

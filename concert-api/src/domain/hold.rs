@@ -93,8 +93,39 @@ pub enum SaleError {
     /// These seats are taken (or were seen taken a moment ago).
     #[error("seats not available: {}", list(.0))]
     SeatsUnavailable(Vec<i32>),
+    /// The buyer's live seats for the concert plus this hold would pass its limit.
+    #[error("this concert allows {limit} tickets per buyer; you may hold {remaining} more")]
+    PurchaseLimit { limit: i64, remaining: i64 },
     #[error(transparent)]
     Store(#[from] DbErr),
+}
+
+impl SaleError {
+    /// A copy of a refusal decided under the hold's transaction (never [`SaleError::Store`],
+    /// which is not a refusal).
+    pub fn clone_refusal(&self) -> SaleError {
+        match self {
+            Self::ScheduleNotFound(id) => Self::ScheduleNotFound(*id),
+            Self::NotAdmitted => Self::NotAdmitted,
+            Self::NoSuchSeat {
+                index,
+                schedule_id,
+                seat_count,
+            } => Self::NoSuchSeat {
+                index: *index,
+                schedule_id: *schedule_id,
+                seat_count: *seat_count,
+            },
+            Self::BookingNotOpen(at) => Self::BookingNotOpen(*at),
+            Self::ShowStarted => Self::ShowStarted,
+            Self::SeatsUnavailable(seats) => Self::SeatsUnavailable(seats.clone()),
+            Self::PurchaseLimit { limit, remaining } => Self::PurchaseLimit {
+                limit: *limit,
+                remaining: *remaining,
+            },
+            Self::Store(e) => Self::Store(DbErr::Custom(e.to_string())),
+        }
+    }
 }
 
 fn list(seats: &[i32]) -> String {
@@ -113,6 +144,7 @@ impl SaleError {
             Self::NoSuchSeat { .. } => Code::InvalidRequest.into(),
             Self::BookingNotOpen(_) | Self::ShowStarted => ConcertCode::BookingClosed.into(),
             Self::SeatsUnavailable(_) => ConcertCode::SeatUnavailable.into(),
+            Self::PurchaseLimit { .. } => ConcertCode::PurchaseLimit.into(),
             Self::Store(_) => Code::Internal.into(),
         }
     }
@@ -125,11 +157,17 @@ impl ErrorCode for SaleError {
     fn code(&self) -> &'static str {
         SaleError::code(self).code()
     }
-    /// `SEAT_UNAVAILABLE` names the seats, so a client can pick others.
+    /// `SEAT_UNAVAILABLE` names the seats, so a client can pick others; `PURCHASE_LIMIT`
+    /// says how many more the buyer may hold.
     fn extensions(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         match self {
             Self::SeatsUnavailable(seats) => Some(
                 [("seat_nos".to_owned(), serde_json::json!(seats))]
+                    .into_iter()
+                    .collect(),
+            ),
+            Self::PurchaseLimit { remaining, .. } => Some(
+                [("remaining".to_owned(), serde_json::json!(remaining))]
                     .into_iter()
                     .collect(),
             ),
@@ -252,5 +290,17 @@ mod tests {
         assert_eq!(err.code(), ConcertCode::SeatUnavailable.code());
         assert_eq!(err.detail(), "seats not available: 3, 4");
         assert_eq!(err.problem_json()["seat_nos"], serde_json::json!([3, 4]));
+    }
+
+    #[test]
+    fn the_purchase_limit_says_how_many_are_left() {
+        let err = ApiError::from(SaleError::PurchaseLimit {
+            limit: 2,
+            remaining: 1,
+        });
+        assert_eq!(err.code(), ConcertCode::PurchaseLimit.code());
+        assert_eq!(err.status(), actix_web::http::StatusCode::CONFLICT);
+        assert!(err.detail().contains("1 more"), "{}", err.detail());
+        assert_eq!(err.problem_json()["remaining"], 1);
     }
 }

@@ -4,7 +4,9 @@
 pub mod box_office;
 pub mod catalogue;
 pub mod hold;
+pub mod idempotency;
 pub mod policy;
 pub mod reservation;
+pub mod sale;
 pub mod settlement;
 pub mod status;

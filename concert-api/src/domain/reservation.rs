@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::domain::policy;
 use crate::domain::status::ReservationStatus;
+use crate::store::inventory::Inventory;
 use crate::store::sweep::{self, Sweep};
 
 /// A reservation as stored (`reservations`).
@@ -81,13 +82,22 @@ impl ReservationView {
 const SWEEP_BATCH: i64 = 1000;
 
 /// The expiry sweep batch runs: holds past `held_until + grace` at `now` become EXPIRED and
-/// their seats free; CONFIRMED reservations and SOLD seats are never touched.
+/// their seats free (and counted free in `inventory`, the concert inventory hashes in Redis);
+/// CONFIRMED reservations and SOLD seats are never touched.
 pub async fn expire_holds(
     db: &DatabaseConnection,
+    inventory: &Inventory,
     now: DateTime<Utc>,
     grace: std::time::Duration,
 ) -> Result<Sweep, DbErr> {
-    sweep::expire_holds(db, policy::stale_before(now, grace), now, SWEEP_BATCH).await
+    sweep::expire_holds(
+        db,
+        Some(inventory),
+        policy::stale_before(now, grace),
+        now,
+        SWEEP_BATCH,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use serde::{Serialize, Serializer};
 use crate::domain::reservation::Reservation;
 use crate::domain::status::ReservationStatus;
 use crate::events::{self, CONSUMER};
+use crate::store::inventory::{Change, Inventory};
 use crate::store::{reservations, settlement};
 
 /// Why a payment bought nothing: the `reason` of `reservation.rejected`.
@@ -153,6 +154,7 @@ pub fn check_event(event: &Envelope<PaymentCompleted>) -> Result<(), ApiError> {
 /// and answers the verdict either way. Events it writes are dated `now`.
 pub async fn settle_payment(
     db: &DatabaseConnection,
+    inventory: &Inventory,
     event: &Envelope<PaymentCompleted>,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbErr> {
@@ -160,26 +162,36 @@ pub async fn settle_payment(
     // A concurrent settlement of the same event waits on the inbox row until the first
     // commits, and then reads its outcome.
     let first = inbox::once(db, event.id, CONSUMER, async |txn| {
-        Ok::<_, DbErr>(match settle(txn, payment, now).await? {
-            None => Verdict::Confirmed,
-            Some(reason) => Verdict::Rejected {
-                reason,
-                rejection_event_id: settlement::rejection_written_now(
-                    txn,
-                    payment.reservation_id,
-                    payment.payment_id,
-                )
-                .await?
-                .map(|r| r.event_id),
+        let (rejection, change) = settle(txn, payment, now).await?;
+        Ok::<_, DbErr>((
+            match rejection {
+                None => Verdict::Confirmed,
+                Some(reason) => Verdict::Rejected {
+                    reason,
+                    rejection_event_id: settlement::rejection_written_now(
+                        txn,
+                        payment.reservation_id,
+                        payment.payment_id,
+                    )
+                    .await?
+                    .map(|r| r.event_id),
+                },
             },
-        })
+            change,
+        ))
     })
     .await?;
     Ok(match first {
-        Some(verdict) => Settled {
-            verdict,
-            first: true,
-        },
+        Some((verdict, change)) => {
+            // Committed: the seats sold (or freed by the rejection) are counted now.
+            if let Some(change) = change {
+                inventory.apply(change).await;
+            }
+            Settled {
+                verdict,
+                first: true,
+            }
+        }
         None => Settled {
             verdict: recorded_verdict(db, payment).await?,
             first: false,
@@ -188,36 +200,43 @@ pub async fn settle_payment(
 }
 
 /// Settles `payment` in the caller's transaction: its reservation CONFIRMED with its seats
-/// SOLD (`None`), or the payment rejected (`Some`) with `reservation.rejected` written.
+/// SOLD (`None`), or the payment rejected (`Some`) with `reservation.rejected` written; and
+/// the seats that changed status, for the inventory once committed.
 async fn settle<C: ConnectionTrait>(
     txn: &C,
     payment: &PaymentCompleted,
     now: DateTime<Utc>,
-) -> Result<Option<Rejection>, DbErr> {
+) -> Result<(Option<Rejection>, Option<Change>), DbErr> {
     let reservation = settlement::lock(txn, payment.reservation_id).await?;
     let rejection = match judge(reservation.as_ref(), payment) {
-        Judgement::AlreadyConfirmed => return Ok(None),
+        Judgement::AlreadyConfirmed => return Ok((None, None)),
         Judgement::Sell(r) => {
             // Exactly the seats this hold still owns, or none if it lost one.
-            if settlement::sell_seats(txn, r).await? as usize == r.seat_nos.len() {
+            let sold = settlement::sell_seats(txn, r).await?;
+            if sold as usize == r.seat_nos.len() {
                 settlement::confirm(txn, r.id, payment.payment_id).await?;
                 events::reservation_confirmed(r, payment.payment_id, now)
                     .enqueue(txn)
                     .await?;
-                return Ok(None);
+                return Ok((
+                    None,
+                    Some(Change::sold(r.concert_id, r.schedule_id, sold as i64)),
+                ));
             }
             Rejection::SeatsNoLongerHeld
         }
         Judgement::Reject(why) => why,
     };
+    let mut change = None;
     if let Some(r) = reservation.filter(|r| r.status == ReservationStatus::Held) {
         // A hold that cannot be paid any more is over: it ends REJECTED, its seats freed.
-        settlement::end_rejected(txn, r.id).await?;
+        let freed = settlement::end_rejected(txn, r.id).await?;
+        change = Some(Change::freed(r.concert_id, r.schedule_id, freed as i64));
     }
     events::reservation_rejected(payment, rejection, now)
         .enqueue(txn)
         .await?;
-    Ok(Some(rejection))
+    Ok((Some(rejection), change))
 }
 
 /// The verdict an earlier settlement of this payment gave. Settling either confirms the

@@ -65,7 +65,13 @@ pub async fn settle(
 ) -> Result<HttpResponse, ApiError> {
     let event = body.into_inner();
     settlement::check_event(&event)?;
-    let settled = settlement::settle_payment(&state.db, &event, state.clock.now()).await?;
+    let settled = settlement::settle_payment(
+        &state.db,
+        &state.office.inventory,
+        &event,
+        state.clock.now(),
+    )
+    .await?;
     tracing::info!(event_id = %event.id, first = settled.first, verdict = ?settled.verdict, "settled directly");
     Ok(HttpResponse::Ok().json(settled.verdict))
 }

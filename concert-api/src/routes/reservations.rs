@@ -1,16 +1,19 @@
 //! Holds: create (session + active queue token), list, read, cancel.
 
-use actix_web::{HttpResponse, web};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use common::ApiError;
-use common::auth::{ActiveQueuePass, AuthUser};
+use common::auth::{ActiveQueuePass, AuthUser, QueueKeys, queue_token};
 use common::http::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::box_office::HoldOutcome;
 use crate::domain::hold::HoldRequest;
+use crate::domain::idempotency::{Answer, KeyedRequest, judge};
 use crate::domain::reservation::ReservationView;
 use crate::routes::AppState;
-use crate::store::reservations;
+use crate::store::{idempotency, reservations};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/reservations", web::post().to(create))
@@ -19,29 +22,90 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/reservations/{id}", web::delete().to(cancel));
 }
 
+/// The request's `Idempotency-Key`, if any: 1 to 64 visible ASCII characters, else 400.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(raw) = req.headers().get("idempotency-key") else {
+            return std::future::ready(Ok(Self(None)));
+        };
+        let valid = raw
+            .to_str()
+            .ok()
+            .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+        std::future::ready(match valid {
+            Some(k) => Ok(Self(Some(k.to_owned()))),
+            None => Err(ApiError::invalid(
+                "header `Idempotency-Key`: must be 1 to 64 visible ASCII characters",
+            )),
+        })
+    }
+}
+
 /// The newest this many of a user's reservations are listed.
 const LISTED: u64 = 200;
 
 #[utoipa::path(post, path = "/api/reservations", request_body = HoldRequest,
     security(("bearer" = [], "queue_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 64, pattern = "^[\\x21-\\x7E]{1,64}$", description = "1 to 64 visible ASCII characters (else 400). The same key with the same hold (schedule and set of seats) replays the first answer (status and body), whatever happened since, even after the queue pass was retired; with another hold, 422 `IDEMPOTENCY_KEY_REUSED`; while the first request with it still runs, this one waits for it, or after a few seconds gets 409 `IDEMPOTENCY_KEY_IN_USE`. Kept 24 hours.")),
     responses(
         (status = 201, description = "the hold (HELD until `held_until`)", body = ReservationView),
-        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `schedule_id` under 1, not 1 to 4 distinct seat numbers of 1 or more, or a seat the schedule does not have; the detail names the field"),
+        (status = 400, description = "`INVALID_REQUEST`: a malformed body, `schedule_id` under 1, not 1 to 4 distinct seat numbers of 1 or more, a seat the schedule does not have, or a malformed `Idempotency-Key`; the detail names it"),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session; or `QUEUE_TOKEN_INVALID`: the pass is missing, unknown, another user's, still waiting, expired, or for another concert than the schedule's (the detail says which)"),
         (status = 404, description = "`SCHEDULE_NOT_FOUND`: no such schedule"),
         (status = 409, description = "`SEAT_UNAVAILABLE`: some seats are taken (all or none are held); the problem's `seat_nos` lists them. \
-            `BOOKING_CLOSED`: booking has not opened yet or the show has started (the detail says which)"),
+            `BOOKING_CLOSED`: booking has not opened yet or the show has started (the detail says which). \
+            `PURCHASE_LIMIT`: the caller's HELD + CONFIRMED seats for the concert plus these would pass its `max_tickets_per_user`; the detail and the problem's `remaining` say how many more it may hold. \
+            `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running (with Retry-After)",
+            headers(("Retry-After" = u64, description = "seconds; sent with IDEMPOTENCY_KEY_IN_USE"))),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: this key came with another hold (schedule or seats)"),
         (status = 429, description = "`HOLD_RATE_LIMITED` (the gateway): too many holds and cancels with this session token"),
     ))]
 pub async fn create(
     state: web::Data<AppState>,
-    pass: ActiveQueuePass,
+    user: AuthUser,
+    queue: web::Data<QueueKeys>,
+    key: IdempotencyKey,
+    req: HttpRequest,
     body: Json<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner().validate(state.office.policy.max_seats)?;
     let now = state.clock.now();
-    let held = state.office.hold_seats(&pass, request, now).await?;
-    Ok(HttpResponse::Created().json(state.view(held, now)))
+    let token = queue_token(&req);
+    // Without a key the pass is checked first, as before keys existed; with one, a stored
+    // answer is replayed before the pass is looked at (the purchase may have retired it).
+    let Some(key) = key.0 else {
+        let pass = ActiveQueuePass::check_header(&queue, user.id, token.as_deref(), now).await?;
+        let request = body.into_inner().validate(state.office.policy.max_seats)?;
+        return match state.office.hold_seats(&pass, request, now, None).await? {
+            HoldOutcome::Held(held) => Ok(HttpResponse::Created().json(state.view(held, now))),
+            HoldOutcome::Replay(answer) => Ok(answer.respond()),
+        };
+    };
+    let request = body.into_inner().validate(state.office.policy.max_seats)?;
+    let keyed = KeyedRequest::hold(user.id, &key, &request);
+    if let Some(claim) =
+        idempotency::lookup(&state.db, keyed.user_id, keyed.key, &keyed.request).await?
+        && let Some(answer) = judge(claim)?
+    {
+        return Ok(answer.respond());
+    }
+    let pass = ActiveQueuePass::check_header(&queue, user.id, token.as_deref(), now).await?;
+    match state
+        .office
+        .hold_seats(&pass, request, now, Some(&keyed))
+        .await?
+    {
+        // Rendered exactly as it was kept with the key.
+        HoldOutcome::Held(held) => Ok(Answer::created(
+            serde_json::to_value(state.view(held, now)).map_err(ApiError::internal)?,
+        )
+        .respond()),
+        HoldOutcome::Replay(answer) => Ok(answer.respond()),
+    }
 }
 
 /// The caller's own reservations, newest first, at most 200.

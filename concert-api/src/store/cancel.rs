@@ -23,22 +23,26 @@ pub async fn lock_own<C: ConnectionTrait>(
     .await
 }
 
-/// Frees the seats reservation `id` still holds and marks it CANCELLED.
-pub async fn cancel<C: ConnectionTrait>(txn: &C, id: i64) -> Result<Reservation, DbErr> {
+/// Frees the seats reservation `id` still holds and marks it CANCELLED; answers it and how
+/// many seats were freed (fewer than its own if some were taken over after it died).
+pub async fn cancel<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(Reservation, i64), DbErr> {
     // `status || ''`: found by reservation only, never through the `status = 'HELD'` partial
     // index (see `settlement::sell_seats`).
-    Reservation::find_by_statement(stmt(
-        txn,
-        &format!(
-            "WITH freed AS ( \
-                UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-                WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
-             off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
-             UPDATE reservations SET status = 'CANCELLED', updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-        ),
-        vec![id.into()],
-    ))
-    .one(txn)
-    .await?
-    .ok_or(DbErr::RecordNotUpdated)
+    let row = txn
+        .query_one_raw(stmt(
+            txn,
+            &format!(
+                "WITH freed AS ( \
+                    UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
+                    WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
+                 off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
+                 UPDATE reservations SET status = 'CANCELLED', updated_at = now() WHERE id = $1 \
+                 RETURNING {COLUMNS}, (SELECT count(*) FROM freed) AS freed"
+            ),
+            vec![id.into()],
+        ))
+        .await?
+        .ok_or(DbErr::RecordNotUpdated)?;
+    let freed: i64 = row.try_get("", "freed")?;
+    Ok((Reservation::from_query_result(&row, "")?, freed))
 }

@@ -1,7 +1,7 @@
 //! Concerts and schedules: admin writes and the public, keyset-paginated reads.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,7 +13,14 @@ pub struct Concert {
     pub id: i64,
     pub title: String,
     pub performer: String,
+    /// Most seats one buyer may hold or own for this concert, over all its schedules
+    /// (HELD + CONFIRMED), 1 to 20.
+    #[schema(minimum = 1, maximum = 20)]
+    pub max_tickets_per_user: i32,
 }
+
+/// The columns of a [`Concert`].
+const CONCERT: &str = "id, title, performer, max_tickets_per_user";
 
 #[derive(Debug, Clone, FromQueryResult, Serialize, ToSchema)]
 pub struct Schedule {
@@ -35,11 +42,14 @@ pub async fn insert_concert<C: ConnectionTrait>(
     db: &C,
     title: &str,
     performer: &str,
+    max_tickets_per_user: i32,
 ) -> Result<Concert, DbErr> {
     Concert::find_by_statement(stmt(
         db,
-        "INSERT INTO concerts (title, performer) VALUES ($1, $2) RETURNING id, title, performer",
-        vec![title.into(), performer.into()],
+        &format!(
+            "INSERT INTO concerts (title, performer, max_tickets_per_user) VALUES ($1, $2, $3) RETURNING {CONCERT}"
+        ),
+        vec![title.into(), performer.into(), max_tickets_per_user.into()],
     ))
     .one(db)
     .await?
@@ -49,8 +59,34 @@ pub async fn insert_concert<C: ConnectionTrait>(
 pub async fn find_concert<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Concert>, DbErr> {
     Concert::find_by_statement(stmt(
         db,
-        "SELECT id, title, performer FROM concerts WHERE id = $1",
+        &format!("SELECT {CONCERT} FROM concerts WHERE id = $1"),
         vec![id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+/// Concert `id`, locked until the transaction ends (an admin change reads its "before").
+pub async fn lock_concert<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Concert>, DbErr> {
+    Concert::find_by_statement(stmt(
+        db,
+        &format!("SELECT {CONCERT} FROM concerts WHERE id = $1 FOR UPDATE"),
+        vec![id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+/// Sets concert `id`'s per-buyer limit; answers the concert as it now is.
+pub async fn set_max_tickets_per_user<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+    max_tickets_per_user: i32,
+) -> Result<Option<Concert>, DbErr> {
+    Concert::find_by_statement(stmt(
+        db,
+        &format!("UPDATE concerts SET max_tickets_per_user = $2 WHERE id = $1 RETURNING {CONCERT}"),
+        vec![id.into(), max_tickets_per_user.into()],
     ))
     .one(db)
     .await
@@ -64,7 +100,7 @@ pub async fn list_concerts<C: ConnectionTrait>(
 ) -> Result<Vec<Concert>, DbErr> {
     Concert::find_by_statement(stmt(
         db,
-        "SELECT id, title, performer FROM concerts WHERE id > $1 ORDER BY id LIMIT $2",
+        &format!("SELECT {CONCERT} FROM concerts WHERE id > $1 ORDER BY id LIMIT $2"),
         vec![after_id.into(), (limit as i64 + 1).into()],
     ))
     .all(db)
@@ -80,15 +116,14 @@ pub struct NewSchedule {
     pub price: i64,
 }
 
-/// Creates a schedule and all its seats (numbers 1..=seat_count) in one transaction; the
-/// seats go in with one bulk statement.
-pub async fn insert_schedule(
-    db: &sea_orm::DatabaseConnection,
+/// Creates a schedule and all its seats (numbers 1..=seat_count) in the caller's
+/// transaction; the seats go in with one bulk statement.
+pub async fn insert_schedule<C: ConnectionTrait>(
+    txn: &C,
     s: &NewSchedule,
 ) -> Result<Schedule, DbErr> {
-    let txn = db.begin().await?;
     let schedule = Schedule::find_by_statement(stmt(
-        &txn,
+        txn,
         "INSERT INTO schedules (concert_id, starts_at, booking_opens_at, seat_count, price) \
          VALUES ($1, $2, $3, $4, $5) \
          RETURNING id, concert_id, starts_at, booking_opens_at, seat_count, price, seat_count::bigint AS available_seats",
@@ -100,16 +135,15 @@ pub async fn insert_schedule(
             s.price.into(),
         ],
     ))
-    .one(&txn)
+    .one(txn)
     .await?
     .ok_or(DbErr::RecordNotInserted)?;
     txn.execute_raw(stmt(
-        &txn,
+        txn,
         "INSERT INTO seats (schedule_id, seat_no, price) SELECT $1, n, $2 FROM generate_series(1, $3) AS n",
         vec![schedule.id.into(), s.price.into(), s.seat_count.into()],
     ))
     .await?;
-    txn.commit().await?;
     Ok(schedule)
 }
 

@@ -1,8 +1,9 @@
 //! The statements that claim seats for a hold (DESIGN §2 step 5, §9.1): the one-statement
-//! claim of free seats, and the careful takeover of seats whose hold is dead.
+//! claim of free seats, and the careful takeover of seats whose hold is dead, both under the
+//! buyer's lock that keeps a user within the concert's `max_tickets_per_user`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
 use crate::domain::reservation::Reservation;
 use crate::domain::status::ReservationStatus;
@@ -14,11 +15,22 @@ use crate::store::stmt;
 /// What a claim found.
 #[derive(Debug)]
 pub enum Claim {
-    Held(Reservation),
+    /// Held; `from_available` of its seats were AVAILABLE (the rest taken over from dead
+    /// holds, which were HELD already).
+    Held {
+        reservation: Reservation,
+        from_available: i64,
+    },
     /// These requested seats are taken; nothing was held.
     Taken(Vec<i32>),
+    /// The buyer already owns `owned` live seats of the concert and may own `limit`: this
+    /// hold would pass it. Nothing was held.
+    OverLimit { limit: i64, owned: i64 },
     /// Every requested seat is free, some only because their hold is dead; nothing was held.
     FreeByTakeover,
+    /// The active `reservation_seats` uniqueness refused the hold: nothing was held, and the
+    /// transaction is aborted (roll it back).
+    Refused(Vec<i32>),
 }
 
 /// Who holds what until when: the parts of a hold the statements write.
@@ -38,10 +50,37 @@ fn is_unique_violation(e: &DbErr) -> bool {
         .contains("duplicate key value violates unique constraint")
 }
 
-/// The common case in one self-committing statement: every requested seat is AVAILABLE.
-/// It locks the seats in seat order, and only if all of them are free does it claim them,
-/// insert the reservation and its `reservation_seats` rows — otherwise it changes nothing.
-/// One round trip instead of four (BEGIN, claim, insert, COMMIT).
+/// Takes the buyer's lock for this concert until the transaction ends: every hold of one
+/// user for one concert runs its limit count and claim one after another, so parallel holds
+/// cannot each see room under `max_tickets_per_user` and together pass it. Holds of
+/// different users never wait on each other.
+pub async fn lock_buyer<C: ConnectionTrait>(
+    txn: &C,
+    user_id: i64,
+    concert_id: i64,
+) -> Result<(), DbErr> {
+    txn.execute_raw(stmt(
+        txn,
+        "SELECT pg_advisory_xact_lock(hashtextextended('buyer:' || $1::text || ':' || $2::text, 0))",
+        vec![user_id.into(), concert_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The buyer's live seats for the concert and its limit: seats of HELD reservations not
+/// yet dead (`$4` is `stale_before`) and of CONFIRMED ones (`$6` user, `$7` concert).
+const OWNED: &str = "mine AS ( \
+        SELECT coalesce(sum(cardinality(seat_nos)), 0)::bigint AS owned FROM reservations \
+        WHERE user_id = $6 AND concert_id = $7 AND status IN ('HELD', 'CONFIRMED') \
+          AND NOT (status = 'HELD' AND held_until < $4)), \
+     lim AS (SELECT max_tickets_per_user::bigint AS max_tickets FROM concerts WHERE id = $7)";
+
+/// The common case in one statement, in the hold's transaction after [`lock_buyer`]: the
+/// buyer has room under the concert's limit and every requested seat is AVAILABLE. It locks
+/// the seats in seat order, and only if all of them are free and the limit allows does it
+/// claim them, insert the reservation and its `reservation_seats` rows — otherwise it changes
+/// nothing.
 ///
 /// Measured alternatives: `SKIP LOCKED` or an in-statement peek made the contended case 2x
 /// slower (a row lock writes WAL, so every loser paid a commit flush). A lock-free read of
@@ -53,14 +92,17 @@ fn is_unique_violation(e: &DbErr) -> bool {
 struct FreeClaim {
     free: i64,
     dead: i64,
+    owned: i64,
+    max_tickets: i64,
     unavailable: Option<Vec<i32>>,
     id: Option<i64>,
     amount: Option<i64>,
     created_at: Option<DateTime<Utc>>,
 }
 
-/// Claims the hold's seats if every one is AVAILABLE (see [`FreeClaim`]).
-pub async fn claim_free(db: &DatabaseConnection, hold: NewHold<'_>) -> Result<Claim, DbErr> {
+/// Claims the hold's seats if the limit allows and every one is AVAILABLE (see
+/// [`FreeClaim`]).
+pub async fn claim_free<C: ConnectionTrait>(txn: &C, hold: NewHold<'_>) -> Result<Claim, DbErr> {
     let NewHold {
         user_id,
         schedule,
@@ -69,31 +111,34 @@ pub async fn claim_free(db: &DatabaseConnection, hold: NewHold<'_>) -> Result<Cl
         stale_before,
     } = hold;
     let row = FreeClaim::find_by_statement(stmt(
-        db,
-        "WITH target AS ( \
-            SELECT id, seat_no, price, status, held_until FROM seats \
-            WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
-         verdict AS ( \
-            SELECT count(*) FILTER (WHERE status = 'AVAILABLE') AS free, \
-                   count(*) FILTER (WHERE status = 'HELD' AND held_until < $4) AS dead, \
-                   array_agg(seat_no ORDER BY seat_no) FILTER ( \
-                       WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable, \
-                   sum(price) AS amount \
-            FROM target), \
-         rid AS ( \
-            SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id, v.amount \
-            FROM verdict v WHERE v.free = $5), \
-         claimed AS ( \
-            UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
-            FROM target t, rid WHERE se.id = t.id RETURNING se.id), \
-         res AS ( \
-            INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
-            SELECT rid.id, $6, $1, $7, $2, rid.amount, 'HELD', $3 FROM rid \
-            RETURNING id, amount, created_at), \
-         rs AS ( \
-            INSERT INTO reservation_seats (reservation_id, seat_id) SELECT rid.id, c.id FROM rid, claimed c) \
-         SELECT v.free, v.dead, v.unavailable, res.id, res.amount, res.created_at \
-         FROM verdict v LEFT JOIN res ON true",
+        txn,
+        &format!(
+            "WITH target AS ( \
+                SELECT id, seat_no, price, status, held_until FROM seats \
+                WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
+             verdict AS ( \
+                SELECT count(*) FILTER (WHERE status = 'AVAILABLE') AS free, \
+                       count(*) FILTER (WHERE status = 'HELD' AND held_until < $4) AS dead, \
+                       array_agg(seat_no ORDER BY seat_no) FILTER ( \
+                           WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable, \
+                       sum(price) AS amount \
+                FROM target), \
+             {OWNED}, \
+             rid AS ( \
+                SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id, v.amount \
+                FROM verdict v, mine, lim WHERE v.free = $5 AND mine.owned + $5 <= lim.max_tickets), \
+             claimed AS ( \
+                UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
+                FROM target t, rid WHERE se.id = t.id RETURNING se.id), \
+             res AS ( \
+                INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
+                SELECT rid.id, $6, $1, $7, $2, rid.amount, 'HELD', $3 FROM rid \
+                RETURNING id, amount, created_at), \
+             rs AS ( \
+                INSERT INTO reservation_seats (reservation_id, seat_id) SELECT rid.id, c.id FROM rid, claimed c) \
+             SELECT v.free, v.dead, mine.owned, lim.max_tickets, v.unavailable, res.id, res.amount, res.created_at \
+             FROM verdict v CROSS JOIN mine CROSS JOIN lim LEFT JOIN res ON true"
+        ),
         vec![
             schedule.id.into(),
             seat_nos.to_vec().into(),
@@ -104,30 +149,39 @@ pub async fn claim_free(db: &DatabaseConnection, hold: NewHold<'_>) -> Result<Cl
             schedule.concert_id.into(),
         ],
     ))
-    .one(db)
+    .one(txn)
     .await;
     let row = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Err(DbErr::RecordNotFound("hold verdict".into())),
         Err(e) if is_unique_violation(&e) => {
             tracing::error!(error = %e, "active reservation_seats uniqueness refused a hold");
-            return Ok(Claim::Taken(seat_nos.to_vec()));
+            return Ok(Claim::Refused(seat_nos.to_vec()));
         }
         Err(e) => return Err(e),
     };
     if let (Some(id), Some(amount), Some(created_at)) = (row.id, row.amount, row.created_at) {
-        return Ok(Claim::Held(Reservation {
-            id,
-            user_id,
-            schedule_id: schedule.id,
-            concert_id: schedule.concert_id,
-            seat_nos: seat_nos.to_vec(),
-            amount,
-            status: ReservationStatus::Held,
-            held_until,
-            payment_id: None,
-            created_at,
-        }));
+        return Ok(Claim::Held {
+            reservation: Reservation {
+                id,
+                user_id,
+                schedule_id: schedule.id,
+                concert_id: schedule.concert_id,
+                seat_nos: seat_nos.to_vec(),
+                amount,
+                status: ReservationStatus::Held,
+                held_until,
+                payment_id: None,
+                created_at,
+            },
+            from_available: seat_nos.len() as i64,
+        });
+    }
+    if row.owned + seat_nos.len() as i64 > row.max_tickets {
+        return Ok(Claim::OverLimit {
+            limit: row.max_tickets,
+            owned: row.owned,
+        });
     }
     if row.free + row.dead == seat_nos.len() as i64 {
         return Ok(Claim::FreeByTakeover);
@@ -137,27 +191,28 @@ pub async fn claim_free(db: &DatabaseConnection, hold: NewHold<'_>) -> Result<Cl
 
 #[derive(Debug, Clone, FromQueryResult)]
 struct Claimed {
-    reservation_id: i64,
-    seat_id: i64,
-    seat_no: i32,
-    price: i64,
+    unavailable: Option<Vec<i32>>,
+    reservation_id: Option<i64>,
+    seat_id: Option<i64>,
+    price: Option<i64>,
     previous: Option<i64>,
+    was_available: Option<bool>,
 }
 
 /// Claims the hold's seats, taking over seats whose previous hold is dead: all of them or
-/// none. Never answers [`Claim::FreeByTakeover`]. `now` dates the `reservation.expired` events
-/// of the holds it ends.
+/// none, in the hold's transaction after [`lock_buyer`] and [`claim_free`] (which checked the
+/// limit under the same lock). Never answers [`Claim::FreeByTakeover`]. `now` dates the
+/// `reservation.expired` events of the holds it ends.
 ///
 /// Why this is safe under any concurrency: the claim is one statement that locks the
 /// requested seat rows in seat-number order (so overlapping holds cannot deadlock), then
-/// updates only those that are free — `AVAILABLE`, or `HELD` by a hold dead since before
-/// `stale_before`. A concurrent hold waiting on the same row re-reads it after the winner
-/// commits and finds it taken. If fewer seats were claimed than asked, the transaction rolls
-/// back and nothing is held. The partial unique index on active `reservation_seats` backs
-/// this: a seat in two active reservations cannot be committed even if this logic were wrong.
-/// No application lock, no network call inside the transaction.
-pub async fn claim_with_takeover(
-    db: &DatabaseConnection,
+/// updates them only if every one is free — `AVAILABLE`, or `HELD` by a hold dead since
+/// before `stale_before`. A concurrent hold waiting on the same row re-reads it after the
+/// winner commits and finds it taken. The partial unique index on active `reservation_seats`
+/// backs this: a seat in two active reservations cannot be committed even if this logic were
+/// wrong. No application lock, no network call inside the transaction.
+pub async fn claim_with_takeover<C: ConnectionTrait>(
+    txn: &C,
     hold: NewHold<'_>,
     now: DateTime<Utc>,
 ) -> Result<Claim, DbErr> {
@@ -168,54 +223,60 @@ pub async fn claim_with_takeover(
         held_until,
         stale_before,
     } = hold;
-    let txn = db.begin().await?;
     let claimed = Claimed::find_by_statement(stmt(
-        &txn,
-        "WITH rid AS (SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id), \
-         target AS ( \
-            SELECT id, status, held_until, reservation_id AS previous FROM seats \
+        txn,
+        "WITH target AS ( \
+            SELECT id, seat_no, status, held_until, reservation_id AS previous FROM seats \
             WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
+         verdict AS ( \
+            SELECT count(*) FILTER (WHERE status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4)) AS claimable, \
+                   array_agg(seat_no ORDER BY seat_no) FILTER ( \
+                       WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable \
+            FROM target), \
+         rid AS ( \
+            SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id FROM verdict WHERE claimable = $5), \
          claimed AS ( \
             UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
-            FROM target t, rid \
-            WHERE se.id = t.id AND (t.status = 'AVAILABLE' OR (t.status = 'HELD' AND t.held_until < $4)) \
-            RETURNING rid.id AS reservation_id, se.id AS seat_id, se.seat_no, se.price, t.previous) \
-         SELECT reservation_id, seat_id, seat_no, price, previous FROM claimed ORDER BY seat_no",
+            FROM target t, rid WHERE se.id = t.id \
+            RETURNING rid.id AS reservation_id, se.id AS seat_id, se.seat_no, se.price, t.previous, \
+                      t.status = 'AVAILABLE' AS was_available) \
+         SELECT v.unavailable, c.reservation_id, c.seat_id, c.price, c.previous, c.was_available \
+         FROM verdict v LEFT JOIN claimed c ON true ORDER BY c.seat_no",
         vec![
             schedule.id.into(),
             seat_nos.to_vec().into(),
             held_until.into(),
             stale_before.into(),
+            (seat_nos.len() as i64).into(),
         ],
     ))
-    .all(&txn)
+    .all(txn)
     .await?;
 
-    if claimed.len() < seat_nos.len() {
-        txn.rollback().await?;
-        let got: Vec<i32> = claimed.iter().map(|c| c.seat_no).collect();
-        let mut missing: Vec<i32> = seat_nos
-            .iter()
-            .copied()
-            .filter(|n| !got.contains(n))
-            .collect();
-        missing.sort_unstable();
+    let Some(reservation_id) = claimed.first().and_then(|c| c.reservation_id) else {
+        let missing = claimed
+            .into_iter()
+            .next()
+            .and_then(|c| c.unavailable)
+            .unwrap_or_else(|| seat_nos.to_vec());
         return Ok(Claim::Taken(missing));
-    }
-
-    let reservation_id = claimed[0].reservation_id;
-    let seat_ids: Vec<i64> = claimed.iter().map(|c| c.seat_id).collect();
+    };
+    let seat_ids: Vec<i64> = claimed.iter().filter_map(|c| c.seat_id).collect();
+    let from_available = claimed
+        .iter()
+        .filter(|c| c.was_available == Some(true))
+        .count() as i64;
     let mut dead: Vec<i64> = claimed.iter().filter_map(|c| c.previous).collect();
     dead.sort_unstable();
     dead.dedup();
     if !dead.is_empty() {
         // Seats taken over from dead holds: those holds end here, in the same transaction.
-        retire_dead_holds(&txn, &dead, &seat_ids, now).await?;
+        retire_dead_holds(txn, &dead, &seat_ids, now).await?;
     }
 
-    let amount: i64 = claimed.iter().map(|c| c.price).sum();
+    let amount: i64 = claimed.iter().filter_map(|c| c.price).sum();
     let inserted = Reservation::find_by_statement(stmt(
-        &txn,
+        txn,
         &format!(
             "WITH r AS ( \
                 INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
@@ -234,20 +295,21 @@ pub async fn claim_with_takeover(
             seat_ids.into(),
         ],
     ))
-    .one(&txn)
+    .one(txn)
     .await;
-    let row = match inserted {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(DbErr::RecordNotInserted),
+    match inserted {
+        Ok(Some(reservation)) => Ok(Claim::Held {
+            reservation,
+            from_available,
+        }),
+        Ok(None) => Err(DbErr::RecordNotInserted),
         // The last line of defence fired: refuse rather than double-book.
         Err(e) if is_unique_violation(&e) => {
             tracing::error!(error = %e, "active reservation_seats uniqueness refused a hold");
-            return Ok(Claim::Taken(seat_nos.to_vec()));
+            Ok(Claim::Refused(seat_nos.to_vec()))
         }
-        Err(e) => return Err(e),
-    };
-    txn.commit().await?;
-    Ok(Claim::Held(row))
+        Err(e) => Err(e),
+    }
 }
 
 /// Ends holds whose seats were just taken over because they were dead: their

@@ -13,6 +13,10 @@ impl MigratorTrait for Migrator {
                 name: "m20261124_000001_catalogue_and_reservations",
                 up: SCHEMA,
             }),
+            Box::new(SqlMigration {
+                name: "m20261202_000001_on_sale_operations",
+                up: ON_SALE,
+            }),
         ]
     }
 }
@@ -81,4 +85,47 @@ CREATE TABLE reservation_seats (
     PRIMARY KEY (reservation_id, seat_id)
 );
 CREATE UNIQUE INDEX reservation_seats_one_active ON reservation_seats (seat_id) WHERE active;
+"#;
+
+/// On-sale operations (DESIGN §10): the per-buyer limit, the indexes that keep the buyer's
+/// count and the live sale view off the seats table, the admin audit trail, and hold
+/// idempotency keys (the layout of payment-api's `idempotency_keys`).
+pub const ON_SALE: &str = r#"
+ALTER TABLE concerts ADD COLUMN max_tickets_per_user integer NOT NULL DEFAULT 4
+    CHECK (max_tickets_per_user BETWEEN 1 AND 20);
+
+-- A buyer's live seats for a concert (the per-buyer limit), counted under the buyer's lock.
+CREATE INDEX reservations_buyer_live ON reservations (user_id, concert_id)
+    WHERE status IN ('HELD', 'CONFIRMED');
+-- The sale view: reservations by status (and revenue) per concert, index-only.
+CREATE INDEX reservations_concert_status ON reservations (concert_id, status) INCLUDE (amount);
+-- The sale view: holds made in the last minute.
+CREATE INDEX reservations_concert_created ON reservations (concert_id, created_at);
+-- The sale view: seats sold in the last minute (CONFIRMED is final, so `updated_at` is
+-- when it was confirmed).
+CREATE INDEX reservations_concert_confirmed ON reservations (concert_id, updated_at)
+    WHERE status = 'CONFIRMED';
+
+CREATE TABLE admin_audit (
+    id             bigserial PRIMARY KEY,
+    actor_id       bigint NOT NULL,
+    actor_username text NOT NULL,
+    at             timestamptz NOT NULL DEFAULT now(),
+    action         text NOT NULL,
+    target         text NOT NULL,
+    before         jsonb,
+    after          jsonb
+);
+CREATE INDEX admin_audit_target ON admin_audit (target, id);
+
+CREATE TABLE idempotency_keys (
+    user_id       bigint NOT NULL,
+    key           text NOT NULL,
+    request_hash  text NOT NULL,
+    status_code   integer,
+    response_body jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 "#;

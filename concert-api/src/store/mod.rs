@@ -1,13 +1,17 @@
 //! concert DB (and the catalogue cache in Redis): schema, queries, the statements that
 //! decide who gets a seat, and the short-lived memories in front of them.
 
+pub mod audit;
 pub mod cache;
 pub mod cancel;
 pub mod catalogue;
 pub mod holds;
+pub mod idempotency;
+pub mod inventory;
 pub mod known_schedules;
 pub mod migration;
 pub mod reservations;
+pub mod sale;
 pub mod settlement;
 pub mod sweep;
 pub mod taken_seats;

@@ -57,18 +57,24 @@ pub async fn confirm<C: ConnectionTrait>(txn: &C, id: i64, payment_id: i64) -> R
 }
 
 /// Ends hold `id` REJECTED and frees its seats (found by reservation only, as in
-/// [`sell_seats`]).
-pub async fn end_rejected<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(), DbErr> {
-    txn.execute_raw(stmt(
+/// [`sell_seats`]); answers how many seats were freed.
+pub async fn end_rejected<C: ConnectionTrait>(txn: &C, id: i64) -> Result<u64, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Freed {
+        freed: i64,
+    }
+    Ok(Freed::find_by_statement(stmt(
         txn,
         "WITH freed AS (UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-             WHERE reservation_id = $1 AND status || '' = 'HELD'), \
-         off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
-         UPDATE reservations SET status = 'REJECTED', updated_at = now() WHERE id = $1",
+             WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
+         off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active), \
+         r AS (UPDATE reservations SET status = 'REJECTED', updated_at = now() WHERE id = $1) \
+         SELECT count(*) AS freed FROM freed",
         vec![id.into()],
     ))
-    .await?;
-    Ok(())
+    .one(txn)
+    .await?
+    .map_or(0, |f| f.freed as u64))
 }
 
 /// A `reservation.rejected` event in the outbox: its id and the reason it gave.

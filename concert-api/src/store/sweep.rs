@@ -2,16 +2,19 @@
 //! seats free, and `reservation.expired` is written for each.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 
 use crate::events;
+use crate::store::inventory::{Change, Inventory};
 use crate::store::stmt;
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sweep {
     pub seats_freed: u64,
     pub reservations_expired: u64,
+    /// The seats freed, per schedule: the inventory's changes, applied after each commit.
+    pub changes: Vec<Change>,
 }
 
 /// Marks holds dead since before `stale_before` EXPIRED, frees their seats and emits
@@ -19,8 +22,11 @@ pub struct Sweep {
 /// Never touches a CONFIRMED reservation or a SOLD seat (their status is not HELD). `SKIP
 /// LOCKED` everywhere: rows a hold or a confirmation is working on are left for the next
 /// sweep, so the sweeper never waits and never deadlocks with them.
+/// Each transaction's freed seats move from `held` to `available` in `inventory` (if
+/// given) right after it commits.
 pub async fn expire_holds(
     db: &DatabaseConnection,
+    inventory: Option<&Inventory>,
     stale_before: DateTime<Utc>,
     now: DateTime<Utc>,
     batch: i64,
@@ -30,22 +36,32 @@ pub async fn expire_holds(
         id: i64,
         user_id: i64,
     }
+    #[derive(FromQueryResult)]
+    struct Freed {
+        concert_id: i64,
+        schedule_id: i64,
+        seats: i64,
+    }
     let mut sweep = Sweep::default();
     loop {
         let txn = db.begin().await?;
-        let freed = txn
-            .execute_raw(stmt(
-                &txn,
-                "WITH stale AS ( \
-                    SELECT id FROM seats WHERE status = 'HELD' AND held_until < $1 \
-                    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-                 off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id IN (SELECT id FROM stale)) \
-                 UPDATE seats se SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-                 FROM stale WHERE se.id = stale.id",
-                vec![stale_before.into(), batch.into()],
-            ))
-            .await?
-            .rows_affected();
+        let groups = Freed::find_by_statement(stmt(
+            &txn,
+            "WITH stale AS ( \
+                SELECT id FROM seats WHERE status = 'HELD' AND held_until < $1 \
+                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id IN (SELECT id FROM stale)), \
+             freed AS ( \
+                UPDATE seats se SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
+                FROM stale WHERE se.id = stale.id RETURNING se.schedule_id) \
+             SELECT sc.concert_id, f.schedule_id, count(*) AS seats \
+             FROM freed f JOIN schedules sc ON sc.id = f.schedule_id \
+             GROUP BY sc.concert_id, f.schedule_id",
+            vec![stale_before.into(), batch.into()],
+        ))
+        .all(&txn)
+        .await?;
+        let freed: u64 = groups.iter().map(|g| g.seats as u64).sum();
         let gone = Gone::find_by_statement(stmt(
             &txn,
             "WITH dead AS ( \
@@ -63,6 +79,14 @@ pub async fn expire_holds(
                 .await?;
         }
         txn.commit().await?;
+        let changes: Vec<Change> = groups
+            .iter()
+            .map(|g| Change::freed(g.concert_id, g.schedule_id, g.seats))
+            .collect();
+        if let Some(inventory) = inventory {
+            inventory.apply_all(changes.iter().copied()).await;
+        }
+        sweep.changes.extend(changes);
         sweep.seats_freed += freed;
         sweep.reservations_expired += gone.len() as u64;
         if (freed as i64) < batch && (gone.len() as i64) < batch {

@@ -96,6 +96,7 @@ async fn a_rejection_is_written_once_and_answered_with_its_event_every_time() {
     let (buyer, id, event) = paid(&s, 5).await;
     concert_api::expire_holds(
         &s.db,
+        &s.inventory(),
         s.clock.now() + chrono::Duration::hours(1),
         Duration::from_secs(30),
     )
@@ -126,6 +127,7 @@ async fn after_the_consumer_rejected_a_payment_the_endpoint_answers_that_rejecti
     let (_, _, event) = paid(&s, 7).await;
     concert_api::expire_holds(
         &s.db,
+        &s.inventory(),
         s.clock.now() + chrono::Duration::hours(1),
         Duration::from_secs(30),
     )

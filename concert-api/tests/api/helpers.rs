@@ -79,6 +79,11 @@ impl Spawned {
         RedisStore::connect(&self.config.redis).unwrap()
     }
 
+    /// The service's inventory hashes (same Redis, same prefix).
+    pub fn inventory(&self) -> concert_api::Inventory {
+        concert_api::Inventory::new(self.redis())
+    }
+
     /// Creates a concert and one schedule; returns (concert_id, schedule_id).
     pub async fn concert_with_schedule(
         &self,
@@ -160,6 +165,15 @@ impl Spawned {
                 pass: status.token,
             });
         }
+        // Admission lets in no more fans than seats are left (it reads the inventory hash);
+        // these tests want every buyer in, so the concert is "unknown" while they are
+        // admitted, and counted again right after.
+        let inventory = self.inventory();
+        let _: () = redis::cmd("DEL")
+            .arg(inventory.concert_key(concert_id))
+            .query_async(&mut self.redis().conn())
+            .await
+            .unwrap();
         assert_eq!(
             room.admit(concert_id, self.clock.now())
                 .await
@@ -167,6 +181,7 @@ impl Spawned {
                 .admitted as usize,
             n
         );
+        assert!(inventory.resync(&self.db, concert_id).await.unwrap());
         buyers
     }
 
@@ -186,6 +201,100 @@ impl Spawned {
             .await
             .unwrap();
         (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// A hold sent with an `Idempotency-Key`; the answer's status, body, and raw body bytes.
+    pub async fn hold_keyed(
+        &self,
+        buyer: &Buyer,
+        key: &str,
+        schedule_id: i64,
+        seats: impl AsRef<[i64]>,
+    ) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(self.url("/api/reservations"))
+            .bearer_auth(&buyer.session)
+            .header("x-queue-token", &buyer.pass)
+            .header("idempotency-key", key)
+            .json(&json!({"schedule_id": schedule_id, "seat_nos": seats.as_ref()}))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    pub async fn cancel(&self, buyer: &Buyer, id: i64) -> u16 {
+        reqwest::Client::new()
+            .delete(self.url(&format!("/api/reservations/{id}")))
+            .bearer_auth(&buyer.session)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Settles a payment over `POST /internal/settlements`; the verdict.
+    pub async fn settle(
+        &self,
+        event: &common::kafka::Envelope<common::events::PaymentCompleted>,
+    ) -> Value {
+        let res = reqwest::Client::new()
+            .post(self.url("/internal/settlements"))
+            .header("x-internal-token", common::testkit::INTERNAL_TEST_TOKEN)
+            .json(event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// A new concert (with `extra` fields in the body); its JSON.
+    pub async fn concert(&self, extra: Value) -> Value {
+        let mut body = json!({"title": "On sale", "performer": "The Levers"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let res = reqwest::Client::new()
+            .post(self.url("/api/admin/concerts"))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json().await.unwrap()
+    }
+
+    /// `(total, available, held, sold)` of a concert's seats, counted in the database.
+    pub async fn counted(&self, concert_id: i64) -> [i64; 4] {
+        let n = |status: &str| {
+            format!(
+                "SELECT count(*)::bigint AS n FROM seats se JOIN schedules sc ON sc.id = se.schedule_id \
+                 WHERE sc.concert_id = {concert_id} {status}"
+            )
+        };
+        [
+            self.count(&n("")).await,
+            self.count(&n("AND se.status = 'AVAILABLE'")).await,
+            self.count(&n("AND se.status = 'HELD'")).await,
+            self.count(&n("AND se.status = 'SOLD'")).await,
+        ]
+    }
+
+    /// `(total, available, held, sold)` of a Redis inventory hash (`None` if it does not exist).
+    pub async fn hash(&self, key: &str) -> Option<[i64; 4]> {
+        let v: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(key)
+            .arg(&["total", "available", "held", "sold"])
+            .query_async(&mut self.redis().conn())
+            .await
+            .unwrap();
+        if v.iter().all(Option::is_none) {
+            return None;
+        }
+        Some([0, 1, 2, 3].map(|i| v[i].unwrap_or(i64::MIN)))
     }
 
     pub async fn reservation(&self, buyer: &Buyer, id: i64) -> Value {

@@ -5,5 +5,6 @@ mod direct_settlement;
 mod helpers;
 mod holds;
 mod internal;
+mod on_sale;
 mod platform;
 mod settlement;

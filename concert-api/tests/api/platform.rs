@@ -48,7 +48,9 @@ async fn the_openapi_document_lists_every_public_route_and_no_internal_one() {
         "/api/reservations",
         "/api/reservations/{id}",
         "/api/admin/concerts",
+        "/api/admin/concerts/{id}",
         "/api/admin/concerts/{id}/schedules",
+        "/api/admin/concerts/{id}/sale",
     ] {
         assert!(paths.contains(&public), "{public} missing from {paths:?}");
     }
@@ -85,7 +87,7 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
             "post",
             "/api/reservations",
             &[
-                "201", "400", "401", "404", "409", "413", "415", "429", "500", "503",
+                "201", "400", "401", "404", "409", "413", "415", "422", "429", "500", "503",
             ],
         ),
         (
@@ -99,6 +101,18 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
             &[
                 "201", "400", "401", "403", "404", "413", "415", "500", "503",
             ],
+        ),
+        (
+            "patch",
+            "/api/admin/concerts/{id}",
+            &[
+                "200", "400", "401", "403", "404", "413", "415", "500", "503",
+            ],
+        ),
+        (
+            "get",
+            "/api/admin/concerts/{id}/sale",
+            &["200", "400", "401", "403", "404", "500", "503"],
         ),
     ] {
         assert_eq!(
@@ -118,6 +132,12 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
     let conflict =
         doc["paths"]["/api/reservations"]["post"]["responses"]["409"]["description"].to_string();
     assert!(conflict.contains("SEAT_UNAVAILABLE") && conflict.contains("BOOKING_CLOSED"));
+    assert!(conflict.contains("PURCHASE_LIMIT") && conflict.contains("IDEMPOTENCY_KEY_IN_USE"));
+    let key = &doc["paths"]["/api/reservations"]["post"]["parameters"][0];
+    assert_eq!(
+        (key["name"].as_str(), key["in"].as_str()),
+        (Some("Idempotency-Key"), Some("header"))
+    );
     let limit = &doc["paths"]["/api/concerts"]["get"]["parameters"][0];
     assert_eq!(
         (limit["name"].as_str(), limit["schema"]["minimum"].as_i64()),
@@ -135,6 +155,27 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
     assert_eq!(schedule["seat_count"]["maximum"], 1000);
     assert_eq!(schedule["price"]["maximum"], 10_000_000);
     assert!(schemas["Problem"]["properties"]["seat_nos"].is_object());
+    assert!(schemas["Problem"]["properties"]["remaining"].is_object());
+    let limit = &schemas["Concert"]["properties"]["max_tickets_per_user"];
+    assert_eq!(
+        (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+        (Some(1), Some(20))
+    );
+    let sale = &schemas["SaleStats"]["properties"];
+    for field in [
+        "concert_id",
+        "seats_total",
+        "available",
+        "held",
+        "sold",
+        "revenue",
+        "reservations",
+        "holds_per_minute",
+        "sold_per_minute",
+        "schedules",
+    ] {
+        assert!(sale[field].is_object(), "SaleStats.{field}");
+    }
 }
 
 #[tokio::test]

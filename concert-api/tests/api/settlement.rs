@@ -40,6 +40,7 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
     for days in [1, 30, 365] {
         let sweep = concert_api::expire_holds(
             &s.db,
+            &s.inventory(),
             s.clock.now() + chrono::Duration::days(days),
             Duration::from_secs(30),
         )
@@ -115,17 +116,17 @@ async fn the_sweep_expires_dead_holds_frees_their_seats_and_emits_events() {
     for (i, b) in buyers.iter().enumerate() {
         assert_eq!(s.hold(b, schedule, &[i as i64 + 1]).await.0, 201);
     }
-    let early = concert_api::expire_holds(&s.db, s.clock.now() + hold, grace)
+    let early = concert_api::expire_holds(&s.db, &s.inventory(), s.clock.now() + hold, grace)
         .await
         .unwrap();
     assert_eq!(early.reservations_expired, 0, "not before hold + grace");
     s.clock.advance(hold + grace + Duration::from_secs(1));
-    let sweep = concert_api::expire_holds(&s.db, s.clock.now(), grace)
+    let sweep = concert_api::expire_holds(&s.db, &s.inventory(), s.clock.now(), grace)
         .await
         .unwrap();
     assert_eq!((sweep.reservations_expired, sweep.seats_freed), (3, 3));
     assert_eq!(
-        concert_api::expire_holds(&s.db, s.clock.now(), grace)
+        concert_api::expire_holds(&s.db, &s.inventory(), s.clock.now(), grace)
             .await
             .unwrap()
             .reservations_expired,

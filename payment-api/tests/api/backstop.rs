@@ -226,6 +226,7 @@ async fn a_payment_for_an_expired_hold_is_refunded_over_http_once_whatever_arriv
     // The hold dies before anything settles it.
     let sweep = concert_api::expire_holds(
         &p.concert_db,
+        &concert_api::Inventory::new(p.redis()),
         Utc::now() + chrono::Duration::hours(1),
         Duration::from_secs(30),
     )

@@ -159,7 +159,8 @@ impl Platform {
         let concert: Value = c
             .post(self.concert.url("/api/admin/concerts"))
             .bearer_auth(&self.admin)
-            .json(&json!({"title": "Saga", "performer": "Band"}))
+            // The most a buyer may own (the tests' buyers hold many seats each).
+            .json(&json!({"title": "Saga", "performer": "Band", "max_tickets_per_user": 20}))
             .send()
             .await
             .unwrap()

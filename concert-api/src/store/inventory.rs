@@ -1,0 +1,390 @@
+//! Seat counts in Redis (DESIGN §5, §10 "Admission follows inventory"): per concert the hash
+//! `inventory:{c<id>}` and per schedule `inventory:{c<id>}:s<schedule_id>`, each with the
+//! integer fields `total`, `available`, `held`, `sold` (the seats' database statuses). The
+//! `{c<id>}` hash tag keeps them in the slot of the concert's waiting-room keys, so users-api's
+//! admission script reads them in O(1).
+//!
+//! Every change of a seat's status is applied here by the request that made it, after its
+//! transaction committed ([`Inventory::apply`], HINCRBY). A hash that does not exist is never
+//! created by a change (a concert with no hash is "unknown" to admission): the resync
+//! ([`Inventory::resync`]) writes it from one exact `GROUP BY` over the concert's seats, at
+//! start-up, on a timer and whenever asked, so a change lost in a crash between commit and
+//! HINCRBY heals within one resync period.
+//!
+//! A resync must not overwrite changes applied while it counted: every change also bumps the
+//! concert's `inventory:{c<id>}:seq`, and the counts are written only if that sequence is
+//! still the one read before the count (else it tries again, a few times, then leaves it to
+//! the next period).
+
+use chrono::{DateTime, Utc};
+use common::redis::RedisStore;
+use redis::Script;
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::stmt;
+
+/// KEYS: the concert's sequence, hash, then the schedule's hash. ARGV: field, delta pairs.
+/// Only hashes that exist are changed; the sequence always moves.
+const APPLY: &str = r#"
+redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    for j = 1, #ARGV, 2 do
+      local d = tonumber(ARGV[j + 1])
+      if d ~= 0 then redis.call('HINCRBY', KEYS[i], ARGV[j], d) end
+    end
+  end
+end
+return 1
+"#;
+
+/// KEYS: the concert's sequence, hash, then each schedule's hash. ARGV[1]: the sequence read
+/// before counting ('' if none); then four counts (total, available, held, sold) per hash in
+/// KEYS order from KEYS[2]. Writes nothing and answers 0 if a change came in meanwhile.
+const WRITE: &str = r#"
+local seq = redis.call('GET', KEYS[1]) or ''
+if seq ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 4
+  redis.call('HSET', KEYS[i], 'total', ARGV[a], 'available', ARGV[a + 1],
+    'held', ARGV[a + 2], 'sold', ARGV[a + 3])
+end
+return 1
+"#;
+
+/// How many times a resync counts again when changes keep coming in while it counts.
+const RESYNC_ATTEMPTS: usize = 3;
+
+/// Seat counts: of a concert (over all its schedules) or of one schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SeatCounts {
+    pub total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+}
+
+impl SeatCounts {
+    pub fn add(&mut self, other: &SeatCounts) {
+        self.total += other.total;
+        self.available += other.available;
+        self.held += other.held;
+        self.sold += other.sold;
+    }
+}
+
+/// Seats of one schedule that changed status: a delta for each count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub concert_id: i64,
+    pub schedule_id: i64,
+    pub delta: SeatCounts,
+}
+
+impl Change {
+    fn of(concert_id: i64, schedule_id: i64, delta: SeatCounts) -> Self {
+        Self {
+            concert_id,
+            schedule_id,
+            delta,
+        }
+    }
+    /// `n` AVAILABLE seats became HELD.
+    pub fn held(concert_id: i64, schedule_id: i64, n: i64) -> Self {
+        Self::of(
+            concert_id,
+            schedule_id,
+            SeatCounts {
+                available: -n,
+                held: n,
+                ..Default::default()
+            },
+        )
+    }
+    /// `n` HELD seats became AVAILABLE (cancel, expiry, rejection).
+    pub fn freed(concert_id: i64, schedule_id: i64, n: i64) -> Self {
+        Self::of(
+            concert_id,
+            schedule_id,
+            SeatCounts {
+                available: n,
+                held: -n,
+                ..Default::default()
+            },
+        )
+    }
+    /// `n` HELD seats became SOLD.
+    pub fn sold(concert_id: i64, schedule_id: i64, n: i64) -> Self {
+        Self::of(
+            concert_id,
+            schedule_id,
+            SeatCounts {
+                held: -n,
+                sold: n,
+                ..Default::default()
+            },
+        )
+    }
+    /// A new schedule of `n` seats.
+    pub fn created(concert_id: i64, schedule_id: i64, n: i64) -> Self {
+        Self::of(
+            concert_id,
+            schedule_id,
+            SeatCounts {
+                total: n,
+                available: n,
+                ..Default::default()
+            },
+        )
+    }
+}
+
+/// One schedule's exact counts, from the database.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ScheduleCount {
+    pub schedule_id: i64,
+    pub starts_at: DateTime<Utc>,
+    pub total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+}
+
+impl ScheduleCount {
+    pub fn counts(&self) -> SeatCounts {
+        SeatCounts {
+            total: self.total,
+            available: self.available,
+            held: self.held,
+            sold: self.sold,
+        }
+    }
+}
+
+/// The exact seat counts of every schedule of `concert_id`, from the seats table.
+pub async fn count_seats<C: ConnectionTrait>(
+    db: &C,
+    concert_id: i64,
+) -> Result<Vec<ScheduleCount>, DbErr> {
+    ScheduleCount::find_by_statement(stmt(
+        db,
+        "SELECT sc.id AS schedule_id, sc.starts_at, count(se.id) AS total, \
+            count(se.id) FILTER (WHERE se.status = 'AVAILABLE') AS available, \
+            count(se.id) FILTER (WHERE se.status = 'HELD') AS held, \
+            count(se.id) FILTER (WHERE se.status = 'SOLD') AS sold \
+         FROM schedules sc LEFT JOIN seats se ON se.schedule_id = sc.id \
+         WHERE sc.concert_id = $1 GROUP BY sc.id ORDER BY sc.starts_at, sc.id",
+        vec![concert_id.into()],
+    ))
+    .all(db)
+    .await
+}
+
+/// Concerts the periodic resync keeps exact: every concert with a schedule still to come
+/// (the `schedules_starts_at` index), plus the ones created recently without any.
+pub async fn live_concerts<C: ConnectionTrait>(db: &C) -> Result<Vec<i64>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Id {
+        id: i64,
+    }
+    Ok(Id::find_by_statement(stmt(
+        db,
+        "SELECT DISTINCT concert_id AS id FROM schedules WHERE starts_at > now() \
+         UNION SELECT id FROM concerts WHERE created_at > now() - interval '1 day' \
+         ORDER BY id",
+        vec![],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}
+
+/// The inventory hashes of every concert.
+#[derive(Clone)]
+pub struct Inventory {
+    redis: RedisStore,
+    apply: Script,
+    write: Script,
+}
+
+impl Inventory {
+    pub fn new(redis: RedisStore) -> Self {
+        Self {
+            redis,
+            apply: Script::new(APPLY),
+            write: Script::new(WRITE),
+        }
+    }
+
+    /// `inventory:{c<id>}` (with the store's prefix).
+    pub fn concert_key(&self, concert_id: i64) -> String {
+        self.redis.key(&format!("inventory:{{c{concert_id}}}"))
+    }
+
+    /// `inventory:{c<id>}:s<schedule_id>` (with the store's prefix).
+    pub fn schedule_key(&self, concert_id: i64, schedule_id: i64) -> String {
+        self.redis
+            .key(&format!("inventory:{{c{concert_id}}}:s{schedule_id}"))
+    }
+
+    fn seq_key(&self, concert_id: i64) -> String {
+        self.redis.key(&format!("inventory:{{c{concert_id}}}:seq"))
+    }
+
+    /// Applies a committed change. A Redis failure is logged, not returned: the change has
+    /// happened, and the next resync brings the counts back.
+    pub async fn apply(&self, change: Change) {
+        if change.delta == SeatCounts::default() {
+            return;
+        }
+        let d = change.delta;
+        let mut conn = self.redis.conn();
+        let res: redis::RedisResult<i64> = self
+            .apply
+            .key(self.seq_key(change.concert_id))
+            .key(self.concert_key(change.concert_id))
+            .key(self.schedule_key(change.concert_id, change.schedule_id))
+            .arg("total")
+            .arg(d.total)
+            .arg("available")
+            .arg(d.available)
+            .arg("held")
+            .arg(d.held)
+            .arg("sold")
+            .arg(d.sold)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, concert_id = change.concert_id, "inventory update failed; the resync will repair it");
+        }
+    }
+
+    /// Applies several committed changes.
+    pub async fn apply_all(&self, changes: impl IntoIterator<Item = Change>) {
+        for c in changes {
+            self.apply(c).await;
+        }
+    }
+
+    /// Rewrites `concert_id`'s hashes from the database. `Ok(true)` when written, `Ok(false)`
+    /// when changes kept coming in while it counted (the next resync tries again).
+    pub async fn resync<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        concert_id: i64,
+    ) -> Result<bool, ResyncError> {
+        let mut conn = self.redis.conn();
+        for _ in 0..RESYNC_ATTEMPTS {
+            let seq: Option<String> = redis::cmd("GET")
+                .arg(self.seq_key(concert_id))
+                .query_async(&mut conn)
+                .await?;
+            let schedules = count_seats(db, concert_id).await?;
+            let mut concert = SeatCounts::default();
+            for s in &schedules {
+                concert.add(&s.counts());
+            }
+            let mut call = self.write.prepare_invoke();
+            call.key(self.seq_key(concert_id))
+                .key(self.concert_key(concert_id))
+                .arg(seq.unwrap_or_default());
+            push_counts(&mut call, &concert);
+            for s in &schedules {
+                call.key(self.schedule_key(concert_id, s.schedule_id));
+                push_counts(&mut call, &s.counts());
+            }
+            let written: i64 = call.invoke_async(&mut conn).await?;
+            if written == 1 {
+                return Ok(true);
+            }
+        }
+        tracing::info!(
+            concert_id,
+            "inventory resync skipped: changes kept coming in"
+        );
+        Ok(false)
+    }
+
+    /// Resyncs every live concert ([`live_concerts`]); answers how many were written.
+    pub async fn resync_all<C: ConnectionTrait>(&self, db: &C) -> Result<u64, ResyncError> {
+        let mut written = 0;
+        for concert_id in live_concerts(db).await? {
+            if self.resync(db, concert_id).await? {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// The counts of `concert_id` and of the given schedules, or `None` if the concert's hash
+    /// or one of the schedules' does not exist (not synced yet).
+    pub async fn read(
+        &self,
+        concert_id: i64,
+        schedule_ids: &[i64],
+    ) -> redis::RedisResult<Option<(SeatCounts, Vec<SeatCounts>)>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(self.concert_key(concert_id)).arg(&[
+            "total",
+            "available",
+            "held",
+            "sold",
+        ]);
+        for id in schedule_ids {
+            pipe.cmd("HMGET")
+                .arg(self.schedule_key(concert_id, *id))
+                .arg(&["total", "available", "held", "sold"]);
+        }
+        let mut conn = self.redis.conn();
+        let rows: Vec<[Option<i64>; 4]> = pipe.query_async(&mut conn).await?;
+        let counts = |r: &[Option<i64>; 4]| SeatCounts {
+            total: r[0].unwrap_or(0),
+            available: r[1].unwrap_or(0),
+            held: r[2].unwrap_or(0),
+            sold: r[3].unwrap_or(0),
+        };
+        if rows.len() != schedule_ids.len() + 1
+            || rows.iter().any(|r| r.iter().all(Option::is_none))
+        {
+            return Ok(None);
+        }
+        Ok(Some((
+            counts(&rows[0]),
+            rows[1..].iter().map(counts).collect(),
+        )))
+    }
+}
+
+fn push_counts(call: &mut redis::ScriptInvocation<'_>, c: &SeatCounts) {
+    call.arg(c.total).arg(c.available).arg(c.held).arg(c.sold);
+}
+
+/// Why a resync could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    #[error(transparent)]
+    Store(#[from] DbErr),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_move_seats_between_counts_and_keep_the_total() {
+        let held = Change::held(1, 2, 3).delta;
+        assert_eq!((held.available, held.held, held.total), (-3, 3, 0));
+        let freed = Change::freed(1, 2, 3).delta;
+        assert_eq!((freed.available, freed.held), (3, -3));
+        let sold = Change::sold(1, 2, 3).delta;
+        assert_eq!((sold.held, sold.sold, sold.available), (-3, 3, 0));
+        let created = Change::created(1, 2, 50).delta;
+        assert_eq!((created.total, created.available), (50, 50));
+    }
+}
