@@ -76,10 +76,12 @@ impl Job {
                 }
                 Ok(admitted)
             }
-            Job::ExpireHolds => concert_api::expire_holds(&ctx.concert_db, now, ctx.grace)
-                .await
-                .map(|s| s.reservations_expired)
-                .map_err(|e| e.to_string()),
+            Job::ExpireHolds => {
+                concert_api::expire_holds(&ctx.concert_db, &ctx.inventory, now, ctx.grace)
+                    .await
+                    .map(|s| s.reservations_expired)
+                    .map_err(|e| e.to_string())
+            }
             Job::Reconcile => {
                 let r = payment_api::reconcile(&ctx.payment_db, &ctx.concerts, &ctx.payment, now)
                     .await
@@ -115,6 +117,12 @@ impl Job {
                     delete_idempotency_keys_before(&ctx.payment_db, now - IDEMPOTENCY_KEYS_KEPT)
                         .await
                         .map_err(|e| format!("payment-api: {e}"))?;
+                removed += concert_api::store::idempotency::delete_before(
+                    &ctx.concert_db,
+                    now - IDEMPOTENCY_KEYS_KEPT,
+                )
+                .await
+                .map_err(|e| format!("concert-api: {e}"))?;
                 let before = now - EVENT_ROWS_KEPT;
                 for (service, db) in ctx.databases() {
                     removed += common::inbox::delete_received_before(db, before)
@@ -135,6 +143,8 @@ pub struct JobContext {
     pub room: WaitingRoom,
     pub users_db: DatabaseConnection,
     pub concert_db: DatabaseConnection,
+    /// concert-api's seat counts in Redis, which the expiry sweep moves.
+    pub inventory: concert_api::Inventory,
     pub payment_db: DatabaseConnection,
     pub concerts: payment_api::concerts::ConcertClient,
     pub payment: payment_api::config::PaymentConfig,

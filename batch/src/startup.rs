@@ -51,6 +51,7 @@ impl Application {
             ),
             users_db: users_db.clone(),
             concert_db: concert_db.clone(),
+            inventory: concert_api::Inventory::new(redis.clone()),
             payment_db: payment_db.clone(),
             concerts: payment_api::concerts::ConcertClient::new(
                 &config.payment.concert_api_url,

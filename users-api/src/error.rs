@@ -22,6 +22,11 @@ common::error_codes! {
         /// The user already holds `QUEUE_SSE_PER_USER` status streams open: close one, or
         /// poll the status instead; retry after `Retry-After`.
         TooManyStreams = TOO_MANY_REQUESTS "TOO_MANY_STREAMS",
+        /// The concert has nothing left to buy (no seat available nor held): no one joins
+        /// its line, and every fan waiting in it is told `SOLD_OUT`.
+        SoldOut = CONFLICT "SOLD_OUT",
+        /// The pre-queue's lottery was drawn: `sale_opens_at` can no longer change.
+        LotteryDrawn = CONFLICT "LOTTERY_DRAWN",
     }
 }
 

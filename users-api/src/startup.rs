@@ -36,6 +36,9 @@ pub const SERVICE: &str = "users-api";
         crate::routes::queue::join,
         crate::routes::queue::status,
         crate::routes::queue::events,
+        crate::routes::rooms::public_view,
+        crate::routes::rooms::admin_view,
+        crate::routes::rooms::update,
     ),
     modifiers(&Platform)
 )]

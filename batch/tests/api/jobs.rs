@@ -368,3 +368,154 @@ async fn cleanup_removes_only_what_is_past_its_keeping_time() {
         );
     }
 }
+
+/// Batch's admission job runs the rooms' live settings: a paused room admits nobody while the
+/// ticks run, a resumed one fills to its own `max_active` (not the env's) with no restart, and
+/// a pre-queue is drawn once when batch's clock passes `sale_opens_at`, the first of the
+/// HMAC order admitted.
+#[tokio::test]
+async fn admission_runs_each_rooms_live_settings_and_draws_its_pre_queue() {
+    use users_api::domain::queue::{RoomSettingsPatch, SettableState, lottery};
+
+    let world = World::new().await;
+    let env = world
+        .env()
+        .with("QUEUE_MAX_ACTIVE", "50")
+        .with("QUEUE_ADMIT_PER_TICK", "100")
+        .with("QUEUE_ADMIT_INTERVAL_MS", "100")
+        .with("BATCH_LEASE_MS", "600");
+    let mut config = batch::Config::from_env(&env).unwrap();
+    config.clock = Clock::manual();
+    let clock = config.clock.clone();
+    let redis = RedisStore::connect(&config.redis).unwrap();
+    let keys = QueueKeys::new(redis.clone());
+    let room = WaitingRoom::new(keys.clone(), config.queue.clone(), clock.clone());
+    let zcard = |key: String| {
+        let redis = redis.clone();
+        async move {
+            let n: i64 = redis::cmd("ZCARD")
+                .arg(key)
+                .query_async(&mut redis.conn())
+                .await
+                .unwrap();
+            n
+        }
+    };
+    // Whether a tick has run since `rate` was deleted: a gated tick writes the rate 0.
+    let ticked = |concert: i64| {
+        let (redis, key) = (redis.clone(), keys.rate(concert));
+        async move {
+            let rate: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut redis.conn())
+                .await
+                .unwrap();
+            rate.as_deref() == Some("0")
+        }
+    };
+
+    // Concert 8: paused with 30 fans in line and its own capacity of 4.
+    let paused = RoomSettingsPatch {
+        state: Some(SettableState::Paused),
+        max_active: Some(4),
+        ..Default::default()
+    };
+    room.update_settings(8, &paused).await.unwrap();
+    for user in 0..30 {
+        room.join(user, 8).await.unwrap();
+    }
+    // Concert 9: a pre-queue opening in an hour, 40 fans in it.
+    let opening = RoomSettingsPatch {
+        max_active: Some(6),
+        sale_opens_at: Some(Some(clock.now() + chrono::Duration::hours(1))),
+        ..Default::default()
+    };
+    room.update_settings(9, &opening).await.unwrap();
+    let mut pre_queued = Vec::new();
+    for user in 100..140 {
+        let (status, _) = room.join(user, 9).await.unwrap();
+        assert!(status.pre_queue);
+        pre_queued.push(status.token);
+    }
+
+    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+    eventually("a paused tick", Duration::from_secs(10), || async {
+        ticked(8).await.then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        // Three more ticks: the rate key is rewritten (deleted here, written again) by each.
+        let _: () = redis::cmd("DEL")
+            .arg(keys.rate(8))
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        eventually("another paused tick", Duration::from_secs(10), || async {
+            ticked(8).await.then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        zcard(keys.active(8)).await,
+        0,
+        "a paused room admits nobody"
+    );
+    assert_eq!(zcard(keys.active(9)).await, 0, "nobody before the opening");
+    assert_eq!(zcard(keys.waiting(8)).await, 30);
+
+    let resume = RoomSettingsPatch {
+        state: Some(SettableState::Open),
+        ..Default::default()
+    };
+    room.update_settings(8, &resume).await.unwrap();
+    eventually(
+        "the room fills to its own cap",
+        Duration::from_secs(10),
+        || async { (zcard(keys.active(8)).await == 4).then_some(()) },
+    )
+    .await;
+    // The first four in join order.
+    let mut conn = redis.conn();
+    let active: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.active(8))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut first_four = Vec::new();
+    for user in 0..4 {
+        let (status, _) = room.join(user, 8).await.unwrap();
+        first_four.push(status.token);
+    }
+    let (mut a, mut b) = (active.clone(), first_four.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "admitted in join order");
+
+    // The sale opens by batch's clock: one draw, its first six admitted.
+    clock.advance(Duration::from_secs(3601));
+    eventually("the draw", Duration::from_secs(10), || async {
+        (zcard(keys.active(9)).await == 6).then_some(())
+    })
+    .await;
+    let view = room.view(9).await.unwrap();
+    let seed = lottery::from_hex(view.public.lottery.seed.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        lottery::commitment(&seed),
+        view.public.lottery.commitment.unwrap()
+    );
+    let order = lottery::order(&seed, pre_queued.iter().map(String::as_str));
+    let mut admitted: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.active(9))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = order[..6].iter().map(|t| t.to_string()).collect();
+    admitted.sort();
+    expected.sort();
+    assert_eq!(admitted, expected, "the first six of the HMAC order");
+    assert_eq!((view.active, view.public.waiting), (6, 34));
+}

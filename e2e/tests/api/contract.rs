@@ -189,15 +189,22 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 include-name = ["POST /api/users", "POST /api/sessions"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
-# - Booking cannot open after the show starts (two fields compared: 400).
+# - Booking cannot open after the show starts (two fields compared: 400); a sale cannot be
+#   set to open in the past (compared with the clock: 400).
 [[operations]]
-include-name = "POST /api/admin/concerts/{{id}}/schedules"
+include-name = ["POST /api/admin/concerts/{{id}}/schedules", "PATCH /api/admin/queue/concerts/{{id}}"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 # - The same Idempotency-Key with another body (generated cases reuse keys) is 422.
 [[operations]]
 include-name = ["POST /api/payments", "POST /api/wallet/charges"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "402", "403", "404", "409", "422", "429", "5xx"]
+
+# - A hold's Idempotency-Key with another body is 422 too; and a seat number the schedule does
+#   not have (the schema cannot know its seat count) is 400.
+[[operations]]
+include-name = "POST /api/reservations"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 "#,
             admin = admin.session.as_deref().unwrap(),
             leaving = leaving.session.as_deref().unwrap(),

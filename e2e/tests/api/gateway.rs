@@ -779,3 +779,70 @@ async fn queue_tokens_stay_out_of_the_gateway_logs() {
         "no queue token in the error log:\n{errors}"
     );
 }
+
+/// The waiting room's live controls (`/api/admin/queue/**`) and its public view
+/// (`/api/queue/concerts/**`) reach users-api through the gateway, ahead of concert-api's
+/// `/api/admin/**`, whose own routes still reach concert-api.
+#[tokio::test]
+async fn the_waiting_rooms_controls_and_view_reach_users_api_through_the_gateway() {
+    let platform = Platform::start().await;
+    let gateway = Gateway::start(&platform, &[]).await;
+    let gw = gateway.url.clone();
+    let admin = platform.admin(&gw).await;
+    let (concert, _) = admin.concert_on_sale("Levers", 10, 1000).await;
+
+    let path = format!("/api/admin/queue/concerts/{concert}");
+    let (status, room) = admin
+        .send(
+            admin
+                .request(reqwest::Method::PATCH, &path)
+                .json(&json!({"state": "PAUSED", "max_active": 9})),
+        )
+        .await;
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(
+        (room["state"].as_str(), room["max_active"].as_u64()),
+        (Some("PAUSED"), Some(9)),
+        "users-api's WaitingRoom"
+    );
+    let (status, room) = admin.get(&path).await;
+    assert_eq!((status, room["concert_id"].as_i64()), (200, Some(concert)));
+    let (status, public) = Client::new(&gw)
+        .get(&format!("/api/queue/concerts/{concert}"))
+        .await;
+    assert_eq!((status, public["state"].as_str()), (200, Some("PAUSED")));
+    assert!(
+        public.get("max_active").is_none(),
+        "the public view: {public}"
+    );
+
+    // A fan is refused by users-api (its catalogue's 403), not routed elsewhere.
+    let mut fan = Client::new(&gw);
+    fan.sign_up("levers_fan", "fan-password").await;
+    let (status, p) = fan.get(&path).await;
+    assert_eq!((status, p["code"].as_str()), (403, Some("FORBIDDEN")));
+    let (status, p) = Client::new(&gw).get(&path).await;
+    assert_eq!((status, p["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+
+    // concert-api's admin routes are untouched; users-api going down shows on the levers only.
+    let (status, _) = admin
+        .post(
+            "/api/admin/concerts",
+            json!({"title": "Other", "performer": "Band"}),
+        )
+        .await;
+    assert_eq!(status, 201, "concert-api still serves /api/admin/concerts");
+    drop(platform.users);
+    let (status, p) = admin.get(&path).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (502, Some("UPSTREAM_UNAVAILABLE"))
+    );
+    let (status, _) = admin
+        .post(
+            "/api/admin/concerts",
+            json!({"title": "Still", "performer": "Band"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+}

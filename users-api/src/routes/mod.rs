@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod queue;
+pub mod rooms;
 
 use actix_web::web;
 use common::auth::SessionStore;
@@ -28,4 +29,5 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     accounts::configure(cfg);
     queue::configure(cfg);
+    rooms::configure(cfg);
 }

@@ -42,11 +42,12 @@ impl JoinRequest {
 
 #[utoipa::path(post, path = "/api/queue/tokens", request_body = JoinRequest, security(("bearer" = [])),
     responses(
-        (status = 201, description = "a new token at the back of the line", body = QueueStatus),
+        (status = 201, description = "a new token at the back of the line (or, before the draw of a room with `sale_opens_at`, in the pre-queue: `pre_queue: true`, no position)", body = QueueStatus),
         (status = 200, description = "the caller's existing live token for this concert", body = QueueStatus),
         (status = 400, description = "`INVALID_REQUEST`: a malformed body or a `concert_id` under 1; the detail names the field"),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
+        (status = 409, description = "`SOLD_OUT`: the concert has nothing left to buy (no seat available nor held); no token is issued"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many joins from one address"),
         (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer; nothing was written",
             headers(("Retry-After" = u64, description = "seconds"))),
@@ -86,7 +87,8 @@ pub async fn status(
 }
 
 /// Pushes the status whenever it changes and at least every keep-alive period; each check
-/// is a heartbeat, so an open stream keeps its token in line. Ends after ACTIVE or EXPIRED.
+/// is a heartbeat, so an open stream keeps its token in line. Ends after ACTIVE, EXPIRED or
+/// SOLD_OUT.
 /// One server-sent event of the status stream: its `data` is a `QueueStatus` as JSON text.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documents the wire format; the stream is written as text
@@ -98,7 +100,7 @@ pub struct QueueEvent {
 #[utoipa::path(get, path = "/api/queue/tokens/{token}/events", security(("bearer" = [])),
     params(("token" = String, Path, description = "a token from joining (opaque; one of the caller's)")),
     responses(
-        (status = 200, description = "A stream of `data: <QueueStatus JSON>` frames (text, not one JSON document): one at once, then on every change and at least every keep-alive period; ends after ACTIVE or EXPIRED",
+        (status = 200, description = "A stream of `data: <QueueStatus JSON>` frames (text, not one JSON document): one at once, then on every change and at least every keep-alive period; ends after ACTIVE, EXPIRED or SOLD_OUT",
             content_type = "text/event-stream", body = QueueEvent),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),

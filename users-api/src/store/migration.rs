@@ -21,6 +21,22 @@ CREATE TABLE users (
 );
 "#,
             }),
+            Box::new(SqlMigration {
+                name: "m20261202_000001_admin_audit",
+                up: r#"
+CREATE TABLE admin_audit (
+    id             bigserial PRIMARY KEY,
+    actor_id       bigint NOT NULL,
+    actor_username text NOT NULL,
+    at             timestamptz NOT NULL,
+    action         text NOT NULL,
+    target         text NOT NULL,
+    before         jsonb NOT NULL,
+    after          jsonb NOT NULL
+);
+CREATE INDEX admin_audit_target_at ON admin_audit (target, at);
+"#,
+            }),
         ]
     }
 }

@@ -1,4 +1,5 @@
 //! users DB: schema migrations and queries.
 
+pub mod audit;
 pub mod migration;
 pub mod users;

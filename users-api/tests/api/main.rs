@@ -4,5 +4,6 @@ mod accounts;
 mod helpers;
 mod platform;
 mod queue;
+mod rooms;
 mod sessions;
 mod throttle;

@@ -43,6 +43,9 @@ async fn the_openapi_document_lists_every_route_and_code() {
         ("/api/queue/tokens", "post"),
         ("/api/queue/tokens/{token}", "get"),
         ("/api/queue/tokens/{token}/events", "get"),
+        ("/api/queue/concerts/{id}", "get"),
+        ("/api/admin/queue/concerts/{id}", "get"),
+        ("/api/admin/queue/concerts/{id}", "patch"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -56,7 +59,7 @@ async fn the_openapi_document_lists_every_route_and_code() {
         .values()
         .map(|ops| ops.as_object().unwrap().len())
         .sum();
-    assert_eq!(routes, 7, "nothing beyond API.md's users-api table");
+    assert_eq!(routes, 10, "nothing beyond API.md's users-api table");
     assert_eq!(
         doc["paths"]["/api/queue/tokens/{token}"]["get"]["parameters"][0]["name"],
         "token"
@@ -98,7 +101,24 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
             "post",
             "/api/queue/tokens",
             &[
-                "200", "201", "400", "401", "404", "413", "415", "429", "500", "503",
+                "200", "201", "400", "401", "404", "409", "413", "415", "429", "500", "503",
+            ],
+        ),
+        (
+            "get",
+            "/api/queue/concerts/{id}",
+            &["200", "400", "404", "500", "503"],
+        ),
+        (
+            "get",
+            "/api/admin/queue/concerts/{id}",
+            &["200", "400", "401", "403", "404", "500", "503"],
+        ),
+        (
+            "patch",
+            "/api/admin/queue/concerts/{id}",
+            &[
+                "200", "400", "401", "403", "404", "409", "413", "415", "500", "503",
             ],
         ),
         (
@@ -133,5 +153,25 @@ async fn the_openapi_document_declares_parameters_security_and_every_error() {
     assert_eq!(
         doc["components"]["schemas"]["JoinRequest"]["properties"]["concert_id"]["minimum"],
         1
+    );
+    assert_eq!(
+        required_schemes(&doc, "get", "/api/queue/concerts/{id}"),
+        Vec::<String>::new(),
+        "the room's public view needs no session"
+    );
+    assert_eq!(
+        required_schemes(&doc, "patch", "/api/admin/queue/concerts/{id}"),
+        ["bearer"]
+    );
+    let schemas = &doc["components"]["schemas"];
+    let patch = &schemas["RoomSettingsPatch"]["properties"];
+    assert_eq!(patch["max_active"]["maximum"], 100_000);
+    assert_eq!(patch["admit_per_tick"]["maximum"], 10_000);
+    let status = &schemas["QueueStatus"]["properties"];
+    assert!(status["pre_queue"].is_object() && status["opens_at"].is_object());
+    assert!(
+        schemas["QueueState"].to_string().contains("SOLD_OUT"),
+        "{}",
+        schemas["QueueState"]
     );
 }

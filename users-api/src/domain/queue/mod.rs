@@ -12,6 +12,8 @@
 //! are given from a [`Clock`], so tests move it; a heartbeat and the user → token record are
 //! Redis key TTLs, which run on Redis's own clock.
 
+pub mod lottery;
+pub mod room;
 mod status;
 mod streams;
 
@@ -22,7 +24,11 @@ use common::clock::Clock;
 use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
 
-pub use status::{Admission, QueueState, QueueStatus};
+pub use room::{
+    Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
+    WaitingRoomPublic, WaitingRoomView,
+};
+pub use status::{Admission, Gate, QueueState, QueueStatus};
 pub use streams::{StreamSlot, StreamSlots};
 
 use crate::config::QueueConfig;
@@ -60,7 +66,7 @@ impl ErrorCode for QueueError {
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Redis(e) => e.retry_after(),
+            Self::Redis(e) => ErrorCode::retry_after(e),
             Self::TokenNotFound => None,
             // A stream whose client went away frees its slot at its next write, within one
             // keep-alive period (15 s at most).
@@ -71,96 +77,224 @@ impl ErrorCode for QueueError {
 
 /// Returns the caller's live token for the concert, or appends a new one to the line.
 /// A token that is gone (abandoned, expired, retired after a purchase) is replaced by a new
-/// one at the back: the user may queue again, but never holds two places.
-/// → {state, token, position|active_until_ms, rate, created}
+/// one at the back: the user may queue again, but never holds two places. While the room
+/// has an undrawn lottery (a commitment and no `closed` flag), a new token goes to the
+/// pre-queue instead; a sold-out room takes nobody (a fan already admitted gets their pass).
+/// → {state, token, position|active_until_ms|'', rate, created, pre_queue, opens_at_ms}
+///   or {'SOLD_OUT'}
 const JOIN: &str = r#"
 local now = tonumber(ARGV[2])
-local function waiting(t, created)
+local s = redis.call('HMGET', KEYS[7], 'sold_out', 'commitment', 'closed', 'opens_at')
+local sold_out = s[1] == '1'
+local function heartbeat(t)
   redis.call('SET', ARGV[4] .. t, '1', 'PX', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+local function waiting(t, created)
+  heartbeat(t)
   local rank = redis.call('ZRANK', KEYS[3], t)
-  return {'WAITING', t, tostring(rank + 1), redis.call('GET', KEYS[5]) or '', created}
+  return {'WAITING', t, tostring(rank + 1), redis.call('GET', KEYS[5]) or '', created, '0', ''}
+end
+local function pre(t, created)
+  heartbeat(t)
+  return {'WAITING', t, '', '', created, '1', s[4] or ''}
 end
 local existing = redis.call('GET', KEYS[1])
 if existing then
+  if sold_out then
+    local exp = redis.call('ZSCORE', KEYS[4], existing)
+    if exp and tonumber(exp) > now then return {'ACTIVE', existing, exp, '', '0', '0', ''} end
+    return {'SOLD_OUT'}
+  end
   if redis.call('ZSCORE', KEYS[3], existing) then
     if redis.call('EXISTS', ARGV[4] .. existing) == 1 then return waiting(existing, '0') end
     redis.call('ZREM', KEYS[3], existing)
+  elseif redis.call('ZSCORE', KEYS[8], existing) then
+    if redis.call('EXISTS', ARGV[4] .. existing) == 1 then return pre(existing, '0') end
+    redis.call('ZREM', KEYS[8], existing)
   else
     local exp = redis.call('ZSCORE', KEYS[4], existing)
-    if exp and tonumber(exp) > now then return {'ACTIVE', existing, exp, '', '0'} end
+    if exp and tonumber(exp) > now then return {'ACTIVE', existing, exp, '', '0', '0', ''} end
   end
 end
+if sold_out then return {'SOLD_OUT'} end
 local t = ARGV[1]
-redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), t)
 redis.call('SET', KEYS[1], t)
 redis.call('SADD', KEYS[6], ARGV[5])
+if s[2] and not s[3] then
+  redis.call('ZADD', KEYS[8], redis.call('INCR', KEYS[2]), t)
+  return pre(t, '1')
+end
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), t)
 return waiting(t, '1')
 "#;
 
-/// Status of a token for its owner; a waiting token's poll is its heartbeat.
-/// → {state, position|active_until_ms, rate} or {'NOT_FOUND'}
+/// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
+/// A token still in line in a sold-out room is SOLD_OUT.
+/// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms} or {'NOT_FOUND'}
 const STATUS: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'NOT_FOUND'} end
 local exp = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if exp then
-  if tonumber(exp) > tonumber(ARGV[2]) then return {'ACTIVE', exp, ''} end
-  return {'EXPIRED', exp, ''}
+  if tonumber(exp) > tonumber(ARGV[2]) then return {'ACTIVE', exp, '', '0', ''} end
+  return {'EXPIRED', exp, '', '0', ''}
 end
-local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-if not rank then return {'EXPIRED', '0', ''} end
+local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at')
 local alive = ARGV[4] .. ARGV[1]
+local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+local pre = false
+if not rank then
+  if not redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {'EXPIRED', '0', '', '0', ''} end
+  pre = true
+end
+if s[1] == '1' then return {'SOLD_OUT', '', '', '0', ''} end
 if redis.call('EXISTS', alive) == 0 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return {'EXPIRED', '0', ''}
+  if pre then redis.call('ZREM', KEYS[6], ARGV[1]) else redis.call('ZREM', KEYS[2], ARGV[1]) end
+  return {'EXPIRED', '0', '', '0', ''}
 end
 redis.call('SET', alive, '1', 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {'WAITING', tostring(rank + 1), redis.call('GET', KEYS[4]) or ''}
+if pre then return {'WAITING', '', '', '1', s[2] or ''} end
+return {'WAITING', tostring(rank + 1), redis.call('GET', KEYS[4]) or '', '0', ''}
 "#;
 
-/// One admission tick for one concert: drop expired actives, then admit the oldest waiting
-/// tokens that are still alive while active < max, at most `per_tick`; abandoned ones met on
-/// the way are dropped. Keeps the admission rate (an EWMA per second) for wait estimates.
-/// → {admitted, expired, abandoned, active, waiting}
+/// One admission tick for one concert: drop expired actives, then — unless the room is
+/// gated (paused, a pre-queue not drawn yet, no seat available, sold out) — admit the oldest
+/// waiting tokens that are still alive while active < max, at most `per_tick` and at most
+/// the seats available (`inventory:{c<id>}`, written by concert-api; no hash = unknown = no
+/// limit); abandoned ones met on the way are dropped. The room's settings override the
+/// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
+/// estimates and running totals.
+/// → {admitted, expired, abandoned, active, waiting, gate}; gate 5 = a draw is due
+///   (nobody admitted: the caller draws, then ticks again).
 const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local had_waiting = redis.call('ZCARD', KEYS[1]) > 0
-local room = math.min(tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[2]), tonumber(ARGV[3]))
-local admitted, abandoned, scanned = 0, 0, 0
-local scan_limit = tonumber(ARGV[7])
-local until_ms = now + tonumber(ARGV[4])
-while room > 0 and scanned < scan_limit do
-  local batch = redis.call('ZRANGE', KEYS[1], 0, room - 1)
-  if #batch == 0 then break end
-  for _, t in ipairs(batch) do
-    scanned = scanned + 1
-    redis.call('ZREM', KEYS[1], t)
-    local alive = ARGV[5] .. t
-    if redis.call('EXISTS', alive) == 1 then
-      redis.call('DEL', alive)
-      redis.call('ZADD', KEYS[2], until_ms, t)
-      admitted = admitted + 1
-      room = room - 1
+if expired > 0 then redis.call('HINCRBY', KEYS[6], 'expired_total', expired) end
+local s = redis.call('HMGET', KEYS[5], 'state', 'max_active', 'admit_per_tick', 'commitment',
+  'drawn_at', 'opens_at', 'sold_out')
+local max_active = tonumber(s[2]) or tonumber(ARGV[2])
+local per_tick = tonumber(s[3]) or tonumber(ARGV[3])
+local undrawn = s[4] and not s[5]
+local gate = 0
+local cap = per_tick
+if undrawn then
+  if (not s[6]) or now >= tonumber(s[6]) then gate = 5 else gate = 2 end
+elseif s[7] == '1' then
+  gate = 4
+else
+  local inv = redis.call('HMGET', KEYS[7], 'total', 'available', 'held')
+  local available = tonumber(inv[2])
+  if available then
+    local held, total = tonumber(inv[3]) or 0, tonumber(inv[1]) or 0
+    if available <= 0 and held <= 0 and total > 0 then
+      redis.call('HSET', KEYS[5], 'sold_out', '1')
+      gate = 4
+    elseif available <= 0 then
+      gate = 3
     else
-      abandoned = abandoned + 1
+      cap = available
     end
   end
+  if gate == 0 and s[1] == 'PAUSED' then gate = 1 end
+end
+local had_waiting = redis.call('ZCARD', KEYS[1]) > 0
+local admitted, abandoned, scanned = 0, 0, 0
+if gate == 0 then
+  local room = math.min(max_active - redis.call('ZCARD', KEYS[2]), per_tick, cap)
+  local scan_limit = math.max(per_tick * 20, 1000)
+  local until_ms = now + tonumber(ARGV[4])
+  while room > 0 and scanned < scan_limit do
+    local batch = redis.call('ZRANGE', KEYS[1], 0, room - 1)
+    if #batch == 0 then break end
+    for _, t in ipairs(batch) do
+      scanned = scanned + 1
+      redis.call('ZREM', KEYS[1], t)
+      local alive = ARGV[5] .. t
+      if redis.call('EXISTS', alive) == 1 then
+        redis.call('DEL', alive)
+        redis.call('ZADD', KEYS[2], until_ms, t)
+        admitted = admitted + 1
+        room = room - 1
+      else
+        abandoned = abandoned + 1
+      end
+    end
+  end
+  if admitted > 0 then redis.call('HINCRBY', KEYS[6], 'admitted_total', admitted) end
+  if abandoned > 0 then redis.call('HINCRBY', KEYS[6], 'abandoned_total', abandoned) end
 end
 if had_waiting then
-  local per_sec = admitted * 1000 / tonumber(ARGV[6])
-  local old = tonumber(redis.call('GET', KEYS[3]) or '')
-  local rate = per_sec
-  if old then rate = 0.7 * old + 0.3 * per_sec end
+  local rate = 0
+  if gate == 0 then
+    local per_sec = admitted * 1000 / tonumber(ARGV[6])
+    local old = tonumber(redis.call('GET', KEYS[3]) or '')
+    rate = per_sec
+    if old then rate = 0.7 * old + 0.3 * per_sec end
+  end
   redis.call('SET', KEYS[3], tostring(rate))
 end
 local active, waiting = redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[1])
-if active == 0 and waiting == 0 then
-  redis.call('SREM', KEYS[4], ARGV[8])
+if active == 0 and waiting == 0 and redis.call('ZCARD', KEYS[8]) == 0 and not undrawn then
+  redis.call('SREM', KEYS[4], ARGV[7])
   redis.call('DEL', KEYS[3])
 end
-return {admitted, expired, abandoned, active, waiting}
+return {admitted, expired, abandoned, active, waiting, gate}
+"#;
+
+/// The draw's first step: closes the pre-queue (new joins then go to the FIFO line), drops
+/// lapsed pre-queued tokens, and reserves the `n` sequence numbers just below every later
+/// arrival's for the drawn tokens. Run again before the draw is written (a crash, a second
+/// batch leader), it closes nothing more and returns what is left of the same pre-queue.
+/// → {} if no draw is due, else {seed_hex, token...}
+const CLOSE_PREQUEUE: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'commitment', 'drawn_at', 'opens_at', 'closed', 'seed')
+if not s[1] or s[2] then return {} end
+if s[3] and tonumber(ARGV[1]) < tonumber(s[3]) then return {} end
+if not s[4] then
+  local lapsed = 0
+  for _, t in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('EXISTS', ARGV[2] .. t) == 0 then
+      redis.call('ZREM', KEYS[2], t)
+      lapsed = lapsed + 1
+    end
+  end
+  if lapsed > 0 then redis.call('HINCRBY', KEYS[4], 'abandoned_total', lapsed) end
+  local n = redis.call('ZCARD', KEYS[2])
+  local base = redis.call('INCRBY', KEYS[3], n)
+  redis.call('HSET', KEYS[1], 'closed', '1', 'draw_base', base, 'draw_n', n)
+end
+local out = {s[5]}
+for _, t in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = t end
+return out
+"#;
+
+/// The draw's second step: the pre-queued tokens, in the lottery's order (ARGV[3..]), enter
+/// the line on the reserved sequence numbers, ahead of every later arrival; one still
+/// heartbeating is placed, a lapsed one dropped. Writes `drawn_at`, which publishes the
+/// seed. Only the first run does anything, so two batch leaders cannot draw twice.
+/// → drawn, or -1 if the draw was already written
+const DRAW: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'drawn_at', 'draw_base', 'draw_n')
+if s[1] or not s[2] then return -1 end
+local first = tonumber(s[2]) - tonumber(s[3])
+local drawn, lapsed = 0, 0
+for i = 3, #ARGV do
+  local t = ARGV[i]
+  if redis.call('ZREM', KEYS[2], t) == 1 then
+    if redis.call('EXISTS', ARGV[2] .. t) == 1 then
+      redis.call('ZADD', KEYS[3], first + i - 2, t)
+      drawn = drawn + 1
+    else
+      lapsed = lapsed + 1
+    end
+  end
+end
+lapsed = lapsed + redis.call('ZCARD', KEYS[2])
+redis.call('DEL', KEYS[2])
+if lapsed > 0 then redis.call('HINCRBY', KEYS[4], 'abandoned_total', lapsed) end
+redis.call('HSET', KEYS[1], 'drawn_at', ARGV[1])
+return drawn
 "#;
 
 /// Retires the user's token for a concert after a purchase: its slot frees at once.
@@ -169,6 +303,35 @@ local t = redis.call('GET', KEYS[1])
 if not t then return 0 end
 return redis.call('ZREM', KEYS[2], t)
 "#;
+
+/// The keys users-api adds to a concert's waiting room (DESIGN §5), beside common's
+/// [`QueueKeys`]; all carry the hash tag `{c<id>}`, so every script stays on one slot.
+pub(crate) struct RoomKeys<'a>(&'a QueueKeys);
+
+impl RoomKeys<'_> {
+    /// Hash: the organiser's settings and the lottery (`state`, `max_active`,
+    /// `admit_per_tick`, `opens_at`, `seed`, `commitment`, `closed`, `draw_base`, `draw_n`,
+    /// `drawn_at`, `sold_out`).
+    pub(crate) fn settings(&self, concert: i64) -> String {
+        self.0
+            .redis()
+            .key(&format!("queue:{{c{concert}}}:settings"))
+    }
+    /// Hash: running totals (`admitted_total`, `abandoned_total`, `expired_total`).
+    pub(crate) fn stats(&self, concert: i64) -> String {
+        self.0.redis().key(&format!("queue:{{c{concert}}}:stats"))
+    }
+    /// Zset token → seq: fans who joined before the draw (no position yet).
+    pub(crate) fn prequeue(&self, concert: i64) -> String {
+        self.0
+            .redis()
+            .key(&format!("queue:{{c{concert}}}:prequeue"))
+    }
+    /// Hash `{total, available, held, sold}` kept by concert-api (the shared interface).
+    pub(crate) fn inventory(&self, concert: i64) -> String {
+        self.0.redis().key(&format!("inventory:{{c{concert}}}"))
+    }
+}
 
 /// The waiting rooms of every concert, on one Redis. Joins and polls are judged at the
 /// room's clock; an admission tick is told its time by the scheduler that runs it.
@@ -180,8 +343,41 @@ pub struct WaitingRoom {
     join: Script,
     status: Script,
     admit: Script,
+    close_prequeue: Script,
+    draw: Script,
     retire: Script,
+    pub(crate) settings: room::SettingsScripts,
     streams: StreamSlots,
+}
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("concert {0} is sold out")]
+    SoldOut(i64),
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+impl ErrorCode for JoinError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        match self {
+            Self::SoldOut(_) => UsersCode::SoldOut.status(),
+            Self::Redis(e) => ErrorCode::status(e),
+        }
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            Self::SoldOut(_) => UsersCode::SoldOut.code(),
+            Self::Redis(e) => ErrorCode::code(e),
+        }
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::SoldOut(_) => None,
+            Self::Redis(e) => ErrorCode::retry_after(e),
+        }
+    }
 }
 
 impl WaitingRoom {
@@ -192,10 +388,17 @@ impl WaitingRoom {
             join: Script::new(JOIN),
             status: Script::new(STATUS),
             admit: Script::new(ADMIT),
+            close_prequeue: Script::new(CLOSE_PREQUEUE),
+            draw: Script::new(DRAW),
             retire: Script::new(RETIRE),
+            settings: room::SettingsScripts::new(),
             streams: StreamSlots::new(cfg.sse_per_user),
             cfg,
         }
+    }
+
+    pub(crate) fn room_keys(&self) -> RoomKeys<'_> {
+        RoomKeys(&self.keys)
     }
 
     /// A slot for one more status stream of `user_id` in this process (`QUEUE_SSE_PER_USER`).
@@ -226,10 +429,16 @@ impl WaitingRoom {
         f64::from(self.cfg.admit_per_tick) / self.cfg.admit_interval.as_secs_f64()
     }
 
-    /// Joins the line (or finds the caller's place in it). Returns the status and whether a
-    /// new token was issued. One round trip.
-    pub async fn join(&self, user_id: i64, concert_id: i64) -> RedisResult<(QueueStatus, bool)> {
+    /// Joins the line (or finds the caller's place in it; before the draw of a room with a
+    /// pre-queue, the pre-queue). Returns the status and whether a new token was issued.
+    /// A sold-out room refuses. One round trip.
+    pub async fn join(
+        &self,
+        user_id: i64,
+        concert_id: i64,
+    ) -> Result<(QueueStatus, bool), JoinError> {
         let k = &self.keys;
+        let rk = self.room_keys();
         let mut conn = k.redis().conn();
         let out: Vec<String> = self
             .join
@@ -239,6 +448,8 @@ impl WaitingRoom {
             .key(k.active(concert_id))
             .key(k.rate(concert_id))
             .key(k.concerts())
+            .key(rk.settings(concert_id))
+            .key(rk.prequeue(concert_id))
             .arg(new_queue_token(concert_id))
             .arg(self.clock.now().timestamp_millis())
             .arg(Self::millis(self.cfg.waiting_idle_timeout))
@@ -248,7 +459,17 @@ impl WaitingRoom {
             .invoke_async(&mut conn)
             .await?;
         let field = |i: usize| out.get(i).map_or("", String::as_str);
-        // Join only ever replies WAITING or ACTIVE.
+        if field(0) == "SOLD_OUT" {
+            return Err(JoinError::SoldOut(concert_id));
+        }
+        let created = field(4) == "1";
+        if field(5) == "1" {
+            return Ok((
+                QueueStatus::pre_queued(field(1), concert_id, field(6)),
+                created,
+            ));
+        }
+        // Join only ever replies WAITING or ACTIVE here.
         let state = QueueState::from_reply(field(0)).unwrap_or(QueueState::Expired);
         let status = QueueStatus::from_reply(
             field(1),
@@ -258,7 +479,7 @@ impl WaitingRoom {
             field(3),
             self.nominal_rate(),
         );
-        Ok((status, field(4) == "1"))
+        Ok((status, created))
     }
 
     /// The status of `token` if it is `user_id`'s. Polling a waiting token keeps it alive.
@@ -266,6 +487,7 @@ impl WaitingRoom {
     pub async fn status(&self, user_id: i64, token: &str) -> Result<QueueStatus, QueueError> {
         let concert_id = queue_token_concert(token).ok_or(QueueError::TokenNotFound)?;
         let k = &self.keys;
+        let rk = self.room_keys();
         let mut conn = k.redis().conn();
         let out: Vec<String> = self
             .status
@@ -273,6 +495,8 @@ impl WaitingRoom {
             .key(k.waiting(concert_id))
             .key(k.active(concert_id))
             .key(k.rate(concert_id))
+            .key(rk.settings(concert_id))
+            .key(rk.prequeue(concert_id))
             .arg(token)
             .arg(self.clock.now().timestamp_millis())
             .arg(Self::millis(self.cfg.waiting_idle_timeout))
@@ -282,6 +506,9 @@ impl WaitingRoom {
             .await?;
         let field = |i: usize| out.get(i).map_or("", String::as_str);
         let state = QueueState::from_reply(field(0)).ok_or(QueueError::TokenNotFound)?;
+        if state == QueueState::Waiting && field(3) == "1" {
+            return Ok(QueueStatus::pre_queued(token, concert_id, field(4)));
+        }
         Ok(QueueStatus::from_reply(
             token,
             concert_id,
@@ -293,26 +520,40 @@ impl WaitingRoom {
     }
 
     /// One admission tick for `concert_id` at `now` (batch calls this every
-    /// `admit_interval`, with its clock's time).
+    /// `admit_interval`, with its clock's time). At the first tick after a pre-queue's
+    /// `sale_opens_at` it draws the lottery first, then admits from the new line.
     pub async fn admit(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<Admission> {
+        let first = self.admit_once(concert_id, now).await?;
+        if first.gate != Gate::DrawDue {
+            return Ok(first);
+        }
+        let drawn = self.draw_lottery(concert_id, now).await?;
+        let mut then = self.admit_once(concert_id, now).await?;
+        then.expired += first.expired;
+        then.drawn = drawn;
+        Ok(then)
+    }
+
+    async fn admit_once(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<Admission> {
         let k = &self.keys;
+        let rk = self.room_keys();
         let mut conn = k.redis().conn();
-        let scan_limit = u64::from(self.cfg.admit_per_tick)
-            .saturating_mul(20)
-            .max(1000);
         let out: Vec<u64> = self
             .admit
             .key(k.waiting(concert_id))
             .key(k.active(concert_id))
             .key(k.rate(concert_id))
             .key(k.concerts())
+            .key(rk.settings(concert_id))
+            .key(rk.stats(concert_id))
+            .key(rk.inventory(concert_id))
+            .key(rk.prequeue(concert_id))
             .arg(now.timestamp_millis())
             .arg(self.cfg.max_active)
             .arg(self.cfg.admit_per_tick)
             .arg(Self::millis(self.cfg.active_ttl))
             .arg(k.alive_prefix(concert_id))
             .arg(Self::millis(self.cfg.admit_interval))
-            .arg(scan_limit)
             .arg(concert_id)
             .invoke_async(&mut conn)
             .await?;
@@ -323,7 +564,55 @@ impl WaitingRoom {
             abandoned: at(2),
             active: at(3),
             waiting: at(4),
+            drawn: 0,
+            gate: Gate::from_reply(at(5)),
         })
+    }
+
+    /// The pre-queue lottery (DESIGN §10): close the pre-queue, order its live tokens by
+    /// HMAC-SHA256(seed, token), and put them in line in that order. Deterministic, and its
+    /// last step writes only once, so a crash between the steps or two batch leaders racing
+    /// give the same single draw. Returns how many tokens were put in line.
+    async fn draw_lottery(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<u64> {
+        let k = &self.keys;
+        let rk = self.room_keys();
+        let mut conn = k.redis().conn();
+        let out: Vec<String> = self
+            .close_prequeue
+            .key(rk.settings(concert_id))
+            .key(rk.prequeue(concert_id))
+            .key(k.seq(concert_id))
+            .key(rk.stats(concert_id))
+            .arg(now.timestamp_millis())
+            .arg(k.alive_prefix(concert_id))
+            .invoke_async(&mut conn)
+            .await?;
+        let Some((seed_hex, tokens)) = out.split_first() else {
+            return Ok(0);
+        };
+        let Some(seed) = lottery::from_hex(seed_hex) else {
+            tracing::error!(
+                concert_id,
+                "the lottery's stored seed is not hex; draw skipped"
+            );
+            return Ok(0);
+        };
+        let order = lottery::order(&seed, tokens.iter().map(String::as_str));
+        let mut draw = self.draw.prepare_invoke();
+        draw.key(rk.settings(concert_id))
+            .key(rk.prequeue(concert_id))
+            .key(k.waiting(concert_id))
+            .key(rk.stats(concert_id))
+            .arg(now.timestamp_millis())
+            .arg(k.alive_prefix(concert_id));
+        for t in &order {
+            draw.arg(*t);
+        }
+        let drawn: i64 = draw.invoke_async(&mut conn).await?;
+        if drawn >= 0 {
+            tracing::info!(concert_id, drawn, "pre-queue lottery drawn; seed published");
+        }
+        Ok(u64::try_from(drawn).unwrap_or(0))
     }
 
     /// Retires `user_id`'s token for `concert_id` (after a purchase). Returns whether an
@@ -347,5 +636,9 @@ impl WaitingRoom {
             .arg(self.keys.concerts())
             .query_async(&mut conn)
             .await
+    }
+
+    pub(crate) fn keys(&self) -> &QueueKeys {
+        &self.keys
     }
 }

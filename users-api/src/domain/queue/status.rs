@@ -6,12 +6,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// A token's state. Serialized as the scripts reply it, so the view and Redis agree.
+/// `SOLD_OUT` is terminal: the concert has nothing left to buy (a stream ends with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QueueState {
     Waiting,
     Active,
     Expired,
+    SoldOut,
 }
 
 impl QueueState {
@@ -22,6 +24,7 @@ impl QueueState {
             "WAITING" => Some(Self::Waiting),
             "ACTIVE" => Some(Self::Active),
             "EXPIRED" => Some(Self::Expired),
+            "SOLD_OUT" => Some(Self::SoldOut),
             _ => None,
         }
     }
@@ -37,12 +40,34 @@ pub struct QueueStatus {
     pub position: Option<i64>,
     pub eta_seconds: Option<i64>,
     pub active_until: Option<DateTime<Utc>>,
+    /// Joined before the sale opened: no position until the draw at `opens_at` puts the
+    /// token in line (it must keep heartbeating to be in the draw).
+    pub pre_queue: bool,
+    /// The sale's opening (`sale_opens_at`) while pre-queued; null otherwise.
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 impl QueueStatus {
     /// From a script's reply: `value` is the position while waiting and the end of the pass
     /// (ms since the epoch) while active; `rate` is the line's measured admission rate per
     /// second, empty until admission has measured one (then `nominal_rate` is used).
+    /// A pre-queued token has no position; `opens_at` (ms) is the sale's opening.
+    pub(super) fn pre_queued(token: &str, concert_id: i64, opens_at: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            concert_id,
+            status: QueueState::Waiting,
+            position: None,
+            eta_seconds: None,
+            active_until: None,
+            pre_queue: true,
+            opens_at: opens_at
+                .parse::<i64>()
+                .ok()
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        }
+    }
+
     pub(super) fn from_reply(
         token: &str,
         concert_id: i64,
@@ -60,7 +85,7 @@ impl QueueStatus {
                     .ok()
                     .and_then(|ms| Utc.timestamp_millis_opt(ms as i64).single()),
             ),
-            QueueState::Expired => (None, None),
+            QueueState::Expired | QueueState::SoldOut => (None, None),
         };
         let rate = rate.parse::<f64>().unwrap_or(nominal_rate);
         Self {
@@ -70,6 +95,8 @@ impl QueueStatus {
             eta_seconds: position.and_then(|p| eta_seconds(p, rate)),
             position,
             active_until,
+            pre_queue: false,
+            opens_at: None,
         }
     }
 }
@@ -78,6 +105,36 @@ impl QueueStatus {
 /// admitted.
 fn eta_seconds(position: i64, rate: f64) -> Option<i64> {
     (rate > 0.0).then(|| (position as f64 / rate).ceil() as i64)
+}
+
+/// Why a tick admitted nobody (or `Open`: it admitted what it could).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Gate {
+    #[default]
+    Open,
+    /// The organiser paused the room.
+    Paused,
+    /// A pre-queue whose sale has not opened yet.
+    NotOpenYet,
+    /// No seat available but some held: admission waits for a seat to come back.
+    NoSeatAvailable,
+    /// Nothing available nor held: the room is SOLD_OUT.
+    SoldOut,
+    /// The pre-queue's sale has opened and its lottery is not drawn yet (the tick draws).
+    DrawDue,
+}
+
+impl Gate {
+    pub(super) fn from_reply(n: u64) -> Self {
+        match n {
+            1 => Self::Paused,
+            2 => Self::NotOpenYet,
+            3 => Self::NoSeatAvailable,
+            4 => Self::SoldOut,
+            5 => Self::DrawDue,
+            _ => Self::Open,
+        }
+    }
 }
 
 /// What one admission tick did, for metrics and logs.
@@ -90,6 +147,9 @@ pub struct Admission {
     pub abandoned: u64,
     pub active: u64,
     pub waiting: u64,
+    /// Pre-queued tokens this tick's draw put in line (0 but at the draw).
+    pub drawn: u64,
+    pub gate: Gate,
 }
 
 #[cfg(test)]
@@ -98,7 +158,12 @@ mod tests {
 
     #[test]
     fn the_view_names_each_state_as_the_scripts_do() {
-        for state in [QueueState::Waiting, QueueState::Active, QueueState::Expired] {
+        for state in [
+            QueueState::Waiting,
+            QueueState::Active,
+            QueueState::Expired,
+            QueueState::SoldOut,
+        ] {
             let name = serde_json::to_value(state).unwrap();
             assert_eq!(QueueState::from_reply(name.as_str().unwrap()), Some(state));
         }

@@ -1,0 +1,647 @@
+//! The organiser's levers (DESIGN §10) against real Redis and PostgreSQL: pause and live
+//! capacity, the pre-queue lottery, admission that follows the inventory, SOLD_OUT, the
+//! public view and the admin audit.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use common::auth::{Role, Session, SessionStore};
+use futures_util::future::join_all;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Spawned, spawn_app, spawn_app_with};
+
+/// Sessions for `n` fans (ids from 20 000), written as users-api writes them at log-in.
+async fn fans(s: &Spawned, n: usize) -> Vec<String> {
+    let store = SessionStore::new(
+        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
+        Duration::from_secs(600),
+    );
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let session = Session {
+            user_id: 20_000 + i as i64,
+            username: format!("fan_{i}"),
+            role: Role::User,
+        };
+        out.push(store.create(&session).await.unwrap().0);
+    }
+    out
+}
+
+async fn admin(s: &Spawned) -> String {
+    let store = SessionStore::new(
+        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
+        Duration::from_secs(600),
+    );
+    let session = Session {
+        user_id: 7,
+        username: "organiser".into(),
+        role: Role::Admin,
+    };
+    store.create(&session).await.unwrap().0
+}
+
+async fn join(c: &reqwest::Client, s: &Spawned, session: &str, concert: i64) -> (u16, Value) {
+    let res = c
+        .post(s.url("/api/queue/tokens"))
+        .bearer_auth(session)
+        .json(&json!({"concert_id": concert}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn poll(c: &reqwest::Client, s: &Spawned, session: &str, token: &str) -> Value {
+    let res = c
+        .get(s.url(&format!("/api/queue/tokens/{token}")))
+        .bearer_auth(session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn patch(
+    c: &reqwest::Client,
+    s: &Spawned,
+    session: Option<&str>,
+    concert: i64,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = c
+        .patch(s.url(&format!("/api/admin/queue/concerts/{concert}")))
+        .json(&body);
+    if let Some(t) = session {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn get(c: &reqwest::Client, s: &Spawned, path: &str, session: Option<&str>) -> (u16, Value) {
+    let mut req = c.get(s.url(path));
+    if let Some(t) = session {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// Writes concert-api's inventory hash for a concert, as the shared interface defines it.
+async fn set_inventory(s: &Spawned, concert: i64, total: i64, available: i64, held: i64) {
+    let keys = s.queue_keys();
+    let mut conn = keys.redis().conn();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.redis().key(&format!("inventory:{{c{concert}}}")))
+        .arg("total")
+        .arg(total)
+        .arg("available")
+        .arg(available)
+        .arg("held")
+        .arg(held)
+        .arg("sold")
+        .arg(total - available - held)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_levers_refuse_anonymous_callers_and_users_and_check_what_they_are_given() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let user = fans(&s, 1).await.remove(0);
+    let boss = admin(&s).await;
+    let path = "/api/admin/queue/concerts/1";
+
+    assert_eq!(get(&c, &s, path, None).await.0, 401);
+    assert_eq!(
+        patch(&c, &s, None, 1, json!({"state": "PAUSED"})).await.0,
+        401
+    );
+    let (code, body) = get(&c, &s, path, Some(&user)).await;
+    assert_eq!((code, body["code"].as_str()), (403, Some("FORBIDDEN")));
+    let (code, _) = patch(&c, &s, Some(&user), 1, json!({"state": "PAUSED"})).await;
+    assert_eq!(code, 403);
+
+    let (code, body) = get(&c, &s, "/api/admin/queue/concerts/99", Some(&boss)).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("CONCERT_NOT_FOUND"))
+    );
+    let (code, _) = patch(&c, &s, Some(&boss), 99, json!({"state": "PAUSED"})).await;
+    assert_eq!(code, 404);
+    let (code, body) = get(&c, &s, "/api/queue/concerts/99", None).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("CONCERT_NOT_FOUND"))
+    );
+
+    for (body, field) in [
+        (json!({"max_active": 0}), "max_active"),
+        (json!({"admit_per_tick": 10_001}), "admit_per_tick"),
+        (json!({"state": "SOLD_OUT"}), "state"),
+        (json!({"sale_opens_at": "yesterday"}), "sale_opens_at"),
+        (
+            json!({"sale_opens_at": "2001-01-01T00:00:00Z"}),
+            "sale_opens_at",
+        ),
+        (json!({"max_active": "many"}), "max_active"),
+    ] {
+        let (code, problem) = patch(&c, &s, Some(&boss), 1, body.clone()).await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(problem["code"], "INVALID_REQUEST");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(patch(&c, &s, Some(&boss), 1, json!({})).await.0, 400);
+
+    // None of that changed anything: the defaults are in effect.
+    let (code, room) = get(&c, &s, path, Some(&boss)).await;
+    assert_eq!(code, 200);
+    assert_eq!(room["state"], "OPEN");
+    assert_eq!(room["max_active"], s.config.queue.max_active);
+    assert_eq!(room["admit_per_tick"], s.config.queue.admit_per_tick);
+    assert_eq!(
+        room["lottery"],
+        json!({"commitment": null, "seed": null, "drawn_at": null})
+    );
+}
+
+#[tokio::test]
+async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_capacity_applies_at_the_next_tick()
+ {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "500")
+            .with("QUEUE_ADMIT_PER_TICK", "100")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = admin(&s).await;
+    let users = fans(&s, 150).await;
+    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 1))).await;
+    assert!(joined.iter().all(|(code, _)| *code == 201));
+    let mut line: Vec<(i64, usize)> = joined
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (b["position"].as_i64().unwrap(), i))
+        .collect();
+    line.sort();
+    let token = |i: usize| joined[i].1["token"].as_str().unwrap().to_owned();
+
+    let (code, room) = patch(&c, &s, Some(&boss), 1, json!({"state": "PAUSED"})).await;
+    assert_eq!((code, room["state"].as_str()), (200, Some("PAUSED")));
+    let room_api = s.room();
+    for tick in 0..3 {
+        let a = room_api.admit(1, s.clock.now()).await.unwrap();
+        assert_eq!((a.admitted, a.waiting), (0, 150), "paused tick {tick}");
+        s.clock.advance(Duration::from_secs(1));
+    }
+    // Joins and polls go on; positions froze.
+    let late = fans(&s, 151).await.pop().unwrap();
+    assert_eq!(join(&c, &s, &late, 1).await.1["position"], 151);
+    let polled = join_all(users.iter().enumerate().map(|(i, u)| {
+        let (c, s, t) = (&c, &s, token(i));
+        async move { (i, poll(c, s, u, &t).await) }
+    }))
+    .await;
+    for (i, status) in &polled {
+        assert_eq!(status["status"], "WAITING");
+        assert_eq!(status["position"], joined[*i].1["position"], "frozen");
+        assert!(status["eta_seconds"].is_null(), "no estimate while paused");
+    }
+
+    // Resume with a smaller capacity: the next tick admits the first 40, in join order.
+    let (code, room) = patch(
+        &c,
+        &s,
+        Some(&boss),
+        1,
+        json!({"state": "OPEN", "max_active": 40}),
+    )
+    .await;
+    assert_eq!((code, room["max_active"].as_u64()), (200, Some(40)));
+    let a = room_api.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.active, a.waiting), (40, 40, 111));
+    for (rank, (_, i)) in line.iter().enumerate() {
+        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        let expected = if rank < 40 { "ACTIVE" } else { "WAITING" };
+        assert_eq!(st["status"], expected, "rank {rank}");
+    }
+
+    // A per-tick change applies at the next tick too.
+    patch(
+        &c,
+        &s,
+        Some(&boss),
+        1,
+        json!({"max_active": 1000, "admit_per_tick": 7}),
+    )
+    .await;
+    let a = room_api.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!(a.admitted, 7);
+    for (rank, (_, i)) in line.iter().enumerate().skip(40).take(8) {
+        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        assert_eq!(st["status"], if rank < 47 { "ACTIVE" } else { "WAITING" });
+    }
+    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/1", Some(&boss)).await;
+    assert_eq!(room["admitted_total"], 47);
+    assert_eq!(room["active"], 47);
+    assert_eq!(room["waiting"], 104);
+    assert_eq!(room["admit_per_tick"], 7);
+
+    // Expired passes are counted.
+    s.clock
+        .advance(s.config.queue.active_ttl + Duration::from_secs(1));
+    room_api.admit(1, s.clock.now()).await.unwrap();
+    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/1", Some(&boss)).await;
+    assert_eq!(room["expired_total"], 47);
+}
+
+#[tokio::test]
+async fn one_change_is_one_audit_row_with_before_and_after() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let boss = admin(&s).await;
+    let (code, _) = patch(
+        &c,
+        &s,
+        Some(&boss),
+        2,
+        json!({"state": "PAUSED", "max_active": 12}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    // Refused changes leave no row.
+    patch(&c, &s, Some(&boss), 2, json!({"max_active": 0})).await;
+
+    let db = s.iso.db.connect().await;
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT actor_id, actor_username, action, target, before, after FROM admin_audit",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.try_get::<i64>("", "actor_id").unwrap(), 7);
+    assert_eq!(
+        r.try_get::<String>("", "actor_username").unwrap(),
+        "organiser"
+    );
+    assert_eq!(r.try_get::<String>("", "action").unwrap(), "queue.settings");
+    assert_eq!(r.try_get::<String>("", "target").unwrap(), "concert:2");
+    let before: Value = r.try_get("", "before").unwrap();
+    let after: Value = r.try_get("", "after").unwrap();
+    assert_eq!(
+        before,
+        json!({"state": "OPEN", "max_active": s.config.queue.max_active,
+               "admit_per_tick": s.config.queue.admit_per_tick, "sale_opens_at": null})
+    );
+    assert_eq!(
+        after,
+        json!({"state": "PAUSED", "max_active": 12,
+               "admit_per_tick": s.config.queue.admit_per_tick, "sale_opens_at": null})
+    );
+
+    // 200 organisers' changes at once: 200 rows whose before → after links form one chain
+    // (each change saw exactly the one before it), ending at the room's setting.
+    let changes =
+        join_all((1..=200).map(|n| patch(&c, &s, Some(&boss), 3, json!({"max_active": 1000 + n}))))
+            .await;
+    assert!(changes.iter().all(|(code, _)| *code == 200));
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT (before->>'max_active')::bigint AS b, (after->>'max_active')::bigint AS a \
+             FROM admin_audit WHERE target = 'concert:3'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 200);
+    let links: std::collections::HashMap<i64, i64> = rows
+        .iter()
+        .map(|r| (r.try_get("", "b").unwrap(), r.try_get("", "a").unwrap()))
+        .collect();
+    assert_eq!(links.len(), 200, "no two changes saw the same before");
+    let mut at = i64::from(s.config.queue.max_active);
+    for _ in 0..200 {
+        at = links[&at];
+    }
+    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    assert_eq!(
+        room["max_active"], at,
+        "the chain ends at the room's setting"
+    );
+}
+
+/// The pre-queue and its lottery, end to end: commitment before, 200 parallel pre-queue
+/// joins, lapsed fans left out, two racing admission ticks drawing once, the first
+/// `max_active` of the HMAC order admitted and the rest in line in that order, the seed
+/// published and matching, later arrivals behind, and the opening frozen after the draw.
+#[tokio::test]
+async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behind_in_that_order() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "25")
+            .with("QUEUE_ADMIT_PER_TICK", "100")
+            .with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = admin(&s).await;
+    // Kept to the millisecond; a whole second compares exactly.
+    let opens = (s.clock.now() + chrono::Duration::minutes(10)).trunc_subsecs(0);
+    let (code, room) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
+    assert_eq!(code, 200, "{room}");
+    let commitment = room["lottery"]["commitment"].as_str().unwrap().to_owned();
+    assert_eq!(commitment.len(), 64);
+    let (_, public) = get(&c, &s, "/api/queue/concerts/3", None).await;
+    assert_eq!(public["lottery"]["commitment"], commitment.as_str());
+    assert!(
+        public["lottery"]["seed"].is_null(),
+        "secret before the draw"
+    );
+    assert!(public["lottery"]["drawn_at"].is_null());
+    assert_eq!(
+        public["sale_opens_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()),
+        Some(opens)
+    );
+    // Moving the opening before the draw keeps the commitment.
+    let opens = opens + chrono::Duration::minutes(1);
+    let (_, room) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
+    assert_eq!(room["lottery"]["commitment"], commitment.as_str());
+
+    let users = fans(&s, 200).await;
+    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 3))).await;
+    for (code, b) in &joined {
+        assert_eq!(*code, 201);
+        assert_eq!(
+            (b["status"].as_str(), b["pre_queue"].as_bool()),
+            (Some("WAITING"), Some(true))
+        );
+        assert!(b["position"].is_null() && b["eta_seconds"].is_null());
+        assert_eq!(
+            b["opens_at"]
+                .as_str()
+                .map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()),
+            Some(opens)
+        );
+    }
+    let token = |i: usize| joined[i].1["token"].as_str().unwrap().to_owned();
+    // Before the opening, ticks admit nobody and draw nothing.
+    let a = s.room().admit(3, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.drawn), (0, 0));
+
+    // The last 10 fans walk away; the others keep heartbeating past the idle timeout (a
+    // heartbeat is a Redis TTL on Redis's clock, so this one is waited out).
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let polled = join_all((0..190).map(|i| {
+            let (c, s, t, u) = (&c, &s, token(i), &users[i]);
+            async move { poll(c, s, u, &t).await }
+        }))
+        .await;
+        assert!(
+            polled
+                .iter()
+                .all(|p| p["pre_queue"] == true && p["position"].is_null())
+        );
+    }
+    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    assert_eq!(
+        room["pre_queued"], 200,
+        "nobody dropped before the draw looks"
+    );
+
+    // The sale opens; two batch leaders tick at once: one draw.
+    s.clock.advance(Duration::from_secs(11 * 60));
+    let (leader_a, leader_b) = (s.room(), s.room());
+    let (r1, r2) = tokio::join!(
+        leader_a.admit(3, s.clock.now()),
+        leader_b.admit(3, s.clock.now())
+    );
+    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    assert_eq!(r1.drawn + r2.drawn, 190, "{r1:?} {r2:?}");
+    assert_eq!(r1.admitted + r2.admitted, 25, "max_active in all");
+
+    let (_, public) = get(&c, &s, "/api/queue/concerts/3", None).await;
+    let seed = public["lottery"]["seed"].as_str().unwrap();
+    assert_eq!(
+        hex(&Sha256::digest(unhex(seed))),
+        commitment,
+        "the seed matches"
+    );
+    assert!(public["lottery"]["drawn_at"].is_string());
+
+    // The expected order, computed here from the published seed.
+    let mut expected: Vec<(String, usize)> = (0..190)
+        .map(|i| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&unhex(seed)).unwrap();
+            mac.update(token(i).as_bytes());
+            (hex(&mac.finalize().into_bytes()), i)
+        })
+        .collect();
+    expected.sort();
+    for (rank, (_, i)) in expected.iter().enumerate() {
+        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        assert_eq!(st["pre_queue"], false);
+        if rank < 25 {
+            assert_eq!(st["status"], "ACTIVE", "rank {rank}");
+        } else {
+            assert_eq!(st["status"], "WAITING");
+            assert_eq!(st["position"], rank as i64 - 24, "rank {rank}");
+        }
+    }
+    for (i, user) in users.iter().enumerate().skip(190) {
+        let st = poll(&c, &s, user, &token(i)).await;
+        assert_eq!(st["status"], "EXPIRED", "a lapsed fan is not in the draw");
+    }
+
+    // After the draw: a new fan joins FIFO behind every drawn one; the opening is frozen.
+    let newcomer = fans(&s, 201).await.pop().unwrap();
+    let (code, me) = join(&c, &s, &newcomer, 3).await;
+    assert_eq!((code, me["pre_queue"].as_bool()), (201, Some(false)));
+    assert_eq!(me["position"], 190 - 25 + 1);
+    let later = opens + chrono::Duration::hours(1);
+    let (code, problem) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": later})).await;
+    assert_eq!(
+        (code, problem["code"].as_str()),
+        (409, Some("LOTTERY_DRAWN"))
+    );
+    let (code, _) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": null})).await;
+    assert_eq!(code, 409);
+    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    assert_eq!(room["abandoned_total"], 10);
+    assert_eq!(room["pre_queued"], 0);
+    assert_eq!(room["waiting"], 166);
+    let distinct: HashSet<String> = (0..200).map(token).collect();
+    assert_eq!(distinct.len(), 200);
+}
+
+#[tokio::test]
+async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_left() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "100")
+            .with("QUEUE_ADMIT_PER_TICK", "30")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = fans(&s, 120).await;
+    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 1))).await;
+    assert!(joined.iter().all(|(code, _)| *code == 201));
+    let room = s.room();
+
+    // No inventory yet: unknown, admission as before.
+    let a = room.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!(a.admitted, 30);
+    // No seat available but some held: nobody, and not sold out.
+    set_inventory(&s, 1, 50, 0, 3).await;
+    for _ in 0..3 {
+        let a = room.admit(1, s.clock.now()).await.unwrap();
+        assert_eq!(
+            (a.admitted, a.gate),
+            (0, users_api::domain::queue::Gate::NoSeatAvailable)
+        );
+    }
+    let (_, public) = get(&c, &s, "/api/queue/concerts/1", None).await;
+    assert_eq!(public["state"], "OPEN");
+    let waiting_one = joined.iter().find(|(_, b)| b["position"] == 100).unwrap();
+    let i = joined
+        .iter()
+        .position(|x| std::ptr::eq(x, waiting_one))
+        .unwrap();
+    let st = poll(&c, &s, &users[i], waiting_one.1["token"].as_str().unwrap()).await;
+    assert_eq!(st["status"], "WAITING");
+    // Two seats come back: exactly two fans, though the tick and the room allow more.
+    set_inventory(&s, 1, 50, 2, 3).await;
+    let a = room.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.active), (2, 32));
+}
+
+#[tokio::test]
+async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses_joins() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "10")
+            .with("QUEUE_SSE_POLL_MS", "50")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = admin(&s).await;
+    let users = fans(&s, 300).await;
+    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 2))).await;
+    assert!(joined.iter().all(|(code, _)| *code == 201));
+    let room = s.room();
+    room.admit(2, s.clock.now()).await.unwrap();
+
+    // One fan watches the stream.
+    let watcher = joined
+        .iter()
+        .position(|(_, b)| b["position"] == 200)
+        .unwrap();
+    let mut stream = c
+        .get(s.url(&format!(
+            "/api/queue/tokens/{}/events",
+            joined[watcher].1["token"].as_str().unwrap()
+        )))
+        .bearer_auth(&users[watcher])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"WAITING\""));
+
+    // The last seat sells: nothing available nor held.
+    set_inventory(&s, 2, 40, 0, 0).await;
+    let a = room.admit(2, s.clock.now()).await.unwrap();
+    assert_eq!(
+        (a.admitted, a.gate),
+        (0, users_api::domain::queue::Gate::SoldOut)
+    );
+
+    let mut frames = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("the stream moves")
+        .unwrap()
+    {
+        frames.push(String::from_utf8(chunk.to_vec()).unwrap());
+    }
+    let last: Value =
+        serde_json::from_str(frames.last().unwrap().trim().trim_start_matches("data: ")).unwrap();
+    assert_eq!(
+        last["status"], "SOLD_OUT",
+        "the stream ends with SOLD_OUT: {frames:?}"
+    );
+
+    // Every waiting fan's poll says so; admitted fans keep their pass.
+    let polled = join_all(joined.iter().zip(&users).map(|((_, b), u)| {
+        let (c, s) = (&c, &s);
+        async move { poll(c, s, u, b["token"].as_str().unwrap()).await }
+    }))
+    .await;
+    assert_eq!(
+        polled.iter().filter(|p| p["status"] == "SOLD_OUT").count(),
+        290
+    );
+    assert_eq!(
+        polled.iter().filter(|p| p["status"] == "ACTIVE").count(),
+        10
+    );
+    // Joining again: refused for a fan who was waiting, the pass for one admitted.
+    let rejoined = join_all(users.iter().map(|t| join(&c, &s, t, 2))).await;
+    let count = |code: u16, what: &str| {
+        rejoined
+            .iter()
+            .filter(|(c, b)| *c == code && (b["code"] == what || b["status"] == what))
+            .count()
+    };
+    assert_eq!(count(409, "SOLD_OUT"), 290);
+    assert_eq!(count(200, "ACTIVE"), 10);
+
+    let newcomers = fans(&s, 350).await.split_off(300);
+    let refused = join_all(newcomers.iter().map(|t| join(&c, &s, t, 2))).await;
+    assert!(
+        refused
+            .iter()
+            .all(|(code, b)| *code == 409 && b["code"] == "SOLD_OUT"),
+        "{:?}",
+        refused.first()
+    );
+    let (_, public) = get(&c, &s, "/api/queue/concerts/2", None).await;
+    assert_eq!(public["state"], "SOLD_OUT");
+    // Other concerts are not affected.
+    assert_eq!(join(&c, &s, &newcomers[0], 1).await.0, 201);
+
+    // The organiser adds seats and reopens: the line moves again.
+    set_inventory(&s, 2, 60, 20, 0).await;
+    let (code, room_view) = patch(&c, &s, Some(&boss), 2, json!({"state": "OPEN"})).await;
+    assert_eq!((code, room_view["state"].as_str()), (200, Some("OPEN")));
+    s.clock
+        .advance(s.config.queue.active_ttl + Duration::from_secs(1));
+    let a = room.admit(2, s.clock.now()).await.unwrap();
+    assert_eq!(a.admitted, 10);
+}
