@@ -75,6 +75,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         confirm_timeout,
         settle_direct_after,
         settle_limit,
+        // Read as users-api reads it, so that a pass's admission is its `active_until` minus it.
+        active_ttl: Env::process().secs("QUEUE_ACTIVE_TTL_SECS", 600, 1..=86_400)?,
     };
     let scenario_name = clap::ValueEnum::to_possible_value(&args.scenario)
         .map(|v| v.get_name().to_owned())

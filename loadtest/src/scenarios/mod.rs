@@ -52,6 +52,8 @@ pub struct Knobs {
     pub settle_direct_after: Duration,
     /// How long the settlement check waits for stragglers before judging.
     pub settle_limit: Duration,
+    /// `QUEUE_ACTIVE_TTL_SECS`: how long a pass lasts from its admission.
+    pub active_ttl: Duration,
 }
 
 /// What one scenario produced besides the recorder's samples.

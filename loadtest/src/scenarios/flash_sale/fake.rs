@@ -141,6 +141,7 @@ pub fn sale(fake: &Fake, confirm_timeout: Duration) -> Sale {
         1,
         Duration::from_millis(10),
         confirm_timeout,
+        Duration::from_secs(600),
     )
 }
 

@@ -42,8 +42,13 @@ impl Sale {
                     Some(&body),
                 )
                 .await?;
-            if let Some(t) = reply.json()["token"].as_str() {
+            let joined = reply.json();
+            if let Some(t) = joined["token"].as_str() {
                 return Some(t.to_owned());
+            }
+            if joined["code"] == "SOLD_OUT" {
+                self.told_sold_out.fetch_add(1, Ordering::Relaxed);
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -74,10 +79,16 @@ impl Sale {
                 .json();
             match status["status"].as_str() {
                 Some("ACTIVE") => {
+                    self.note_admission(&status);
                     u.pass = Some(pass);
                     return Some(());
                 }
                 Some("EXPIRED") => pass = self.join(u).await?,
+                // The show sold out while this fan waited: the room says so and the fan goes.
+                Some("SOLD_OUT") => {
+                    self.told_sold_out.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
                 _ => {
                     let eta = status["eta_seconds"].as_f64().unwrap_or(0.0);
                     pause = Duration::from_secs_f64(
@@ -86,5 +97,66 @@ impl Sale {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use crate::scenarios::flash_sale::count;
+    use crate::scenarios::flash_sale::fake::{Fake, sale};
+
+    fn waiting_fan() -> crate::fixture::User {
+        crate::fixture::User {
+            id: 1,
+            session: "s".into(),
+            pass: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fan_told_sold_out_while_waiting_goes_home_and_is_counted() {
+        let fake = Fake::start(|seen, before| match (seen.method.as_str(), before) {
+            ("POST", _) => Some((201, json!({"token": "3.t", "status": "WAITING"}))),
+            ("GET", 0) => Some((200, json!({"status": "WAITING", "eta_seconds": 0}))),
+            _ => Some((200, json!({"status": "SOLD_OUT"}))),
+        })
+        .await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(1)));
+        let mut u = waiting_fan();
+        assert!(
+            s.wait(&mut u).await.is_none(),
+            "no pass for a sold-out show"
+        );
+        assert_eq!(count(&s.told_sold_out), 1);
+        assert_eq!(fake.seen("GET", "/api/queue/tokens/3.t").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_join_refused_as_sold_out_is_not_asked_again() {
+        let fake = Fake::start(|_, _| Some((409, json!({"code": "SOLD_OUT"})))).await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(1)));
+        assert!(s.join(&waiting_fan()).await.is_none());
+        assert_eq!(count(&s.told_sold_out), 1);
+        assert_eq!(fake.seen("POST", "/api/queue/tokens").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_admission_is_dated_by_its_pass_and_counted_after_a_moment() {
+        let fake = Fake::start(|_, _| None).await;
+        let s = sale(&fake, Duration::from_secs(1));
+        // The fake sale's passes last 600 s: admitted at 10:00:00 and at 10:00:02.
+        s.note_admission(&json!({"status": "ACTIVE", "active_until": "2026-12-02T10:10:00Z"}));
+        s.note_admission(&json!({"status": "ACTIVE", "active_until": "2026-12-02T10:10:02Z"}));
+        s.note_admission(&json!({"status": "ACTIVE", "active_until": null}));
+        let at = |sec| Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, sec).unwrap();
+        assert_eq!(s.admitted_after(at(1)), 1);
+        assert_eq!(s.admitted_after(at(0)), 1, "strictly after");
+        assert_eq!(s.admitted_after(at(2)), 0);
     }
 }

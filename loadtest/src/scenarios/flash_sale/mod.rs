@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use super::{Knobs, Outcome};
 use crate::fixture::Platform;
-use crate::http::Http;
+use crate::http::{Auth, Http};
 use crate::stats::Recorder;
 
 /// The crowd of a sell-out.
@@ -37,7 +39,23 @@ struct Sale {
     payment_refused: AtomicU64,
     gave_up_confirm: AtomicU64,
     rejected: AtomicU64,
+    /// Fans whose status said SOLD_OUT (the waiting room told them the show sold out).
+    told_sold_out: AtomicU64,
+    /// `QUEUE_ACTIVE_TTL_SECS`: a pass's `active_until` minus this is when it was admitted.
+    active_ttl: Duration,
+    /// When each fan's pass was admitted, from its `active_until`.
+    admitted_at: std::sync::Mutex<Vec<DateTime<Utc>>>,
 }
+
+/// When the last seat sold, and when the waiting room said SOLD_OUT (first seen).
+struct SellOut {
+    last_sale_at: DateTime<Utc>,
+    /// `None`: the room never said SOLD_OUT within [`SOLD_OUT_WAIT`].
+    room_sold_out_seen_at: Option<DateTime<Utc>>,
+}
+
+/// How long the watcher waits, after the last sale, for the room to say SOLD_OUT.
+const SOLD_OUT_WAIT: Duration = Duration::from_secs(30);
 
 /// How the sale ended, for its report.
 struct End {
@@ -47,6 +65,8 @@ struct End {
     measured: Duration,
     /// From the opening until the watcher saw every seat SOLD.
     sold_out: Duration,
+    /// The last sale and the room's SOLD_OUT, when the sale sold out.
+    sell_out: Option<SellOut>,
 }
 
 impl Sale {
@@ -58,6 +78,7 @@ impl Sale {
         seats: u64,
         poll: Duration,
         confirm_timeout: Duration,
+        active_ttl: Duration,
     ) -> Self {
         Self {
             http,
@@ -76,7 +97,77 @@ impl Sale {
             payment_refused: AtomicU64::new(0),
             gave_up_confirm: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            told_sold_out: AtomicU64::new(0),
+            active_ttl,
+            admitted_at: std::sync::Mutex::default(),
         }
+    }
+
+    async fn all_sold(&self, db: &sqlx::PgPool, schedules: &[i64]) -> bool {
+        let sold: Result<(i64,), _> = sqlx::query_as(
+            "SELECT count(*) FROM seats WHERE schedule_id = ANY($1) AND status = 'SOLD'",
+        )
+        .bind(schedules)
+        .fetch_one(db)
+        .await;
+        sold.is_ok_and(|(n,)| n as u64 >= self.seats)
+    }
+
+    /// Remembers when the pass in `status` (ACTIVE) was admitted: its `active_until` minus
+    /// the pass lifetime.
+    fn note_admission(&self, status: &serde_json::Value) {
+        let Some(until) = status["active_until"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return;
+        };
+        let Ok(ttl) = chrono::Duration::from_std(self.active_ttl) else {
+            return;
+        };
+        let at = until.with_timezone(&Utc) - ttl;
+        self.admitted_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(at);
+    }
+
+    /// Passes admitted after `moment`.
+    fn admitted_after(&self, moment: DateTime<Utc>) -> u64 {
+        self.admitted_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|at| **at > moment)
+            .count() as u64
+    }
+
+    /// After the last seat sold: when it sold (the newest confirmation in the database), and
+    /// when the waiting room's public view first said SOLD_OUT, looked at every 100 ms.
+    async fn sell_out(&self, db: &sqlx::PgPool) -> Option<SellOut> {
+        let (last_sale_at,): (Option<DateTime<Utc>>,) = sqlx::query_as(
+            "SELECT max(updated_at) FROM reservations WHERE concert_id = $1 AND status = 'CONFIRMED'",
+        )
+        .bind(self.concert)
+        .fetch_one(db)
+        .await
+        .ok()?;
+        let last_sale_at = last_sale_at?;
+        let path = format!("/api/queue/concerts/{}", self.concert);
+        let deadline = Instant::now() + SOLD_OUT_WAIT;
+        let mut room_sold_out_seen_at = None;
+        while Instant::now() < deadline {
+            let reply = self.http.get(&path, Auth::default()).await;
+            if reply.json()["state"] == "SOLD_OUT" {
+                room_sold_out_seen_at = Some(Utc::now());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(SellOut {
+            last_sale_at,
+            room_sold_out_seen_at,
+        })
     }
 
     fn over(&self) -> bool {
@@ -85,22 +176,31 @@ impl Sale {
 
     /// The sale is over when the database says every seat is SOLD: the platform's truth, not
     /// what the fans have seen.
-    /// One indexed count a second (by schedule ids: the seats table holds every earlier run's
-    /// seats too), so the watcher itself costs the database next to nothing.
-    async fn watch(self: Arc<Self>, db: sqlx::PgPool, schedules: Vec<i64>) -> Instant {
+    /// One indexed count every 250 ms (by schedule ids: the seats table holds every earlier
+    /// run's seats too), so the watcher itself costs the database next to nothing. Once sold
+    /// out it finds when the last seat sold and when the waiting room said SOLD_OUT.
+    async fn watch(
+        self: Arc<Self>,
+        db: sqlx::PgPool,
+        schedules: Vec<i64>,
+    ) -> (Instant, Option<SellOut>) {
+        let mut sold_out = false;
         while !self.over() {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            let sold: Result<(i64,), _> = sqlx::query_as(
-                "SELECT count(*) FROM seats WHERE schedule_id = ANY($1) AND status = 'SOLD'",
-            )
-            .bind(&schedules)
-            .fetch_one(&db)
-            .await;
-            if sold.is_ok_and(|(n,)| n as u64 >= self.seats) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if self.all_sold(&db, &schedules).await {
+                sold_out = true;
                 self.over.store(true, Ordering::Relaxed);
             }
         }
-        Instant::now()
+        let at = Instant::now();
+        // The fans may all be done before a look saw the last seat go.
+        sold_out = sold_out || self.all_sold(&db, &schedules).await;
+        let sell_out = if sold_out {
+            self.sell_out(&db).await
+        } else {
+            None
+        };
+        (at, sell_out)
     }
 }
 
@@ -131,6 +231,7 @@ pub(super) async fn flash_sale(
         seats,
         k.poll,
         k.confirm_timeout,
+        k.active_ttl,
     ));
     let watcher = tokio::spawn(sale.clone().watch(p.concert_db.clone(), schedules));
     // A drill (bench/crash-drill.sh) times its faults from this line.
@@ -149,7 +250,10 @@ pub(super) async fn flash_sale(
     let finished = tokio::time::timeout(k.max_duration, all).await.is_ok();
     sale.over.store(true, Ordering::Relaxed);
     let measured = started.elapsed();
-    let sold_out = watcher.await.map_or(measured, |at| at - started);
+    let (sold_out, sell_out) = match watcher.await {
+        Ok((at, sell_out)) => (at - started, sell_out),
+        Err(_) => (measured, None),
+    };
     eprintln!("[loadtest] flash-sale: the sale is over; auditing");
     report::outcome(
         k,
@@ -160,6 +264,7 @@ pub(super) async fn flash_sale(
             finished,
             measured,
             sold_out,
+            sell_out,
         },
     )
     .await

@@ -22,6 +22,7 @@ pub(super) async fn outcome(
         finished,
         measured,
         sold_out,
+        sell_out,
     } = end;
     let settled = settle(k, p, concert, &sale.rec).await?;
     let mut audit = audit::sale(p, concert, seats, ids, &settled).await?;
@@ -66,6 +67,28 @@ pub(super) async fn outcome(
     facts.insert(
         "fans admitted but left without a seat".into(),
         numbers.left_without_seat.to_string(),
+    );
+    if let Some(s) = &sell_out {
+        facts.insert(
+            "fans admitted after the last seat sold".into(),
+            sale.admitted_after(s.last_sale_at).to_string(),
+        );
+        facts.insert(
+            "waiting room said SOLD_OUT after the last seat sold".into(),
+            match s.room_sold_out_seen_at {
+                // Seen by a look every 100 ms that began once the watcher saw the sell-out:
+                // an upper bound on when the room said it.
+                Some(at) => format!(
+                    "within {:.2} s",
+                    (at - s.last_sale_at).num_milliseconds().max(0) as f64 / 1000.0
+                ),
+                None => format!("not within {} s", super::SOLD_OUT_WAIT.as_secs()),
+            },
+        );
+    }
+    facts.insert(
+        "fans told SOLD_OUT while waiting".into(),
+        count(&sale.told_sold_out).to_string(),
     );
     // Only worth a line when something went wrong: a clean run keeps its report as it was.
     for (name, n) in [
