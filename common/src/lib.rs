@@ -1,6 +1,7 @@
 //! What every service shares: configuration, telemetry, the problem+json error envelope,
-//! PostgreSQL and Redis access, Kafka with a transactional outbox and an inbox, the session
-//! and queue-token extractors, the HTTP plumbing, and (feature `testkit`) the test kit.
+//! PostgreSQL and Redis access, Kafka with a transactional outbox and an inbox, idempotency
+//! keys, the session and queue-token extractors, the HTTP plumbing, and (feature `testkit`)
+//! the test kit.
 
 pub mod auth;
 pub mod client;
@@ -10,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod inbox;
 pub mod kafka;
 pub mod lifecycle;

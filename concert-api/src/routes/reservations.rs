@@ -1,7 +1,6 @@
 //! Holds: create (session + active queue token), list, read, cancel.
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use common::ApiError;
 use common::auth::{ActiveQueuePass, AuthUser, QueueKeys, queue_token};
 use common::http::Json;
@@ -10,40 +9,17 @@ use utoipa::ToSchema;
 
 use crate::domain::box_office::HoldOutcome;
 use crate::domain::hold::HoldRequest;
-use crate::domain::idempotency::{Answer, KeyedRequest, judge};
+use crate::domain::idempotency::{Answer, hold_request, judge};
 use crate::domain::reservation::ReservationView;
 use crate::routes::AppState;
 use crate::store::{idempotency, reservations};
+use common::idempotency::IdempotencyKey;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/reservations", web::post().to(create))
         .route("/api/reservations", web::get().to(list))
         .route("/api/reservations/{id}", web::get().to(get))
         .route("/api/reservations/{id}", web::delete().to(cancel));
-}
-
-/// The request's `Idempotency-Key`, if any: 1 to 64 visible ASCII characters, else 400.
-pub struct IdempotencyKey(pub Option<String>);
-
-impl FromRequest for IdempotencyKey {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(raw) = req.headers().get("idempotency-key") else {
-            return std::future::ready(Ok(Self(None)));
-        };
-        let valid = raw
-            .to_str()
-            .ok()
-            .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
-        std::future::ready(match valid {
-            Some(k) => Ok(Self(Some(k.to_owned()))),
-            None => Err(ApiError::invalid(
-                "header `Idempotency-Key`: must be 1 to 64 visible ASCII characters",
-            )),
-        })
-    }
 }
 
 /// The newest this many of a user's reservations are listed.
@@ -86,7 +62,7 @@ pub async fn create(
         };
     };
     let request = body.into_inner().validate(state.office.policy.max_seats)?;
-    let keyed = KeyedRequest::hold(user.id, &key, &request);
+    let keyed = hold_request(user.id, &key, &request);
     if let Some(claim) =
         idempotency::lookup(&state.db, keyed.user_id, keyed.key, &keyed.request).await?
         && let Some(answer) = judge(claim)?

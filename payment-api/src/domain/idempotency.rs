@@ -8,8 +8,13 @@
 //! nothing but the stored row. Only outcomes decided under the claim are kept: the work's
 //! `Ok(Err(refusal))` and `Ok(Ok(created))`. An `Err` (400, 401, 404, 5xx) rolls the claim
 //! back, and the key stays free for a retry to be processed afresh.
+//!
+//! The answer and request types and the rules of judging a key are
+//! [`common::idempotency`]'s, shared with concert-api's hold keys. What is payment-api's own
+//! is here: what the same charge or payment is, the catalogue entries a refused key answers
+//! with, and the wrapper ([`run`]), which fits work that is finished at its commit (a hold is
+//! not: it acts after its commit, so concert-api runs its own transaction around the claim).
 
-use actix_web::http::StatusCode;
 use common::{ApiError, ErrorCode};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use serde::Serialize;
@@ -17,63 +22,16 @@ use serde::Serialize;
 use crate::error::PaymentCode;
 use crate::store::idempotency::{self, Claim};
 
-/// A request sent with an `Idempotency-Key`: whose key, and what "the same request" is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedRequest<'a> {
-    user_id: i64,
-    key: &'a str,
-    /// Stored with the key (`request_hash`); a retry must bring the same.
-    request: String,
+pub use common::idempotency::{Answer, KeyedRequest};
+
+/// A charge: the same request is the same amount.
+pub fn charge_request(user_id: i64, key: &str, amount: i64) -> KeyedRequest<'_> {
+    KeyedRequest::new(user_id, key, format!("charge:{amount}"))
 }
 
-impl<'a> KeyedRequest<'a> {
-    /// A charge: the same request is the same amount.
-    pub fn charge(user_id: i64, key: &'a str, amount: i64) -> Self {
-        Self {
-            user_id,
-            key,
-            request: format!("charge:{amount}"),
-        }
-    }
-
-    /// A payment: the same request is the same reservation.
-    pub fn payment(user_id: i64, key: &'a str, reservation_id: i64) -> Self {
-        Self {
-            user_id,
-            key,
-            request: format!("payment:{reservation_id}"),
-        }
-    }
-}
-
-/// The answer a client was given, kept with its key: status and body, as sent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: serde_json::Value,
-}
-
-impl Answer {
-    /// The answer an outcome gets: a keyed request that takes effect creates something (a
-    /// charge, a payment), 201 with it; a refusal, its problem document. The one rendering,
-    /// kept for retries and sent to the first caller alike.
-    pub fn to<T: Serialize, R: ErrorCode + Clone>(
-        outcome: &Result<T, R>,
-    ) -> Result<Self, ApiError> {
-        Ok(match outcome {
-            Ok(created) => Self {
-                status: StatusCode::CREATED,
-                body: serde_json::to_value(created).map_err(ApiError::internal)?,
-            },
-            Err(refusal) => {
-                let err = ApiError::from(refusal.clone());
-                Self {
-                    status: err.status(),
-                    body: err.problem_json(),
-                }
-            }
-        })
-    }
+/// A payment: the same request is the same reservation.
+pub fn payment_request(user_id: i64, key: &str, reservation_id: i64) -> KeyedRequest<'_> {
+    KeyedRequest::new(user_id, key, format!("payment:{reservation_id}"))
 }
 
 /// What a request that may carry a key comes to.
@@ -85,49 +43,15 @@ pub enum Idempotent<T, R> {
     Replay(Answer),
 }
 
-/// Why a key cannot be used for this request. Never kept: the key stays as it was.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyRefusal {
-    #[error("this Idempotency-Key was used with a different request")]
-    Reused,
-    /// The first request is still running after `store::idempotency::IN_FLIGHT_WAIT`; its
-    /// answer will be there for the retry.
-    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
-    InUse,
-}
-
-impl KeyRefusal {
-    fn catalogued(&self) -> PaymentCode {
-        match self {
-            Self::Reused => PaymentCode::IdempotencyKeyReused,
-            Self::InUse => PaymentCode::IdempotencyKeyInUse,
-        }
-    }
-}
-
-impl ErrorCode for KeyRefusal {
-    fn status(&self) -> StatusCode {
-        self.catalogued().status()
-    }
-    fn code(&self) -> &'static str {
-        self.catalogued().code()
-    }
-    fn retry_after(&self) -> Option<u64> {
-        matches!(self, Self::InUse).then_some(1)
-    }
-}
-
-/// The stored answer to replay, a refusal of the key, or `None`: go on.
+/// The stored answer to replay, a refusal of the key, or `None`: go on. The rules are
+/// [`common::idempotency::judge`]'s; a refused key answers with payment-api's own catalogue
+/// entries (`PaymentCode`), where its codes are declared and documented.
 fn judge(claim: Claim) -> Result<Option<Answer>, ApiError> {
-    match claim {
-        Claim::Fresh => Ok(None),
-        Claim::Replay { status, body } => Ok(Some(Answer {
-            status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
-            body,
-        })),
-        Claim::Reused => Err(KeyRefusal::Reused.into()),
-        Claim::InUse => Err(KeyRefusal::InUse.into()),
-    }
+    common::idempotency::judge(
+        claim,
+        PaymentCode::IdempotencyKeyReused,
+        PaymentCode::IdempotencyKeyInUse,
+    )
 }
 
 /// A stored answer for `request`'s key, read without claiming it: a replay at the cost of one
@@ -176,6 +100,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::http::header::RETRY_AFTER;
+
     use super::*;
     use crate::domain::payment::PayRefusal;
 
@@ -192,21 +119,22 @@ mod tests {
     }
 
     #[test]
-    fn a_key_in_use_says_when_to_retry_and_a_reused_one_does_not() {
-        let in_use = ApiError::from(KeyRefusal::InUse);
+    fn a_refused_key_answers_with_payment_api_s_codes() {
+        let in_use = judge(Claim::InUse).unwrap_err();
         assert_eq!(in_use.status(), StatusCode::CONFLICT);
         assert_eq!(in_use.code(), PaymentCode::IdempotencyKeyInUse.code());
-        assert_eq!(KeyRefusal::InUse.retry_after(), Some(1));
-        assert_eq!(KeyRefusal::Reused.retry_after(), None);
         assert_eq!(
-            ApiError::from(KeyRefusal::Reused).status(),
-            StatusCode::UNPROCESSABLE_ENTITY
+            in_use.to_response().headers().get(RETRY_AFTER).unwrap(),
+            "1"
         );
+        let reused = judge(Claim::Reused).unwrap_err();
+        assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reused.code(), PaymentCode::IdempotencyKeyReused.code());
     }
 
     #[test]
     fn a_request_is_known_by_what_it_asks_for() {
-        assert_eq!(KeyedRequest::charge(1, "k", 500).request, "charge:500");
-        assert_eq!(KeyedRequest::payment(1, "k", 7).request, "payment:7");
+        assert_eq!(charge_request(1, "k", 500).request, "charge:500");
+        assert_eq!(payment_request(1, "k", 7).request, "payment:7");
     }
 }

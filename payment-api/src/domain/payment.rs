@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::concerts::{ConcertClient, RemoteReservation, RemoteStatus};
 use crate::config::PaymentConfig;
-use crate::domain::idempotency::{self, Idempotent, KeyedRequest};
+use crate::domain::idempotency::{self, Idempotent};
 use crate::error::PaymentCode;
 use crate::events;
 use crate::store::payments::{self, PaymentRow, PaymentStatus};
@@ -148,7 +148,7 @@ pub async fn pay(
     }
     let keyed = req
         .key
-        .map(|k| KeyedRequest::payment(user_id, k, reservation_id));
+        .map(|k| idempotency::payment_request(user_id, k, reservation_id));
     if let Some(answer) = idempotency::replay(ctx.db, keyed.as_ref()).await? {
         return Ok(Idempotent::Replay(answer));
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::PaymentConfig;
-use crate::domain::idempotency::{self, Idempotent, KeyedRequest};
+use crate::domain::idempotency::{self, Idempotent};
 use crate::error::PaymentCode;
 use crate::store::wallet::{self, LedgerKind, LedgerRow};
 
@@ -56,7 +56,7 @@ pub async fn charge(
             format!("must be between 1 and {MAX_CHARGE}"),
         ));
     }
-    let keyed = key.map(|k| KeyedRequest::charge(user_id, k, amount));
+    let keyed = key.map(|k| idempotency::charge_request(user_id, k, amount));
     let max = cfg.wallet_max_balance;
     idempotency::run(db, keyed.as_ref(), async |txn| {
         let entry =

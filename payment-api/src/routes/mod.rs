@@ -3,12 +3,9 @@
 pub mod payments;
 pub mod wallet;
 
-use std::future::{Ready, ready};
-
-use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
+use actix_web::{HttpResponse, web};
 use common::auth::QueueKeys;
 use common::clock::Clock;
-use common::error::PROBLEM_JSON;
 use common::{ApiError, ErrorCode};
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
@@ -39,29 +36,7 @@ impl AppState {
     }
 }
 
-/// The optional `Idempotency-Key` header: 1..=64 visible ASCII characters.
-pub struct IdempotencyKey(pub Option<String>);
-
-impl FromRequest for IdempotencyKey {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(raw) = req.headers().get("idempotency-key") else {
-            return ready(Ok(Self(None)));
-        };
-        let valid = raw
-            .to_str()
-            .ok()
-            .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
-        ready(match valid {
-            Some(k) => Ok(Self(Some(k.to_owned()))),
-            None => Err(ApiError::invalid(
-                "header `Idempotency-Key`: must be 1 to 64 visible ASCII characters",
-            )),
-        })
-    }
-}
+pub use common::idempotency::IdempotencyKey;
 
 /// The HTTP answer to a request that may carry a key: a replay exactly as first given; a
 /// fresh outcome rendered as it was kept ([`Answer::to`]), so a retry's bytes are the same.
@@ -74,14 +49,7 @@ where
         Idempotent::Fresh(outcome) => Answer::to(&outcome)?,
         Idempotent::Replay(answer) => answer,
     };
-    let content_type = if answer.status.is_success() {
-        "application/json"
-    } else {
-        PROBLEM_JSON
-    };
-    Ok(HttpResponse::build(answer.status)
-        .content_type(content_type)
-        .json(answer.body))
+    Ok(answer.respond())
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

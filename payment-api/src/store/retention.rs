@@ -1,22 +1,11 @@
 //! What payment-api keeps only for a while, and the statements that forget it afterwards
 //! (batch's cleanup runs them with its clock's time).
 
-use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbErr};
+use chrono::TimeDelta;
 
 /// An `Idempotency-Key` is honoured for 24 hours, then forgotten (API.md, Idempotency).
 pub const IDEMPOTENCY_KEYS_KEPT: TimeDelta = TimeDelta::hours(24);
 
 /// Deletes idempotency keys created before `before`; returns how many went. A retry with a
 /// forgotten key is processed afresh.
-pub async fn delete_idempotency_keys_before<C: ConnectionTrait>(
-    db: &C,
-    before: DateTime<Utc>,
-) -> Result<u64, DbErr> {
-    common::db::delete_before(
-        db,
-        "DELETE FROM idempotency_keys WHERE created_at < $1",
-        before,
-    )
-    .await
-}
+pub use common::idempotency::delete_before as delete_idempotency_keys_before;
