@@ -157,7 +157,8 @@ impl Platform {
         Ok(hash.clone())
     }
 
-    async fn admin(&mut self) -> anyhow::Result<String> {
+    /// The run's admin session (an ADMIN made for the run, once).
+    pub async fn admin(&mut self) -> anyhow::Result<String> {
         if let Some(a) = &self.admin {
             return Ok(a.clone());
         }

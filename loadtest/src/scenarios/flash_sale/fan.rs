@@ -47,7 +47,7 @@ impl Sale {
                 return Some(t.to_owned());
             }
             if joined["code"] == "SOLD_OUT" {
-                self.told_sold_out.fetch_add(1, Ordering::Relaxed);
+                self.note_sold_out();
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -55,15 +55,16 @@ impl Sale {
         None
     }
 
-    /// Waits in line (polling at the pace the ETA suggests) until ACTIVE; None when the sale
-    /// ended first.
+    /// Waits in line (polling at the pace the ETA suggests) until ACTIVE; None when told
+    /// SOLD_OUT, or when the line closed first (the sale is over and the room had its chance
+    /// to say so).
     async fn wait(&self, u: &mut User) -> Option<()> {
         let mut pass = self.join(u).await?;
         let mut pause = self.poll;
         loop {
             let jitter = rand::random_range(0.8..1.2);
             tokio::time::sleep(pause.mul_f64(jitter)).await;
-            if self.over() {
+            if self.line_closed() {
                 return None;
             }
             let path = format!("/api/queue/tokens/{pass}");
@@ -86,7 +87,7 @@ impl Sale {
                 Some("EXPIRED") => pass = self.join(u).await?,
                 // The show sold out while this fan waited: the room says so and the fan goes.
                 Some("SOLD_OUT") => {
-                    self.told_sold_out.fetch_add(1, Ordering::Relaxed);
+                    self.note_sold_out();
                     return None;
                 }
                 _ => {

@@ -41,6 +41,12 @@ struct Sale {
     rejected: AtomicU64,
     /// Fans whose status said SOLD_OUT (the waiting room told them the show sold out).
     told_sold_out: AtomicU64,
+    /// When each of them was told (the answer's arrival).
+    told_sold_out_at: std::sync::Mutex<Vec<DateTime<Utc>>>,
+    /// Fans still in line stop waiting: set by the watcher a little after the room said
+    /// SOLD_OUT (so that every one of them polls once more), or when it never did. Until then a
+    /// waiting fan waits on after the sale is over, as a real one would, to be told.
+    line_closed: AtomicBool,
     /// `QUEUE_ACTIVE_TTL_SECS`: a pass's `active_until` minus this is when it was admitted.
     active_ttl: Duration,
     /// When each fan's pass was admitted, from its `active_until`.
@@ -56,6 +62,13 @@ struct SellOut {
 
 /// How long the watcher waits, after the last sale, for the room to say SOLD_OUT.
 const SOLD_OUT_WAIT: Duration = Duration::from_secs(30);
+
+/// How long fans still in line keep polling after the room said SOLD_OUT: longer than the
+/// slowest poll pace of a waiting fan (5 × `--poll`) plus the stream of a tick, so each of
+/// them asks at least once more and is told.
+fn line_grace(poll: Duration) -> Duration {
+    poll * 5 + Duration::from_secs(2)
+}
 
 /// How the sale ended, for its report.
 struct End {
@@ -98,6 +111,8 @@ impl Sale {
             gave_up_confirm: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             told_sold_out: AtomicU64::new(0),
+            told_sold_out_at: std::sync::Mutex::default(),
+            line_closed: AtomicBool::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),
         }
@@ -174,6 +189,29 @@ impl Sale {
         self.over.load(Ordering::Relaxed)
     }
 
+    fn line_closed(&self) -> bool {
+        self.line_closed.load(Ordering::Relaxed)
+    }
+
+    /// A waiting fan was told SOLD_OUT (by its status or a refused join), now.
+    fn note_sold_out(&self) {
+        self.told_sold_out.fetch_add(1, Ordering::Relaxed);
+        self.told_sold_out_at
+            .lock()
+            .expect("sold-out times")
+            .push(Utc::now());
+    }
+
+    /// When the last waiting fan was told SOLD_OUT.
+    fn last_told_sold_out(&self) -> Option<DateTime<Utc>> {
+        self.told_sold_out_at
+            .lock()
+            .expect("sold-out times")
+            .iter()
+            .max()
+            .copied()
+    }
+
     /// The sale is over when the database says every seat is SOLD: the platform's truth, not
     /// what the fans have seen.
     /// One indexed count every 250 ms (by schedule ids: the seats table holds every earlier
@@ -200,7 +238,36 @@ impl Sale {
         } else {
             None
         };
+        if sell_out
+            .as_ref()
+            .is_some_and(|s| s.room_sold_out_seen_at.is_some())
+        {
+            tokio::time::sleep(line_grace(self.poll)).await;
+        }
+        self.line_closed.store(true, Ordering::Relaxed);
         (at, sell_out)
+    }
+}
+
+impl Sale {
+    /// The organiser's screen while the sale runs: the sale view and the waiting room's figures
+    /// once a second, as the console polls them, each answer recorded under its own name (so
+    /// the report has their latencies under the crowd's load).
+    async fn organiser(self: Arc<Self>, admin: String) {
+        let auth = || Auth {
+            session: Some(&admin),
+            ..Auth::default()
+        };
+        let sale = format!("/api/admin/concerts/{}/sale", self.concert);
+        let room = format!("/api/admin/queue/concerts/{}", self.concert);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !self.over() {
+            tick.tick().await;
+            let r = self.http.get(&sale, auth()).await;
+            self.rec.record("organiser: sale view", &r);
+            let r = self.http.get(&room, auth()).await;
+            self.rec.record("organiser: waiting room", &r);
+        }
     }
 }
 
@@ -233,7 +300,9 @@ pub(super) async fn flash_sale(
         k.confirm_timeout,
         k.active_ttl,
     ));
+    let admin = p.admin().await?;
     let watcher = tokio::spawn(sale.clone().watch(p.concert_db.clone(), schedules));
+    let organiser = tokio::spawn(sale.clone().organiser(admin));
     // A drill (bench/crash-drill.sh) times its faults from this line.
     eprintln!("[loadtest] flash-sale: the sale opens");
     let started = Instant::now();
@@ -254,6 +323,7 @@ pub(super) async fn flash_sale(
         Ok((at, sell_out)) => (at - started, sell_out),
         Err(_) => (measured, None),
     };
+    organiser.abort();
     eprintln!("[loadtest] flash-sale: the sale is over; auditing");
     report::outcome(
         k,

@@ -90,6 +90,17 @@ pub(super) async fn outcome(
         "fans told SOLD_OUT while waiting".into(),
         count(&sale.told_sold_out).to_string(),
     );
+    if let (Some(s), Some(last)) = (&sell_out, sale.last_told_sold_out()) {
+        // Each waiting fan learns it at its next poll (every `--poll` or slower, as its ETA
+        // suggests): the line's answer, not the room's.
+        facts.insert(
+            "last waiting fan told SOLD_OUT after the last seat sold".into(),
+            format!(
+                "{:.2} s",
+                (last - s.last_sale_at).num_milliseconds() as f64 / 1000.0
+            ),
+        );
+    }
     // Only worth a line when something went wrong: a clean run keeps its report as it was.
     for (name, n) in [
         (
