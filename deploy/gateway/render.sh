@@ -31,6 +31,11 @@
 #                        docs/index.html and docs/init.js to www/docs → GET /api/docs
 #   When either is missing, a placeholder stands in (a document with no paths, a page saying
 #   how to install the assets): the config is the same, so `nginx -t` checks it either way.
+# The web app, served by nginx as static files from STATE_DIR/www/app:
+#   GATEWAY_WEB          the built app (default web/dist, after `npm ci --ignore-scripts &&
+#                        npm run build` in web/), copied whole → GET / (index.html for every
+#                        path outside /api/ that is not one of its files), GET /assets/**
+#   When it is not built (no index.html), a page saying how to build it stands in.
 # A value out of its range stops the rendering with a message naming the variable.
 # Prints the path of the rendered file.
 set -euo pipefail
@@ -94,6 +99,13 @@ if [[ -f $assets/swagger-ui-bundle.js && -f $assets/swagger-ui.css ]]; then
     cp "$here/docs/index.html" "$www/docs/index.html"
 else
     cp "$here/docs/placeholder.html" "$www/docs/index.html"
+fi
+web="${GATEWAY_WEB:-$here/../../web/dist}"
+mkdir -p "$www/app"
+if [[ -f $web/index.html ]]; then
+    cp -R "$web/." "$www/app/"
+else
+    cp "$here/web-placeholder.html" "$www/app/index.html"
 fi
 # nginx's workers (nobody, when the master runs as root) read these files: STATE_DIR may be
 # a private mktemp -d directory.

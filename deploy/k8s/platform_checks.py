@@ -29,6 +29,10 @@ import yaml
 PEAK_RSS_MIB = {"users-api": 112, "concert-api": 46.4, "payment-api": 23.9, "batch": 12.7}
 MEMORY_FLOOR_MIB = {k: 2 * v for k, v in PEAK_RSS_MIB.items()}
 PROBE_PATHS = {"/health/live", "/health/ready"}
+# The web app's Deployment and Service (base/web.yaml): nginx serving static files. It needs no
+# egress at all (not even DNS) and has no /metrics, so the rules below for the services'
+# egress and scraping do not apply to it; it gets none of either instead.
+WEB = "web"
 # Seconds between SIGKILL's deadline and the drain's end that a pod keeps: the producer flush
 # and background tasks after the HTTP drain, and the kubelet's own latency.
 GRACE_MARGIN_SECS = 5
@@ -478,6 +482,8 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
     # Secrets stay in Secrets; CA files are mounted where the settings point.
     rep.check("INTERNAL_API_TOKEN" not in config, "ConfigMap", "INTERNAL_API_TOKEN is a secret: take it from a Secret, not the ConfigMap")
     for o in workloads:
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == WEB:
+            continue  # no environment, no Secret, no connection (validate.py checks it takes none)
         c = o["spec"]["template"]["spec"]["containers"][0]
         what = f"{o['kind']}/{o['metadata']['name']}"
         env = {e["name"]: e for e in c.get("env") or []}
@@ -513,6 +519,13 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
         sel = [p for p in policies if labels_match(p["spec"].get("podSelector") or {}, tl)]
         egress_pols = [p for p in sel if "Egress" in (p["spec"].get("policyTypes") or [])]
         rep.check(any(not p["spec"].get("egress") for p in egress_pols), what, "no default-deny egress policy selects its pods")
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == WEB:
+            rep.check(
+                not any(p["spec"].get("egress") for p in egress_pols),
+                what,
+                f"the web app reaches nothing, yet {[p['metadata']['name'] for p in egress_pols if p['spec'].get('egress')]} allow it egress",
+            )
+            continue
         rep.check(
             any(any(x.get("port") == 53 for r in p["spec"].get("egress") or [] for x in r.get("ports") or []) for p in egress_pols),
             what,
@@ -533,6 +546,9 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             and any(e.get("port") in ports and e.get("path", "/metrics") == "/metrics" for e in m["spec"].get("endpoints") or [])
             for m in monitors
         )
+        if s["metadata"]["name"] == WEB:
+            rep.check(not covered, f"Service/{s['metadata']['name']}", "a ServiceMonitor scrapes the web app's /metrics, which is a 404 there")
+            continue
         rep.check(covered, f"Service/{s['metadata']['name']}", "no ServiceMonitor scrapes its /metrics")
 
     # --- gateway timeouts ----------------------------------------------------------------------

@@ -9,7 +9,9 @@ Run by check.sh inside its virtualenv (needs kubernetes-validate and PyYAML):
      check.sh fetches), strictly; Strimzi's (KafkaTopic, KafkaUser: no CRD in a registry) and
      Gateway/HTTPRoute also by a structural check of the fields used here;
   3. the wiring between objects and the repository: references resolve, selectors select,
-     the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes, the
+     the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes (its proxied
+     locations to the APIs; `/` to the web app, whose server, deploy/docker/web-nginx.conf,
+     answers what the template answers outside the API routes), the
      KafkaTopics are exactly common/src/events.rs ALL_TOPICS plus their `.dlq` twins, the pods
      meet the restricted security profile and the shutdown timing adds up;
   4. with --openapi FILE (the merged document `apidoc` prints): the documented paths are
@@ -34,7 +36,7 @@ from kubernetes_validate import utils as kv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import platform_checks  # noqa: E402  (next to this file)
-from platform_checks import labels_match  # noqa: E402
+from platform_checks import WEB, labels_match  # noqa: E402
 
 SERVICES = {  # binary -> (port variable, port, own database variables)
     "users-api": ("USERS_API_PORT", 8081, ["USERS_DATABASE_URL"]),
@@ -47,6 +49,11 @@ SERVICES = {  # binary -> (port variable, port, own database variables)
     ),
 }
 APIS = ["users-api", "concert-api", "payment-api"]
+# The web app: nginx (the image's, deploy/docker/web-nginx.conf) serving web/dist; the HTTPRoute
+# `web` sends it `/` (every path no API route matches).
+WEB_PORT, WEB_PROBES_PORT = 8080, 8090
+WEB_CONF = "deploy/docker/web-nginx.conf"
+WEB_ARGS = ["-e", "stderr", "-c", "/etc/ticketing-web/nginx.conf", "-g", "daemon off;"]
 COMMANDS = {"serve", "migrate", "create-admin"}
 # Custom resources: not in the Kubernetes schemas; validated against their CRDs' schemas
 # (platform_checks, the pinned releases check.sh fetches), the three below also structurally.
@@ -305,10 +312,11 @@ def path_covered(kind: str, value: str, path: str) -> bool:
     return path == value or path.startswith(value + "/")
 
 
-def nginx_locations(template: Path) -> list[tuple[str, str, bool]]:
-    """Every location of the template in order: (modifier, path, proxied?); modifier is one of
-    "=", "^~", "~" or "" (a plain prefix: `location /`). Named locations are left out."""
-    text = template.read_text()
+def nginx_locations(template: Path | str) -> list[tuple[str, str, bool]]:
+    """Every location of the template (a file, or its text) in order: (modifier, path,
+    proxied?); modifier is one of "=", "^~", "~" or "" (a plain prefix: `location /`). Named
+    locations are left out."""
+    text = template if isinstance(template, str) else template.read_text()
     found = []
     for chunk in re.split(r"\blocation\s+", text)[1:]:
         m = re.match(r"(=|\^~|~)?\s*(\S+)\s*\{", chunk)
@@ -333,6 +341,64 @@ def nginx_match(locations: list[tuple[str, str, bool]], uri: str) -> tuple[str, 
         if loc[0] == "~" and re.search(loc[1], uri):
             return loc
     return longest
+
+
+def nginx_answers_404(conf: Path, uri: str) -> bool:
+    """Whether the location nginx picks for `uri` in the first server of `conf` (the public
+    one: web-nginx.conf's second serves the probes) is a bare `return 404;`."""
+    servers = re.split(r"\n\s*server\s*\{", conf.read_text())
+    text = servers[1] if len(servers) > 1 else servers[0]
+    bodies: dict[tuple[str, str], str] = {}
+    for chunk in re.split(r"\blocation\s+", text)[1:]:
+        m = re.match(r"(=|\^~|~)?\s*(\S+)\s*\{([^}]*)\}", chunk)
+        if m and not m.group(2).startswith("@"):
+            bodies[(m.group(1) or "", m.group(2))] = m.group(3)
+    loc = nginx_match(nginx_locations(text), uri)
+    return loc is not None and re.fullmatch(r"\s*return 404;\s*", bodies.get(loc[:2], "")) is not None
+
+
+def nginx_map_value(conf: Path, variable: str, key: str) -> str | None:
+    """The value of `key` in the `map ... $variable { }` block of `conf`."""
+    block = re.search(r"map\s+\S+\s+\$" + re.escape(variable) + r"\s*\{(.*?)\n\s*\}", conf.read_text(), re.S)
+    if block is None:
+        return None
+    for line in block.group(1).splitlines():
+        m = re.match(r'\s*("[^"]*"|\S+)\s+"([^"]*)";', line)
+        if m and m.group(1).strip('"') == key:
+            return m.group(2)
+    return None
+
+
+def check_web(web_conf: Path, template: Path, rep: Report) -> None:
+    """The web app's server answers what the local gateway answers outside its API routes: the
+    app's CSP and Cache-Control, and a 404 (problem+json, its error_page) for every other /api/**
+    path and for the services' own routes."""
+    what = WEB_CONF
+    for conf in (web_conf, template):
+        text = conf.read_text()
+        not_found = re.search(r"location @not_found \{([^}]*)\}", text)
+        rep.check(
+            "error_page 404 = @not_found;" in text
+            and not_found is not None
+            and "default_type application/problem+json;" in not_found.group(1)
+            and '"code":"NOT_FOUND"' in not_found.group(1),
+            conf.name,
+            "a 404 must be answered by @not_found, a NOT_FOUND problem+json",
+        )
+    for uri in ("/api", "/api/nope", "/api/users/me/x") + tuple(p + s for p in NEVER_ROUTED for s in ("", "/x")):
+        rep.check(nginx_answers_404(web_conf, uri), what, f"{uri} must be a 404 here, as on the nginx gateway")
+        rep.check(nginx_answers_404(template, uri), "deploy/gateway/nginx.conf.template", f"{uri} must be a 404")
+    for variable, key in (
+        ("gateway_csp", "~^(200|304)\\|/(?!api/)"),
+        ("gateway_cache_control", "~^(200|304)\\|/(?!api/)"),
+        ("gateway_cache_control", "~^(200|304)\\|/assets/"),
+    ):
+        mine, theirs = nginx_map_value(web_conf, variable, key), nginx_map_value(template, variable, key)
+        rep.check(
+            mine is not None and mine == theirs,
+            what,
+            f"${variable} for {key} is {mine!r}; the nginx gateway's is {theirs!r}",
+        )
 
 
 def check_openapi(doc_path: Path, template: Path, routed: set[tuple[str, str, str]], rep: Report) -> None:
@@ -431,6 +497,17 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
         else:
             rep.error(what, f"Secret {name} is neither rendered nor declared operator-provided")
 
+    def check_web_container(c: dict, cw: str) -> None:
+        """nginx with the image's web configuration: no settings, no Secret (it needs neither),
+        the app on http, the probes on a port of their own (on http /health/** is a 404)."""
+        rep.check(c.get("args") == WEB_ARGS, cw, f"args must be {WEB_ARGS}")
+        rep.check(not c.get("env") and not c.get("envFrom"), cw, "the web server takes no environment (no settings, no Secret)")
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+        rep.check(ports == {"http": WEB_PORT, "probes": WEB_PROBES_PORT}, cw, f"containerPorts must be http {WEB_PORT} and probes {WEB_PROBES_PORT}")
+        for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            rep.check((get.get("path"), get.get("port")) == (path, "probes"), cw, f"{probe} must GET {path} on port probes")
+
     def check_pod(owner: dict, pod: dict, deployment: bool) -> None:
         what = ident(owner)
         spec = pod["spec"]
@@ -455,6 +532,9 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
             tagged = "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"))
             rep.check(tagged, cw, f"image {image!r} must be pinned by tag (not latest) or digest")
             binary = (c.get("command") or [None])[0]
+            if binary == "nginx" and owner["kind"] == "Deployment" and owner["metadata"]["name"] == WEB:
+                check_web_container(c, cw)
+                continue
             if not rep.check(binary in SERVICES, cw, f"command {c.get('command')} is not one of {sorted(SERVICES)}"):
                 continue
             rep.check((c.get("args") or [None])[0] in COMMANDS, cw, f"args {c.get('args')} must start with one of {sorted(COMMANDS)}")
@@ -587,6 +667,7 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
     # Gateway API: references resolve, routing equals the nginx gateway's.
     gateways = named("Gateway")
     routed: set[tuple[str, str, str]] = set()
+    web_routed: set[tuple[str, str, str]] = set()
     for r in by_kind.get("HTTPRoute", []):
         what = ident(r)
         for ref in r["spec"].get("parentRefs") or []:
@@ -609,7 +690,15 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
             for match in rule.get("matches") or []:
                 path = match.get("path") or {}
                 for b in backends:
-                    routed.add((path.get("type"), path.get("value"), b["name"]))
+                    (web_routed if b["name"] == WEB else routed).add((path.get("type"), path.get("value"), b["name"]))
+    # The web app: exactly PathPrefix / (what nginx serves from `location /`, static files), and
+    # its server answers like the template outside the API routes.
+    rep.check(
+        web_routed == {("PathPrefix", "/", WEB)},
+        "HTTPRoutes",
+        f"the web app must be routed exactly as PathPrefix / to Service {WEB}, found {sorted(web_routed)}",
+    )
+    check_web(args.repo / WEB_CONF, args.repo / "deploy/gateway/nginx.conf.template", rep)
     expected, regexes = nginx_routes(args.repo / "deploy/gateway/nginx.conf.template")
     rep.check(
         routed == expected,
@@ -667,6 +756,8 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
     for api in APIS:
         if api in deployments:
             rep.check(allowed(deployments[api], SERVICES[api][1], None), ident(deployments[api]), "no policy lets the gateway in")
+    if rep.check(WEB in deployments, "render", f"Deployment {WEB} (the web app) is missing"):
+        rep.check(allowed(deployments[WEB], WEB_PORT, None), ident(deployments[WEB]), "no policy lets the gateway in")
     if "concert-api" in deployments:
         for caller in ("users-api", "payment-api", "batch"):
             if caller in deployments:

@@ -6,6 +6,10 @@
 #   Redis       127.0.0.1:6379
 #   Kafka       127.0.0.1:9092  (Apache Kafka 4, one KRaft node, data in .stack/kafka)
 #
+#   ensure-infra.sh             the above, nginx, curl and jq
+#   ensure-infra.sh --browser   also Chromium (/usr/bin/chromium), for the web app's browser
+#                               tests (deploy/local/test.sh asks for it; the stack needs none)
+#
 # Idempotent: whatever is already running is left alone, so a second run is a
 # no-op. Works non-interactively (CI=true, no stdin). See README.md beside it.
 set -euo pipefail
@@ -286,13 +290,38 @@ ensure_tools() {
     apt_install "${missing[@]}"
 }
 
+# Chromium from Debian's packages: the browser Playwright drives in the web app's tests
+# (web/playwright.config.ts). Playwright's own browser download is never used: its install
+# scripts do not run (npm ci --ignore-scripts) and nothing fetches a browser at test time.
+readonly CHROMIUM=/usr/bin/chromium
+ensure_chromium() {
+    if [[ -x $CHROMIUM ]]; then
+        # The package's wrapper script prints a harmless shell warning on stderr.
+        log "chromium: $("$CHROMIUM" --version 2>/dev/null </dev/null || echo "$CHROMIUM")"
+        return
+    fi
+    log "chromium: not installed; installing it from Debian's packages (the browser tests)"
+    apt_install chromium
+    [[ -x $CHROMIUM ]] || die "chromium did not install ($CHROMIUM is missing)"
+}
+
 main() {
+    local browser=0 arg
+    for arg in "$@"; do
+        case $arg in
+            --browser) browser=1 ;;
+            *) die "unknown argument '$arg' (only --browser)" ;;
+        esac
+    done
     log "state dir: $STATE_DIR"
     ensure_tools
     ensure_postgres
     ensure_redis
     ensure_kafka
     ensure_nginx
+    if ((browser)); then
+        ensure_chromium
+    fi
     ensure_databases
     log "infrastructure is ready: postgres $PG_HOST:$PG_PORT, redis $REDIS_HOST:$REDIS_PORT, kafka $KAFKA_HOST:$KAFKA_PORT"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole ticketing platform locally, without containers.
 #
-#   stack.sh up            ensure infra, build release binaries, start services
+#   stack.sh up            ensure infra, build release binaries and the web app, start services
 #   stack.sh down [--all]  stop the services started by `up` (--all: + the Kafka broker)
 #   stack.sh status        state, pid and /health/ready code of everything
 #   stack.sh logs [svc]    tail -f one log (users-api, ..., kafka) or all logs
@@ -47,9 +47,10 @@ usage() {
 usage: deploy/local/stack.sh <command>
 
   up              ensure PostgreSQL/Redis/Kafka (ensure-infra.sh), build the
-                  release binaries, start every service that is not running,
-                  wait until all answer GET /health/ready, start the gateway on
-                  :8080, create the admin (STACK_ADMIN_PASSWORD, default
+                  release binaries and the web app (web/dist), start every
+                  service that is not running, wait until all answer
+                  GET /health/ready, start the gateway on :8080 (the app at /),
+                  create the admin (STACK_ADMIN_PASSWORD, default
                   admin-pass-local) and demo concerts (STACK_DEMO=0: none)
   down [--all]    stop the services started by 'up' (SIGTERM, SIGKILL after
                   ${STOP_TIMEOUT}s); --all also stops Kafka if ensure-infra started it
@@ -157,18 +158,46 @@ build_api_reference() {
     fi
 }
 
+# The web app the gateway serves at / (web/): installed from the committed package-lock.json
+# (`npm ci --ignore-scripts`: no install scripts, so Playwright never downloads a browser; the
+# stack needs none) and built into web/dist, which render.sh copies into the gateway's state
+# dir. Without npm, / is a page saying how to build it; the API is served either way.
+build_web() {
+    local web="$REPO_ROOT/web" out="$LOG_DIR/web-build.log"
+    if ! command -v npm >/dev/null 2>&1; then
+        warn "npm is missing: / is a placeholder page (install Node.js >= 20.19 with npm, then up again)"
+        return
+    fi
+    if [[ ${STACK_SKIP_BUILD:-0} == 1 && -f $web/dist/index.html ]]; then
+        log "STACK_SKIP_BUILD=1: serving web/dist as it is"
+        return
+    fi
+    if [[ ! $web/node_modules/.package-lock.json -nt $web/package-lock.json ]]; then
+        log "npm ci in web/ (the web app's dependencies)"
+        (cd "$web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null) \
+            || die "npm ci in $web failed"
+    fi
+    log "npm run build in web/ (the web app, into web/dist; output in $out)"
+    if ! (cd "$web" && npm run build </dev/null >"$out" 2>&1); then
+        tail -n 30 "$out" >&2
+        die "the web app does not build (Vite 8 needs Node.js >= 20.19; this is $(node --version 2>/dev/null)); see $out"
+    fi
+}
+
 start_gateway() {
     command -v nginx >/dev/null 2>&1 || die "nginx is missing (deploy/local/ensure-infra.sh installs it)"
     build_api_reference
     local conf
-    # Rendering also refreshes the document and the page's assets a running gateway serves.
+    # Rendering also refreshes the document, the page's assets and the web app a running
+    # gateway serves (nginx reads the files at each request: no reload needed).
     # Every local client (browser, curl, the load tool) is one address, 127.0.0.1: the cap on
     # requests in flight per address (256 in production) is raised to the gateway's
     # worker_connections, so a local load test is not turned away by it.
-    conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-4096}" \
+    conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" GATEWAY_WEB="$REPO_ROOT/web/dist" \
+        GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-4096}" \
         "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     if gateway_pid >/dev/null; then
-        log "gateway already running (pid $(gateway_pid)); API reference refreshed"
+        log "gateway already running (pid $(gateway_pid)); API reference and web app refreshed"
         return
     fi
     nginx -t -q -c "$conf" -p "$GATEWAY_DIR" || die "gateway config does not pass nginx -t"
@@ -178,7 +207,7 @@ start_gateway() {
         [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/concerts)" == 200 ]] && break
         sleep 0.2
     done
-    log "gateway ready on http://127.0.0.1:8080 (pid $(gateway_pid))"
+    log "gateway ready on http://127.0.0.1:8080 (pid $(gateway_pid)): the web app at /, the API under /api/"
 }
 
 stop_gateway() {
@@ -358,6 +387,7 @@ cmd_up() {
         log "cargo build --release --bins"
         (cd "$REPO_ROOT" && cargo build --release --bins </dev/null)
     fi
+    build_web
 
     export_defaults
     local svc pid exe

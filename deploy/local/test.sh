@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test of the platform (README: "Run all tests").
 #
-#   1. make sure PostgreSQL, Redis, Apache Kafka and nginx are installed and running
+#   1. make sure PostgreSQL, Redis, Apache Kafka, nginx and Chromium are installed and running
 #   2. the gateway's nginx config passes nginx -t; the merged OpenAPI document (apidoc)
 #      equals the committed docs/openapi.json; every Kubernetes overlay renders and validates
 #      offline and the document's paths are exactly the gateway's public routes
 #      (deploy/k8s/check.sh); shellcheck, hadolint and checkov find nothing unjustified
-#      (deploy/lint.sh); cargo fmt --check
+#      (deploy/lint.sh); the web app (web/): npm ci --ignore-scripts, eslint, tsc against
+#      API types generated from docs/openapi.json (a contract change that breaks the app
+#      fails here), vite build into web/dist; cargo fmt --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. the whole test suite (cargo-nextest if installed, else cargo test), with schemathesis
-#      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS
+#      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS; the
+#      web app's browser tests (Playwright on Debian's Chromium, web/e2e) run inside it, in
+#      e2e/tests/api/browser.rs, against web/dist behind a gateway of their own
 #
 # Tests create their own databases, Redis key prefixes and topic prefixes, so they run in
 # parallel against the shared local services. Tests that pause or kill a broker share a
@@ -45,7 +49,7 @@ ensure_schemathesis() {
 }
 
 log "infrastructure"
-deploy/local/ensure-infra.sh
+deploy/local/ensure-infra.sh --browser
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
@@ -72,6 +76,21 @@ rm -f "$openapi_doc"
 
 log "static checks: shellcheck (scripts), hadolint (Dockerfile), checkov (overlays, Dockerfile)"
 deploy/lint.sh
+
+# The web app: installed from its lock file without install scripts (so Playwright never
+# downloads a browser of its own: the tests drive /usr/bin/chromium), then checked and built.
+# `typecheck` regenerates the API types from docs/openapi.json (checked above) first. Vite 8
+# needs Node.js 20.19 or newer (package.json "engines"); Debian 12's own nodejs is 18.
+log "web app: npm ci --ignore-scripts, lint, typecheck, build (web/dist)"
+command -v npm >/dev/null 2>&1 || die "npm is required for the web app (Node.js >= 20.19 with npm)"
+node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+    || die "the web app needs Node.js >= 20.19; this is $(node --version) (Debian 12's nodejs is 18: use NodeSource's)"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+(cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null)
+(cd web && npm run --silent lint </dev/null)
+(cd web && npm run --silent typecheck </dev/null)
+(cd web && npm run --silent build </dev/null)
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

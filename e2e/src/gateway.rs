@@ -8,6 +8,7 @@ use common::testkit::eventually;
 
 use crate::platform::Platform;
 use crate::process::{binary, free_port};
+use crate::repo_root;
 
 pub struct Gateway {
     child: Child,
@@ -35,16 +36,10 @@ impl Drop for Gateway {
     }
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_path_buf()
-}
-
 impl Gateway {
-    /// nginx in front of `platform` on a free port; `env` adds `render.sh` settings (rate
-    /// limits, …). Returns once it answers.
+    /// nginx in front of `platform` on a free port, serving the web app from `web/dist` as
+    /// built (`render.sh`'s placeholder page when it is not); `env` adds `render.sh` settings
+    /// (rate limits, another `GATEWAY_WEB`, …). Returns once it answers.
     pub async fn start(platform: &Platform, env: &[(&str, &str)]) -> Self {
         assert!(
             Command::new("nginx").arg("-v").output().is_ok(),
@@ -71,7 +66,8 @@ impl Gateway {
             .env("USERS_API_ADDR", addr(&platform.users.url))
             .env("CONCERT_API_ADDR", addr(&platform.concert.url))
             .env("PAYMENT_API_ADDR", addr(&platform.payment.url))
-            .env("GATEWAY_OPENAPI", &document);
+            .env("GATEWAY_OPENAPI", &document)
+            .env("GATEWAY_WEB", repo_root().join("web/dist"));
         for (k, v) in env {
             render.env(k, v);
         }

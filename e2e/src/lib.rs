@@ -2,6 +2,8 @@
 //! APIs with their databases and batch ([`platform`]), the nginx gateway in front of them
 //! ([`gateway`]), and a client that speaks the public contract ([`client`]).
 
+use std::path::PathBuf;
+
 pub mod client;
 pub mod gateway;
 pub mod platform;
@@ -10,3 +12,11 @@ pub mod process;
 pub use client::Client;
 pub use gateway::Gateway;
 pub use platform::Platform;
+
+/// The repository's root (the workspace: `deploy/`, `web/`, `docs/` are beneath it).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
+}

@@ -9,6 +9,10 @@ use common::testkit::{TestDatabase, TopicPrefix, kafka_brokers, redis_url, uniqu
 use crate::client::Client;
 use crate::process::{Process, binary, start};
 
+/// The operator's admin account of every test platform ([`Platform::create_admin`]).
+pub const ADMIN_USERNAME: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-pass-test";
+
 pub struct Platform {
     /// The Redis and topic prefix of this platform (its isolation id).
     pub id: String,
@@ -88,13 +92,13 @@ impl Platform {
         start("batch", &env).await
     }
 
-    /// Creates (or resets) the operator's admin with `users-api create-admin`, as an
-    /// operator does, and returns a client logged in as it against `base`.
-    pub async fn admin(&self, base: &str) -> Client {
+    /// Creates (or resets) the operator's admin, [`ADMIN_USERNAME`] with [`ADMIN_PASSWORD`],
+    /// with `users-api create-admin`, as an operator does.
+    pub fn create_admin(&self) {
         let made = Command::new(binary("users-api"))
-            .args(["create-admin", "--username", "admin"])
+            .args(["create-admin", "--username", ADMIN_USERNAME])
             .env("USERS_DATABASE_URL", &self.users_db.url)
-            .env("ADMIN_PASSWORD", "admin-pass-test")
+            .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
             .output()
             .expect("run users-api create-admin");
         assert!(
@@ -102,8 +106,14 @@ impl Platform {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
+    }
+
+    /// Creates (or resets) the operator's admin ([`Platform::create_admin`]) and returns a
+    /// client logged in as it against `base`.
+    pub async fn admin(&self, base: &str) -> Client {
+        self.create_admin();
         let mut admin = Client::new(base);
-        admin.log_in("admin", "admin-pass-test").await;
+        admin.log_in(ADMIN_USERNAME, ADMIN_PASSWORD).await;
         admin
     }
 }

@@ -1,6 +1,7 @@
 //! Real requests through the nginx gateway (deploy/gateway) in front of the three service
-//! processes: public paths reach their services, nothing else does, login bursts get 429,
-//! and a dead upstream is a 502 problem. Against a hostile crowd: slow clients are cut off,
+//! processes: public paths reach their services, the web app is served at / (index.html for
+//! its client-side routes, immutable hashed assets, its CSP), nothing else is reachable,
+//! login bursts get 429, and a dead upstream is a 502 problem. Against a hostile crowd: slow clients are cut off,
 //! malformed requests get problem+json (raw sockets), per-address and per-session limits
 //! answer 429 problems naming the limit, every answer carries the security headers, and
 //! queue tokens stay out of the gateway's logs.
@@ -25,14 +26,37 @@ async fn problem(res: reqwest::Response) -> (u16, Value) {
     (status, res.json().await.unwrap())
 }
 
+/// The web app's CSP (deploy/gateway/nginx.conf.template).
+const APP_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// A built web app of the test's own (what `GATEWAY_WEB` points at), so the gateway's routing
+/// is checked whatever state web/dist is in: its index.html (over 256 bytes: compressed) and a
+/// hashed bundle.
+const APP_INDEX: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tickets</title><script type=\"module\" src=\"/assets/index-Ab12Cd34.js\"></script></head><body><div id=\"app\"></div><!-- the gateway test's stand-in for web/dist: long enough to be compressed by the gateway, which skips answers under 256 bytes --></body></html>";
+const APP_BUNDLE: &str = "document.getElementById('app').textContent = 'Tickets';";
+
+/// Writes the stand-in app into a new directory; returns it (removed by the caller).
+fn stand_in_app(id: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("web-dist-{id}"));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("index.html"), APP_INDEX).unwrap();
+    std::fs::write(dir.join("assets/index-Ab12Cd34.js"), APP_BUNDLE).unwrap();
+    dir
+}
+
 #[tokio::test]
 async fn the_gateway_routes_exactly_the_public_contract() {
     let platform = Platform::start().await;
+    let app = stand_in_app(&platform.id);
     let gateway = Gateway::start(
         &platform,
-        &[("GATEWAY_AUTH_RATE", "2r/s"), ("GATEWAY_AUTH_BURST", "5")],
+        &[
+            ("GATEWAY_AUTH_RATE", "2r/s"),
+            ("GATEWAY_AUTH_BURST", "5"),
+            ("GATEWAY_WEB", app.to_str().unwrap()),
+        ],
     )
     .await;
+    let _ = std::fs::remove_dir_all(&app);
     let gw = gateway.url.clone();
     let c = reqwest::Client::new();
 
@@ -90,17 +114,81 @@ async fn the_gateway_routes_exactly_the_public_contract() {
         "a service's own problem passes through"
     );
 
-    // Nothing else is reachable.
+    // The web app: its page at / and at every client-side route (the browser resolves them),
+    // revalidated on each load, with the app's CSP; compressed for a client that accepts it.
+    for path in ["/", "/concerts/3", "/admin/concerts/2", "/index.html"] {
+        let res = c.get(format!("{gw}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "text/html; charset=utf-8",
+            "{path}"
+        );
+        assert_security_headers(res.headers(), "no-cache", path);
+        assert_eq!(res.headers()["content-security-policy"], APP_CSP, "{path}");
+        assert!(res.headers().get("x-request-id").is_some(), "{path}");
+        assert_eq!(res.text().await.unwrap(), APP_INDEX, "{path}");
+    }
+    let res = c
+        .get(format!("{gw}/concerts/3"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-encoding"],
+        "gzip",
+        "the page, compressed"
+    );
+    // Its hashed bundles never change under one name: cached for a year, never revalidated.
+    let res = c
+        .get(format!("{gw}/assets/index-Ab12Cd34.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/javascript; charset=utf-8"
+    );
+    assert_security_headers(
+        res.headers(),
+        "public, max-age=31536000, immutable",
+        "a bundle",
+    );
+    assert_eq!(res.text().await.unwrap(), APP_BUNDLE);
+    // The API's answers are never compressed (a session token beside echoed input: BREACH).
+    let res = c
+        .get(format!("{gw}/api/concerts"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("content-encoding").is_none());
+
+    // Nothing else is reachable: not the services' own routes, not another /api/ path, not a
+    // bundle the app does not have (a 404 that is never cached, nor the page in its place).
     for path in [
         "/internal/reservations/1",
+        "/internal",
         "/health/ready",
         "/health/live",
         "/metrics",
         "/openapi.json",
         "/api/nope",
-        "/",
+        "/api",
+        "/api/",
+        "/assets/index-00000000.js",
     ] {
-        let (status, p) = problem(c.get(format!("{gw}{path}")).send().await.unwrap()).await;
+        let res = c.get(format!("{gw}{path}")).send().await.unwrap();
+        assert_security_headers(res.headers(), "no-store", path);
+        assert_eq!(
+            res.headers()["content-security-policy"],
+            "frame-ancestors 'none'",
+            "{path}"
+        );
+        let (status, p) = problem(res).await;
         assert_eq!(
             (status, p["code"].as_str()),
             (404, Some("NOT_FOUND")),
@@ -668,7 +756,7 @@ async fn every_answer_carries_the_security_headers() {
     assert_security_headers(res.headers(), "no-store", "a service's 401");
 
     // nginx's own: a 404, a 405, a 429.
-    let res = c.get(format!("{gw}/nope")).send().await.unwrap();
+    let res = c.get(format!("{gw}/api/nope")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_security_headers(res.headers(), "no-store", "the gateway's 404");
     let res = c
@@ -705,7 +793,13 @@ async fn every_answer_carries_the_security_headers() {
 
     // HSTS only when asked for (where TLS terminates in front of the gateway).
     let tls = Gateway::start(&platform, &[("GATEWAY_HSTS", "1")]).await;
-    for path in ["/api/concerts", "/nope", "/api/docs"] {
+    for path in [
+        "/api/concerts",
+        "/api/nope",
+        "/api/docs",
+        "/",
+        "/concerts/3",
+    ] {
         let res = c.get(format!("{}{path}", tls.url)).send().await.unwrap();
         let hsts: Vec<_> = res
             .headers()

@@ -1,6 +1,8 @@
 //! End-to-end tests: the services as separate processes over real PostgreSQL, Redis and
-//! Kafka, the nginx gateway in front, batch admitting, and the load tool.
+//! Kafka, the nginx gateway in front, batch admitting, the load tool, and the web app in a
+//! browser.
 
+mod browser;
 mod contract;
 mod gateway;
 mod journey;
