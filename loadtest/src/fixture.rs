@@ -233,6 +233,25 @@ impl Platform {
         Ok((concert, ids))
     }
 
+    /// An existing concert's schedules, its seats over all of them, and its dearest seat's
+    /// price (what each fan is funded with).
+    pub async fn existing_concert(&self, concert: i64) -> anyhow::Result<(Vec<i64>, u64, i64)> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT sc.id, count(se.id), coalesce(max(se.price), 0) FROM schedules sc \
+             JOIN seats se ON se.schedule_id = sc.id WHERE sc.concert_id = $1 \
+             GROUP BY sc.id ORDER BY sc.id",
+        )
+        .bind(concert)
+        .fetch_all(&self.concert_db)
+        .await?;
+        if rows.is_empty() {
+            anyhow::bail!("concert {concert} has no schedule with seats to sell");
+        }
+        let seats = rows.iter().map(|r| r.1 as u64).sum();
+        let price = rows.iter().map(|r| r.2).max().unwrap_or(0);
+        Ok((rows.into_iter().map(|r| r.0).collect(), seats, price))
+    }
+
     /// Charges every wallet with `amount` through the API.
     pub async fn fund(&self, users: &[User], amount: i64) -> anyhow::Result<()> {
         let http = &self.http;

@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one scenario through the gateway and print (and optionally save) its report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Render saved JSON reports as docs/BENCHMARKS.md (to standard output).
     Markdown {
         /// Reports written by `run --json`.
@@ -77,6 +77,10 @@ struct RunArgs {
     schedules: usize,
     #[arg(long, default_value_t = 50)]
     seats_per_schedule: u32,
+    /// flash-sale: sell this existing concert (every seat of its schedules, as an organiser
+    /// set them up) instead of making one of --schedules × --seats-per-schedule.
+    #[arg(long)]
+    concert: Option<i64>,
     /// baseline: the bare path the benchmark gateway routes to a service's /health/live.
     #[arg(long, default_value = "/bench/live")]
     baseline_path: String,
@@ -125,7 +129,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            let result = runtime.block_on(run::run(args)).and_then(|report| {
+            let result = runtime.block_on(run::run(*args)).and_then(|report| {
                 report.print();
                 if let Some(path) = json {
                     report.save(&path)?;

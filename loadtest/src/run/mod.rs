@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         users,
         schedules: args.schedules,
         seats_per_schedule: args.seats_per_schedule,
+        concert: args.concert,
         baseline_path: args.baseline_path.clone(),
         poll: Duration::from_millis(args.poll_ms),
         arrival: Duration::from_millis(args.arrival_ms),

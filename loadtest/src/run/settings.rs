@@ -37,7 +37,10 @@ pub fn describe(
         settings.insert("users".into(), users.to_string());
         settings.insert(
             "seats".into(),
-            format!("{} schedules × {}", args.schedules, args.seats_per_schedule),
+            match args.concert {
+                Some(id) => format!("every seat of concert {id} (existing)"),
+                None => format!("{} schedules × {}", args.schedules, args.seats_per_schedule),
+            },
         );
         settings.insert("poll".into(), format!("{} ms", args.poll_ms));
         settings.insert("arrival".into(), format!("over {} ms", args.arrival_ms));

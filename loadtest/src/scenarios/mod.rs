@@ -38,6 +38,8 @@ pub struct Knobs {
     /// flash-sale: schedules of the concert (each `seats_per_schedule` seats).
     pub schedules: usize,
     pub seats_per_schedule: u32,
+    /// flash-sale: an existing concert to sell instead of a new one.
+    pub concert: Option<i64>,
     /// baseline: the bare path.
     pub baseline_path: String,
     /// flash-sale: a waiting fan polls its status at most this often.

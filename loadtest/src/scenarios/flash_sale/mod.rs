@@ -283,12 +283,21 @@ pub(super) async fn flash_sale(
     p: &mut Platform,
     rec: Arc<Recorder>,
 ) -> anyhow::Result<Outcome> {
-    let seats = k.schedules as u64 * k.seats_per_schedule as u64;
-    let price = 50_000;
     let users = p.users(k.users, "f").await?;
-    let (concert, schedules) = p
-        .concert("Flash sale", k.schedules, k.seats_per_schedule, price)
-        .await?;
+    let (concert, schedules, seats, price) = match k.concert {
+        Some(concert) => {
+            let (schedules, seats, price) = p.existing_concert(concert).await?;
+            (concert, schedules, seats, price)
+        }
+        None => {
+            let price = 50_000;
+            let (concert, schedules) = p
+                .concert("Flash sale", k.schedules, k.seats_per_schedule, price)
+                .await?;
+            let seats = k.schedules as u64 * k.seats_per_schedule as u64;
+            (concert, schedules, seats, price)
+        }
+    };
     p.fund(&users, price).await?;
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let sale = Arc::new(Sale::new(

@@ -25,7 +25,7 @@ pub(super) async fn outcome(
         sell_out,
     } = end;
     let settled = settle(k, p, concert, &sale.rec).await?;
-    let mut audit = audit::sale(p, concert, seats, ids, &settled).await?;
+    let mut audit = audit::sale(p, concert, seats, ids, k.concert.is_some(), &settled).await?;
     audit.extend(audit::money(p, ids).await?);
     let numbers = SaleNumbers {
         seats,
