@@ -230,6 +230,8 @@ test('the organiser watches the sale view count the seats fans buy', async ({ pa
   await expect(page.locator('figcaption')).toContainText(/6 at \d\d:\d\d:\d\d, of 10 seats\./);
   await expectAccessible(page, 'the sale view after the sale');
   await screenshot(page, 'admin-sale-view');
+  await page.getByRole('heading', { name: 'Live sale' }).scrollIntoViewIfNeeded();
+  await screenshot(page, 'admin-sale-view-window', { fullPage: false });
 
   // A hidden page stops asking; shown again, it asks at once.
   let asked = 0;

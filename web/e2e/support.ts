@@ -116,8 +116,11 @@ export async function logInPage(page: Page, account: Account): Promise<void> {
   );
 }
 
-/** Writes `test-results/screenshots/<name>.png` (test output, not committed). */
-export async function screenshot(page: Page, name: string): Promise<void> {
+/**
+ * Writes `test-results/screenshots/<name>.png` (test output, not committed): the whole page,
+ * or with `fullPage: false` what the window shows.
+ */
+export async function screenshot(page: Page, name: string, { fullPage = true } = {}): Promise<void> {
   mkdirSync('test-results/screenshots', { recursive: true });
-  await page.screenshot({ path: `test-results/screenshots/${name}.png`, fullPage: true });
+  await page.screenshot({ path: `test-results/screenshots/${name}.png`, fullPage });
 }
