@@ -102,17 +102,8 @@ async fn passwords_are_stored_as_argon2id_and_wrong_ones_are_refused() {
         .await;
         assert_eq!((status, p["code"].as_str()), (401, Some("BAD_CREDENTIALS")));
     }
-    use sea_orm::{ConnectionTrait, Statement};
-    let db = s.iso.db.connect().await;
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT password_hash FROM users",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let hash: String = row.try_get("", "password_hash").unwrap();
+    let rows = s.query("SELECT password_hash FROM users").await;
+    let hash: String = rows[0].try_get("", "password_hash").unwrap();
     assert!(hash.starts_with("$argon2id$") && !hash.contains("password-123"));
 }
 

@@ -1,10 +1,15 @@
 //! `spawn_app`: users-api on port 0 with its own database, Redis prefix and topic prefix,
-//! and a manual clock the test moves.
+//! and a manual clock the test moves; and what the tests do with it: sessions written
+//! straight into Redis, joining and polling the queue, calls with an optional bearer.
 
-use common::auth::QueueKeys;
+use std::time::Duration;
+
+use common::auth::{QueueKeys, Role, Session, SessionStore};
 use common::clock::Clock;
 use common::config::Env;
 use common::testkit::{Isolation, StubCatalogue, TestApp};
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
 use users_api::domain::queue::WaitingRoom;
 use users_api::{Application, Config};
 
@@ -92,17 +97,130 @@ impl Spawned {
             .to_owned()
     }
 
-    pub async fn count_users(&self) -> i64 {
-        use sea_orm::{ConnectionTrait, Statement};
-        let db = self.iso.db.connect().await;
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT count(*)::bigint AS n FROM users",
-            ))
+    /// Users-api's session store on the app's Redis, with a 10-minute TTL.
+    fn session_store(&self) -> SessionStore {
+        SessionStore::new(
+            common::redis::RedisStore::connect(&self.config.redis).unwrap(),
+            Duration::from_secs(600),
+        )
+    }
+
+    /// Stores a session as users-api does at log-in (no account behind it); returns its token.
+    pub async fn write_session(&self, user_id: i64, username: &str, role: Role) -> String {
+        let session = Session {
+            user_id,
+            username: username.to_owned(),
+            role,
+        };
+        self.session_store().create(&session).await.unwrap().0
+    }
+
+    /// Session tokens for `n` fans with the user ids `first_id`, `first_id + 1`, …, written as
+    /// users-api writes them at log-in.
+    pub async fn fan_sessions(&self, n: usize, first_id: i64) -> Vec<String> {
+        let store = self.session_store();
+        let mut out = Vec::with_capacity(n);
+        for user_id in (first_id..).take(n) {
+            let session = Session {
+                user_id,
+                username: format!("fan_{user_id}"),
+                role: Role::User,
+            };
+            out.push(store.create(&session).await.unwrap().0);
+        }
+        out
+    }
+
+    /// A session of the organiser: user 7, `organiser`, an admin.
+    pub async fn admin_session(&self) -> String {
+        self.write_session(7, "organiser", Role::Admin).await
+    }
+
+    /// Any request, with a bearer session and a JSON body if given; the status and the JSON
+    /// answer.
+    pub async fn call(
+        &self,
+        c: &Client,
+        method: Method,
+        path: &str,
+        session: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = c.request(method, self.url(path));
+        if let Some(t) = session {
+            req = req.bearer_auth(t);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// `POST /api/queue/tokens` for `concert`: the status and the answer.
+    pub async fn join(&self, c: &Client, session: &str, concert: i64) -> (u16, Value) {
+        let body = json!({"concert_id": concert});
+        self.call(
+            c,
+            Method::POST,
+            "/api/queue/tokens",
+            Some(session),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /api/queue/tokens/{token}`: the status and the answer.
+    pub async fn poll(&self, c: &Client, session: &str, token: &str) -> (u16, Value) {
+        let path = format!("/api/queue/tokens/{token}");
+        self.call(c, Method::GET, &path, Some(session), None).await
+    }
+
+    /// `GET /api/queue/tokens/{token}`, which must answer 200: the token's status.
+    pub async fn poll_ok(&self, c: &Client, session: &str, token: &str) -> Value {
+        let (code, status) = self.poll(c, session, token).await;
+        assert_eq!(code, 200, "{status}");
+        status
+    }
+
+    /// Opens `GET /api/queue/tokens/{token}/events`, the token's status stream.
+    pub async fn open_events(&self, c: &Client, session: &str, token: &str) -> reqwest::Response {
+        c.get(self.url(&format!("/api/queue/tokens/{token}/events")))
+            .bearer_auth(session)
+            .send()
             .await
             .unwrap()
-            .unwrap();
-        row.try_get("", "n").unwrap()
     }
+
+    /// The rows a query returns from the app's database.
+    pub async fn query(&self, sql: &str) -> Vec<sea_orm::QueryResult> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = self.iso.db.connect().await;
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap()
+    }
+
+    pub async fn count_users(&self) -> i64 {
+        let rows = self.query("SELECT count(*)::bigint AS n FROM users").await;
+        rows[0].try_get("", "n").unwrap()
+    }
+}
+
+/// Reads a status stream to its end, each frame due within 10 s: its frames, as text.
+pub async fn rest_of_stream(res: &mut reqwest::Response) -> Vec<String> {
+    let mut frames = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+        .await
+        .expect("the stream moves")
+        .unwrap()
+    {
+        frames.push(String::from_utf8(chunk.to_vec()).unwrap());
+    }
+    frames
+}
+
+/// The JSON a status-stream frame (`data: {...}`) carries.
+pub fn frame_data(frame: &str) -> Value {
+    serde_json::from_str(frame.trim().trim_start_matches("data: ")).unwrap()
 }

@@ -4,52 +4,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::auth::{ActiveQueuePass, Role, Session, SessionStore};
+use common::auth::{ActiveQueuePass, Role};
 use common::testkit::{PrivateRedis, StubCatalogue, eventually};
 use futures_util::future::join_all;
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Spawned, spawn_app, spawn_app_with};
+use crate::helpers::{Spawned, frame_data, rest_of_stream, spawn_app, spawn_app_with};
 
-/// Sessions for `n` users, written exactly as users-api writes them at log-in.
-async fn sessions(s: &Spawned, n: usize) -> Vec<(i64, String)> {
-    let store = SessionStore::new(
-        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
-        Duration::from_secs(600),
-    );
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let user_id = 10_000 + i as i64;
-        let session = Session {
-            user_id,
-            username: format!("user_{i}"),
-            role: Role::User,
-        };
-        out.push((user_id, store.create(&session).await.unwrap().0));
-    }
-    out
-}
-
-async fn join(c: &reqwest::Client, s: &Spawned, token: &str, concert: i64) -> (u16, Value) {
-    let res = c
-        .post(s.url("/api/queue/tokens"))
-        .bearer_auth(token)
-        .json(&json!({"concert_id": concert}))
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
-}
-
-async fn poll(c: &reqwest::Client, s: &Spawned, session: &str, token: &str) -> (u16, Value) {
-    let res = c
-        .get(s.url(&format!("/api/queue/tokens/{token}")))
-        .bearer_auth(session)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
-}
+/// Users' ids start here.
+const USERS: i64 = 10_000;
 
 /// `kafka_consumer_handled_total` in a Prometheus text page (users-api has one consumer).
 fn handled(metrics: &str) -> Option<i64> {
@@ -75,8 +39,8 @@ async fn zcard(s: &Spawned, key: String) -> i64 {
 async fn fifty_parallel_joins_by_one_user_give_one_token_and_one_place() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let (_, session) = sessions(&s, 1).await.remove(0);
-    let results = join_all((0..50).map(|_| join(&c, &s, &session, 1))).await;
+    let session = s.fan_sessions(1, USERS).await.remove(0);
+    let results = join_all((0..50).map(|_| s.join(&c, &session, 1))).await;
     let tokens: HashSet<&str> = results
         .iter()
         .map(|(_, b)| b["token"].as_str().unwrap())
@@ -113,8 +77,8 @@ async fn two_hundred_concurrent_joins_get_positions_one_to_two_hundred_and_are_a
     })
     .await;
     let c = reqwest::Client::new();
-    let users = sessions(&s, 200).await;
-    let joined = join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
+    let users = s.fan_sessions(200, USERS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 2))).await;
     assert!(joined.iter().all(|(st, _)| *st == 201));
     let asked = s
         .catalogue
@@ -215,9 +179,9 @@ async fn concurrent_admission_never_exceeds_the_cap_and_expired_actives_free_the
 async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
     let s = spawn_app_with(|env| env.with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")).await;
     let c = reqwest::Client::new();
-    let users = sessions(&s, 2).await;
-    let (_, gone) = join(&c, &s, &users[0].1, 1).await;
-    let (_, here) = join(&c, &s, &users[1].1, 1).await;
+    let users = s.fan_sessions(2, USERS).await;
+    let (_, gone) = s.join(&c, &users[0], 1).await;
+    let (_, here) = s.join(&c, &users[1], 1).await;
     assert_eq!(
         (gone["position"].as_i64(), here["position"].as_i64()),
         (Some(1), Some(2))
@@ -227,7 +191,7 @@ async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(
-            poll(&c, &s, &users[1].1, here["token"].as_str().unwrap())
+            s.poll(&c, &users[1], here["token"].as_str().unwrap())
                 .await
                 .0,
             200
@@ -235,13 +199,13 @@ async fn a_waiting_token_that_stopped_polling_is_never_admitted() {
     }
     let admission = s.room().admit(1, s.clock.now()).await.unwrap();
     assert_eq!((admission.admitted, admission.abandoned), (1, 1));
-    let (_, status) = poll(&c, &s, &users[1].1, here["token"].as_str().unwrap()).await;
+    let (_, status) = s.poll(&c, &users[1], here["token"].as_str().unwrap()).await;
     assert_eq!(status["status"], "ACTIVE");
-    let (_, status) = poll(&c, &s, &users[0].1, gone["token"].as_str().unwrap()).await;
+    let (_, status) = s.poll(&c, &users[0], gone["token"].as_str().unwrap()).await;
     assert_eq!(status["status"], "EXPIRED");
 
     // Coming back, the abandoned user queues again at the back with a new token.
-    let (code, again) = join(&c, &s, &users[0].1, 1).await;
+    let (code, again) = s.join(&c, &users[0], 1).await;
     assert_eq!(code, 201);
     assert_ne!(again["token"], gone["token"]);
 }
@@ -254,17 +218,17 @@ async fn positions_never_increase_between_polls_and_active_shows_active_until() 
     })
     .await;
     let c = reqwest::Client::new();
-    let users = sessions(&s, 30).await;
-    for (_, session) in &users {
-        join(&c, &s, session, 2).await;
+    let users = s.fan_sessions(30, USERS).await;
+    for session in &users {
+        s.join(&c, session, 2).await;
     }
-    let (_, last) = &users[29];
-    let (_, me) = join(&c, &s, last, 2).await;
+    let last = &users[29];
+    let (_, me) = s.join(&c, last, 2).await;
     let token = me["token"].as_str().unwrap().to_owned();
     let room = s.room();
     let mut previous = i64::MAX;
     loop {
-        let (_, status) = poll(&c, &s, last, &token).await;
+        let (_, status) = s.poll(&c, last, &token).await;
         if status["status"] == "ACTIVE" {
             let until: chrono::DateTime<Utc> =
                 status["active_until"].as_str().unwrap().parse().unwrap();
@@ -280,7 +244,7 @@ async fn positions_never_increase_between_polls_and_active_shows_active_until() 
         assert!(status["eta_seconds"].as_i64().unwrap() >= 1);
         previous = position;
         // Other users keep polling (heartbeats) while the line moves.
-        join_all(users.iter().map(|(_, t)| join(&c, &s, t, 2))).await;
+        join_all(users.iter().map(|t| s.join(&c, t, 2))).await;
         room.admit(2, s.clock.now()).await.unwrap();
     }
     let asked = s
@@ -299,18 +263,19 @@ async fn positions_never_increase_between_polls_and_active_shows_active_until() 
 async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api_writes() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let users = sessions(&s, 2).await;
-    let ((ann_id, ann), (bob_id, bob)) = (users[0].clone(), users[1].clone());
-    let (_, joined) = join(&c, &s, &ann, 1).await;
+    let (ann_id, bob_id) = (USERS, USERS + 1);
+    let users = s.fan_sessions(2, ann_id).await;
+    let (ann, bob) = (users[0].clone(), users[1].clone());
+    let (_, joined) = s.join(&c, &ann, 1).await;
     let token = joined["token"].as_str().unwrap();
     let keys = s.queue_keys();
 
     assert_eq!(
-        poll(&c, &s, &bob, token).await.0,
+        s.poll(&c, &bob, token).await.0,
         404,
         "another user's token is not found"
     );
-    assert_eq!(poll(&c, &s, &ann, "1.not-a-real-token").await.0, 404);
+    assert_eq!(s.poll(&c, &ann, "1.not-a-real-token").await.0, 404);
     let err = ActiveQueuePass::check(&keys, ann_id, token, s.clock.now())
         .await
         .unwrap_err();
@@ -341,14 +306,14 @@ async fn tokens_are_private_and_the_common_queue_pass_agrees_with_what_users_api
             .await
             .is_err()
     );
-    assert_eq!(poll(&c, &s, &ann, token).await.1["status"], "EXPIRED");
+    assert_eq!(s.poll(&c, &ann, token).await.1["status"], "EXPIRED");
 }
 
 #[tokio::test]
 async fn bad_input_unknown_concerts_and_logged_out_sessions_write_nothing() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let (_, session) = sessions(&s, 1).await.remove(0);
+    let session = s.fan_sessions(1, USERS).await.remove(0);
     for (body, needle) in [
         (json!({}), "concert_id"),
         (json!({"concert_id": "one"}), "concert_id"),
@@ -357,18 +322,19 @@ async fn bad_input_unknown_concerts_and_logged_out_sessions_write_nothing() {
         (json!({"concert_id": 0}), "concert_id"),
         (json!({"concert_id": 1e30}), "concert_id"),
     ] {
-        let res = c
-            .post(s.url("/api/queue/tokens"))
-            .bearer_auth(&session)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400, "{body}");
-        let p: Value = res.json().await.unwrap();
+        let (code, p) = s
+            .call(
+                &c,
+                Method::POST,
+                "/api/queue/tokens",
+                Some(&session),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
         assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
     }
-    let (code, p) = join(&c, &s, &session, 999).await;
+    let (code, p) = s.join(&c, &session, 999).await;
     assert_eq!((code, p["code"].as_str()), (404, Some("CONCERT_NOT_FOUND")));
 
     for req in [
@@ -404,7 +370,7 @@ async fn an_unreachable_catalogue_is_503_with_retry_after_never_a_guess() {
     let s =
         spawn_app_with(|env| env.with("CONCERT_API_URL", StubCatalogue::unreachable_url())).await;
     let c = reqwest::Client::new();
-    let (_, session) = sessions(&s, 1).await.remove(0);
+    let session = s.fan_sessions(1, USERS).await.remove(0);
     let res = c
         .post(s.url("/api/queue/tokens"))
         .bearer_auth(&session)
@@ -425,39 +391,20 @@ async fn an_unreachable_catalogue_is_503_with_retry_after_never_a_guess() {
 async fn the_event_stream_pushes_status_until_active_then_ends() {
     let s = spawn_app_with(|env| env.with("QUEUE_SSE_POLL_MS", "50")).await;
     let c = reqwest::Client::new();
-    let (_, session) = sessions(&s, 1).await.remove(0);
-    let (_, joined) = join(&c, &s, &session, 1).await;
+    let session = s.fan_sessions(1, USERS).await.remove(0);
+    let (_, joined) = s.join(&c, &session, 1).await;
     let token = joined["token"].as_str().unwrap();
-    let mut res = c
-        .get(s.url(&format!("/api/queue/tokens/{token}/events")))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .unwrap();
+    let mut res = s.open_events(&c, &session, token).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
 
     let first = res.chunk().await.unwrap().unwrap();
-    let first: Value = serde_json::from_str(
-        std::str::from_utf8(&first)
-            .unwrap()
-            .trim()
-            .trim_start_matches("data: "),
-    )
-    .unwrap();
+    let first = frame_data(std::str::from_utf8(&first).unwrap());
     assert_eq!(first["status"], "WAITING");
 
     s.room().admit(1, s.clock.now()).await.unwrap();
-    let mut frames = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), res.chunk())
-        .await
-        .expect("stream moves")
-        .unwrap()
-    {
-        frames.push(String::from_utf8(chunk.to_vec()).unwrap());
-    }
-    let last: Value =
-        serde_json::from_str(frames.last().unwrap().trim().trim_start_matches("data: ")).unwrap();
+    let frames = rest_of_stream(&mut res).await;
+    let last = frame_data(frames.last().unwrap());
     assert_eq!(
         last["status"], "ACTIVE",
         "the stream ends after ACTIVE: {frames:?}"
@@ -475,37 +422,25 @@ async fn a_user_holds_at_most_the_cap_of_status_streams_across_sessions() {
     })
     .await;
     let c = reqwest::Client::new();
-    let store = SessionStore::new(
-        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
-        Duration::from_secs(600),
-    );
-    let fan = Session {
-        user_id: 20_000,
-        username: "streamer".into(),
-        role: Role::User,
-    };
-    let first_session = store.create(&fan).await.unwrap().0;
-    let second_session = store.create(&fan).await.unwrap().0;
-    let (_, joined) = join(&c, &s, &first_session, 1).await;
-    let token = joined["token"].as_str().unwrap().to_owned();
-    let open = |session: String, token: String| {
-        let c = c.clone();
-        let url = s.url(&format!("/api/queue/tokens/{token}/events"));
-        async move { c.get(url).bearer_auth(session).send().await.unwrap() }
-    };
+    // One account, two sessions.
+    let first_session = s.write_session(20_000, "streamer", Role::User).await;
+    let second_session = s.write_session(20_000, "streamer", Role::User).await;
+    let (_, joined) = s.join(&c, &first_session, 1).await;
+    let token = joined["token"].as_str().unwrap();
 
-    let a = open(first_session.clone(), token.clone()).await;
-    let b = open(second_session.clone(), token.clone()).await;
+    let a = s.open_events(&c, &first_session, token).await;
+    let b = s.open_events(&c, &second_session, token).await;
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
-    let refused = open(second_session.clone(), token.clone()).await;
+    let refused = s.open_events(&c, &second_session, token).await;
     assert_eq!(refused.status(), 429, "a third stream, from either session");
     assert_eq!(refused.headers()["retry-after"], "5");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "TOO_MANY_STREAMS");
 
-    let (_, other) = sessions(&s, 1).await.remove(0);
-    let (_, other_joined) = join(&c, &s, &other, 1).await;
-    let other_stream = open(other, other_joined["token"].as_str().unwrap().to_owned()).await;
+    let other = s.fan_sessions(1, USERS).await.remove(0);
+    let (_, other_joined) = s.join(&c, &other, 1).await;
+    let other_token = other_joined["token"].as_str().unwrap();
+    let other_stream = s.open_events(&c, &other, other_token).await;
     assert_eq!(other_stream.status(), 200, "another user is not affected");
 
     // The client goes away without a word; the service learns it at the next write, which
@@ -513,7 +448,7 @@ async fn a_user_holds_at_most_the_cap_of_status_streams_across_sessions() {
     drop(a);
     let mut reopened = None;
     for _ in 0..100 {
-        let res = open(first_session.clone(), token.clone()).await;
+        let res = s.open_events(&c, &first_session, token).await;
         if res.status() == 200 {
             reopened = Some(res);
             break;
@@ -530,16 +465,16 @@ async fn each_request_costs_two_redis_round_trips() {
     let redis = PrivateRedis::start().await;
     let s = spawn_app_with(|env| env.with("REDIS_URL", redis.url.clone())).await;
     let c = reqwest::Client::new();
-    let users = sessions(&s, 10).await;
+    let users = s.fan_sessions(10, USERS).await;
     // Warm up: scripts get loaded (a first EVALSHA may need an EVAL) and caches filled.
-    let (_, warm) = join(&c, &s, &users[0].1, 1).await;
-    poll(&c, &s, &users[0].1, warm["token"].as_str().unwrap()).await;
+    let (_, warm) = s.join(&c, &users[0], 1).await;
+    s.poll(&c, &users[0], warm["token"].as_str().unwrap()).await;
 
     let monitor = redis.monitor().await;
     let mut tokens = Vec::new();
-    for (_, session) in &users[1..] {
+    for session in &users[1..] {
         tokens.push(
-            join(&c, &s, session, 1).await.1["token"]
+            s.join(&c, session, 1).await.1["token"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -554,8 +489,8 @@ async fn each_request_costs_two_redis_round_trips() {
     assert_eq!(joins.iter().filter(|c| *c == "GETEX").count(), 9);
     assert_eq!(joins.iter().filter(|c| *c == "EVALSHA").count(), 9);
 
-    for ((_, session), token) in users[1..].iter().zip(&tokens) {
-        assert_eq!(poll(&c, &s, session, token).await.0, 200);
+    for (session, token) in users[1..].iter().zip(&tokens) {
+        assert_eq!(s.poll(&c, session, token).await.0, 200);
     }
     let polls = monitor.take().await;
     assert_eq!(polls.len(), 18, "9 polls × (GETEX + one script): {polls:?}");
@@ -566,15 +501,15 @@ async fn each_request_costs_two_redis_round_trips() {
 async fn a_confirmed_reservation_retires_the_buyers_token_once() {
     use common::events::{RESERVATION_CONFIRMED, ReservationConfirmed};
     use common::kafka::{Envelope, KafkaClient};
-    use sea_orm::{ConnectionTrait, Statement};
 
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let (user_id, session) = sessions(&s, 1).await.remove(0);
-    let (_, joined) = join(&c, &s, &session, 3).await;
+    let user_id = USERS;
+    let session = s.fan_sessions(1, user_id).await.remove(0);
+    let (_, joined) = s.join(&c, &session, 3).await;
     let token = joined["token"].as_str().unwrap().to_owned();
     s.room().admit(3, s.clock.now()).await.unwrap();
-    assert_eq!(poll(&c, &s, &session, &token).await.1["status"], "ACTIVE");
+    assert_eq!(s.poll(&c, &session, &token).await.1["status"], "ACTIVE");
 
     let event = Envelope::new(
         RESERVATION_CONFIRMED,
@@ -601,10 +536,9 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
             .await
             .unwrap();
     }
-    let db = s.iso.db.connect().await;
     eventually("the token to be retired", Duration::from_secs(30), || {
         let (c, s, session, token) = (c.clone(), &s, &session, &token);
-        async move { (poll(&c, s, session, token).await.1["status"] == "EXPIRED").then_some(()) }
+        async move { (s.poll(&c, session, token).await.1["status"] == "EXPIRED").then_some(()) }
     })
     .await;
     eventually(
@@ -619,16 +553,9 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
         },
     )
     .await;
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT count(*)::bigint AS n FROM inbox",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let rows = s.query("SELECT count(*)::bigint AS n FROM inbox").await;
     assert_eq!(
-        row.try_get::<i64>("", "n").unwrap(),
+        rows[0].try_get::<i64>("", "n").unwrap(),
         1,
         "the redelivery was recognised by the inbox"
     );
@@ -648,15 +575,10 @@ async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
     })
     .await;
     let c = reqwest::Client::new();
-    let (_, session) = sessions(&s, 1).await.remove(0);
-    let (_, joined) = join(&c, &s, &session, 1).await;
+    let session = s.fan_sessions(1, USERS).await.remove(0);
+    let (_, joined) = s.join(&c, &session, 1).await;
     let token = joined["token"].as_str().unwrap();
-    let mut res = c
-        .get(s.url(&format!("/api/queue/tokens/{token}/events")))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .unwrap();
+    let mut res = s.open_events(&c, &session, token).await;
 
     // Nothing changes for 2.5 s (longer than the idle timeout): the stream still repeats the
     // status every keep-alive period, and its checks are heartbeats. Both are real time (the
@@ -686,11 +608,12 @@ async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
 async fn an_active_pass_runs_out_by_the_clock_and_joining_again_queues_at_the_back() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let (user_id, session) = sessions(&s, 1).await.remove(0);
-    let (_, joined) = join(&c, &s, &session, 1).await;
+    let user_id = USERS;
+    let session = s.fan_sessions(1, user_id).await.remove(0);
+    let (_, joined) = s.join(&c, &session, 1).await;
     let token = joined["token"].as_str().unwrap();
     s.room().admit(1, s.clock.now()).await.unwrap();
-    let (_, status) = poll(&c, &s, &session, token).await;
+    let (_, status) = s.poll(&c, &session, token).await;
     assert_eq!(status["status"], "ACTIVE");
     let until: chrono::DateTime<Utc> = status["active_until"].as_str().unwrap().parse().unwrap();
 
@@ -700,15 +623,15 @@ async fn an_active_pass_runs_out_by_the_clock_and_joining_again_queues_at_the_ba
             .to_std()
             .unwrap(),
     );
-    assert_eq!(poll(&c, &s, &session, token).await.1["status"], "ACTIVE");
+    assert_eq!(s.poll(&c, &session, token).await.1["status"], "ACTIVE");
     s.clock.advance(Duration::from_secs(6));
-    assert_eq!(poll(&c, &s, &session, token).await.1["status"], "EXPIRED");
+    assert_eq!(s.poll(&c, &session, token).await.1["status"], "EXPIRED");
     let err = ActiveQueuePass::check(&s.queue_keys(), user_id, token, s.clock.now())
         .await
         .unwrap_err();
     assert!(err.detail().contains("expired"), "{}", err.detail());
 
-    let (code, again) = join(&c, &s, &session, 1).await;
+    let (code, again) = s.join(&c, &session, 1).await;
     assert_eq!(code, 201, "a new token: {again}");
     assert_ne!(again["token"], joined["token"]);
     let admission = s.room().admit(1, s.clock.now()).await.unwrap();

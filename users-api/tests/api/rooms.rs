@@ -6,91 +6,39 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use common::auth::{Role, Session, SessionStore};
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
+use reqwest::{Client, Method};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Spawned, spawn_app, spawn_app_with};
+use crate::helpers::{Spawned, frame_data, rest_of_stream, spawn_app, spawn_app_with};
 
-/// Sessions for `n` fans (ids from 20 000), written as users-api writes them at log-in.
-async fn fans(s: &Spawned, n: usize) -> Vec<String> {
-    let store = SessionStore::new(
-        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
-        Duration::from_secs(600),
-    );
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let session = Session {
-            user_id: 20_000 + i as i64,
-            username: format!("fan_{i}"),
-            role: Role::User,
-        };
-        out.push(store.create(&session).await.unwrap().0);
-    }
-    out
+/// Fans' user ids start here.
+const FANS: i64 = 20_000;
+
+/// `GET` the organiser's view of a concert's waiting room.
+async fn get_room(c: &Client, s: &Spawned, session: Option<&str>, concert: i64) -> (u16, Value) {
+    let path = format!("/api/admin/queue/concerts/{concert}");
+    s.call(c, Method::GET, &path, session, None).await
 }
 
-async fn admin(s: &Spawned) -> String {
-    let store = SessionStore::new(
-        common::redis::RedisStore::connect(&s.config.redis).unwrap(),
-        Duration::from_secs(600),
-    );
-    let session = Session {
-        user_id: 7,
-        username: "organiser".into(),
-        role: Role::Admin,
-    };
-    store.create(&session).await.unwrap().0
-}
-
-async fn join(c: &reqwest::Client, s: &Spawned, session: &str, concert: i64) -> (u16, Value) {
-    let res = c
-        .post(s.url("/api/queue/tokens"))
-        .bearer_auth(session)
-        .json(&json!({"concert_id": concert}))
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
-}
-
-async fn poll(c: &reqwest::Client, s: &Spawned, session: &str, token: &str) -> Value {
-    let res = c
-        .get(s.url(&format!("/api/queue/tokens/{token}")))
-        .bearer_auth(session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
-async fn patch(
-    c: &reqwest::Client,
+/// `PATCH` the organiser's levers of a concert's waiting room.
+async fn patch_room(
+    c: &Client,
     s: &Spawned,
     session: Option<&str>,
     concert: i64,
     body: Value,
 ) -> (u16, Value) {
-    let mut req = c
-        .patch(s.url(&format!("/api/admin/queue/concerts/{concert}")))
-        .json(&body);
-    if let Some(t) = session {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
+    let path = format!("/api/admin/queue/concerts/{concert}");
+    s.call(c, Method::PATCH, &path, session, Some(body)).await
 }
 
-async fn get(c: &reqwest::Client, s: &Spawned, path: &str, session: Option<&str>) -> (u16, Value) {
-    let mut req = c.get(s.url(path));
-    if let Some(t) = session {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
+/// `GET` the public view of a concert's waiting room, without a session.
+async fn get_public(c: &Client, s: &Spawned, concert: i64) -> (u16, Value) {
+    let path = format!("/api/queue/concerts/{concert}");
+    s.call(c, Method::GET, &path, None, None).await
 }
 
 /// Writes concert-api's inventory hash for a concert, as the shared interface defines it.
@@ -127,28 +75,29 @@ fn unhex(s: &str) -> Vec<u8> {
 async fn the_levers_refuse_anonymous_callers_and_users_and_check_what_they_are_given() {
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let user = fans(&s, 1).await.remove(0);
-    let boss = admin(&s).await;
-    let path = "/api/admin/queue/concerts/1";
+    let user = s.fan_sessions(1, FANS).await.remove(0);
+    let boss = s.admin_session().await;
 
-    assert_eq!(get(&c, &s, path, None).await.0, 401);
+    assert_eq!(get_room(&c, &s, None, 1).await.0, 401);
     assert_eq!(
-        patch(&c, &s, None, 1, json!({"state": "PAUSED"})).await.0,
+        patch_room(&c, &s, None, 1, json!({"state": "PAUSED"}))
+            .await
+            .0,
         401
     );
-    let (code, body) = get(&c, &s, path, Some(&user)).await;
+    let (code, body) = get_room(&c, &s, Some(&user), 1).await;
     assert_eq!((code, body["code"].as_str()), (403, Some("FORBIDDEN")));
-    let (code, _) = patch(&c, &s, Some(&user), 1, json!({"state": "PAUSED"})).await;
+    let (code, _) = patch_room(&c, &s, Some(&user), 1, json!({"state": "PAUSED"})).await;
     assert_eq!(code, 403);
 
-    let (code, body) = get(&c, &s, "/api/admin/queue/concerts/99", Some(&boss)).await;
+    let (code, body) = get_room(&c, &s, Some(&boss), 99).await;
     assert_eq!(
         (code, body["code"].as_str()),
         (404, Some("CONCERT_NOT_FOUND"))
     );
-    let (code, _) = patch(&c, &s, Some(&boss), 99, json!({"state": "PAUSED"})).await;
+    let (code, _) = patch_room(&c, &s, Some(&boss), 99, json!({"state": "PAUSED"})).await;
     assert_eq!(code, 404);
-    let (code, body) = get(&c, &s, "/api/queue/concerts/99", None).await;
+    let (code, body) = get_public(&c, &s, 99).await;
     assert_eq!(
         (code, body["code"].as_str()),
         (404, Some("CONCERT_NOT_FOUND"))
@@ -165,7 +114,7 @@ async fn the_levers_refuse_anonymous_callers_and_users_and_check_what_they_are_g
         ),
         (json!({"max_active": "many"}), "max_active"),
     ] {
-        let (code, problem) = patch(&c, &s, Some(&boss), 1, body.clone()).await;
+        let (code, problem) = patch_room(&c, &s, Some(&boss), 1, body.clone()).await;
         assert_eq!(code, 400, "{body}");
         assert_eq!(problem["code"], "INVALID_REQUEST");
         assert!(
@@ -173,10 +122,10 @@ async fn the_levers_refuse_anonymous_callers_and_users_and_check_what_they_are_g
             "{body}: {problem}"
         );
     }
-    assert_eq!(patch(&c, &s, Some(&boss), 1, json!({})).await.0, 400);
+    assert_eq!(patch_room(&c, &s, Some(&boss), 1, json!({})).await.0, 400);
 
     // None of that changed anything: the defaults are in effect.
-    let (code, room) = get(&c, &s, path, Some(&boss)).await;
+    let (code, room) = get_room(&c, &s, Some(&boss), 1).await;
     assert_eq!(code, 200);
     assert_eq!(room["state"], "OPEN");
     assert_eq!(room["max_active"], s.config.queue.max_active);
@@ -196,9 +145,9 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     })
     .await;
     let c = reqwest::Client::new();
-    let boss = admin(&s).await;
-    let users = fans(&s, 150).await;
-    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 1))).await;
+    let boss = s.admin_session().await;
+    let users = s.fan_sessions(150, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
     assert!(joined.iter().all(|(code, _)| *code == 201));
     let mut line: Vec<(i64, usize)> = joined
         .iter()
@@ -208,7 +157,7 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     line.sort();
     let token = |i: usize| joined[i].1["token"].as_str().unwrap().to_owned();
 
-    let (code, room) = patch(&c, &s, Some(&boss), 1, json!({"state": "PAUSED"})).await;
+    let (code, room) = patch_room(&c, &s, Some(&boss), 1, json!({"state": "PAUSED"})).await;
     assert_eq!((code, room["state"].as_str()), (200, Some("PAUSED")));
     let room_api = s.room();
     for tick in 0..3 {
@@ -217,11 +166,11 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
         s.clock.advance(Duration::from_secs(1));
     }
     // Joins and polls go on; positions froze.
-    let late = fans(&s, 151).await.pop().unwrap();
-    assert_eq!(join(&c, &s, &late, 1).await.1["position"], 151);
+    let late = s.fan_sessions(1, FANS + 150).await.remove(0);
+    assert_eq!(s.join(&c, &late, 1).await.1["position"], 151);
     let polled = join_all(users.iter().enumerate().map(|(i, u)| {
         let (c, s, t) = (&c, &s, token(i));
-        async move { (i, poll(c, s, u, &t).await) }
+        async move { (i, s.poll_ok(c, u, &t).await) }
     }))
     .await;
     for (i, status) in &polled {
@@ -231,7 +180,7 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     }
 
     // Resume with a smaller capacity: the next tick admits the first 40, in join order.
-    let (code, room) = patch(
+    let (code, room) = patch_room(
         &c,
         &s,
         Some(&boss),
@@ -243,13 +192,13 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     let a = room_api.admit(1, s.clock.now()).await.unwrap();
     assert_eq!((a.admitted, a.active, a.waiting), (40, 40, 111));
     for (rank, (_, i)) in line.iter().enumerate() {
-        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        let st = s.poll_ok(&c, &users[*i], &token(*i)).await;
         let expected = if rank < 40 { "ACTIVE" } else { "WAITING" };
         assert_eq!(st["status"], expected, "rank {rank}");
     }
 
     // A per-tick change applies at the next tick too.
-    patch(
+    patch_room(
         &c,
         &s,
         Some(&boss),
@@ -260,10 +209,10 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     let a = room_api.admit(1, s.clock.now()).await.unwrap();
     assert_eq!(a.admitted, 7);
     for (rank, (_, i)) in line.iter().enumerate().skip(40).take(8) {
-        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        let st = s.poll_ok(&c, &users[*i], &token(*i)).await;
         assert_eq!(st["status"], if rank < 47 { "ACTIVE" } else { "WAITING" });
     }
-    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/1", Some(&boss)).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 1).await;
     assert_eq!(room["admitted_total"], 47);
     assert_eq!(room["active"], 47);
     assert_eq!(room["waiting"], 104);
@@ -273,17 +222,16 @@ async fn a_paused_room_admits_nobody_for_several_ticks_then_admits_in_order_and_
     s.clock
         .advance(s.config.queue.active_ttl + Duration::from_secs(1));
     room_api.admit(1, s.clock.now()).await.unwrap();
-    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/1", Some(&boss)).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 1).await;
     assert_eq!(room["expired_total"], 47);
 }
 
 #[tokio::test]
 async fn one_change_is_one_audit_row_with_before_and_after() {
-    use sea_orm::{ConnectionTrait, Statement};
     let s = spawn_app().await;
     let c = reqwest::Client::new();
-    let boss = admin(&s).await;
-    let (code, _) = patch(
+    let boss = s.admin_session().await;
+    let (code, _) = patch_room(
         &c,
         &s,
         Some(&boss),
@@ -293,16 +241,11 @@ async fn one_change_is_one_audit_row_with_before_and_after() {
     .await;
     assert_eq!(code, 200);
     // Refused changes leave no row.
-    patch(&c, &s, Some(&boss), 2, json!({"max_active": 0})).await;
+    patch_room(&c, &s, Some(&boss), 2, json!({"max_active": 0})).await;
 
-    let db = s.iso.db.connect().await;
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT actor_id, actor_username, action, target, before, after FROM admin_audit",
-        ))
-        .await
-        .unwrap();
+    let rows = s
+        .query("SELECT actor_id, actor_username, action, target, before, after FROM admin_audit")
+        .await;
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     assert_eq!(r.try_get::<i64>("", "actor_id").unwrap(), 7);
@@ -327,18 +270,17 @@ async fn one_change_is_one_audit_row_with_before_and_after() {
 
     // 200 organisers' changes at once: 200 rows whose before → after links form one chain
     // (each change saw exactly the one before it), ending at the room's setting.
-    let changes =
-        join_all((1..=200).map(|n| patch(&c, &s, Some(&boss), 3, json!({"max_active": 1000 + n}))))
-            .await;
+    let changes = join_all(
+        (1..=200).map(|n| patch_room(&c, &s, Some(&boss), 3, json!({"max_active": 1000 + n}))),
+    )
+    .await;
     assert!(changes.iter().all(|(code, _)| *code == 200));
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
+    let rows = s
+        .query(
             "SELECT (before->>'max_active')::bigint AS b, (after->>'max_active')::bigint AS a \
              FROM admin_audit WHERE target = 'concert:3'",
-        ))
-        .await
-        .unwrap();
+        )
+        .await;
     assert_eq!(rows.len(), 200);
     let links: std::collections::HashMap<i64, i64> = rows
         .iter()
@@ -349,7 +291,7 @@ async fn one_change_is_one_audit_row_with_before_and_after() {
     for _ in 0..200 {
         at = links[&at];
     }
-    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 3).await;
     assert_eq!(
         room["max_active"], at,
         "the chain ends at the room's setting"
@@ -369,14 +311,14 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
     })
     .await;
     let c = reqwest::Client::new();
-    let boss = admin(&s).await;
+    let boss = s.admin_session().await;
     // Kept to the millisecond; a whole second compares exactly.
     let opens = (s.clock.now() + chrono::Duration::minutes(10)).trunc_subsecs(0);
-    let (code, room) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
+    let (code, room) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
     assert_eq!(code, 200, "{room}");
     let commitment = room["lottery"]["commitment"].as_str().unwrap().to_owned();
     assert_eq!(commitment.len(), 64);
-    let (_, public) = get(&c, &s, "/api/queue/concerts/3", None).await;
+    let (_, public) = get_public(&c, &s, 3).await;
     assert_eq!(public["lottery"]["commitment"], commitment.as_str());
     assert!(
         public["lottery"]["seed"].is_null(),
@@ -391,11 +333,11 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
     );
     // Moving the opening before the draw keeps the commitment.
     let opens = opens + chrono::Duration::minutes(1);
-    let (_, room) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
+    let (_, room) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
     assert_eq!(room["lottery"]["commitment"], commitment.as_str());
 
-    let users = fans(&s, 200).await;
-    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 3))).await;
+    let users = s.fan_sessions(200, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 3))).await;
     for (code, b) in &joined {
         assert_eq!(*code, 201);
         assert_eq!(
@@ -421,7 +363,7 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
         tokio::time::sleep(Duration::from_millis(350)).await;
         let polled = join_all((0..190).map(|i| {
             let (c, s, t, u) = (&c, &s, token(i), &users[i]);
-            async move { poll(c, s, u, &t).await }
+            async move { s.poll_ok(c, u, &t).await }
         }))
         .await;
         assert!(
@@ -430,7 +372,7 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
                 .all(|p| p["pre_queue"] == true && p["position"].is_null())
         );
     }
-    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 3).await;
     assert_eq!(
         room["pre_queued"], 200,
         "nobody dropped before the draw looks"
@@ -447,7 +389,7 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
     assert_eq!(r1.drawn + r2.drawn, 190, "{r1:?} {r2:?}");
     assert_eq!(r1.admitted + r2.admitted, 25, "max_active in all");
 
-    let (_, public) = get(&c, &s, "/api/queue/concerts/3", None).await;
+    let (_, public) = get_public(&c, &s, 3).await;
     let seed = public["lottery"]["seed"].as_str().unwrap();
     assert_eq!(
         hex(&Sha256::digest(unhex(seed))),
@@ -466,7 +408,7 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
         .collect();
     expected.sort();
     for (rank, (_, i)) in expected.iter().enumerate() {
-        let st = poll(&c, &s, &users[*i], &token(*i)).await;
+        let st = s.poll_ok(&c, &users[*i], &token(*i)).await;
         assert_eq!(st["pre_queue"], false);
         if rank < 25 {
             assert_eq!(st["status"], "ACTIVE", "rank {rank}");
@@ -476,24 +418,24 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
         }
     }
     for (i, user) in users.iter().enumerate().skip(190) {
-        let st = poll(&c, &s, user, &token(i)).await;
+        let st = s.poll_ok(&c, user, &token(i)).await;
         assert_eq!(st["status"], "EXPIRED", "a lapsed fan is not in the draw");
     }
 
     // After the draw: a new fan joins FIFO behind every drawn one; the opening is frozen.
-    let newcomer = fans(&s, 201).await.pop().unwrap();
-    let (code, me) = join(&c, &s, &newcomer, 3).await;
+    let newcomer = s.fan_sessions(1, FANS + 200).await.remove(0);
+    let (code, me) = s.join(&c, &newcomer, 3).await;
     assert_eq!((code, me["pre_queue"].as_bool()), (201, Some(false)));
     assert_eq!(me["position"], 190 - 25 + 1);
     let later = opens + chrono::Duration::hours(1);
-    let (code, problem) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": later})).await;
+    let (code, problem) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": later})).await;
     assert_eq!(
         (code, problem["code"].as_str()),
         (409, Some("LOTTERY_DRAWN"))
     );
-    let (code, _) = patch(&c, &s, Some(&boss), 3, json!({"sale_opens_at": null})).await;
+    let (code, _) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": null})).await;
     assert_eq!(code, 409);
-    let (_, room) = get(&c, &s, "/api/admin/queue/concerts/3", Some(&boss)).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 3).await;
     assert_eq!(room["abandoned_total"], 10);
     assert_eq!(room["pre_queued"], 0);
     assert_eq!(room["waiting"], 166);
@@ -509,8 +451,8 @@ async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_l
     })
     .await;
     let c = reqwest::Client::new();
-    let users = fans(&s, 120).await;
-    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 1))).await;
+    let users = s.fan_sessions(120, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
     assert!(joined.iter().all(|(code, _)| *code == 201));
     let room = s.room();
 
@@ -526,14 +468,16 @@ async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_l
             (0, users_api::domain::queue::Gate::NoSeatAvailable)
         );
     }
-    let (_, public) = get(&c, &s, "/api/queue/concerts/1", None).await;
+    let (_, public) = get_public(&c, &s, 1).await;
     assert_eq!(public["state"], "OPEN");
     let waiting_one = joined.iter().find(|(_, b)| b["position"] == 100).unwrap();
     let i = joined
         .iter()
         .position(|x| std::ptr::eq(x, waiting_one))
         .unwrap();
-    let st = poll(&c, &s, &users[i], waiting_one.1["token"].as_str().unwrap()).await;
+    let st = s
+        .poll_ok(&c, &users[i], waiting_one.1["token"].as_str().unwrap())
+        .await;
     assert_eq!(st["status"], "WAITING");
     // Two seats come back: exactly two fans, though the tick and the room allow more.
     set_inventory(&s, 1, 50, 2, 3).await;
@@ -549,9 +493,9 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
     })
     .await;
     let c = reqwest::Client::new();
-    let boss = admin(&s).await;
-    let users = fans(&s, 300).await;
-    let joined = join_all(users.iter().map(|t| join(&c, &s, t, 2))).await;
+    let boss = s.admin_session().await;
+    let users = s.fan_sessions(300, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 2))).await;
     assert!(joined.iter().all(|(code, _)| *code == 201));
     let room = s.room();
     room.admit(2, s.clock.now()).await.unwrap();
@@ -561,15 +505,8 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
         .iter()
         .position(|(_, b)| b["position"] == 200)
         .unwrap();
-    let mut stream = c
-        .get(s.url(&format!(
-            "/api/queue/tokens/{}/events",
-            joined[watcher].1["token"].as_str().unwrap()
-        )))
-        .bearer_auth(&users[watcher])
-        .send()
-        .await
-        .unwrap();
+    let watcher_token = joined[watcher].1["token"].as_str().unwrap();
+    let mut stream = s.open_events(&c, &users[watcher], watcher_token).await;
     assert_eq!(stream.status(), 200);
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("\"WAITING\""));
@@ -582,16 +519,8 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
         (0, users_api::domain::queue::Gate::SoldOut)
     );
 
-    let mut frames = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-        .await
-        .expect("the stream moves")
-        .unwrap()
-    {
-        frames.push(String::from_utf8(chunk.to_vec()).unwrap());
-    }
-    let last: Value =
-        serde_json::from_str(frames.last().unwrap().trim().trim_start_matches("data: ")).unwrap();
+    let frames = rest_of_stream(&mut stream).await;
+    let last = frame_data(frames.last().unwrap());
     assert_eq!(
         last["status"], "SOLD_OUT",
         "the stream ends with SOLD_OUT: {frames:?}"
@@ -600,7 +529,7 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
     // Every waiting fan's poll says so; admitted fans keep their pass.
     let polled = join_all(joined.iter().zip(&users).map(|((_, b), u)| {
         let (c, s) = (&c, &s);
-        async move { poll(c, s, u, b["token"].as_str().unwrap()).await }
+        async move { s.poll_ok(c, u, b["token"].as_str().unwrap()).await }
     }))
     .await;
     assert_eq!(
@@ -612,7 +541,7 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
         10
     );
     // Joining again: refused for a fan who was waiting, the pass for one admitted.
-    let rejoined = join_all(users.iter().map(|t| join(&c, &s, t, 2))).await;
+    let rejoined = join_all(users.iter().map(|t| s.join(&c, t, 2))).await;
     let count = |code: u16, what: &str| {
         rejoined
             .iter()
@@ -622,8 +551,8 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
     assert_eq!(count(409, "SOLD_OUT"), 290);
     assert_eq!(count(200, "ACTIVE"), 10);
 
-    let newcomers = fans(&s, 350).await.split_off(300);
-    let refused = join_all(newcomers.iter().map(|t| join(&c, &s, t, 2))).await;
+    let newcomers = s.fan_sessions(50, FANS + 300).await;
+    let refused = join_all(newcomers.iter().map(|t| s.join(&c, t, 2))).await;
     assert!(
         refused
             .iter()
@@ -631,14 +560,14 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
         "{:?}",
         refused.first()
     );
-    let (_, public) = get(&c, &s, "/api/queue/concerts/2", None).await;
+    let (_, public) = get_public(&c, &s, 2).await;
     assert_eq!(public["state"], "SOLD_OUT");
     // Other concerts are not affected.
-    assert_eq!(join(&c, &s, &newcomers[0], 1).await.0, 201);
+    assert_eq!(s.join(&c, &newcomers[0], 1).await.0, 201);
 
     // The organiser adds seats and reopens: the line moves again.
     set_inventory(&s, 2, 60, 20, 0).await;
-    let (code, room_view) = patch(&c, &s, Some(&boss), 2, json!({"state": "OPEN"})).await;
+    let (code, room_view) = patch_room(&c, &s, Some(&boss), 2, json!({"state": "OPEN"})).await;
     assert_eq!((code, room_view["state"].as_str()), (200, Some("OPEN")));
     s.clock
         .advance(s.config.queue.active_ttl + Duration::from_secs(1));
