@@ -103,6 +103,27 @@ impl Gateway {
         Self { child, state, url }
     }
 
+    /// [`Gateway::start`] for a test whose every client comes from one address (127.0.0.1):
+    /// the per-address limits on sign-up and log-in (`GATEWAY_AUTH_*`) and on joining a line
+    /// (`GATEWAY_QUEUE_*`) are raised to `per_second` requests a second with a burst as large,
+    /// as the benchmarks do (bench/lib.sh); `env` adds further `render.sh` settings. The
+    /// per-session limits (streams, holds) stay as in production unless `env` sets them.
+    pub async fn start_for_one_address(
+        platform: &Platform,
+        per_second: u32,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let (rate, burst) = (format!("{per_second}r/s"), per_second.to_string());
+        let mut all = vec![
+            ("GATEWAY_AUTH_RATE", rate.as_str()),
+            ("GATEWAY_AUTH_BURST", burst.as_str()),
+            ("GATEWAY_QUEUE_RATE", rate.as_str()),
+            ("GATEWAY_QUEUE_BURST", burst.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Self::start(platform, &all).await
+    }
+
     /// `127.0.0.1:<port>`, for raw TCP clients.
     pub fn addr(&self) -> &str {
         self.url.trim_start_matches("http://")

@@ -22,6 +22,9 @@ pub struct Platform {
     pub users_db: TestDatabase,
     pub concert_db: TestDatabase,
     pub payment_db: TestDatabase,
+    /// Settings every process of this platform gets on top of [`shared_env`]
+    /// ([`Platform::start_with`]).
+    settings: Vec<(&'static str, String)>,
     /// Deletes this platform's topics when dropped (declared last: dropped after the services).
     _topics: TopicPrefix,
 }
@@ -29,13 +32,29 @@ pub struct Platform {
 impl Platform {
     /// The three APIs, started in dependency order and ready.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Platform::start`] with `settings` added to the environment of every process of the
+    /// platform: the three services, batch ([`Platform::start_batch`]) and whatever else is
+    /// given [`Platform::env`] (the load tool). For rules that several processes read and
+    /// must agree on, e.g. `RESERVATION_HOLD_SECS` and `RESERVATION_GRACE_SECS` (concert-api
+    /// and batch).
+    pub async fn start_with(settings: &[(&'static str, &str)]) -> Self {
         let id = unique_id();
         let (users_db, concert_db, payment_db) = (
             TestDatabase::create().await,
             TestDatabase::create().await,
             TestDatabase::create().await,
         );
-        let shared = shared_env(&id);
+        let settings: Vec<(&'static str, String)> = settings
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        let shared: Vec<_> = shared_env(&id)
+            .into_iter()
+            .chain(settings.clone())
+            .collect();
         let with = |extra: Vec<(&'static str, String)>| {
             shared.iter().cloned().chain(extra).collect::<Vec<_>>()
         };
@@ -69,13 +88,15 @@ impl Platform {
             users_db,
             concert_db,
             payment_db,
+            settings,
         }
     }
 
-    /// The variables every process of this platform shares, plus the three databases:
-    /// what batch and the load tool need.
+    /// The variables every process of this platform shares (with the settings it was started
+    /// with), plus the three databases: what batch and the load tool need.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = shared_env(&self.id);
+        env.extend(self.settings.iter().cloned());
         env.extend([
             ("USERS_DATABASE_URL", self.users_db.url.clone()),
             ("CONCERT_DATABASE_URL", self.concert_db.url.clone()),

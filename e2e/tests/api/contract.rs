@@ -113,14 +113,12 @@ async fn schemathesis_finds_the_services_true_to_the_published_document() {
         .start_batch(&[("QUEUE_ADMIT_INTERVAL_MS", "200")])
         .await;
     // The gateway's rate limits are its own (429 is not the services' contract): generous
-    // here, so the run tests the services rather than the limiter.
-    let gateway = Gateway::start(
+    // here, the per-session hold limit too, so the run tests the services rather than the
+    // limiter.
+    let gateway = Gateway::start_for_one_address(
         &platform,
+        1000,
         &[
-            ("GATEWAY_AUTH_RATE", "1000r/s"),
-            ("GATEWAY_AUTH_BURST", "1000"),
-            ("GATEWAY_QUEUE_RATE", "1000r/s"),
-            ("GATEWAY_QUEUE_BURST", "1000"),
             ("GATEWAY_HOLD_RATE", "1000r/s"),
             ("GATEWAY_HOLD_BURST", "1000"),
         ],
