@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -190,8 +190,112 @@ impl Http {
     }
 }
 
+impl Http {
+    /// Opens `path` as a server-sent event stream on a connection of its own (a stream is held
+    /// for as long as the fan waits: neither the pool's connections nor its permits) and hands
+    /// the text of each `data:` frame to `on_data`, until `on_data` answers false or the server
+    /// ends the stream. Answers the status (0 when no answer came); the frames only with 200.
+    pub async fn stream(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+        mut on_data: impl FnMut(&str) -> bool,
+    ) -> u16 {
+        let opened: anyhow::Result<_> = async {
+            let mut conn = self.connect().await?;
+            conn.ready().await?;
+            let mut req = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header(HOST, self.host.clone())
+                .header(ACCEPT, "text/event-stream");
+            if let Some(s) = auth.session {
+                req = req.header(AUTHORIZATION, format!("Bearer {s}"));
+            }
+            Ok(conn
+                .send_request(req.body(Full::new(Bytes::new()))?)
+                .await?)
+        }
+        .await;
+        let Ok(res) = opened else { return 0 };
+        let status = res.status().as_u16();
+        if status != 200 {
+            return status;
+        }
+        let mut body = res.into_body();
+        let mut pending = String::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    if !on_data(data.trim_start()) {
+                        return status;
+                    }
+                }
+            }
+        }
+        status
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers any request with an event stream written in awkward pieces: a
+    /// frame split across writes, two frames in one, a keep-alive comment.
+    async fn serve_stream(pieces: &'static [&'static str]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await.unwrap();
+            sock.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            for p in pieces {
+                let chunk = format!("{:x}\r\n{p}\r\n", p.len());
+                sock.write_all(chunk.as_bytes()).await.unwrap();
+                sock.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sock.write_all(b"0\r\n\r\n").await.unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_stream_hands_over_each_data_frame_however_it_is_cut_and_stops_when_asked() {
+        let base = serve_stream(&[
+            "data: {\"n\":1}\n",
+            "\n: keep-alive\n\ndata: {\"n\":2}\n\ndata: {\"n\"",
+            ":3}\n\ndata: {\"n\":4}\n\n",
+        ])
+        .await;
+        let http = Http::new(&base, 1).unwrap();
+        let mut seen = Vec::new();
+        let status = http
+            .stream("/events", Auth::default(), |data| {
+                seen.push(data.to_owned());
+                seen.len() < 3
+            })
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(seen, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+    }
 }

@@ -87,6 +87,10 @@ struct RunArgs {
     /// flash-sale: a waiting fan polls at most this often (milliseconds).
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// flash-sale: how many fans (the last to arrive, the back of the line) wait on the status
+    /// event stream, as the web app does; the others poll.
+    #[arg(long, default_value_t = 200)]
+    streaming_fans: usize,
     /// flash-sale: the crowd arrives spread over this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     arrival_ms: u64,

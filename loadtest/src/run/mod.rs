@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         concert: args.concert,
         baseline_path: args.baseline_path.clone(),
         poll: Duration::from_millis(args.poll_ms),
+        streaming_fans: args.streaming_fans,
         arrival: Duration::from_millis(args.arrival_ms),
         max_duration: Duration::from_secs(args.max_duration),
         confirm_timeout,

@@ -43,6 +43,10 @@ pub fn describe(
             },
         );
         settings.insert("poll".into(), format!("{} ms", args.poll_ms));
+        settings.insert(
+            "fans on the event stream".into(),
+            args.streaming_fans.to_string(),
+        );
         settings.insert("arrival".into(), format!("over {} ms", args.arrival_ms));
         settings.insert(
             "confirm timeout".into(),

@@ -44,6 +44,8 @@ pub struct Knobs {
     pub baseline_path: String,
     /// flash-sale: a waiting fan polls its status at most this often.
     pub poll: Duration,
+    /// flash-sale: the last this many fans wait on the event stream instead of polling.
+    pub streaming_fans: usize,
     /// flash-sale: the crowd arrives spread over this long.
     pub arrival: Duration,
     /// flash-sale: how long before it gives up waiting for a sell-out.

@@ -9,13 +9,29 @@ use hyper::Method;
 use serde_json::json;
 
 use super::Sale;
+
+/// What a fan's event stream ended with.
+enum Streamed {
+    Active(serde_json::Value),
+    SoldOut,
+    Expired,
+    /// It ended, or was refused, without saying any of these.
+    Closed,
+}
 use crate::fixture::User;
 
 impl Sale {
     /// One fan, from arrival after `arrive_after` to a bought seat, counted where it stopped.
-    pub(super) async fn fan(self: Arc<Self>, mut u: User, arrive_after: Duration) {
+    /// `streams`: the fan waits on the status event stream, as the web app does, rather than
+    /// polling.
+    pub(super) async fn fan(self: Arc<Self>, mut u: User, arrive_after: Duration, streams: bool) {
         tokio::time::sleep(arrive_after).await;
-        if self.wait(&mut u).await.is_none() {
+        let waited = if streams {
+            self.wait_streaming(&mut u).await
+        } else {
+            self.wait(&mut u).await
+        };
+        if waited.is_none() {
             self.left_waiting.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -47,7 +63,7 @@ impl Sale {
                 return Some(t.to_owned());
             }
             if joined["code"] == "SOLD_OUT" {
-                self.note_sold_out();
+                self.note_sold_out(false);
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -55,11 +71,71 @@ impl Sale {
         None
     }
 
+    /// Waits in line on the token's event stream until ACTIVE (None as [`Sale::wait`]); where
+    /// the stream is refused or breaks, polls instead, as the web app falls back.
+    async fn wait_streaming(&self, u: &mut User) -> Option<()> {
+        let mut pass = self.join(u).await?;
+        loop {
+            match self.stream_status(u, &pass).await {
+                Streamed::Active(status) => {
+                    self.note_admission(&status);
+                    u.pass = Some(pass);
+                    return Some(());
+                }
+                Streamed::SoldOut => {
+                    self.note_sold_out(true);
+                    return None;
+                }
+                Streamed::Expired => pass = self.join(u).await?,
+                Streamed::Closed if self.line_closed() => return None,
+                Streamed::Closed => {
+                    self.stream_breaks.fetch_add(1, Ordering::Relaxed);
+                    return self.poll_in_line(u, pass).await;
+                }
+            }
+        }
+    }
+
+    /// The token's event stream until it says ACTIVE, SOLD_OUT or EXPIRED, or ends (or the
+    /// line closes).
+    async fn stream_status(&self, u: &User, pass: &str) -> Streamed {
+        let path = format!("/api/queue/tokens/{pass}/events");
+        let mut last = Streamed::Closed;
+        let stream = self.http.stream(&path, u.auth(), |data| {
+            let Ok(status) = serde_json::from_str::<serde_json::Value>(data) else {
+                return true;
+            };
+            last = match status["status"].as_str() {
+                Some("ACTIVE") => Streamed::Active(status),
+                Some("SOLD_OUT") => Streamed::SoldOut,
+                Some("EXPIRED") => Streamed::Expired,
+                _ => return true,
+            };
+            false
+        });
+        tokio::select! {
+            _ = stream => last,
+            _ = self.line_closes() => Streamed::Closed,
+        }
+    }
+
+    /// Resolves once the line has closed (looked at every 100 ms).
+    async fn line_closes(&self) {
+        while !self.line_closed() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits in line (polling at the pace the ETA suggests) until ACTIVE; None when told
     /// SOLD_OUT, or when the line closed first (the sale is over and the room had its chance
     /// to say so).
     async fn wait(&self, u: &mut User) -> Option<()> {
-        let mut pass = self.join(u).await?;
+        let pass = self.join(u).await?;
+        self.poll_in_line(u, pass).await
+    }
+
+    /// The polling part of [`Sale::wait`], for a fan already holding `pass`.
+    async fn poll_in_line(&self, u: &mut User, mut pass: String) -> Option<()> {
         let mut pause = self.poll;
         loop {
             let jitter = rand::random_range(0.8..1.2);
@@ -87,7 +163,7 @@ impl Sale {
                 Some("EXPIRED") => pass = self.join(u).await?,
                 // The show sold out while this fan waited: the room says so and the fan goes.
                 Some("SOLD_OUT") => {
-                    self.note_sold_out();
+                    self.note_sold_out(false);
                     return None;
                 }
                 _ => {

@@ -41,8 +41,12 @@ struct Sale {
     rejected: AtomicU64,
     /// Fans whose status said SOLD_OUT (the waiting room told them the show sold out).
     told_sold_out: AtomicU64,
-    /// When each of them was told (the answer's arrival).
-    told_sold_out_at: std::sync::Mutex<Vec<DateTime<Utc>>>,
+    /// When each of them was told (the answer's arrival), and whether on its event stream.
+    told_sold_out_at: std::sync::Mutex<Vec<(DateTime<Utc>, bool)>>,
+    /// Fans that wait on the event stream (`--streaming-fans`), and how many of their streams
+    /// were refused or broke (those fans then polled).
+    streaming: AtomicU64,
+    stream_breaks: AtomicU64,
     /// Fans still in line stop waiting: set by the watcher a little after the room said
     /// SOLD_OUT (so that every one of them polls once more), or when it never did. Until then a
     /// waiting fan waits on after the sale is over, as a real one would, to be told.
@@ -112,6 +116,8 @@ impl Sale {
             rejected: AtomicU64::new(0),
             told_sold_out: AtomicU64::new(0),
             told_sold_out_at: std::sync::Mutex::default(),
+            streaming: AtomicU64::new(0),
+            stream_breaks: AtomicU64::new(0),
             line_closed: AtomicBool::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),
@@ -193,23 +199,21 @@ impl Sale {
         self.line_closed.load(Ordering::Relaxed)
     }
 
-    /// A waiting fan was told SOLD_OUT (by its status or a refused join), now.
-    fn note_sold_out(&self) {
+    /// A waiting fan was told SOLD_OUT (by its status, its stream, or a refused join), now.
+    fn note_sold_out(&self, streamed: bool) {
         self.told_sold_out.fetch_add(1, Ordering::Relaxed);
         self.told_sold_out_at
             .lock()
             .expect("sold-out times")
-            .push(Utc::now());
+            .push((Utc::now(), streamed));
     }
 
-    /// When the last waiting fan was told SOLD_OUT.
-    fn last_told_sold_out(&self) -> Option<DateTime<Utc>> {
-        self.told_sold_out_at
-            .lock()
-            .expect("sold-out times")
-            .iter()
-            .max()
-            .copied()
+    /// How many waiting fans were told SOLD_OUT on their stream (`streamed`) or otherwise, and
+    /// when the last of them was.
+    fn told_sold_out_by(&self, streamed: bool) -> (usize, Option<DateTime<Utc>>) {
+        let told = self.told_sold_out_at.lock().expect("sold-out times");
+        let at = told.iter().filter(|t| t.1 == streamed).map(|t| t.0);
+        (at.clone().count(), at.max())
     }
 
     /// The sale is over when the database says every seat is SOLD: the platform's truth, not
@@ -316,12 +320,18 @@ pub(super) async fn flash_sale(
     eprintln!("[loadtest] flash-sale: the sale opens");
     let started = Instant::now();
     let crowd = users.len().max(1);
+    // The last to arrive (the back of the line) wait on the event stream, as the web app does.
+    let streaming_from = crowd.saturating_sub(k.streaming_fans);
     let fans: Vec<_> = users
         .into_iter()
         .enumerate()
         .map(|(i, u)| {
             let arrive = k.arrival.mul_f64(i as f64 / crowd as f64);
-            tokio::spawn(sale.clone().fan(u, arrive))
+            let streams = i >= streaming_from;
+            if streams {
+                sale.streaming.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::spawn(sale.clone().fan(u, arrive, streams))
         })
         .collect();
     let all = futures_util::future::join_all(fans);

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::{End, Sale, count};
 use crate::audit;
 use crate::fixture::Platform;
@@ -90,19 +92,39 @@ pub(super) async fn outcome(
         "fans told SOLD_OUT while waiting".into(),
         count(&sale.told_sold_out).to_string(),
     );
-    if let (Some(s), Some(last)) = (&sell_out, sale.last_told_sold_out()) {
-        // Each waiting fan learns it at its next poll (every `--poll` or slower, as its ETA
-        // suggests): the line's answer, not the room's.
-        facts.insert(
-            "last waiting fan told SOLD_OUT after the last seat sold".into(),
+    if let Some(s) = &sell_out {
+        let after = |at: DateTime<Utc>| {
             format!(
                 "{:.2} s",
-                (last - s.last_sale_at).num_milliseconds() as f64 / 1000.0
+                (at - s.last_sale_at).num_milliseconds() as f64 / 1000.0
+            )
+        };
+        // A stream is pushed the change at its next check (QUEUE_SSE_POLL_MS); a polling fan
+        // learns it at its next poll (every --poll or slower, as its ETA suggests).
+        let (streamed, last_streamed) = sale.told_sold_out_by(true);
+        let (polled, last_polled) = sale.told_sold_out_by(false);
+        facts.insert(
+            "fans waiting on the event stream told SOLD_OUT".into(),
+            format!(
+                "{streamed} of {} streaming, the last {} after the last seat sold",
+                count(&sale.streaming),
+                last_streamed.map_or("-".into(), after)
+            ),
+        );
+        facts.insert(
+            "polling fans told SOLD_OUT".into(),
+            format!(
+                "{polled}, the last {} after the last seat sold",
+                last_polled.map_or("-".into(), after)
             ),
         );
     }
     // Only worth a line when something went wrong: a clean run keeps its report as it was.
     for (name, n) in [
+        (
+            "event streams refused or broken (those fans polled)",
+            count(&sale.stream_breaks),
+        ),
         (
             "requests retried after a 5xx or no answer",
             numbers.fault_retries,
