@@ -69,11 +69,14 @@ pub async fn sale_stats(
         Some(counts) => counts,
         None => {
             // Never synced (or lost): count once from the database, and write the hashes
-            // for the next poll.
-            if let Err(e) = inventory.resync(db, concert_id).await {
-                tracing::warn!(error = %e, concert_id, "inventory resync failed");
-            }
-            let rows = inventory::count_seats(db, concert_id).await?;
+            // for the next poll with that same count.
+            let rows = match inventory.resync_counted(db, concert_id).await {
+                Ok((_, rows)) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, concert_id, "inventory resync failed");
+                    inventory::count_seats(db, concert_id).await?
+                }
+            };
             let mut total = SeatCounts::default();
             let mut per_schedule = Vec::with_capacity(ids.len());
             for id in ids {

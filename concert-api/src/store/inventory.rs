@@ -263,10 +263,19 @@ impl Inventory {
         }
     }
 
-    /// Applies several committed changes.
+    /// Applies several committed changes: one update per schedule, their deltas summed (a
+    /// sweep that ends many holds of one schedule costs one round trip).
     pub async fn apply_all(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut by_schedule: std::collections::BTreeMap<(i64, i64), SeatCounts> =
+            std::collections::BTreeMap::new();
         for c in changes {
-            self.apply(c).await;
+            by_schedule
+                .entry((c.concert_id, c.schedule_id))
+                .or_default()
+                .add(&c.delta);
+        }
+        for ((concert_id, schedule_id), delta) in by_schedule {
+            self.apply(Change::of(concert_id, schedule_id, delta)).await;
         }
     }
 
@@ -277,13 +286,24 @@ impl Inventory {
         db: &C,
         concert_id: i64,
     ) -> Result<bool, ResyncError> {
+        Ok(self.resync_counted(db, concert_id).await?.0)
+    }
+
+    /// [`Inventory::resync`], also answering the counts it made last (for a caller that needs
+    /// them now, instead of counting the seats a second time).
+    pub async fn resync_counted<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        concert_id: i64,
+    ) -> Result<(bool, Vec<ScheduleCount>), ResyncError> {
         let mut conn = self.redis.conn();
+        let mut schedules = Vec::new();
         for _ in 0..RESYNC_ATTEMPTS {
             let seq: Option<String> = redis::cmd("GET")
                 .arg(self.seq_key(concert_id))
                 .query_async(&mut conn)
                 .await?;
-            let schedules = count_seats(db, concert_id).await?;
+            schedules = count_seats(db, concert_id).await?;
             let mut concert = SeatCounts::default();
             for s in &schedules {
                 concert.add(&s.counts());
@@ -299,14 +319,14 @@ impl Inventory {
             }
             let written: i64 = call.invoke_async(&mut conn).await?;
             if written == 1 {
-                return Ok(true);
+                return Ok((true, schedules));
             }
         }
         tracing::info!(
             concert_id,
             "inventory resync skipped: changes kept coming in"
         );
-        Ok(false)
+        Ok((false, schedules))
     }
 
     /// Resyncs every live concert ([`live_concerts`]); answers how many were written.
