@@ -679,19 +679,27 @@ async fn per_address_and_per_session_limits_answer_429_problems_naming_the_limit
         ],
     )
     .await;
-    let mut slow: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let mut c = TcpStream::connect(capped.addr()).unwrap();
-            c.write_all(b"POST /api/users HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-                .unwrap();
-            c
-        })
-        .collect();
+    // The probes below are requests in flight too: one may be counted before a slow request's
+    // header is read, and that slow request is then the one refused. So a slow request that was
+    // answered is replaced until three are waiting at once.
+    let slow_request = || {
+        let mut c = TcpStream::connect(capped.addr()).unwrap();
+        c.write_all(b"POST /api/users HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            .unwrap();
+        c.set_nonblocking(true).unwrap();
+        c
+    };
+    let slow = std::cell::RefCell::new((0..3).map(|_| slow_request()).collect::<Vec<_>>());
     let concerts = format!("{}/api/concerts", capped.url);
     let refused = eventually(
         "the 4th request in flight to be refused",
         Duration::from_secs(30),
         || {
+            for c in slow.borrow_mut().iter_mut() {
+                if answered(c) {
+                    *c = slow_request();
+                }
+            }
             let concerts = concerts.clone();
             async move {
                 let res = reqwest::get(concerts).await.unwrap();
@@ -708,6 +716,7 @@ async fn per_address_and_per_session_limits_answer_429_problems_naming_the_limit
         p["detail"].as_str().unwrap().to_owned()
     };
     assert!(detail.contains("in flight from this address"), "{detail}");
+    let mut slow = slow.into_inner();
     drop(slow.pop());
     eventually("a place to be freed", Duration::from_secs(30), || {
         let concerts = concerts.clone();
@@ -715,6 +724,12 @@ async fn per_address_and_per_session_limits_answer_429_problems_naming_the_limit
     })
     .await;
     drop(slow);
+}
+
+/// Whether the gateway answered (or closed) a non-blocking connection.
+fn answered(c: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(c.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[tokio::test]
