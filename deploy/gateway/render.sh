@@ -2,6 +2,19 @@
 # Renders the gateway's nginx.conf into STATE_DIR (argument 1) from the environment:
 #   GATEWAY_LISTEN (127.0.0.1:8080), USERS_API_ADDR (127.0.0.1:8081),
 #   CONCERT_API_ADDR (127.0.0.1:8082), PAYMENT_API_ADDR (127.0.0.1:8083),
+#   Each *_API_ADDR is one host:port or a comma-separated list of them (the replicas of that
+#   service, e.g. 127.0.0.1:8082,127.0.0.1:8092): one `server ADDR max_fails=1 fail_timeout=2s`
+#   line each in its upstream block. Failover (the template's proxy_next_upstream): a request
+#   whose connection to a replica fails (refused, reset) or times out goes to the next one, at
+#   most 2 tries; a POST/PATCH that was already sent is never resent (nginx's rule without
+#   `non_idempotent`). A replica that failed once is skipped for 2 s, then tried again (with
+#   a single server nginx ignores max_fails and fail_timeout: it is never skipped).
+#   GATEWAY_INTERNAL_LISTEN (unset; a host:port, e.g. 127.0.0.1:8070): adds the internal
+#   listener (internal.conf.template, rendered to STATE_DIR/internal.conf and included), the
+#   address the services call concert-api at (CONCERT_API_URL) when it runs several replicas:
+#   only concert-api's /internal/** and GET /api/concerts/{id} (users-api's "does this concert
+#   exist?"), through the same upstream and failover, without the public limits; any other
+#   path is a 404. Bind it to loopback (or a private address) only: it is not the public edge.
 #   GATEWAY_ACCESS_LOG (off; a file path: the log, in the `redacted` format: no queue tokens),
 #   GATEWAY_BENCH_ROUTE (0; 1 adds GET /bench/live → users-api /health/live, the load
 #   test's baseline: never set it outside a benchmark).
@@ -111,16 +124,49 @@ fi
 # a private mktemp -d directory.
 chmod a+x "$state"
 chmod -R a+rX "$www"
+# servers NAME DEFAULT: the `server` entries of an upstream block from NAME's comma-separated
+# host:port list (the template writes `server @X@;`: entries after the first are joined with
+# `; server `). A failed replica is skipped for fail_timeout after max_fails failures.
+readonly server_params="max_fails=1 fail_timeout=2s"
+addr_re='^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$'
+servers() {
+    local v="${!1:-$2}" addr out="" list=()
+    IFS=, read -r -a list <<<"$v"
+    ((${#list[@]})) || fail "$1 is empty: must be host:port[,host:port...]"
+    for addr in "${list[@]}"; do
+        addr="${addr//[[:space:]]/}"
+        [[ $addr =~ $addr_re ]] || fail "$1=$v: '$addr' is not host:port (a list is comma-separated)"
+        out+="${out:+; server }$addr $server_params"
+    done
+    echo "$out"
+}
+users_servers="$(servers USERS_API_ADDR 127.0.0.1:8081)"
+concert_servers="$(servers CONCERT_API_ADDR 127.0.0.1:8082)"
+payment_servers="$(servers PAYMENT_API_ADDR 127.0.0.1:8083)"
+listen="${GATEWAY_LISTEN:-127.0.0.1:8080}"
+internal_include="# no internal listener (GATEWAY_INTERNAL_LISTEN is unset)"
+rm -f "$state/internal.conf"
+if [[ -n ${GATEWAY_INTERNAL_LISTEN:-} ]]; then
+    [[ $GATEWAY_INTERNAL_LISTEN =~ $addr_re ]] ||
+        fail "GATEWAY_INTERNAL_LISTEN=$GATEWAY_INTERNAL_LISTEN: must be host:port (e.g. 127.0.0.1:8070)"
+    [[ $GATEWAY_INTERNAL_LISTEN != "$listen" ]] ||
+        fail "GATEWAY_INTERNAL_LISTEN=$GATEWAY_INTERNAL_LISTEN: must differ from GATEWAY_LISTEN"
+    sed -e "s|@STATE@|$state|g" \
+        -e "s|@INTERNAL_LISTEN@|$GATEWAY_INTERNAL_LISTEN|g" \
+        "$here/internal.conf.template" > "$state/internal.conf"
+    internal_include="include $state/internal.conf;"
+fi
 bench_route=""
 if [[ ${GATEWAY_BENCH_ROUTE:-0} == 1 ]]; then
     bench_route="location = /bench/live { proxy_pass http://users/health/live; }"
 fi
 cp "$here/security-headers.conf" "$state/security-headers.conf"
 sed -e "s|@STATE@|$state|g" \
-    -e "s|@LISTEN@|${GATEWAY_LISTEN:-127.0.0.1:8080}|g" \
-    -e "s|@USERS@|${USERS_API_ADDR:-127.0.0.1:8081}|g" \
-    -e "s|@CONCERT@|${CONCERT_API_ADDR:-127.0.0.1:8082}|g" \
-    -e "s|@PAYMENT@|${PAYMENT_API_ADDR:-127.0.0.1:8083}|g" \
+    -e "s|@LISTEN@|$listen|g" \
+    -e "s|@USERS@|$users_servers|g" \
+    -e "s|@CONCERT@|$concert_servers|g" \
+    -e "s|@PAYMENT@|$payment_servers|g" \
+    -e "s|@INTERNAL_LISTENER@|$internal_include|g" \
     -e "s|@AUTH_RATE@|$auth_rate|g" \
     -e "s|@AUTH_BURST@|$auth_burst|g" \
     -e "s|@QUEUE_RATE@|$queue_rate|g" \

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Run the whole ticketing platform locally, without containers.
 #
-#   stack.sh up            ensure infra, build release binaries and the web app, start services
-#   stack.sh down [--all]  stop the services started by `up` (--all: + the Kafka broker)
+#   stack.sh up            ensure infra, build release binaries and the web app, start every
+#                          service instance that is not running (so it also restarts a killed one)
+#   stack.sh down [--all]  stop the instances started by `up` (--all: + the Kafka broker)
 #   stack.sh status        state, pid and /health/ready code of everything
-#   stack.sh logs [svc]    tail -f one log (users-api, ..., kafka) or all logs
+#   stack.sh logs [inst]   tail -f one log (users-api, ..., users-api-2, ..., kafka) or all logs
+#
+# STACK_REPLICAS=2 runs two instances of each service (users-api + users-api-2 on 8091, ...,
+# batch + batch-2 on 8094) behind the gateway; the count is recorded in the state dir at `up`
+# and kept by later `up`s until `down`.
 #
 # See README.md beside this script for the state dir layout and env vars.
 set -euo pipefail
@@ -25,6 +30,19 @@ readonly KAFKA_PORT="${KAFKA_PORT:-9092}"
 
 readonly SERVICES=(users-api concert-api payment-api batch)
 declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch]=8084)
+# The variable each service reads its port from (set for every instance it starts).
+declare -rA PORT_VARS=([users-api]=USERS_API_PORT [concert-api]=CONCERT_API_PORT
+    [payment-api]=PAYMENT_API_PORT [batch]=BATCH_PORT)
+# Replicas: instance N>1 of a service is "<svc>-N" on its port + 10*(N-1) (users-api-2: 8091).
+readonly MAX_REPLICAS=2
+readonly REPLICAS_FILE="$STATE_DIR/replicas"
+# With several replicas the services reach concert-api through the gateway's internal
+# listener (failover between its replicas) instead of one instance's port.
+readonly INTERNAL_LISTEN_DEFAULT=127.0.0.1:8070
+# Set by `up`: the replica count, and the internal listener's address ("" with one replica,
+# unless GATEWAY_INTERNAL_LISTEN asks for it).
+REPLICAS=1
+INTERNAL_LISTEN=""
 
 readonly READY_TIMEOUT="${STACK_READY_TIMEOUT:-60}"  # seconds, for `up`
 readonly STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-15}"    # seconds before SIGKILL, for `down`
@@ -48,27 +66,76 @@ usage: deploy/local/stack.sh <command>
 
   up              ensure PostgreSQL/Redis/Kafka (ensure-infra.sh), build the
                   release binaries and the web app (web/dist), start every
-                  service that is not running, wait until all answer
-                  GET /health/ready, start the gateway on :8080 (the app at /),
-                  create the admin (STACK_ADMIN_PASSWORD, default
-                  admin-pass-local) and demo concerts (STACK_DEMO=0: none)
-  down [--all]    stop the services started by 'up' (SIGTERM, SIGKILL after
+                  service instance that is not running (a killed one too), wait
+                  until all answer GET /health/ready, start the gateway on :8080
+                  (the app at /), create the admin (STACK_ADMIN_PASSWORD,
+                  default admin-pass-local) and demo concerts (STACK_DEMO=0: none).
+                  STACK_REPLICAS=2: two instances of each service (users-api-2
+                  on 8091, concert-api-2 8092, payment-api-2 8093, batch-2
+                  8094); the count is kept by later 'up's until 'down'
+  down [--all]    stop every instance started by 'up' (SIGTERM, SIGKILL after
                   ${STOP_TIMEOUT}s); --all also stops Kafka if ensure-infra started it
-  status          running/stopped, pid and /health/ready code per service
-  logs [service]  tail -n \${LOG_LINES:-100} -F a service log (or kafka), or all
+  status          running/stopped, pid and /health/ready code per instance
+  logs [instance] tail -n \${LOG_LINES:-100} -F an instance's log (or kafka), or all
 
 state dir: $STATE_DIR
 EOF
 }
 
-port_of() { echo "${PORTS[$1]}"; }
-pid_file() { echo "$PID_DIR/$1.pid"; }
-log_file() { echo "$LOG_DIR/$1.log"; }
-
 is_service() {
     local s
     for s in "${SERVICES[@]}"; do [[ $s == "$1" ]] && return 0; done
     return 1
+}
+
+# An instance is a service's name (its first replica) or "<svc>-N" (replica N, 2..MAX_REPLICAS).
+is_instance() {
+    is_service "$1" && return 0
+    [[ $1 =~ -([2-9])$ ]] && ((BASH_REMATCH[1] <= MAX_REPLICAS)) && is_service "${1%-*}"
+}
+# replica_of INSTANCE: N (1 for the bare name).
+replica_of() {
+    if ! is_service "$1" && [[ $1 =~ -([2-9])$ ]]; then echo "${BASH_REMATCH[1]}"; else echo 1; fi
+}
+# service_of INSTANCE: the service, i.e. the binary, it runs.
+service_of() {
+    if is_service "$1"; then echo "$1"; else echo "${1%-*}"; fi
+}
+# instances N: every instance of every service with N replicas each.
+instances() {
+    local svc n max="${1:-1}"
+    for svc in "${SERVICES[@]}"; do
+        echo "$svc"
+        for ((n = 2; n <= max; n++)); do echo "$svc-$n"; done
+    done
+}
+
+port_of() {
+    local svc n
+    svc="$(service_of "$1")"
+    n="$(replica_of "$1")"
+    echo $((PORTS[$svc] + 10 * (n - 1)))
+}
+pid_file() { echo "$PID_DIR/$1.pid"; }
+log_file() { echo "$LOG_DIR/$1.log"; }
+
+# The replica count: STACK_REPLICAS when set, else what the last `up` recorded in the state
+# dir (kept until `down`), else 1.
+recorded_replicas() {
+    local n
+    [[ -s $REPLICAS_FILE ]] || return 1
+    n="$(tr -dc '0-9' <"$REPLICAS_FILE")" || return 1
+    [[ $n =~ ^[1-9]$ ]] && ((n <= MAX_REPLICAS)) && echo "$n"
+}
+replica_count() {
+    local n="${STACK_REPLICAS:-}"
+    if [[ -z $n ]]; then
+        recorded_replicas || echo 1
+        return 0
+    fi
+    { [[ $n =~ ^[0-9]{1,3}$ ]] && ((10#$n >= 1 && 10#$n <= MAX_REPLICAS)); } ||
+        die "STACK_REPLICAS=$n: must be 1..$MAX_REPLICAS"
+    echo $((10#$n))
 }
 
 # is_alive PID: the process exists and is not a zombie (a dead child nobody
@@ -99,12 +166,23 @@ pid_runs() {
 
 read_pid() { [[ -s $1 ]] && tr -dc '0-9' <"$1"; }
 
-# service_pid SVC: prints the pid when SVC runs from our pid file, else fails.
+# service_pid INSTANCE: prints the pid when INSTANCE runs from our pid file (its service's
+# binary: concert-api-2 runs target/release/concert-api), else fails.
 service_pid() {
     local pid
     pid="$(read_pid "$(pid_file "$1")")" || return 1
-    pid_runs "$pid" "$BIN_DIR/$1" || return 1
+    pid_runs "$pid" "$BIN_DIR/$(service_of "$1")" || return 1
     echo "$pid"
+}
+
+# pid_file_instances: the instances that have a pid file, whatever the replica count now.
+pid_file_instances() {
+    local f name
+    for f in "$PID_DIR"/*.pid; do
+        [[ -e $f ]] || continue
+        name="$(basename "$f" .pid)"
+        if is_instance "$name"; then echo "$name"; fi
+    done
 }
 
 kafka_pid() { "$SCRIPT_DIR/kafka-node.sh" pid "$KAFKA_DIR" 2>/dev/null; }
@@ -114,7 +192,7 @@ port_open() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" >/dev/null 2>&1
 }
 
-# http_code SVC: HTTP status of GET /health/ready ("000" = no answer).
+# http_code INSTANCE: HTTP status of GET /health/ready ("000" = no answer).
 http_code() {
     local code
     code="$(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$(port_of "$1")/health/ready" 2>/dev/null)" || true
@@ -184,10 +262,23 @@ build_web() {
     fi
 }
 
+# upstream_addrs SVC: the comma-separated host:port list of SVC's instances (render.sh's
+# *_API_ADDR: one upstream server each).
+upstream_addrs() {
+    local inst list=()
+    for inst in $(instances "$REPLICAS"); do
+        [[ $(service_of "$inst") == "$1" ]] && list+=("127.0.0.1:$(port_of "$inst")")
+    done
+    local IFS=,
+    echo "${list[*]}"
+}
+
 start_gateway() {
     command -v nginx >/dev/null 2>&1 || die "nginx is missing (deploy/local/ensure-infra.sh installs it)"
     build_api_reference
     local conf
+    # Every instance of a service is a server of its upstream (failover between them). With
+    # several replicas, the internal listener too: the services' CONCERT_API_URL.
     # Rendering also refreshes the document, the page's assets and the web app a running
     # gateway serves (nginx reads the files at each request: no reload needed).
     # Every local client (browser, curl, the load tool) is one address, 127.0.0.1: the cap on
@@ -195,6 +286,8 @@ start_gateway() {
     # worker_connections, so a local load test is not turned away by it.
     conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" GATEWAY_WEB="$REPO_ROOT/web/dist" \
         GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-4096}" \
+        USERS_API_ADDR="$(upstream_addrs users-api)" CONCERT_API_ADDR="$(upstream_addrs concert-api)" \
+        PAYMENT_API_ADDR="$(upstream_addrs payment-api)" GATEWAY_INTERNAL_LISTEN="$INTERNAL_LISTEN" \
         "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     if gateway_pid >/dev/null; then
         log "gateway already running (pid $(gateway_pid)); API reference and web app refreshed"
@@ -208,6 +301,9 @@ start_gateway() {
         sleep 0.2
     done
     log "gateway ready on http://127.0.0.1:8080 (pid $(gateway_pid)): the web app at /, the API under /api/"
+    if [[ -n $INTERNAL_LISTEN ]]; then
+        log "gateway internal listener on http://$INTERNAL_LISTEN: concert-api's /internal/** and GET /api/concerts/{id} (the services' CONCERT_API_URL)"
+    fi
 }
 
 stop_gateway() {
@@ -311,25 +407,38 @@ export_defaults() {
     fi
     chmod 600 "$STATE_DIR/internal-token"
     export INTERNAL_API_TOKEN="${INTERNAL_API_TOKEN:-$(<"$STATE_DIR/internal-token")}"
+    # Several concert-api replicas: the services call it through the gateway's internal
+    # listener (failover, as a Kubernetes Service), not one instance's port. They do not call
+    # it while starting, so starting them before the gateway is fine.
+    if [[ -n $INTERNAL_LISTEN ]] && ((REPLICAS > 1)); then
+        export CONCERT_API_URL="${CONCERT_API_URL:-http://$INTERNAL_LISTEN}"
+    fi
 }
 
+# start_service INSTANCE: runs its service's binary with its port variable set (users-api-2:
+# target/release/users-api serve, USERS_API_PORT=8091), its own pid file and log.
 start_service() {
-    local svc=$1 bin="$BIN_DIR/$1" pidf log pid
-    pidf="$(pid_file "$svc")"
-    log="$(log_file "$svc")"
+    local inst=$1 svc bin port pidf log pid
+    svc="$(service_of "$inst")"
+    bin="$BIN_DIR/$svc"
+    port="$(port_of "$inst")"
+    pidf="$(pid_file "$inst")"
+    log="$(log_file "$inst")"
     [[ -x $bin ]] || die "$bin not found: did the build produce it?"
-    if port_open 127.0.0.1 "$(port_of "$svc")"; then
-        die "port $(port_of "$svc") is already in use by a process this script did not start; stop it first (see: ss -ltnp 'sport = :$(port_of "$svc")')"
+    if port_open 127.0.0.1 "$port"; then
+        die "port $port ($inst) is already in use by a process this script did not start; stop it first (see: ss -ltnp 'sport = :$port')"
     fi
     rm -f "$pidf"
-    printf '\n=== %s: %s serve (started by %s) ===\n' "$(date -Is)" "$svc" "$SCRIPT_NAME" >>"$log"
+    printf '\n=== %s: %s serve as %s, port %s (started by %s) ===\n' "$(date -Is)" "$svc" "$inst" "$port" "$SCRIPT_NAME" >>"$log"
     # setsid + nohup: own session, survives this script and its terminal.
     # The bash launcher writes its own pid and execs the service, so the pid
     # file holds the service's pid even when setsid has to fork.
-    # The whole environment (defaults exported above + the caller's) passes on.
+    # The whole environment (defaults exported above + the caller's) passes on, plus the
+    # instance's port.
     (
         cd "$REPO_ROOT"
-        nohup setsid bash -c "$LAUNCHER" "$svc-launcher" \
+        export "${PORT_VARS[$svc]}=$port"
+        nohup setsid bash -c "$LAUNCHER" "$inst-launcher" \
             "$pidf" "$bin" serve </dev/null >>"$log" 2>&1 &
     )
     local i
@@ -337,12 +446,13 @@ start_service() {
         [[ -s $pidf ]] && break
         sleep 0.1
     done
-    pid="$(read_pid "$pidf")" || die "$svc did not write $pidf"
-    log "started $svc (pid $pid, port $(port_of "$svc")), log: $log"
+    pid="$(read_pid "$pidf")" || die "$inst did not write $pidf"
+    log "started $inst (pid $pid, port $port), log: $log"
 }
 
 wait_ready() {
-    local deadline=$((SECONDS + READY_TIMEOUT)) svc pending=("${SERVICES[@]}") still failed=()
+    local deadline=$((SECONDS + READY_TIMEOUT)) svc pending still=() failed=()
+    mapfile -t pending < <(instances "$REPLICAS")
     log "waiting up to ${READY_TIMEOUT}s for /health/ready of: ${pending[*]}"
     while ((${#pending[@]})); do
         still=()
@@ -375,9 +485,40 @@ wait_ready() {
     fi
 }
 
+# running_replicas: when any instance (or the gateway) runs, the replica count of that stack:
+# the recorded one, or more if a higher replica runs; fails when nothing runs.
+running_replicas() {
+    local inst n=0 any=0
+    for inst in $(pid_file_instances); do
+        if service_pid "$inst" >/dev/null; then
+            any=1
+            (($(replica_of "$inst") > n)) && n=$(replica_of "$inst")
+        fi
+    done
+    gateway_pid >/dev/null && any=1
+    ((any)) || return 1
+    local recorded
+    recorded="$(recorded_replicas)" || recorded=1
+    ((recorded > n)) && n=$recorded
+    echo "$n"
+}
+
 cmd_up() {
     command -v curl >/dev/null 2>&1 || die "curl is required for the readiness checks (apt-get install -y curl)"
     mkdir -p "$PID_DIR" "$LOG_DIR"
+    # The replica count of a running stack cannot change: its services were started with
+    # their CONCERT_API_URL and the gateway with its upstreams.
+    REPLICAS="$(replica_count)"
+    local running
+    if running="$(running_replicas)" && ((running != REPLICAS)); then
+        die "the running stack has $running instance(s) of each service, STACK_REPLICAS asks for $REPLICAS: 'deploy/local/stack.sh down' first"
+    fi
+    if ((REPLICAS > 1)); then
+        INTERNAL_LISTEN="${GATEWAY_INTERNAL_LISTEN:-$INTERNAL_LISTEN_DEFAULT}"
+    else
+        INTERNAL_LISTEN="${GATEWAY_INTERNAL_LISTEN:-}"
+    fi
+    log "$REPLICAS instance(s) of each service (recorded in $REPLICAS_FILE: later 'up's keep it until 'down')"
     log "ensuring infrastructure"
     STACK_DIR="$STATE_DIR" "$SCRIPT_DIR/ensure-infra.sh"
 
@@ -389,9 +530,10 @@ cmd_up() {
     fi
     build_web
 
+    echo "$REPLICAS" >"$REPLICAS_FILE"
     export_defaults
     local svc pid exe
-    for svc in "${SERVICES[@]}"; do
+    for svc in $(instances "$REPLICAS"); do
         if pid="$(service_pid "$svc")"; then
             log "$svc is already running (pid $pid); leaving it alone"
             exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
@@ -412,9 +554,12 @@ cmd_up() {
     seed_demo
 
     log "all services are ready:"
-    for svc in "${SERVICES[@]}"; do
-        printf '[%s]   %-12s http://127.0.0.1:%s  (pid %s)\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" "$(service_pid "$svc" || echo '?')"
+    for svc in $(instances "$REPLICAS"); do
+        printf '[%s]   %-14s http://127.0.0.1:%s  (pid %s)\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" "$(service_pid "$svc" || echo '?')"
     done
+    if [[ -n $INTERNAL_LISTEN ]]; then
+        log "services call concert-api at ${CONCERT_API_URL:-http://127.0.0.1:8082} (gateway internal listener: $INTERNAL_LISTEN)"
+    fi
     log "infra: postgres 127.0.0.1:5432, redis 127.0.0.1:6379, kafka 127.0.0.1:$KAFKA_PORT"
     log "logs: $LOG_DIR (deploy/local/stack.sh logs [service]); stop: deploy/local/stack.sh down"
 }
@@ -467,10 +612,10 @@ cmd_down() {
 
     stop_gateway
 
+    # Every instance with a pid file, replicas included, whatever STACK_REPLICAS says now.
     local svc pidf pid targets=() files=()
-    for svc in "${SERVICES[@]}"; do
+    for svc in $(pid_file_instances); do
         pidf="$(pid_file "$svc")"
-        [[ -e $pidf ]] || continue
         if pid="$(service_pid "$svc")"; then
             targets+=("$svc=$pid")
         else
@@ -484,6 +629,7 @@ cmd_down() {
         log "no running services started by this script"
     fi
     ((${#files[@]})) && rm -f "${files[@]}"
+    rm -f "$REPLICAS_FILE"
 
     if ((all)); then
         if kafka_pid >/dev/null; then
@@ -502,9 +648,14 @@ cmd_down() {
 # status
 # ---------------------------------------------------------------------------
 cmd_status() {
-    local svc pid state code
-    printf '%-12s %-8s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
-    for svc in "${SERVICES[@]}"; do
+    local svc pid state code count
+    count="$(replica_count)"
+    printf '%-14s %-8s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
+    # The instances of the replica count, and any other one that has a pid file.
+    for svc in $(instances "$MAX_REPLICAS"); do
+        if (($(replica_of "$svc") > count)) && [[ ! -e $(pid_file "$svc") ]]; then
+            continue
+        fi
         if pid="$(service_pid "$svc")"; then
             state=running
         else
@@ -512,8 +663,22 @@ cmd_status() {
             [[ -e $(pid_file "$svc") ]] && state=stale
         fi
         code="$(http_code "$svc")"
-        printf '%-12s %-8s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$(port_of "$svc")" "$code"
+        printf '%-14s %-8s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$(port_of "$svc")" "$code"
     done
+
+    # The gateway: READY is the code of GET /api/concerts through it; internal= its internal
+    # listener, if it has one.
+    local internal=""
+    if pid="$(gateway_pid)"; then
+        state=running
+        if [[ -s $GATEWAY_DIR/internal.conf ]]; then
+            internal="internal=$(sed -nE 's/^ *listen +([^ ;]+).*/\1/p' "$GATEWAY_DIR/internal.conf")"
+        fi
+    else
+        state=stopped pid=-
+    fi
+    code="$(curl -s -o /dev/null -m 3 -w '%{http_code}' http://127.0.0.1:8080/api/concerts 2>/dev/null)" || true
+    printf '%-14s %-8s %-8s %-6s %s\n' gateway "$state" "$pid" 8080 "${code:-000}${internal:+ $internal}"
 
     local listening=no
     port_open 127.0.0.1 "$KAFKA_PORT" && listening=yes
@@ -524,13 +689,13 @@ cmd_status() {
     else
         state=stopped pid=-
     fi
-    printf '%-12s %-8s %-8s %-6s %s\n' kafka "$state" "$pid" "$KAFKA_PORT" "listening=$listening"
+    printf '%-14s %-8s %-8s %-6s %s\n' kafka "$state" "$pid" "$KAFKA_PORT" "listening=$listening"
 
     local pg=down redis=down
     pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && pg=up
     [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null </dev/null)" == PONG ]] && redis=up
-    printf '%-12s %-8s %-8s %-6s\n' postgres "$pg" - 5432
-    printf '%-12s %-8s %-8s %-6s\n' redis "$redis" - 6379
+    printf '%-14s %-8s %-8s %-6s\n' postgres "$pg" - 5432
+    printf '%-14s %-8s %-8s %-6s\n' redis "$redis" - 6379
     printf '(state dir: %s)\n' "$STATE_DIR"
 }
 
@@ -546,14 +711,14 @@ cmd_logs() {
     elif (($# == 1)); then
         if [[ $1 == kafka ]]; then
             files=("$KAFKA_LOG")
-        elif is_service "$1"; then
+        elif is_instance "$1"; then
             files=("$(log_file "$1")")
         else
-            die "unknown service '$1' (one of: ${SERVICES[*]} kafka)"
+            die "unknown service '$1' (one of: $(instances "$MAX_REPLICAS" | tr '\n' ' ')kafka)"
         fi
         [[ -e ${files[0]} ]] || die "no log yet: ${files[0]}"
     else
-        for svc in "${SERVICES[@]}"; do
+        for svc in $(instances "$(replica_count)"); do
             f="$(log_file "$svc")"
             [[ -e $f ]] && files+=("$f")
         done
