@@ -60,21 +60,27 @@ impl Job {
         let now = ctx.clock.now();
         match self {
             Job::Admission => {
+                // One room that cannot be ticked (say, its settings must be restored while
+                // the database is down) does not hold up the others; the run still fails.
                 let mut admitted = 0;
+                let mut failed = None;
                 for concert in ctx
                     .room
                     .concerts_with_lines()
                     .await
                     .map_err(|e| e.to_string())?
                 {
-                    let a = ctx
-                        .room
-                        .admit(concert, now)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    admitted += a.admitted;
+                    match ctx.room.admit(concert, now).await {
+                        Ok(a) => admitted += a.admitted,
+                        Err(e) => {
+                            failed.get_or_insert(format!("concert {concert}: {e}"));
+                        }
+                    }
                 }
-                Ok(admitted)
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(admitted),
+                }
             }
             Job::ExpireHolds => {
                 concert_api::expire_holds(&ctx.concert_db, &ctx.inventory, now, ctx.grace)

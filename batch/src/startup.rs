@@ -44,11 +44,15 @@ impl Application {
         let metrics = Arc::new(Metrics::new(SERVICE));
         let job_metrics = JobMetrics::register(metrics.registry());
         let ctx = Arc::new(JobContext {
+            // The rooms' settings are persisted in users-api's database: a room Redis lost is
+            // restored from there by its tick, and rooms with a lottery to draw are ticked
+            // even if Redis forgot them.
             room: WaitingRoom::new(
                 QueueKeys::new(redis.clone()),
                 config.queue.clone(),
                 config.clock.clone(),
-            ),
+            )
+            .with_store(users_db.clone()),
             users_db: users_db.clone(),
             concert_db: concert_db.clone(),
             inventory: concert_api::Inventory::new(redis.clone()),

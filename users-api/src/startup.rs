@@ -67,7 +67,8 @@ impl Application {
             QueueKeys::new(redis.clone()),
             config.queue.clone(),
             clock.clone(),
-        );
+        )
+        .with_store(db.clone());
         let handler = RetireOnPurchase {
             db: db.clone(),
             room: room.clone(),

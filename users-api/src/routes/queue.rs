@@ -49,7 +49,7 @@ impl JoinRequest {
         (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
         (status = 409, description = "`SOLD_OUT`: the concert has nothing left to buy (no seat available nor held); no token is issued"),
         (status = 429, description = "`RATE_LIMITED` (the gateway): too many joins from one address"),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer; nothing was written",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer, or the database cannot while the room's settings are restored after Redis lost them; nothing was written",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn join(
@@ -74,7 +74,7 @@ pub async fn join(
         (status = 200, description = "the token's status; this poll is its heartbeat", body = QueueStatus),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now, or the database cannot while the room's settings are restored after Redis lost them",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn status(
@@ -106,7 +106,7 @@ pub struct QueueEvent {
         (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
         (status = 429, description = "`TOO_MANY_STREAMS`: this account already holds as many status streams open as one user may (`QUEUE_SSE_PER_USER`), or (the gateway) this session token does; close one or poll `GET /api/queue/tokens/{token}`",
             headers(("Retry-After" = u64, description = "seconds"))),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now, or the database cannot while the room's settings are restored after Redis lost them",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn events(

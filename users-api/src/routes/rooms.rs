@@ -1,14 +1,14 @@
 //! A concert's waiting room as a whole: the public view, and the organiser's live controls
-//! (DESIGN §10). Every change is an `admin_audit` row and a log line.
+//! (DESIGN §10). Every change is persisted in `queue_rooms` with its `admin_audit` row, in
+//! one transaction, and logged.
 
 use actix_web::{HttpResponse, web};
 use common::ApiError;
 use common::auth::AuthUser;
 use common::http::Json;
 
-use crate::domain::queue::{RoomSettingsPatch, WaitingRoomPublic, WaitingRoomView};
+use crate::domain::queue::{Actor, RoomSettingsPatch, WaitingRoomPublic, WaitingRoomView};
 use crate::routes::AppState;
-use crate::store::audit::{self, AuditEntry};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/queue/concerts/{id}", web::get().to(public_view))
@@ -22,7 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 200, description = "the room's state, its lottery and its line's figures", body = WaitingRoomPublic),
         (status = 400, description = "`INVALID_REQUEST`: an id that is not an integer"),
         (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer right now",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer right now, or the database cannot while the room's settings are restored after Redis lost them",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn public_view(
@@ -43,7 +43,7 @@ pub async fn public_view(
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 403, description = "`FORBIDDEN`: the session's role is not ADMIN"),
         (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer right now",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api or Redis cannot answer right now, or the database cannot while the room's settings are restored after Redis lost them",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn admin_view(
@@ -68,7 +68,7 @@ pub async fn admin_view(
         (status = 404, description = "`CONCERT_NOT_FOUND`: concert-api knows no such concert"),
         (status = 409, description = "`LOTTERY_DRAWN`: the pre-queue was drawn, `sale_opens_at` cannot change"),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: a `Content-Type` that is not JSON"),
-        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api, Redis or the database cannot answer right now",
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: concert-api, Redis or the database cannot answer right now; nothing was changed",
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn update(
@@ -82,7 +82,11 @@ pub async fn update(
     let patch = body.into_inner();
     patch.validate(state.clock.now())?;
     state.concerts.require(id).await?;
-    let (before, after) = state.room.update_settings(id, &patch).await?;
+    let actor = Actor {
+        id: user.id,
+        username: &user.username,
+    };
+    let (before, after) = state.room.update_settings_by(id, &patch, actor).await?;
     let to_json = |r| serde_json::to_value(r).unwrap_or_default();
     let (before, after) = (to_json(&before), to_json(&after));
     tracing::info!(
@@ -93,18 +97,5 @@ pub async fn update(
         %after,
         "admin changed the waiting room's settings"
     );
-    audit::record(
-        &state.db,
-        AuditEntry {
-            actor_id: user.id,
-            actor_username: &user.username,
-            at: state.clock.now(),
-            action: "queue.settings",
-            target: format!("concert:{id}"),
-            before,
-            after,
-        },
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(state.room.view(id).await?))
 }

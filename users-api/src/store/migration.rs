@@ -37,6 +37,29 @@ CREATE TABLE admin_audit (
 CREATE INDEX admin_audit_target_at ON admin_audit (target, at);
 "#,
             }),
+            Box::new(SqlMigration {
+                name: "m20261215_000001_queue_rooms",
+                up: r#"
+-- Each waiting room's organiser settings (DESIGN §10): the source of truth the Redis hash
+-- `queue:{c<id>}:settings` is restored from when Redis loses it. A NULL capacity is the env
+-- default. SOLD_OUT is not kept here: it is judged from concert-api's inventory.
+CREATE TABLE queue_rooms (
+    concert_id     bigint PRIMARY KEY CHECK (concert_id > 0),
+    paused         boolean NOT NULL DEFAULT false,
+    max_active     bigint CHECK (max_active BETWEEN 1 AND 100000),
+    admit_per_tick bigint CHECK (admit_per_tick BETWEEN 1 AND 10000),
+    sale_opens_at  timestamptz,
+    seed           text CHECK (seed ~ '^[0-9a-f]{64}$'),
+    commitment     text CHECK (commitment ~ '^[0-9a-f]{64}$'),
+    drawn_at       timestamptz,
+    updated_at     timestamptz NOT NULL,
+    CHECK ((seed IS NULL) = (commitment IS NULL))
+);
+-- Rooms whose lottery is still to draw: admission ticks them even with nobody in line.
+CREATE INDEX queue_rooms_undrawn ON queue_rooms (concert_id)
+    WHERE commitment IS NOT NULL AND drawn_at IS NULL;
+"#,
+            }),
         ]
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod migration;
+pub mod rooms;
 pub mod users;

@@ -9,6 +9,7 @@ use common::clock::Clock;
 use common::config::Env;
 use common::testkit::{Isolation, StubCatalogue, TestApp};
 use reqwest::{Client, Method};
+use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use users_api::domain::queue::WaitingRoom;
 use users_api::{Application, Config};
@@ -22,6 +23,8 @@ pub struct Spawned {
     /// The app's clock: `advance` it instead of sleeping until a pass runs out.
     pub clock: Clock,
     pub catalogue: Option<StubCatalogue>,
+    /// The app's database (where the rooms' settings are persisted).
+    pub db: DatabaseConnection,
     /// Also keeps the test database alive: dropping it drops the database.
     pub iso: Isolation,
 }
@@ -51,18 +54,21 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
         clock: config.clock.clone(),
         config,
         catalogue,
+        db: iso.db.connect().await,
         iso,
     }
 }
 
 impl Spawned {
-    /// The same waiting room the app uses (same Redis prefix, settings and clock).
+    /// The same waiting room the app (and batch) use: same Redis prefix, settings, clock and
+    /// database.
     pub fn room(&self) -> WaitingRoom {
         WaitingRoom::new(
             self.queue_keys(),
             self.config.queue.clone(),
             self.clock.clone(),
         )
+        .with_store(self.db.clone())
     }
 
     pub fn queue_keys(&self) -> QueueKeys {

@@ -574,3 +574,390 @@ async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses
     let a = room.admit(2, s.clock.now()).await.unwrap();
     assert_eq!(a.admitted, 10);
 }
+
+/// What a Redis restarted empty leaves of this test's waiting rooms: nothing. Deletes every
+/// `queue:*` key under the test's own prefix (tests share one Redis), and with
+/// `inventory` concert-api's `inventory:*` counts too. Sessions are kept.
+async fn lose_redis_rooms(s: &Spawned, inventory: bool) {
+    let mut conn = s.queue_keys().redis().conn();
+    let mut patterns = vec![format!("{}queue:*", s.iso.redis_prefix)];
+    if inventory {
+        patterns.push(format!("{}inventory:*", s.iso.redis_prefix));
+    }
+    for pattern in patterns {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}queue:*", s.iso.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+async fn audit_rows(s: &Spawned) -> i64 {
+    s.query("SELECT count(*)::bigint AS n FROM admin_audit")
+        .await[0]
+        .try_get("", "n")
+        .unwrap()
+}
+
+/// A room's row in `queue_rooms` (paused, max_active, admit_per_tick) and the number of
+/// audit rows.
+async fn stored(s: &Spawned, concert: i64) -> (bool, Option<i64>, Option<i64>, i64) {
+    let rows = s
+        .query(&format!(
+            "SELECT paused, max_active, admit_per_tick, \
+             (SELECT count(*) FROM admin_audit)::bigint AS audited \
+             FROM queue_rooms WHERE concert_id = {concert}"
+        ))
+        .await;
+    let r = &rows[0];
+    (
+        r.try_get("", "paused").unwrap(),
+        r.try_get("", "max_active").unwrap(),
+        r.try_get("", "admit_per_tick").unwrap(),
+        r.try_get("", "audited").unwrap(),
+    )
+}
+
+/// The organiser's settings as the admin view shows them.
+fn settings_of(room: &Value) -> Value {
+    json!({
+        "state": room["state"],
+        "max_active": room["max_active"],
+        "admit_per_tick": room["admit_per_tick"],
+        "sale_opens_at": room["sale_opens_at"],
+        "lottery": room["lottery"],
+    })
+}
+
+/// A field of a room's Redis settings hash.
+async fn redis_setting(s: &Spawned, concert: i64, field: &str) -> Option<String> {
+    let keys = s.queue_keys();
+    redis::cmd("HGET")
+        .arg(keys.redis().key(&format!("queue:{{c{concert}}}:settings")))
+        .arg(field)
+        .query_async(&mut keys.redis().conn())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_room_redis_forgot_comes_back_from_the_database_paused_and_with_its_own_capacity() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "500")
+            .with("QUEUE_ADMIT_PER_TICK", "100")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = s.admin_session().await;
+    let (code, set) = patch_room(
+        &c,
+        &s,
+        Some(&boss),
+        1,
+        json!({"state": "PAUSED", "max_active": 3, "admit_per_tick": 50}),
+    )
+    .await;
+    assert_eq!(code, 200, "{set}");
+    let users = s.fan_sessions(10, FANS).await;
+    let first = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
+    assert!(first.iter().all(|(code, _)| *code == 201));
+
+    lose_redis_rooms(&s, false).await;
+
+    // The organiser sees the same settings.
+    let (code, room) = get_room(&c, &s, Some(&boss), 1).await;
+    assert_eq!(code, 200);
+    assert_eq!(settings_of(&room), settings_of(&set));
+    assert_eq!(room["state"], "PAUSED");
+    assert_eq!(
+        (room["max_active"].as_u64(), room["admit_per_tick"].as_u64()),
+        (Some(3), Some(50))
+    );
+    assert_eq!(room["waiting"], 0, "the line itself was in Redis only");
+
+    // The fans' tokens went with Redis; they join again, into a room that is still paused:
+    // joins and polls go on, nobody is admitted, no estimate.
+    let (code, _) = s
+        .poll(&c, &users[0], first[0].1["token"].as_str().unwrap())
+        .await;
+    assert_eq!(code, 404);
+    let again = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
+    assert!(
+        again
+            .iter()
+            .all(|(code, b)| *code == 201 && b["status"] == "WAITING")
+    );
+    let room_api = s.room();
+    for tick in 0..3 {
+        let a = room_api.admit(1, s.clock.now()).await.unwrap();
+        assert_eq!(
+            (a.admitted, a.waiting, a.gate),
+            (0, 10, users_api::domain::queue::Gate::Paused),
+            "paused tick {tick}"
+        );
+        s.clock.advance(Duration::from_secs(1));
+    }
+    for (i, (_, joined)) in again.iter().enumerate() {
+        let st = s
+            .poll_ok(&c, &users[i], joined["token"].as_str().unwrap())
+            .await;
+        assert_eq!(st["status"], "WAITING");
+        assert!(
+            st["eta_seconds"].is_null(),
+            "no estimate while paused: {st}"
+        );
+    }
+
+    // Resumed: the room's own max_active (3), not the tick's 50 nor the env's 500.
+    let (code, room) = patch_room(&c, &s, Some(&boss), 1, json!({"state": "OPEN"})).await;
+    assert_eq!((code, room["max_active"].as_u64()), (200, Some(3)));
+    let a = room_api.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.active, a.waiting), (3, 3, 7));
+
+    // Lost again, and this time an admission tick is the first to touch the room: it
+    // restores the settings before it admits (with nobody in line, nobody).
+    lose_redis_rooms(&s, false).await;
+    assert_eq!(redis_setting(&s, 1, "max_active").await, None);
+    let a = room_api.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.active, a.waiting), (0, 0, 0));
+    assert_eq!(
+        redis_setting(&s, 1, "max_active").await.as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        redis_setting(&s, 1, "admit_per_tick").await.as_deref(),
+        Some("50")
+    );
+    assert_eq!(
+        redis_setting(&s, 1, "state").await,
+        None,
+        "OPEN, as last set"
+    );
+    let again = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
+    assert!(again.iter().all(|(code, _)| *code == 201));
+    let a = room_api.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.active, a.waiting), (3, 3, 7));
+}
+
+/// The pre-queue's lottery across a Redis loss before the draw: the room is still ticked
+/// (nobody need touch it), fans who join are pre-queued again, and the draw uses the seed
+/// whose commitment was published before the loss, in its HMAC order. Lost again after the
+/// draw, the room stays drawn: the same seed and time, joins FIFO, the opening frozen.
+#[tokio::test]
+async fn a_lottery_redis_forgot_is_drawn_with_the_seed_committed_before_in_the_same_order() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "4")
+            .with("QUEUE_ADMIT_PER_TICK", "100")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = s.admin_session().await;
+    let opens = (s.clock.now() + chrono::Duration::minutes(10)).trunc_subsecs(0);
+    let (code, set) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": opens})).await;
+    assert_eq!(code, 200, "{set}");
+    let commitment = set["lottery"]["commitment"].as_str().unwrap().to_owned();
+
+    lose_redis_rooms(&s, false).await;
+
+    // Admission still ticks the room: its lottery is to draw.
+    let room_api = s.room();
+    assert_eq!(room_api.concerts_with_lines().await.unwrap(), vec![3]);
+    let (code, public) = get_public(&c, &s, 3).await;
+    assert_eq!(code, 200);
+    assert_eq!(public["lottery"]["commitment"], commitment.as_str());
+    assert!(public["lottery"]["seed"].is_null(), "still secret");
+    assert_eq!(
+        public["sale_opens_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap()),
+        Some(opens)
+    );
+    let (_, room) = get_room(&c, &s, Some(&boss), 3).await;
+    assert_eq!(settings_of(&room), settings_of(&set));
+
+    let users = s.fan_sessions(30, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 3))).await;
+    for (code, b) in &joined {
+        assert_eq!(*code, 201);
+        assert_eq!(b["pre_queue"], true, "pre-queued as before the loss: {b}");
+    }
+    let token = |i: usize| joined[i].1["token"].as_str().unwrap().to_owned();
+    let a = room_api.admit(3, s.clock.now()).await.unwrap();
+    assert_eq!((a.admitted, a.drawn), (0, 0), "nobody before the opening");
+
+    s.clock.advance(Duration::from_secs(11 * 60));
+    let a = room_api.admit(3, s.clock.now()).await.unwrap();
+    assert_eq!((a.drawn, a.admitted), (30, 4));
+    let (_, public) = get_public(&c, &s, 3).await;
+    let seed = public["lottery"]["seed"].as_str().unwrap().to_owned();
+    assert_eq!(
+        hex(&Sha256::digest(unhex(&seed))),
+        commitment,
+        "the seed committed to before Redis was lost"
+    );
+    let mut expected: Vec<(String, usize)> = (0..30)
+        .map(|i| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&unhex(&seed)).unwrap();
+            mac.update(token(i).as_bytes());
+            (hex(&mac.finalize().into_bytes()), i)
+        })
+        .collect();
+    expected.sort();
+    for (rank, (_, i)) in expected.iter().enumerate() {
+        let st = s.poll_ok(&c, &users[*i], &token(*i)).await;
+        if rank < 4 {
+            assert_eq!(st["status"], "ACTIVE", "rank {rank}");
+        } else {
+            assert_eq!(st["status"], "WAITING");
+            assert_eq!(st["position"], rank as i64 - 3, "rank {rank}");
+        }
+    }
+    let drawn_at = public["lottery"]["drawn_at"].clone();
+    assert!(drawn_at.is_string());
+
+    // Lost after the draw: it stays drawn.
+    lose_redis_rooms(&s, false).await;
+    assert!(
+        room_api.concerts_with_lines().await.unwrap().is_empty(),
+        "nothing to draw"
+    );
+    let (_, public) = get_public(&c, &s, 3).await;
+    assert_eq!(public["lottery"]["seed"], seed.as_str());
+    assert_eq!(public["lottery"]["commitment"], commitment.as_str());
+    assert_eq!(public["lottery"]["drawn_at"], drawn_at);
+    let (code, me) = s.join(&c, &users[0], 3).await;
+    assert_eq!((code, me["pre_queue"].as_bool()), (201, Some(false)));
+    assert_eq!(me["position"], 1);
+    let rows = audit_rows(&s).await;
+    let later = opens + chrono::Duration::hours(1);
+    let (code, problem) = patch_room(&c, &s, Some(&boss), 3, json!({"sale_opens_at": later})).await;
+    assert_eq!(
+        (code, problem["code"].as_str()),
+        (409, Some("LOTTERY_DRAWN"))
+    );
+    assert_eq!(audit_rows(&s).await, rows, "a refused change leaves no row");
+    let stored = s
+        .query("SELECT sale_opens_at, drawn_at FROM queue_rooms WHERE concert_id = 3")
+        .await;
+    assert_eq!(
+        stored[0]
+            .try_get::<chrono::DateTime<Utc>>("", "sale_opens_at")
+            .unwrap(),
+        opens
+    );
+    assert!(
+        stored[0]
+            .try_get::<Option<chrono::DateTime<Utc>>>("", "drawn_at")
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// SOLD_OUT is not stored: it is the inventory's verdict, judged again when Redis comes back
+/// — at once if concert-api has counted the seats again, else at the first tick after.
+#[tokio::test]
+async fn a_sold_out_room_redis_forgot_is_sold_out_again_as_soon_as_the_inventory_says_so() {
+    let s = spawn_app_with(|env| env.with("QUEUE_MAX_ACTIVE", "2")).await;
+    let c = reqwest::Client::new();
+    let users = s.fan_sessions(6, FANS).await;
+    for u in &users[..4] {
+        assert_eq!(s.join(&c, u, 2).await.0, 201);
+    }
+    set_inventory(&s, 2, 40, 0, 0).await;
+    let room = s.room();
+    let a = room.admit(2, s.clock.now()).await.unwrap();
+    assert_eq!(a.gate, users_api::domain::queue::Gate::SoldOut);
+    assert_eq!(s.join(&c, &users[4], 2).await.0, 409);
+
+    // Redis comes back empty but concert-api has already counted the seats again: the room
+    // is SOLD_OUT from its first use, and the join is refused.
+    lose_redis_rooms(&s, true).await;
+    set_inventory(&s, 2, 40, 0, 0).await;
+    let (code, problem) = s.join(&c, &users[4], 2).await;
+    assert_eq!((code, problem["code"].as_str()), (409, Some("SOLD_OUT")));
+    let (_, public) = get_public(&c, &s, 2).await;
+    assert_eq!(public["state"], "SOLD_OUT");
+
+    // Redis comes back empty and the counts are not there yet: unknown, so a fan gets in
+    // line; the first tick after concert-api's resync makes the room SOLD_OUT again.
+    lose_redis_rooms(&s, true).await;
+    let (code, joined) = s.join(&c, &users[5], 2).await;
+    assert_eq!(code, 201, "{joined}");
+    let (_, public) = get_public(&c, &s, 2).await;
+    assert_eq!(public["state"], "OPEN");
+    set_inventory(&s, 2, 40, 0, 0).await;
+    let a = room.admit(2, s.clock.now()).await.unwrap();
+    assert_eq!(
+        (a.admitted, a.gate),
+        (0, users_api::domain::queue::Gate::SoldOut)
+    );
+    let st = s
+        .poll_ok(&c, &users[5], joined["token"].as_str().unwrap())
+        .await;
+    assert_eq!(st["status"], "SOLD_OUT");
+    assert_eq!(s.join(&c, &users[0], 2).await.0, 409);
+}
+
+/// A change is persisted with its audit row in one transaction, or not at all (Redis then
+/// forgets it too); under concurrent changes the database and Redis end on the same one.
+#[tokio::test]
+async fn a_change_is_persisted_with_its_audit_row_or_not_at_all() {
+    let s = spawn_app().await;
+    let c = reqwest::Client::new();
+    let boss = s.admin_session().await;
+    let (code, _) = patch_room(
+        &c,
+        &s,
+        Some(&boss),
+        2,
+        json!({"state": "PAUSED", "max_active": 12}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(stored(&s, 2).await, (true, Some(12), None, 1));
+
+    // The audit row cannot be written: the change is refused and undone in Redis too.
+    s.query("ALTER TABLE admin_audit RENAME TO admin_audit_away")
+        .await;
+    let (code, problem) = patch_room(&c, &s, Some(&boss), 2, json!({"max_active": 99})).await;
+    assert_eq!(
+        (code, problem["code"].as_str()),
+        (503, Some("DEPENDENCY_UNAVAILABLE"))
+    );
+    s.query("ALTER TABLE admin_audit_away RENAME TO admin_audit")
+        .await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 2).await;
+    assert_eq!(
+        (room["max_active"].as_u64(), room["state"].as_str()),
+        (Some(12), Some("PAUSED"))
+    );
+    assert_eq!(stored(&s, 2).await, (true, Some(12), None, 1));
+
+    // 50 changes at once: whichever Redis ended on, the database did too.
+    let changes = join_all(
+        (1..=50).map(|n| patch_room(&c, &s, Some(&boss), 2, json!({"max_active": 1000 + n}))),
+    )
+    .await;
+    assert!(changes.iter().all(|(code, _)| *code == 200));
+    let (_, room) = get_room(&c, &s, Some(&boss), 2).await;
+    let last = room["max_active"].as_i64().unwrap();
+    assert_eq!(stored(&s, 2).await, (true, Some(last), None, 51));
+    lose_redis_rooms(&s, false).await;
+    let (_, room) = get_room(&c, &s, Some(&boss), 2).await;
+    assert_eq!(room["max_active"].as_i64(), Some(last));
+    assert_eq!(room["state"], "PAUSED");
+}

@@ -11,6 +11,12 @@
 //! Two kinds of time: a pass's end is a score (ms) the scripts compare with the `now` they
 //! are given from a [`Clock`], so tests move it; a heartbeat and the user → token record are
 //! Redis key TTLs, which run on Redis's own clock.
+//!
+//! With a store ([`WaitingRoom::with_store`], users-api's database), the organiser's settings
+//! are persisted in PostgreSQL (`queue_rooms`) and Redis holds the working copy: a script that
+//! finds a room's settings not loaded (Redis restarted empty, flushed, or never saw the room)
+//! answers `RESTORE` before doing anything; the room is then restored from PostgreSQL
+//! (`room.rs`) and the script runs again.
 
 pub mod lottery;
 pub mod room;
@@ -23,9 +29,10 @@ use common::auth::{QueueKeys, new_queue_token, queue_token_concert};
 use common::clock::Clock;
 use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
+use sea_orm::{DatabaseConnection, DbErr};
 
 pub use room::{
-    Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
+    Actor, Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
     WaitingRoomPublic, WaitingRoomView,
 };
 pub use status::{Admission, Gate, QueueState, QueueStatus};
@@ -33,6 +40,35 @@ pub use streams::{StreamSlot, StreamSlots};
 
 use crate::config::QueueConfig;
 use crate::error::{Catalogued, UsersCode};
+use crate::store::rooms;
+
+/// A dependency of the waiting room failed: Redis, or PostgreSQL when a room's settings had
+/// to be restored (or a draw recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("database: {0}")]
+    Store(#[from] DbErr),
+}
+
+impl ErrorCode for RoomError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        Code::DependencyUnavailable.status()
+    }
+    fn code(&self) -> &'static str {
+        Code::DependencyUnavailable.code()
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Redis(e) => ErrorCode::retry_after(e),
+            Self::Store(_) => Some(1),
+        }
+    }
+}
+
+/// A script's answer when the room's settings are not loaded in Redis: restore, run again.
+const RESTORE_REPLY: &str = "RESTORE";
 
 /// Why a token's status could not be given.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +81,17 @@ pub enum QueueError {
     TooManyStreams { open: u32 },
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+    #[error("database: {0}")]
+    Store(#[from] DbErr),
+}
+
+impl From<RoomError> for QueueError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::Redis(e) => Self::Redis(e),
+            RoomError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 impl QueueError {
@@ -52,7 +99,7 @@ impl QueueError {
         match self {
             Self::TokenNotFound => UsersCode::QueueTokenNotFound.into(),
             Self::TooManyStreams { .. } => UsersCode::TooManyStreams.into(),
-            Self::Redis(_) => Code::DependencyUnavailable.into(),
+            Self::Redis(_) | Self::Store(_) => Code::DependencyUnavailable.into(),
         }
     }
 }
@@ -67,6 +114,7 @@ impl ErrorCode for QueueError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Redis(e) => ErrorCode::retry_after(e),
+            Self::Store(_) => Some(1),
             Self::TokenNotFound => None,
             // A stream whose client went away frees its slot at its next write, within one
             // keep-alive period (15 s at most).
@@ -81,10 +129,12 @@ impl ErrorCode for QueueError {
 /// has an undrawn lottery (a commitment and no `closed` flag), a new token goes to the
 /// pre-queue instead; a sold-out room takes nobody (a fan already admitted gets their pass).
 /// → {state, token, position|active_until_ms|'', rate, created, pre_queue, opens_at_ms}
-///   or {'SOLD_OUT'}
+///   or {'SOLD_OUT'}, or {'RESTORE'} (nothing done) when ARGV[7] asks to check that the
+///   settings are loaded and they are not.
 const JOIN: &str = r#"
 local now = tonumber(ARGV[2])
-local s = redis.call('HMGET', KEYS[7], 'sold_out', 'commitment', 'closed', 'opens_at')
+local s = redis.call('HMGET', KEYS[7], 'sold_out', 'commitment', 'closed', 'opens_at', 'loaded')
+if ARGV[7] == '1' and not s[5] then return {'RESTORE'} end
 local sold_out = s[1] == '1'
 local function heartbeat(t)
   redis.call('SET', ARGV[4] .. t, '1', 'PX', ARGV[3])
@@ -131,7 +181,8 @@ return waiting(t, '1')
 
 /// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
 /// A token still in line in a sold-out room is SOLD_OUT.
-/// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms} or {'NOT_FOUND'}
+/// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms} or {'NOT_FOUND'},
+///   or {'RESTORE'} (nothing written) as JOIN's, ARGV[6] asking.
 const STATUS: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'NOT_FOUND'} end
 local exp = redis.call('ZSCORE', KEYS[3], ARGV[1])
@@ -139,7 +190,8 @@ if exp then
   if tonumber(exp) > tonumber(ARGV[2]) then return {'ACTIVE', exp, '', '0', ''} end
   return {'EXPIRED', exp, '', '0', ''}
 end
-local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at')
+local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at', 'loaded')
+if ARGV[6] == '1' and not s[3] then return {'RESTORE'} end
 local alive = ARGV[4] .. ARGV[1]
 local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 local pre = false
@@ -166,13 +218,15 @@ return {'WAITING', tostring(rank + 1), redis.call('GET', KEYS[4]) or '', '0', ''
 /// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
 /// estimates and running totals.
 /// → {admitted, expired, abandoned, active, waiting, gate}; gate 5 = a draw is due
-///   (nobody admitted: the caller draws, then ticks again).
+///   (nobody admitted: the caller draws, then ticks again); {-1} (nothing done) when ARGV[8]
+///   asks to check that the settings are loaded and they are not.
 const ADMIT: &str = r#"
+local s = redis.call('HMGET', KEYS[5], 'state', 'max_active', 'admit_per_tick', 'commitment',
+  'drawn_at', 'opens_at', 'sold_out', 'loaded')
+if ARGV[8] == '1' and not s[8] then return {-1} end
 local now = tonumber(ARGV[1])
 local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if expired > 0 then redis.call('HINCRBY', KEYS[6], 'expired_total', expired) end
-local s = redis.call('HMGET', KEYS[5], 'state', 'max_active', 'admit_per_tick', 'commitment',
-  'drawn_at', 'opens_at', 'sold_out')
 local max_active = tonumber(s[2]) or tonumber(ARGV[2])
 local per_tick = tonumber(s[3]) or tonumber(ARGV[3])
 local undrawn = s[4] and not s[5]
@@ -271,8 +325,9 @@ return out
 
 /// The draw's second step: the pre-queued tokens, in the lottery's order (ARGV[3..]), enter
 /// the line on the reserved sequence numbers, ahead of every later arrival; one still
-/// heartbeating is placed, a lapsed one dropped. Writes `drawn_at`, which publishes the
-/// seed. Only the first run does anything, so two batch leaders cannot draw twice.
+/// heartbeating is placed, a lapsed one dropped. Writes `drawn_at` (ARGV[1], the time the
+/// store recorded), which publishes the seed. Only the first run does anything, so two batch
+/// leaders cannot draw twice.
 /// → drawn, or -1 if the draw was already written
 const DRAW: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'drawn_at', 'draw_base', 'draw_n')
@@ -311,7 +366,7 @@ pub(crate) struct RoomKeys<'a>(&'a QueueKeys);
 impl RoomKeys<'_> {
     /// Hash: the organiser's settings and the lottery (`state`, `max_active`,
     /// `admit_per_tick`, `opens_at`, `seed`, `commitment`, `closed`, `draw_base`, `draw_n`,
-    /// `drawn_at`, `sold_out`).
+    /// `drawn_at`, `sold_out`), and `loaded` once it was restored from the store.
     pub(crate) fn settings(&self, concert: i64) -> String {
         self.0
             .redis()
@@ -348,6 +403,8 @@ pub struct WaitingRoom {
     retire: Script,
     pub(crate) settings: room::SettingsScripts,
     streams: StreamSlots,
+    /// users-api's database, where the settings are persisted; `None`: Redis only.
+    store: Option<DatabaseConnection>,
 }
 
 /// Why a join was refused.
@@ -355,27 +412,33 @@ pub struct WaitingRoom {
 pub enum JoinError {
     #[error("concert {0} is sold out")]
     SoldOut(i64),
-    #[error("redis: {0}")]
-    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Room(#[from] RoomError),
+}
+
+impl From<RedisError> for JoinError {
+    fn from(e: RedisError) -> Self {
+        Self::Room(e.into())
+    }
 }
 
 impl ErrorCode for JoinError {
     fn status(&self) -> actix_web::http::StatusCode {
         match self {
             Self::SoldOut(_) => UsersCode::SoldOut.status(),
-            Self::Redis(e) => ErrorCode::status(e),
+            Self::Room(e) => e.status(),
         }
     }
     fn code(&self) -> &'static str {
         match self {
             Self::SoldOut(_) => UsersCode::SoldOut.code(),
-            Self::Redis(e) => ErrorCode::code(e),
+            Self::Room(e) => e.code(),
         }
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::SoldOut(_) => None,
-            Self::Redis(e) => ErrorCode::retry_after(e),
+            Self::Room(e) => e.retry_after(),
         }
     }
 }
@@ -394,7 +457,25 @@ impl WaitingRoom {
             settings: room::SettingsScripts::new(),
             streams: StreamSlots::new(cfg.sse_per_user),
             cfg,
+            store: None,
         }
+    }
+
+    /// Persists the rooms' settings in users-api's database (`queue_rooms`) and restores a
+    /// room from it whenever Redis has lost the room's settings. Without it the room works
+    /// on Redis alone (tools and other services' tests that only need admission).
+    pub fn with_store(mut self, db: DatabaseConnection) -> Self {
+        self.store = Some(db);
+        self
+    }
+
+    pub(crate) fn store(&self) -> Option<&DatabaseConnection> {
+        self.store.as_ref()
+    }
+
+    /// Whether a script should check that the room's settings are loaded (`'1'`/`'0'`).
+    fn check_flag(check: bool) -> &'static str {
+        if check { "1" } else { "0" }
     }
 
     pub(crate) fn room_keys(&self) -> RoomKeys<'_> {
@@ -431,7 +512,8 @@ impl WaitingRoom {
 
     /// Joins the line (or finds the caller's place in it; before the draw of a room with a
     /// pre-queue, the pre-queue). Returns the status and whether a new token was issued.
-    /// A sold-out room refuses. One round trip.
+    /// A sold-out room refuses. One round trip (plus the restore, once per room, when Redis
+    /// has lost the room's settings).
     pub async fn join(
         &self,
         user_id: i64,
@@ -440,24 +522,34 @@ impl WaitingRoom {
         let k = &self.keys;
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
-        let out: Vec<String> = self
-            .join
-            .key(k.user(concert_id, user_id))
-            .key(k.seq(concert_id))
-            .key(k.waiting(concert_id))
-            .key(k.active(concert_id))
-            .key(k.rate(concert_id))
-            .key(k.concerts())
-            .key(rk.settings(concert_id))
-            .key(rk.prequeue(concert_id))
-            .arg(new_queue_token(concert_id))
-            .arg(self.clock.now().timestamp_millis())
-            .arg(Self::millis(self.cfg.waiting_idle_timeout))
-            .arg(k.alive_prefix(concert_id))
-            .arg(concert_id)
-            .arg(self.user_key_ttl_ms())
-            .invoke_async(&mut conn)
-            .await?;
+        let mut check = self.store.is_some();
+        let out = loop {
+            let out: Vec<String> = self
+                .join
+                .key(k.user(concert_id, user_id))
+                .key(k.seq(concert_id))
+                .key(k.waiting(concert_id))
+                .key(k.active(concert_id))
+                .key(k.rate(concert_id))
+                .key(k.concerts())
+                .key(rk.settings(concert_id))
+                .key(rk.prequeue(concert_id))
+                .arg(new_queue_token(concert_id))
+                .arg(self.clock.now().timestamp_millis())
+                .arg(Self::millis(self.cfg.waiting_idle_timeout))
+                .arg(k.alive_prefix(concert_id))
+                .arg(concert_id)
+                .arg(self.user_key_ttl_ms())
+                .arg(Self::check_flag(check))
+                .invoke_async(&mut conn)
+                .await?;
+            if check && out.first().map(String::as_str) == Some(RESTORE_REPLY) {
+                self.restore(concert_id).await?;
+                check = false;
+                continue;
+            }
+            break out;
+        };
         let field = |i: usize| out.get(i).map_or("", String::as_str);
         if field(0) == "SOLD_OUT" {
             return Err(JoinError::SoldOut(concert_id));
@@ -489,21 +581,32 @@ impl WaitingRoom {
         let k = &self.keys;
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
-        let out: Vec<String> = self
-            .status
-            .key(k.user(concert_id, user_id))
-            .key(k.waiting(concert_id))
-            .key(k.active(concert_id))
-            .key(k.rate(concert_id))
-            .key(rk.settings(concert_id))
-            .key(rk.prequeue(concert_id))
-            .arg(token)
-            .arg(self.clock.now().timestamp_millis())
-            .arg(Self::millis(self.cfg.waiting_idle_timeout))
-            .arg(k.alive_prefix(concert_id))
-            .arg(self.user_key_ttl_ms())
-            .invoke_async(&mut conn)
-            .await?;
+        let mut check = self.store.is_some();
+        let out = loop {
+            let out: Vec<String> = self
+                .status
+                .key(k.user(concert_id, user_id))
+                .key(k.waiting(concert_id))
+                .key(k.active(concert_id))
+                .key(k.rate(concert_id))
+                .key(rk.settings(concert_id))
+                .key(rk.prequeue(concert_id))
+                .arg(token)
+                .arg(self.clock.now().timestamp_millis())
+                .arg(Self::millis(self.cfg.waiting_idle_timeout))
+                .arg(k.alive_prefix(concert_id))
+                .arg(self.user_key_ttl_ms())
+                .arg(Self::check_flag(check))
+                .invoke_async(&mut conn)
+                .await?;
+            // Asked only for the caller's own token: an unknown one never reaches the store.
+            if check && out.first().map(String::as_str) == Some(RESTORE_REPLY) {
+                self.restore(concert_id).await?;
+                check = false;
+                continue;
+            }
+            break out;
+        };
         let field = |i: usize| out.get(i).map_or("", String::as_str);
         let state = QueueState::from_reply(field(0)).ok_or(QueueError::TokenNotFound)?;
         if state == QueueState::Waiting && field(3) == "1" {
@@ -521,43 +624,64 @@ impl WaitingRoom {
 
     /// One admission tick for `concert_id` at `now` (batch calls this every
     /// `admit_interval`, with its clock's time). At the first tick after a pre-queue's
-    /// `sale_opens_at` it draws the lottery first, then admits from the new line.
-    pub async fn admit(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<Admission> {
+    /// `sale_opens_at` it draws the lottery first, then admits from the new line. A room whose
+    /// settings Redis lost is restored first.
+    pub async fn admit(&self, concert_id: i64, now: DateTime<Utc>) -> Result<Admission, RoomError> {
         let first = self.admit_once(concert_id, now).await?;
         if first.gate != Gate::DrawDue {
             return Ok(first);
         }
-        let drawn = self.draw_lottery(concert_id, now).await?;
+        let Some(drawn) = self.draw_lottery(concert_id, now).await? else {
+            return Ok(first);
+        };
         let mut then = self.admit_once(concert_id, now).await?;
         then.expired += first.expired;
         then.drawn = drawn;
         Ok(then)
     }
 
-    async fn admit_once(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<Admission> {
+    async fn admit_once(
+        &self,
+        concert_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, RoomError> {
         let k = &self.keys;
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
-        let out: Vec<u64> = self
-            .admit
-            .key(k.waiting(concert_id))
-            .key(k.active(concert_id))
-            .key(k.rate(concert_id))
-            .key(k.concerts())
-            .key(rk.settings(concert_id))
-            .key(rk.stats(concert_id))
-            .key(rk.inventory(concert_id))
-            .key(rk.prequeue(concert_id))
-            .arg(now.timestamp_millis())
-            .arg(self.cfg.max_active)
-            .arg(self.cfg.admit_per_tick)
-            .arg(Self::millis(self.cfg.active_ttl))
-            .arg(k.alive_prefix(concert_id))
-            .arg(Self::millis(self.cfg.admit_interval))
-            .arg(concert_id)
-            .invoke_async(&mut conn)
-            .await?;
-        let at = |i: usize| out.get(i).copied().unwrap_or_default();
+        let mut check = self.store.is_some();
+        let out = loop {
+            let out: Vec<i64> = self
+                .admit
+                .key(k.waiting(concert_id))
+                .key(k.active(concert_id))
+                .key(k.rate(concert_id))
+                .key(k.concerts())
+                .key(rk.settings(concert_id))
+                .key(rk.stats(concert_id))
+                .key(rk.inventory(concert_id))
+                .key(rk.prequeue(concert_id))
+                .arg(now.timestamp_millis())
+                .arg(self.cfg.max_active)
+                .arg(self.cfg.admit_per_tick)
+                .arg(Self::millis(self.cfg.active_ttl))
+                .arg(k.alive_prefix(concert_id))
+                .arg(Self::millis(self.cfg.admit_interval))
+                .arg(concert_id)
+                .arg(Self::check_flag(check))
+                .invoke_async(&mut conn)
+                .await?;
+            if check && out.first() == Some(&-1) {
+                self.restore(concert_id).await?;
+                check = false;
+                continue;
+            }
+            break out;
+        };
+        let at = |i: usize| {
+            out.get(i)
+                .and_then(|n| u64::try_from(*n).ok())
+                .unwrap_or_default()
+        };
         Ok(Admission {
             admitted: at(0),
             expired: at(1),
@@ -572,8 +696,14 @@ impl WaitingRoom {
     /// The pre-queue lottery (DESIGN §10): close the pre-queue, order its live tokens by
     /// HMAC-SHA256(seed, token), and put them in line in that order. Deterministic, and its
     /// last step writes only once, so a crash between the steps or two batch leaders racing
-    /// give the same single draw. Returns how many tokens were put in line.
-    async fn draw_lottery(&self, concert_id: i64, now: DateTime<Utc>) -> RedisResult<u64> {
+    /// give the same single draw. Returns how many tokens were put in line, or `None` if the
+    /// draw waits for the next tick: with a store, the draw is recorded there before the seed
+    /// is published, so a room restored later is never drawn twice with a published seed.
+    async fn draw_lottery(
+        &self,
+        concert_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, RoomError> {
         let k = &self.keys;
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
@@ -588,14 +718,33 @@ impl WaitingRoom {
             .invoke_async(&mut conn)
             .await?;
         let Some((seed_hex, tokens)) = out.split_first() else {
-            return Ok(0);
+            return Ok(Some(0));
         };
         let Some(seed) = lottery::from_hex(seed_hex) else {
             tracing::error!(
                 concert_id,
                 "the lottery's stored seed is not hex; draw skipped"
             );
-            return Ok(0);
+            return Ok(Some(0));
+        };
+        let drawn_at = match &self.store {
+            None => now,
+            Some(db) => {
+                match rooms::mark_drawn(db, concert_id, now, seed_hex, &lottery::commitment(&seed))
+                    .await
+                {
+                    // No row: a room configured in Redis alone (nothing to keep in step).
+                    Ok(at) => at.unwrap_or(now),
+                    Err(error) => {
+                        tracing::warn!(
+                            concert_id,
+                            %error,
+                            "the draw could not be recorded in the database; it waits for the next tick"
+                        );
+                        return Ok(None);
+                    }
+                }
+            }
         };
         let order = lottery::order(&seed, tokens.iter().map(String::as_str));
         let mut draw = self.draw.prepare_invoke();
@@ -603,7 +752,7 @@ impl WaitingRoom {
             .key(rk.prequeue(concert_id))
             .key(k.waiting(concert_id))
             .key(rk.stats(concert_id))
-            .arg(now.timestamp_millis())
+            .arg(drawn_at.timestamp_millis())
             .arg(k.alive_prefix(concert_id));
         for t in &order {
             draw.arg(*t);
@@ -612,7 +761,7 @@ impl WaitingRoom {
         if drawn >= 0 {
             tracing::info!(concert_id, drawn, "pre-queue lottery drawn; seed published");
         }
-        Ok(u64::try_from(drawn).unwrap_or(0))
+        Ok(Some(u64::try_from(drawn).unwrap_or(0)))
     }
 
     /// Retires `user_id`'s token for `concert_id` (after a purchase). Returns whether an
@@ -629,13 +778,28 @@ impl WaitingRoom {
         Ok(removed == 1)
     }
 
-    /// Concerts that currently have a line or admitted users (admission iterates these).
+    /// Concerts that currently have a line, admitted users or a lottery to draw (admission
+    /// iterates these): Redis's `queue:concerts`, plus, with a store, every room whose
+    /// lottery the store says is not drawn yet — so a room Redis forgot is still ticked (and
+    /// restored by its tick). A store that cannot answer is logged and Redis's list used.
     pub async fn concerts_with_lines(&self) -> RedisResult<Vec<i64>> {
         let mut conn = self.keys.redis().conn();
-        redis::cmd("SMEMBERS")
+        let mut ids: Vec<i64> = redis::cmd("SMEMBERS")
             .arg(self.keys.concerts())
             .query_async(&mut conn)
-            .await
+            .await?;
+        if let Some(db) = &self.store {
+            match rooms::undrawn(db).await {
+                Ok(undrawn) => ids.extend(undrawn),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "rooms with a lottery to draw could not be read; ticking Redis's list only"
+                ),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     pub(crate) fn keys(&self) -> &QueueKeys {

@@ -5,9 +5,15 @@
 //! reads them in its script: a change is effective at the next tick, with no restart. A
 //! setting never written falls back to the env default (`QUEUE_MAX_ACTIVE`,
 //! `QUEUE_ADMIT_PER_TICK`).
+//!
+//! With a store, PostgreSQL's `queue_rooms` is the source of truth and the hash its working
+//! copy, marked `loaded` once restored: a PATCH changes both, the row locked for the whole
+//! change and written in the transaction of its `admin_audit` row; a script that finds the
+//! hash not `loaded` makes the caller restore it ([`WaitingRoom::restore`]) and run again.
 
 use chrono::{DateTime, TimeZone, Utc};
 use redis::{RedisError, Script};
+use sea_orm::{DbErr, TransactionTrait};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -15,8 +21,10 @@ use common::ApiError;
 use common::ErrorCode;
 
 use crate::error::UsersCode;
+use crate::store::audit::{self, AuditEntry};
+use crate::store::rooms::{self, RoomRow};
 
-use super::{WaitingRoom, lottery};
+use super::{RESTORE_REPLY, RoomError, WaitingRoom, lottery};
 
 /// The organiser's changes: any of the fields (at least one).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -118,13 +126,22 @@ pub struct SettingsRecord {
     pub sale_opens_at: Option<DateTime<Utc>>,
 }
 
+/// Who made a change, for its `admin_audit` row.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub id: i64,
+    pub username: &'a str,
+}
+
 /// One read of everything a view shows.
 /// → {state, max_active, admit_per_tick, opens_at, commitment, seed (after the draw),
 ///    drawn_at, sold_out, admitted_total, abandoned_total, expired_total, waiting,
-///    pre_queued, active, rate}
+///    pre_queued, active, rate}, or {'RESTORE'} when ARGV[1] asks to check that the settings
+///    are loaded and they are not.
 const VIEW: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'state', 'max_active', 'admit_per_tick', 'opens_at',
-  'commitment', 'seed', 'drawn_at', 'sold_out')
+  'commitment', 'seed', 'drawn_at', 'sold_out', 'loaded')
+if ARGV[1] == '1' and not s[9] then return {'RESTORE'} end
 local t = redis.call('HMGET', KEYS[2], 'admitted_total', 'abandoned_total', 'expired_total')
 local seed = ''
 if s[7] then seed = s[6] or '' end
@@ -136,10 +153,12 @@ return {s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', seed, s[7] o
 
 /// Applies a patch atomically. ARGV: state ('' = unchanged, OPEN, PAUSED), max_active,
 /// admit_per_tick ('' = unchanged), opens_at ('' = unchanged, 'null', or ms), a new seed
-/// and its commitment (used only if the room has none yet), the concert id.
-/// → {'LOTTERY_DRAWN'} or {'OK', before: state, sold_out, max, tick, opens_at,
-///    after: the same five}
+/// and its commitment (used only if the room has none yet), the concert id, whether to check
+/// that the settings are loaded.
+/// → {'LOTTERY_DRAWN'}, {'RESTORE'} (nothing done), or {'OK', before: state, sold_out, max,
+///    tick, opens_at, after: the same five, then seed, commitment}
 const UPDATE: &str = r#"
+if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {'RESTORE'} end
 local fields = {'state', 'sold_out', 'max_active', 'admit_per_tick', 'opens_at'}
 local before = redis.call('HMGET', KEYS[1], unpack(fields))
 if ARGV[4] ~= '' then
@@ -168,13 +187,51 @@ local after = redis.call('HMGET', KEYS[1], unpack(fields))
 local out = {'OK'}
 for i = 1, 5 do out[#out + 1] = before[i] or '' end
 for i = 1, 5 do out[#out + 1] = after[i] or '' end
+local lot = redis.call('HMGET', KEYS[1], 'seed', 'commitment')
+out[#out + 1] = lot[1] or ''
+out[#out + 1] = lot[2] or ''
 return out
+"#;
+
+/// Loads a room's settings from the store into Redis, unless another caller did meanwhile.
+/// ARGV: whether the store has a row ('1') — without one the hash is left as it is (a room
+/// configured before the store existed keeps its settings) — then its state ('PAUSED' or
+/// ''), max_active, admit_per_tick, opens_at (ms), seed, commitment, drawn_at (ms; '' =
+/// none), the concert id. A drawn lottery comes back drawn (and closed: joins go FIFO).
+/// SOLD_OUT is not stored: it is judged from the inventory now, as a tick would, and by
+/// every tick after. The room is registered for admission (a tick drops it again if it has
+/// nothing to do). → 1 if restored, 0 if it was already loaded.
+const RESTORE: &str = r#"
+if redis.call('HGET', KEYS[1], 'loaded') == '1' then return 0 end
+if ARGV[1] == '1' then
+  local names = {'state', 'max_active', 'admit_per_tick', 'opens_at', 'seed', 'commitment'}
+  for i, f in ipairs(names) do
+    local v = ARGV[i + 1]
+    if v == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, v) end
+  end
+  if ARGV[8] ~= '' and redis.call('HEXISTS', KEYS[1], 'drawn_at') == 0 then
+    redis.call('HSET', KEYS[1], 'drawn_at', ARGV[8], 'closed', '1')
+  end
+end
+local lot = redis.call('HMGET', KEYS[1], 'commitment', 'drawn_at')
+if not (lot[1] and not lot[2]) then
+  local inv = redis.call('HMGET', KEYS[3], 'total', 'available', 'held')
+  local available = tonumber(inv[2])
+  if available and available <= 0 and (tonumber(inv[3]) or 0) <= 0
+      and (tonumber(inv[1]) or 0) > 0 then
+    redis.call('HSET', KEYS[1], 'sold_out', '1')
+  end
+end
+redis.call('HSET', KEYS[1], 'loaded', '1')
+redis.call('SADD', KEYS[2], ARGV[9])
+return 1
 "#;
 
 #[derive(Clone)]
 pub(crate) struct SettingsScripts {
     view: Script,
     update: Script,
+    restore: Script,
 }
 
 impl SettingsScripts {
@@ -182,6 +239,7 @@ impl SettingsScripts {
         Self {
             view: Script::new(VIEW),
             update: Script::new(UPDATE),
+            restore: Script::new(RESTORE),
         }
     }
 }
@@ -193,6 +251,19 @@ pub enum PatchError {
     LotteryDrawn,
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+    /// Nothing was changed: the transaction was rolled back and Redis made to reload the
+    /// room from the database.
+    #[error("database: {0}")]
+    Store(#[from] DbErr),
+}
+
+impl From<RoomError> for PatchError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::Redis(e) => Self::Redis(e),
+            RoomError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 impl ErrorCode for PatchError {
@@ -200,18 +271,21 @@ impl ErrorCode for PatchError {
         match self {
             Self::LotteryDrawn => UsersCode::LotteryDrawn.status(),
             Self::Redis(e) => ErrorCode::status(e),
+            Self::Store(_) => common::error::Code::DependencyUnavailable.status(),
         }
     }
     fn code(&self) -> &'static str {
         match self {
             Self::LotteryDrawn => UsersCode::LotteryDrawn.code(),
             Self::Redis(e) => ErrorCode::code(e),
+            Self::Store(_) => common::error::Code::DependencyUnavailable.code(),
         }
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::LotteryDrawn => None,
             Self::Redis(e) => ErrorCode::retry_after(e),
+            Self::Store(_) => Some(1),
         }
     }
 }
@@ -269,6 +343,11 @@ impl RoomSettingsPatch {
     }
 }
 
+fn millis_text(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.timestamp_millis().to_string())
+        .unwrap_or_default()
+}
+
 impl WaitingRoom {
     fn record(&self, f: &[String]) -> SettingsRecord {
         let field = |i: usize| f.get(i).map_or("", String::as_str);
@@ -284,12 +363,154 @@ impl WaitingRoom {
         }
     }
 
-    /// Applies a validated patch; returns the settings before and after it.
+    /// Loads the room's settings from the store into Redis (a script found them not
+    /// loaded). Without a store there is nothing to load.
+    pub(super) async fn restore(&self, concert_id: i64) -> Result<(), RoomError> {
+        let Some(db) = self.store() else {
+            return Ok(());
+        };
+        let row = rooms::find(db, concert_id).await?;
+        self.restore_from(concert_id, row.as_ref()).await?;
+        Ok(())
+    }
+
+    /// [`restore`](Self::restore) with the row already read (`None`: the room has none).
+    async fn restore_from(&self, concert_id: i64, row: Option<&RoomRow>) -> Result<(), RedisError> {
+        let rk = self.room_keys();
+        let r = row.cloned().unwrap_or_default();
+        let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        let mut conn = self.keys().redis().conn();
+        let restored: i64 = self
+            .settings
+            .restore
+            .key(rk.settings(concert_id))
+            .key(self.keys().concerts())
+            .key(rk.inventory(concert_id))
+            .arg(if row.is_some() { "1" } else { "0" })
+            .arg(if r.paused { "PAUSED" } else { "" })
+            .arg(number(r.max_active))
+            .arg(number(r.admit_per_tick))
+            .arg(millis_text(r.sale_opens_at))
+            .arg(r.seed.clone().unwrap_or_default())
+            .arg(r.commitment.clone().unwrap_or_default())
+            .arg(millis_text(r.drawn_at))
+            .arg(concert_id)
+            .invoke_async(&mut conn)
+            .await?;
+        if restored == 1 && row.is_some() {
+            tracing::info!(
+                concert_id,
+                "waiting room's settings restored from the database into Redis"
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes Redis reload the room from the store at its next use: after a change made in
+    /// Redis whose transaction could not commit. Best effort (logged).
+    async fn forget(&self, concert_id: i64) {
+        let mut conn = self.keys().redis().conn();
+        let done: Result<i64, RedisError> = redis::cmd("HDEL")
+            .arg(self.room_keys().settings(concert_id))
+            .arg("loaded")
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = done {
+            tracing::error!(
+                concert_id,
+                %error,
+                "a settings change not committed could not be undone in Redis"
+            );
+        }
+    }
+
+    /// Applies a validated patch; returns the settings before and after it. With a store, the
+    /// settings are persisted as well (in one transaction, no audit row).
     pub async fn update_settings(
         &self,
         concert_id: i64,
         patch: &RoomSettingsPatch,
     ) -> Result<(SettingsRecord, SettingsRecord), PatchError> {
+        self.change_settings(concert_id, patch, None).await
+    }
+
+    /// [`update_settings`](Self::update_settings) by an organiser: the persisted settings and
+    /// the `admin_audit` row (`queue.settings`, `concert:<id>`, before → after) are written in
+    /// one transaction. Needs a store (without one, no row is written).
+    pub async fn update_settings_by(
+        &self,
+        concert_id: i64,
+        patch: &RoomSettingsPatch,
+        actor: Actor<'_>,
+    ) -> Result<(SettingsRecord, SettingsRecord), PatchError> {
+        self.change_settings(concert_id, patch, Some(actor)).await
+    }
+
+    /// The room's row is locked first, so changes to one room are serialised in both stores
+    /// (the before → after records form one chain); the Redis change is made while it is
+    /// held. If the transaction then fails, Redis is made to reload the room from the
+    /// database, which undoes the change there too.
+    async fn change_settings(
+        &self,
+        concert_id: i64,
+        patch: &RoomSettingsPatch,
+        actor: Option<Actor<'_>>,
+    ) -> Result<(SettingsRecord, SettingsRecord), PatchError> {
+        let Some(db) = self.store() else {
+            let (before, after, _) = self.apply(concert_id, patch, None).await?;
+            return Ok((before, after));
+        };
+        let at = self.clock.now();
+        let txn = db.begin().await?;
+        let persisted = rooms::lock(&txn, concert_id, at).await?;
+        // An error here drops the transaction: rolled back, nothing changed.
+        let (before, after, saved) = self
+            .apply(concert_id, patch, Some(persisted.as_ref()))
+            .await?;
+        let written = async {
+            rooms::save(&txn, concert_id, &saved, at).await?;
+            if let Some(actor) = actor {
+                let to_json = |r: &SettingsRecord| serde_json::to_value(r).unwrap_or_default();
+                audit::record(
+                    &txn,
+                    AuditEntry {
+                        actor_id: actor.id,
+                        actor_username: actor.username,
+                        at,
+                        action: "queue.settings",
+                        target: format!("concert:{concert_id}"),
+                        before: to_json(&before),
+                        after: to_json(&after),
+                    },
+                )
+                .await?;
+            }
+            Ok::<(), DbErr>(())
+        }
+        .await;
+        if let Err(e) = written {
+            // Still holding the row: nobody else changes the room before Redis forgets.
+            self.forget(concert_id).await;
+            let _ = txn.rollback().await;
+            return Err(e.into());
+        }
+        if let Err(e) = txn.commit().await {
+            self.forget(concert_id).await;
+            return Err(e.into());
+        }
+        Ok((before, after))
+    }
+
+    /// The patch in Redis; returns the settings before and after it for the audit, and after
+    /// it as the store keeps them. `restore_with` is `None` without a store; with one it is
+    /// the room's locked row (`Some(None)`: none), which the settings are restored from first
+    /// if Redis has lost them.
+    async fn apply(
+        &self,
+        concert_id: i64,
+        patch: &RoomSettingsPatch,
+        restore_with: Option<Option<&RoomRow>>,
+    ) -> Result<(SettingsRecord, SettingsRecord, RoomRow), PatchError> {
         let rk = self.room_keys();
         let seed = lottery::new_seed();
         let opt = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
@@ -304,44 +525,75 @@ impl WaitingRoom {
             Some(SettableState::Paused) => "PAUSED",
         };
         let mut conn = self.keys().redis().conn();
-        let out: Vec<String> = self
-            .settings
-            .update
-            .key(rk.settings(concert_id))
-            .key(self.keys().concerts())
-            .arg(state)
-            .arg(opt(patch.max_active))
-            .arg(opt(patch.admit_per_tick))
-            .arg(opens)
-            .arg(lottery::to_hex(&seed))
-            .arg(lottery::commitment(&seed))
-            .arg(concert_id)
-            .invoke_async(&mut conn)
-            .await?;
-        if out.first().map(String::as_str) != Some("OK") {
-            return Err(PatchError::LotteryDrawn);
-        }
+        let mut check = restore_with.is_some();
+        let out = loop {
+            let out: Vec<String> = self
+                .settings
+                .update
+                .key(rk.settings(concert_id))
+                .key(self.keys().concerts())
+                .arg(state)
+                .arg(opt(patch.max_active))
+                .arg(opt(patch.admit_per_tick))
+                .arg(&opens)
+                .arg(lottery::to_hex(&seed))
+                .arg(lottery::commitment(&seed))
+                .arg(concert_id)
+                .arg(Self::check_flag(check))
+                .invoke_async(&mut conn)
+                .await?;
+            match out.first().map(String::as_str) {
+                Some("OK") => break out,
+                Some(RESTORE_REPLY) if check => {
+                    self.restore_from(concert_id, restore_with.flatten())
+                        .await?;
+                    check = false;
+                }
+                _ => return Err(PatchError::LotteryDrawn),
+            }
+        };
+        let field = |i: usize| out.get(i).map_or("", String::as_str);
+        let text = |i: usize| (!field(i).is_empty()).then(|| field(i).to_owned());
         let before = self.record(out.get(1..6).unwrap_or_default());
         let after = self.record(out.get(6..11).unwrap_or_default());
-        Ok((before, after))
+        let saved = RoomRow {
+            paused: field(6) == "PAUSED",
+            max_active: field(8).parse().ok(),
+            admit_per_tick: field(9).parse().ok(),
+            sale_opens_at: millis_to_time(field(10)),
+            seed: text(11),
+            commitment: text(12),
+            drawn_at: None,
+        };
+        Ok((before, after, saved))
     }
 
     /// The room's full view (the admin's); its `public` part is what anyone sees.
-    pub async fn view(&self, concert_id: i64) -> Result<WaitingRoomView, RedisError> {
+    pub async fn view(&self, concert_id: i64) -> Result<WaitingRoomView, RoomError> {
         let k = self.keys();
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
-        let f: Vec<String> = self
-            .settings
-            .view
-            .key(rk.settings(concert_id))
-            .key(rk.stats(concert_id))
-            .key(k.waiting(concert_id))
-            .key(rk.prequeue(concert_id))
-            .key(k.active(concert_id))
-            .key(k.rate(concert_id))
-            .invoke_async(&mut conn)
-            .await?;
+        let mut check = self.store().is_some();
+        let f = loop {
+            let f: Vec<String> = self
+                .settings
+                .view
+                .key(rk.settings(concert_id))
+                .key(rk.stats(concert_id))
+                .key(k.waiting(concert_id))
+                .key(rk.prequeue(concert_id))
+                .key(k.active(concert_id))
+                .key(k.rate(concert_id))
+                .arg(Self::check_flag(check))
+                .invoke_async(&mut conn)
+                .await?;
+            if check && f.first().map(String::as_str) == Some(RESTORE_REPLY) {
+                self.restore(concert_id).await?;
+                check = false;
+                continue;
+            }
+            break f;
+        };
         let field = |i: usize| f.get(i).map_or("", String::as_str);
         let text = |i: usize| (!field(i).is_empty()).then(|| field(i).to_owned());
         let count = |i: usize| field(i).parse::<u64>().unwrap_or(0);
