@@ -149,6 +149,11 @@ error_codes! {
 /// The detail every server error shows instead of its cause.
 const INTERNAL_DETAIL: &str = "an unexpected error occurred; it has been logged";
 
+/// The detail a 503 of a typed error (Redis, another service or the database cannot answer)
+/// shows instead of its cause: nothing unexpected, only a wait.
+const UNAVAILABLE_DETAIL: &str =
+    "a service this one depends on cannot answer right now; retry after Retry-After seconds";
+
 /// Implemented by every error that can reach a client.
 pub trait ErrorCode: fmt::Display {
     fn status(&self) -> StatusCode;
@@ -319,6 +324,8 @@ impl<E: ErrorCode> From<E> for ApiError {
         // A server error's text goes to the log with the request's span, not to the client.
         let detail = if err.detail_is_public() {
             err.to_string()
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            UNAVAILABLE_DETAIL.to_owned()
         } else {
             INTERNAL_DETAIL.to_owned()
         };
@@ -435,6 +442,23 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["code"], "INTERNAL");
         assert!(!body.to_string().contains("0x00"), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn redis_down_is_a_503_that_says_so_without_its_cause() {
+        let err = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connect 10.0.0.7:6379",
+        ));
+        let api = ApiError::from(err);
+        let res = api.to_response();
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let (status, ct, body) = body_of(api).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
+        assert_eq!(body["code"], "DEPENDENCY_UNAVAILABLE");
+        assert_eq!(body["detail"], UNAVAILABLE_DETAIL);
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
     }
 
     #[test]

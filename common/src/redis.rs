@@ -72,3 +72,34 @@ impl RedisStore {
         Ok(())
     }
 }
+
+/// Whether `e` says Redis cannot be reached right now (refused, reset, timed out, still
+/// loading its data) rather than that a command is wrong: worth waiting out, not giving up on.
+pub fn is_unavailable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.retry_method(),
+            redis::RetryMethod::WaitAndRetry | redis::RetryMethod::Reconnect
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_wrong_command_is_not() {
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_unavailable(&refused));
+        let reset =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_unavailable(&reset));
+        let wrong =
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a string"));
+        assert!(!is_unavailable(&wrong));
+    }
+}

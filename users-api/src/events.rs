@@ -24,7 +24,15 @@ impl EventHandler for RetireOnPurchase {
             self.room
                 .retire(event.data.user_id, event.data.concert_id)
                 .await
-                .map_err(|e| HandlerError::Retryable(format!("redis: {e}")))
+                .map_err(|e| {
+                    // Redis down: waited out, never dead-lettered (the token would stay
+                    // ACTIVE, its slot taken from the line, until it expired).
+                    if common::redis::is_unavailable(&e) {
+                        HandlerError::Unavailable(format!("redis: {e}"))
+                    } else {
+                        HandlerError::Retryable(format!("redis: {e}"))
+                    }
+                })
         })
         .await?
         else {

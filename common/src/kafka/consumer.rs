@@ -48,7 +48,18 @@ pub enum HandlerError {
     /// Can never succeed (malformed event): straight to the DLQ.
     #[error("poison: {0}")]
     Poison(String),
+    /// A dependency the effect lives in cannot be reached (Redis down): retried with backoff
+    /// (at most [`UNAVAILABLE_MAX_BACKOFF`] apart) for as long as it is down, never
+    /// dead-lettered — the effect is still wanted when it returns, and nothing else would do
+    /// it. Shutdown still leaves it uncommitted, to come again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// The longest pause between two attempts of a handler whose dependency is unavailable
+/// (unless `CONSUMER_BACKOFF_MS` is longer): how soon after the dependency returns the
+/// consumer notices.
+pub const UNAVAILABLE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl From<sea_orm::DbErr> for HandlerError {
     fn from(e: sea_orm::DbErr) -> Self {
@@ -131,7 +142,8 @@ pub(super) type GroupConsumer = StreamConsumer<GroupWatch>;
 /// key hashes to, so one key's events (one reservation's) are handled in order while
 /// different keys proceed in parallel. Per message: handle; on a retryable error retry up to
 /// `consumer_max_attempts` times with exponential backoff; then (or at once for poison)
-/// publish to `<topic>.dlq`. A partition's offset is committed only up to its lowest message
+/// publish to `<topic>.dlq`. An unavailable dependency is waited out instead (retried, never
+/// dead-lettered). A partition's offset is committed only up to its lowest message
 /// still in flight — so a crash at any point redelivers rather than loses, and the inbox
 /// makes a redelivery harmless.
 pub async fn run_consumer<H: EventHandler>(
@@ -276,28 +288,39 @@ async fn work<H: EventHandler>(
     while let Some(incoming) = rx.recv().await {
         let span = tracing::info_span!("event", topic = %incoming.topic, partition = incoming.partition, offset = incoming.offset);
         let mut attempt = 1;
+        // Attempts that failed with `Retryable`: only those count toward the DLQ.
+        let mut retryable = 0;
         let outcome = loop {
-            match tracing::Instrument::instrument(handler.handle(&incoming), span.clone()).await {
+            let result =
+                tracing::Instrument::instrument(handler.handle(&incoming), span.clone()).await;
+            let exponential = cfg.consumer_backoff * 2u32.saturating_pow(attempt - 1).min(64);
+            let backoff = match result {
                 Ok(()) => break Ok(()),
                 Err(HandlerError::Poison(e)) => break Err(e),
                 Err(HandlerError::Retryable(e)) => {
                     stats.failed_attempts.fetch_add(1, Relaxed);
-                    if attempt >= cfg.consumer_max_attempts {
+                    retryable += 1;
+                    if retryable >= cfg.consumer_max_attempts {
                         break Err(e);
                     }
                     tracing::warn!(parent: &span, attempt, error = %e, "handler failed; retrying");
-                    let backoff = cfg.consumer_backoff * 2u32.saturating_pow(attempt - 1).min(64);
-                    tokio::select! {
-                        _ = cancel.cancelled() => {
-                            // Not done: the offset stays uncommitted and the message comes again.
-                            tracing::info!(parent: &span, "shutdown during retry; offset left uncommitted");
-                            return;
-                        }
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    attempt += 1;
+                    exponential
                 }
+                Err(HandlerError::Unavailable(e)) => {
+                    stats.failed_attempts.fetch_add(1, Relaxed);
+                    tracing::warn!(parent: &span, attempt, error = %e, "a dependency is unavailable; retrying until it returns");
+                    exponential.min(UNAVAILABLE_MAX_BACKOFF.max(cfg.consumer_backoff))
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    // Not done: the offset stays uncommitted and the message comes again.
+                    tracing::info!(parent: &span, "shutdown during retry; offset left uncommitted");
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
             }
+            attempt = attempt.saturating_add(1);
         };
         match outcome {
             Ok(()) => {

@@ -233,13 +233,30 @@ impl EventHandler for RecordingHandler {
     }
 }
 
+/// A [`RecordingHandler`] whose dependency is down (`Unavailable`) while `down` is set.
+struct DependentHandler {
+    inner: RecordingHandler,
+    down: Arc<AtomicBool>,
+}
+
+impl EventHandler for DependentHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(HandlerError::Unavailable(
+                "redis: connection refused".into(),
+            ));
+        }
+        self.inner.handle(msg).await
+    }
+}
+
 struct ConsumerRun {
     stats: Arc<ConsumerStats>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn consume(kafka: &KafkaClient, group: &str, handler: RecordingHandler) -> ConsumerRun {
+fn consume(kafka: &KafkaClient, group: &str, handler: impl EventHandler) -> ConsumerRun {
     let stats = Arc::new(ConsumerStats::default());
     let cancel = CancellationToken::new();
     let (k, g, s, c) = (
@@ -413,6 +430,61 @@ async fn poison_messages_land_in_the_dlq_and_the_line_keeps_moving() {
     assert!(header(1, "dlq.error").contains("told to fail"));
     assert_eq!(header(1, "dlq.attempts"), "3");
     assert_eq!(header(1, "dlq.source.topic"), kafka.topic(TOPIC));
+    run.cancel.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unavailable_dependency_is_waited_out_and_never_dead_lettered() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = TopicPrefix::new();
+    // CONSUMER_MAX_ATTEMPTS is 3 here.
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
+    produce(
+        &kafka,
+        &serde_json::to_vec(&Envelope::new(TOPIC, json!({"n": 1}), Utc::now())).unwrap(),
+    )
+    .await;
+    let down = Arc::new(AtomicBool::new(true));
+    let run = consume(
+        &kafka,
+        "g",
+        DependentHandler {
+            inner: RecordingHandler {
+                db: db.clone(),
+                failing: Arc::default(),
+            },
+            down: down.clone(),
+        },
+    );
+    eventually(
+        "far more attempts than CONSUMER_MAX_ATTEMPTS",
+        Duration::from_secs(30),
+        || {
+            let s = run.stats.clone();
+            async move { (s.failed_attempts.load(Ordering::SeqCst) >= 8).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(run.stats.dead_lettered.load(Ordering::SeqCst), 0);
+    assert_eq!(run.stats.handled.load(Ordering::SeqCst), 0);
+
+    // The dependency returns: the effect happens, once, and nothing was parked.
+    down.store(false, Ordering::SeqCst);
+    eventually("the event handled", Duration::from_secs(30), || {
+        let s = run.stats.clone();
+        async move { (s.handled.load(Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM effects").await, 1);
+    assert_eq!(run.stats.dead_lettered.load(Ordering::SeqCst), 0);
+    let dlq = read_topic(
+        &kafka_brokers(),
+        &kafka.topic(&format!("{TOPIC}.dlq")),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(dlq.is_empty(), "nothing dead-lettered");
     run.cancel.cancel();
     run.task.await.unwrap();
 }
