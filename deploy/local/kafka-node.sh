@@ -195,6 +195,11 @@ stop() {
         fi
         sleep 0.2
     done
+    # The main thread may be a zombie while the JVM's other threads still hold the broker's
+    # sockets (tens of ms after a SIGKILL): a restart right now would find its port taken.
+    while (($(find "/proc/$pid/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) > 1)); do
+        sleep 0.05
+    done
     rm -f "$dir/kafka.pid"
     log "Kafka (pid $pid) stopped ($signal)"
 }

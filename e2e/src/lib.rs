@@ -1,6 +1,7 @@
 //! End-to-end fixtures, written once: the services as OS processes ([`process`]), the three
 //! APIs with their databases and batch ([`platform`]), the nginx gateway in front of them
-//! ([`gateway`]), and a client that speaks the public contract ([`client`]).
+//! ([`gateway`]), a client that speaks the public contract ([`client`]), and the load tool's
+//! fault proxy in front of a dependency ([`proxy`]).
 
 use std::path::PathBuf;
 
@@ -8,10 +9,12 @@ pub mod client;
 pub mod gateway;
 pub mod platform;
 pub mod process;
+pub mod proxy;
 
 pub use client::Client;
 pub use gateway::Gateway;
 pub use platform::Platform;
+pub use proxy::FaultProxy;
 
 /// The repository's root (the workspace: `deploy/`, `web/`, `docs/` are beneath it).
 pub fn repo_root() -> PathBuf {

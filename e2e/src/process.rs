@@ -10,6 +10,8 @@ pub struct Process {
     name: &'static str,
     child: Child,
     pub url: String,
+    port: u16,
+    env: Vec<(String, String)>,
 }
 
 impl Process {
@@ -18,10 +20,14 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
 
-impl Drop for Process {
-    fn drop(&mut self) {
+    /// SIGTERM, as an orchestrator stops it: drains, leaves its consumer groups. Killed if
+    /// it is still running after 10 s.
+    pub fn stop(&mut self) {
+        // Already exited (crashed, and reaped): its pid may belong to another process now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -33,7 +39,45 @@ impl Drop for Process {
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
+        self.crash();
+    }
+
+    /// Stops the process ([`Process::stop`]) and starts it again with `overrides` in its
+    /// environment (e.g. its database through a fault proxy), on the same port.
+    pub async fn restart_with(&mut self, overrides: &[(&str, String)]) {
+        self.stop();
+        for (k, v) in overrides {
+            self.env.retain(|(key, _)| key != k);
+            self.env.push(((*k).to_owned(), v.clone()));
+        }
+        self.restart().await;
+    }
+
+    /// Starts the process again (after [`Process::crash`]) with the same environment on the
+    /// same port, so its URL stays valid; waits until it is ready.
+    pub async fn restart(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.crash();
+        }
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let restarted = start_on(self.name, self.port, &env).await;
+        // The old child was reaped; the new one replaces it (and is stopped on drop).
+        *self = restarted;
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -79,7 +123,11 @@ fn port_var(name: &str) -> &'static str {
 
 /// Starts `name serve` with only `env` (and PATH) on a free port; waits until it is ready.
 pub async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
-    let port = free_port();
+    start_on(name, free_port(), env).await
+}
+
+/// [`start`] on `port`.
+async fn start_on(name: &'static str, port: u16, env: &[(&str, String)]) -> Process {
     let mut cmd = Command::new(binary(name));
     cmd.arg("serve")
         .env_clear()
@@ -104,5 +152,14 @@ pub async fn start(name: &'static str, env: &[(&str, String)]) -> Process {
         },
     )
     .await;
-    Process { name, child, url }
+    Process {
+        name,
+        child,
+        url,
+        port,
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    }
 }

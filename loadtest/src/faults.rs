@@ -73,6 +73,16 @@ pub enum Kind {
     Unexpected,
 }
 
+/// [`kind`], knowing the problem's code: a 503 `LOGIN_BUSY` is the log-in's own back-pressure
+/// (every password-hashing slot busy, come back after `Retry-After`), refused before any work
+/// as a 429 is, so it counts with the other unexpected answers, not as a failure.
+pub fn kind_of(status: u16, code: Option<&str>) -> Option<Kind> {
+    match (status, code) {
+        (503, Some("LOGIN_BUSY")) => Some(Kind::Unexpected),
+        _ => kind(status),
+    }
+}
+
 pub fn kind(status: u16) -> Option<Kind> {
     match status {
         0 => Some(Kind::Transport),
@@ -87,6 +97,7 @@ pub fn kind(status: u16) -> Option<Kind> {
 pub struct ErrorEvent {
     pub endpoint: String,
     pub status: u16,
+    pub kind: Kind,
     pub sent_unix_ms: u64,
     pub answered_unix_ms: u64,
 }
@@ -105,8 +116,9 @@ pub struct ErrorCounts {
 }
 
 impl ErrorCounts {
-    pub fn add(&mut self, endpoint: &str, status: u16) {
-        match kind(status) {
+    /// One answer, judged by [`kind_of`] (`None`: not an error, not counted).
+    pub fn add(&mut self, endpoint: &str, status: u16, kind: Option<Kind>) {
+        match kind {
             None => return,
             Some(Kind::Server) => self.server_errors += 1,
             Some(Kind::Transport) => self.transport_errors += 1,
@@ -151,13 +163,104 @@ impl ErrorCounts {
 }
 
 /// One window of the fault log and the errors placed in it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowErrors {
     pub label: String,
     pub start_unix_ms: u64,
     /// `None`: still open when the log was read.
     pub end_unix_ms: Option<u64>,
     pub errors: ErrorCounts,
+    /// What every answer (not only the errors) looked like during the window and after it.
+    /// Reports saved before it existed read as empty.
+    #[serde(default)]
+    pub answers: WindowAnswers,
+}
+
+/// One request's answer on the run's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub sent_unix_ms: u64,
+    pub elapsed_us: u64,
+    /// [`kind_of`] its answer.
+    pub kind: Option<Kind>,
+}
+
+impl Answered {
+    fn answered_unix_ms(&self) -> u64 {
+        self.sent_unix_ms + self.elapsed_us / 1000
+    }
+}
+
+/// The answers a window claims (in flight during it or its margin) and the answers after it
+/// (sent after the margin, until the next window opens or the run ends): how many, how many
+/// failed (5xx, no answer), and their p99 latency; and when the platform had recovered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowAnswers {
+    pub during: u64,
+    pub failed_during: u64,
+    /// Other error answers (401, 404, 429, ...) during the window.
+    pub other_errors_during: u64,
+    pub p99_ms_during: f64,
+    pub after: u64,
+    pub failed_after: u64,
+    pub p99_ms_after: f64,
+    /// From the window's start until the fault was over and the last failure it caused was
+    /// answered: the later of the window's end and that answer. `None` for a window still open.
+    pub recovered_after_seconds: Option<f64>,
+}
+
+fn p99_ms(mut us: Vec<u64>) -> f64 {
+    if us.is_empty() {
+        return 0.0;
+    }
+    us.sort_unstable();
+    let i = ((us.len() as f64 * 0.99).ceil() as usize).clamp(1, us.len()) - 1;
+    us[i] as f64 / 1000.0
+}
+
+/// [`WindowAnswers`] of each window over the run's `timeline`.
+pub fn answers(timeline: &[Answered], windows: &[Window], margin: Duration) -> Vec<WindowAnswers> {
+    let margin_ms = margin.as_millis() as u64;
+    windows
+        .iter()
+        .map(|w| {
+            let until = w
+                .end_unix_ms
+                .map_or(u64::MAX, |end| end.saturating_add(margin_ms));
+            let next = windows
+                .iter()
+                .map(|o| o.start_unix_ms)
+                .filter(|&s| s > w.start_unix_ms)
+                .min()
+                .unwrap_or(u64::MAX);
+            let (mut during, mut after) = (Vec::new(), Vec::new());
+            let mut out = WindowAnswers::default();
+            let mut last_failure = None;
+            for a in timeline {
+                let failed = matches!(a.kind, Some(Kind::Server | Kind::Transport));
+                if a.sent_unix_ms <= until && a.answered_unix_ms() >= w.start_unix_ms {
+                    during.push(a.elapsed_us);
+                    if failed {
+                        out.failed_during += 1;
+                        last_failure = last_failure.max(Some(a.answered_unix_ms()));
+                    } else if a.kind.is_some() {
+                        out.other_errors_during += 1;
+                    }
+                } else if a.sent_unix_ms > until && a.sent_unix_ms < next {
+                    after.push(a.elapsed_us);
+                    out.failed_after += u64::from(failed);
+                }
+            }
+            (out.during, out.after) = (during.len() as u64, after.len() as u64);
+            out.p99_ms_during = p99_ms(during);
+            out.p99_ms_after = p99_ms(after);
+            out.recovered_after_seconds = w.end_unix_ms.map(|end| {
+                let over = end.max(last_failure.unwrap_or(0));
+                over.saturating_sub(w.start_unix_ms) as f64 / 1000.0
+            });
+            out
+        })
+        .collect()
 }
 
 /// A run's error answers, split by the fault windows (all outside when there are none).
@@ -185,6 +288,7 @@ pub fn split(events: &[ErrorEvent], windows: &[Window], margin: Duration) -> Err
             start_unix_ms: w.start_unix_ms,
             end_unix_ms: w.end_unix_ms,
             errors: ErrorCounts::default(),
+            answers: WindowAnswers::default(),
         })
         .collect();
     let mut out = ErrorSplit {
@@ -199,8 +303,8 @@ pub fn split(events: &[ErrorEvent], windows: &[Window], margin: Duration) -> Err
             e.sent_unix_ms <= until && e.answered_unix_ms >= w.start_unix_ms
         });
         match window {
-            Some(i) => placed[i].errors.add(&e.endpoint, e.status),
-            None => out.outside.add(&e.endpoint, e.status),
+            Some(i) => placed[i].errors.add(&e.endpoint, e.status, Some(e.kind)),
+            None => out.outside.add(&e.endpoint, e.status, Some(e.kind)),
         }
     }
     for w in &placed {
@@ -218,6 +322,7 @@ mod tests {
         ErrorEvent {
             endpoint: endpoint.into(),
             status,
+            kind: kind(status).unwrap(),
             sent_unix_ms: sent,
             answered_unix_ms: answered,
         }
@@ -264,9 +369,14 @@ mod tests {
         assert_eq!(kind(503), Some(Kind::Server));
         assert_eq!(kind(401), Some(Kind::Unexpected));
         assert_eq!(kind(429), Some(Kind::Unexpected));
+        assert_eq!(kind_of(503, Some("LOGIN_BUSY")), Some(Kind::Unexpected));
+        assert_eq!(
+            kind_of(503, Some("DEPENDENCY_UNAVAILABLE")),
+            Some(Kind::Server)
+        );
         let mut c = ErrorCounts::default();
         for s in [200, 409, 0, 502, 502, 401] {
-            c.add("GET /x", s);
+            c.add("GET /x", s, kind(s));
         }
         assert_eq!(
             (c.server_errors, c.transport_errors, c.unexpected_answers),
@@ -314,11 +424,47 @@ mod tests {
     #[test]
     fn describe_names_every_answer() {
         let mut c = ErrorCounts::default();
-        c.add("POST /api/payments", 502);
-        c.add("POST /api/payments", 502);
+        c.add("POST /api/payments", 502, kind(502));
+        c.add("POST /api/payments", 502, kind(502));
         assert_eq!(
             c.describe(),
             "2 5xx, 0 transport, 0 unexpected (POST /api/payments 502 ×2)"
+        );
+    }
+
+    #[test]
+    fn a_window_claims_the_answers_in_flight_during_it_and_the_rest_come_after() {
+        let windows = parse("1000 2000 redis cut\n9000 9500 kafka paused\n").unwrap();
+        let at = |sent: u64, ms: u64, status: u16| Answered {
+            sent_unix_ms: sent,
+            elapsed_us: ms * 1000,
+            kind: kind(status),
+        };
+        let timeline = [
+            at(500, 10, 200),  // before: neither
+            at(1200, 5, 503),  // during
+            at(1800, 1400, 0), // during; answered at 3200, after the margin: recovery
+            at(2100, 20, 401), // within the 500 ms margin: during, another error
+            at(2600, 30, 200), // after
+            at(3000, 40, 502), // after, failed
+            at(9100, 7, 200),  // the next window's
+        ];
+        let a = answers(&timeline, &windows, Duration::from_millis(500));
+        assert_eq!(
+            (a[0].during, a[0].failed_during, a[0].other_errors_during),
+            (3, 2, 1)
+        );
+        assert_eq!(a[0].p99_ms_during, 1400.0);
+        assert_eq!((a[0].after, a[0].failed_after), (2, 1));
+        assert_eq!(a[0].p99_ms_after, 40.0);
+        assert_eq!(a[0].recovered_after_seconds, Some(2.2));
+        // A window whose failures end before it does recovers at its end.
+        assert_eq!((a[1].during, a[1].after), (1, 0));
+        assert_eq!(a[1].recovered_after_seconds, Some(0.5));
+        let open = parse("1000 - still down\n").unwrap();
+        assert_eq!(
+            answers(&timeline, &open, Duration::ZERO)[0].recovered_after_seconds,
+            None
         );
     }
 }

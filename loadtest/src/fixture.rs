@@ -23,10 +23,12 @@ use crate::http::{Auth, Http};
 
 pub const PASSWORD: &str = "loadtest-password";
 
-/// A load-test account: its id, a live session and, once it has one, its queue pass.
+/// A load-test account: its id and username (its password is [`PASSWORD`]), a live session
+/// and, once it has one, its queue pass.
 #[derive(Clone)]
 pub struct User {
     pub id: i64,
+    pub username: String,
     pub session: String,
     pub pass: Option<String>,
 }
@@ -109,12 +111,13 @@ impl Platform {
             .map(|(id, username)| async move {
                 let session = Session {
                     user_id: id,
-                    username,
+                    username: username.clone(),
                     role: Role::User,
                 };
                 let (token, _) = sessions.create(&session).await?;
                 Ok(User {
                     id,
+                    username,
                     session: token,
                     pass: None,
                 })
@@ -157,13 +160,18 @@ impl Platform {
         Ok(hash.clone())
     }
 
+    /// The username of the run's admin ([`Platform::admin`]); its password is [`PASSWORD`].
+    pub fn admin_username(&self) -> String {
+        format!("lt{}_admin", self.run)
+    }
+
     /// The run's admin session (an ADMIN made for the run, once).
     pub async fn admin(&mut self) -> anyhow::Result<String> {
         if let Some(a) = &self.admin {
             return Ok(a.clone());
         }
         let hash = self.password_hash().await?;
-        let username = format!("lt{}_admin", self.run);
+        let username = self.admin_username();
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, 'ADMIN') RETURNING id",
         )

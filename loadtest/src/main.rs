@@ -10,6 +10,8 @@ mod faults;
 mod fixture;
 mod http;
 mod markdown;
+mod proxy;
+mod reliability;
 mod report;
 mod run;
 mod scenarios;
@@ -50,6 +52,26 @@ enum Command {
     Markdown {
         /// Reports written by `run --json`.
         reports: Vec<PathBuf>,
+    },
+    /// Render the rows of a chaos rehearsal (bench/chaos.sh: directories each holding
+    /// fault.json and the sale's report.json) as docs/RELIABILITY.md (to standard output).
+    Reliability {
+        /// The rows' directories, in the matrix's order.
+        rows: Vec<PathBuf>,
+    },
+    /// A TCP fault proxy in front of one dependency: forwards --listen to --upstream; the
+    /// --control port takes `cut`, `heal`, `delay MS` and `status`, a command a line.
+    Proxy {
+        /// Where clients connect (host:port).
+        #[arg(long)]
+        listen: String,
+        /// The dependency (host:port), connected to afresh for every client.
+        #[arg(long)]
+        upstream: String,
+        /// The control port (host:port): one command a line, answered `ok <state>` or
+        /// `error <why>`.
+        #[arg(long)]
+        control: String,
     },
 }
 
@@ -117,16 +139,39 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Markdown { reports } => match markdown::render(&reports) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("[loadtest] {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Proxy {
+            listen,
+            upstream,
+            control,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async {
+                match proxy::Proxy::bind(&listen, &upstream, &control).await {
+                    Ok(p) => {
+                        let addr = |a: std::io::Result<std::net::SocketAddr>| {
+                            a.map_or_else(|e| e.to_string(), |a| a.to_string())
+                        };
+                        eprintln!(
+                            "proxy listening on {} -> {upstream} (control {})",
+                            addr(p.listen_addr()),
+                            addr(p.control_addr())
+                        );
+                        p.run().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("[loadtest] proxy: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            })
+        }
+        Command::Reliability { rows } => print_rendered(reliability::render(&rows)),
+        Command::Markdown { reports } => print_rendered(markdown::render(&reports)),
         Command::Run(args) => {
             let json = args.json.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,6 +196,20 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// A rendered document to standard output, or why it could not be rendered (exit 2).
+fn print_rendered(rendered: anyhow::Result<String>) -> ExitCode {
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("[loadtest] {e:#}");
+            ExitCode::from(2)
         }
     }
 }

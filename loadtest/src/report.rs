@@ -157,6 +157,19 @@ impl Report {
                     },
                     w.errors.describe()
                 );
+                let a = &w.answers;
+                println!(
+                    "       during: {} answers, {} failed, p99 {:.0} ms; after: {} answers, {} \
+                     failed, p99 {:.0} ms; recovered after {}",
+                    a.during,
+                    a.failed_during,
+                    a.p99_ms_during,
+                    a.after,
+                    a.failed_after,
+                    a.p99_ms_after,
+                    a.recovered_after_seconds
+                        .map_or("(still open)".into(), |s| format!("{s:.1} s"))
+                );
             }
             println!("   errors inside fault windows: {}", e.inside.describe());
             println!("   errors outside fault windows: {}", e.outside.describe());

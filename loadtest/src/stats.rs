@@ -8,12 +8,15 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::faults::{ErrorCounts, ErrorEvent, ErrorSplit, Window};
+use crate::faults::{Answered, ErrorCounts, ErrorEvent, ErrorSplit, Window};
 use crate::http::Reply;
 
 /// Error answers kept with their times for the fault-window split; past this many (a run
 /// against a dead gateway) they are only counted, and counted as outside every window.
 const MAX_ERROR_EVENTS: usize = 1_000_000;
+
+/// Answers kept on the timeline (for the fault windows' latencies); later ones are not.
+const MAX_TIMELINE: usize = 10_000_000;
 
 struct Series {
     hist: Histogram<u64>,
@@ -44,12 +47,14 @@ struct Errors {
 pub struct Recorder {
     series: Mutex<BTreeMap<String, Series>>,
     errors: Mutex<Errors>,
+    timeline: Mutex<Vec<Answered>>,
 }
 
 impl Recorder {
     /// One answer of endpoint `name`.
     pub fn record(&self, name: &str, reply: &Reply) {
         let code = reply.code();
+        let kind = crate::faults::kind_of(reply.status, code.as_deref());
         let mut all = self.series.lock().expect("recorder lock");
         let s = all.entry(name.to_owned()).or_insert_with(Series::new);
         s.hist
@@ -59,17 +64,27 @@ impl Recorder {
             *s.codes.entry(code).or_default() += 1;
         }
         drop(all);
-        if crate::faults::kind(reply.status).is_some() {
+        let mut timeline = self.timeline.lock().expect("recorder lock");
+        if timeline.len() < MAX_TIMELINE {
+            timeline.push(Answered {
+                sent_unix_ms: reply.sent_unix_ms,
+                elapsed_us: reply.elapsed.as_micros() as u64,
+                kind,
+            });
+        }
+        drop(timeline);
+        if let Some(kind) = kind {
             let mut errors = self.errors.lock().expect("recorder lock");
             if errors.events.len() < MAX_ERROR_EVENTS {
                 errors.events.push(ErrorEvent {
                     endpoint: name.to_owned(),
                     status: reply.status,
+                    kind,
                     sent_unix_ms: reply.sent_unix_ms,
                     answered_unix_ms: reply.sent_unix_ms + reply.elapsed.as_millis() as u64,
                 });
             } else {
-                errors.overflow.add(name, reply.status);
+                errors.overflow.add(name, reply.status, Some(kind));
             }
         }
     }
@@ -80,6 +95,12 @@ impl Recorder {
         let errors = self.errors.lock().expect("recorder lock");
         let mut split = crate::faults::split(&errors.events, windows, margin);
         split.outside.merge(&errors.overflow);
+        drop(errors);
+        let timeline = self.timeline.lock().expect("recorder lock");
+        let answers = crate::faults::answers(&timeline, windows, margin);
+        for (w, a) in split.windows.iter_mut().zip(answers) {
+            w.answers = a;
+        }
         split
     }
 

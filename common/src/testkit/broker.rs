@@ -3,6 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::eventually;
+
 /// The repository's root (the test kit lives in `common/`).
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -118,6 +120,22 @@ impl PrivateBroker {
             "--kill".into(),
         ])
         .await;
+        // The script is done once the JVM's main thread is a zombie, but its sockets close
+        // only when the last of its threads has exited: until then its ports still accept
+        // connections, and a start in that window finds the port "taken by another process".
+        for port in [self.port, self.port + 1] {
+            eventually(
+                "the killed broker's ports to close",
+                Duration::from_secs(30),
+                || async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_err()
+                        .then_some(())
+                },
+            )
+            .await;
+        }
     }
 }
 

@@ -20,34 +20,19 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     pub async fn start() -> Self {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        eventually(
-            "private redis to listen",
-            Duration::from_secs(10),
-            || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
-        )
-        .await;
         Self {
             url: format!("redis://127.0.0.1:{port}"),
             port,
-            child,
+            child: spawn_redis(port).await,
         }
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and starts an empty one on the same port:
+    /// nothing survives, as the server keeps nothing on disk.
+    pub async fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port).await;
     }
 
     /// Starts `MONITOR`: every command a client sends from now on, excluding those run
@@ -79,6 +64,34 @@ impl PrivateRedis {
         });
         CommandMonitor { seen, task }
     }
+}
+
+/// `redis-server` on `port` with no persistence; returns once it listens.
+async fn spawn_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    eventually(
+        "private redis to listen",
+        Duration::from_secs(10),
+        || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
+    )
+    .await;
+    child
 }
 
 impl Drop for PrivateRedis {

@@ -4,6 +4,7 @@
 
 mod browser;
 mod contract;
+mod faults;
 mod gateway;
 mod journey;
 mod loadtest;

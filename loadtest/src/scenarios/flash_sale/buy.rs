@@ -67,7 +67,9 @@ impl Sale {
             Paid::Now => true,
             Paid::Earlier => false,
             Paid::Refused => {
-                self.payment_refused.fetch_add(1, Ordering::Relaxed);
+                if !self.is_lost(u) {
+                    self.payment_refused.fetch_add(1, Ordering::Relaxed);
+                }
                 return false;
             }
         };
@@ -80,6 +82,10 @@ impl Sale {
                 "GET /api/reservations/{id}",
                 self.http.get(&path, u.auth()).await,
             );
+            if self.note_lost(&u.auth(), &reply) {
+                // Logged in again, the fan pays again: the payment is found, not repeated.
+                return false;
+            }
             if reply.is_fault() {
                 // Polled again at the same pace: that is backoff enough.
                 self.fault_retries.fetch_add(1, Ordering::Relaxed);

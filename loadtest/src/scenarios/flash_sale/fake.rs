@@ -149,6 +149,7 @@ pub fn sale(fake: &Fake, confirm_timeout: Duration) -> Sale {
 pub fn fan() -> User {
     User {
         id: 1,
+        username: "fan1".into(),
         session: "s".into(),
         pass: Some("p".into()),
     }

@@ -23,25 +23,63 @@ use crate::fixture::User;
 impl Sale {
     /// One fan, from arrival after `arrive_after` to a bought seat, counted where it stopped.
     /// `streams`: the fan waits on the status event stream, as the web app does, rather than
-    /// polling.
+    /// polling. A fan whose session the platform lost (Redis came back empty) logs in again,
+    /// and one whose pass it lost joins the line again; either way a hold it made is kept and
+    /// paid once it is admitted again.
     pub(super) async fn fan(self: Arc<Self>, mut u: User, arrive_after: Duration, streams: bool) {
         tokio::time::sleep(arrive_after).await;
+        let mut reservation = None;
+        while !self.journey(&mut u, streams, &mut reservation).await {
+            match self.take_lost(&u.session) {
+                Some(super::Lost::Session) => {
+                    let Some(session) = self.log_in(&u.username).await else {
+                        self.left_waiting.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    self.relogins.fetch_add(1, Ordering::Relaxed);
+                    u.session = session;
+                }
+                Some(super::Lost::Pass) | None => {}
+            }
+            self.rejoins.fetch_add(1, Ordering::Relaxed);
+            u.pass = None;
+        }
+    }
+
+    /// The fan's way from the line to a bought seat (from the payment, once `reservation` is
+    /// held), counted where it stopped: true. False when it stopped because the platform lost
+    /// the fan's session or pass, counted nowhere yet.
+    async fn journey(&self, u: &mut User, streams: bool, reservation: &mut Option<i64>) -> bool {
         let waited = if streams {
-            self.wait_streaming(&mut u).await
+            self.wait_streaming(u).await
         } else {
-            self.wait(&mut u).await
+            self.wait(u).await
         };
         if waited.is_none() {
+            if self.is_lost(u) {
+                return false;
+            }
             self.left_waiting.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
-        let Some(reservation) = self.hold(&u).await else {
-            self.left_active.fetch_add(1, Ordering::Relaxed);
-            return;
+        let id = match *reservation {
+            Some(id) => id,
+            None => match self.hold(u).await {
+                Some(id) => id,
+                None if self.is_lost(u) => return false,
+                None => {
+                    self.left_active.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+            },
         };
-        if self.buy(&u, reservation).await {
+        *reservation = Some(id);
+        if self.buy(u, id).await {
             self.sold.fetch_add(1, Ordering::Relaxed);
+        } else if self.is_lost(u) {
+            return false;
         }
+        true
     }
 
     /// A queue token for the concert, asked for up to ten times half a second apart; None when
@@ -183,14 +221,15 @@ mod tests {
     use std::time::Duration;
 
     use chrono::{TimeZone, Utc};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use crate::scenarios::flash_sale::count;
-    use crate::scenarios::flash_sale::fake::{Fake, sale};
+    use crate::scenarios::flash_sale::fake::{Fake, held, sale};
 
     fn waiting_fan() -> crate::fixture::User {
         crate::fixture::User {
             id: 1,
+            username: "fan1".into(),
             session: "s".into(),
             pass: None,
         }
@@ -235,5 +274,67 @@ mod tests {
         assert_eq!(s.admitted_after(at(1)), 1);
         assert_eq!(s.admitted_after(at(0)), 1, "strictly after");
         assert_eq!(s.admitted_after(at(2)), 0);
+    }
+
+    /// A platform that sells seat 1 of schedule 5 to whoever comes with session `s2` and pass
+    /// `3.t`; `first_join` and `first_hold` answer the first join and the first hold.
+    async fn platform_that_forgets(first_join: (u16, Value), first_hold: (u16, Value)) -> Fake {
+        Fake::start(move |seen, before| {
+            let path = seen.path.split('?').next().unwrap_or("");
+            match (seen.method.as_str(), path, before) {
+                ("POST", "/api/queue/tokens", 0) => Some(first_join.clone()),
+                ("POST", "/api/queue/tokens", _) => {
+                    Some((201, json!({"token": "3.t", "status": "WAITING"})))
+                }
+                ("POST", "/api/sessions", _) => Some((201, json!({"token": "s2"}))),
+                ("GET", "/api/queue/tokens/3.t", _) => Some((200, json!({"status": "ACTIVE"}))),
+                ("GET", "/api/concerts/3/schedules", _) => {
+                    Some((200, json!({"items": [{"id": 5}]})))
+                }
+                ("GET", "/api/schedules/5/seats", _) => Some((
+                    200,
+                    json!({"seats": [{"seat_no": 1, "status": "AVAILABLE"}]}),
+                )),
+                ("POST", "/api/reservations", 0) => Some(first_hold.clone()),
+                ("POST", "/api/reservations", _) => Some((201, held(7))),
+                ("POST", "/api/payments", _) => Some((201, json!({"id": 1}))),
+                ("GET", "/api/reservations/7", _) => {
+                    Some((200, json!({"id": 7, "status": "CONFIRMED"})))
+                }
+                _ => Some((404, json!({"code": "NOT_FOUND"}))),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_fan_whose_session_was_lost_logs_in_again_and_buys() {
+        let fake =
+            platform_that_forgets((401, json!({"code": "UNAUTHENTICATED"})), (201, held(7))).await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(5)));
+        s.clone().fan(waiting_fan(), Duration::ZERO, false).await;
+        assert_eq!(count(&s.sold), 1);
+        assert_eq!((count(&s.relogins), count(&s.rejoins)), (1, 1));
+        let joins = fake.seen("POST", "/api/queue/tokens");
+        assert_eq!(joins.len(), 2);
+        assert_eq!(joins[0].headers["authorization"], "Bearer s");
+        assert_eq!(joins[1].headers["authorization"], "Bearer s2");
+        assert_eq!(count(&s.left_waiting) + count(&s.payment_refused), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fan_whose_pass_was_lost_joins_again_and_buys_with_the_new_pass() {
+        let fake = platform_that_forgets(
+            (201, json!({"token": "3.t", "status": "WAITING"})),
+            (401, json!({"code": "QUEUE_TOKEN_INVALID"})),
+        )
+        .await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(5)));
+        s.clone().fan(waiting_fan(), Duration::ZERO, false).await;
+        assert_eq!(count(&s.sold), 1);
+        assert_eq!((count(&s.relogins), count(&s.rejoins)), (0, 1));
+        assert_eq!(fake.seen("POST", "/api/queue/tokens").len(), 2);
+        assert!(fake.seen("POST", "/api/sessions").is_empty());
+        assert_eq!(count(&s.left_active), 0);
     }
 }

@@ -107,6 +107,9 @@ impl Sale {
                 }
                 continue;
             }
+            if self.note_lost(&u.auth(), &held) {
+                return None;
+            }
             if held.status == 201 {
                 let id = held.json()["id"].as_i64();
                 if faults > 0

@@ -55,6 +55,21 @@ struct Sale {
     active_ttl: Duration,
     /// When each fan's pass was admitted, from its `active_until`.
     admitted_at: std::sync::Mutex<Vec<DateTime<Utc>>>,
+    /// Sessions the platform no longer knows (401 UNAUTHENTICATED) or whose pass it no longer
+    /// knows (401 QUEUE_TOKEN_INVALID, 404 QUEUE_TOKEN_NOT_FOUND): e.g. Redis came back empty.
+    /// The fan's step that met it stops; the fan logs in again or joins the line again.
+    lost: std::sync::Mutex<std::collections::HashMap<String, Lost>>,
+    /// Fans that logged in again after their session was lost, and that joined the line again
+    /// after their pass was lost.
+    relogins: AtomicU64,
+    rejoins: AtomicU64,
+}
+
+/// What a fan lost to the platform: its session, or only its queue pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Session,
+    Pass,
 }
 
 /// When the last seat sold, and when the waiting room said SOLD_OUT (first seen).
@@ -121,6 +136,9 @@ impl Sale {
             line_closed: AtomicBool::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),
+            lost: std::sync::Mutex::default(),
+            relogins: AtomicU64::new(0),
+            rejoins: AtomicU64::new(0),
         }
     }
 
@@ -257,20 +275,29 @@ impl Sale {
     /// The organiser's screen while the sale runs: the sale view and the waiting room's figures
     /// once a second, as the console polls them, each answer recorded under its own name (so
     /// the report has their latencies under the crowd's load).
-    async fn organiser(self: Arc<Self>, admin: String) {
-        let auth = || Auth {
-            session: Some(&admin),
-            ..Auth::default()
-        };
+    /// A session the platform lost (Redis came back empty) is replaced by logging in again.
+    async fn organiser(self: Arc<Self>, mut admin: String, username: String) {
         let sale = format!("/api/admin/concerts/{}/sale", self.concert);
         let room = format!("/api/admin/queue/concerts/{}", self.concert);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         while !self.over() {
             tick.tick().await;
-            let r = self.http.get(&sale, auth()).await;
+            let auth = Auth {
+                session: Some(&admin),
+                ..Auth::default()
+            };
+            let r = self.http.get(&sale, auth.clone()).await;
             self.rec.record("organiser: sale view", &r);
-            let r = self.http.get(&room, auth()).await;
+            let lost = self.note_lost(&auth, &r);
+            let r = self.http.get(&room, auth.clone()).await;
             self.rec.record("organiser: waiting room", &r);
+            if lost || self.note_lost(&auth, &r) {
+                self.take_lost(&admin);
+                match self.log_in(&username).await {
+                    Some(token) => admin = token,
+                    None => return,
+                }
+            }
         }
     }
 }
@@ -315,7 +342,7 @@ pub(super) async fn flash_sale(
     ));
     let admin = p.admin().await?;
     let watcher = tokio::spawn(sale.clone().watch(p.concert_db.clone(), schedules));
-    let organiser = tokio::spawn(sale.clone().organiser(admin));
+    let organiser = tokio::spawn(sale.clone().organiser(admin, p.admin_username()));
     // A drill (bench/crash-drill.sh) times its faults from this line.
     eprintln!("[loadtest] flash-sale: the sale opens");
     let started = Instant::now();

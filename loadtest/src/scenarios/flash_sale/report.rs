@@ -63,6 +63,14 @@ pub(super) async fn outcome(
         count(&sale.retries).to_string(),
     );
     facts.insert(
+        "fans who logged in again (the platform lost their session)".into(),
+        count(&sale.relogins).to_string(),
+    );
+    facts.insert(
+        "fans who joined the line again (their pass was lost or ran out)".into(),
+        count(&sale.rejoins).to_string(),
+    );
+    facts.insert(
         "fans still in line at sell-out".into(),
         numbers.left_waiting.to_string(),
     );

@@ -9,7 +9,8 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::Value;
 
-use super::Sale;
+use super::{Lost, Sale};
+use crate::fixture::{PASSWORD, User};
 use crate::http::{Auth, Reply};
 use crate::scenarios::record;
 
@@ -47,6 +48,64 @@ impl Sale {
         !self.over()
     }
 
+    /// Whether `reply` says the platform no longer knows the session of `auth`, or its queue
+    /// pass; if so the session is remembered as lost (a lost session outweighs a lost pass)
+    /// until its fan [takes](Sale::take_lost) it.
+    pub(super) fn note_lost(&self, auth: &Auth<'_>, reply: &Reply) -> bool {
+        let Some(session) = auth.session else {
+            return false;
+        };
+        let lost = match (reply.status, reply.code().as_deref()) {
+            (401, Some("UNAUTHENTICATED")) => Lost::Session,
+            (401, Some("QUEUE_TOKEN_INVALID")) | (404, Some("QUEUE_TOKEN_NOT_FOUND")) => Lost::Pass,
+            _ => return false,
+        };
+        let mut all = self
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = all.entry(session.to_owned()).or_insert(lost);
+        if lost == Lost::Session {
+            *known = Lost::Session;
+        }
+        true
+    }
+
+    /// Whether the fan's session or pass was lost (and its step stopped because of it).
+    pub(super) fn is_lost(&self, u: &User) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&u.session)
+    }
+
+    /// What the session lost, forgetting it.
+    pub(super) fn take_lost(&self, session: &str) -> Option<Lost> {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(session)
+    }
+
+    /// Logs `username` in again (its password is the load test's), riding out faults and the
+    /// log-in's 503 LOGIN_BUSY as [`Sale::call`] does: the new session token, or None when the
+    /// sale ended first or the log-in was refused.
+    pub(super) async fn log_in(&self, username: &str) -> Option<String> {
+        let body = serde_json::json!({"username": username, "password": PASSWORD});
+        let reply = self
+            .call(
+                "POST /api/sessions",
+                Method::POST,
+                "/api/sessions",
+                Auth::default(),
+                Some(&body),
+            )
+            .await?;
+        (reply.status == 201)
+            .then(|| reply.json()["token"].as_str().map(str::to_owned))
+            .flatten()
+    }
+
     /// Sends one request until the platform answers it, backing off after each fault (the
     /// gateway's 502 while a service restarts, a refused connection) as a client would, and
     /// waiting out a 429 (a refused request did nothing). Only for requests that are safe to
@@ -69,11 +128,18 @@ impl Sale {
                     .send(method.clone(), path, auth.clone(), body.clone())
                     .await,
             );
-            if reply.status == 429 {
+            // A 429, or the log-in's 503 LOGIN_BUSY: refused before any work, come back after
+            // its Retry-After.
+            if reply.status == 429
+                || (reply.status == 503 && reply.code().as_deref() == Some("LOGIN_BUSY"))
+            {
                 if !self.wait_out_limit(&reply).await {
                     return None;
                 }
                 continue;
+            }
+            if self.note_lost(&auth, &reply) {
+                return None;
             }
             if !reply.is_fault() {
                 return Some(reply);
