@@ -41,33 +41,12 @@ readonly OUT FAULT_LOG="$OUT/faults.log"
 
 log() { printf '[drill] %s\n' "$*"; }
 die() { printf '[drill] ERROR: %s\n' "$*" >&2; exit 1; }
-now_ms() { date +%s%3N; }
-# secs MS: milliseconds as seconds with one decimal, for people.
-secs() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
 
 # The windows so far: labels, starts and ends (Unix ms; "-" while open), as loadtest reads them.
 labels=() starts=() ends=()
 # One line per kill for the final summary; the sale's opening (Unix ms) the kills are timed from.
 summary=() sale_opened=0
 
-# Rewrites the whole fault log through a temporary file, so that loadtest never reads half a
-# line, whenever a window opens or closes.
-write_fault_log() {
-    local i
-    {
-        echo "# start_unix_ms end_unix_ms label (written by bench/crash-drill.sh)"
-        for i in "${!labels[@]}"; do
-            echo "${starts[i]} ${ends[i]} ${labels[i]}"
-        done
-    } >"$FAULT_LOG.tmp"
-    mv "$FAULT_LOG.tmp" "$FAULT_LOG"
-}
-
-# alive PID: the process exists and is not a zombie waiting to be reaped.
-alive() {
-    [[ -r /proc/$1/stat ]] || return 1
-    [[ "$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]]
-}
 
 # service_pid SVC: the pid stack.sh recorded for SVC, if that process runs SVC's binary (never a
 # pid reused by something else).
@@ -86,12 +65,6 @@ ready() {
 
 loadtest_running() { kill -0 "$loadtest_pid" 2>/dev/null; }
 
-# sleep_until MS: sleeps until that Unix time; returns at once if it has passed.
-sleep_until() {
-    local left=$(($1 - $(now_ms)))
-    ((left > 0)) && sleep "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
-    return 0
-}
 
 # kill_and_restore SVC: SIGKILLs SVC, restarts it with stack.sh up RESTART_AFTER_SECS later and
 # waits until it is ready, keeping the fault log current. Appends a line to the summary; fails
@@ -102,8 +75,9 @@ kill_and_restore() {
     killed_at="$(now_ms)"
     kill -KILL "$pid"
     i=${#labels[@]}
+    # shellcheck disable=SC2034 # starts and ends are read through write_fault_log's namerefs
     labels[i]="$svc killed (SIGKILL)" starts[i]=$killed_at ends[i]=-
-    write_fault_log
+    write_fault_log "$FAULT_LOG" labels starts ends
     # Wait until it is really gone, or a stale listener could look ready.
     while alive "$pid"; do sleep 0.05; done
     log "killed $svc (pid $pid) at sale +$(secs $((killed_at - sale_opened)))s"
@@ -119,8 +93,9 @@ kill_and_restore() {
         if ready "$svc"; then
             back_at="$(now_ms)"
             # Closed at once: the load test may end and read the log any moment now.
+            # shellcheck disable=SC2034 # read through write_fault_log's namerefs
             ends[i]=$back_at
-            write_fault_log
+            write_fault_log "$FAULT_LOG" labels starts ends
             break
         fi
         sleep 0.1
@@ -155,7 +130,7 @@ main() {
     cargo build --release --locked --bins --quiet
     log "restarting the stack with the benchmark settings"
     STACK_SKIP_BUILD=1 bench_restart_stack
-    write_fault_log
+    write_fault_log "$FAULT_LOG" labels starts ends
 
     log "flash sale: $USERS fans, $SCHEDULES schedules × 50 seats; output in $OUT"
     target/release/loadtest run flash-sale --users "$USERS" --schedules "$SCHEDULES" \

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by bench/run.sh and bench/crash-drill.sh (from the repository root): the settings the
-# benchmarks run the stack with, and how they (re)start it.
+# Sourced by bench/run.sh, bench/crash-drill.sh and bench/chaos.sh (from the repository root):
+# the settings the benchmarks run the stack with, how they (re)start it, and the drills' helpers.
 #
 # The gateway's per-address rate limits would turn a one-address load generator away, so the
 # benchmarks raise them (recorded in every report); GATEWAY_BENCH_ROUTE=1 adds the baseline's
@@ -33,4 +33,38 @@ bench_restart_stack() {
         return 1
     fi
     grep -E '^\[stack\] (gateway ready|.* is ready)' <<<"$out" || true
+}
+
+# --- for the drills (bench/crash-drill.sh, bench/chaos.sh) ----------------------------------
+
+now_ms() { date +%s%3N; }
+# secs MS: milliseconds as seconds with one decimal, for people.
+secs() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+    [[ -r /proc/$1/stat ]] || return 1
+    [[ "$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
+# sleep_until MS: sleeps until that Unix time; returns at once if it has passed.
+sleep_until() {
+    local left=$(($1 - $(now_ms)))
+    ((left > 0)) && sleep "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
+    return 0
+}
+
+# write_fault_log FILE LABELS STARTS ENDS: the windows (the names of three arrays: labels,
+# starts and ends in Unix ms, "-" while open) as loadtest reads them, rewritten whole through
+# a temporary file so that loadtest never reads half a line.
+write_fault_log() {
+    local -n _labels=$2 _starts=$3 _ends=$4
+    local i
+    {
+        echo "# start_unix_ms end_unix_ms label (written by ${0##*/})"
+        for i in "${!_labels[@]}"; do
+            echo "${_starts[i]} ${_ends[i]} ${_labels[i]}"
+        done
+    } >"$1.tmp"
+    mv "$1.tmp" "$1"
 }

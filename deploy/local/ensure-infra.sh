@@ -186,6 +186,22 @@ ensure_postgres() {
         fi
     fi
     rm -f "$STATE_DIR/psql.err"
+    pg_ensure_max_connections
+}
+
+# Two replicas of every service (deploy/local/stack.sh with STACK_REPLICAS=2: eight processes,
+# each with pools of DATABASE_POOL_SIZE, 16, and batch with one per database), the load tool
+# and the test suite's own databases need more than PostgreSQL's default of 100 connections.
+readonly PG_MAX_CONNECTIONS=400
+pg_ensure_max_connections() {
+    local now
+    now="$(pg_psql -tA -c 'SHOW max_connections')" || die "cannot read PostgreSQL's max_connections"
+    ((now >= PG_MAX_CONNECTIONS)) && return 0
+    log "raising PostgreSQL's max_connections from $now to $PG_MAX_CONNECTIONS (ALTER SYSTEM, a restart)"
+    pg_psql -c "ALTER SYSTEM SET max_connections = $PG_MAX_CONNECTIONS" >/dev/null
+    "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main restart </dev/null \
+        >"$STATE_DIR/postgres-restart.out" 2>&1 || warn "pg_ctlcluster restart: $(tr '\n' ' ' <"$STATE_DIR/postgres-restart.out")"
+    wait_for 60 "PostgreSQL" pg_ready || die "PostgreSQL did not come back after raising max_connections"
 }
 
 ensure_databases() {
