@@ -101,3 +101,62 @@ pub async fn delete_before<C: ConnectionTrait>(
         .await?;
     Ok(res.rows_affected())
 }
+
+/// Whether `e` says the database cannot be reached right now — no connection to be had, one
+/// lost mid-statement, the server shutting down or restarting, out of connections — rather
+/// than that a statement failed. Such an error is a 503 with `Retry-After` (the client's retry
+/// will find it back), not a 500.
+pub fn is_unavailable(e: &DbErr) -> bool {
+    let runtime = match e {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(r) | DbErr::Exec(r) | DbErr::Query(r) => r,
+        _ => return false,
+    };
+    let sea_orm::RuntimeErr::SqlxError(e) = runtime else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01-03 (the server is shutting down,
+        // crashed, or cannot take connections yet), 53300 (too many connections).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn runtime(e: sqlx::Error) -> sea_orm::RuntimeErr {
+        sea_orm::RuntimeErr::SqlxError(Arc::new(e))
+    }
+
+    #[test]
+    fn a_lost_or_unobtainable_connection_is_unavailable_and_a_bad_statement_is_not() {
+        let reset = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_unavailable(&DbErr::Query(runtime(reset()))));
+        assert!(is_unavailable(&DbErr::Exec(runtime(reset()))));
+        assert!(is_unavailable(&DbErr::Conn(runtime(
+            sqlx::Error::PoolTimedOut
+        ))));
+        assert!(is_unavailable(&DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout
+        )));
+        assert!(!is_unavailable(&DbErr::Query(runtime(
+            sqlx::Error::RowNotFound
+        ))));
+        assert!(!is_unavailable(&DbErr::Custom(
+            "invalid byte sequence".into()
+        )));
+        assert!(!is_unavailable(&DbErr::RecordNotFound("x".into())));
+    }
+}

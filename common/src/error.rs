@@ -330,7 +330,11 @@ impl<E: ErrorCode> From<E> for ApiError {
             INTERNAL_DETAIL.to_owned()
         };
         let mut api = ApiError::new(status, err.code(), detail);
-        if let Some(secs) = err.retry_after() {
+        // Every 503 says when to come back: 1 s unless the error knows better.
+        let retry_after = err
+            .retry_after()
+            .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(secs) = retry_after {
             api = api.with_retry_after(secs);
         }
         api.extensions = err.extensions();
@@ -338,13 +342,29 @@ impl<E: ErrorCode> From<E> for ApiError {
     }
 }
 
-/// Infrastructure failures are ours: 500, cause logged.
+/// A database that cannot be reached right now (restarting, connections lost, none to be
+/// had) is a 503 with Retry-After, as Redis down is; any other database failure is ours: 500,
+/// cause logged.
 impl ErrorCode for sea_orm::DbErr {
     fn status(&self) -> StatusCode {
-        Code::Internal.status()
+        db_code(self).status()
     }
     fn code(&self) -> &'static str {
-        Code::Internal.code()
+        db_code(self).code()
+    }
+    fn retry_after(&self) -> Option<u64> {
+        crate::db::is_unavailable(self).then_some(1)
+    }
+}
+
+/// The catalogue code of a database failure: `DEPENDENCY_UNAVAILABLE` (503) when the database
+/// cannot be reached right now ([`crate::db::is_unavailable`]), else `INTERNAL` (500). For the
+/// services' own errors that carry a `DbErr`.
+pub fn db_code(e: &sea_orm::DbErr) -> Code {
+    if crate::db::is_unavailable(e) {
+        Code::DependencyUnavailable
+    } else {
+        Code::Internal
     }
 }
 
@@ -459,6 +479,30 @@ mod tests {
         assert_eq!(body["code"], "DEPENDENCY_UNAVAILABLE");
         assert_eq!(body["detail"], UNAVAILABLE_DETAIL);
         assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+    }
+
+    #[actix_web::test]
+    async fn a_database_out_of_reach_is_a_503_and_any_other_database_failure_a_500() {
+        let reset = sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        )));
+        let api = ApiError::from(reset);
+        assert_eq!(
+            api.to_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .unwrap(),
+            "1"
+        );
+        let (status, _, body) = body_of(api).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "DEPENDENCY_UNAVAILABLE");
+        assert_eq!(body["detail"], UNAVAILABLE_DETAIL);
+        let (status, _, body) = body_of(sea_orm::DbErr::Custom("bad".into()).into()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("INTERNAL"))
+        );
     }
 
     #[test]

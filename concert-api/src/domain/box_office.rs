@@ -57,7 +57,7 @@ impl ReservationError {
         match self {
             Self::NotFound => Code::NotFound.into(),
             Self::NotCancellable(_) => ConcertCode::NotCancellable.into(),
-            Self::Store(_) => Code::Internal.into(),
+            Self::Store(e) => common::error::db_code(e).into(),
         }
     }
 }

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use common::ApiError;
-use common::error::{Code, ErrorCode};
+use common::error::ErrorCode;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -26,7 +26,7 @@ impl CatalogueError {
     fn catalogued(&self) -> Catalogued {
         match self {
             Self::ConcertNotFound(_) => ConcertCode::ConcertNotFound.into(),
-            Self::Store(_) => Code::Internal.into(),
+            Self::Store(e) => common::error::db_code(e).into(),
         }
     }
 }

@@ -145,7 +145,7 @@ impl SaleError {
             Self::BookingNotOpen(_) | Self::ShowStarted => ConcertCode::BookingClosed.into(),
             Self::SeatsUnavailable(_) => ConcertCode::SeatUnavailable.into(),
             Self::PurchaseLimit { .. } => ConcertCode::PurchaseLimit.into(),
-            Self::Store(_) => Code::Internal.into(),
+            Self::Store(e) => common::error::db_code(e).into(),
         }
     }
 }

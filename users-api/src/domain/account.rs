@@ -64,7 +64,8 @@ impl AccountError {
             Self::Throttled { .. } => UsersCode::Throttled.into(),
             Self::UsernameTaken(_) => UsersCode::UsernameTaken.into(),
             Self::BadCredentials => UsersCode::BadCredentials.into(),
-            Self::Hashing(_) | Self::Database(_) => Code::Internal.into(),
+            Self::Hashing(_) => Code::Internal.into(),
+            Self::Database(e) => common::error::db_code(e).into(),
             Self::Sessions(_) => Code::DependencyUnavailable.into(),
             Self::Busy => UsersCode::Busy.into(),
         }
