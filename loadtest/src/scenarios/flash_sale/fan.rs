@@ -29,7 +29,12 @@ impl Sale {
     pub(super) async fn fan(self: Arc<Self>, mut u: User, arrive_after: Duration, streams: bool) {
         tokio::time::sleep(arrive_after).await;
         let mut reservation = None;
-        while !self.journey(&mut u, streams, &mut reservation).await {
+        let mut lost_before = false;
+        while !self
+            .journey(&mut u, streams, &mut reservation, lost_before)
+            .await
+        {
+            lost_before = true;
             match self.take_lost(&u.session) {
                 Some(super::Lost::Session) => {
                     let Some(session) = self.log_in(&u.username).await else {
@@ -48,8 +53,16 @@ impl Sale {
 
     /// The fan's way from the line to a bought seat (from the payment, once `reservation` is
     /// held), counted where it stopped: true. False when it stopped because the platform lost
-    /// the fan's session or pass, counted nowhere yet.
-    async fn journey(&self, u: &mut User, streams: bool, reservation: &mut Option<i64>) -> bool {
+    /// the fan's session or pass, counted nowhere yet. `lost_before`: it had stopped so
+    /// before, maybe between making a hold and hearing of it, so it looks at its own holds
+    /// before making another (or that seat would stay held, unsold, until the hold expired).
+    async fn journey(
+        &self,
+        u: &mut User,
+        streams: bool,
+        reservation: &mut Option<i64>,
+        lost_before: bool,
+    ) -> bool {
         let waited = if streams {
             self.wait_streaming(u).await
         } else {
@@ -64,7 +77,7 @@ impl Sale {
         }
         let id = match *reservation {
             Some(id) => id,
-            None => match self.hold(u).await {
+            None => match self.find_or_hold(u, lost_before).await {
                 Some(id) => id,
                 None if self.is_lost(u) => return false,
                 None => {
@@ -80,6 +93,15 @@ impl Sale {
             return false;
         }
         true
+    }
+
+    /// The fan's newest hold of the concert if `look` (its others cancelled), else a new one.
+    async fn find_or_hold(&self, u: &User, look: bool) -> Option<i64> {
+        if look && let Some(&id) = self.own_holds(u).await?.first() {
+            self.keep_only(u, id).await;
+            return Some(id);
+        }
+        self.hold(u).await
     }
 
     /// A queue token for the concert, asked for up to ten times half a second apart; None when
@@ -336,5 +358,52 @@ mod tests {
         assert_eq!(fake.seen("POST", "/api/queue/tokens").len(), 2);
         assert!(fake.seen("POST", "/api/sessions").is_empty());
         assert_eq!(count(&s.left_active), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fan_logged_out_after_a_hold_it_did_not_hear_of_pays_that_hold() {
+        // The hold is made but its answer lost (503), and the fan's look at its holds finds
+        // its session gone: logged in again, it finds the hold and pays it, holding no other.
+        let fake = Fake::start(|seen, before| {
+            let path = seen.path.split('?').next().unwrap_or("");
+            match (seen.method.as_str(), path, before) {
+                ("POST", "/api/queue/tokens", _) => {
+                    Some((201, json!({"token": "3.t", "status": "WAITING"})))
+                }
+                ("POST", "/api/sessions", _) => Some((201, json!({"token": "s2"}))),
+                ("GET", "/api/queue/tokens/3.t", _) => Some((200, json!({"status": "ACTIVE"}))),
+                ("GET", "/api/concerts/3/schedules", _) => {
+                    Some((200, json!({"items": [{"id": 5}]})))
+                }
+                ("GET", "/api/schedules/5/seats", _) => Some((
+                    200,
+                    json!({"seats": [{"seat_no": 1, "status": "AVAILABLE"}]}),
+                )),
+                ("POST", "/api/reservations", _) => {
+                    Some((503, json!({"code": "DEPENDENCY_UNAVAILABLE"})))
+                }
+                ("GET", "/api/reservations", 0) => Some((401, json!({"code": "UNAUTHENTICATED"}))),
+                ("GET", "/api/reservations", _) => Some((200, json!({"items": [held(7)]}))),
+                ("POST", "/api/payments", _) => Some((201, json!({"id": 1}))),
+                ("GET", "/api/reservations/7", _) => {
+                    Some((200, json!({"id": 7, "status": "CONFIRMED"})))
+                }
+                _ => Some((404, json!({"code": "NOT_FOUND"}))),
+            }
+        })
+        .await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(5)));
+        s.clone().fan(waiting_fan(), Duration::ZERO, false).await;
+        assert_eq!(count(&s.sold), 1);
+        assert_eq!(count(&s.relogins), 1);
+        assert_eq!(
+            fake.seen("POST", "/api/reservations").len(),
+            1,
+            "no second hold"
+        );
+        assert_eq!(
+            fake.seen("POST", "/api/payments")[0].headers["authorization"],
+            "Bearer s2"
+        );
     }
 }

@@ -129,7 +129,7 @@ impl Sale {
     }
 
     /// The fan's HELD reservations of this concert, newest first.
-    async fn own_holds(&self, u: &User) -> Option<Vec<i64>> {
+    pub(super) async fn own_holds(&self, u: &User) -> Option<Vec<i64>> {
         let mine = self
             .call(
                 "GET /api/reservations",
@@ -155,7 +155,7 @@ impl Sale {
     }
 
     /// Cancels the fan's other holds of this concert (made by tries it thought had failed).
-    async fn keep_only(&self, u: &User, keep: i64) {
+    pub(super) async fn keep_only(&self, u: &User, keep: i64) {
         let Some(holds) = self.own_holds(u).await else {
             return;
         };
