@@ -146,7 +146,7 @@ fn matrix_row(out: &mut String, i: usize, row: &Row) {
 fn sold_in_database(r: &Report) -> Option<u64> {
     r.audit
         .iter()
-        .find(|c| c.name.starts_with("every seat sold"))
+        .find(|c| c.name.starts_with("seats sold"))
         .and_then(|c| c.detail.split_whitespace().next()?.parse().ok())
 }
 
@@ -318,7 +318,14 @@ mod tests {
             "scenario": "flash-sale", "started_at": "2026-12-02T09:00:00Z",
             "measured_seconds": 10.0, "settings": {"users": "10"}, "endpoints": [],
             "latencies": [], "memory": [], "facts": {},
-            "audit": [{"name": "money conserved", "ok": true, "detail": "exact"}],
+            "audit": [{"name": "money conserved", "ok": true, "detail": "exact"},
+                      {"name": "seats sold == seats on sale", "ok": true,
+                       "detail": "5 seats SOLD, 5 in CONFIRMED reservations, 5 on sale"}],
+            "sale": {"seats": 5, "bought": 4, "confirm_timeout_seconds": 130.0,
+                     "gave_up_confirm": 0, "rejected_after_payment": 0, "payment_refused": 0,
+                     "left_waiting": 5, "left_without_seat": 0, "fault_retries": 3,
+                     "settle_direct_after_seconds": 120.0, "settle_limit_seconds": 130.0,
+                     "settle_waited_seconds": 0.0, "unsettled_after_wait": 0},
             "errors": {"fault_log": "faults.log", "margin_seconds": 5.0, "windows": [{
                 "label": "Redis unreachable", "start_unix_ms": 1000, "end_unix_ms": 6000,
                 "errors": {"server_errors": 3, "transport_errors": 0, "unexpected_answers": 0,
@@ -340,7 +347,10 @@ mod tests {
             md.contains("| 1 | `redis-cut` | 4.0 s | 5.0 s | 300 (3 failed, 1.00 %; 0 other)"),
             "{md}"
         );
-        assert!(md.contains("| 5.2 s |"), "{md}");
+        assert!(
+            md.contains("| 5.2 s | — | 5/5 | ✅ passed |"),
+            "sold as the database says: {md}"
+        );
         assert!(md.contains("**no report** (loadtest exited 2)"), "{md}");
         assert!(md.contains("The longest recovery: **5.2 s**, row 1 (`redis-cut`)"));
         assert!(md.contains("POST /api/reservations 503 ×3"));
