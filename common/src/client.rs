@@ -17,12 +17,21 @@ pub struct ServiceClient {
     headers: reqwest::header::HeaderMap,
 }
 
+/// How long an idle connection to another service is kept for reuse.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl ServiceClient {
     pub fn new(base: &str, timeout: Duration, unavailable: &'static str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(64)
+            // An idle connection is dropped before the other side may close it: the services
+            // keep one 75 s, a gateway (the local stack's internal listener, a cluster's
+            // proxies) 30 s or less. Reusing one the server is closing at that moment fails
+            // the request (seen in the chaos rehearsal: a join answered 503 after the line
+            // had been quiet for half a minute). reqwest keeps them 90 s by default.
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build()
             .expect("static HTTP client configuration is valid");
         Self {
