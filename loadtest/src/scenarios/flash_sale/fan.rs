@@ -299,8 +299,13 @@ mod tests {
     }
 
     /// A platform that sells seat 1 of schedule 5 to whoever comes with session `s2` and pass
-    /// `3.t`; `first_join` and `first_hold` answer the first join and the first hold.
-    async fn platform_that_forgets(first_join: (u16, Value), first_hold: (u16, Value)) -> Fake {
+    /// `3.t`; `first_join`, `first_hold` and `first_list` answer the first join, the first hold
+    /// and the first look at the fan's reservations (later looks list hold 7).
+    async fn platform_that_forgets(
+        first_join: (u16, Value),
+        first_hold: (u16, Value),
+        first_list: (u16, Value),
+    ) -> Fake {
         Fake::start(move |seen, before| {
             let path = seen.path.split('?').next().unwrap_or("");
             match (seen.method.as_str(), path, before) {
@@ -319,6 +324,8 @@ mod tests {
                 )),
                 ("POST", "/api/reservations", 0) => Some(first_hold.clone()),
                 ("POST", "/api/reservations", _) => Some((201, held(7))),
+                ("GET", "/api/reservations", 0) => Some(first_list.clone()),
+                ("GET", "/api/reservations", _) => Some((200, json!({"items": [held(7)]}))),
                 ("POST", "/api/payments", _) => Some((201, json!({"id": 1}))),
                 ("GET", "/api/reservations/7", _) => {
                     Some((200, json!({"id": 7, "status": "CONFIRMED"})))
@@ -331,8 +338,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_fan_whose_session_was_lost_logs_in_again_and_buys() {
-        let fake =
-            platform_that_forgets((401, json!({"code": "UNAUTHENTICATED"})), (201, held(7))).await;
+        let fake = platform_that_forgets(
+            (401, json!({"code": "UNAUTHENTICATED"})),
+            (201, held(7)),
+            (200, json!({"items": []})),
+        )
+        .await;
         let s = Arc::new(sale(&fake, Duration::from_secs(5)));
         s.clone().fan(waiting_fan(), Duration::ZERO, false).await;
         assert_eq!(count(&s.sold), 1);
@@ -349,6 +360,7 @@ mod tests {
         let fake = platform_that_forgets(
             (201, json!({"token": "3.t", "status": "WAITING"})),
             (401, json!({"code": "QUEUE_TOKEN_INVALID"})),
+            (200, json!({"items": []})),
         )
         .await;
         let s = Arc::new(sale(&fake, Duration::from_secs(5)));
@@ -364,33 +376,11 @@ mod tests {
     async fn a_fan_logged_out_after_a_hold_it_did_not_hear_of_pays_that_hold() {
         // The hold is made but its answer lost (503), and the fan's look at its holds finds
         // its session gone: logged in again, it finds the hold and pays it, holding no other.
-        let fake = Fake::start(|seen, before| {
-            let path = seen.path.split('?').next().unwrap_or("");
-            match (seen.method.as_str(), path, before) {
-                ("POST", "/api/queue/tokens", _) => {
-                    Some((201, json!({"token": "3.t", "status": "WAITING"})))
-                }
-                ("POST", "/api/sessions", _) => Some((201, json!({"token": "s2"}))),
-                ("GET", "/api/queue/tokens/3.t", _) => Some((200, json!({"status": "ACTIVE"}))),
-                ("GET", "/api/concerts/3/schedules", _) => {
-                    Some((200, json!({"items": [{"id": 5}]})))
-                }
-                ("GET", "/api/schedules/5/seats", _) => Some((
-                    200,
-                    json!({"seats": [{"seat_no": 1, "status": "AVAILABLE"}]}),
-                )),
-                ("POST", "/api/reservations", _) => {
-                    Some((503, json!({"code": "DEPENDENCY_UNAVAILABLE"})))
-                }
-                ("GET", "/api/reservations", 0) => Some((401, json!({"code": "UNAUTHENTICATED"}))),
-                ("GET", "/api/reservations", _) => Some((200, json!({"items": [held(7)]}))),
-                ("POST", "/api/payments", _) => Some((201, json!({"id": 1}))),
-                ("GET", "/api/reservations/7", _) => {
-                    Some((200, json!({"id": 7, "status": "CONFIRMED"})))
-                }
-                _ => Some((404, json!({"code": "NOT_FOUND"}))),
-            }
-        })
+        let fake = platform_that_forgets(
+            (201, json!({"token": "3.t", "status": "WAITING"})),
+            (503, json!({"code": "DEPENDENCY_UNAVAILABLE"})),
+            (401, json!({"code": "UNAUTHENTICATED"})),
+        )
         .await;
         let s = Arc::new(sale(&fake, Duration::from_secs(5)));
         s.clone().fan(waiting_fan(), Duration::ZERO, false).await;
