@@ -534,6 +534,9 @@ pub struct KafkaConfig {
     /// After this long without a heartbeat a consumer is out of its group and its partitions
     /// move (the broker accepts 6 s to 30 min by default).
     pub session_timeout_ms: u32,
+    /// librdkafka's `debug` contexts (`KAFKA_DEBUG`, e.g. `cgrp,fetch`), logged through
+    /// `tracing`; `None`: only its warnings and errors.
+    pub debug: Option<String>,
     /// How every producer, consumer and admin client reaches the brokers.
     pub security: KafkaSecurity,
     /// Create missing topics at start (local stack, tests); `false`: only check they exist
@@ -716,6 +719,7 @@ impl KafkaConfig {
             consumer_concurrency: env.parse("CONSUMER_CONCURRENCY", 16, 1..=256)?,
             topic_partitions: env.parse("KAFKA_TOPIC_PARTITIONS", 3, 1..=1000)?,
             session_timeout_ms: env.parse("KAFKA_SESSION_TIMEOUT_MS", 10_000, 6_000..=1_800_000)?,
+            debug: Some(env.string("KAFKA_DEBUG", "")).filter(|d| !d.is_empty()),
         })
     }
 

@@ -11,6 +11,7 @@
 //! | `kafka_consumer_handled_total` | `group` | events handled (effect committed or found a duplicate) |
 //! | `kafka_consumer_failed_attempts_total` | `group` | handler attempts that failed and were retried |
 //! | `kafka_consumer_dead_lettered_total` | `group` | events parked in `<topic>.dlq` |
+//! | `kafka_consumer_restarts_total` | `group` | times this process replaced its member because the group stayed unsettled for six session timeouts while a broker was up |
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ fn method_label(method: &str) -> &'static str {
 }
 
 /// Per consumer group, in the order [`Metrics::refresh_consumers`] reads them.
-const CONSUMER_FIGURES: [(&str, &str); 5] = [
+const CONSUMER_FIGURES: [(&str, &str); 6] = [
     (
         "kafka_consumer_assigned_partitions",
         "Partitions assigned to this process's member of the group",
@@ -53,6 +54,10 @@ const CONSUMER_FIGURES: [(&str, &str); 5] = [
     (
         "kafka_consumer_dead_lettered_total",
         "Events parked in the dead-letter topic",
+    ),
+    (
+        "kafka_consumer_restarts_total",
+        "Members replaced because the group stayed unsettled",
     ),
 ];
 
@@ -163,6 +168,7 @@ impl Metrics {
                 s.handled.load(Ordering::Relaxed) as i64,
                 s.failed_attempts.load(Ordering::Relaxed) as i64,
                 s.dead_lettered.load(Ordering::Relaxed) as i64,
+                s.restarts.load(Ordering::Relaxed) as i64,
             ];
             for (gauge, value) in self.consumer_gauges.iter().zip(values) {
                 gauge.with_label_values(&[group.as_str()]).set(value);

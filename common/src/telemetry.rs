@@ -7,7 +7,7 @@ use crate::config::LogFormat;
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm=warn,rdkafka=warn,actix_server=warn")
+        EnvFilter::new("info,sqlx=warn,sea_orm=warn,rdkafka=warn,librdkafka=warn,actix_server=warn")
     });
     // Colours only for a person at a terminal, never in log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());

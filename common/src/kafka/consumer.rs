@@ -83,13 +83,66 @@ pub struct ConsumerStats {
     pub assigned_partitions: std::sync::atomic::AtomicI64,
     /// Messages behind the end of the assigned partitions (librdkafka's statistics, 5 s).
     pub lag: std::sync::atomic::AtomicI64,
+    /// Times the member was replaced because its group stayed unsettled (see [`run_consumer`]).
+    pub restarts: std::sync::atomic::AtomicU64,
 }
 
 /// The consumer's context: follows the group's rebalances (who holds which partitions, in
-/// the log and in [`ConsumerStats::assigned_partitions`]) and the lag statistics.
+/// the log and in [`ConsumerStats::assigned_partitions`]), the lag statistics, the group
+/// handler's state (logged when it changes; how long it has not been settled), and whether an
+/// offset commit is still in flight.
 pub(super) struct GroupWatch {
     group: String,
     stats: std::sync::Arc<ConsumerStats>,
+    /// The group handler's last `state/join_state` seen in the statistics, and since when it
+    /// has not been `up/steady` (`None`: settled).
+    cgrp: std::sync::Mutex<(String, Option<std::time::Instant>)>,
+    /// When the asynchronous commit whose answer has not come back was sent.
+    commit_in_flight: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl GroupWatch {
+    fn new(group: &str, stats: std::sync::Arc<ConsumerStats>) -> Self {
+        Self {
+            group: group.to_owned(),
+            stats,
+            cgrp: std::sync::Mutex::default(),
+            commit_in_flight: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether a new asynchronous commit may go: not while the last one is unanswered (the
+    /// next carries its offsets too). A frozen coordinator otherwise collects a commit per
+    /// tick, and librdkafka ends an unassignment only once every commit in flight has its
+    /// answer: the group stays out of `steady`, consuming nothing, until they have all timed
+    /// out. An answer never comes after `socket.timeout.ms`, so one older than
+    /// [`COMMIT_ANSWER_DEADLINE`] is taken as lost.
+    pub(super) fn begin_commit(&self) -> bool {
+        let mut sent = self
+            .commit_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if sent.is_some_and(|at| at.elapsed() < COMMIT_ANSWER_DEADLINE) {
+            return false;
+        }
+        *sent = Some(std::time::Instant::now());
+        true
+    }
+
+    pub(super) fn end_commit(&self) {
+        *self
+            .commit_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How long the group handler has been out of `up/steady` (joining, waiting for its
+    /// coordinator or for its previous assignment to end) while a broker was up, as of the
+    /// last statistics. Zero while no broker is: then nothing a new member could do better.
+    fn unsettled_for(&self) -> Duration {
+        let cgrp = self.cgrp.lock().unwrap_or_else(|e| e.into_inner());
+        cgrp.1.map(|since| since.elapsed()).unwrap_or_default()
+    }
 }
 
 impl ClientContext for GroupWatch {
@@ -104,6 +157,30 @@ impl ClientContext for GroupWatch {
         self.stats
             .lag
             .store(lag, std::sync::atomic::Ordering::Relaxed);
+        // A broker answers: an unsettled group is then this member's trouble, not the cluster's.
+        let broker_up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+        let Some(cgrp) = &s.cgrp else { return };
+        let state = format!("{}/{}", cgrp.state, cgrp.join_state);
+        let mut last = self.cgrp.lock().unwrap_or_else(|e| e.into_inner());
+        // The clock runs only while a broker is up: after an outage the group is given its
+        // full time to settle again.
+        if state == "up/steady" || !broker_up {
+            last.1 = None;
+        } else if last.1.is_none() {
+            last.1 = Some(std::time::Instant::now());
+        }
+        if last.0 != state {
+            tracing::info!(
+                group = %self.group,
+                %state,
+                since_ms = cgrp.stateage,
+                assigned = cgrp.assignment_size,
+                rebalances = cgrp.rebalance_cnt,
+                last_rebalance = %cgrp.rebalance_reason,
+                "consumer group state"
+            );
+            last.0 = state;
+        }
     }
 }
 
@@ -132,9 +209,36 @@ impl ConsumerContext for GroupWatch {
             }
         }
     }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
+        self.end_commit();
+        if let Err(e) = result {
+            tracing::debug!(group = %self.group, error = %e, "offset commit failed; the next one carries it");
+        }
+    }
 }
 
 pub(super) type GroupConsumer = StreamConsumer<GroupWatch>;
+
+/// How long a request to a broker may go unanswered (librdkafka's `socket.timeout.ms`, 60 s
+/// by default). A frozen broker holds every request until then, and an unanswered offset
+/// commit holds the end of a rebalance with it, so a member that lost its session waits this
+/// long before it can join again.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An offset commit unanswered for this long never will be (see [`GroupWatch::begin_commit`]).
+const COMMIT_ANSWER_DEADLINE: Duration = Duration::from_secs(2 * SOCKET_TIMEOUT.as_secs());
+
+/// A member whose group has not been settled (`up/steady`) for this many session timeouts is
+/// replaced by a new one. A rebalance among live members settles within one session timeout
+/// (a member that died is evicted after it); a chaos rehearsal once saw every member of every
+/// group wait forever after a broker frozen for 30 s, consuming nothing, with nothing in the
+/// log — the new member recovers from whatever state librdkafka got stuck in.
+const UNSETTLED_SESSIONS_BEFORE_RESTART: u32 = 6;
 
 /// Consumes `topics` (logical names) as `group` until `cancel` fires.
 ///
@@ -145,7 +249,9 @@ pub(super) type GroupConsumer = StreamConsumer<GroupWatch>;
 /// publish to `<topic>.dlq`. An unavailable dependency is waited out instead (retried, never
 /// dead-lettered). A partition's offset is committed only up to its lowest message
 /// still in flight — so a crash at any point redelivers rather than loses, and the inbox
-/// makes a redelivery harmless.
+/// makes a redelivery harmless. A member whose group stays unsettled (see
+/// [`UNSETTLED_SESSIONS_BEFORE_RESTART`]) is closed and a new one joins in its place, counted
+/// in [`ConsumerStats::restarts`]; what the old one had in flight is redelivered to the group.
 pub async fn run_consumer<H: EventHandler>(
     client: KafkaClient,
     group: &str,
@@ -155,37 +261,10 @@ pub async fn run_consumer<H: EventHandler>(
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
     let cfg = client.config().clone();
-    let watch = GroupWatch {
-        group: group.to_owned(),
-        stats: stats.clone(),
-    };
-    let consumer = CloseOffThread::new(
-        super::client_config(&cfg)
-            .set("group.id", client.topic(group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // A member that died without leaving (SIGKILL, OOM, a lost node) is evicted after
-            // the session timeout and its partitions move to a live member; a graceful stop
-            // leaves the group at once.
-            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (cfg.session_timeout_ms / 5).max(100).to_string(),
-            )
-            .set("fetch.wait.max.ms", "20")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context::<_, GroupConsumer>(watch)?,
-    );
     let physical: Vec<String> = topics.iter().map(|t| client.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
-    tracing::info!(
-        group,
-        ?topics,
-        workers = cfg.consumer_concurrency,
-        "consumer started"
-    );
+    let unsettled_limit = Duration::from_millis(u64::from(cfg.session_timeout_ms))
+        * UNSETTLED_SESSIONS_BEFORE_RESTART;
 
     let handler = std::sync::Arc::new(handler);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
@@ -205,13 +284,36 @@ pub async fn run_consumer<H: EventHandler>(
     }
     drop(done_tx);
 
+    let mut consumer = join_group(&client, group, &refs, &stats)?;
+    tracing::info!(
+        group,
+        ?topics,
+        workers = cfg.consumer_concurrency,
+        "consumer started"
+    );
     let mut offsets = OffsetBook::default();
     let mut commit_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut settle_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(done) = done_rx.recv() => offsets.complete(&done),
             _ = commit_tick.tick() => offsets.commit(&consumer, CommitMode::Async),
+            _ = settle_check.tick() => {
+                let unsettled = consumer.context().unsettled_for();
+                if unsettled >= unsettled_limit {
+                    tracing::error!(
+                        group,
+                        unsettled_secs = unsettled.as_secs(),
+                        "consumer group unsettled for too long; replacing this member with a new one"
+                    );
+                    // Whatever the old member had in flight is redelivered to the group; the
+                    // workers' late answers about it find no partition in the new book.
+                    offsets = OffsetBook::default();
+                    consumer = join_group(&client, group, &refs, &stats)?;
+                    stats.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             m = consumer.recv() => match m {
                 Ok(msg) => {
                     let incoming = detach(&msg, &cfg.topic_prefix);
@@ -243,6 +345,37 @@ pub async fn run_consumer<H: EventHandler>(
     consumer.unsubscribe();
     tracing::info!("consumer stopped");
     Ok(())
+}
+
+/// A new member of `group` subscribed to `topics` (physical names).
+fn join_group(
+    client: &KafkaClient,
+    group: &str,
+    topics: &[&str],
+    stats: &std::sync::Arc<ConsumerStats>,
+) -> Result<CloseOffThread, KafkaError> {
+    let cfg = client.config();
+    let consumer = CloseOffThread::new(
+        super::client_config(cfg)
+            .set("group.id", client.topic(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A member that died without leaving (SIGKILL, OOM, a lost node) is evicted after
+            // the session timeout and its partitions move to a live member; a graceful stop
+            // leaves the group at once.
+            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout_ms / 5).max(100).to_string(),
+            )
+            .set("socket.timeout.ms", SOCKET_TIMEOUT.as_millis().to_string())
+            .set("fetch.wait.max.ms", "20")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context::<_, GroupConsumer>(GroupWatch::new(group, stats.clone()))?,
+    );
+    consumer.subscribe(topics)?;
+    Ok(consumer)
 }
 
 /// Dropping a librdkafka consumer closes it, and closing can block — it waits on a group
@@ -370,6 +503,58 @@ fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::statistics::{Broker, ConsumerGroup};
+
+    fn statistics(state: &str, join_state: &str, broker: &str) -> Statistics {
+        let mut s = Statistics::default();
+        s.brokers.insert(
+            "127.0.0.1:9092/1".into(),
+            Broker {
+                nodeid: 1,
+                state: broker.into(),
+                ..Broker::default()
+            },
+        );
+        s.cgrp = Some(ConsumerGroup {
+            state: state.into(),
+            join_state: join_state.into(),
+            ..ConsumerGroup::default()
+        });
+        s
+    }
+
+    #[test]
+    fn a_group_is_unsettled_only_out_of_steady_and_only_while_a_broker_is_up() {
+        let watch = GroupWatch::new("g", std::sync::Arc::default());
+        watch.stats(statistics("up", "steady", "UP"));
+        assert_eq!(watch.unsettled_for(), Duration::ZERO);
+
+        watch.stats(statistics("up", "wait-unassign-to-complete", "UP"));
+        std::thread::sleep(Duration::from_millis(30));
+        let first = watch.unsettled_for();
+        assert!(first >= Duration::from_millis(30), "{first:?}");
+        // Still stuck: the clock runs from the first sighting, not the last.
+        watch.stats(statistics("up", "wait-unassign-to-complete", "UP"));
+        assert!(watch.unsettled_for() >= first);
+
+        // No broker answers: not this member's fault, and the clock starts again after.
+        watch.stats(statistics("query-coord", "init", "DOWN"));
+        assert_eq!(watch.unsettled_for(), Duration::ZERO);
+        watch.stats(statistics("up", "wait-join", "UP"));
+        assert!(watch.unsettled_for() < first);
+
+        watch.stats(statistics("up", "steady", "UP"));
+        assert_eq!(watch.unsettled_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn one_offset_commit_is_in_flight_at_a_time() {
+        let watch = GroupWatch::new("g", std::sync::Arc::default());
+        assert!(watch.begin_commit());
+        assert!(!watch.begin_commit(), "the first is unanswered");
+        watch.end_commit();
+        assert!(watch.begin_commit());
+    }
 
     #[test]
     fn undecodable_payload_is_poison() {

@@ -30,6 +30,9 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     for (key, value) in cfg.security.properties() {
         config.set(key, value);
     }
+    if let Some(debug) = &cfg.debug {
+        config.set("debug", debug);
+    }
     config
 }
 

@@ -79,6 +79,10 @@ impl OffsetBook {
         if advanced.is_empty() {
             return;
         }
+        let watch = consumer.context();
+        if matches!(mode, CommitMode::Async) && !watch.begin_commit() {
+            return;
+        }
         match consumer.commit(&list, mode) {
             Ok(()) => {
                 for (k, next) in advanced {
@@ -87,7 +91,10 @@ impl OffsetBook {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; events may be redelivered"),
+            Err(e) => {
+                watch.end_commit();
+                tracing::warn!(error = %e, "offset commit failed; events may be redelivered")
+            }
         }
     }
 }

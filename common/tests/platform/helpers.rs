@@ -30,7 +30,9 @@ pub fn redis_store(prefix: &str, url: &str) -> RedisStore {
 }
 
 pub fn kafka_config(brokers: &str, prefix: &str) -> KafkaConfig {
+    let debug = std::env::var("KAFKA_DEBUG").unwrap_or_default();
     let env = Env::from_pairs([
+        ("KAFKA_DEBUG", debug.as_str()),
         ("KAFKA_BROKERS", brokers),
         ("KAFKA_TOPIC_PREFIX", prefix),
         ("KAFKA_TOPIC_PARTITIONS", "1"),

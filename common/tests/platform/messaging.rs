@@ -11,7 +11,8 @@ use common::kafka::{
 };
 use common::outbox::{self, RelayConfig};
 use common::testkit::{
-    PrivateBroker, TestDatabase, TopicPrefix, eventually, kafka_brokers, unique_id,
+    PrivateBroker, TestDatabase, TopicPrefix, delete_kafka_prefix, eventually, kafka_brokers,
+    unique_id,
 };
 use rdkafka::message::OwnedHeaders;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
@@ -487,4 +488,80 @@ async fn an_unavailable_dependency_is_waited_out_and_never_dead_lettered() {
     assert!(dlq.is_empty(), "nothing dead-lettered");
     run.cancel.cancel();
     run.task.await.unwrap();
+}
+
+/// Handles each event a while after it came, so that completions, and the offset commits
+/// they cause, keep happening while the broker is frozen.
+struct SlowHandler(RecordingHandler);
+
+impl EventHandler for SlowHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        self.0.handle(msg).await
+    }
+}
+
+/// A broker frozen for longer than the session timeout (SIGSTOP, as a host stalling a VM
+/// does) comes back having expired every member of the group at once, while their offset
+/// commits of the frozen seconds are still unanswered. The members must notice, rejoin and go
+/// on consuming: a chaos rehearsal once saw them wait on those commits, consuming nothing.
+#[tokio::test]
+async fn consumers_rejoin_and_go_on_after_the_broker_was_frozen_past_the_session_timeout() {
+    let broker = PrivateBroker::start().await;
+    let (_guard, db) = migrated_db().await;
+    let prefix = format!("{}.", unique_id());
+    let kafka = kafka_client(&broker.brokers, &prefix, &[TOPIC]).await;
+    let handler = || {
+        SlowHandler(RecordingHandler {
+            db: db.clone(),
+            failing: Arc::default(),
+        })
+    };
+    let effects = |n: i64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move { (count(&db, "SELECT count(*) AS n FROM effects").await >= n).then_some(()) }
+        }
+    };
+    // Two members, as two replicas of a service are.
+    let runs = [
+        consume(&kafka, "g", handler()),
+        consume(&kafka, "g", handler()),
+    ];
+    let event =
+        |n: i32| serde_json::to_vec(&Envelope::new(TOPIC, json!({"n": n}), Utc::now())).unwrap();
+    produce(&kafka, &event(0)).await;
+    eventually("the group consuming", Duration::from_secs(60), effects(1)).await;
+
+    // Four events of one key, handled one after the other; the freeze comes after the first.
+    for n in 1..=4 {
+        produce(&kafka, &event(n)).await;
+    }
+    eventually(
+        "the first of four handled",
+        Duration::from_secs(30),
+        effects(2),
+    )
+    .await;
+    broker.pause();
+    // Three session timeouts (10 s each): every member is expired when the broker resumes.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    broker.resume();
+
+    produce(&kafka, &event(5)).await;
+    // A redelivery counts as handled too (the inbox skips it): the effects table says whether
+    // every event came, once.
+    eventually(
+        "every event, the one sent after the freeze too, handled",
+        Duration::from_secs(120),
+        effects(6),
+    )
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM effects").await, 6);
+    for run in runs {
+        run.cancel.cancel();
+        run.task.await.unwrap();
+    }
+    delete_kafka_prefix(&broker.brokers, &prefix).await;
 }
