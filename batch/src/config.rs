@@ -33,6 +33,10 @@ pub struct JobIntervals {
     pub reconcile: Duration,
     pub outbox_health: Duration,
     pub cleanup: Duration,
+    pub invariants: Duration,
+    pub sale_figures: Duration,
+    /// Wallets the invariant watchdog compares with their ledger per run.
+    pub wallet_sample: u32,
 }
 
 impl Config {
@@ -56,6 +60,9 @@ impl Config {
                     10..=3_600_000,
                 )?,
                 cleanup: env.millis("BATCH_CLEANUP_INTERVAL_MS", 60_000, 10..=86_400_000)?,
+                invariants: env.millis("BATCH_INVARIANTS_INTERVAL_MS", 5000, 10..=3_600_000)?,
+                sale_figures: env.millis("BATCH_SALE_FIGURES_INTERVAL_MS", 5000, 10..=3_600_000)?,
+                wallet_sample: env.parse("BATCH_INVARIANTS_WALLET_SAMPLE", 500, 1..=1_000_000)?,
             },
             lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,
             log_format: log_format(env)?,

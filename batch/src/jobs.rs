@@ -9,6 +9,15 @@
 //! last reconciliation pass. Past `PAYMENT_SETTLE_DIRECT_AFTER_SECS` (120 s) reconciliation
 //! settles them over HTTP whatever the broker does (DESIGN §6), so anything in the `600s`
 //! series means that backstop is failing too: alert on it.
+//!
+//! The invariant watchdog checks DESIGN §9 on live data every few seconds through the owning
+//! services' libraries and exports `invariant_violations{invariant}` (0 while it holds):
+//! `money_conserved` (1 when charges − payments + refunds ≠ the wallets' sum, the difference
+//! in `invariant_money_discrepancy`), `ledger_equals_balance` (wallets of a random sample that
+//! differ from their ledger or are negative), `seat_sold_once` (seats in two live
+//! reservations, or SOLD without a CONFIRMED one) and `payment_settled_in_time` (COMPLETED
+//! payments neither confirmed nor refunded past the backstop's bound);
+//! `invariant_last_check_timestamp_seconds` says when it last completed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +26,8 @@ use chrono::TimeDelta;
 use common::clock::Clock;
 use payment_api::store::retention::{IDEMPOTENCY_KEYS_KEPT, delete_idempotency_keys_before};
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +52,12 @@ pub enum Job {
     /// Rows no TTL removes: idempotency keys past 24 h; inbox entries and published outbox
     /// events past 7 days.
     Cleanup,
+    /// DESIGN §9 checked on live data, as gauges (`concert_api::store::invariants`,
+    /// `payment_api::store::invariants`, the reconciliation's unsettled count).
+    Invariants,
+    /// Seats by status (concert-api's inventory counts) and reservations by status and
+    /// revenue (`concert_api::store::sale::figures`) of every concert with a line.
+    SaleFigures,
 }
 
 impl Job {
@@ -52,6 +68,8 @@ impl Job {
             Job::Reconcile => "reconcile",
             Job::OutboxHealth => "outbox_health",
             Job::Cleanup => "cleanup",
+            Job::Invariants => "invariants",
+            Job::SaleFigures => "sale_figures",
         }
     }
 
@@ -64,6 +82,7 @@ impl Job {
                 // the database is down) does not hold up the others; the run still fails.
                 let mut admitted = 0;
                 let mut failed = None;
+                let mut lines = Vec::new();
                 for concert in ctx
                     .room
                     .concerts_with_lines()
@@ -71,12 +90,17 @@ impl Job {
                     .map_err(|e| e.to_string())?
                 {
                     match ctx.room.admit(concert, now).await {
-                        Ok(a) => admitted += a.admitted,
+                        Ok(a) => {
+                            admitted += a.admitted;
+                            ctx.metrics.count_admission(concert, &a);
+                            lines.push((concert, a.waiting, a.active));
+                        }
                         Err(e) => {
                             failed.get_or_insert(format!("concert {concert}: {e}"));
                         }
                     }
                 }
+                ctx.metrics.set_lines(&lines);
                 match failed {
                     Some(e) => Err(e),
                     None => Ok(admitted),
@@ -140,6 +164,73 @@ impl Job {
                 }
                 Ok(removed)
             }
+            Job::Invariants => {
+                let money = payment_api::store::invariants::money_totals(&ctx.payment_db)
+                    .await
+                    .map_err(|e| format!("payment-api: {e}"))?;
+                let wallets = payment_api::store::invariants::wallets_off_their_ledger(
+                    &ctx.payment_db,
+                    ctx.wallet_sample,
+                )
+                .await
+                .map_err(|e| format!("payment-api: {e}"))?;
+                let seats = concert_api::store::invariants::seat_violations(
+                    &ctx.concert_db,
+                    now - TimeDelta::days(1),
+                )
+                .await
+                .map_err(|e| format!("concert-api: {e}"))?;
+                let bound = TimeDelta::from_std(ctx.settle_bound).unwrap_or(TimeDelta::MAX);
+                let [unsettled] = payment_api::store::reconciliation::unsettled_before(
+                    &ctx.payment_db,
+                    [now - bound],
+                )
+                .await
+                .map_err(|e| format!("payment-api: {e}"))?;
+                let m = &ctx.metrics;
+                let violations = [
+                    ("money_conserved", i64::from(money.discrepancy() != 0)),
+                    ("ledger_equals_balance", wallets),
+                    ("seat_sold_once", seats.total()),
+                    ("payment_settled_in_time", unsettled),
+                ];
+                let mut broken = 0;
+                for (invariant, count) in violations {
+                    m.invariant_violations
+                        .with_label_values(&[invariant])
+                        .set(count);
+                    if count > 0 {
+                        broken += 1;
+                        tracing::error!(invariant, count, ?money, ?seats, "an invariant is broken");
+                    }
+                }
+                m.money_discrepancy.set(money.discrepancy());
+                m.invariants_checked_at
+                    .set(now.timestamp_millis() as f64 / 1000.0);
+                Ok(broken)
+            }
+            Job::SaleFigures => {
+                let mut sales = Vec::new();
+                for concert in ctx
+                    .room
+                    .concerts_with_lines()
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    let seats = ctx
+                        .inventory
+                        .read(concert, &[])
+                        .await
+                        .map_err(|e| format!("concert {concert}: {e}"))?
+                        .map(|(counts, _)| counts);
+                    let reservations = concert_api::store::sale::figures(&ctx.concert_db, concert)
+                        .await
+                        .map_err(|e| format!("concert {concert}: {e}"))?;
+                    sales.push((concert, seats, reservations));
+                }
+                ctx.metrics.set_sales(&sales);
+                Ok(sales.len() as u64)
+            }
         }
     }
 }
@@ -155,6 +246,10 @@ pub struct JobContext {
     pub concerts: payment_api::concerts::ConcertClient,
     pub payment: payment_api::config::PaymentConfig,
     pub grace: Duration,
+    /// A COMPLETED payment older than this and still unsettled breaks DESIGN §9.4.
+    pub settle_bound: Duration,
+    /// Wallets compared with their ledger per invariant check.
+    pub wallet_sample: u32,
     pub metrics: JobMetrics,
     /// batch's time source; the waiting room in `room` holds the same one.
     pub clock: Clock,
@@ -180,9 +275,88 @@ pub struct JobMetrics {
     outbox_pending: IntGaugeVec,
     outbox_oldest: GaugeVec,
     payments_unsettled: IntGaugeVec,
+    invariant_violations: IntGaugeVec,
+    money_discrepancy: IntGauge,
+    invariants_checked_at: Gauge,
+    line: IntGaugeVec,
+    line_moves: IntCounterVec,
+    seats: IntGaugeVec,
+    reservations: IntGaugeVec,
+    revenue: IntGaugeVec,
 }
 
+/// A concert's sale as [`Job::SaleFigures`] read it: its seats (`None` until concert-api
+/// has counted them into Redis) and its reservations.
+type Sale = (
+    i64,
+    Option<concert_api::store::inventory::SeatCounts>,
+    Option<concert_api::store::sale::SaleFigures>,
+);
+
 impl JobMetrics {
+    /// What one admission tick did to a concert's line.
+    fn count_admission(&self, concert: i64, a: &users_api::domain::queue::Admission) {
+        let concert = concert.to_string();
+        for (event, n) in [
+            ("admitted", a.admitted),
+            ("expired", a.expired),
+            ("abandoned", a.abandoned),
+        ] {
+            self.line_moves
+                .with_label_values(&[concert.as_str(), event])
+                .inc_by(n);
+        }
+    }
+
+    /// The lines as of this tick: only concerts that still have one are exported.
+    fn set_lines(&self, lines: &[(i64, u64, u64)]) {
+        self.line.reset();
+        for &(concert, waiting, active) in lines {
+            let concert = concert.to_string();
+            for (state, n) in [("waiting", waiting), ("active", active)] {
+                self.line
+                    .with_label_values(&[concert.as_str(), state])
+                    .set(n as i64);
+            }
+        }
+    }
+
+    fn set_sales(&self, sales: &[Sale]) {
+        self.seats.reset();
+        self.reservations.reset();
+        self.revenue.reset();
+        for (concert, seats, reservations) in sales {
+            let concert = concert.to_string();
+            if let Some(s) = seats {
+                for (status, n) in [
+                    ("available", s.available),
+                    ("held", s.held),
+                    ("sold", s.sold),
+                ] {
+                    self.seats
+                        .with_label_values(&[concert.as_str(), status])
+                        .set(n);
+                }
+            }
+            if let Some(r) = reservations {
+                for (status, n) in [
+                    ("held", r.held),
+                    ("confirmed", r.confirmed),
+                    ("expired", r.expired),
+                    ("cancelled", r.cancelled),
+                    ("rejected", r.rejected),
+                ] {
+                    self.reservations
+                        .with_label_values(&[concert.as_str(), status])
+                        .set(n);
+                }
+                self.revenue
+                    .with_label_values(&[concert.as_str()])
+                    .set(r.revenue);
+            }
+        }
+    }
+
     pub fn register(registry: &Registry) -> Self {
         let m = Self {
             runs: IntCounterVec::new(
@@ -223,6 +397,64 @@ impl JobMetrics {
                 &["older_than"],
             )
             .expect("valid metric"),
+            invariant_violations: IntGaugeVec::new(
+                Opts::new(
+                    "invariant_violations",
+                    "What breaks each DESIGN §9 invariant as of the last check; 0 while it holds",
+                ),
+                &["invariant"],
+            )
+            .expect("valid metric"),
+            money_discrepancy: IntGauge::new(
+                "invariant_money_discrepancy",
+                "charges - payments + refunds - the sum of the wallets, in money units; 0 while money is conserved",
+            )
+            .expect("valid metric"),
+            invariants_checked_at: Gauge::new(
+                "invariant_last_check_timestamp_seconds",
+                "When the invariant watchdog last completed a check (Unix time)",
+            )
+            .expect("valid metric"),
+            line: IntGaugeVec::new(
+                Opts::new(
+                    "sale_line",
+                    "Tokens in a concert's line by state (waiting, active) after the last admission tick",
+                ),
+                &["concert", "state"],
+            )
+            .expect("valid metric"),
+            line_moves: IntCounterVec::new(
+                Opts::new(
+                    "sale_line_tokens_total",
+                    "Tokens the admission ticks moved out of a concert's line, by event (admitted, expired, abandoned)",
+                ),
+                &["concert", "event"],
+            )
+            .expect("valid metric"),
+            seats: IntGaugeVec::new(
+                Opts::new(
+                    "sale_seats",
+                    "Seats of a concert with a line by status (available, held, sold)",
+                ),
+                &["concert", "status"],
+            )
+            .expect("valid metric"),
+            reservations: IntGaugeVec::new(
+                Opts::new(
+                    "sale_reservations",
+                    "Reservations of a concert with a line by status (held, confirmed, expired, cancelled, rejected)",
+                ),
+                &["concert", "status"],
+            )
+            .expect("valid metric"),
+            revenue: IntGaugeVec::new(
+                Opts::new(
+                    "sale_revenue",
+                    "Amounts of a concert's CONFIRMED reservations, in money units",
+                ),
+                &["concert"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
@@ -232,6 +464,14 @@ impl JobMetrics {
             Box::new(m.outbox_pending.clone()),
             Box::new(m.outbox_oldest.clone()),
             Box::new(m.payments_unsettled.clone()),
+            Box::new(m.invariant_violations.clone()),
+            Box::new(m.money_discrepancy.clone()),
+            Box::new(m.invariants_checked_at.clone()),
+            Box::new(m.line.clone()),
+            Box::new(m.line_moves.clone()),
+            Box::new(m.seats.clone()),
+            Box::new(m.reservations.clone()),
+            Box::new(m.revenue.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }

@@ -64,6 +64,10 @@ impl Application {
             ),
             payment: config.payment.clone(),
             grace: config.reservation.grace,
+            // The reconciliation pass that settles a payment over HTTP comes at most one
+            // interval after PAYMENT_SETTLE_DIRECT_AFTER_SECS; a second interval is the margin.
+            settle_bound: config.payment.settle_direct_after + 2 * config.jobs.reconcile,
+            wallet_sample: config.jobs.wallet_sample,
             metrics: job_metrics.clone(),
             clock: config.clock.clone(),
         });
@@ -112,6 +116,8 @@ impl Application {
             (Job::Reconcile, config.jobs.reconcile),
             (Job::OutboxHealth, config.jobs.outbox_health),
             (Job::Cleanup, config.jobs.cleanup),
+            (Job::Invariants, config.jobs.invariants),
+            (Job::SaleFigures, config.jobs.sale_figures),
         ] {
             let task = schedule(
                 job,

@@ -25,6 +25,25 @@ async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// The figures of `batch`'s `/metrics` whose name and labels start with `series`, in order
+/// (the service's own `service` label comes last).
+async fn figures(batch: &TestApp, series: &[&str]) -> Vec<Option<i64>> {
+    let page = reqwest::get(batch.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    series
+        .iter()
+        .map(|s| {
+            page.lines()
+                .find(|l| l.starts_with(s))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap() {
     let world = World::new().await;
@@ -45,7 +64,7 @@ async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap(
         room.join(user, 7).await.unwrap();
     }
     let active_key = QueueKeys::new(redis.clone()).active(7);
-    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+    let batch = TestApp::start(batch::Application::build(config).await.unwrap());
 
     let mut samples = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -74,6 +93,23 @@ async fn admission_moves_the_line_at_the_configured_rate_and_never_past_the_cap(
         steps.iter().all(|&d| d <= 2),
         "never more than one tick's worth at once: {samples:?}"
     );
+    // The line as the admission ticks saw it, per concert.
+    eventually("the line's figures", Duration::from_secs(10), || {
+        let batch = &batch;
+        async move {
+            let f = figures(
+                batch,
+                &[
+                    r#"sale_line{concert="7",state="active""#,
+                    r#"sale_line{concert="7",state="waiting""#,
+                    r#"sale_line_tokens_total{concert="7",event="admitted""#,
+                ],
+            )
+            .await;
+            (f == [Some(5), Some(7), Some(5)]).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -84,6 +120,7 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
             .with("BATCH_EXPIRE_INTERVAL_MS", "200")
             .with("BATCH_RECONCILE_INTERVAL_MS", "300")
             .with("PAYMENT_RECONCILE_AFTER_SECS", "1")
+            .with("BATCH_SALE_FIGURES_INTERVAL_MS", "200")
             .with("BATCH_LEASE_MS", "600")
     };
     let concert = TestApp::start(
@@ -109,7 +146,7 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
         config.queue.clone(),
         clock.clone(),
     );
-    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+    let batch = TestApp::start(batch::Application::build(config).await.unwrap());
 
     let store = SessionStore::new(redis, Duration::from_secs(600));
     let (admin, _) = store
@@ -213,6 +250,26 @@ async fn unpaid_holds_are_swept_and_a_lost_payment_is_reconciled_to_a_confirmed_
         1,
         "the unpaid hold lives until its time is up"
     );
+    // The sale as batch exports it: one seat held, one sold, eight left; one reservation of
+    // each; the confirmed one's price taken.
+    let c = concert_id.to_string();
+    eventually("the sale's figures", Duration::from_secs(10), || {
+        let (batch, c) = (&batch, &c);
+        async move {
+            let series = [
+                format!(r#"sale_seats{{concert="{c}",status="available""#),
+                format!(r#"sale_seats{{concert="{c}",status="held""#),
+                format!(r#"sale_seats{{concert="{c}",status="sold""#),
+                format!(r#"sale_reservations{{concert="{c}",status="held""#),
+                format!(r#"sale_reservations{{concert="{c}",status="confirmed""#),
+                format!(r#"sale_revenue{{concert="{c}","#),
+            ];
+            let series: Vec<&str> = series.iter().map(String::as_str).collect();
+            let f = figures(batch, &series).await;
+            (f == [Some(8), Some(1), Some(1), Some(1), Some(1), Some(1000)]).then_some(())
+        }
+    })
+    .await;
     clock.advance(hold_and_grace + Duration::from_secs(1));
     eventually("the sweep to expire the unpaid hold after hold + grace", Duration::from_secs(20), || {
         let db = concert_db.clone();

@@ -1,6 +1,7 @@
 //! batch integration tests: one binary, real PostgreSQL, Redis and broker.
 
 mod helpers;
+mod invariants;
 mod jobs;
 mod leadership;
 mod platform;

@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod catalogue;
 pub mod holds;
 pub mod idempotency;
+pub mod invariants;
 pub mod inventory;
 pub mod known_schedules;
 pub mod migration;

@@ -1,6 +1,7 @@
-//! payment DB: schema, wallets and ledger, payments, idempotency keys.
+//! payment DB: schema, wallets and ledger, payments, idempotency keys, the money invariants.
 
 pub mod idempotency;
+pub mod invariants;
 pub mod migration;
 pub mod payments;
 pub mod reconciliation;

@@ -1,0 +1,79 @@
+//! The money invariants (DESIGN §9, 2 and 3) read from live data, for batch's watchdog: no
+//! money made or lost, and every wallet equal to its ledger and never negative.
+
+use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
+
+fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}
+
+/// Every unit of money that ever came in or went out, and what the wallets hold, read in
+/// one statement (one snapshot: a balance changes in the transaction of its ledger row, so
+/// the figures agree under any concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MoneyTotals {
+    pub charged: i64,
+    pub paid: i64,
+    pub refunded: i64,
+    pub balances: i64,
+}
+
+impl MoneyTotals {
+    /// charged − paid + refunded − balances: zero when no money was made or lost; positive
+    /// when money left the wallets without a ledger row, negative when it appeared in them.
+    pub fn discrepancy(&self) -> i64 {
+        self.charged - self.paid + self.refunded - self.balances
+    }
+}
+
+/// The totals of the whole ledger and of every wallet (two sequential scans: milliseconds
+/// for the ledger of a large sale).
+pub async fn money_totals<C: ConnectionTrait>(db: &C) -> Result<MoneyTotals, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            db,
+            "SELECT \
+               COALESCE(sum(amount) FILTER (WHERE kind = 'CHARGE'), 0)::bigint AS charged, \
+               COALESCE(sum(amount) FILTER (WHERE kind = 'PAYMENT'), 0)::bigint AS paid, \
+               COALESCE(sum(amount) FILTER (WHERE kind = 'REFUND'), 0)::bigint AS refunded, \
+               (SELECT COALESCE(sum(balance), 0)::bigint FROM wallets) AS balances \
+             FROM ledger",
+            vec![],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("money totals".into()))?;
+    Ok(MoneyTotals {
+        charged: row.try_get("", "charged")?,
+        paid: row.try_get("", "paid")?,
+        refunded: row.try_get("", "refunded")?,
+        balances: row.try_get("", "balances")?,
+    })
+}
+
+/// Of up to `sample` wallets picked at random, how many differ from the sum of their ledger
+/// or from their last ledger row's `balance_after`, or are negative. A sample keeps the check
+/// cheap however many wallets there are; every run draws another.
+pub async fn wallets_off_their_ledger<C: ConnectionTrait>(
+    db: &C,
+    sample: u32,
+) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            db,
+            "WITH picked AS (SELECT user_id, balance FROM wallets ORDER BY random() LIMIT $1) \
+             SELECT count(*)::bigint AS off FROM picked p \
+             LEFT JOIN LATERAL ( \
+               SELECT COALESCE(sum(CASE kind WHEN 'PAYMENT' THEN -amount ELSE amount END), 0) AS total \
+               FROM ledger l WHERE l.user_id = p.user_id) s ON true \
+             LEFT JOIN LATERAL ( \
+               SELECT balance_after FROM ledger l WHERE l.user_id = p.user_id \
+               ORDER BY id DESC LIMIT 1) last ON true \
+             WHERE p.balance < 0 \
+                OR p.balance <> s.total \
+                OR p.balance <> COALESCE(last.balance_after, 0)",
+            vec![i64::from(sample).into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("wallet sample".into()))?;
+    row.try_get("", "off")
+}
