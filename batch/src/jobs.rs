@@ -378,7 +378,7 @@ impl JobMetrics {
                 .expect("valid metric"),
             outbox_pending: IntGaugeVec::new(
                 Opts::new("batch_outbox_pending", "Unpublished outbox rows"),
-                &["service"],
+                &["outbox"],
             )
             .expect("valid metric"),
             outbox_oldest: GaugeVec::new(
@@ -386,7 +386,7 @@ impl JobMetrics {
                     "batch_outbox_oldest_pending_seconds",
                     "Age of the oldest unpublished outbox row",
                 ),
-                &["service"],
+                &["outbox"],
             )
             .expect("valid metric"),
             payments_unsettled: IntGaugeVec::new(
