@@ -73,6 +73,7 @@ readonly CRDS=(
     "github.com/cloudnative-pg/cloudnative-pg v1.28.0 config/crd/bases/postgresql.cnpg.io_poolers.yaml cloudnative-pg/postgresql.cnpg.io_poolers.yaml f04d46592a061c657867e19009b2d71ae8ab00003b930622a64e01cacc606324"
     "github.com/cloudnative-pg/cloudnative-pg v1.28.0 internal/webhook/v1/pooler_webhook.go cloudnative-pg/pooler_webhook.go 3970753badd4ef9796543c0406daeaebf692ffaf45a720edccb7a74985cadfbc"
     "github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml prometheus-operator/monitoring.coreos.com_servicemonitors.yaml 1dae27b7189b5ce7b9ab764656c18b4c75a45cde1e6f3af6a5e84c4317628919"
+    "github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml prometheus-operator/monitoring.coreos.com_prometheusrules.yaml 98fd16c9ab79fba8dcd6ef62c957c98cd6546ab74ce0a4ecf09ddf2fda03020e"
     "github.com/kedacore/keda/v2 v2.21.0 config/crd/bases/keda.sh_scaledobjects.yaml keda/keda.sh_scaledobjects.yaml af35555862a83933b074af14ad439c4b4ceabaf4daa3e9338e9b23e36d308d80"
 )
 CRD_DIR="${TICKETING_K8S_CRDS:-${XDG_CACHE_HOME:-$HOME/.cache}/ticketing/k8s-crds}"

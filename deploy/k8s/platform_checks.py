@@ -54,6 +54,7 @@ CRD_FILES = {
     ("postgresql.cnpg.io", "Cluster"): "cloudnative-pg/postgresql.cnpg.io_clusters.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com", "PodMonitor"): "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com", "PrometheusRule"): "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
     ("keda.sh", "ScaledObject"): "keda/keda.sh_scaledobjects.yaml",
 }
 # Strimzi publishes its CRDs in no package registry this machine reaches (its Maven artifact

@@ -5,7 +5,9 @@
 #   2. the gateway's nginx config passes nginx -t; the merged OpenAPI document (apidoc)
 #      equals the committed docs/openapi.json; every Kubernetes overlay renders and validates
 #      offline and the document's paths are exactly the gateway's public routes
-#      (deploy/k8s/check.sh); shellcheck, hadolint and checkov find nothing unjustified
+#      (deploy/k8s/check.sh); the alert rules pass promtool's check and unit tests and the
+#      dashboards' queries parse (deploy/monitoring/check-rules.sh); shellcheck, hadolint and
+#      checkov find nothing unjustified
 #      (deploy/lint.sh); the web app (web/): npm ci --ignore-scripts, eslint, tsc against
 #      API types generated from docs/openapi.json (a contract change that breaks the app
 #      fails here), vite build into web/dist; cargo fmt --check
@@ -72,6 +74,8 @@ fi
 
 log "Kubernetes manifests: render every overlay, validate offline; OpenAPI paths = gateway routes"
 OPENAPI_DOC="$openapi_doc" deploy/k8s/check.sh
+log "alert rules (promtool check and unit tests) and dashboards"
+deploy/monitoring/check-rules.sh
 rm -f "$openapi_doc"
 
 log "static checks: shellcheck (scripts), hadolint (Dockerfile), checkov (overlays, Dockerfile)"
