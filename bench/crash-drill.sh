@@ -3,6 +3,15 @@
 #
 #   bench/crash-drill.sh
 #   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
+#   DRILL_PROMETHEUS=1 DRILL_VICTIMS=concert-api DRILL_DOWN_SECS=330 bench/crash-drill.sh
+#                      # the alert drill: concert-api away for 5.5 minutes under the local
+#                      # Prometheus, whose alerts are recorded as they fire and resolve
+#
+# DRILL_VICTIMS (default "concert-api payment-api batch users-api") are killed in that order;
+# each is restarted DRILL_DOWN_SECS (default 3) after its kill. With DRILL_PROMETHEUS=1 the
+# stack runs deploy/local/prometheus.sh, and the alerts' transitions (pending, firing,
+# resolved), from the sale's opening until none is pending or firing after the sale (at most
+# DRILL_ALERTS_SETTLE_SECS, default 600, later), go to alerts.log.
 #
 # It restarts the local stack with the benchmark's settings (bench/lib.sh, as bench/run.sh
 # does: the gateway's per-address limits raised, its per-session limits as in production,
@@ -28,10 +37,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
 
 readonly USERS="${DRILL_USERS:-6000}" SCHEDULES="${DRILL_SCHEDULES:-60}"
-readonly VICTIMS=(concert-api payment-api batch users-api)
-readonly FIRST_KILL_SECS=5 KILL_EVERY_SECS=10 RESTART_AFTER_SECS=3
+read -r -a VICTIMS <<<"${DRILL_VICTIMS:-concert-api payment-api batch users-api}"
+readonly VICTIMS
+readonly FIRST_KILL_SECS=5 KILL_EVERY_SECS=10 RESTART_AFTER_SECS="${DRILL_DOWN_SECS:-3}"
 # A service not ready this long after its kill is not coming back by itself.
-readonly READY_TIMEOUT_SECS=120
+readonly READY_TIMEOUT_SECS=$((RESTART_AFTER_SECS + 120))
+readonly PROMETHEUS="${DRILL_PROMETHEUS:-0}" ALERTS_SETTLE_SECS="${DRILL_ALERTS_SETTLE_SECS:-600}"
 # deploy/local/stack.sh's fixed ports and pid files.
 declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch]=8084)
 readonly PID_DIR="${STACK_DIR:-.stack}/pids"
@@ -113,15 +124,51 @@ kill_and_restore() {
         "$svc" "$(secs $((killed_at - sale_opened)))" "$(secs $((back_at - killed_at)))" "$RESTART_AFTER_SECS" "$up_status")")
 }
 
+# record_alerts: every 5 s, the local Prometheus's alerts; each change (an alert becoming
+# pending, firing, or gone: resolved) goes to $OUT/alerts.log with the time since the opening.
+# Runs until killed.
+record_alerts() {
+    local now previous="" current line
+    while true; do
+        current="$(deploy/local/prometheus.sh alerts 2>/dev/null | sort || true)"
+        now="$(secs $(($(now_ms) - sale_opened)))"
+        while IFS= read -r line; do
+            [[ -n $line ]] && printf 'sale +%7ss  %s\n' "$now" "$line"
+        done < <(comm -13 <(printf '%s\n' "$previous") <(printf '%s\n' "$current"))
+        while IFS= read -r line; do
+            # Gone, and not merely gone from pending to firing (that line is printed above).
+            [[ -n $line ]] || continue
+            grep -qF -- "${line#* }" <<<"$current" && continue
+            printf 'sale +%7ss  resolved %s\n' "$now" "${line#* }"
+        done < <(comm -23 <(printf '%s\n' "$previous") <(printf '%s\n' "$current"))
+        previous="$current"
+        sleep 5
+    done >>"$OUT/alerts.log"
+}
+
 # A drill cut short (an error, ^C) stops its own load tool rather than leave it running.
-loadtest_pid=""
+loadtest_pid="" recorder_pid=""
 stop_loadtest() {
     if [[ -n $loadtest_pid ]] && loadtest_running; then
         log "stopping loadtest (pid $loadtest_pid)"
         kill -TERM "$loadtest_pid" 2>/dev/null || true
     fi
+    if [[ -n $recorder_pid ]]; then kill "$recorder_pid" 2>/dev/null || true; fi
 }
 trap stop_loadtest EXIT
+
+# After the sale: waits until no alert is pending or firing (at most ALERTS_SETTLE_SECS), then
+# stops the recorder.
+settle_alerts() {
+    local deadline=$(($(now_ms) + ALERTS_SETTLE_SECS * 1000))
+    log "waiting for every alert to resolve (at most ${ALERTS_SETTLE_SECS}s)"
+    while (($(now_ms) < deadline)) && [[ -n "$(deploy/local/prometheus.sh alerts 2>/dev/null)" ]]; do
+        sleep 5
+    done
+    sleep 6 # one more round of the recorder
+    kill "$recorder_pid" 2>/dev/null || true
+    recorder_pid=""
+}
 
 main() {
     command -v curl >/dev/null || die "curl is required"
@@ -129,6 +176,7 @@ main() {
     log "building"
     cargo build --release --locked --bins --quiet
     log "restarting the stack with the benchmark settings"
+    if ((PROMETHEUS)); then export STACK_PROMETHEUS=1; fi
     STACK_SKIP_BUILD=1 bench_restart_stack
     write_fault_log "$FAULT_LOG" labels starts ends
 
@@ -145,6 +193,11 @@ main() {
     done
     sale_opened="$(now_ms)"
     log "the sale is open"
+    if ((PROMETHEUS)); then
+        : >"$OUT/alerts.log"
+        record_alerts &
+        recorder_pid=$!
+    fi
 
     local n=0 svc failed=0
     for svc in "${VICTIMS[@]}"; do
@@ -164,11 +217,17 @@ main() {
     local status=0
     wait "$loadtest_pid" || status=$?
     loadtest_pid=""
+    if ((PROMETHEUS)); then settle_alerts; fi
 
     echo
     echo "== crash drill: faults (fault log $FAULT_LOG)"
     printf '   %s\n' "${summary[@]}"
     echo
+    if ((PROMETHEUS)); then
+        echo "== alerts as the local Prometheus saw them ($OUT/alerts.log)"
+        if [[ -s $OUT/alerts.log ]]; then sed 's/^/   /' "$OUT/alerts.log"; else echo "   none"; fi
+        echo
+    fi
     echo "== loadtest report ($OUT/report.txt, JSON in $OUT/report.json)"
     cat "$OUT/report.txt"
     if ((status > 1)); then

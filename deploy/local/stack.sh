@@ -4,6 +4,9 @@
 #   stack.sh up            ensure infra, build release binaries and the web app, start every
 #                          service instance that is not running (so it also restarts a killed one)
 #   stack.sh down [--all]  stop the instances started by `up` (--all: + the Kafka broker)
+#                          and the local Prometheus
+# STACK_PROMETHEUS=1 (with `up`) also starts a Prometheus on 127.0.0.1:9090 scraping every
+# instance with the alert rules of the Kubernetes manifests (deploy/local/prometheus.sh).
 #   stack.sh status        state, pid and /health/ready code of everything
 #   stack.sh logs [inst]   tail -f one log (users-api, ..., users-api-2, ..., kafka) or all logs
 #
@@ -72,9 +75,12 @@ usage: deploy/local/stack.sh <command>
                   default admin-pass-local) and demo concerts (STACK_DEMO=0: none).
                   STACK_REPLICAS=2: two instances of each service (users-api-2
                   on 8091, concert-api-2 8092, payment-api-2 8093, batch-2
-                  8094); the count is kept by later 'up's until 'down'
+                  8094); the count is kept by later 'up's until 'down'.
+                  STACK_PROMETHEUS=1: also a Prometheus on 127.0.0.1:9090 with
+                  the manifests' alert rules (deploy/local/prometheus.sh)
   down [--all]    stop every instance started by 'up' (SIGTERM, SIGKILL after
-                  ${STOP_TIMEOUT}s); --all also stops Kafka if ensure-infra started it
+                  ${STOP_TIMEOUT}s) and the Prometheus; --all also stops Kafka if
+                  ensure-infra started it
   status          running/stopped, pid and /health/ready code per instance
   logs [instance] tail -n \${LOG_LINES:-100} -F an instance's log (or kafka), or all
 
@@ -551,6 +557,9 @@ cmd_up() {
 
     wait_ready
     start_gateway
+    if [[ ${STACK_PROMETHEUS:-0} == 1 ]]; then
+        "$SCRIPT_DIR/prometheus.sh" start "$STATE_DIR" "$REPLICAS"
+    fi
     seed_demo
 
     log "all services are ready:"
@@ -611,6 +620,9 @@ cmd_down() {
     done
 
     stop_gateway
+    if [[ -e $STATE_DIR/prometheus/prometheus.pid ]]; then
+        "$SCRIPT_DIR/prometheus.sh" stop "$STATE_DIR"
+    fi
 
     # Every instance with a pid file, replicas included, whatever STACK_REPLICAS says now.
     local svc pidf pid targets=() files=()
@@ -679,6 +691,12 @@ cmd_status() {
     fi
     code="$(curl -s -o /dev/null -m 3 -w '%{http_code}' http://127.0.0.1:8080/api/concerts 2>/dev/null)" || true
     printf '%-14s %-8s %-8s %-6s %s\n' gateway "$state" "$pid" 8080 "${code:-000}${internal:+ $internal}"
+
+    local prom
+    read -r state pid prom <<<"$("$SCRIPT_DIR/prometheus.sh" status "$STATE_DIR")"
+    if [[ $state == running ]]; then
+        printf '%-14s %-8s %-8s %-6s %s\n' prometheus "$state" "$pid" "$prom" "alerts: $("$SCRIPT_DIR/prometheus.sh" alerts 2>/dev/null | grep -c '^firing' || true) firing"
+    fi
 
     local listening=no
     port_open 127.0.0.1 "$KAFKA_PORT" && listening=yes

@@ -2,6 +2,9 @@
 # Offline check of the alert rules and dashboards shipped with the Kubernetes manifests:
 #
 #   deploy/monitoring/check-rules.sh
+#   deploy/monitoring/check-rules.sh --rules-to FILE   only write the alerts as a plain
+#                                                       Prometheus rule file (the local stack's
+#                                                       Prometheus loads it: deploy/local/prometheus.sh)
 #
 #   1. the PrometheusRule deploy/k8s/base/alerts.yaml: its `spec` is written out as a plain
 #      Prometheus rule file (alerts.rules.yaml in a temporary directory) and `promtool check
@@ -304,14 +307,24 @@ EOF
 
 # ---------------------------------------------------------------------------------------------
 main() {
-    (($# == 0)) || die "no arguments expected (usage: deploy/monitoring/check-rules.sh)"
-    ensure_promtool
+    local rules_to=""
+    if (($# == 2)) && [[ $1 == --rules-to ]]; then
+        rules_to="$2"
+    elif (($# != 0)); then
+        die "usage: deploy/monitoring/check-rules.sh [--rules-to FILE]"
+    fi
+    [[ -n $rules_to ]] || ensure_promtool
     ensure_python
 
     local work failed=()
     work="$(mktemp -d)"
     # shellcheck disable=SC2064 # expand now: the path is fixed
     trap "rm -rf '$work'" EXIT
+    if [[ -n $rules_to ]]; then
+        prepare "$work" >/dev/null || die "the rules, tests, dashboards or docs have problems: run deploy/monitoring/check-rules.sh"
+        cp "$work/$RULES_FILE" "$rules_to"
+        return
+    fi
 
     prepare "$work" || failed+=("rules, tests, dashboards or docs (errors above)")
     [[ -f $work/counts ]] || die "could not prepare the checks (errors above)"
