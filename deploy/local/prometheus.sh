@@ -10,8 +10,8 @@
 #   prometheus.sh status STATE_DIR           "running PID PORT" or "stopped"
 #   prometheus.sh alerts                     the alerts firing or pending now, one per line
 #
-# Prometheus is Debian's `prometheus` package (installed on first use, with sudo when not
-# root); its own service is never started. Config, rules, data and log live in
+# Prometheus is Debian's `prometheus` package, installed on first use by
+# deploy/monitoring/check-rules.sh (which stops and disables the package's own daemon). Config, rules, data and log live in
 # STATE_DIR/prometheus; it listens on 127.0.0.1:$PROMETHEUS_PORT (default 9090).
 #
 # Locally there is no Kubernetes relabelling: `job` is the service's name (as the
@@ -29,21 +29,6 @@ readonly SERVICES=("users-api 8081" "concert-api 8082" "payment-api 8083" "batch
 
 log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*"; }
 die() { printf '[%s] ERROR: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
-
-ensure_prometheus() {
-    command -v prometheus >/dev/null 2>&1 && return
-    command -v apt-get >/dev/null 2>&1 || die "prometheus not found and no apt-get: install Prometheus by hand"
-    local sudo=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "prometheus not found; not root and sudo is missing: apt-get install -y prometheus"
-        sudo=(sudo)
-    fi
-    log "installing Debian's prometheus package (its own service is not started)"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends prometheus </dev/null >/dev/null
-    command -v prometheus >/dev/null 2>&1 || die "the prometheus package installed no prometheus binary"
-}
 
 pid_of() {
     local pid
@@ -86,9 +71,10 @@ cmd_stop() {
 cmd_start() {
     local state=$1 replicas=$2 dir i pid
     dir="$state/prometheus"
-    ensure_prometheus
     mkdir -p "$dir/data" "$dir/next"
+    # It installs Debian's prometheus package when promtool is missing: prometheus comes with it.
     "$REPO_ROOT/deploy/monitoring/check-rules.sh" --rules-to "$dir/next/alerts.rules.yaml"
+    command -v prometheus >/dev/null 2>&1 || die "prometheus is not installed (Debian's prometheus package)"
     write_config "$dir/next" "$replicas"
     if pid="$(pid_of "$state")" && cmp -s "$dir/next/prometheus.yml" "$dir/prometheus.yml" \
         && cmp -s "$dir/next/alerts.rules.yaml" "$dir/alerts.rules.yaml"; then

@@ -23,7 +23,8 @@
 #
 # Prints one summary line; exits non-zero on any failure. Nothing is written to the repository.
 # Installs what it needs on first use:
-#   - promtool: Debian's `prometheus` package (apt-get, with sudo when not root)
+#   - promtool: Debian's `prometheus` package (apt-get, with sudo when not root; the daemon
+#     it would start is stopped and disabled: deploy/local/prometheus.sh uses its binary)
 #   - PyYAML, when python3 has none: pinned below, in a cached virtualenv
 #     (TICKETING_MONITORING_VENV, default ${XDG_CACHE_HOME:-~/.cache}/ticketing/monitoring-venv)
 set -euo pipefail
@@ -65,6 +66,11 @@ ensure_promtool() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -q --no-install-recommends prometheus </dev/null
     command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+    # We want its binaries, not its daemon: on a machine with systemd the package starts one on
+    # :9090, where the local stack's Prometheus (deploy/local/prometheus.sh) listens.
+    if command -v systemctl >/dev/null 2>&1; then
+        "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 }
 
 PYTHON=""
@@ -313,7 +319,7 @@ main() {
     elif (($# != 0)); then
         die "usage: deploy/monitoring/check-rules.sh [--rules-to FILE]"
     fi
-    [[ -n $rules_to ]] || ensure_promtool
+    ensure_promtool
     ensure_python
 
     local work failed=()
