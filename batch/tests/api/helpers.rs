@@ -86,3 +86,25 @@ pub async fn spawn_app() -> Spawned {
     );
     Spawned { app, _world: world }
 }
+
+/// `app`'s `/metrics` page.
+pub async fn metrics(app: &TestApp) -> String {
+    reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first sample of a Prometheus text page whose name and labels start with
+/// `series`, e.g. `invariant_violations{invariant="money_conserved"` (the registry's own
+/// `service` label comes last).
+pub fn figure(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}

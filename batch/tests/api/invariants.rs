@@ -7,30 +7,9 @@ use common::testkit::{StubCatalogue, TestApp, eventually};
 use payment_api::store::wallet::{LedgerKind, credit, debit};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
-use crate::helpers::World;
+use crate::helpers::{World, figure, metrics};
 
 const WALLETS: i64 = 20;
-
-/// A figure of a Prometheus text page: the first sample whose name and labels start with
-/// `series` (e.g. `invariant_violations{invariant="money_conserved"`).
-fn figure(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
-async fn metrics(batch: &TestApp) -> String {
-    reqwest::get(batch.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 fn checks_done(page: &str) -> f64 {
     figure(

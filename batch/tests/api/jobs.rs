@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use users_api::domain::queue::WaitingRoom;
 
-use crate::helpers::World;
+use crate::helpers::{World, figure, metrics};
 
 async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
@@ -25,22 +25,12 @@ async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
         .unwrap()
 }
 
-/// The figures of `batch`'s `/metrics` whose name and labels start with `series`, in order
-/// (the service's own `service` label comes last).
+/// The figures of `batch`'s `/metrics` whose name and labels start with `series`, in order.
 async fn figures(batch: &TestApp, series: &[&str]) -> Vec<Option<i64>> {
-    let page = reqwest::get(batch.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics(batch).await;
     series
         .iter()
-        .map(|s| {
-            page.lines()
-                .find(|l| l.starts_with(s))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        })
+        .map(|s| figure(&page, s).map(|v| v as i64))
         .collect()
 }
 

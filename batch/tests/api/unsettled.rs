@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::testkit::{StubCatalogue, TestApp, eventually};
 use sea_orm::ConnectionTrait;
 
-use crate::helpers::World;
+use crate::helpers::{World, figure};
 
 #[tokio::test]
 async fn batch_exports_unsettled_payments_by_age() {
@@ -58,12 +58,9 @@ async fn batch_exports_unsettled_payments_by_age() {
 
 /// The value of `payments_unsettled{older_than="<age>", …}` in a Prometheus text page.
 fn gauge(metrics: &str, age: &str) -> Option<i64> {
-    let label = format!("older_than=\"{age}\"");
-    metrics
-        .lines()
-        .find(|l| l.starts_with("payments_unsettled{") && l.contains(&label))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    figure(
+        metrics,
+        &format!(r#"payments_unsettled{{older_than="{age}""#),
+    )
+    .map(|v| v as i64)
 }
