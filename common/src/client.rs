@@ -60,6 +60,17 @@ impl ServiceClient {
         self
     }
 
+    /// The headers of every request: the credential, and the caller's trace context.
+    fn headers(&self) -> reqwest::header::HeaderMap {
+        let mut headers = self.headers.clone();
+        for (name, value) in crate::telemetry::context_of(&tracing::Span::current()) {
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert(reqwest::header::HeaderName::from_static(name), value);
+            }
+        }
+        headers
+    }
+
     fn unavailable(&self, url: &str, why: &str) -> ApiError {
         tracing::warn!(%url, %why, "upstream could not answer");
         crate::error::Code::DependencyUnavailable
@@ -76,13 +87,7 @@ impl ServiceClient {
         let mut attempt = 0;
         let res = loop {
             attempt += 1;
-            match self
-                .http
-                .get(&url)
-                .headers(self.headers.clone())
-                .send()
-                .await
-            {
+            match self.http.get(&url).headers(self.headers()).send().await {
                 Ok(res) => break res,
                 Err(e) if e.is_connect() && attempt < 2 => continue,
                 Err(e) => return Err(self.unavailable(&url, &e.to_string())),
@@ -114,7 +119,7 @@ impl ServiceClient {
             match self
                 .http
                 .post(&url)
-                .headers(self.headers.clone())
+                .headers(self.headers())
                 .json(body)
                 .send()
                 .await

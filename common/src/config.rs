@@ -754,6 +754,19 @@ pub fn log_format(env: &Env) -> Result<LogFormat, ConfigError> {
     )
 }
 
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans are exported (OTLP over HTTP, e.g.
+/// `http://otel-collector:4318`; `/v1/traces` is appended), `None` when unset: traces off.
+pub fn traces_endpoint(env: &Env) -> Result<Option<String>, ConfigError> {
+    if env
+        .raw("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .is_none_or(|v| v.trim().is_empty())
+    {
+        return Ok(None);
+    }
+    let url = env.url("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http"])?;
+    Ok(Some(url.expose().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

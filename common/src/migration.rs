@@ -52,3 +52,12 @@ CREATE TABLE inbox (
 "#,
     })
 }
+
+/// `outbox.traceparent`: the W3C trace context of the transaction that wrote the event (NULL
+/// when traces are off), which the relay puts in the message's headers.
+pub fn outbox_trace_context() -> Box<dyn MigrationTrait> {
+    Box::new(SqlMigration {
+        name: "m20261216_000001_outbox_trace_context",
+        up: "ALTER TABLE outbox ADD COLUMN traceparent text",
+    })
+}

@@ -46,10 +46,19 @@ pub async fn enqueue<C: ConnectionTrait, T: Serialize>(
 ) -> Result<(), DbErr> {
     let payload =
         serde_json::to_value(event).map_err(|e| DbErr::Custom(format!("event encoding: {e}")))?;
+    // The trace of the work that wrote the event, for the relay to send on (traces on only).
+    let traceparent = crate::telemetry::current_traceparent();
     txn.execute_raw(Statement::from_sql_and_values(
         txn.get_database_backend(),
-        "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-        [event.id.into(), topic.into(), key.into(), payload.into()],
+        "INSERT INTO outbox (event_id, topic, key, payload, traceparent) \
+         VALUES ($1, $2, $3, $4, $5)",
+        [
+            event.id.into(),
+            topic.into(),
+            key.into(),
+            payload.into(),
+            traceparent.into(),
+        ],
     ))
     .await?;
     // The row is visible once the caller commits, moments from now; a rollback leaves the
@@ -83,6 +92,8 @@ struct Row {
     topic: String,
     key: String,
     payload: serde_json::Value,
+    /// The W3C context of the transaction that wrote the row, if it was traced.
+    traceparent: Option<String>,
 }
 
 /// Publishes outbox rows until `cancel` fires.
@@ -154,9 +165,9 @@ pub async fn publish_batch(
         .query_all_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
             "WITH batch AS ( \
-                SELECT id, topic, key, payload FROM outbox \
+                SELECT id, topic, key, payload, traceparent FROM outbox \
                 WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             SELECT b.id, b.topic, b.key, b.payload FROM batch b \
+             SELECT b.id, b.topic, b.key, b.payload, b.traceparent FROM batch b \
              WHERE NOT EXISTS ( \
                 SELECT 1 FROM outbox p WHERE p.key = b.key AND p.published_at IS NULL \
                 AND p.id < b.id AND p.id NOT IN (SELECT id FROM batch)) \
@@ -176,6 +187,7 @@ pub async fn publish_batch(
                 topic: r.try_get("", "topic")?,
                 key: r.try_get("", "key")?,
                 payload: r.try_get("", "payload")?,
+                traceparent: r.try_get("", "traceparent")?,
             })
         })
         .collect::<Result<_, DbErr>>()?;
@@ -185,14 +197,18 @@ pub async fn publish_batch(
     let sends = rows.iter().map(|row| {
         let topic = kafka.topic(&row.topic);
         let payload = serde_json::to_vec(&row.payload).unwrap_or_default();
-        let traceparent = traceparent_for(row);
-        async move {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "traceparent",
-                value: Some(&traceparent),
-            });
+        let (span, traceparent) = publish_span(row);
+        let send = async move {
+            let headers = match &traceparent {
+                Some(value) => OwnedHeaders::new().insert(Header {
+                    key: crate::telemetry::TRACEPARENT,
+                    value: Some(value),
+                }),
+                None => OwnedHeaders::new(),
+            };
             kafka.send(&topic, &row.key, &payload, headers).await
-        }
+        };
+        tracing::Instrument::instrument(send, span)
     });
     let results = futures_util::future::join_all(sends).await;
     if let Some(err) = results.into_iter().find_map(Result::err) {
@@ -212,16 +228,26 @@ pub async fn publish_batch(
     Ok(rows.len())
 }
 
-/// A W3C traceparent derived from the event id, so one event's hops share a trace id.
-fn traceparent_for(row: &Row) -> String {
-    let id = row
-        .payload
-        .get("id")
-        .and_then(|v| v.as_str())
-        .map(|s| s.replace('-', ""))
-        .filter(|s| s.len() == 32)
-        .unwrap_or_else(|| format!("{:032x}", row.id));
-    format!("00-{id}-{:016x}-01", row.id)
+/// The span of one row's publication, continuing the trace stored with the row, and the
+/// `traceparent` the message carries: the publication's own context when traces are on, the
+/// stored one passed on unchanged when they are off here, none when the row has none.
+fn publish_span(row: &Row) -> (tracing::Span, Option<String>) {
+    if !crate::telemetry::traces_on() || row.traceparent.is_none() {
+        return (tracing::Span::none(), row.traceparent.clone());
+    }
+    let span = tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        otel.name = format!("{} publish", row.topic),
+        topic = %row.topic,
+        outbox_id = row.id,
+    );
+    crate::telemetry::continue_trace(&span, row.traceparent.as_deref(), None);
+    let traceparent = crate::telemetry::context_of(&span)
+        .into_iter()
+        .find_map(|(k, v)| (k == crate::telemetry::TRACEPARENT).then_some(v))
+        .or_else(|| row.traceparent.clone());
+    (span, traceparent)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -325,12 +325,20 @@ fn redact_value(var: &str, value: &str) -> String {
     }
 }
 
+/// `S`'s own settings and the platform's (the traces' endpoint).
+fn read_settings<S: ServiceMain>(
+    env: &crate::config::Env,
+) -> Result<(S, Option<String>), crate::config::ConfigError> {
+    let traces = crate::config::traces_endpoint(env);
+    Ok((S::from_env(env)?, traces?))
+}
+
 /// Reads `S`'s configuration as `serve` would; every bad value is named, not just the first.
 fn read_config<S: ServiceMain>(
     env: &crate::config::Env,
-) -> Result<S, Vec<crate::config::ConfigError>> {
+) -> Result<(S, Option<String>), Vec<crate::config::ConfigError>> {
     let env = env.clone().checking();
-    let read = S::from_env(&env);
+    let read = read_settings::<S>(&env);
     let mut errors = env.errors();
     match read {
         Ok(config) if errors.is_empty() => Ok(config),
@@ -349,21 +357,21 @@ pub async fn run_main<S: ServiceMain>() -> std::process::ExitCode {
     let command = command_from_args();
     if command == Command::CheckConfig {
         // Nothing but the report on stdout: no telemetry, no connections.
-        let report = check_config(S::NAME, &env, S::from_env, S::EXTRA_SETTINGS);
+        let report = check_config(S::NAME, &env, read_settings::<S>, S::EXTRA_SETTINGS);
         match serde_json::to_string(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => return exit_with(S::NAME, e),
         }
         return report.exit_code();
     }
-    let config = match read_config::<S>(&env) {
+    let (config, traces) = match read_config::<S>(&env) {
         Ok(c) => c,
         Err(errors) => {
             let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return exit_with(S::NAME, all.join("; "));
         }
     };
-    crate::telemetry::init(config.log_format());
+    crate::telemetry::init(config.log_format(), S::NAME, traces.as_deref());
     let outcome = match command {
         Command::Serve => match config.build().await {
             Ok(service) => {
@@ -387,6 +395,8 @@ pub async fn run_main<S: ServiceMain>() -> std::process::ExitCode {
         Command::CheckConfig => Ok(()),
         Command::Other(cmd, args) => config.run_other(cmd, args).await,
     };
+    // Off the runtime's threads: the exporter's last send blocks.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
     outcome.map_or_else(
         |e| exit_with(S::NAME, e),
         |()| std::process::ExitCode::SUCCESS,

@@ -1,26 +1,178 @@
-//! Logging: `tracing` with pretty output locally and JSON when `LOG_FORMAT=json`.
+//! Logging and traces.
+//!
+//! Logs: `tracing` with pretty output locally and JSON when `LOG_FORMAT=json`.
+//!
+//! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the same `tracing` spans are exported by
+//! OTLP (HTTP, protobuf) and the W3C trace context travels with the work: read from an
+//! incoming request's `traceparent`, sent on calls to other services, stored with each outbox
+//! row, put in the Kafka headers by the relay, and continued by the consumer. When it is not
+//! set, no OpenTelemetry layer is installed and every function here returns at once: traces
+//! off cost one relaxed atomic load where context would travel.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm=warn,rdkafka=warn,librdkafka=warn,actix_server=warn")
+/// Our crates at `info`, the chatty ones at `warn`: the default log filter, and the traces'.
+const QUIET: &str = "info,sqlx=warn,sea_orm=warn,rdkafka=warn,librdkafka=warn,actix_server=warn";
+
+/// Whether spans are exported (an OTLP endpoint was configured and the exporter built).
+static TRACES_ON: AtomicBool = AtomicBool::new(false);
+
+/// The provider, kept for [`flush`] at shutdown.
+static PROVIDER: OnceLock<Mutex<Option<SdkTracerProvider>>> = OnceLock::new();
+
+/// The W3C header names.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// Installs the global subscriber once; later calls (tests) are no-ops. With `traces` (the
+/// OTLP endpoint), spans are also exported, named by `service` unless `OTEL_SERVICE_NAME`
+/// says otherwise; the exporter reads the other `OTEL_*` settings (sampler, batch delay,
+/// headers) itself.
+pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET));
+    let provider = traces.and_then(|endpoint| match exporter(service, endpoint) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("{service}: traces are off: the OTLP exporter could not be built: {e}");
+            None
+        }
+    });
+    // Spans are exported whatever `RUST_LOG` says: a service that logs only warnings is
+    // still traced. Their own filter keeps the noisy crates' spans out.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("ticketing"))
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(EnvFilter::new(QUIET))
     });
     // Colours only for a person at a terminal, never in log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(true)
         .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+    let registry = tracing_subscriber::registry().with(otel);
+    let installed = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => registry.with(fmt.compact().with_filter(filter)).try_init(),
     };
+    if installed.is_ok()
+        && let Some(p) = provider
+    {
+        TRACES_ON.store(true, Ordering::Relaxed);
+        let _ = PROVIDER.set(Mutex::new(Some(p)));
+        tracing::info!(
+            endpoint = traces.unwrap_or_default(),
+            "exporting traces by OTLP"
+        );
+    }
+}
+
+fn exporter(service: &str, endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service.to_owned());
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Whether spans are being exported.
+pub fn traces_on() -> bool {
+    TRACES_ON.load(Ordering::Relaxed)
+}
+
+/// Exports what is still buffered and stops the exporter (at shutdown). Blocks the calling
+/// thread for at most the exporter's timeout.
+pub fn flush() {
+    let provider = PROVIDER
+        .get()
+        .and_then(|p| p.lock().ok().and_then(|mut p| p.take()));
+    if let Some(p) = provider
+        && let Err(e) = p.shutdown()
+    {
+        eprintln!("traces: the last spans could not be exported: {e}");
+    }
+}
+
+/// Makes `span` continue the trace of a W3C `traceparent` (and `tracestate`), from a request
+/// header, an outbox row or a Kafka header. Does nothing when traces are off or the value is
+/// not a valid context; must be called before the span is first entered.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    let Some(traceparent) = traceparent.filter(|_| traces_on()) else {
+        return;
+    };
+    let mut carrier = HashMap::with_capacity(2);
+    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+    if let Some(state) = tracestate {
+        carrier.insert(TRACESTATE.to_owned(), state.to_owned());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// The W3C context of `span` (`traceparent`, and `tracestate` if any), to send on with work
+/// it causes; empty when traces are off or the span is not traced.
+pub fn context_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
+    if !traces_on() {
+        return Vec::new();
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut carrier = HashMap::with_capacity(2);
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|k| carrier.remove(k).map(|v| (k, v)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+/// The `traceparent` of the current span, if it is traced.
+pub fn current_traceparent() -> Option<String> {
+    context_of(&tracing::Span::current())
+        .into_iter()
+        .find_map(|(k, v)| (k == TRACEPARENT).then_some(v))
+}
+
+/// Names `span` in its trace once the name is known (a request's route is known only after
+/// routing, when the span has started). Does nothing when traces are off.
+pub fn rename(span: &tracing::Span, name: impl FnOnce() -> String) {
+    if traces_on() {
+        span.context().span().update_name(name());
+    }
 }

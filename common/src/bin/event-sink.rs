@@ -25,6 +25,7 @@ impl MigratorTrait for SinkMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             common::migration::outbox_inbox(),
+            common::migration::outbox_trace_context(),
             // No unique key on purpose: an effect applied twice must show as two rows.
             Box::new(common::migration::SqlMigration {
                 name: "m20261202_000001_sink_effects",
@@ -106,7 +107,7 @@ async fn run(env: &Env) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::telemetry::init(LogFormat::Pretty);
+    common::telemetry::init(LogFormat::Pretty, "event-sink", None);
     match run(&Env::process()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => common::startup::exit_with("event-sink", e),

@@ -38,7 +38,17 @@ pub(super) async fn platform_middleware(
         method = %req.method(),
         path = %req.path(),
         status = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
     );
+    if crate::telemetry::traces_on() {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        crate::telemetry::continue_trace(
+            &span,
+            header(crate::telemetry::TRACEPARENT),
+            header(crate::telemetry::TRACESTATE),
+        );
+    }
     let started = Instant::now();
     // The request cannot be cloned before routing (actix needs it unshared), so a failure
     // below is returned as an error that renders itself, request id included.
@@ -107,11 +117,15 @@ pub(super) async fn platform_middleware(
 
     let elapsed = started.elapsed().as_secs_f64();
     span.record("status", status.as_u16());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    crate::telemetry::rename(&span, || format!("{method} {route}"));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     if let Some(m) = metrics {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
         m.observe_request(
             &route,
             res.request().method().as_str(),

@@ -419,7 +419,18 @@ async fn work<H: EventHandler>(
     use std::sync::atomic::Ordering::Relaxed;
     let cfg = client.config().clone();
     while let Some(incoming) = rx.recv().await {
-        let span = tracing::info_span!("event", topic = %incoming.topic, partition = incoming.partition, offset = incoming.offset);
+        let span = tracing::info_span!(
+            "event",
+            topic = %incoming.topic,
+            partition = incoming.partition,
+            offset = incoming.offset,
+            otel.kind = "consumer",
+            otel.name = tracing::field::Empty,
+        );
+        if crate::telemetry::traces_on() {
+            span.record("otel.name", format!("{} process", incoming.topic));
+            crate::telemetry::continue_trace(&span, incoming.traceparent.as_deref(), None);
+        }
         let mut attempt = 1;
         // Attempts that failed with `Retryable`: only those count toward the DLQ.
         let mut retryable = 0;
@@ -482,7 +493,7 @@ async fn work<H: EventHandler>(
 fn detach(msg: &BorrowedMessage<'_>, prefix: &str) -> Incoming {
     let traceparent = msg.headers().and_then(|hs| {
         hs.iter()
-            .find(|h| h.key == "traceparent")
+            .find(|h| h.key == crate::telemetry::TRACEPARENT)
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     });

@@ -125,6 +125,7 @@ impl MigratorTrait for TestMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             common::migration::outbox_inbox(),
+            common::migration::outbox_trace_context(),
             Box::new(common::migration::SqlMigration {
                 name: "m20261124_000001_effects",
                 up: "CREATE TABLE effects (event_id uuid NOT NULL, note text NOT NULL)",

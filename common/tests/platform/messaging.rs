@@ -124,15 +124,11 @@ async fn committed_rows_are_published_once_in_key_order_and_rolled_back_ones_nev
         "each committed event exactly once, in key order"
     );
     assert!(!ids.contains(&rolled_back));
-    let traceparent = messages[0]
-        .1
-        .iter()
-        .find(|(k, _)| k == "traceparent")
-        .map(|(_, v)| v.clone())
-        .unwrap();
     assert!(
-        traceparent.starts_with(&format!("00-{}", committed.simple())),
-        "{traceparent}"
+        messages
+            .iter()
+            .all(|(_, headers)| headers.iter().all(|(k, _)| k != "traceparent")),
+        "with traces off no trace context is invented"
     );
     relay.cancel();
 }

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
                 name: "m20261202_000001_on_sale_operations",
                 up: ON_SALE,
             }),
+            common::migration::outbox_trace_context(),
         ]
     }
 }

@@ -9,3 +9,4 @@ mod gateway;
 mod journey;
 mod loadtest;
 mod processes;
+mod traces;

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
                 name: "m20261124_000001_wallets_ledger_payments",
                 up: SCHEMA,
             }),
+            common::migration::outbox_trace_context(),
         ]
     }
 }

@@ -60,6 +60,7 @@ CREATE INDEX queue_rooms_undrawn ON queue_rooms (concert_id)
     WHERE commitment IS NOT NULL AND drawn_at IS NULL;
 "#,
             }),
+            common::migration::outbox_trace_context(),
         ]
     }
 }
