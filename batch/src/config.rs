@@ -35,6 +35,7 @@ pub struct JobIntervals {
     pub cleanup: Duration,
     pub invariants: Duration,
     pub sale_figures: Duration,
+    pub consumer_groups: Duration,
     /// Wallets the invariant watchdog compares with their ledger per run.
     pub wallet_sample: u32,
 }
@@ -62,6 +63,11 @@ impl Config {
                 cleanup: env.millis("BATCH_CLEANUP_INTERVAL_MS", 60_000, 10..=86_400_000)?,
                 invariants: env.millis("BATCH_INVARIANTS_INTERVAL_MS", 5000, 10..=3_600_000)?,
                 sale_figures: env.millis("BATCH_SALE_FIGURES_INTERVAL_MS", 5000, 10..=3_600_000)?,
+                consumer_groups: env.millis(
+                    "BATCH_CONSUMER_GROUPS_INTERVAL_MS",
+                    10_000,
+                    10..=3_600_000,
+                )?,
                 wallet_sample: env.parse("BATCH_INVARIANTS_WALLET_SAMPLE", 500, 1..=1_000_000)?,
             },
             lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,

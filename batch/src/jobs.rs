@@ -18,12 +18,18 @@
 //! reservations, or SOLD without a CONFIRMED one) and `payment_settled_in_time` (COMPLETED
 //! payments neither confirmed nor refunded past the backstop's bound);
 //! `invariant_last_check_timestamp_seconds` says when it last completed.
+//!
+//! From the broker: `kafka_group_backlog{group,topic}` and `kafka_group_committed_offsets`
+//! for every consumer group (its committed offsets, so a group with no member alive still
+//! shows), and `kafka_dlq_depth{topic}` for every dead-letter topic.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use common::clock::Clock;
+use common::events::{ALL_TOPICS, CONSUMER_GROUPS};
+use common::kafka::KafkaClient;
 use payment_api::store::retention::{IDEMPOTENCY_KEYS_KEPT, delete_idempotency_keys_before};
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -38,6 +44,9 @@ use crate::leader::Leadership;
 /// Handled events (inbox rows) and published ones (outbox rows) are kept a week for
 /// inspection and replays, then go: a flash sale writes several per seat.
 const EVENT_ROWS_KEPT: TimeDelta = TimeDelta::days(7);
+
+/// How long a question to the broker may take before the run fails.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
@@ -58,6 +67,9 @@ pub enum Job {
     /// Seats by status (concert-api's inventory counts) and reservations by status and
     /// revenue (`concert_api::store::sale::figures`) of every concert with a line.
     SaleFigures,
+    /// Every consumer group's committed offsets and backlog, and every dead-letter topic's
+    /// depth, read from the broker: a group with no live member still shows.
+    ConsumerGroups,
 }
 
 impl Job {
@@ -70,6 +82,7 @@ impl Job {
             Job::Cleanup => "cleanup",
             Job::Invariants => "invariants",
             Job::SaleFigures => "sale_figures",
+            Job::ConsumerGroups => "consumer_groups",
         }
     }
 
@@ -93,7 +106,7 @@ impl Job {
                         Ok(a) => {
                             admitted += a.admitted;
                             ctx.metrics.count_admission(concert, &a);
-                            lines.push((concert, a.waiting, a.active));
+                            lines.push((concert, a.pre_queued, a.waiting, a.active));
                         }
                         Err(e) => {
                             failed.get_or_insert(format!("concert {concert}: {e}"));
@@ -231,6 +244,37 @@ impl Job {
                 ctx.metrics.set_sales(&sales);
                 Ok(sales.len() as u64)
             }
+            Job::ConsumerGroups => {
+                let m = &ctx.metrics;
+                let mut read = 0;
+                for (name, topics) in CONSUMER_GROUPS {
+                    let positions = ctx
+                        .kafka
+                        .group_positions(name, topics, BROKER_TIMEOUT)
+                        .await
+                        .map_err(|e| format!("group {name}: {e}"))?;
+                    // Labelled as the consumers label themselves (with the topic prefix).
+                    let group = ctx.kafka.topic(name);
+                    for (topic, p) in positions {
+                        let labels = [group.as_str(), topic.as_str()];
+                        m.group_backlog.with_label_values(&labels).set(p.backlog);
+                        m.group_committed
+                            .with_label_values(&labels)
+                            .set(p.committed);
+                        read += 1;
+                    }
+                }
+                for topic in ALL_TOPICS {
+                    let dlq = format!("{topic}.dlq");
+                    let depth = ctx
+                        .kafka
+                        .retained(&dlq, BROKER_TIMEOUT)
+                        .await
+                        .map_err(|e| format!("{dlq}: {e}"))?;
+                    m.dlq_depth.with_label_values(&[dlq.as_str()]).set(depth);
+                }
+                Ok(read)
+            }
         }
     }
 }
@@ -251,6 +295,8 @@ pub struct JobContext {
     /// Wallets compared with their ledger per invariant check.
     pub wallet_sample: u32,
     pub metrics: JobMetrics,
+    /// The broker, for the consumer groups' positions.
+    pub kafka: KafkaClient,
     /// batch's time source; the waiting room in `room` holds the same one.
     pub clock: Clock,
 }
@@ -283,6 +329,9 @@ pub struct JobMetrics {
     seats: IntGaugeVec,
     reservations: IntGaugeVec,
     revenue: IntGaugeVec,
+    group_backlog: IntGaugeVec,
+    group_committed: IntGaugeVec,
+    dlq_depth: IntGaugeVec,
 }
 
 /// A concert's sale as [`Job::SaleFigures`] read it: its seats (`None` until concert-api
@@ -309,11 +358,15 @@ impl JobMetrics {
     }
 
     /// The lines as of this tick: only concerts that still have one are exported.
-    fn set_lines(&self, lines: &[(i64, u64, u64)]) {
+    fn set_lines(&self, lines: &[(i64, u64, u64, u64)]) {
         self.line.reset();
-        for &(concert, waiting, active) in lines {
+        for &(concert, pre_queued, waiting, active) in lines {
             let concert = concert.to_string();
-            for (state, n) in [("waiting", waiting), ("active", active)] {
+            for (state, n) in [
+                ("pre_queued", pre_queued),
+                ("waiting", waiting),
+                ("active", active),
+            ] {
                 self.line
                     .with_label_values(&[concert.as_str(), state])
                     .set(n as i64);
@@ -418,7 +471,7 @@ impl JobMetrics {
             line: IntGaugeVec::new(
                 Opts::new(
                     "sale_line",
-                    "Tokens in a concert's line by state (waiting, active) after the last admission tick",
+                    "Tokens in a concert's line by state (pre_queued, waiting, active) after the last admission tick",
                 ),
                 &["concert", "state"],
             )
@@ -455,6 +508,27 @@ impl JobMetrics {
                 &["concert"],
             )
             .expect("valid metric"),
+            group_backlog: IntGaugeVec::new(
+                Opts::new(
+                    "kafka_group_backlog",
+                    "Messages between a consumer group's committed offsets and the end of a topic, read from the broker",
+                ),
+                &["group", "topic"],
+            )
+            .expect("valid metric"),
+            group_committed: IntGaugeVec::new(
+                Opts::new(
+                    "kafka_group_committed_offsets",
+                    "The sum of a consumer group's committed offsets on a topic; rises as it consumes",
+                ),
+                &["group", "topic"],
+            )
+            .expect("valid metric"),
+            dlq_depth: IntGaugeVec::new(
+                Opts::new("kafka_dlq_depth", "Messages retained in a dead-letter topic"),
+                &["topic"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
@@ -472,6 +546,9 @@ impl JobMetrics {
             Box::new(m.seats.clone()),
             Box::new(m.reservations.clone()),
             Box::new(m.revenue.clone()),
+            Box::new(m.group_backlog.clone()),
+            Box::new(m.group_committed.clone()),
+            Box::new(m.dlq_depth.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }

@@ -69,6 +69,7 @@ impl Application {
             settle_bound: config.payment.settle_direct_after + 2 * config.jobs.reconcile,
             wallet_sample: config.jobs.wallet_sample,
             metrics: job_metrics.clone(),
+            kafka: kafka.clone(),
             clock: config.clock.clone(),
         });
         let parts = ServiceParts {
@@ -118,6 +119,7 @@ impl Application {
             (Job::Cleanup, config.jobs.cleanup),
             (Job::Invariants, config.jobs.invariants),
             (Job::SaleFigures, config.jobs.sale_figures),
+            (Job::ConsumerGroups, config.jobs.consumer_groups),
         ] {
             let task = schedule(
                 job,

@@ -43,6 +43,21 @@ pub const ALL_TOPICS: [&str; 5] = [
     RESERVATION_EXPIRED,
 ];
 
+/// What users-api consumes: a confirmed purchase retires the buyer's queue pass.
+pub const USERS_API_CONSUMES: &[&str] = &[RESERVATION_CONFIRMED];
+/// What concert-api consumes: a completed payment settles its reservation.
+pub const CONCERT_API_CONSUMES: &[&str] = &[PAYMENT_COMPLETED];
+/// What payment-api consumes: the settlement's verdict (a rejection is refunded).
+pub const PAYMENT_API_CONSUMES: &[&str] = &[RESERVATION_REJECTED, RESERVATION_CONFIRMED];
+
+/// Every consumer group (named after its service, with the topic prefix) and its topics: what
+/// batch watches on the broker (`kafka_group_backlog`).
+pub const CONSUMER_GROUPS: [(&str, &[&str]); 3] = [
+    ("users-api", USERS_API_CONSUMES),
+    ("concert-api", CONCERT_API_CONSUMES),
+    ("payment-api", PAYMENT_API_CONSUMES),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentCompleted {
     pub payment_id: i64,

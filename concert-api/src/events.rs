@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::domain::reservation::Reservation;
 use crate::domain::settlement::{Rejection, Verdict, settle_payment};
+use crate::metrics::{SaleMetrics, SettledBy};
 use crate::store::inventory::Inventory;
 
 /// The inbox's consumer name for settlements, whichever way the event came.
@@ -108,12 +109,15 @@ pub struct SettleOnPayment {
     pub db: DatabaseConnection,
     pub inventory: Inventory,
     pub clock: Clock,
+    pub sale: std::sync::Arc<SaleMetrics>,
 }
 
 impl EventHandler for SettleOnPayment {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<PaymentCompleted> = msg.decode()?;
-        let settled = settle_payment(&self.db, &self.inventory, &event, self.clock.now()).await?;
+        let now = self.clock.now();
+        let settled = settle_payment(&self.db, &self.inventory, &event, now).await?;
+        self.sale.settled(&settled, &event, SettledBy::Event, now);
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");
             return Ok(());

@@ -3,7 +3,7 @@
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
-use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
+use common::events::{ALL_TOPICS, CONCERT_API_CONSUMES};
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::domain::box_office::BoxOffice;
 use crate::domain::policy::HoldPolicy;
 use crate::events::SettleOnPayment;
+use crate::metrics::SaleMetrics;
 use crate::routes::AppState;
 use crate::store::cache::CatalogueCache;
 use crate::store::inventory::Inventory;
@@ -67,6 +68,16 @@ impl Application {
         );
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
         let inventory = Inventory::new(redis.clone());
+        let parts = ServiceParts::api(
+            SERVICE,
+            &config.http,
+            db.clone(),
+            redis.clone(),
+            kafka.clone(),
+            openapi(),
+        )
+        .with_clock(clock.clone());
+        let sale = SaleMetrics::register(parts.metrics.registry());
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -77,16 +88,16 @@ impl Application {
                 inventory.clone(),
             ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
+            sale: sale.clone(),
         });
         let consumer_kafka = kafka.clone();
         let handler = SettleOnPayment {
             db: db.clone(),
             inventory: inventory.clone(),
             clock: clock.clone(),
+            sale,
         };
         let resync_db = db.clone();
-        let parts =
-            ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())
@@ -110,7 +121,7 @@ impl Application {
         service.spawn_consumer(
             "payment.completed consumer",
             consumer_kafka,
-            &[PAYMENT_COMPLETED],
+            CONCERT_API_CONSUMES,
             handler,
         );
         Ok(service)

@@ -318,9 +318,19 @@ def labels_match(selector: dict, labels: dict) -> bool:
     return True
 
 
-def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str | None]]:
-    """Per service: (topics read, topics written, consumer group) as the code uses them."""
-    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', (repo / "common/src/events.rs").read_text()))
+def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str | None, set[str], set[str]]]:
+    """Per service: (topics read, topics written, consumer group, topics described, groups
+    described) as the code uses them. Describe is what batch's consumer_groups job needs to
+    read the groups' committed offsets and the topics' offsets."""
+    events = (repo / "common/src/events.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', events))
+    consumes = {
+        name: {consts[n] for n in re.findall(r"[A-Z_]+", body) if n in consts}
+        for name, body in re.findall(r"pub const (\w+_CONSUMES): &\[&str\] = &\[([^\]]*)\];", events)
+    }
+    groups = dict(re.findall(r'\("([a-z-]+)",\s*([A-Z_]+_CONSUMES)\)', events))
+    all_topics = re.search(r"pub const ALL_TOPICS: \[&str; \d+\] = \[([^\]]*)\];", events)
+    every_topic = {consts[n] for n in re.findall(r"[A-Z_]+", all_topics.group(1)) if n in consts} if all_topics else set()
     out = {}
     for svc in ("users-api", "concert-api", "payment-api", "batch"):
         src = repo / svc / "src"
@@ -330,6 +340,8 @@ def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str 
             lst = re.search(r"&\[([A-Z_,\s]+)\]", block)
             if lst:
                 read |= {consts[n] for n in re.findall(r"[A-Z_]+", lst.group(1)) if n in consts}
+            for name in re.findall(r"\b([A-Z_]+_CONSUMES)\b", block):
+                read |= consumes.get(name, set())
         written: set[str] = set()
         ev = src / "events.rs"
         if ev.is_file():
@@ -338,7 +350,13 @@ def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str 
                 if n in consts:
                     written.add(consts[n])
         written |= {t + ".dlq" for t in read}
-        out[svc] = (read, written, svc if read else None)
+        described_topics: set[str] = set()
+        described_groups: set[str] = set()
+        if any("CONSUMER_GROUPS" in f.read_text() for f in src.glob("*.rs")):
+            described_groups = set(groups)
+            described_topics = {t for name in groups.values() for t in consumes.get(name, set())}
+            described_topics |= {t + ".dlq" for t in every_topic}
+        out[svc] = (read, written, svc if read else None, described_topics, described_groups)
     return out
 
 
@@ -450,7 +468,7 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
     users = by_kind.get("KafkaUser", [])
     if users or prod_like:
         code = kafka_acls_from_code(args.repo)
-        for svc, (read, written, group) in code.items():
+        for svc, (read, written, group, described_topics, described_groups) in code.items():
             mine = [u for u in users if (u["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == svc]
             if not rep.check(len(mine) == 1, "KafkaUsers", f"expected one KafkaUser for {svc}, found {len(mine)}"):
                 continue
@@ -458,6 +476,7 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             what = f"KafkaUser/{u['metadata']['name']}"
             rep.check((u["spec"].get("authentication") or {}).get("type") == "scram-sha-512", what, "authentication must be scram-sha-512")
             got_read, got_write, got_groups = set(), set(), set()
+            got_described_topics, got_described_groups = set(), set()
             for acl in (u["spec"].get("authorization") or {}).get("acls") or []:
                 r, ops = acl["resource"], set(acl.get("operations") or [])
                 rep.check(acl.get("type", "allow") == "allow" and r.get("patternType", "literal") == "literal", what, f"ACL {r} must be a literal allow")
@@ -467,10 +486,17 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
                         got_read.add(r["name"])
                     if "Write" in ops:
                         got_write.add(r["name"])
+                    if ops == {"Describe"}:
+                        got_described_topics.add(r["name"])
                 elif r["type"] == "group":
-                    got_groups.add(r["name"])
+                    if ops == {"Describe"}:
+                        got_described_groups.add(r["name"])
+                    else:
+                        got_groups.add(r["name"])
                 else:
                     rep.error(what, f"ACL on {r['type']} is not needed")
+            rep.check(got_described_topics == described_topics, what, f"describes topics {sorted(got_described_topics)}, the code reads the offsets of {sorted(described_topics)}")
+            rep.check(got_described_groups == described_groups, what, f"describes groups {sorted(got_described_groups)}, the code reads the commits of {sorted(described_groups)}")
             rep.check(got_read == read, what, f"reads {sorted(got_read)}, the code consumes {sorted(read)}")
             rep.check(got_write == written, what, f"writes {sorted(got_write)}, the code produces {sorted(written)}")
             rep.check(got_groups == ({group} if group else set()), what, f"groups {sorted(got_groups)}, the code's group is {group}")

@@ -94,6 +94,7 @@ pub async fn publish_refunded<C: ConnectionTrait>(
 pub struct SettlementEvents {
     pub db: DatabaseConnection,
     pub clock: Clock,
+    pub money: std::sync::Arc<crate::metrics::MoneyMetrics>,
 }
 
 impl EventHandler for SettlementEvents {
@@ -107,6 +108,9 @@ impl EventHandler for SettlementEvents {
                 else {
                     return Ok(());
                 };
+                if refunded {
+                    self.money.refunded();
+                }
                 tracing::info!(
                     payment_id = event.data.payment_id,
                     reason = %event.data.reason,

@@ -3,7 +3,7 @@
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
-use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED, RESERVATION_REJECTED};
+use common::events::{ALL_TOPICS, PAYMENT_API_CONSUMES};
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use crate::concerts::ConcertClient;
 use crate::config::Config;
 use crate::events::SettlementEvents;
+use crate::metrics::MoneyMetrics;
 use crate::routes::AppState;
 use crate::store::migration::Migrator;
 
@@ -53,6 +54,16 @@ impl Application {
             SessionStore::new(redis.clone(), config.session.ttl).with_clock(clock.clone()),
         );
         let queue_keys = web::Data::new(QueueKeys::new(redis.clone()));
+        let parts = ServiceParts::api(
+            SERVICE,
+            &config.http,
+            db.clone(),
+            redis.clone(),
+            kafka.clone(),
+            openapi(),
+        )
+        .with_clock(clock.clone());
+        let money = MoneyMetrics::register(parts.metrics.registry());
         let state = web::Data::new(AppState {
             db: db.clone(),
             cfg: config.payment.clone(),
@@ -62,14 +73,14 @@ impl Application {
                 &config.payment.internal_token,
             ),
             clock: clock.clone(),
+            money: money.clone(),
         });
         let consumer_kafka = kafka.clone();
         let handler = SettlementEvents {
             db: db.clone(),
             clock: clock.clone(),
+            money,
         };
-        let parts =
-            ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone())
                 .app_data(queue_keys.clone())
@@ -79,7 +90,7 @@ impl Application {
         service.spawn_consumer(
             "settlement consumer",
             consumer_kafka,
-            &[RESERVATION_REJECTED, RESERVATION_CONFIRMED],
+            PAYMENT_API_CONSUMES,
             handler,
         );
         Ok(service)

@@ -3,7 +3,7 @@
 use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
-use common::events::{ALL_TOPICS, RESERVATION_CONFIRMED};
+use common::events::{ALL_TOPICS, USERS_API_CONSUMES};
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -94,7 +94,7 @@ impl Application {
         service.spawn_consumer(
             "reservation.confirmed consumer",
             consumer_kafka,
-            &[RESERVATION_CONFIRMED],
+            USERS_API_CONSUMES,
             handler,
         );
         Ok(service)

@@ -485,7 +485,7 @@ async fn admission_runs_each_rooms_live_settings_and_draws_its_pre_queue() {
         pre_queued.push(status.token);
     }
 
-    let _batch = TestApp::start(batch::Application::build(config).await.unwrap());
+    let batch = TestApp::start(batch::Application::build(config).await.unwrap());
     eventually("a paused tick", Duration::from_secs(10), || async {
         ticked(8).await.then_some(())
     })
@@ -509,6 +509,15 @@ async fn admission_runs_each_rooms_live_settings_and_draws_its_pre_queue() {
     );
     assert_eq!(zcard(keys.active(9)).await, 0, "nobody before the opening");
     assert_eq!(zcard(keys.waiting(8)).await, 30);
+    let line_of_9 = [
+        r#"sale_line{concert="9",state="pre_queued""#,
+        r#"sale_line{concert="9",state="waiting""#,
+    ];
+    assert_eq!(
+        figures(&batch, &line_of_9).await,
+        [Some(40), Some(0)],
+        "the pre-queue is counted apart from the line"
+    );
 
     let resume = RoomSettingsPatch {
         state: Some(SettableState::Open),
@@ -565,4 +574,81 @@ async fn admission_runs_each_rooms_live_settings_and_draws_its_pre_queue() {
     expected.sort();
     assert_eq!(admitted, expected, "the first six of the HMAC order");
     assert_eq!((view.active, view.public.waiting), (6, 34));
+    eventually(
+        "the drawn pre-queue counted as the line",
+        Duration::from_secs(10),
+        || async { (figures(&batch, &line_of_9).await == [Some(0), Some(34)]).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_consumer_groups_backlog_and_the_dead_letters_are_read_from_the_broker() {
+    use common::events::{ALL_TOPICS, PAYMENT_COMPLETED};
+    use common::kafka::KafkaClient;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::OwnedHeaders;
+
+    let world = World::new().await;
+    let env = world
+        .env()
+        .with("BATCH_CONSUMER_GROUPS_INTERVAL_MS", "100")
+        .with("BATCH_LEASE_MS", "600");
+    let config = batch::Config::from_env(&env).unwrap();
+    let kafka = KafkaClient::new(&config.kafka).unwrap();
+    kafka.ensure_topics(&ALL_TOPICS).await.unwrap();
+    let send = async |topic: &str, n: usize| {
+        for i in 0..n {
+            kafka
+                .send(
+                    &kafka.topic(topic),
+                    &format!("k{i}"),
+                    b"{}",
+                    OwnedHeaders::new(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // Five payments announced, and two events parked in their dead-letter topic.
+    send(PAYMENT_COMPLETED, 5).await;
+    send("payment.completed.dlq", 2).await;
+    // concert-api's group handled three, and has no member alive now.
+    let group = kafka.topic("concert-api");
+    let member: BaseConsumer = common::kafka::client_config(&config.kafka)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut handled = rdkafka::TopicPartitionList::new();
+    handled
+        .add_partition_offset(
+            &kafka.topic(PAYMENT_COMPLETED),
+            0,
+            rdkafka::Offset::Offset(3),
+        )
+        .unwrap();
+    member.commit(&handled, CommitMode::Sync).unwrap();
+    drop(member);
+
+    let batch = TestApp::start(batch::Application::build(config).await.unwrap());
+    let series = [
+        format!(r#"kafka_group_backlog{{group="{group}",topic="payment.completed""#),
+        format!(r#"kafka_group_committed_offsets{{group="{group}",topic="payment.completed""#),
+        r#"kafka_dlq_depth{topic="payment.completed.dlq""#.to_owned(),
+        r#"kafka_dlq_depth{topic="reservation.rejected.dlq""#.to_owned(),
+        format!(
+            r#"kafka_group_backlog{{group="{}",topic="reservation.rejected""#,
+            kafka.topic("payment-api")
+        ),
+    ];
+    let series: Vec<&str> = series.iter().map(String::as_str).collect();
+    eventually(
+        "the groups' figures from the broker",
+        Duration::from_secs(20),
+        || async {
+            (figures(&batch, &series).await == [Some(2), Some(3), Some(2), Some(0), Some(0)])
+                .then_some(())
+        },
+    )
+    .await;
 }

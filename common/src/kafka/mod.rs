@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -187,12 +187,114 @@ impl KafkaClient {
         .map_err(|e| e.to_string())?
     }
 
+    /// Where consumer group `group` stands on each of `topics` (logical names), read from the
+    /// broker: so it is known when no member of the group is alive. A partition the group
+    /// never committed counts from its oldest retained message.
+    pub async fn group_positions(
+        &self,
+        group: &str,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<(String, GroupPosition)>, String> {
+        let config = client_config(&self.cfg)
+            .set("group.id", self.topic(group))
+            .set("enable.auto.commit", "false")
+            .clone();
+        let topics: Vec<(String, String)> = topics
+            .iter()
+            .map(|t| ((*t).to_owned(), self.topic(t)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            // Never subscribes: it only asks the group's coordinator for the commits.
+            let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+            topics
+                .into_iter()
+                .map(|(logical, physical)| {
+                    let mut position = GroupPosition::default();
+                    let partitions = partitions_of(consumer.client(), &physical, timeout)?;
+                    let mut asked = rdkafka::TopicPartitionList::new();
+                    for p in &partitions {
+                        asked.add_partition(&physical, *p);
+                    }
+                    let committed = consumer
+                        .committed_offsets(asked, timeout)
+                        .map_err(|e| e.to_string())?;
+                    for p in partitions {
+                        let (low, high) = consumer
+                            .fetch_watermarks(&physical, p, timeout)
+                            .map_err(|e| e.to_string())?;
+                        let commit =
+                            committed
+                                .find_partition(&physical, p)
+                                .and_then(|e| match e.offset() {
+                                    rdkafka::Offset::Offset(n) => Some(n),
+                                    _ => None,
+                                });
+                        position.committed += commit.unwrap_or(0);
+                        position.backlog += (high - commit.unwrap_or(low).max(low)).max(0);
+                    }
+                    Ok((logical, position))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Messages retained in `topic` (a logical name): end minus start offsets, summed over
+    /// its partitions; 0 for a topic that does not exist.
+    pub async fn retained(&self, topic: &str, timeout: Duration) -> Result<i64, String> {
+        let producer = self.producer.clone();
+        let physical = self.topic(topic);
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            partitions_of(client, &physical, timeout)?
+                .into_iter()
+                .map(|p| {
+                    client
+                        .fetch_watermarks(&physical, p, timeout)
+                        .map(|(low, high)| (high - low).max(0))
+                        .map_err(|e| e.to_string())
+                })
+                .sum()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Waits for every queued message to be delivered (shutdown).
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "producer flush incomplete at shutdown");
         }
     }
+}
+
+/// A consumer group's standing on one topic, summed over its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// The committed offsets: they rise as the group consumes.
+    pub committed: i64,
+    /// Messages between the committed offsets and the end of the topic.
+    pub backlog: i64,
+}
+
+/// The partition ids of `physical` (none if it does not exist).
+fn partitions_of<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    physical: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let metadata = client
+        .fetch_metadata(Some(physical), timeout)
+        .map_err(|e| e.to_string())?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == physical && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 #[cfg(test)]

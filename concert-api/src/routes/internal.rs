@@ -65,13 +65,12 @@ pub async fn settle(
 ) -> Result<HttpResponse, ApiError> {
     let event = body.into_inner();
     settlement::check_event(&event)?;
-    let settled = settlement::settle_payment(
-        &state.db,
-        &state.office.inventory,
-        &event,
-        state.clock.now(),
-    )
-    .await?;
+    let now = state.clock.now();
+    let settled =
+        settlement::settle_payment(&state.db, &state.office.inventory, &event, now).await?;
+    state
+        .sale
+        .settled(&settled, &event, crate::metrics::SettledBy::Direct, now);
     tracing::info!(event_id = %event.id, first = settled.first, verdict = ?settled.verdict, "settled directly");
     Ok(HttpResponse::Ok().json(settled.verdict))
 }

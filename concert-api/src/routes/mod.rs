@@ -20,6 +20,7 @@ pub struct AppState {
     pub clock: Clock,
     pub office: BoxOffice,
     pub catalogue: CatalogueCache,
+    pub sale: std::sync::Arc<crate::metrics::SaleMetrics>,
 }
 
 impl AppState {

@@ -57,7 +57,10 @@ pub async fn create(
         let pass = ActiveQueuePass::check_header(&queue, user.id, token.as_deref(), now).await?;
         let request = body.into_inner().validate(state.office.policy.max_seats)?;
         return match state.office.hold_seats(&pass, request, now, None).await? {
-            HoldOutcome::Held(held) => Ok(HttpResponse::Created().json(state.view(held, now))),
+            HoldOutcome::Held(held) => {
+                state.sale.held();
+                Ok(HttpResponse::Created().json(state.view(held, now)))
+            }
             HoldOutcome::Replay(answer) => Ok(answer.respond()),
         };
     };
@@ -76,10 +79,13 @@ pub async fn create(
         .await?
     {
         // Rendered exactly as it was kept with the key.
-        HoldOutcome::Held(held) => Ok(Answer::created(
-            serde_json::to_value(state.view(held, now)).map_err(ApiError::internal)?,
-        )
-        .respond()),
+        HoldOutcome::Held(held) => {
+            state.sale.held();
+            Ok(Answer::created(
+                serde_json::to_value(state.view(held, now)).map_err(ApiError::internal)?,
+            )
+            .respond())
+        }
         HoldOutcome::Replay(answer) => Ok(answer.respond()),
     }
 }

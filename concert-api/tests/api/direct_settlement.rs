@@ -88,6 +88,20 @@ async fn settling_directly_again_and_at_once_confirms_once_with_one_verdict() {
     s.payments_consumed().await;
     assert_eq!(outbox_count(&s, "reservation.confirmed").await, 1);
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
+    // Six settlements asked for, five directly and one by the broker: one happened.
+    for (series, value) in [
+        (
+            r#"settlements_total{outcome="confirmed",path="direct""#,
+            Some(1.0),
+        ),
+        (
+            r#"settlements_total{outcome="confirmed",path="event""#,
+            None,
+        ),
+        ("payment_confirm_lag_seconds_count{", Some(1.0)),
+    ] {
+        assert_eq!(s.figure(series).await, value, "{series}");
+    }
 }
 
 #[tokio::test]

@@ -380,6 +380,23 @@ impl Spawned {
             .unwrap_or(0)
     }
 
+    /// The value of the first sample on `/metrics` whose name and labels start with
+    /// `series` (e.g. `settlements_total{outcome="confirmed",path="event"`); `None` if none.
+    pub async fn figure(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find(|l| l.starts_with(series))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// Waits until the settlement consumer has handled `n` deliveries.
     pub async fn until_payments_handled(&self, n: u64) {
         eventually(

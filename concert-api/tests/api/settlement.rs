@@ -23,6 +23,8 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
     let id = held["id"].as_i64().unwrap();
 
     let payment = s.payment(&buyer, id, 77, s.clock.now());
+    // The event reaches concert-api two seconds after the payment completed.
+    s.clock.advance(Duration::from_secs(2));
     s.deliver_payment(&payment).await;
     s.deliver_payment(&payment).await;
     s.payments_consumed().await;
@@ -35,6 +37,17 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
         "confirmed once"
     );
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
+    // Counted once, as it happened once: one hold, one settlement, one lag of at least the
+    // two seconds the clock moved (the test clock also runs on its own).
+    for (series, value) in [
+        ("holds_total{", 1.0),
+        (r#"settlements_total{outcome="confirmed",path="event""#, 1.0),
+        ("payment_confirm_lag_seconds_count{", 1.0),
+    ] {
+        assert_eq!(s.figure(series).await, Some(value), "{series}");
+    }
+    let lag = s.figure("payment_confirm_lag_seconds_sum{").await.unwrap();
+    assert!(lag >= 2.0, "lag {lag}");
 
     // However late the sweeps run, a paid seat never comes back.
     for days in [1, 30, 365] {
@@ -96,6 +109,15 @@ async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stay
     };
     assert_eq!(payload["data"]["payment_id"], 5);
     assert_eq!(payload["data"]["reason"], "RESERVATION_EXPIRED");
+    assert_eq!(
+        s.figure(r#"settlements_total{outcome="rejected",path="event""#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        s.figure("payment_confirm_lag_seconds_count{").await,
+        Some(0.0)
+    );
     // The seat still belongs to the new holder.
     let second_id = second["id"].as_i64().unwrap();
     let held_by_second = s

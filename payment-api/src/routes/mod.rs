@@ -21,6 +21,7 @@ pub struct AppState {
     pub cfg: PaymentConfig,
     pub concerts: ConcertClient,
     pub clock: Clock,
+    pub money: std::sync::Arc<crate::metrics::MoneyMetrics>,
 }
 
 impl AppState {

@@ -57,7 +57,9 @@ pub async fn pay(
         queue_token: token.as_deref(),
         key: key.0.as_deref(),
     };
-    respond(payment::pay(&state.pay_context(&queue), purchase).await?)
+    let outcome = payment::pay(&state.pay_context(&queue), purchase).await?;
+    state.money.paid(&outcome);
+    respond(outcome)
 }
 
 /// The caller's own payments, newest first, at most 200.

@@ -48,6 +48,14 @@ async fn fifty_concurrent_payments_of_one_reservation_debit_once() {
     );
     assert_eq!(p.balance(&b).await, 100_000 - 2000 - 1000);
     p.assert_money_invariants().await;
+    // Replays are not counted again: two payments, 49 refusals, the money of two.
+    for (series, value) in [
+        (r#"payments_total{outcome="completed""#, 2.0),
+        (r#"payments_total{outcome="already_paid""#, 49.0),
+        ("payments_amount_total{", 3000.0),
+    ] {
+        assert_eq!(p.figure(series).await, Some(value), "{series}");
+    }
 }
 
 #[tokio::test]
@@ -84,6 +92,12 @@ async fn a_balance_for_five_of_twenty_holds_pays_exactly_five() {
         5
     );
     p.assert_money_invariants().await;
+    for (series, value) in [
+        (r#"payments_total{outcome="completed""#, 5.0),
+        (r#"payments_total{outcome="insufficient_balance""#, 15.0),
+    ] {
+        assert_eq!(p.figure(series).await, Some(value), "{series}");
+    }
 }
 
 #[tokio::test]

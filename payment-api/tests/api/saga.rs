@@ -154,6 +154,7 @@ async fn a_rejected_reservation_is_refunded_exactly_once() {
         .await,
         1
     );
+    assert_eq!(p.figure("refunds_total{").await, Some(1.0));
     p.assert_money_invariants().await;
 }
 

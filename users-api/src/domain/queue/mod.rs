@@ -217,7 +217,7 @@ return {'WAITING', tostring(rank + 1), redis.call('GET', KEYS[4]) or '', '0', ''
 /// limit); abandoned ones met on the way are dropped. The room's settings override the
 /// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
 /// estimates and running totals.
-/// → {admitted, expired, abandoned, active, waiting, gate}; gate 5 = a draw is due
+/// → {admitted, expired, abandoned, active, waiting, gate, pre_queued}; gate 5 = a draw is due
 ///   (nobody admitted: the caller draws, then ticks again); {-1} (nothing done) when ARGV[8]
 ///   asks to check that the settings are loaded and they are not.
 const ADMIT: &str = r#"
@@ -289,11 +289,12 @@ if had_waiting then
   redis.call('SET', KEYS[3], tostring(rate))
 end
 local active, waiting = redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[1])
-if active == 0 and waiting == 0 and redis.call('ZCARD', KEYS[8]) == 0 and not undrawn then
+local pre_queued = redis.call('ZCARD', KEYS[8])
+if active == 0 and waiting == 0 and pre_queued == 0 and not undrawn then
   redis.call('SREM', KEYS[4], ARGV[7])
   redis.call('DEL', KEYS[3])
 end
-return {admitted, expired, abandoned, active, waiting, gate}
+return {admitted, expired, abandoned, active, waiting, gate, pre_queued}
 "#;
 
 /// The draw's first step: closes the pre-queue (new joins then go to the FIFO line), drops
@@ -688,6 +689,7 @@ impl WaitingRoom {
             abandoned: at(2),
             active: at(3),
             waiting: at(4),
+            pre_queued: at(6),
             drawn: 0,
             gate: Gate::from_reply(at(5)),
         })

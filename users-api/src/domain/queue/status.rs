@@ -146,7 +146,10 @@ pub struct Admission {
     /// Waiting tokens whose heartbeat lapsed, dropped instead of admitted.
     pub abandoned: u64,
     pub active: u64,
+    /// In the FIFO line (pre-queued tokens not included).
     pub waiting: u64,
+    /// In the pre-queue, before the draw.
+    pub pre_queued: u64,
     /// Pre-queued tokens this tick's draw put in line (0 but at the draw).
     pub drawn: u64,
     pub gate: Gate,
