@@ -28,7 +28,10 @@ STATE_DIR="$(cd "$STATE_DIR" && pwd)"
 readonly STATE_DIR
 readonly PID_DIR="$STATE_DIR/pids" LOG_DIR="$STATE_DIR/logs"
 readonly KAFKA_DIR="$STATE_DIR/kafka" KAFKA_LOG="$STATE_DIR/kafka/kafka.log"
-readonly BIN_DIR="$REPO_ROOT/target/release"
+# The services' binaries: this checkout's release build, or STACK_BIN_DIR (another build of
+# the same services, e.g. bench/trace-cost.sh's build of an earlier commit; nothing is built
+# then).
+readonly BIN_DIR="${STACK_BIN_DIR:-$REPO_ROOT/target/release}"
 readonly KAFKA_PORT="${KAFKA_PORT:-9092}"
 
 readonly SERVICES=(users-api concert-api payment-api batch)
@@ -77,7 +80,11 @@ usage: deploy/local/stack.sh <command>
                   on 8091, concert-api-2 8092, payment-api-2 8093, batch-2
                   8094); the count is kept by later 'up's until 'down'.
                   STACK_PROMETHEUS=1: also a Prometheus on 127.0.0.1:9090 with
-                  the manifests' alert rules (deploy/local/prometheus.sh)
+                  the manifests' alert rules (deploy/local/prometheus.sh).
+                  STACK_BIN_DIR=DIR: run the services' binaries from DIR
+                  instead of target/release (with STACK_SKIP_BUILD=1).
+                  Every other variable set (e.g. OTEL_EXPORTER_OTLP_ENDPOINT)
+                  reaches the services
   down [--all]    stop every instance started by 'up' (SIGTERM, SIGKILL after
                   ${STOP_TIMEOUT}s) and the Prometheus; --all also stops Kafka if
                   ensure-infra started it

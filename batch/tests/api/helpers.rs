@@ -97,14 +97,4 @@ pub async fn metrics(app: &TestApp) -> String {
         .unwrap()
 }
 
-/// The value of the first sample of a Prometheus text page whose name and labels start with
-/// `series`, e.g. `invariant_violations{invariant="money_conserved"` (the registry's own
-/// `service` label comes last).
-pub fn figure(page: &str, series: &str) -> Option<f64> {
-    page.lines()
-        .find(|l| l.starts_with(series))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
+pub use common::testkit::figure;

@@ -43,6 +43,24 @@ pub fn unique_id() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
 }
 
+/// The value of the first sample of a Prometheus text page whose name and labels start with
+/// `series`, e.g. `settlements_total{outcome="confirmed"` (a registry's own `service` label
+/// comes last); `None` if there is none.
+pub fn figure(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// [`figure`] read from the `/metrics` page at `url`.
+pub async fn metric(url: &str, series: &str) -> Option<f64> {
+    let page = reqwest::get(url).await.ok()?.text().await.ok()?;
+    figure(&page, series)
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -361,40 +361,18 @@ impl Spawned {
         )
     }
 
-    /// Waits until concert-api's consumer group has committed past every `payment.completed`
-    /// sent so far (one partition in tests): offsets are committed only after the handler's
-    /// transaction, so every delivery has had its effect.
     /// The settlement consumer's own count of events handled (effect committed, or skipped as
     /// a duplicate), read from `/metrics`.
     pub async fn payments_handled(&self) -> u64 {
-        let text = reqwest::get(self.url("/metrics"))
+        self.figure("kafka_consumer_handled_total{")
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find(|l| l.starts_with("kafka_consumer_handled_total{"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .map_or(0, |n| n as u64)
     }
 
     /// The value of the first sample on `/metrics` whose name and labels start with
     /// `series` (e.g. `settlements_total{outcome="confirmed",path="event"`); `None` if none.
     pub async fn figure(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(self.url("/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find(|l| l.starts_with(series))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()
+        common::testkit::metric(&self.url("/metrics"), series).await
     }
 
     /// Waits until the settlement consumer has handled `n` deliveries.
@@ -407,6 +385,9 @@ impl Spawned {
         .await
     }
 
+    /// Waits until concert-api's consumer group has committed past every `payment.completed`
+    /// sent so far (one partition in tests): offsets are committed only after the handler's
+    /// transaction, so every delivery has had its effect.
     pub async fn payments_consumed(&self) {
         let kafka = self.config.kafka.clone();
         eventually(

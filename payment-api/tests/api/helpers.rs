@@ -266,18 +266,7 @@ impl Platform {
     /// The value of the first sample on payment-api's `/metrics` whose name and labels start
     /// with `series` (e.g. `payments_total{outcome="completed"`); `None` if none.
     pub async fn figure(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(self.payment.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(series))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()
+        common::testkit::metric(&self.payment.url("/metrics"), series).await
     }
 
     pub async fn balance(&self, b: &Buyer) -> i64 {

@@ -17,13 +17,7 @@ const USERS: i64 = 10_000;
 
 /// `kafka_consumer_handled_total` in a Prometheus text page (users-api has one consumer).
 fn handled(metrics: &str) -> Option<i64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("kafka_consumer_handled_total{"))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    common::testkit::figure(metrics, "kafka_consumer_handled_total{").map(|n| n as i64)
 }
 
 async fn zcard(s: &Spawned, key: String) -> i64 {
