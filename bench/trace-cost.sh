@@ -6,6 +6,8 @@
 #   off   this checkout's release build, OTEL_EXPORTER_OTLP_ENDPOINT unset
 #   on    this checkout, exporting every span to bench/otlp-sink.py (a stand-in collector
 #         on this machine that reads and drops what it is sent)
+#   1pct  the same, keeping 1 % of the traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio,
+#         OTEL_TRACES_SAMPLER_ARG=0.01), as a busy deployment would
 #
 #   bench/trace-cost.sh
 #   SCENARIOS="baseline pay" ROUNDS=3 BASE_REF=<commit> bench/trace-cost.sh
@@ -13,7 +15,7 @@
 #
 # Prints, per scenario, each configuration's median over the rounds of the main endpoint's
 # req/s and p99 (the flash sale: also payment → CONFIRMED p99), and off/base and on/base as
-# ratios measured in this one session. Reports go to .bench/trace-cost-<time>/. The base
+# ratios measured in this one session. CONFIGS picks some of them (default: all four). Reports go to .bench/trace-cost-<time>/. The base
 # build lives in .bench/trace-base-src (a git worktree) with its own target directory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,7 +25,8 @@ log() { printf '[trace-cost] %s\n' "$*"; }
 
 BASE_REF="${BASE_REF:-b9b948915e869cf1d3c1d37d90125b6d74f16ab6}"
 SCENARIOS="${SCENARIOS:-baseline hold-distinct pay flash-sale}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
+CONFIGS="${CONFIGS:-base off on 1pct}"
 SINK_PORT="${SINK_PORT:-4318}"
 # A flash sale smaller than bench/run.sh's (4,000 fans for 2,000 seats), so a round stays short.
 read -r -a FLASH_SALE_ARGS <<<"${FLASH_SALE_ARGS:---users 4000 --schedules 40}"
@@ -72,12 +75,14 @@ run() {
     base) export STACK_BIN_DIR="$base_target/release" ;;
     *) unset STACK_BIN_DIR ;;
     esac
-    if [[ $config == on ]]; then
+    unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG
+    if [[ $config == on || $config == 1pct ]]; then
         bench/otlp-sink.py "$SINK_PORT" "$out/$config-$round.sink.json" &
         sink_pid=$!
         export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT"
-    else
-        unset OTEL_EXPORTER_OTLP_ENDPOINT
+    fi
+    if [[ $config == 1pct ]]; then
+        export OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01
     fi
     log "round $round: $config"
     deploy/local/stack.sh up >"$out/$config-$round.stack.log" 2>&1 ||
@@ -95,17 +100,17 @@ run() {
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
-    for config in base off on; do
+    for config in $CONFIGS; do
         run "$config" "$round"
     done
 done
 
-python3 - "$out" "$SCENARIOS" "$ROUNDS" <<'EOF'
+python3 - "$out" "$SCENARIOS" "$ROUNDS" "$CONFIGS" <<'EOF'
 import json, statistics, sys
 from pathlib import Path
 
 out, scenarios, rounds = Path(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3])
-configs = ("base", "off", "on")
+configs = sys.argv[4].split()
 
 def figures(config, scenario):
     rows = []
@@ -133,9 +138,11 @@ for s in scenarios:
         confirms = [r[3] for r in rows if r[3] is not None]
         confirm = f"{med(confirms):.0f}" if confirms else ""
         print(f"| {s} | {rows[0][0]} | {c} | {rps:.0f} | {p99:.1f} | {confirm} | {rps / b_rps:.2f} | {p99 / b_p99:.2f} |")
-sinks = [json.loads(p.read_text()) for p in sorted(out.glob("on-*.sink.json"))]
-if sinks:
-    print(f"\nexported to the sink: {sum(s['requests'] for s in sinks)} requests, "
-          f"{sum(s['bytes'] for s in sinks) / 1e6:.1f} MB over {len(sinks)} 'on' run(s)")
+for c in configs:
+    sinks = [json.loads(p.read_text()) for p in sorted(out.glob(f"{c}-*.sink.json"))]
+    if sinks:
+        print(f"\n{c}: exported to the sink {sum(s['requests'] for s in sinks) / len(sinks):.0f} "
+              f"requests, {sum(s['bytes'] for s in sinks) / len(sinks) / 1e6:.1f} MB per run "
+              f"({len(sinks)} runs)")
 EOF
 log "reports in $out"

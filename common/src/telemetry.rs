@@ -51,31 +51,27 @@ pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
             None
         }
     });
-    // Spans are exported whatever `RUST_LOG` says: a service that logs only warnings is
-    // still traced. Their own filter keeps the noisy crates' spans out.
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("ticketing"))
-            .with_threads(false)
-            .with_location(false)
-            .with_filter(EnvFilter::new(QUIET))
-    });
     // Colours only for a person at a terminal, never in log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(true)
-        .with_ansi(ansi);
-    let registry = tracing_subscriber::registry().with(otel);
-    let installed = match format {
-        LogFormat::Json => registry
-            .with(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_filter(filter),
-            )
+    let installed = match &provider {
+        // Traces off: `RUST_LOG` filters globally, so a span no layer wants is never made.
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(format, ansi))
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt.compact().with_filter(filter)).try_init(),
+        // Traces on: spans are exported whatever `RUST_LOG` says (a service that logs only
+        // warnings is still traced); each layer has its own filter, the traces' keeping the
+        // noisy crates out.
+        Some(p) => tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(p.tracer("ticketing"))
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_filter(EnvFilter::new(QUIET)),
+            )
+            .with(log_layer(format, ansi).with_filter(filter))
+            .try_init(),
     };
     if installed.is_ok()
         && let Some(p) = provider
@@ -86,6 +82,24 @@ pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
             endpoint = traces.unwrap_or_default(),
             "exporting traces by OTLP"
         );
+    }
+}
+
+/// The log lines: JSON or compact text.
+fn log_layer<S>(format: LogFormat, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(true)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
     }
 }
 
