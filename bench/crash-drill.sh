@@ -4,10 +4,12 @@
 #   bench/crash-drill.sh
 #   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
 #   DRILL_PROMETHEUS=1 DRILL_VICTIMS=concert-api DRILL_DOWN_SECS=330 bench/crash-drill.sh
+#   DRILL_PROMETHEUS=1 DRILL_VICTIMS=users-api DRILL_FIRST_KILL_SECS=12 DRILL_DOWN_SECS=480 bench/crash-drill.sh
 #                      # the alert drill: concert-api away for 5.5 minutes under the local
 #                      # Prometheus, whose alerts are recorded as they fire and resolve
 #
-# DRILL_VICTIMS (default "concert-api payment-api batch users-api") are killed in that order;
+# DRILL_VICTIMS (default "concert-api payment-api batch users-api") are killed in that order,
+# the first DRILL_FIRST_KILL_SECS (default 5) after the sale opens and the others 10 s apart;
 # each is restarted DRILL_DOWN_SECS (default 3) after its kill. With DRILL_PROMETHEUS=1 the
 # stack runs deploy/local/prometheus.sh, and the alerts' transitions (pending, firing,
 # resolved), from the sale's opening until none is pending or firing after the sale (at most
@@ -39,7 +41,7 @@ source bench/lib.sh
 readonly USERS="${DRILL_USERS:-6000}" SCHEDULES="${DRILL_SCHEDULES:-60}"
 read -r -a VICTIMS <<<"${DRILL_VICTIMS:-concert-api payment-api batch users-api}"
 readonly VICTIMS
-readonly FIRST_KILL_SECS=5 KILL_EVERY_SECS=10 RESTART_AFTER_SECS="${DRILL_DOWN_SECS:-3}"
+readonly FIRST_KILL_SECS="${DRILL_FIRST_KILL_SECS:-5}" KILL_EVERY_SECS=10 RESTART_AFTER_SECS="${DRILL_DOWN_SECS:-3}"
 # A service not ready this long after its kill is not coming back by itself.
 readonly READY_TIMEOUT_SECS=$((RESTART_AFTER_SECS + 120))
 readonly PROMETHEUS="${DRILL_PROMETHEUS:-0}" ALERTS_SETTLE_SECS="${DRILL_ALERTS_SETTLE_SECS:-600}"
