@@ -846,6 +846,29 @@ mod tests {
     }
 
     #[test]
+    fn traces_are_off_unless_an_http_collector_is_named() {
+        let endpoint =
+            |v: &str| traces_endpoint(&Env::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", v)]));
+        assert_eq!(traces_endpoint(&Env::from_pairs([])).unwrap(), None);
+        assert_eq!(endpoint(" ").unwrap(), None);
+        assert_eq!(
+            endpoint("http://collector:4318").unwrap().as_deref(),
+            Some("http://collector:4318")
+        );
+        for bad in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "https://collector:4318",
+        ] {
+            assert_eq!(
+                endpoint(bad).unwrap_err().var,
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn env_records_every_name_asked_for_even_unset_ones() {
         let env = Env::from_pairs([("KAFKA_BROKERS", "k:9092")]);
         KafkaConfig::from_env(&env).unwrap();
