@@ -4,7 +4,8 @@
 #   bench/crash-drill.sh
 #   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
 #   DRILL_PROMETHEUS=1 DRILL_VICTIMS=concert-api DRILL_DOWN_SECS=330 bench/crash-drill.sh
-#   DRILL_PROMETHEUS=1 DRILL_VICTIMS=users-api DRILL_FIRST_KILL_SECS=8 DRILL_DOWN_SECS=480 bench/crash-drill.sh
+#   DRILL_USERS=2000 DRILL_SCHEDULES=20 DRILL_PROMETHEUS=1 DRILL_VICTIMS=users-api \
+#       DRILL_FIRST_KILL_SECS=8 DRILL_DOWN_SECS=480 bench/crash-drill.sh
 #                      # the alert drill: concert-api away for 5.5 minutes under the local
 #                      # Prometheus, whose alerts are recorded as they fire and resolve
 #
