@@ -4,10 +4,11 @@
 #   bench/crash-drill.sh
 #   DRILL_USERS=600 DRILL_SCHEDULES=6 bench/crash-drill.sh     # a smaller sale
 #   DRILL_PROMETHEUS=1 DRILL_VICTIMS=concert-api DRILL_DOWN_SECS=330 bench/crash-drill.sh
-#   DRILL_USERS=2000 DRILL_SCHEDULES=20 DRILL_PROMETHEUS=1 DRILL_VICTIMS=users-api \
-#       DRILL_FIRST_KILL_SECS=8 DRILL_DOWN_SECS=480 bench/crash-drill.sh
 #                      # the alert drill: concert-api away for 5.5 minutes under the local
 #                      # Prometheus, whose alerts are recorded as they fire and resolve
+#   DRILL_USERS=2000 DRILL_SCHEDULES=20 DRILL_PROMETHEUS=1 DRILL_VICTIMS=users-api \
+#       DRILL_FIRST_KILL_SECS=8 DRILL_DOWN_SECS=480 bench/crash-drill.sh
+#                      # users-api's consumer group with no member for 8 minutes
 #
 # DRILL_VICTIMS (default "concert-api payment-api batch users-api") are killed in that order,
 # the first DRILL_FIRST_KILL_SECS (default 5) after the sale opens and the others 10 s apart;
