@@ -140,6 +140,17 @@ impl Client {
         joined["token"].as_str().expect("queue token").to_owned()
     }
 
+    /// Polls the queue pass `pass` until its status is `status` (`ACTIVE` once batch admits
+    /// it, `EXPIRED` once a purchase retired it); panics after 30 s naming `what`.
+    pub async fn until_pass(&self, pass: &str, status: &str, what: &str) {
+        let path = format!("/api/queue/tokens/{pass}");
+        common::testkit::eventually(what, Duration::from_secs(30), || async {
+            let (_, s) = self.get(&path).await;
+            (s["status"] == status).then_some(())
+        })
+        .await;
+    }
+
     /// Reads a status stream until it ends; returns every `QueueStatus` it carried.
     pub async fn stream_until_end(&self, path: &str) -> Vec<Value> {
         let mut res = self

@@ -101,16 +101,8 @@ async fn a_fan_buys_two_seats_through_the_gateway() {
     })
     .await;
     assert_eq!(confirmed["payment_id"], payment_id);
-    let token_path = format!("/api/queue/tokens/{pass}");
-    eventually(
-        "the token to be retired",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = fan.get(&token_path).await;
-            (s["status"] == "EXPIRED").then_some(())
-        },
-    )
-    .await;
+    fan.until_pass(&pass, "EXPIRED", "the token to be retired")
+        .await;
     let (status, refused) = fan
         .get(&format!("/api/schedules/{schedule_id}/seats"))
         .await;

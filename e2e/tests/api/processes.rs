@@ -29,17 +29,9 @@ async fn pay_confirm_and_retire_across_three_service_processes() {
         .await;
     assert_eq!((status, charged["balance"].as_i64()), (201, Some(100_000)));
     let pass = fan.join(concert_id).await;
-    let status_path = format!("/api/queue/tokens/{pass}");
-    eventually(
-        "batch to admit the fan",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = fan.get(&status_path).await;
-            (s["status"] == "ACTIVE").then_some(())
-        },
-    )
-    .await;
-    fan.pass = Some(pass);
+    fan.until_pass(&pass, "ACTIVE", "batch to admit the fan")
+        .await;
+    fan.pass = Some(pass.clone());
 
     let (status, held) = fan
         .at(&platform.concert.url)
@@ -71,15 +63,8 @@ async fn pay_confirm_and_retire_across_three_service_processes() {
         },
     )
     .await;
-    eventually(
-        "the fan's queue token to be retired",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = fan.get(&status_path).await;
-            (s["status"] == "EXPIRED").then_some(())
-        },
-    )
-    .await;
+    fan.until_pass(&pass, "EXPIRED", "the fan's queue token to be retired")
+        .await;
     let (_, wallet) = payments.get("/api/wallet").await;
     assert_eq!(wallet["balance"], 40_000);
     let (_, ledger) = payments.get("/api/wallet/transactions").await;

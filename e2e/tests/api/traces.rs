@@ -44,17 +44,9 @@ async fn a_purchase_is_one_trace_from_the_payment_to_the_retired_pass() {
         .await;
     assert_eq!(status, 201);
     let pass = fan.join(concert_id).await;
-    let status_path = format!("/api/queue/tokens/{pass}");
-    eventually(
-        "batch to admit the fan",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = fan.get(&status_path).await;
-            (s["status"] == "ACTIVE").then_some(())
-        },
-    )
-    .await;
-    fan.pass = Some(pass);
+    fan.until_pass(&pass, "ACTIVE", "batch to admit the fan")
+        .await;
+    fan.pass = Some(pass.clone());
     let (status, held) = fan
         .at(&platform.concert.url)
         .post(
@@ -75,15 +67,8 @@ async fn a_purchase_is_one_trace_from_the_payment_to_the_retired_pass() {
         )
         .await;
     assert_eq!(status, 201, "{paid}");
-    eventually(
-        "the fan's queue pass to be retired",
-        Duration::from_secs(30),
-        || async {
-            let (_, s) = fan.get(&status_path).await;
-            (s["status"] == "EXPIRED").then_some(())
-        },
-    )
-    .await;
+    fan.until_pass(&pass, "EXPIRED", "the fan's queue pass to be retired")
+        .await;
 
     // The last hop: users-api handling the confirmation, exported within moments.
     let spans = eventually(
