@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 use crate::concerts::ConcertDirectory;
 use crate::config::{ADMIN_PASSWORD, Config, admin_password};
 use crate::domain::account::{self, Password, Username};
-use crate::domain::queue::WaitingRoom;
+use crate::domain::queue::{Lines, WaitingRoom};
 use crate::domain::throttle::LoginThrottle;
 use crate::events::RetireOnPurchase;
 use crate::routes::AppState;
@@ -76,6 +76,7 @@ impl Application {
         let state = web::Data::new(AppState {
             db: db.clone(),
             sessions: sessions.clone(),
+            lines: Lines::new(room.clone()),
             room,
             concerts: ConcertDirectory::new(config.concert_api.clone()),
             clock: clock.clone(),

@@ -10,13 +10,15 @@ use common::clock::Clock;
 use sea_orm::DatabaseConnection;
 
 use crate::concerts::ConcertDirectory;
-use crate::domain::queue::WaitingRoom;
+use crate::domain::queue::{Lines, WaitingRoom};
 
 /// What the handlers work with.
 pub struct AppState {
     pub db: DatabaseConnection,
     pub sessions: SessionStore,
     pub room: WaitingRoom,
+    /// The lines this process's status streams follow (one ticker per concert).
+    pub lines: Lines,
     pub concerts: ConcertDirectory,
     /// The service's time source; the session store and the waiting room hold the same one.
     pub clock: Clock,

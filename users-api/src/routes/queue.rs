@@ -10,9 +10,12 @@ use common::auth::AuthUser;
 use common::http::Json;
 use futures_util::Stream;
 use serde::Deserialize;
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use crate::domain::queue::{QueueError, QueueState, QueueStatus, StreamSlot};
+use crate::domain::queue::{
+    Place, QueueError, QueueState, QueueStatus, Reading, StreamSlot, Tick, WaitingRoom,
+};
 use crate::routes::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -71,7 +74,8 @@ pub async fn join(
 #[utoipa::path(get, path = "/api/queue/tokens/{token}", security(("bearer" = [])),
     params(("token" = String, Path, description = "a token from joining (opaque; one of the caller's)")),
     responses(
-        (status = 200, description = "the token's status; this poll is its heartbeat", body = QueueStatus),
+        (status = 200, description = "the token's status; this poll is its heartbeat", body = QueueStatus,
+            headers(("Retry-After" = u64, description = "while waiting: when to poll again, in seconds (a tenth of the wait, 1 s at the front, never later than the heartbeat needs)"))),
         (status = 401, description = "`UNAUTHENTICATED`: no valid session"),
         (status = 404, description = "`QUEUE_TOKEN_NOT_FOUND`: unknown, malformed, or another user's token"),
         (status = 503, description = "`DEPENDENCY_UNAVAILABLE`: Redis cannot answer right now, or the database cannot while the room's settings are restored after Redis lost them",
@@ -83,7 +87,12 @@ pub async fn status(
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let status = state.room.status(user.id, &token).await?;
-    Ok(HttpResponse::Ok().json(status))
+    let mut res = HttpResponse::Ok();
+    let idle = state.room.config().waiting_idle_timeout;
+    if let Some(secs) = status.poll_after(state.clock.now(), idle) {
+        res.insert_header(("retry-after", secs.to_string()));
+    }
+    Ok(res.json(status))
 }
 
 /// Pushes the status whenever it changes and at least every keep-alive period; each check
@@ -115,8 +124,9 @@ pub async fn events(
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let token = token.into_inner();
-    let first = state.room.status(user.id, &token).await?;
     let slot = state.room.open_stream(user.id)?;
+    let (first, place) = state.room.watch(user.id, &token).await?;
+    let follow = StreamFollow::new(&state, &token, first.concert_id, place);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
@@ -124,9 +134,9 @@ pub async fn events(
         .streaming(status_frames(
             state.into_inner(),
             user.id,
-            token,
             first,
             slot,
+            follow,
         )))
 }
 
@@ -137,37 +147,96 @@ fn sse_frame(status: &QueueStatus) -> Bytes {
     ))
 }
 
-/// Where a status stream stands between checks.
+/// Behind this position, a fan's stream tells them of a move only once it is at least 1 % of
+/// their position (or at the keep-alive): the front of the line hears of every step.
+const NEAR_THE_FRONT: i64 = 1_000;
+
+/// Whether `now` is worth a frame after `last` was sent.
+fn worth_telling(last: &QueueStatus, now: &QueueStatus) -> bool {
+    if now == last {
+        return false;
+    }
+    match (last.position, now.position) {
+        (Some(before), Some(after)) if last.status == now.status && after > NEAR_THE_FRONT => {
+            (before - after).abs() * 100 >= before
+        }
+        _ => true,
+    }
+}
+
+/// A stream's hold on its fan's token: the line's readings, and a guard that hands the token
+/// back to its own heartbeat when the stream ends, however it ends.
+struct StreamFollow {
+    ticks: watch::Receiver<Tick>,
+    place: Option<Place>,
+    _leave: LeaveOnDrop,
+}
+
+impl StreamFollow {
+    fn new(state: &AppState, token: &str, concert_id: i64, place: Option<Place>) -> Self {
+        Self {
+            ticks: state.lines.follow(concert_id),
+            place,
+            _leave: LeaveOnDrop {
+                room: state.room.clone(),
+                token: token.to_owned(),
+            },
+        }
+    }
+}
+
+struct LeaveOnDrop {
+    room: WaitingRoom,
+    token: String,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let (room, token) = (self.room.clone(), std::mem::take(&mut self.token));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(error) = room.leave(&token).await {
+                    // The process's lease still covers the token until it lapses.
+                    tracing::warn!(%error, "a closed stream's token could not be handed back");
+                }
+            });
+        }
+    }
+}
+
+/// Where a status stream stands between ticks.
 struct Watching {
     /// Held for as long as the stream lives; dropped with it.
     slot: StreamSlot,
+    follow: StreamFollow,
     last: QueueStatus,
     last_sent: tokio::time::Instant,
     done: bool,
     first: bool,
 }
 
-/// `first` at once, then a frame whenever a check (every `sse_poll`) finds a change or
-/// `sse_keepalive` has passed since the last one. The pacing is tokio's monotonic time, not
-/// the clock: it is how often to look, not what time it is.
+/// `first` at once, then, at each tick of the process's ticker for the concert, a frame when
+/// the fan's status changed enough to tell ([`worth_telling`]) or `sse_keepalive` has passed
+/// since the last one. Redis is asked about this fan only when a reading says its turn may
+/// have come ([`Place::read`]).
 fn status_frames(
     state: Arc<AppState>,
     user_id: i64,
-    token: String,
     first: QueueStatus,
     slot: StreamSlot,
+    follow: StreamFollow,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let cfg = state.room.config();
-    let (poll, keepalive) = (cfg.sse_poll, cfg.sse_keepalive);
+    let keepalive = state.room.config().sse_keepalive;
     let init = Watching {
         slot,
+        follow,
         done: first.status != QueueState::Waiting,
         last: first,
         last_sent: tokio::time::Instant::now(),
         first: true,
     };
     futures_util::stream::unfold(init, move |mut s| {
-        let (state, token) = (state.clone(), token.clone());
+        let state = state.clone();
         async move {
             if s.first {
                 s.first = false;
@@ -178,17 +247,36 @@ fn status_frames(
                 return None;
             }
             loop {
-                tokio::time::sleep(poll).await;
-                let now = match state.room.status(user_id, &token).await {
-                    Ok(st) => st,
-                    Err(QueueError::TokenNotFound) => return None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "queue status check failed in SSE stream");
-                        continue;
-                    }
+                let due = s.last_sent + keepalive;
+                let woke = tokio::time::timeout_at(due, s.follow.ticks.changed()).await;
+                if let Ok(Err(_)) = woke {
+                    // The ticker is gone (it never stops while a stream follows it).
+                    return None;
+                }
+                let line = s.follow.ticks.borrow_and_update().line.clone();
+                let now = match (line, s.follow.place) {
+                    (Some(line), Some(place)) => match place.read(&line) {
+                        Reading::Waiting(position) => Some(s.last.waiting_at(position, line.rate)),
+                        Reading::AskRedis => None,
+                    },
+                    (None, Some(_)) => Some(s.last.clone()),
+                    (_, None) => None,
                 };
-                let changed = now != s.last;
-                if changed || s.last_sent.elapsed() >= keepalive {
+                let now = match now {
+                    Some(now) => now,
+                    None => match state.room.watch(user_id, &s.last.token).await {
+                        Ok((now, place)) => {
+                            s.follow.place = place;
+                            now
+                        }
+                        Err(QueueError::TokenNotFound) => return None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "queue status check failed in SSE stream");
+                            s.last.clone()
+                        }
+                    },
+                };
+                if worth_telling(&s.last, &now) || s.last_sent.elapsed() >= keepalive {
                     s.done = now.status != QueueState::Waiting;
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
@@ -202,4 +290,36 @@ fn status_frames(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(position: i64) -> QueueStatus {
+        QueueStatus {
+            token: "1.t".into(),
+            concert_id: 1,
+            status: QueueState::Waiting,
+            position: Some(position),
+            eta_seconds: Some(position / 10),
+            active_until: None,
+            pre_queue: false,
+            opens_at: None,
+        }
+    }
+
+    #[test]
+    fn the_front_hears_every_step_and_the_back_every_percent() {
+        assert!(worth_telling(&waiting(900), &waiting(899)));
+        assert!(!worth_telling(&waiting(50_000), &waiting(49_600)));
+        assert!(worth_telling(&waiting(50_000), &waiting(49_500)));
+        assert!(!worth_telling(&waiting(7), &waiting(7)));
+        let admitted = QueueStatus {
+            status: QueueState::Active,
+            position: None,
+            ..waiting(50_000)
+        };
+        assert!(worth_telling(&waiting(50_000), &admitted));
+    }
 }

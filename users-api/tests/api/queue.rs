@@ -10,6 +10,8 @@ use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use users_api::domain::queue::QueueState;
+
 use crate::helpers::{Spawned, frame_data, rest_of_stream, spawn_app, spawn_app_with};
 
 /// Users' ids start here.
@@ -634,4 +636,126 @@ async fn an_active_pass_runs_out_by_the_clock_and_joining_again_queues_at_the_ba
         (1, 1),
         "the run-out pass frees its slot at the next tick"
     );
+}
+
+/// However many fans stream their status from one process, the process asks Redis about
+/// their line once per tick (DESIGN §11), and about one fan only when admission reaches it.
+#[tokio::test]
+async fn open_streams_cost_redis_one_read_per_tick_not_one_per_fan() {
+    const FANS: usize = 40;
+    const POLL_MS: u64 = 100;
+    let redis = PrivateRedis::start().await;
+    let s = spawn_app_with(|env| {
+        env.with("REDIS_URL", redis.url.clone())
+            .with("QUEUE_SSE_POLL_MS", POLL_MS.to_string())
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = s.fan_sessions(FANS, USERS).await;
+    let mut streams = Vec::new();
+    for session in &users {
+        let (_, joined) = s.join(&c, session, 1).await;
+        let mut res = s
+            .open_events(&c, session, joined["token"].as_str().unwrap())
+            .await;
+        assert_eq!(res.status(), 200);
+        res.chunk().await.unwrap().expect("the first frame");
+        streams.push(res);
+    }
+
+    let monitor = redis.monitor().await;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(15 * POLL_MS)).await;
+    let seen = monitor.take().await;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap();
+    let ticks_at_most = elapsed_ms / POLL_MS + 2;
+    assert!(
+        !seen.is_empty() && seen.iter().all(|c| c == "EVALSHA"),
+        "only the ticker's reads: {seen:?}"
+    );
+    assert!(
+        seen.len() as u64 <= ticks_at_most,
+        "{} commands in {elapsed_ms} ms with {FANS} streams open: one reader, not one per fan",
+        seen.len()
+    );
+
+    // Admission reaches the first five: those five streams ask Redis about their own fan, the
+    // other streams work their new positions out from the tick.
+    let mut room = s.config.queue.clone();
+    room.admit_per_tick = 5;
+    let admitted =
+        users_api::domain::queue::WaitingRoom::new(s.queue_keys(), room, s.clock.clone())
+            .admit(1, s.clock.now())
+            .await
+            .unwrap();
+    assert_eq!(admitted.admitted, 5);
+    let mut actives = 0;
+    for res in &mut streams[..5] {
+        let frames = rest_of_stream(res).await;
+        assert_eq!(frame_data(frames.last().unwrap())["status"], "ACTIVE");
+        actives += 1;
+    }
+    let next = streams[5].chunk().await.unwrap().expect("a frame");
+    let next = frame_data(std::str::from_utf8(&next).unwrap());
+    assert_eq!(
+        (next["status"].as_str(), next["position"].as_i64()),
+        (Some("WAITING"), Some(1)),
+        "the sixth fan is now first in line"
+    );
+    let seen = monitor.take().await;
+    let checks = seen.iter().filter(|c| *c == "EVALSHA").count();
+    assert_eq!(actives, 5);
+    assert!(
+        checks < FANS,
+        "the admitted fans' checks and the ticks, not a check per fan: {seen:?}"
+    );
+}
+
+/// An open stream keeps its fan in line through its process's lease; a process that stops
+/// renewing it (it crashed) stops keeping them, and a stream that closes hands its fan the
+/// idle timeout's grace, as a poll would.
+#[tokio::test]
+async fn a_stream_holds_its_fan_only_while_its_process_renews_the_lease() {
+    let s = spawn_app_with(|env| env.with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")).await;
+    let c = reqwest::Client::new();
+    let users = s.fan_sessions(3, USERS).await;
+    let mut tokens = Vec::new();
+    for session in &users {
+        let (_, joined) = s.join(&c, session, 1).await;
+        tokens.push(joined["token"].as_str().unwrap().to_owned());
+    }
+    // Three processes' worth of streams, without an HTTP server: the first one crashes (never
+    // ticks again), the second keeps ticking, the third's stream closes.
+    let (crashed, alive, closing) = (s.room(), s.room(), s.room());
+    for (room, (user, token)) in [&crashed, &alive, &closing]
+        .into_iter()
+        .zip((USERS..).zip(&tokens))
+    {
+        let (status, place) = room.watch(user, token).await.unwrap();
+        assert_eq!(status.status, QueueState::Waiting);
+        assert!(place.is_some());
+    }
+    closing.leave(&tokens[2]).await.unwrap();
+    // Past the idle timeout on Redis's clock, with the living process ticking.
+    for _ in 0..8 {
+        alive.tick(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut conn = s.queue_keys().redis().conn();
+    let leases: i64 = redis::cmd("HLEN")
+        .arg(format!("{}@", s.queue_keys().alive_prefix(1)))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(leases, 2, "the closed stream let go of its fan");
+    let admission = s.room().admit(1, s.clock.now()).await.unwrap();
+    assert_eq!(
+        (admission.admitted, admission.abandoned),
+        (1, 2),
+        "only the fan whose process still ticks is admitted"
+    );
+    let (status, _) = alive.watch(USERS + 1, &tokens[1]).await.unwrap();
+    assert_eq!(status.status, QueueState::Active);
+    let (gone, _) = crashed.watch(USERS, &tokens[0]).await.unwrap();
+    assert_eq!(gone.status, QueueState::Expired);
 }

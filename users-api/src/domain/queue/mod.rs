@@ -18,10 +18,13 @@
 //! answers `RESTORE` before doing anything; the room is then restored from PostgreSQL
 //! (`room.rs`) and the script runs again.
 
+mod lines;
 pub mod lottery;
 pub mod room;
 mod status;
 mod streams;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use common::ErrorCode;
@@ -31,6 +34,7 @@ use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
 use sea_orm::{DatabaseConnection, DbErr};
 
+pub use lines::{LineState, Lines, Place, Reading, Tick};
 pub use room::{
     Actor, Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
     WaitingRoomPublic, WaitingRoomView,
@@ -123,6 +127,33 @@ impl ErrorCode for QueueError {
     }
 }
 
+/// Whether a token in line is alive, and how one leaves the line; prepended to every script
+/// that judges or drops tokens. `prefix` is the concert's alive prefix
+/// ([`QueueKeys::alive_prefix`]); under it live:
+/// - `<prefix><token>`: the token's own heartbeat, renewed by each poll (key TTL);
+/// - `<prefix>@`: a hash token → holder, the users-api process whose status stream holds it;
+/// - `<prefix>@<holder>`: that process's lease on this line, renewed by its ticker each tick.
+///
+/// A token is alive while it has a heartbeat or its holder's lease runs: an open stream keeps
+/// its fan in line at no cost per fan. Tokens start with a digit, so they never meet `@`.
+const LINE_FNS: &str = r#"
+local function is_alive(prefix, t)
+  if redis.call('EXISTS', prefix .. t) == 1 then return true end
+  local holder = redis.call('HGET', prefix .. '@', t)
+  return holder and redis.call('EXISTS', prefix .. '@' .. holder) == 1
+end
+local function drop(prefix, line, t)
+  redis.call('ZREM', line, t)
+  redis.call('DEL', prefix .. t)
+  redis.call('HDEL', prefix .. '@', t)
+end
+"#;
+
+/// A script that uses [`LINE_FNS`].
+fn line_script(body: &str) -> Script {
+    Script::new(&format!("{LINE_FNS}{body}"))
+}
+
 /// Returns the caller's live token for the concert, or appends a new one to the line.
 /// A token that is gone (abandoned, expired, retired after a purchase) is replaced by a new
 /// one at the back: the user may queue again, but never holds two places. While the room
@@ -157,11 +188,11 @@ if existing then
     return {'SOLD_OUT'}
   end
   if redis.call('ZSCORE', KEYS[3], existing) then
-    if redis.call('EXISTS', ARGV[4] .. existing) == 1 then return waiting(existing, '0') end
-    redis.call('ZREM', KEYS[3], existing)
+    if is_alive(ARGV[4], existing) then return waiting(existing, '0') end
+    drop(ARGV[4], KEYS[3], existing)
   elseif redis.call('ZSCORE', KEYS[8], existing) then
-    if redis.call('EXISTS', ARGV[4] .. existing) == 1 then return pre(existing, '0') end
-    redis.call('ZREM', KEYS[8], existing)
+    if is_alive(ARGV[4], existing) then return pre(existing, '0') end
+    drop(ARGV[4], KEYS[8], existing)
   else
     local exp = redis.call('ZSCORE', KEYS[4], existing)
     if exp and tonumber(exp) > now then return {'ACTIVE', existing, exp, '', '0', '0', ''} end
@@ -180,9 +211,13 @@ return waiting(t, '1')
 "#;
 
 /// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
-/// A token still in line in a sold-out room is SOLD_OUT.
-/// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms} or {'NOT_FOUND'},
-///   or {'RESTORE'} (nothing written) as JOIN's, ARGV[6] asking.
+/// A token still in line in a sold-out room is SOLD_OUT. With a holder (ARGV[7], a process
+/// opening or re-checking a status stream), a token in line is registered as held by that
+/// process's stream, whose lease ([`TICK`]) keeps it alive from then on.
+/// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms, seq, passed, head,
+///   draws} or {'NOT_FOUND'}, or {'RESTORE'} (nothing written) as JOIN's, ARGV[6] asking.
+///   `seq` is the token's place in the sequence while in line; the last three are the line's
+///   counters read in the same step (see [`ADMIT`] and [`DRAW`]).
 const STATUS: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'NOT_FOUND'} end
 local exp = redis.call('ZSCORE', KEYS[3], ARGV[1])
@@ -192,22 +227,54 @@ if exp then
 end
 local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at', 'loaded')
 if ARGV[6] == '1' and not s[3] then return {'RESTORE'} end
-local alive = ARGV[4] .. ARGV[1]
-local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-local pre = false
-if not rank then
-  if not redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {'EXPIRED', '0', '', '0', ''} end
-  pre = true
+local line = KEYS[2]
+local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seq then
+  seq = redis.call('ZSCORE', KEYS[6], ARGV[1])
+  if not seq then return {'EXPIRED', '0', '', '0', ''} end
+  line = KEYS[6]
 end
 if s[1] == '1' then return {'SOLD_OUT', '', '', '0', ''} end
-if redis.call('EXISTS', alive) == 0 then
-  if pre then redis.call('ZREM', KEYS[6], ARGV[1]) else redis.call('ZREM', KEYS[2], ARGV[1]) end
+if not is_alive(ARGV[4], ARGV[1]) then
+  drop(ARGV[4], line, ARGV[1])
   return {'EXPIRED', '0', '', '0', ''}
 end
-redis.call('SET', alive, '1', 'PX', ARGV[3])
+if ARGV[7] == '' then
+  redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', ARGV[3])
+else
+  redis.call('HSET', ARGV[4] .. '@', ARGV[1], ARGV[7])
+  redis.call('SET', ARGV[4] .. '@' .. ARGV[7], '1', 'PX', ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if pre then return {'WAITING', '', '', '1', s[2] or ''} end
-return {'WAITING', tostring(rank + 1), redis.call('GET', KEYS[4]) or '', '0', ''}
+local c = redis.call('HMGET', KEYS[7], 'passed', 'head', 'draws')
+local tail = {seq, c[1] or '0', c[2] or '0', c[3] or '0'}
+if line == KEYS[6] then return {'WAITING', '', '', '1', s[2] or '', unpack(tail)} end
+return {'WAITING', tostring(redis.call('ZRANK', KEYS[2], ARGV[1]) + 1),
+  redis.call('GET', KEYS[4]) or '', '0', '', unpack(tail)}
+"#;
+
+/// A status stream closed: its process no longer holds the token (unless another stream of
+/// the fan's took it over meanwhile), and a token still in line gets the grace a poll gives,
+/// so a fan whose connection broke has the idle timeout to come back.
+/// KEYS: waiting, pre-queue. ARGV: token, alive prefix, holder, idle timeout (ms).
+const LEAVE: &str = r#"
+local holders = ARGV[2] .. '@'
+if redis.call('HGET', holders, ARGV[1]) == ARGV[3] then redis.call('HDEL', holders, ARGV[1]) end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('SET', ARGV[2] .. ARGV[1], '1', 'PX', ARGV[4])
+end
+return 0
+"#;
+
+/// One process's look at one line, once per tick whatever the crowd: renews the process's
+/// lease (ARGV[1], for ARGV[2] ms), which keeps every token its streams hold alive, and reads
+/// the line's counters. KEYS: stats, settings, rate.
+/// → {passed, head, draws, rate, sold_out}
+const TICK: &str = r#"
+redis.call('SET', ARGV[1], '1', 'PX', ARGV[2])
+local c = redis.call('HMGET', KEYS[1], 'passed', 'head', 'draws')
+return {c[1] or '0', c[2] or '0', c[3] or '0', redis.call('GET', KEYS[3]) or '',
+  redis.call('HGET', KEYS[2], 'sold_out') or ''}
 "#;
 
 /// One admission tick for one concert: drop expired actives, then — unless the room is
@@ -258,15 +325,17 @@ if gate == 0 then
   local room = math.min(max_active - redis.call('ZCARD', KEYS[2]), per_tick, cap)
   local scan_limit = math.max(per_tick * 20, 1000)
   local until_ms = now + tonumber(ARGV[4])
+  local head
   while room > 0 and scanned < scan_limit do
-    local batch = redis.call('ZRANGE', KEYS[1], 0, room - 1)
+    local batch = redis.call('ZRANGE', KEYS[1], 0, room - 1, 'WITHSCORES')
     if #batch == 0 then break end
-    for _, t in ipairs(batch) do
+    for i = 1, #batch, 2 do
+      local t = batch[i]
+      head = batch[i + 1]
       scanned = scanned + 1
-      redis.call('ZREM', KEYS[1], t)
-      local alive = ARGV[5] .. t
-      if redis.call('EXISTS', alive) == 1 then
-        redis.call('DEL', alive)
+      local alive = is_alive(ARGV[5], t)
+      drop(ARGV[5], KEYS[1], t)
+      if alive then
         redis.call('ZADD', KEYS[2], until_ms, t)
         admitted = admitted + 1
         room = room - 1
@@ -277,6 +346,10 @@ if gate == 0 then
   end
   if admitted > 0 then redis.call('HINCRBY', KEYS[6], 'admitted_total', admitted) end
   if abandoned > 0 then redis.call('HINCRBY', KEYS[6], 'abandoned_total', abandoned) end
+  if scanned > 0 then
+    redis.call('HINCRBY', KEYS[6], 'passed', scanned)
+    redis.call('HSET', KEYS[6], 'head', head)
+  end
 end
 if had_waiting then
   local rate = 0
@@ -292,7 +365,7 @@ local active, waiting = redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[1
 local pre_queued = redis.call('ZCARD', KEYS[8])
 if active == 0 and waiting == 0 and pre_queued == 0 and not undrawn then
   redis.call('SREM', KEYS[4], ARGV[7])
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], ARGV[5] .. '@')
 end
 return {admitted, expired, abandoned, active, waiting, gate, pre_queued}
 "#;
@@ -309,8 +382,8 @@ if s[3] and tonumber(ARGV[1]) < tonumber(s[3]) then return {} end
 if not s[4] then
   local lapsed = 0
   for _, t in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if redis.call('EXISTS', ARGV[2] .. t) == 0 then
-      redis.call('ZREM', KEYS[2], t)
+    if not is_alive(ARGV[2], t) then
+      drop(ARGV[2], KEYS[2], t)
       lapsed = lapsed + 1
     end
   end
@@ -337,18 +410,22 @@ local first = tonumber(s[2]) - tonumber(s[3])
 local drawn, lapsed = 0, 0
 for i = 3, #ARGV do
   local t = ARGV[i]
-  if redis.call('ZREM', KEYS[2], t) == 1 then
-    if redis.call('EXISTS', ARGV[2] .. t) == 1 then
+  if redis.call('ZSCORE', KEYS[2], t) then
+    if is_alive(ARGV[2], t) then
+      redis.call('ZREM', KEYS[2], t)
       redis.call('ZADD', KEYS[3], first + i - 2, t)
       drawn = drawn + 1
     else
+      drop(ARGV[2], KEYS[2], t)
       lapsed = lapsed + 1
     end
   end
 end
-lapsed = lapsed + redis.call('ZCARD', KEYS[2])
-redis.call('DEL', KEYS[2])
+local rest = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, t in ipairs(rest) do drop(ARGV[2], KEYS[2], t) end
+lapsed = lapsed + #rest
 if lapsed > 0 then redis.call('HINCRBY', KEYS[4], 'abandoned_total', lapsed) end
+redis.call('HINCRBY', KEYS[4], 'draws', 1)
 redis.call('HSET', KEYS[1], 'drawn_at', ARGV[1])
 return drawn
 "#;
@@ -402,8 +479,12 @@ pub struct WaitingRoom {
     close_prequeue: Script,
     draw: Script,
     retire: Script,
+    leave: Script,
+    tick: Script,
     pub(crate) settings: room::SettingsScripts,
     streams: StreamSlots,
+    /// This process's name as the holder of its status streams' tokens (random per start).
+    holder: Arc<str>,
     /// users-api's database, where the settings are persisted; `None`: Redis only.
     store: Option<DatabaseConnection>,
 }
@@ -449,14 +530,17 @@ impl WaitingRoom {
         Self {
             keys,
             clock,
-            join: Script::new(JOIN),
-            status: Script::new(STATUS),
-            admit: Script::new(ADMIT),
-            close_prequeue: Script::new(CLOSE_PREQUEUE),
-            draw: Script::new(DRAW),
+            join: line_script(JOIN),
+            status: line_script(STATUS),
+            admit: line_script(ADMIT),
+            close_prequeue: line_script(CLOSE_PREQUEUE),
+            draw: line_script(DRAW),
             retire: Script::new(RETIRE),
+            leave: Script::new(LEAVE),
+            tick: Script::new(TICK),
             settings: room::SettingsScripts::new(),
             streams: StreamSlots::new(cfg.sse_per_user),
+            holder: Arc::from(common::auth::random_token().get(..16).unwrap_or("holder")),
             cfg,
             store: None,
         }
@@ -578,6 +662,26 @@ impl WaitingRoom {
     /// The status of `token` if it is `user_id`'s. Polling a waiting token keeps it alive.
     /// One round trip.
     pub async fn status(&self, user_id: i64, token: &str) -> Result<QueueStatus, QueueError> {
+        Ok(self.check(user_id, token, "").await?.0)
+    }
+
+    /// [`status`](Self::status) for a status stream of this process: a token in line is held
+    /// by the process from then on (kept alive by its lease, see [`tick`](Self::tick), not by
+    /// polls), and its place is returned for the stream to follow the line locally.
+    pub async fn watch(
+        &self,
+        user_id: i64,
+        token: &str,
+    ) -> Result<(QueueStatus, Option<Place>), QueueError> {
+        self.check(user_id, token, &self.holder).await
+    }
+
+    async fn check(
+        &self,
+        user_id: i64,
+        token: &str,
+        holder: &str,
+    ) -> Result<(QueueStatus, Option<Place>), QueueError> {
         let concert_id = queue_token_concert(token).ok_or(QueueError::TokenNotFound)?;
         let k = &self.keys;
         let rk = self.room_keys();
@@ -592,12 +696,14 @@ impl WaitingRoom {
                 .key(k.rate(concert_id))
                 .key(rk.settings(concert_id))
                 .key(rk.prequeue(concert_id))
+                .key(rk.stats(concert_id))
                 .arg(token)
                 .arg(self.clock.now().timestamp_millis())
                 .arg(Self::millis(self.cfg.waiting_idle_timeout))
                 .arg(k.alive_prefix(concert_id))
                 .arg(self.user_key_ttl_ms())
                 .arg(Self::check_flag(check))
+                .arg(holder)
                 .invoke_async(&mut conn)
                 .await?;
             // Asked only for the caller's own token: an unknown one never reaches the store.
@@ -609,18 +715,80 @@ impl WaitingRoom {
             break out;
         };
         let field = |i: usize| out.get(i).map_or("", String::as_str);
+        let number = |i: usize| field(i).parse::<f64>().ok().map(|n| n as i64);
         let state = QueueState::from_reply(field(0)).ok_or(QueueError::TokenNotFound)?;
-        if state == QueueState::Waiting && field(3) == "1" {
-            return Ok(QueueStatus::pre_queued(token, concert_id, field(4)));
-        }
-        Ok(QueueStatus::from_reply(
-            token,
-            concert_id,
-            state,
-            field(1),
-            field(2),
-            self.nominal_rate(),
-        ))
+        let pre_queue = state == QueueState::Waiting && field(3) == "1";
+        let place = match (state, number(5), number(6), number(7), number(8)) {
+            (QueueState::Waiting, Some(seq), Some(passed), Some(head), Some(draws)) => {
+                Some(Place {
+                    seq,
+                    rank: if pre_queue { None } else { number(1) },
+                    passed,
+                    head,
+                    draws,
+                })
+            }
+            _ => None,
+        };
+        let status = if pre_queue {
+            QueueStatus::pre_queued(token, concert_id, field(4))
+        } else {
+            QueueStatus::from_reply(
+                token,
+                concert_id,
+                state,
+                field(1),
+                field(2),
+                self.nominal_rate(),
+            )
+        };
+        Ok((status, place))
+    }
+
+    /// A status stream of this process that held `token` has ended: the token goes back to
+    /// being kept alive by its own heartbeat, which starts now (the idle timeout's grace).
+    pub async fn leave(&self, token: &str) -> RedisResult<()> {
+        let Some(concert_id) = queue_token_concert(token) else {
+            return Ok(());
+        };
+        let k = &self.keys;
+        let mut conn = k.redis().conn();
+        self.leave
+            .key(k.waiting(concert_id))
+            .key(self.room_keys().prequeue(concert_id))
+            .arg(token)
+            .arg(k.alive_prefix(concert_id))
+            .arg(&*self.holder)
+            .arg(Self::millis(self.cfg.waiting_idle_timeout))
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// This process's look at `concert_id`'s line for one tick of its status streams: renews
+    /// the lease that keeps every token they hold alive and reads the line's counters. One
+    /// round trip per concert and tick, however many streams are open.
+    pub async fn tick(&self, concert_id: i64) -> RedisResult<LineState> {
+        let k = &self.keys;
+        let rk = self.room_keys();
+        let mut conn = k.redis().conn();
+        let out: Vec<String> = self
+            .tick
+            .key(rk.stats(concert_id))
+            .key(rk.settings(concert_id))
+            .key(k.rate(concert_id))
+            .arg(format!("{}@{}", k.alive_prefix(concert_id), self.holder))
+            .arg(Self::millis(self.cfg.waiting_idle_timeout))
+            .invoke_async(&mut conn)
+            .await?;
+        let field = |i: usize| out.get(i).map_or("", String::as_str);
+        let number = |i: usize| field(i).parse::<f64>().map_or(0, |n| n as i64);
+        Ok(LineState {
+            passed: number(0),
+            head: number(1),
+            draws: number(2),
+            rate: field(3).parse().unwrap_or(self.nominal_rate()),
+            sold_out: field(4) == "1",
+        })
     }
 
     /// One admission tick for `concert_id` at `now` (batch calls this every

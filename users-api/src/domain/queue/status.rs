@@ -101,6 +101,43 @@ impl QueueStatus {
     }
 }
 
+impl QueueStatus {
+    /// This waiting status at `position` (`None`: pre-queued, unchanged) with the wait
+    /// estimated at `rate` admissions per second.
+    pub fn waiting_at(&self, position: Option<i64>, rate: f64) -> Self {
+        let Some(position) = position else {
+            return self.clone();
+        };
+        Self {
+            status: QueueState::Waiting,
+            position: Some(position),
+            eta_seconds: eta_seconds(position, rate),
+            active_until: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl QueueStatus {
+    /// When a polling client should ask again (`Retry-After` on a poll's answer): a tenth of
+    /// the wait (of the estimate in line, of the time to the opening in the pre-queue), at
+    /// least a second and at most a quarter of the idle timeout, so that every poll still
+    /// comes in time to be the fan's heartbeat. `None` once the status is final or active.
+    pub fn poll_after(&self, now: DateTime<Utc>, idle_timeout: std::time::Duration) -> Option<u64> {
+        if self.status != QueueState::Waiting {
+            return None;
+        }
+        let longest = (idle_timeout.as_secs() / 4).max(1);
+        let wait = if self.pre_queue {
+            self.opens_at.map(|at| (at - now).num_seconds().max(0))
+        } else {
+            self.eta_seconds
+        };
+        let wait = wait.map_or(longest, |w| u64::try_from(w / 10).unwrap_or(0));
+        Some(wait.clamp(1, longest))
+    }
+}
+
 /// Seconds until `position` is admitted at `rate` per second; `None` while nobody is being
 /// admitted.
 fn eta_seconds(position: i64, rate: f64) -> Option<i64> {
@@ -188,6 +225,36 @@ mod tests {
             "nobody admitted: no estimate"
         );
         assert_eq!(waiting("0.5").position, Some(7));
+    }
+
+    #[test]
+    fn polls_are_paced_by_the_wait_and_always_come_before_the_heartbeat_lapses() {
+        let idle = std::time::Duration::from_secs(120);
+        let now = Utc::now();
+        let at = |position: &str, rate: &str| {
+            QueueStatus::from_reply("t", 1, QueueState::Waiting, position, rate, 2.0)
+                .poll_after(now, idle)
+        };
+        assert_eq!(at("3", "10"), Some(1), "the front asks every second");
+        assert_eq!(at("2000", "10"), Some(20), "200 s away: every 20 s");
+        assert_eq!(
+            at("90000", "10"),
+            Some(30),
+            "never past a quarter of the idle timeout"
+        );
+        assert_eq!(
+            at("5", "0"),
+            Some(30),
+            "nobody admitted: just the heartbeat"
+        );
+        let pre = QueueStatus::pre_queued("t", 1, &(now.timestamp_millis() + 300_000).to_string());
+        assert_eq!(
+            pre.poll_after(now, idle),
+            Some(29),
+            "a tenth of the time to the opening"
+        );
+        let active = QueueStatus::from_reply("t", 1, QueueState::Active, "1700000000000", "", 2.0);
+        assert_eq!(active.poll_after(now, idle), None);
     }
 
     #[test]
