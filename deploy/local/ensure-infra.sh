@@ -9,6 +9,12 @@
 #   ensure-infra.sh             the above, nginx, curl and jq
 #   ensure-infra.sh --browser   also Chromium (/usr/bin/chromium), for the web app's browser
 #                               tests (deploy/local/test.sh asks for it; the stack needs none)
+#   ensure-infra.sh --redis-cluster
+#                               also a 3-master Redis Cluster on 127.0.0.1:7101-7103 for tests
+#                               (deploy/local/redis-cluster.sh start; its REDIS_URL:
+#                               deploy/local/redis-cluster.sh url)
+#
+# The flags combine (ensure-infra.sh --browser --redis-cluster).
 #
 # Idempotent: whatever is already running is left alone, so a second run is a
 # no-op. Works non-interactively (CI=true, no stdin). See README.md beside it.
@@ -321,18 +327,28 @@ ensure_chromium() {
     [[ -x $CHROMIUM ]] || die "chromium did not install ($CHROMIUM is missing)"
 }
 
+# The test Redis Cluster (three masters, no replicas), beside the stack's single Redis: its
+# own script starts it (idempotent) once ensure_redis has installed redis-server.
+ensure_redis_cluster() {
+    STACK_DIR="$STATE_DIR" "$SCRIPT_DIR/redis-cluster.sh" start
+}
+
 main() {
-    local browser=0 arg
+    local browser=0 redis_cluster=0 arg
     for arg in "$@"; do
         case $arg in
             --browser) browser=1 ;;
-            *) die "unknown argument '$arg' (only --browser)" ;;
+            --redis-cluster) redis_cluster=1 ;;
+            *) die "unknown argument '$arg' (only --browser, --redis-cluster)" ;;
         esac
     done
     log "state dir: $STATE_DIR"
     ensure_tools
     ensure_postgres
     ensure_redis
+    if ((redis_cluster)); then
+        ensure_redis_cluster
+    fi
     ensure_kafka
     ensure_nginx
     if ((browser)); then
