@@ -93,6 +93,11 @@ impl Platform {
         })
     }
 
+    /// users-api's waiting room on the platform's Redis, as setup uses it (admits at once).
+    pub fn room(&self) -> &WaitingRoom {
+        &self.room
+    }
+
     /// `n` new accounts (`lt<run>_<i>`), each with a session.
     pub async fn users(&self, n: usize, tag: &str) -> anyhow::Result<Vec<User>> {
         let hash = self.password_hash().await?;

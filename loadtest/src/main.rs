@@ -16,9 +16,11 @@ mod report;
 mod run;
 mod scenarios;
 mod stats;
+mod waiting_room;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +63,9 @@ enum Command {
     },
     /// A TCP fault proxy in front of one dependency: forwards --listen to --upstream; the
     /// --control port takes `cut`, `heal`, `delay MS` and `status`, a command a line.
+    /// A generator process of `run waiting-room` (started by it, not by hand).
+    #[command(name = "waiting-room-fans", hide = true)]
+    WaitingRoomFans,
     Proxy {
         /// Where clients connect (host:port).
         #[arg(long)]
@@ -131,6 +136,24 @@ struct RunArgs {
     /// was coming back, a connection pool refilling) still count as inside it.
     #[arg(long, default_value_t = 5)]
     fault_margin_secs: u64,
+    /// waiting-room: fans waiting on open status streams.
+    #[arg(long, default_value_t = 10_000)]
+    fans: usize,
+    /// waiting-room: users-api replicas (comma-separated base URLs), reached directly.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
+    users_api: Vec<String>,
+    /// waiting-room: the replicas' process ids (comma-separated), for CPU and peak memory.
+    #[arg(long, value_delimiter = ',')]
+    users_api_pid: Vec<u32>,
+    /// waiting-room: admissions per second during the admit phase (--duration long).
+    #[arg(long, default_value_t = 500.0)]
+    admit_rate: f64,
+    /// waiting-room: seconds of holding the crowd with nobody admitted, measured first.
+    #[arg(long, default_value_t = 10.0)]
+    hold_secs: f64,
+    /// waiting-room: streams per generator process (each holds a file per stream).
+    #[arg(long, default_value_t = 15_000)]
+    fans_per_generator: usize,
     /// Also write the report here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -169,6 +192,55 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::WaitingRoomFans => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(waiting_room::run_generator()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("[loadtest] generator: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run(args) if args.scenario == Scenario::WaitingRoom => {
+            let json = args.json.clone();
+            let knobs = waiting_room::Knobs {
+                fans: args.fans,
+                users_api: args.users_api.clone(),
+                pids: args.users_api_pid.clone(),
+                admit_rate: args.admit_rate,
+                hold: Duration::from_secs_f64(args.hold_secs),
+                admit_for: Duration::from_secs_f64(args.duration),
+                per_generator: args.fans_per_generator,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = runtime
+                .block_on(waiting_room::run(knobs))
+                .and_then(|report| {
+                    report.print();
+                    if let Some(path) = json {
+                        report.save(&path)?;
+                    }
+                    Ok(report)
+                });
+            match result {
+                Ok(r) if r.passed() => ExitCode::SUCCESS,
+                Ok(_) => {
+                    eprintln!("[loadtest] the waiting room FAILED");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("[loadtest] {e:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Reliability { rows } => print_rendered(reliability::render(&rows)),
         Command::Markdown { reports } => print_rendered(markdown::render(&reports)),

@@ -27,6 +27,8 @@ pub enum Scenario {
     Charge,
     Pay,
     FlashSale,
+    /// N fans on open status streams straight to users-api's replicas (its own report).
+    WaitingRoom,
 }
 
 /// The knobs every scenario reads (each uses the ones that apply to it).
@@ -110,5 +112,10 @@ pub async fn run(
         Scenario::Charge => endpoints::charge(k, p, rec).await,
         Scenario::Pay => endpoints::pay(k, p, rec).await,
         Scenario::FlashSale => flash_sale::flash_sale(k, p, rec).await,
+        Scenario::WaitingRoom => {
+            anyhow::bail!(
+                "waiting-room runs on its own (crate::waiting_room), not through the gateway"
+            )
+        }
     }
 }
