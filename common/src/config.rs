@@ -490,34 +490,101 @@ fn check_postgres_tls(env: &Env, var: &str, url: &SecretUrl) -> Result<(), Confi
 
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
+    /// One server (`redis://`, `rediss://` for TLS) or a Redis Cluster (`redis+cluster://`,
+    /// `rediss+cluster://`, then its seed nodes `host:port,host:port,...`).
     pub url: SecretUrl,
-    /// Prepended to every key, so tests (and tenants) never collide.
+    /// Prepended to every key, so tests (and tenants) never collide. Never `{` or `}`: a
+    /// key's hash tag (`{c<id>}`) picks its Redis Cluster slot, and a brace in the prefix
+    /// would take the tag's place.
     pub key_prefix: String,
-    /// A private CA (PEM) that signs the server certificate of a `rediss://` Redis; `None`:
-    /// the system's trusted roots.
+    /// A private CA (PEM) that signs the server certificate of a TLS Redis (`rediss://`,
+    /// `rediss+cluster://`); `None`: the system's trusted roots.
     pub ca_cert: Option<PathBuf>,
+}
+
+/// REDIS_URL's schemes: one server, or (`+cluster`) a Redis Cluster through its seed nodes.
+const REDIS_SCHEMES: [&str; 4] = ["redis", "rediss", "redis+cluster", "rediss+cluster"];
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The seed nodes of a Redis Cluster URL, each as a URL of its own that carries the URL's
+/// credentials and query (`redis+cluster://u:p@a:1,b:2` → `redis://u:p@a:1`,
+/// `redis://u:p@b:2`; `rediss+cluster` → `rediss`); `None` for one server's URL, `Err` with
+/// the reason for a cluster URL that is malformed.
+pub fn redis_cluster_seeds(url: &str) -> Option<Result<Vec<SecretUrl>, &'static str>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let node_scheme = scheme.strip_suffix("+cluster")?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    if !database.is_empty() {
+        return Some(Err(
+            "a Redis Cluster has database 0 only: no /<database> after its nodes",
+        ));
+    }
+    let (credentials, nodes) = match authority.rsplit_once('@') {
+        Some((credentials, nodes)) => (format!("{credentials}@"), nodes),
+        None => (String::new(), authority),
+    };
+    if !valid_host_ports(nodes) {
+        return Some(Err(
+            "a Redis Cluster URL lists its seed nodes as host:port,host:port,...",
+        ));
+    }
+    let seed = |node: &str| SecretUrl::new(format!("{node_scheme}://{credentials}{node}{query}"));
+    Some(Ok(nodes.split(',').map(|n| seed(n.trim())).collect()))
 }
 
 impl RedisConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?;
+        let mut url = env.url("REDIS_URL", DEFAULT_REDIS_URL, &REDIS_SCHEMES)?;
+        if let Some(Err(reason)) = redis_cluster_seeds(url.expose()) {
+            let err = ConfigError {
+                var: "REDIS_URL".into(),
+                value: url.to_string(),
+                reason: reason.into(),
+            };
+            url = env.reject(err, SecretUrl::new(DEFAULT_REDIS_URL))?;
+        }
+        let tls = ["rediss://", "rediss+cluster://"]
+            .iter()
+            .any(|s| url.expose().starts_with(s));
         let ca_cert = env.file("REDIS_CA_CERT")?;
         let ca_cert = match ca_cert {
-            Some(path) if !url.expose().starts_with("rediss://") => {
+            Some(path) if !tls => {
                 let err = ConfigError {
                     var: "REDIS_CA_CERT".into(),
                     value: path.display().to_string(),
-                    reason: "only used with a rediss:// REDIS_URL (TLS)".into(),
+                    reason: "only used with a rediss:// or rediss+cluster:// REDIS_URL (TLS)"
+                        .into(),
                 };
                 env.reject(err, None)?
             }
             other => other,
         };
+        let mut key_prefix = env.string("REDIS_KEY_PREFIX", "");
+        if key_prefix.contains(['{', '}']) {
+            let err = ConfigError {
+                var: "REDIS_KEY_PREFIX".into(),
+                value: key_prefix,
+                reason: "must not contain { or }: they would replace the keys' Redis Cluster \
+                         hash tags"
+                    .into(),
+            };
+            key_prefix = env.reject(err, String::new())?;
+        }
         Ok(Self {
             url,
-            key_prefix: env.string("REDIS_KEY_PREFIX", ""),
+            key_prefix,
             ca_cert,
         })
+    }
+
+    /// The seed nodes' URLs when REDIS_URL names a Redis Cluster ([`redis_cluster_seeds`]),
+    /// `None` when it names one server.
+    pub fn cluster_seeds(&self) -> Option<Result<Vec<SecretUrl>, &'static str>> {
+        redis_cluster_seeds(self.url.expose())
     }
 }
 
@@ -664,8 +731,8 @@ impl KafkaSecurity {
 
 /// `host:port[,host:port...]`: a non-empty host of letters, digits, `.`, `-`, `_` (or an
 /// `[IPv6]`), and a port 1..=65535.
-fn valid_brokers(brokers: &str) -> bool {
-    brokers.split(',').all(|b| {
+fn valid_host_ports(list: &str) -> bool {
+    list.split(',').all(|b| {
         let Some((host, port)) = b.trim().rsplit_once(':') else {
             return false;
         };
@@ -687,7 +754,7 @@ fn valid_brokers(brokers: &str) -> bool {
 impl KafkaConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut brokers = env.string("KAFKA_BROKERS", "127.0.0.1:9092");
-        if !valid_brokers(&brokers) {
+        if !valid_host_ports(&brokers) {
             let err = ConfigError {
                 var: "KAFKA_BROKERS".into(),
                 value: brokers,
@@ -1101,6 +1168,74 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cfg.ca_cert.as_deref(), Some(ca.as_path()));
+        let err = RedisConfig::from_env(&Env::from_pairs([
+            ("REDIS_URL", "redis+cluster://a:7001,b:7002"),
+            ("REDIS_CA_CERT", ca_text.as_str()),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_CA_CERT");
+        let cfg = RedisConfig::from_env(&Env::from_pairs([
+            ("REDIS_URL", "rediss+cluster://app:pw@a:7001,b:7002"),
+            ("REDIS_CA_CERT", ca_text.as_str()),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.ca_cert.as_deref(), Some(ca.as_path()));
         let _ = std::fs::remove_file(&ca);
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes_with_the_urls_credentials() {
+        let seeds = |url: &str| {
+            let cfg = RedisConfig::from_env(&Env::from_pairs([("REDIS_URL", url)])).unwrap();
+            cfg.cluster_seeds()
+                .map(|s| s.unwrap().iter().map(|u| u.expose().to_owned()).collect())
+        };
+        assert_eq!(seeds("redis://127.0.0.1:6379"), None::<Vec<String>>);
+        assert_eq!(seeds("rediss://app:pw@redis:6380/2"), None);
+        assert_eq!(
+            seeds("redis+cluster://127.0.0.1:7101,127.0.0.1:7102, [::1]:7103").unwrap(),
+            [
+                "redis://127.0.0.1:7101",
+                "redis://127.0.0.1:7102",
+                "redis://[::1]:7103"
+            ]
+        );
+        assert_eq!(
+            seeds("rediss+cluster://app:pw@a:7001,b:7002/?protocol=resp3").unwrap(),
+            [
+                "rediss://app:pw@a:7001?protocol=resp3",
+                "rediss://app:pw@b:7002?protocol=resp3"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_with_a_database_or_without_host_ports_is_rejected() {
+        for bad in [
+            "redis+cluster://app:hunter2@a:7001,b:7002/1",
+            "redis+cluster://a:7001/0",
+            "redis+cluster://a",
+            "redis+cluster://a:7001,,b:7002",
+            "rediss+cluster://app:hunter2@",
+            "redis+clusters://a:7001",
+        ] {
+            let err = RedisConfig::from_env(&Env::from_pairs([("REDIS_URL", bad)])).unwrap_err();
+            assert_eq!(err.var, "REDIS_URL", "{bad}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let err = RedisConfig::from_env(&Env::from_pairs([("REDIS_URL", "redis+cluster://a:1/3")]))
+            .unwrap_err();
+        assert!(err.reason.contains("database"), "{}", err.reason);
+    }
+
+    #[test]
+    fn the_redis_key_prefix_cannot_carry_a_hash_tag() {
+        for bad in ["{t1}:", "t{1:", "t}1:"] {
+            let err =
+                RedisConfig::from_env(&Env::from_pairs([("REDIS_KEY_PREFIX", bad)])).unwrap_err();
+            assert_eq!(err.var, "REDIS_KEY_PREFIX", "{bad}");
+        }
+        let cfg = RedisConfig::from_env(&Env::from_pairs([("REDIS_KEY_PREFIX", "t1:")])).unwrap();
+        assert_eq!(cfg.key_prefix, "t1:");
     }
 }

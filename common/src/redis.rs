@@ -1,51 +1,101 @@
-//! Redis access: one multiplexed `ConnectionManager` per process, a key prefix so tests and
-//! tenants never collide, and Lua scripts loaded once (`EVALSHA`, falling back to `EVAL`).
+//! Redis access: one multiplexed connection per process — to a single server
+//! (`ConnectionManager`) or to a Redis Cluster (the cluster client, which routes each command
+//! to its slot's master) — a key prefix so tests and tenants never collide, and Lua scripts
+//! loaded once (`EVALSHA`, falling back to `EVAL`).
+//!
+//! On a cluster a script's keys, and a pipeline's, must share one slot: keys that go
+//! together carry one hash tag (`{c<id>}`); keys that do not are written by separate
+//! commands.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, SecretUrl};
 
-/// A cheap-to-clone handle: the manager multiplexes every caller over one connection.
+/// How long one attempt to connect to a server (or a cluster node) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one reply may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retries of a command whose connection broke (or, on a cluster, that met a failover).
+const RETRIES: u32 = 2;
+/// The longest pause between those retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The shortest pause between a cluster's retries (the client's own default, 1.28 s, would
+/// spend a reply's whole budget on one wait).
+const MIN_CLUSTER_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// A connection handle: a clone of the process's one multiplexed connection, to a single
+/// server or to a cluster. Every command, script and pipeline of the crate's callers runs
+/// through it as through any `redis::aio::ConnectionLike`.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// A cheap-to-clone handle: every caller is multiplexed over the one connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: Arc<str>,
 }
 
 impl RedisStore {
     /// Builds the handle without waiting for Redis: a service whose Redis is down still starts,
-    /// reports not-ready, and recovers when Redis returns.
+    /// reports not-ready, and recovers when Redis returns. Needs a Tokio runtime (the cluster
+    /// client connects in a task of its own).
     /// `rediss://user:password@host:port` connects over TLS (rustls) as an ACL user, trusting
-    /// the system's roots or, with `REDIS_CA_CERT`, that CA only.
-    pub fn connect(cfg: &RedisConfig) -> redis::RedisResult<Self> {
-        let client = match &cfg.ca_cert {
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|e| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "REDIS_CA_CERT cannot be read",
-                        format!("{}: {e}", path.display()),
-                    ))
-                })?;
-                redis::Client::build_with_tls(
-                    cfg.url.expose(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root_cert),
-                    },
-                )?
+    /// the system's roots or, with `REDIS_CA_CERT`, that CA only; `rediss+cluster://` does
+    /// the same with every node of the cluster.
+    pub fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
+        let root_cert = read_ca_cert(cfg)?;
+        let conn = match cfg.cluster_seeds() {
+            None => RedisConn::Single(connect_single(cfg.url.expose(), root_cert)?),
+            Some(Ok(seeds)) => RedisConn::Cluster(connect_cluster(&seeds, root_cert)?),
+            Some(Err(reason)) => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "REDIS_URL",
+                    reason.to_owned(),
+                )));
             }
-            None => redis::Client::open(cfg.url.expose())?,
         };
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
         Ok(Self {
             conn,
             prefix: Arc::from(cfg.key_prefix.as_str()),
@@ -62,27 +112,138 @@ impl RedisStore {
     }
 
     /// A connection handle (a clone of the shared multiplexed connection).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
-    pub async fn ping(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
+    /// Whether Redis can serve every key now (readiness): one server answers PING; a
+    /// cluster says it is `ok` and every master that serves slots answers PING.
+    pub async fn ping(&self) -> RedisResult<()> {
+        match self.conn() {
+            RedisConn::Single(mut conn) => {
+                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+                Ok(())
+            }
+            RedisConn::Cluster(mut conn) => ping_every_master(&mut conn).await,
+        }
     }
 }
 
+/// The cluster client's own PING goes only to the masters it holds a connection to, so a
+/// master that went away would go unnoticed: the answers are counted against the masters the
+/// cluster has (`cluster_size`).
+async fn ping_every_master(conn: &mut ClusterConnection) -> RedisResult<()> {
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let state = field("cluster_state").unwrap_or("unknown");
+    if state != "ok" {
+        return Err(RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ClusterDown),
+            "the cluster cannot serve every slot",
+            format!("cluster_state:{state}"),
+        )));
+    }
+    let masters: usize = field("cluster_size")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let every_master = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let answers = conn.route_command(redis::cmd("PING"), every_master).await?;
+    let pongs = match answers {
+        Value::Map(answers) => answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Value::SimpleString(s) if s == "PONG"))
+            .count(),
+        _ => 0,
+    };
+    if pongs < masters {
+        return Err(RedisError::from((
+            ErrorKind::ClusterConnectionNotFound,
+            "a master of the cluster does not answer",
+            format!("{pongs} of {masters} masters answered PING"),
+        )));
+    }
+    Ok(())
+}
+
+/// The PEM of `REDIS_CA_CERT`, if set.
+fn read_ca_cert(cfg: &RedisConfig) -> RedisResult<Option<Vec<u8>>> {
+    let Some(path) = &cfg.ca_cert else {
+        return Ok(None);
+    };
+    std::fs::read(path).map(Some).map_err(|e| {
+        RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "REDIS_CA_CERT cannot be read",
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
+fn tls_roots(root_cert: Vec<u8>) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }
+}
+
+/// One server, connected lazily (at the first command) and reconnected as needed.
+fn connect_single(url: &str, root_cert: Option<Vec<u8>>) -> RedisResult<ConnectionManager> {
+    let client = match root_cert {
+        Some(root_cert) => redis::Client::build_with_tls(url, tls_roots(root_cert))?,
+        None => redis::Client::open(url)?,
+    };
+    let manager_cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RETRIES as usize)
+        .set_max_delay(MAX_RETRY_DELAY);
+    ConnectionManager::new_lazy_with_config(client, manager_cfg)
+}
+
+/// A cluster through its seed nodes. The connection is pending: it connects (and learns the
+/// slots) in the background, so commands fail as unavailable until a node answers, and a
+/// cluster that could not be reached at first is tried again from the seeds.
+fn connect_cluster(
+    seeds: &[SecretUrl],
+    root_cert: Option<Vec<u8>>,
+) -> RedisResult<ClusterConnection> {
+    let mut builder = ClusterClientBuilder::new(seeds.iter().map(SecretUrl::expose))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(RETRIES)
+        .min_retry_wait(MIN_CLUSTER_RETRY_DELAY.as_millis() as u64)
+        .max_retry_wait(MAX_RETRY_DELAY.as_millis() as u64);
+    if let Some(root_cert) = root_cert {
+        builder = builder.certs(tls_roots(root_cert));
+    }
+    // The connection's own config replaces the client's timeouts, so it states them again.
+    let config = ClusterConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    Ok(builder
+        .build()?
+        .get_pending_async_connection_with_config(config))
+}
+
 /// Whether `e` says Redis cannot be reached right now (refused, reset, timed out, still
-/// loading its data) rather than that a command is wrong: worth waiting out, not giving up on.
-pub fn is_unavailable(e: &redis::RedisError) -> bool {
+/// loading its data; on a cluster also CLUSTERDOWN, TRYAGAIN, a master down or failing over,
+/// no connection to a slot's node) rather than that a command is wrong: worth waiting out,
+/// not giving up on. MOVED and ASK never get here: the cluster client follows them.
+pub fn is_unavailable(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || matches!(
             e.retry_method(),
-            redis::RetryMethod::WaitAndRetry | redis::RetryMethod::Reconnect
+            redis::RetryMethod::WaitAndRetry
+                | redis::RetryMethod::Reconnect
+                | redis::RetryMethod::ReconnectFromInitialConnections
+                | redis::RetryMethod::RefreshSlotsAndRetry
         )
 }
 
@@ -92,14 +253,39 @@ mod tests {
 
     #[test]
     fn a_lost_connection_is_unavailable_and_a_wrong_command_is_not() {
-        let refused =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(is_unavailable(&refused));
-        let reset =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(is_unavailable(&reset));
-        let wrong =
-            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a string"));
+        let wrong = RedisError::from((ErrorKind::UnexpectedReturnType, "not a string"));
         assert!(!is_unavailable(&wrong));
+    }
+
+    #[test]
+    fn a_cluster_that_cannot_serve_a_slot_is_unavailable_and_a_cross_slot_command_is_not() {
+        for kind in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::MasterDown,
+        ] {
+            let e = RedisError::from((ErrorKind::Server(kind), "cluster"));
+            assert!(is_unavailable(&e), "{e}");
+        }
+        let no_node = RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node"));
+        assert!(is_unavailable(&no_node));
+        let cross = RedisError::from((ErrorKind::Server(ServerErrorKind::CrossSlot), "keys"));
+        assert!(!is_unavailable(&cross));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_nobody_answers_is_unavailable_not_a_startup_failure() {
+        let cfg = RedisConfig::from_env(&crate::config::Env::from_pairs([(
+            "REDIS_URL",
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+        )]))
+        .unwrap();
+        let store = RedisStore::connect(&cfg).expect("built without connecting");
+        let e = store.ping().await.expect_err("nobody answers");
+        assert!(is_unavailable(&e), "{e:?}");
     }
 }

@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures_util::future::try_join;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -93,8 +94,9 @@ pub const MAX_SESSIONS_PER_USER: usize = 100;
 /// out live tokens. `user_sessions:<user id>` indexes each user's session hashes (a sorted
 /// set scored by absolute deadline) for "log out everywhere".
 ///
-/// Every command touches one key (a pipeline of single-key commands at most), so the keys
-/// can live in different slots of a Redis Cluster.
+/// A session's key and its user's index live in different slots of a Redis Cluster, so no
+/// pipeline spans both: each pipeline stays on one key (the two may run at once), and a DEL
+/// of many sessions is split by slot by the cluster client.
 #[derive(Clone)]
 pub struct SessionStore {
     redis: RedisStore,
@@ -176,13 +178,13 @@ impl SessionStore {
         })?;
         let index = self.index_key(session.user_id);
         let mut conn = self.redis.conn();
-        let (count,): (usize,) = redis::pipe()
-            .cmd("SET")
+        let store = redis::cmd("SET")
             .arg(self.key_of_hash(&hash))
             .arg(value)
             .arg("EX")
             .arg(first_ttl)
-            .ignore()
+            .to_owned();
+        let indexing = redis::pipe()
             .cmd("ZADD")
             .arg(&index)
             .arg(deadline)
@@ -199,8 +201,14 @@ impl SessionStore {
             .ignore()
             .cmd("ZCARD")
             .arg(&index)
-            .query_async(&mut conn)
-            .await?;
+            .to_owned();
+        // On a cluster the session and its user's index are in different slots: written side
+        // by side, each in one round trip.
+        let ((), (count,)): ((), (usize,)) = try_join(
+            store.query_async(&mut conn),
+            indexing.query_async(&mut self.redis.conn()),
+        )
+        .await?;
         if count > MAX_SESSIONS_PER_USER {
             let evicted: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
                 .arg(&index)
@@ -264,13 +272,18 @@ impl SessionStore {
                     ))
                 })?;
                 let index = self.index_key(stored.session.user_id);
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
+                let mut capped = redis::pipe();
+                capped
+                    .cmd("SET")
                     .arg(&key)
                     .arg(value)
                     .arg("XX")
                     .arg("KEEPTTL")
-                    .ignore()
+                    .ignore();
+                if lifetime < Self::secs(self.ttl) {
+                    capped.cmd("EXPIRE").arg(&key).arg(lifetime.max(1)).ignore();
+                }
+                let indexed = redis::pipe()
                     .cmd("ZADD")
                     .arg(&index)
                     .arg(deadline)
@@ -279,11 +292,13 @@ impl SessionStore {
                     .cmd("EXPIRE")
                     .arg(&index)
                     .arg(lifetime.max(1))
-                    .ignore();
-                if lifetime < Self::secs(self.ttl) {
-                    pipe.cmd("EXPIRE").arg(&key).arg(lifetime.max(1)).ignore();
-                }
-                let _: () = pipe.query_async(&mut conn).await?;
+                    .ignore()
+                    .to_owned();
+                let ((), ()) = try_join(
+                    capped.query_async(&mut conn),
+                    indexed.query_async(&mut self.redis.conn()),
+                )
+                .await?;
             }
         }
         Ok(Some(stored.session))
@@ -319,9 +334,10 @@ impl SessionStore {
         self.delete_hashes(hashes, Some(user_id)).await
     }
 
-    /// Deletes the sessions with these hashes, one `DEL` per key in one pipeline, and (given
-    /// the user) removes them from the user's index. A session opened meanwhile is not in
-    /// `hashes`, so it stays indexed. Returns how many were still live.
+    /// Deletes the sessions with these hashes in one `DEL` (on a cluster, one per slot, the
+    /// counts summed) and, given the user, removes them from the user's index at the same
+    /// time. A session opened meanwhile is not in `hashes`, so it stays indexed. Returns how
+    /// many were still live.
     async fn delete_hashes(
         &self,
         hashes: impl IntoIterator<Item = String>,
@@ -331,18 +347,25 @@ impl SessionStore {
         if hashes.is_empty() {
             return Ok(0);
         }
-        let mut pipe = redis::pipe();
-        for h in &hashes {
-            pipe.cmd("DEL").arg(self.key_of_hash(h));
-        }
-        if let Some(user_id) = user_id {
-            pipe.cmd("ZREM")
+        let keys: Vec<String> = hashes.iter().map(|h| self.key_of_hash(h)).collect();
+        let delete = async {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<usize>(&mut self.redis.conn())
+                .await
+        };
+        let unindex = async {
+            let Some(user_id) = user_id else {
+                return Ok(());
+            };
+            redis::cmd("ZREM")
                 .arg(self.index_key(user_id))
                 .arg(&hashes)
-                .ignore();
-        }
-        let deleted: Vec<i64> = pipe.query_async(&mut self.redis.conn()).await?;
-        Ok(deleted.into_iter().filter(|&d| d == 1).count())
+                .query_async(&mut self.redis.conn())
+                .await
+        };
+        let (deleted, ()) = try_join(delete, unindex).await?;
+        Ok(deleted)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use common::http::{Json, Readiness, UnlistedRoutes};
-use common::testkit::{TcpProxy, TestApp, eventually, kafka_brokers, redis_url};
+use common::testkit::{PrivateRedis, TcpProxy, TestApp, eventually, kafka_brokers};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -272,8 +272,10 @@ async fn request_id_is_echoed_or_generated_and_metrics_count_routes() {
 
 #[tokio::test]
 async fn readiness_turns_503_naming_redis_when_it_is_unreachable() {
-    let upstream = redis_url().trim_start_matches("redis://").parse().unwrap();
-    let proxy = TcpProxy::start(upstream).await;
+    // A server of its own: a proxy can stand in front of one server, not of a cluster (whose
+    // clients learn the nodes' own addresses), whatever REDIS_URL names.
+    let private = PrivateRedis::start().await;
+    let proxy = TcpProxy::start(([127, 0, 0, 1], private.port).into()).await;
     let redis = redis_store("ready-test:", &format!("redis://{}", proxy.addr));
     let app = TestApp::start(service_with(
         Readiness {

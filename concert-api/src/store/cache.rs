@@ -1,6 +1,7 @@
 //! Read-heavy catalogue answers cached in Redis for a short time. Admin writes bump a
 //! version that is part of every key, so a write makes every cached list unreachable at once
-//! (old entries just expire).
+//! (old entries just expire). Every key carries the hash tag `{catalogue}`, so the version
+//! and the entries share one Redis Cluster slot and one script reads both.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use common::redis::RedisStore;
 use redis::Script;
 
 /// Looks the current version up and reads the entry under it in one round trip.
+/// KEYS: the version. ARGV: the entries' prefix, what is cached. The entry's key depends on
+/// the version read here, so it cannot be declared; it shares the version's hash tag.
 const READ: &str = r#"
 local v = redis.call('GET', KEYS[1]) or '0'
 return {v, redis.call('GET', ARGV[1] .. v .. ':' .. ARGV[2]) or false}
@@ -31,11 +34,11 @@ impl CatalogueCache {
     }
 
     fn version_key(&self) -> String {
-        self.redis.key("cache:catalogue:version")
+        self.redis.key("cache:{catalogue}:version")
     }
 
     fn entry_prefix(&self) -> String {
-        self.redis.key("cache:catalogue:")
+        self.redis.key("cache:{catalogue}:")
     }
 
     /// The cached body for `what` and the version it was looked up under. A Redis failure

@@ -18,8 +18,9 @@
 //!   refused by this counter: the attacker's failures elsewhere cannot lock the owner out of
 //!   an on-sale.
 //!
-//! Every Redis command touches one key (the one Lua script reads and writes only its own), so
-//! the keys may live in different slots of a Redis Cluster.
+//! The three keys of one username carry one hash tag, a digest of the username
+//! (`username_tag`), so each pipeline below stays on one Redis Cluster slot while the accounts
+//! spread over all of them.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use actix_web::HttpRequest;
 use common::clock::Clock;
 use common::config::{ConfigError, Env};
 use common::redis::RedisStore;
+use sha2::{Digest, Sha256};
 
 /// How many addresses that logged in successfully are remembered per account.
 pub const TRUSTED_ADDRESSES: isize = 10;
@@ -111,6 +113,13 @@ redis.call('HSET', KEYS[1], 'at', now)
 return 0
 ";
 
+/// The username's key name: the first 16 hex digits (64 bits) of its SHA-256. Hashing keeps
+/// braces a username may contain out of the hash tag, and what was typed out of key names.
+fn username_tag(username: &str) -> String {
+    let digest = Sha256::digest(username.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Counts failed log-ins and says when an attempt must wait.
 #[derive(Clone)]
 pub struct LoginThrottle {
@@ -130,22 +139,25 @@ impl LoginThrottle {
         }
     }
 
-    /// `login_fail:[<address>]:<username>`: a hash of the failure count `n` and the last
-    /// failure (or claimed attempt) `at`, in milliseconds of the service's clock. The address
-    /// is bracketed so no username can make two pairs share a key.
+    /// `login_fail:{<tag>}:[<address>]`: a hash of the failure count `n` and the last
+    /// failure (or claimed attempt) `at`, in milliseconds of the service's clock. `<tag>` is
+    /// [`username_tag`]: a fixed-length name for the username that no username can bend into
+    /// another's, and the Redis Cluster hash tag of all three keys of the account.
     fn pair_key(&self, username: &str, address: &str) -> String {
-        self.redis
-            .key(&format!("login_fail:[{address}]:{username}"))
+        let tag = username_tag(username);
+        self.redis.key(&format!("login_fail:{{{tag}}}:[{address}]"))
     }
 
-    /// `login_fail_account:<username>`: failures in the current window (TTL = the window).
+    /// `login_fail_account:{<tag>}`: failures in the current window (TTL = the window).
     fn account_key(&self, username: &str) -> String {
-        self.redis.key(&format!("login_fail_account:{username}"))
+        let tag = username_tag(username);
+        self.redis.key(&format!("login_fail_account:{{{tag}}}"))
     }
 
-    /// `login_trusted:<username>`: addresses that logged in, scored by when (seconds).
+    /// `login_trusted:{<tag>}`: addresses that logged in, scored by when (seconds).
     fn trusted_key(&self, username: &str) -> String {
-        self.redis.key(&format!("login_trusted:{username}"))
+        let tag = username_tag(username);
+        self.redis.key(&format!("login_trusted:{{{tag}}}"))
     }
 
     fn now_ms(&self) -> i64 {
@@ -284,6 +296,35 @@ mod tests {
                 "{header:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_accounts_keys_share_one_hash_tag_that_no_username_can_shape() {
+        let env = Env::from_pairs([]);
+        let redis = RedisStore::connect(&common::config::RedisConfig::from_env(&env).unwrap());
+        let throttle = LoginThrottle::new(
+            redis.unwrap(),
+            ThrottleConfig::from_env(&env).unwrap(),
+            Clock::system(),
+        );
+        assert_eq!(
+            [
+                throttle.pair_key("ann", "192.0.2.1"),
+                throttle.account_key("ann"),
+                throttle.trusted_key("ann"),
+            ],
+            [
+                "login_fail:{49915e0d7d4b402e}:[192.0.2.1]",
+                "login_fail_account:{49915e0d7d4b402e}",
+                "login_trusted:{49915e0d7d4b402e}",
+            ]
+        );
+        // A username with braces of its own does not become the tag.
+        assert_eq!(
+            throttle.account_key("{c1}"),
+            "login_fail_account:{f5428c4a5ae527fc}"
+        );
+        assert_ne!(username_tag("ann"), username_tag("Ann"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use common::redis::RedisStore;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
@@ -254,8 +255,7 @@ async fn expired_and_unknown_sessions_are_401() {
     let token = s.session("carol").await;
     // Let the session lapse the way a TTL does, without waiting 30 minutes. The TTL runs on
     // Redis's clock, not the app's, so the last 50 ms are waited out.
-    let redis = redis::Client::open(common::testkit::redis_url()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = RedisStore::connect(&s.config.redis).unwrap().conn();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}session:*", s.iso.redis_prefix))
         .query_async(&mut conn)

@@ -456,8 +456,11 @@ async fn a_user_holds_at_most_the_cap_of_status_streams_across_sessions() {
     drop(b);
 }
 
+/// A join costs the session read, the script and, for a new token, the line's registration
+/// (`SADD queue:concerts`, on another slot than the line); joining again and polling cost
+/// two round trips each.
 #[tokio::test]
-async fn each_request_costs_two_redis_round_trips() {
+async fn joins_and_polls_cost_a_fixed_few_redis_round_trips() {
     let redis = PrivateRedis::start().await;
     let s = spawn_app_with(|env| env.with("REDIS_URL", redis.url.clone())).await;
     let c = reqwest::Client::new();
@@ -479,11 +482,22 @@ async fn each_request_costs_two_redis_round_trips() {
     let joins = monitor.take().await;
     assert_eq!(
         joins.len(),
-        18,
-        "9 joins × (session GETEX + one script): {joins:?}"
+        27,
+        "9 new tokens × (session GETEX + one script + the line's SADD): {joins:?}"
     );
     assert_eq!(joins.iter().filter(|c| *c == "GETEX").count(), 9);
     assert_eq!(joins.iter().filter(|c| *c == "EVALSHA").count(), 9);
+    assert_eq!(joins.iter().filter(|c| *c == "SADD").count(), 9);
+
+    for session in &users[1..] {
+        s.join(&c, session, 1).await;
+    }
+    let again = monitor.take().await;
+    assert_eq!(
+        again.len(),
+        18,
+        "9 joins with a token already × (GETEX + one script): {again:?}"
+    );
 
     for (session, token) in users[1..].iter().zip(&tokens) {
         assert_eq!(s.poll(&c, session, token).await.0, 200);

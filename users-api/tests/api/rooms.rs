@@ -407,8 +407,14 @@ async fn the_draw_admits_the_first_of_the_hmac_order_and_lines_up_the_rest_behin
         })
         .collect();
     expected.sort();
-    for (rank, (_, i)) in expected.iter().enumerate() {
-        let st = s.poll_ok(&c, &users[*i], &token(*i)).await;
+    // All at once: one by one, the last would be polled close to the 1 s idle timeout after
+    // its previous heartbeat. A poll changes no place in line.
+    let statuses = join_all(expected.iter().map(|(_, i)| {
+        let (c, s, t, u) = (&c, &s, token(*i), &users[*i]);
+        async move { s.poll_ok(c, u, &t).await }
+    }))
+    .await;
+    for (rank, st) in statuses.iter().enumerate() {
         assert_eq!(st["pre_queue"], false);
         if rank < 25 {
             assert_eq!(st["status"], "ACTIVE", "rank {rank}");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use common::redis::{RedisConn, RedisStore};
 use serde_json::{Value, json};
 
 use crate::helpers::{Spawned, spawn_app, spawn_app_with};
@@ -47,9 +48,9 @@ async fn log_out(s: &Spawned, token: &str, query: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn redis(s: &Spawned) -> (redis::aio::MultiplexedConnection, Vec<String>) {
-    let client = redis::Client::open(common::testkit::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+/// A connection to the app's Redis (one server or a cluster) and its session keys.
+async fn redis(s: &Spawned) -> (RedisConn, Vec<String>) {
+    let mut conn = RedisStore::connect(&s.config.redis).unwrap().conn();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}session:*", s.iso.redis_prefix))
         .query_async(&mut conn)

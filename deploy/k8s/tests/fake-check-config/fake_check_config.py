@@ -3,11 +3,13 @@
 (and in place of the real binaries until they have the subcommand): reads the environment,
 connects to nothing, prints {"service","ok","errors":[{"var","value","reason"}],"settings":[...]}
 and exits 0 if ok, 2 if not. It knows the settings of README.md's table plus the platform
-settings (Kafka SASL/TLS, the internal token, topic creation) and a few of their ranges, enough
-to prove that check.sh fails on a misspelled name and on an out-of-range value; the real
-subcommand is the authority."""
+settings (Kafka SASL/TLS, the internal token, topic creation), a few of their ranges and the
+Redis rules (REDIS_URL's schemes, a cluster URL without a database, REDIS_CA_CERT only with TLS,
+no braces in REDIS_KEY_PREFIX), enough to prove that check.sh fails on a misspelled name and on
+an out-of-range value; the real subcommand is the authority."""
 import json
 import os
+import re
 import sys
 
 COMMON = {
@@ -36,6 +38,31 @@ OWN = {
 }
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+
+
+def redacted(url: str) -> str:
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+def redis_errors() -> list[dict]:
+    """REDIS_URL names one server or (`+cluster`) a Redis Cluster's seed nodes, which has no
+    /database; REDIS_CA_CERT only with TLS; no hash-tag braces in REDIS_KEY_PREFIX."""
+    errors = []
+    url = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379"
+    if not url.startswith(REDIS_SCHEMES):
+        errors.append({"var": "REDIS_URL", "value": redacted(url), "reason": "must be a URL starting with " + ", ".join(REDIS_SCHEMES)})
+    elif "+cluster://" in url and url.split("://", 1)[1].split("?", 1)[0].partition("/")[2]:
+        errors.append({"var": "REDIS_URL", "value": redacted(url), "reason": "a Redis Cluster has database 0 only: no /<database> after its nodes"})
+    ca = os.environ.get("REDIS_CA_CERT", "").strip()
+    if ca and not url.startswith(("rediss://", "rediss+cluster://")):
+        errors.append({"var": "REDIS_CA_CERT", "value": ca, "reason": "only used with a rediss:// or rediss+cluster:// REDIS_URL (TLS)"})
+    prefix = os.environ.get("REDIS_KEY_PREFIX", "").strip()
+    if "{" in prefix or "}" in prefix:
+        errors.append({"var": "REDIS_KEY_PREFIX", "value": prefix, "reason": "must not contain { or }: they would replace the keys' Redis Cluster hash tags"})
+    return errors
+
+
 def main() -> int:
     service = os.path.basename(sys.argv[0])
     if service not in OWN or sys.argv[1:] != ["check-config"]:
@@ -54,6 +81,7 @@ def main() -> int:
             continue
         if not rng[0] <= value <= rng[1]:
             errors.append({"var": var, "value": raw, "reason": f"must be between {rng[0]} and {rng[1]}"})
+    errors += redis_errors()
     print(json.dumps({"service": service, "ok": not errors, "errors": errors, "settings": sorted(settings)}))
     return 2 if errors else 0
 

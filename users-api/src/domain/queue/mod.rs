@@ -8,6 +8,9 @@
 //! - a waiting token whose heartbeat lapsed is dropped, never admitted; an expired active
 //!   token frees its slot at the next admission.
 //!
+//! The one key outside a concert's slot, `queue:concerts` (the rooms admission ticks), is
+//! written by separate commands beside the scripts (`WaitingRoom::register`).
+//!
 //! Two kinds of time: a pass's end is a score (ms) the scripts compare with the `now` they
 //! are given from a [`Clock`], so tests move it; a heartbeat and the user → token record are
 //! Redis key TTLs, which run on Redis's own clock.
@@ -159,17 +162,19 @@ fn line_script(body: &str) -> Script {
 /// one at the back: the user may queue again, but never holds two places. While the room
 /// has an undrawn lottery (a commitment and no `closed` flag), a new token goes to the
 /// pre-queue instead; a sold-out room takes nobody (a fan already admitted gets their pass).
+/// A new token's room is not registered in `queue:concerts` here (another slot): the caller
+/// does it after the script ([`WaitingRoom::register`]).
 /// → {state, token, position|active_until_ms|'', rate, created, pre_queue, opens_at_ms}
-///   or {'SOLD_OUT'}, or {'RESTORE'} (nothing done) when ARGV[7] asks to check that the
+///   or {'SOLD_OUT'}, or {'RESTORE'} (nothing done) when ARGV[6] asks to check that the
 ///   settings are loaded and they are not.
 const JOIN: &str = r#"
 local now = tonumber(ARGV[2])
-local s = redis.call('HMGET', KEYS[7], 'sold_out', 'commitment', 'closed', 'opens_at', 'loaded')
-if ARGV[7] == '1' and not s[5] then return {'RESTORE'} end
+local s = redis.call('HMGET', KEYS[6], 'sold_out', 'commitment', 'closed', 'opens_at', 'loaded')
+if ARGV[6] == '1' and not s[5] then return {'RESTORE'} end
 local sold_out = s[1] == '1'
 local function heartbeat(t)
   redis.call('SET', ARGV[4] .. t, '1', 'PX', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 local function waiting(t, created)
   heartbeat(t)
@@ -190,9 +195,9 @@ if existing then
   if redis.call('ZSCORE', KEYS[3], existing) then
     if is_alive(ARGV[4], existing) then return waiting(existing, '0') end
     drop(ARGV[4], KEYS[3], existing)
-  elseif redis.call('ZSCORE', KEYS[8], existing) then
+  elseif redis.call('ZSCORE', KEYS[7], existing) then
     if is_alive(ARGV[4], existing) then return pre(existing, '0') end
-    drop(ARGV[4], KEYS[8], existing)
+    drop(ARGV[4], KEYS[7], existing)
   else
     local exp = redis.call('ZSCORE', KEYS[4], existing)
     if exp and tonumber(exp) > now then return {'ACTIVE', existing, exp, '', '0', '0', ''} end
@@ -201,9 +206,8 @@ end
 if sold_out then return {'SOLD_OUT'} end
 local t = ARGV[1]
 redis.call('SET', KEYS[1], t)
-redis.call('SADD', KEYS[6], ARGV[5])
 if s[2] and not s[3] then
-  redis.call('ZADD', KEYS[8], redis.call('INCR', KEYS[2]), t)
+  redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[2]), t)
   return pre(t, '1')
 end
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), t)
@@ -284,16 +288,18 @@ return {c[1] or '0', c[2] or '0', c[3] or '0', redis.call('GET', KEYS[3]) or '',
 /// limit); abandoned ones met on the way are dropped. The room's settings override the
 /// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
 /// estimates and running totals.
-/// → {admitted, expired, abandoned, active, waiting, gate, pre_queued}; gate 5 = a draw is due
-///   (nobody admitted: the caller draws, then ticks again); {-1} (nothing done) when ARGV[8]
-///   asks to check that the settings are loaded and they are not.
+/// → {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle}; gate 5 = a draw
+///   is due (nobody admitted: the caller draws, then ticks again); idle 1 = nobody active,
+///   waiting or pre-queued and no lottery to draw (the caller unregisters the room, see
+///   [`IDLE`]); {-1} (nothing done) when ARGV[7] asks to check that the settings are loaded
+///   and they are not.
 const ADMIT: &str = r#"
-local s = redis.call('HMGET', KEYS[5], 'state', 'max_active', 'admit_per_tick', 'commitment',
+local s = redis.call('HMGET', KEYS[4], 'state', 'max_active', 'admit_per_tick', 'commitment',
   'drawn_at', 'opens_at', 'sold_out', 'loaded')
-if ARGV[8] == '1' and not s[8] then return {-1} end
+if ARGV[7] == '1' and not s[8] then return {-1} end
 local now = tonumber(ARGV[1])
 local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if expired > 0 then redis.call('HINCRBY', KEYS[6], 'expired_total', expired) end
+if expired > 0 then redis.call('HINCRBY', KEYS[5], 'expired_total', expired) end
 local max_active = tonumber(s[2]) or tonumber(ARGV[2])
 local per_tick = tonumber(s[3]) or tonumber(ARGV[3])
 local undrawn = s[4] and not s[5]
@@ -304,12 +310,12 @@ if undrawn then
 elseif s[7] == '1' then
   gate = 4
 else
-  local inv = redis.call('HMGET', KEYS[7], 'total', 'available', 'held')
+  local inv = redis.call('HMGET', KEYS[6], 'total', 'available', 'held')
   local available = tonumber(inv[2])
   if available then
     local held, total = tonumber(inv[3]) or 0, tonumber(inv[1]) or 0
     if available <= 0 and held <= 0 and total > 0 then
-      redis.call('HSET', KEYS[5], 'sold_out', '1')
+      redis.call('HSET', KEYS[4], 'sold_out', '1')
       gate = 4
     elseif available <= 0 then
       gate = 3
@@ -344,11 +350,11 @@ if gate == 0 then
       end
     end
   end
-  if admitted > 0 then redis.call('HINCRBY', KEYS[6], 'admitted_total', admitted) end
-  if abandoned > 0 then redis.call('HINCRBY', KEYS[6], 'abandoned_total', abandoned) end
+  if admitted > 0 then redis.call('HINCRBY', KEYS[5], 'admitted_total', admitted) end
+  if abandoned > 0 then redis.call('HINCRBY', KEYS[5], 'abandoned_total', abandoned) end
   if scanned > 0 then
-    redis.call('HINCRBY', KEYS[6], 'passed', scanned)
-    redis.call('HSET', KEYS[6], 'head', head)
+    redis.call('HINCRBY', KEYS[5], 'passed', scanned)
+    redis.call('HSET', KEYS[5], 'head', head)
   end
 end
 if had_waiting then
@@ -362,12 +368,26 @@ if had_waiting then
   redis.call('SET', KEYS[3], tostring(rate))
 end
 local active, waiting = redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[1])
-local pre_queued = redis.call('ZCARD', KEYS[8])
+local pre_queued = redis.call('ZCARD', KEYS[7])
+local idle = 0
 if active == 0 and waiting == 0 and pre_queued == 0 and not undrawn then
-  redis.call('SREM', KEYS[4], ARGV[7])
+  idle = 1
   redis.call('DEL', KEYS[3], ARGV[5] .. '@')
 end
-return {admitted, expired, abandoned, active, waiting, gate, pre_queued}
+return {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle}
+"#;
+
+/// The second look at a room [`ADMIT`] found idle, once it is out of `queue:concerts` (a
+/// set on another slot, so not in ADMIT's script): a join or a lottery that came in between
+/// must put it back ([`WaitingRoom::unregister_if_idle`]).
+/// KEYS: waiting, active, pre-queue, settings. → 1 if nobody is in the room and no lottery
+/// is to be drawn, else 0.
+const IDLE: &str = r#"
+if redis.call('ZCARD', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0
+    or redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+local lot = redis.call('HMGET', KEYS[4], 'commitment', 'drawn_at')
+if lot[1] and not lot[2] then return 0 end
+return 1
 "#;
 
 /// The draw's first step: closes the pre-queue (new joins then go to the FIFO line), drops
@@ -476,6 +496,7 @@ pub struct WaitingRoom {
     join: Script,
     status: Script,
     admit: Script,
+    idle: Script,
     close_prequeue: Script,
     draw: Script,
     retire: Script,
@@ -533,6 +554,7 @@ impl WaitingRoom {
             join: line_script(JOIN),
             status: line_script(STATUS),
             admit: line_script(ADMIT),
+            idle: Script::new(IDLE),
             close_prequeue: line_script(CLOSE_PREQUEUE),
             draw: line_script(DRAW),
             retire: Script::new(RETIRE),
@@ -597,8 +619,9 @@ impl WaitingRoom {
 
     /// Joins the line (or finds the caller's place in it; before the draw of a room with a
     /// pre-queue, the pre-queue). Returns the status and whether a new token was issued.
-    /// A sold-out room refuses. One round trip (plus the restore, once per room, when Redis
-    /// has lost the room's settings).
+    /// A sold-out room refuses. One round trip, and a second for a new token, which registers
+    /// its room for admission (plus the restore, once per room, when Redis has lost the room's
+    /// settings).
     pub async fn join(
         &self,
         user_id: i64,
@@ -616,14 +639,12 @@ impl WaitingRoom {
                 .key(k.waiting(concert_id))
                 .key(k.active(concert_id))
                 .key(k.rate(concert_id))
-                .key(k.concerts())
                 .key(rk.settings(concert_id))
                 .key(rk.prequeue(concert_id))
                 .arg(new_queue_token(concert_id))
                 .arg(self.clock.now().timestamp_millis())
                 .arg(Self::millis(self.cfg.waiting_idle_timeout))
                 .arg(k.alive_prefix(concert_id))
-                .arg(concert_id)
                 .arg(self.user_key_ttl_ms())
                 .arg(Self::check_flag(check))
                 .invoke_async(&mut conn)
@@ -640,6 +661,9 @@ impl WaitingRoom {
             return Err(JoinError::SoldOut(concert_id));
         }
         let created = field(4) == "1";
+        if created {
+            self.register(concert_id).await?;
+        }
         if field(5) == "1" {
             return Ok((
                 QueueStatus::pre_queued(field(1), concert_id, field(6)),
@@ -824,7 +848,6 @@ impl WaitingRoom {
                 .key(k.waiting(concert_id))
                 .key(k.active(concert_id))
                 .key(k.rate(concert_id))
-                .key(k.concerts())
                 .key(rk.settings(concert_id))
                 .key(rk.stats(concert_id))
                 .key(rk.inventory(concert_id))
@@ -835,7 +858,6 @@ impl WaitingRoom {
                 .arg(Self::millis(self.cfg.active_ttl))
                 .arg(k.alive_prefix(concert_id))
                 .arg(Self::millis(self.cfg.admit_interval))
-                .arg(concert_id)
                 .arg(Self::check_flag(check))
                 .invoke_async(&mut conn)
                 .await?;
@@ -851,6 +873,9 @@ impl WaitingRoom {
                 .and_then(|n| u64::try_from(*n).ok())
                 .unwrap_or_default()
         };
+        if at(7) == 1 {
+            self.unregister_if_idle(concert_id).await?;
+        }
         Ok(Admission {
             admitted: at(0),
             expired: at(1),
@@ -861,6 +886,46 @@ impl WaitingRoom {
             drawn: 0,
             gate: Gate::from_reply(at(5)),
         })
+    }
+
+    /// Registers `concert_id` in `queue:concerts`, the rooms admission ticks. Always after
+    /// the script that gave the room something to tick, so that
+    /// [`unregister_if_idle`](Self::unregister_if_idle)'s second look cannot miss it.
+    pub(crate) async fn register(&self, concert_id: i64) -> RedisResult<()> {
+        let mut conn = self.keys.redis().conn();
+        redis::cmd("SADD")
+            .arg(self.keys.concerts())
+            .arg(concert_id)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Takes a room [`ADMIT`] found idle out of `queue:concerts`, then looks at it again
+    /// ([`IDLE`]) and puts it back if a join or a lottery came in meanwhile: whatever came
+    /// before the removal is seen by the second look, and whatever came after it registers
+    /// the room itself.
+    async fn unregister_if_idle(&self, concert_id: i64) -> RedisResult<()> {
+        let k = &self.keys;
+        let rk = self.room_keys();
+        let mut conn = k.redis().conn();
+        let _: i64 = redis::cmd("SREM")
+            .arg(k.concerts())
+            .arg(concert_id)
+            .query_async(&mut conn)
+            .await?;
+        let idle: RedisResult<i64> = self
+            .idle
+            .key(k.waiting(concert_id))
+            .key(k.active(concert_id))
+            .key(rk.prequeue(concert_id))
+            .key(rk.settings(concert_id))
+            .invoke_async(&mut conn)
+            .await;
+        if !matches!(idle, Ok(1)) {
+            // Not idle, or not known to be: a needless registration costs one empty tick.
+            self.register(concert_id).await?;
+        }
+        idle.map(drop)
     }
 
     /// The pre-queue lottery (DESIGN §10): close the pre-queue, order its live tokens by

@@ -151,14 +151,15 @@ return {s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', seed, s[7] o
   tostring(redis.call('ZCARD', KEYS[5])), redis.call('GET', KEYS[6]) or ''}
 "#;
 
-/// Applies a patch atomically. ARGV: state ('' = unchanged, OPEN, PAUSED), max_active,
-/// admit_per_tick ('' = unchanged), opens_at ('' = unchanged, 'null', or ms), a new seed
-/// and its commitment (used only if the room has none yet), the concert id, whether to check
-/// that the settings are loaded.
+/// Applies a patch atomically. KEYS: settings. ARGV: state ('' = unchanged, OPEN, PAUSED),
+/// max_active, admit_per_tick ('' = unchanged), opens_at ('' = unchanged, 'null', or ms), a
+/// new seed and its commitment (used only if the room has none yet), whether to check that
+/// the settings are loaded. A room given an opening is registered for admission by the
+/// caller, after the script.
 /// → {'LOTTERY_DRAWN'}, {'RESTORE'} (nothing done), or {'OK', before: state, sold_out, max,
 ///    tick, opens_at, after: the same five, then seed, commitment}
 const UPDATE: &str = r#"
-if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {'RESTORE'} end
+if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {'RESTORE'} end
 local fields = {'state', 'sold_out', 'max_active', 'admit_per_tick', 'opens_at'}
 local before = redis.call('HMGET', KEYS[1], unpack(fields))
 if ARGV[4] ~= '' then
@@ -171,7 +172,6 @@ if ARGV[4] ~= '' then
     if redis.call('HEXISTS', KEYS[1], 'commitment') == 0 then
       redis.call('HSET', KEYS[1], 'seed', ARGV[5], 'commitment', ARGV[6])
     end
-    redis.call('SADD', KEYS[2], ARGV[7])
   else
     redis.call('HDEL', KEYS[1], 'opens_at')
   end
@@ -194,13 +194,13 @@ return out
 "#;
 
 /// Loads a room's settings from the store into Redis, unless another caller did meanwhile.
-/// ARGV: whether the store has a row ('1') — without one the hash is left as it is (a room
-/// configured before the store existed keeps its settings) — then its state ('PAUSED' or
-/// ''), max_active, admit_per_tick, opens_at (ms), seed, commitment, drawn_at (ms; '' =
-/// none), the concert id. A drawn lottery comes back drawn (and closed: joins go FIFO).
+/// KEYS: settings, inventory. ARGV: whether the store has a row ('1') — without one the hash
+/// is left as it is (a room configured before the store existed keeps its settings) — then
+/// its state ('PAUSED' or ''), max_active, admit_per_tick, opens_at (ms), seed, commitment,
+/// drawn_at (ms; '' = none). A drawn lottery comes back drawn (and closed: joins go FIFO).
 /// SOLD_OUT is not stored: it is judged from the inventory now, as a tick would, and by
-/// every tick after. The room is registered for admission (a tick drops it again if it has
-/// nothing to do). → 1 if restored, 0 if it was already loaded.
+/// every tick after. The caller then registers the room for admission (a tick drops it
+/// again if it has nothing to do). → 1 if restored, 0 if it was already loaded.
 const RESTORE: &str = r#"
 if redis.call('HGET', KEYS[1], 'loaded') == '1' then return 0 end
 if ARGV[1] == '1' then
@@ -215,7 +215,7 @@ if ARGV[1] == '1' then
 end
 local lot = redis.call('HMGET', KEYS[1], 'commitment', 'drawn_at')
 if not (lot[1] and not lot[2]) then
-  local inv = redis.call('HMGET', KEYS[3], 'total', 'available', 'held')
+  local inv = redis.call('HMGET', KEYS[2], 'total', 'available', 'held')
   local available = tonumber(inv[2])
   if available and available <= 0 and (tonumber(inv[3]) or 0) <= 0
       and (tonumber(inv[1]) or 0) > 0 then
@@ -223,7 +223,6 @@ if not (lot[1] and not lot[2]) then
   end
 end
 redis.call('HSET', KEYS[1], 'loaded', '1')
-redis.call('SADD', KEYS[2], ARGV[9])
 return 1
 "#;
 
@@ -384,7 +383,6 @@ impl WaitingRoom {
             .settings
             .restore
             .key(rk.settings(concert_id))
-            .key(self.keys().concerts())
             .key(rk.inventory(concert_id))
             .arg(if row.is_some() { "1" } else { "0" })
             .arg(if r.paused { "PAUSED" } else { "" })
@@ -394,9 +392,9 @@ impl WaitingRoom {
             .arg(r.seed.clone().unwrap_or_default())
             .arg(r.commitment.clone().unwrap_or_default())
             .arg(millis_text(r.drawn_at))
-            .arg(concert_id)
             .invoke_async(&mut conn)
             .await?;
+        self.register(concert_id).await?;
         if restored == 1 && row.is_some() {
             tracing::info!(
                 concert_id,
@@ -531,14 +529,12 @@ impl WaitingRoom {
                 .settings
                 .update
                 .key(rk.settings(concert_id))
-                .key(self.keys().concerts())
                 .arg(state)
                 .arg(opt(patch.max_active))
                 .arg(opt(patch.admit_per_tick))
                 .arg(&opens)
                 .arg(lottery::to_hex(&seed))
                 .arg(lottery::commitment(&seed))
-                .arg(concert_id)
                 .arg(Self::check_flag(check))
                 .invoke_async(&mut conn)
                 .await?;
@@ -552,6 +548,9 @@ impl WaitingRoom {
                 _ => return Err(PatchError::LotteryDrawn),
             }
         };
+        if matches!(patch.sale_opens_at, Some(Some(_))) {
+            self.register(concert_id).await?;
+        }
         let field = |i: usize| out.get(i).map_or("", String::as_str);
         let text = |i: usize| (!field(i).is_empty()).then(|| field(i).to_owned());
         let before = self.record(out.get(1..6).unwrap_or_default());
