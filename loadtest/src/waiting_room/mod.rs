@@ -110,6 +110,9 @@ pub struct Report {
     /// Peak resident memory of users-api, summed over replicas, and each replica's.
     pub users_api_peak_rss_mib: f64,
     pub users_api_peak_rss_mib_each: Vec<f64>,
+    /// users-api's resident memory while holding the crowd (after the streams opened),
+    /// summed over replicas.
+    pub users_api_holding_rss_mib: f64,
     pub generators_peak_rss_mib: f64,
     pub failures: Vec<String>,
 }
@@ -277,6 +280,9 @@ pub async fn run(k: Knobs) -> anyhow::Result<Report> {
     eprintln!("[waiting-room] holding for {:?}", k.hold);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_hold = Snapshot::take(&k, &redis).await?;
+    for pid in &k.pids {
+        report.users_api_holding_rss_mib += probe::rss_mib(*pid)?;
+    }
     tokio::time::sleep(k.hold).await;
     let after_hold = Snapshot::take(&k, &redis).await?;
     report.hold = after_hold.costs_since(&before_hold, k.fans);

@@ -31,6 +31,15 @@ pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
         .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
 }
 
+/// A process's resident memory now (`VmRSS`), in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    parse_kib(&status, "VmRSS:")
+        .map(|kib| kib as f64 / 1024.0)
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
 fn parse_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()

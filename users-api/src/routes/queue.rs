@@ -10,11 +10,11 @@ use common::auth::AuthUser;
 use common::http::Json;
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use utoipa::ToSchema;
 
 use crate::domain::queue::{
-    Place, QueueError, QueueState, QueueStatus, Reading, StreamSlot, Tick, WaitingRoom,
+    Following, Place, QueueError, QueueState, QueueStatus, Reading, StreamSlot, cadence,
 };
 use crate::routes::AppState;
 
@@ -126,18 +126,13 @@ pub async fn events(
     let token = token.into_inner();
     let slot = state.room.open_stream(user.id)?;
     let (first, place) = state.room.watch(user.id, &token).await?;
+    let state = state.into_inner();
     let follow = StreamFollow::new(&state, &token, first.concert_id, place);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(status_frames(
-            state.into_inner(),
-            user.id,
-            first,
-            slot,
-            follow,
-        )))
+        .streaming(status_frames(state, user.id, first, slot, follow)))
 }
 
 fn sse_frame(status: &QueueStatus) -> Bytes {
@@ -147,55 +142,40 @@ fn sse_frame(status: &QueueStatus) -> Bytes {
     ))
 }
 
-/// Behind this position, a fan's stream tells them of a move only once it is at least 1 % of
-/// their position (or at the keep-alive): the front of the line hears of every step.
-const NEAR_THE_FRONT: i64 = 1_000;
-
-/// Whether `now` is worth a frame after `last` was sent.
-fn worth_telling(last: &QueueStatus, now: &QueueStatus) -> bool {
-    if now == last {
-        return false;
-    }
-    match (last.position, now.position) {
-        (Some(before), Some(after)) if last.status == now.status && after > NEAR_THE_FRONT => {
-            (before - after).abs() * 100 >= before
-        }
-        _ => true,
-    }
-}
-
-/// A stream's hold on its fan's token: the line's readings, and a guard that hands the token
-/// back to its own heartbeat when the stream ends, however it ends.
+/// A stream's hold on its fan's token: its line's readings and wake-ups, and a guard that
+/// hands the token back to its own heartbeat when the stream ends, however it ends.
 struct StreamFollow {
-    ticks: watch::Receiver<Tick>,
+    line: Following,
     place: Option<Place>,
     _leave: LeaveOnDrop,
 }
 
 impl StreamFollow {
-    fn new(state: &AppState, token: &str, concert_id: i64, place: Option<Place>) -> Self {
+    fn new(state: &Arc<AppState>, token: &str, concert_id: i64, place: Option<Place>) -> Self {
         Self {
-            ticks: state.lines.follow(concert_id),
+            line: state.lines.follow(concert_id, place),
             place,
             _leave: LeaveOnDrop {
-                room: state.room.clone(),
+                state: state.clone(),
                 token: token.to_owned(),
             },
         }
     }
 }
 
+/// Shares the process's state rather than cloning the waiting room: a stream is held by tens
+/// of thousands at once, and the room carries its scripts' text.
 struct LeaveOnDrop {
-    room: WaitingRoom,
+    state: Arc<AppState>,
     token: String,
 }
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        let (room, token) = (self.room.clone(), std::mem::take(&mut self.token));
+        let (state, token) = (self.state.clone(), std::mem::take(&mut self.token));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(error) = room.leave(&token).await {
+                if let Err(error) = state.room.leave(&token).await {
                     // The process's lease still covers the token until it lapses.
                     tracing::warn!(%error, "a closed stream's token could not be handed back");
                 }
@@ -204,10 +184,11 @@ impl Drop for LeaveOnDrop {
     }
 }
 
-/// Where a status stream stands between ticks.
+/// Where a status stream stands between looks.
 struct Watching {
     /// Held for as long as the stream lives; dropped with it.
     slot: StreamSlot,
+    probe: Arc<Notify>,
     follow: StreamFollow,
     last: QueueStatus,
     last_sent: tokio::time::Instant,
@@ -215,10 +196,19 @@ struct Watching {
     first: bool,
 }
 
-/// `first` at once, then, at each tick of the process's ticker for the concert, a frame when
-/// the fan's status changed enough to tell ([`worth_telling`]) or `sse_keepalive` has passed
-/// since the last one. Redis is asked about this fan only when a reading says its turn may
-/// have come ([`Place::read`]).
+/// What woke a stream.
+enum Wake {
+    /// Admission reached its place, the line had an event, or its own time to look came.
+    Look,
+    /// A refusal of another stream of its user: find out whether its client is still there.
+    Probe,
+}
+
+/// `first` at once; then the stream looks at its line's latest reading when admission
+/// reaches its fan's place or the line has an event (at once), and on its own every
+/// [`cadence`] (each tick at the front, less often further back) — sending a frame when the
+/// status changed or `sse_keepalive` has passed since the last one. Redis is asked about this
+/// fan only when a reading says its turn may have come ([`Place::read`]).
 fn status_frames(
     state: Arc<AppState>,
     user_id: i64,
@@ -227,7 +217,9 @@ fn status_frames(
     follow: StreamFollow,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let keepalive = state.room.config().sse_keepalive;
+    let period = state.lines.period();
     let init = Watching {
+        probe: slot.probe_signal(),
         slot,
         follow,
         done: first.status != QueueState::Waiting,
@@ -247,14 +239,20 @@ fn status_frames(
                 return None;
             }
             loop {
-                let due = s.last_sent + keepalive;
-                let woke = tokio::time::timeout_at(due, s.follow.ticks.changed()).await;
-                if let Ok(Err(_)) = woke {
-                    // The ticker is gone (it never stops while a stream follows it).
-                    return None;
+                let position = s.last.position.filter(|_| !s.last.pre_queue);
+                let look_at = tokio::time::Instant::now() + cadence(position, period, keepalive);
+                let due = look_at.min(s.last_sent + keepalive);
+                let wake = tokio::select! {
+                    () = s.follow.line.woken() => Wake::Look,
+                    () = tokio::time::sleep_until(due) => Wake::Look,
+                    () = s.probe.notified() => Wake::Probe,
+                };
+                if matches!(wake, Wake::Probe) || s.slot.should_probe() {
+                    // A comment line, ignored by clients: if this one is gone, the write
+                    // fails and the stream (and its slot) is dropped.
+                    return Some((Ok(Bytes::from_static(b":\n\n")), s));
                 }
-                let line = s.follow.ticks.borrow_and_update().line.clone();
-                let now = match (line, s.follow.place) {
+                let now = match (s.follow.line.line(), s.follow.place) {
                     (Some(line), Some(place)) => match place.read(&line) {
                         Reading::Waiting(position) => Some(s.last.waiting_at(position, line.rate)),
                         Reading::AskRedis => None,
@@ -267,6 +265,7 @@ fn status_frames(
                     None => match state.room.watch(user_id, &s.last.token).await {
                         Ok((now, place)) => {
                             s.follow.place = place;
+                            s.follow.line.wait_at(place);
                             now
                         }
                         Err(QueueError::TokenNotFound) => return None,
@@ -276,50 +275,13 @@ fn status_frames(
                         }
                     },
                 };
-                if worth_telling(&s.last, &now) || s.last_sent.elapsed() >= keepalive {
+                if now != s.last || s.last_sent.elapsed() >= keepalive {
                     s.done = now.status != QueueState::Waiting;
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
                     return Some((Ok(sse_frame(&s.last)), s));
                 }
-                if s.slot.should_probe() {
-                    // A comment line, ignored by clients: if this one is gone, the write
-                    // fails and the stream (and its slot) is dropped.
-                    return Some((Ok(Bytes::from_static(b":\n\n")), s));
-                }
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiting(position: i64) -> QueueStatus {
-        QueueStatus {
-            token: "1.t".into(),
-            concert_id: 1,
-            status: QueueState::Waiting,
-            position: Some(position),
-            eta_seconds: Some(position / 10),
-            active_until: None,
-            pre_queue: false,
-            opens_at: None,
-        }
-    }
-
-    #[test]
-    fn the_front_hears_every_step_and_the_back_every_percent() {
-        assert!(worth_telling(&waiting(900), &waiting(899)));
-        assert!(!worth_telling(&waiting(50_000), &waiting(49_600)));
-        assert!(worth_telling(&waiting(50_000), &waiting(49_500)));
-        assert!(!worth_telling(&waiting(7), &waiting(7)));
-        let admitted = QueueStatus {
-            status: QueueState::Active,
-            position: None,
-            ..waiting(50_000)
-        };
-        assert!(worth_telling(&waiting(50_000), &admitted));
-    }
 }

@@ -1,8 +1,11 @@
 //! Following the lines from one process (DESIGN §11): however many status streams a process
 //! holds open for a concert, one ticker reads that concert's line once per tick
-//! ([`WaitingRoom::tick`]) and hands the reading to all of them; each stream works out its
-//! fan's position from its own place and the reading, and asks Redis again only when the
-//! reading says its fan's turn may have come or the line was reordered.
+//! ([`WaitingRoom::tick`]) and keeps the reading for all of them. It wakes at once the
+//! streams whose place admission reached (they wait by sequence number) and, on an event
+//! (a draw, a sell-out, the counters reset), all of them; otherwise each stream looks at the
+//! reading on its own [`cadence`], every tick at the front of the line and less often further
+//! back. A stream works out its fan's position from its own place and the reading, and asks
+//! Redis again only when the reading says its fan's turn may have come or the line changed.
 //!
 //! Why the local position is right: admission takes tokens off the front of the line only,
 //! in sequence order, and counts them (`passed`) and notes the last one's sequence number
@@ -12,11 +15,11 @@
 //! many, never an underestimate, and admission's own notice is never late: once `head`
 //! reaches the fan's sequence number, the stream asks Redis at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::WaitingRoom;
 
@@ -73,16 +76,62 @@ impl Place {
     }
 }
 
-/// One tick's reading as streams receive it: `None` until the first tick answered. `ticks`
-/// counts the ticker's rounds, so every stream wakes once a tick (to probe its client when
-/// asked to, see [`super::StreamSlot::should_probe`]) even when the line did not move.
-#[derive(Debug, Clone, Default)]
-pub struct Tick {
-    pub ticks: u64,
-    pub line: Option<LineState>,
+/// Behind this position, a stream looks at the line less often: a fan at position `p`
+/// hears of their progress every `ceil(p / FRONT)` ticks, at least every keep-alive. The
+/// front of the line hears of every step; 100,000 streams cost ~10,000 looks a second, not
+/// 100,000. Admission and the line's other events are never paced: they wake the stream.
+pub const FRONT: i64 = 1_000;
+
+/// How long a stream at `position` (`None`: pre-queued) waits before it looks at the line
+/// again on its own, with ticks every `period` and a keep-alive of `keepalive`.
+pub fn cadence(position: Option<i64>, period: Duration, keepalive: Duration) -> Duration {
+    let Some(position) = position else {
+        return keepalive;
+    };
+    let ticks = u32::try_from((position.max(1) + FRONT - 1) / FRONT).unwrap_or(u32::MAX);
+    period.saturating_mul(ticks).min(keepalive)
 }
 
-type Tickers = Arc<Mutex<HashMap<i64, watch::Sender<Tick>>>>;
+/// The streams of one line in this process: the last reading, and who is waiting for what.
+struct Shared {
+    last: Option<LineState>,
+    /// Waiting streams by (sequence number, id): admission reaching a sequence number wakes
+    /// the streams at or below it. Pre-queued streams wait at `i64::MAX` (only an event
+    /// wakes them).
+    waiting: BTreeMap<(i64, u64), Arc<Notify>>,
+    next_id: u64,
+    /// Streams following the line; the ticker stops when none is left.
+    followers: usize,
+}
+
+impl Shared {
+    /// Wakes the streams this reading concerns: all of them on an event (a draw, a sell-out,
+    /// counters reset), else those admission reached.
+    fn wake(&mut self, line: &LineState) {
+        let event = self.last.as_ref().is_none_or(|last| {
+            line.sold_out
+                || line.draws != last.draws
+                || line.passed < last.passed
+                || line.head < last.head
+        });
+        let woken = if event {
+            std::mem::take(&mut self.waiting)
+        } else {
+            let beyond = self.waiting.split_off(&(line.head.saturating_add(1), 0));
+            std::mem::replace(&mut self.waiting, beyond)
+        };
+        for notify in woken.into_values() {
+            notify.notify_one();
+        }
+        self.last = Some(line.clone());
+    }
+}
+
+type Tickers = Arc<Mutex<HashMap<i64, Arc<Mutex<Shared>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The lines this process follows: one ticker per concert with at least one open stream.
 #[derive(Clone)]
@@ -90,6 +139,15 @@ pub struct Lines {
     room: WaitingRoom,
     period: Duration,
     tickers: Tickers,
+}
+
+/// One stream's hold on its line: the latest reading, and a wake-up for when admission
+/// reaches its place or the line has an event.
+pub struct Following {
+    shared: Arc<Mutex<Shared>>,
+    wake: Arc<Notify>,
+    /// Where it waits in `Shared::waiting`, if anywhere.
+    key: Option<(i64, u64)>,
 }
 
 impl Lines {
@@ -102,65 +160,128 @@ impl Lines {
         }
     }
 
-    /// The readings of `concert_id`'s line; starts its ticker if this is the process's first
-    /// stream of the concert. The ticker stops after the last receiver is dropped.
-    pub fn follow(&self, concert_id: i64) -> watch::Receiver<Tick> {
-        let mut tickers = self.tickers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = tickers.get(&concert_id) {
-            return tx.subscribe();
-        }
-        let (tx, rx) = watch::channel(Tick::default());
-        tickers.insert(concert_id, tx.clone());
-        tokio::spawn(self.clone().tick(concert_id, tx));
-        rx
+    /// How often the tickers read.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Follows `concert_id`'s line from `place`; starts its ticker if this is the process's
+    /// first stream of the concert. The ticker stops after the last follower is dropped.
+    pub fn follow(&self, concert_id: i64, place: Option<Place>) -> Following {
+        let shared = {
+            let mut tickers = lock(&self.tickers);
+            let shared = tickers.entry(concert_id).or_insert_with(|| {
+                let shared = Arc::new(Mutex::new(Shared {
+                    last: None,
+                    waiting: BTreeMap::new(),
+                    next_id: 0,
+                    followers: 0,
+                }));
+                tokio::spawn(self.clone().tick(concert_id, shared.clone()));
+                shared
+            });
+            lock(shared).followers += 1;
+            shared.clone()
+        };
+        let mut following = Following {
+            shared,
+            wake: Arc::new(Notify::new()),
+            key: None,
+        };
+        following.wait_at(place);
+        following
     }
 
     /// Concerts with a ticker in this process.
     pub fn followed(&self) -> usize {
-        self.tickers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.tickers).len()
     }
 
-    async fn tick(self, concert_id: i64, tx: watch::Sender<Tick>) {
+    async fn tick(self, concert_id: i64, shared: Arc<Mutex<Shared>>) {
         let mut every = tokio::time::interval(self.period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
             every.tick().await;
             {
-                // Under the lock `follow` subscribes with: no stream can join a ticker that
-                // is deciding to stop.
-                let mut tickers = self.tickers.lock().unwrap_or_else(PoisonError::into_inner);
-                if tx.receiver_count() == 0 {
+                // Under the lock `follow` joins with: no stream can join a ticker that is
+                // deciding to stop.
+                let mut tickers = lock(&self.tickers);
+                if lock(&shared).followers == 0 {
                     tickers.remove(&concert_id);
                     return;
                 }
             }
-            let line = match self.room.tick(concert_id).await {
+            match self.room.tick(concert_id).await {
                 Ok(line) => {
                     if failing {
                         tracing::info!(concert_id, "the line can be read again");
                         failing = false;
                     }
-                    Some(line)
+                    lock(&shared).wake(&line);
                 }
                 Err(error) => {
                     if !failing {
                         tracing::warn!(concert_id, %error, "the line cannot be read; streams keep their last reading");
                         failing = true;
                     }
-                    None
                 }
-            };
-            tx.send_modify(|t| {
-                t.ticks += 1;
-                if line.is_some() {
-                    t.line = line;
-                }
-            });
+            }
         }
+    }
+}
+
+impl Following {
+    /// The latest reading (`None` before the first tick answered).
+    pub fn line(&self) -> Option<LineState> {
+        lock(&self.shared).last.clone()
+    }
+
+    /// Waits at `place` from now on (`None`: nowhere, the stream is done). If the latest
+    /// reading already concerns it, the next [`woken`](Self::woken) returns at once.
+    pub fn wait_at(&mut self, place: Option<Place>) {
+        let mut shared = lock(&self.shared);
+        if let Some(key) = self.key.take() {
+            shared.waiting.remove(&key);
+        }
+        let Some(place) = place else {
+            return;
+        };
+        let id = shared.next_id;
+        shared.next_id += 1;
+        let key = (
+            if place.rank.is_some() {
+                place.seq
+            } else {
+                i64::MAX
+            },
+            id,
+        );
+        if shared
+            .last
+            .as_ref()
+            .is_some_and(|line| place.read(line) == Reading::AskRedis)
+        {
+            self.wake.notify_one();
+        } else {
+            shared.waiting.insert(key, self.wake.clone());
+            self.key = Some(key);
+        }
+    }
+
+    /// Returns when admission reached this stream's place or the line had an event.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut shared = lock(&self.shared);
+        if let Some(key) = self.key.take() {
+            shared.waiting.remove(&key);
+        }
+        shared.followers -= 1;
     }
 }
 
@@ -220,6 +341,45 @@ mod tests {
             ..line(70, 80)
         };
         assert_eq!(PLACE.read(&sold_out), Reading::AskRedis);
+    }
+
+    #[test]
+    fn the_back_of_the_line_looks_less_often_and_never_past_the_keepalive() {
+        let (tick, keepalive) = (Duration::from_secs(1), Duration::from_secs(15));
+        assert_eq!(cadence(Some(1), tick, keepalive), tick);
+        assert_eq!(cadence(Some(1_000), tick, keepalive), tick);
+        assert_eq!(cadence(Some(1_001), tick, keepalive), 2 * tick);
+        assert_eq!(cadence(Some(9_500), tick, keepalive), 10 * tick);
+        assert_eq!(cadence(Some(90_000), tick, keepalive), keepalive);
+        assert_eq!(
+            cadence(None, tick, keepalive),
+            keepalive,
+            "pre-queued: events only"
+        );
+    }
+
+    #[test]
+    fn a_reading_wakes_the_streams_admission_reached_and_an_event_wakes_all() {
+        let mut shared = Shared {
+            last: Some(line(0, 10)),
+            waiting: BTreeMap::new(),
+            next_id: 0,
+            followers: 3,
+        };
+        let wakes: Vec<Arc<Notify>> = (0..3).map(|_| Arc::new(Notify::new())).collect();
+        for (seq, wake) in [20, 30, i64::MAX].into_iter().zip(&wakes) {
+            shared.waiting.insert((seq, seq as u64), wake.clone());
+        }
+        shared.wake(&line(15, 25));
+        assert_eq!(shared.waiting.len(), 2, "the stream at 20 was reached");
+        shared.wake(&line(15, 25));
+        assert_eq!(shared.waiting.len(), 2, "nothing moved: nobody woken");
+        let drawn = LineState {
+            draws: 1,
+            ..line(15, 25)
+        };
+        shared.wake(&drawn);
+        assert!(shared.waiting.is_empty(), "a draw wakes every stream");
     }
 
     #[test]

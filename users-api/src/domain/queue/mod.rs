@@ -37,7 +37,7 @@ use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
 use sea_orm::{DatabaseConnection, DbErr};
 
-pub use lines::{LineState, Lines, Place, Reading, Tick};
+pub use lines::{Following, LineState, Lines, Place, Reading, cadence};
 pub use room::{
     Actor, Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
     WaitingRoomPublic, WaitingRoomView,

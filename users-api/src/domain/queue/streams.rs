@@ -1,6 +1,6 @@
 //! How many status streams one user may hold open in this process.
 //!
-//! Each open stream costs the process a task and a Redis status check per tick; one account
+//! Each open stream costs the process a connection, a task and their memory; one account
 //! opening hundreds of them (a script, a buggy tab reloading) would take a share of the line
 //! meant for everybody. The gateway caps streams per session token; this caps them per user,
 //! which a user with several sessions cannot get round, per process (with N replicas a user
@@ -10,12 +10,14 @@
 //! stream writes only on a change or every keep-alive period (up to 15 s): a fan who closed a
 //! tab and opened another would be refused for that long. So a refusal asks the user's open
 //! streams to write an SSE comment (ignored by every client) at each of their next checks
-//! for [`PROBE_FOR`]: a dead one fails its write and frees its slot within two checks, before
-//! the refused client's `Retry-After` is up.
+//! for [`PROBE_FOR`] (the refusal wakes them): a dead one fails its write and frees its slot
+//! within two checks, before the refused client's `Retry-After` is up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// How long after a refusal the user's streams probe their clients.
 pub const PROBE_FOR: Duration = Duration::from_secs(3);
@@ -25,6 +27,8 @@ struct UserStreams {
     open: u32,
     /// Until when the user's streams probe their clients (set by a refusal).
     probe_until: Option<Instant>,
+    /// Wakes the user's streams at a refusal, however far they are from their next look.
+    probe: Arc<Notify>,
 }
 
 type Open = Arc<Mutex<HashMap<i64, UserStreams>>>;
@@ -58,6 +62,7 @@ impl StreamSlots {
         let user = open.entry(user_id).or_default();
         if user.open >= self.per_user {
             user.probe_until = Some(Instant::now() + PROBE_FOR);
+            user.probe.notify_waiters();
             return None;
         }
         user.open += 1;
@@ -75,6 +80,13 @@ impl StreamSlots {
 }
 
 impl StreamSlot {
+    /// What a refusal of this user's next stream signals (see [`StreamSlot::should_probe`]).
+    pub fn probe_signal(&self) -> Arc<Notify> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&self.user_id)
+            .map_or_else(Arc::default, |u| u.probe.clone())
+    }
+
     /// Whether this stream should write something now to find out if its client is gone.
     pub fn should_probe(&self) -> bool {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
