@@ -262,7 +262,9 @@ fn status_frames(
                 };
                 let now = match now {
                     Some(now) => now,
-                    None => match state.room.watch(user_id, &s.last.token).await {
+                    // Boxed: the check's future is large, and held inline it would weigh on every
+                    // stream for its whole life, not only while it asks.
+                    None => match Box::pin(state.room.watch(user_id, &s.last.token)).await {
                         Ok((now, place)) => {
                             s.follow.place = place;
                             s.follow.line.wait_at(place);
