@@ -16,6 +16,8 @@
 #      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS; the
 #      web app's browser tests (Playwright on Debian's Chromium, web/e2e) run inside it, in
 #      e2e/tests/api/browser.rs, against web/dist behind a gateway of their own
+#   5. the services' suites again against a local 3-master Redis Cluster
+#      (deploy/local/redis-cluster.sh, started here)
 #
 # Tests create their own databases, Redis key prefixes and topic prefixes, so they run in
 # parallel against the shared local services. Tests that pause or kill a broker share a
@@ -120,9 +122,21 @@ command -v npm >/dev/null 2>&1 || die "npm is required for the /api/docs assets 
 (cd deploy/gateway/docs && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null)
 export SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
 
+run_tests() {
+    if command -v cargo-nextest >/dev/null 2>&1; then
+        cargo nextest run --locked --no-fail-fast "$@"
+    else
+        cargo test --locked --no-fail-fast "$@"
+    fi
+}
+
 log "tests"
-if command -v cargo-nextest >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
-else
-    cargo test --workspace --locked --no-fail-fast "$@"
-fi
+run_tests --workspace "$@"
+
+# The services' own suites again, with REDIS_URL naming a Redis Cluster (three local masters,
+# deploy/local/redis-cluster.sh): every script and pipeline must keep to one slot. Tests that
+# cut Redis off or count its commands use a private single Redis either way.
+log "tests against a Redis Cluster: common, users-api, concert-api, payment-api, batch"
+deploy/local/redis-cluster.sh start
+REDIS_URL="$(deploy/local/redis-cluster.sh url)" \
+    run_tests -p common -p users-api -p concert-api -p payment-api -p batch "$@"
