@@ -74,6 +74,19 @@ pub struct FanResult {
     pub dropped: bool,
     /// Why the stream failed (connection, answer head), if it did.
     pub error: Option<String>,
+    /// Attempts it took to open (as a browser's EventSource, a refused or timed-out open is
+    /// tried again after a second, up to [`OPEN_ATTEMPTS`] times).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// How many times a fan tries to open its stream.
+pub const OPEN_ATTEMPTS: u32 = 5;
+
+/// Answers worth another try: the server was too busy to read the request in time (408),
+/// or turned the open away for now.
+fn worth_retrying(status: u16) -> bool {
+    matches!(status, 408 | 429 | 502 | 503 | 504)
 }
 
 fn unix_ms() -> u64 {
@@ -139,9 +152,20 @@ async fn follow(
         token: fan.token.clone(),
         ..FanResult::default()
     };
-    let permit = connecting.acquire().await;
-    let head = open(&fan).await;
-    drop(permit);
+    let head = loop {
+        result.attempts += 1;
+        let permit = connecting.acquire().await;
+        let head = open(&fan).await;
+        drop(permit);
+        let again = match &head {
+            Ok((_, status, _)) => worth_retrying(*status),
+            Err(_) => true,
+        };
+        if !again || result.attempts >= OPEN_ATTEMPTS {
+            break head;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let _ = opened.send(());
     let (mut stream, status, rest) = match head {
         Ok(head) => head,

@@ -93,6 +93,8 @@ pub struct Report {
     pub open_seconds: f64,
     pub streams_opened: usize,
     pub open_failures: usize,
+    /// Opens that were tried again (refused or timed out at first; see `fans::OPEN_ATTEMPTS`).
+    pub open_retries: u64,
     /// Streams the server ended before their fan was admitted.
     pub dropped: usize,
     pub hold: Costs,
@@ -128,8 +130,12 @@ impl Report {
             self.fans, self.replicas, self.generators, self.admit_rate_per_sec
         );
         println!(
-            "   streams opened {} in {:.1} s, failed {}, dropped {}",
-            self.streams_opened, self.open_seconds, self.open_failures, self.dropped
+            "   streams opened {} in {:.1} s ({} tried again), failed {}, dropped {}",
+            self.streams_opened,
+            self.open_seconds,
+            self.open_retries,
+            self.open_failures,
+            self.dropped
         );
         for (name, c) in [("hold", &self.hold), ("admitting", &self.admitting)] {
             println!(
@@ -152,7 +158,8 @@ impl Report {
             self.notice_max_ms
         );
         println!(
-            "   users-api peak RSS {:.0} MiB in total ({:?}), generators {:.0} MiB",
+            "   users-api RSS {:.0} MiB holding the crowd, peak {:.0} MiB (each: {:?}); generators {:.0} MiB",
+            self.users_api_holding_rss_mib,
             self.users_api_peak_rss_mib,
             self.users_api_peak_rss_mib_each,
             self.generators_peak_rss_mib
@@ -373,6 +380,10 @@ fn judge(report: &mut Report, admissions: &Admissions, results: &[FanResult]) {
         results.iter().map(|r| (r.token.as_str(), r)).collect();
     report.streams_opened = results.iter().filter(|r| r.status == 200).count();
     report.open_failures = results.len() - report.streams_opened;
+    report.open_retries = results
+        .iter()
+        .map(|r| u64::from(r.attempts.saturating_sub(1)))
+        .sum();
     report.dropped = results.iter().filter(|r| r.dropped).count();
     report.admitted = admissions.admitted.len() as u64;
     report.abandoned = admissions.abandoned;
