@@ -13,7 +13,8 @@
 # replicas are reached directly, not through the gateway; batch does not run (the tool is
 # the only one admitting, so it knows whom each admission let in). Only users-api runs, on
 # the local PostgreSQL, Redis and Kafka (deploy/local/ensure-infra.sh); its ports are
-# 8181, 8182, ... Reports go to .bench/waiting-room-<FANS>.json.
+# 8181, 8182, ... Its Redis keys carry the prefix wr-<pid>- and are deleted at the end.
+# Reports go to .bench/waiting-room-<FANS>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[waiting-room] %s\n' "$*"; }
@@ -46,12 +47,17 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 export INTERNAL_API_TOKEN="${INTERNAL_API_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 export RUST_LOG="${RUST_LOG:-warn}"
+# The run's keys (its sessions and its line) under a prefix of their own, deleted at the end:
+# a line of 100,000 tokens left behind would be drained by the next stack's batch.
+export REDIS_KEY_PREFIX="wr-$$-"
 target/release/users-api migrate >/dev/null
 
 pids=() urls=()
 stop_replicas() {
-    ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null || true
+    if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; fi
     wait 2>/dev/null || true
+    redis-cli -u "$REDIS_URL" --scan --pattern "$REDIS_KEY_PREFIX*" |
+        xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink >/dev/null || true
 }
 trap stop_replicas EXIT
 for ((i = 0; i < REPLICAS; i++)); do
