@@ -275,6 +275,10 @@ impl ApiError {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+    /// The `Retry-After` its response carries, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
 
     /// The problem document as JSON (to store and replay a response, e.g. idempotency).
     pub fn problem_json(&self) -> serde_json::Value {

@@ -19,6 +19,8 @@ use crate::kafka::KafkaClient;
 pub struct Service {
     name: &'static str,
     port: u16,
+    /// Further listeners of the service's own, by name (users-api's `stream`).
+    other_ports: Vec<(&'static str, u16)>,
     server: Server,
     cancel: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -76,6 +78,7 @@ impl Service {
         Self {
             name,
             port,
+            other_ports: Vec::new(),
             server,
             cancel: CancellationToken::new(),
             tasks: Vec::new(),
@@ -93,6 +96,16 @@ impl Service {
     /// The port actually bound (tests bind port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Records a further listener the service serves on (its task is spawned apart).
+    pub fn add_port(&mut self, name: &'static str, port: u16) {
+        self.other_ports.push((name, port));
+    }
+
+    /// The further listeners, by name.
+    pub fn other_ports(&self) -> &[(&'static str, u16)] {
+        &self.other_ports
     }
 
     /// Background tasks watch this token and return when it fires.

@@ -16,6 +16,9 @@ pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
 #[derive(Clone, Debug)]
 pub struct Config {
     pub http: HttpConfig,
+    /// The status stream's own lean listener (`USERS_API_STREAM_PORT`; unset: none, streams
+    /// are served on the main port only; 0: a free port). See [`crate::stream_port`].
+    pub stream_port: Option<u16>,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
@@ -91,10 +94,15 @@ impl ConcertApiConfig {
     }
 }
 
+/// Where the status stream's lean listener binds.
+pub const STREAM_PORT: &str = "USERS_API_STREAM_PORT";
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let http = HttpConfig::from_env(env, "USERS_API_PORT", 8081)?;
         Ok(Self {
-            http: HttpConfig::from_env(env, "USERS_API_PORT", 8081)?,
+            stream_port: stream_port(env, http.port)?,
+            http,
             database: DatabaseConfig::from_env(env, "USERS_DATABASE_URL", "ticketing_users")?,
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
@@ -115,6 +123,23 @@ impl Config {
             )?,
         })
     }
+}
+
+/// `USERS_API_STREAM_PORT`, when set: a port other than the main one (0 picks a free port).
+fn stream_port(env: &Env, main: u16) -> Result<Option<u16>, ConfigError> {
+    if env.raw(STREAM_PORT).is_none_or(|v| v.trim().is_empty()) {
+        return Ok(None);
+    }
+    let port: u16 = env.parse(STREAM_PORT, 0, 0..=65535)?;
+    if port != 0 && port == main {
+        let err = ConfigError {
+            var: STREAM_PORT.to_owned(),
+            value: port.to_string(),
+            reason: "must differ from USERS_API_PORT".to_owned(),
+        };
+        return env.reject(err, None);
+    }
+    Ok(Some(port))
 }
 
 /// The admin password for `users-api create-admin`.

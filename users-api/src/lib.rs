@@ -8,6 +8,7 @@ pub mod events;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod stream_port;
 
 pub use config::Config;
 pub use startup::{Application, openapi};

@@ -19,6 +19,7 @@ use crate::domain::throttle::LoginThrottle;
 use crate::events::RetireOnPurchase;
 use crate::routes::AppState;
 use crate::store::migration::Migrator;
+use crate::stream_port::{self, StreamPort};
 
 pub const SERVICE: &str = "users-api";
 
@@ -73,7 +74,7 @@ impl Application {
             db: db.clone(),
             room: room.clone(),
         };
-        let state = web::Data::new(AppState {
+        let state = std::sync::Arc::new(AppState {
             db: db.clone(),
             sessions: sessions.clone(),
             lines: Lines::new(room.clone()),
@@ -83,15 +84,28 @@ impl Application {
             hashing: config.hashing.clone(),
             throttle,
         });
-        // The session extractor (`AuthUser`) looks the store up on its own.
-        let sessions = web::Data::new(sessions);
+        // The session extractor (`AuthUser`) looks the store up on its own (as app data).
         let consumer_kafka = kafka.clone();
         let parts =
             ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
+        let lean = config.stream_port.map(|_| StreamPort {
+            state: state.clone(),
+            sessions: sessions.clone(),
+            metrics: parts.metrics.clone(),
+        });
+        let (sessions, state) = (web::Data::new(sessions), web::Data::from(state));
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone()).app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
+        if let (Some(lean), Some(port)) = (lean, config.stream_port) {
+            let listener = stream_port::bind(&config.http.host, port)?;
+            let port = listener.local_addr()?.port();
+            tracing::info!(port, "status streams also served on their own port");
+            service.add_port("stream", port);
+            let cancel = service.cancel_token();
+            service.spawn("stream port", lean.serve(listener, cancel));
+        }
         service.spawn_consumer(
             "reservation.confirmed consumer",
             consumer_kafka,

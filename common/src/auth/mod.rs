@@ -10,5 +10,5 @@ mod session;
 pub use pass::{ActiveQueuePass, QueueKeys, new_queue_token, queue_token, queue_token_concert};
 pub use session::{
     AuthUser, DEFAULT_MAX_LIFETIME, MAX_SESSIONS_PER_USER, Opened, Role, Session, SessionStore,
-    random_token,
+    bearer_value, random_token,
 };

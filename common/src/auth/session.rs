@@ -375,6 +375,11 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .get(actix_web::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
+    bearer_value(value)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (at most 256 characters).
+pub fn bearer_value(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 256)

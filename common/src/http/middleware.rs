@@ -24,12 +24,8 @@ pub(super) async fn platform_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let request_id =
+        super::request_id(req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()));
     let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
     let method = req.method().clone();
     let span = tracing::info_span!(

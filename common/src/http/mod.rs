@@ -31,6 +31,14 @@ pub use health::Readiness;
 use health::{live, metrics_text, no_route, openapi, ready};
 use middleware::platform_middleware;
 
+/// The request's id: the caller's `X-Request-Id` when it is 1 to 128 visible ASCII
+/// characters, else a new UUID.
+pub fn request_id(header: Option<&str>) -> String {
+    header
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
 /// Largest accepted request body (API.md): 64 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

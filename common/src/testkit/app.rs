@@ -11,6 +11,8 @@ use crate::lifecycle::Service;
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The service's further listeners ([`Service::other_ports`]).
+    pub other_ports: Vec<(&'static str, u16)>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -18,6 +20,7 @@ pub struct TestApp {
 impl TestApp {
     pub fn start(service: Service) -> Self {
         let port = service.port();
+        let other_ports = service.other_ports().to_vec();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(service.run_until(async {
             let _ = rx.await;
@@ -25,6 +28,7 @@ impl TestApp {
         Self {
             address: format!("http://127.0.0.1:{port}"),
             port,
+            other_ports,
             stop: Some(tx),
             handle: Some(handle),
         }
@@ -32,6 +36,16 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// `path` on the further listener `name`; panics when the service has none by that name.
+    pub fn url_on(&self, name: &str, path: &str) -> String {
+        let (_, port) = self
+            .other_ports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("the service has no `{name}` listener"));
+        format!("http://127.0.0.1:{port}{path}")
     }
 
     /// Triggers shutdown without waiting for it.

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, web};
 use common::ApiError;
 use common::auth::AuthUser;
 use common::http::Json;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::Notify;
 use utoipa::ToSchema;
@@ -123,16 +123,34 @@ pub async fn events(
     user: AuthUser,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = token.into_inner();
-    let slot = state.room.open_stream(user.id)?;
-    let (first, place) = state.room.watch(user.id, &token).await?;
-    let state = state.into_inner();
-    let follow = StreamFollow::new(&state, &token, first.concert_id, place);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(status_frames(state, user.id, first, slot, follow)))
+    let frames = open_status_stream(state.into_inner(), user.id, &token).await?;
+    let mut res = HttpResponse::Ok();
+    for (name, value) in STREAM_HEADERS {
+        res.insert_header((name, value));
+    }
+    Ok(res.streaming(frames.map(Ok::<_, actix_web::Error>)))
+}
+
+/// The headers of a status stream's 200, wherever it is served.
+pub const STREAM_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    // Tells nginx not to buffer the events, whatever its location's settings.
+    ("x-accel-buffering", "no"),
+];
+
+/// Opens `token`'s status stream for `user_id`, as `GET /api/queue/tokens/{token}/events`
+/// does on either listener (this one or [`crate::stream_port`]): a slot among the user's
+/// streams, the token's first status, and its place in its line's ticker.
+pub async fn open_status_stream(
+    state: Arc<AppState>,
+    user_id: i64,
+    token: &str,
+) -> Result<impl Stream<Item = Bytes> + Send + use<>, ApiError> {
+    let slot = state.room.open_stream(user_id)?;
+    let (first, place) = state.room.watch(user_id, token).await?;
+    let follow = StreamFollow::new(&state, token, first.concert_id, place);
+    Ok(status_frames(state, user_id, first, slot, follow))
 }
 
 fn sse_frame(status: &QueueStatus) -> Bytes {
@@ -215,7 +233,7 @@ fn status_frames(
     first: QueueStatus,
     slot: StreamSlot,
     follow: StreamFollow,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+) -> impl Stream<Item = Bytes> + Send + 'static {
     let keepalive = state.room.config().sse_keepalive;
     let period = state.lines.period();
     let init = Watching {
@@ -233,7 +251,7 @@ fn status_frames(
             if s.first {
                 s.first = false;
                 s.last_sent = tokio::time::Instant::now();
-                return Some((Ok(sse_frame(&s.last)), s));
+                return Some((sse_frame(&s.last), s));
             }
             if s.done {
                 return None;
@@ -250,7 +268,7 @@ fn status_frames(
                 if matches!(wake, Wake::Probe) || s.slot.should_probe() {
                     // A comment line, ignored by clients: if this one is gone, the write
                     // fails and the stream (and its slot) is dropped.
-                    return Some((Ok(Bytes::from_static(b":\n\n")), s));
+                    return Some((Bytes::from_static(b":\n\n"), s));
                 }
                 let now = match (s.follow.line.line(), s.follow.place) {
                     (Some(line), Some(place)) => match place.read(&line) {
@@ -281,7 +299,7 @@ fn status_frames(
                     s.done = now.status != QueueState::Waiting;
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
-                    return Some((Ok(sse_frame(&s.last)), s));
+                    return Some((sse_frame(&s.last), s));
                 }
             }
         }

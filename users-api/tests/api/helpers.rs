@@ -37,7 +37,11 @@ pub async fn spawn_app() -> Spawned {
 /// `CONCERT_API_URL`.
 pub async fn spawn_app_with(tweak: impl FnOnce(Env) -> Env) -> Spawned {
     let iso = Isolation::new().await;
-    let env = tweak(iso.env("USERS_DATABASE_URL"));
+    // Streams are opened on the lean listener, as the gateway sends them.
+    let env = tweak(
+        iso.env("USERS_DATABASE_URL")
+            .with("USERS_API_STREAM_PORT", "0"),
+    );
     let (env, catalogue) = if env.raw("CONCERT_API_URL").is_some() {
         (env, None)
     } else {
@@ -189,9 +193,16 @@ impl Spawned {
         status
     }
 
-    /// Opens `GET /api/queue/tokens/{token}/events`, the token's status stream.
+    /// `path` on the status streams' own listener (`USERS_API_STREAM_PORT`).
+    pub fn stream_url(&self, path: &str) -> String {
+        self.app.url_on("stream", path)
+    }
+
+    /// Opens `GET /api/queue/tokens/{token}/events`, the token's status stream, on the
+    /// streams' own listener.
     pub async fn open_events(&self, c: &Client, session: &str, token: &str) -> reqwest::Response {
-        c.get(self.url(&format!("/api/queue/tokens/{token}/events")))
+        let path = format!("/api/queue/tokens/{token}/events");
+        c.get(self.stream_url(&path))
             .bearer_auth(session)
             .send()
             .await

@@ -6,4 +6,5 @@ mod platform;
 mod queue;
 mod rooms;
 mod sessions;
+mod stream_port;
 mod throttle;
