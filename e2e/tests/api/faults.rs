@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::testkit::{PrivateBroker, PrivateRedis, delete_kafka_prefix, eventually, redis_url};
+use common::testkit::{PrivateBroker, PrivateRedis, delete_kafka_prefix, eventually};
 use e2e::process::Process;
 use e2e::{Client, FaultProxy, Platform};
 use reqwest::Method;
@@ -556,10 +556,11 @@ fn host_port(url: &str) -> String {
 
 #[tokio::test]
 async fn redis_cut_answers_503_and_the_sale_goes_on() {
-    let redis = redis_url();
-    let upstream = host_port(&redis);
-    let proxy = FaultProxy::start(&upstream).await;
-    let via_proxy = redis.replacen(&upstream, &proxy.addr, 1);
+    // A single Redis of its own behind the proxy, whatever REDIS_URL names: a cluster's
+    // clients would learn its nodes' own addresses and go round a proxy.
+    let redis = PrivateRedis::start().await;
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
+    let via_proxy = format!("redis://{}", proxy.addr);
     let mut sale = Sale::start(&[("REDIS_URL", &via_proxy)], 6).await;
     let (concert, schedule) = (sale.concert, sale.schedule);
 
