@@ -9,6 +9,13 @@
 #   most 2 tries; a POST/PATCH that was already sent is never resent (nginx's rule without
 #   `non_idempotent`). A replica that failed once is skipped for 2 s, then tried again (with
 #   a single server nginx ignores max_fails and fail_timeout: it is never skipped).
+#   USERS_STREAM_ADDR (unset; one host:port or a comma-separated list, like USERS_API_ADDR):
+#   users-api's stream listeners (USERS_API_STREAM_PORT, e.g. 127.0.0.1:8085,127.0.0.1:8095),
+#   which serve only the waiting room's status streams. When set, GET
+#   /api/queue/tokens/{token}/events goes to them (upstream users_stream: the same server
+#   parameters and failover, no idle connection pool: they close each connection after its
+#   stream); every other users-api path still goes to USERS_API_ADDR. Unset or empty: the
+#   streams go to USERS_API_ADDR's servers with their pool, as every other users-api path.
 #   GATEWAY_INTERNAL_LISTEN (unset; a host:port, e.g. 127.0.0.1:8070): adds the internal
 #   listener (internal.conf.template, rendered to STATE_DIR/internal.conf and included), the
 #   address the services call concert-api at (CONCERT_API_URL) when it runs several replicas:
@@ -141,6 +148,15 @@ servers() {
     echo "$out"
 }
 users_servers="$(servers USERS_API_ADDR 127.0.0.1:8081)"
+# The status streams' upstream: users-api's stream listeners, without the idle pool (the
+# template's `@STREAM_POOL@keepalive ...` line is commented out), or the main ports with it.
+if [[ -n ${USERS_STREAM_ADDR:-} ]]; then
+    users_stream_servers="$(servers USERS_STREAM_ADDR "")"
+    stream_pool="# "
+else
+    users_stream_servers="$users_servers"
+    stream_pool=""
+fi
 concert_servers="$(servers CONCERT_API_ADDR 127.0.0.1:8082)"
 payment_servers="$(servers PAYMENT_API_ADDR 127.0.0.1:8083)"
 listen="${GATEWAY_LISTEN:-127.0.0.1:8080}"
@@ -164,6 +180,8 @@ cp "$here/security-headers.conf" "$state/security-headers.conf"
 sed -e "s|@STATE@|$state|g" \
     -e "s|@LISTEN@|$listen|g" \
     -e "s|@USERS@|$users_servers|g" \
+    -e "s|@USERS_STREAM@|$users_stream_servers|g" \
+    -e "s|@STREAM_POOL@|$stream_pool|g" \
     -e "s|@CONCERT@|$concert_servers|g" \
     -e "s|@PAYMENT@|$payment_servers|g" \
     -e "s|@INTERNAL_LISTENER@|$internal_include|g" \

@@ -10,8 +10,10 @@ Run by check.sh inside its virtualenv (needs kubernetes-validate and PyYAML):
      Gateway/HTTPRoute also by a structural check of the fields used here;
   3. the wiring between objects and the repository: references resolve, selectors select,
      the HTTPRoutes route exactly what deploy/gateway/nginx.conf.template routes (its proxied
-     locations to the APIs; `/` to the web app, whose server, deploy/docker/web-nginx.conf,
-     answers what the template answers outside the API routes), the
+     locations to the APIs, a regex location as a RegularExpression, what it sends to a stream
+     listener to the Service port targeting `stream`; `/` to the web app, whose server,
+     deploy/docker/web-nginx.conf, answers what the template answers outside the API routes),
+     every port a route sends to open to the gateway, the
      KafkaTopics are exactly common/src/events.rs ALL_TOPICS plus their `.dlq` twins, the pods
      meet the restricted security profile and the shutdown timing adds up;
   4. with --openapi FILE (the merged document `apidoc` prints): the documented paths are
@@ -49,6 +51,11 @@ SERVICES = {  # binary -> (port variable, port, own database variables)
     ),
 }
 APIS = ["users-api", "concert-api", "payment-api"]
+# A service's second listener for the waiting room's status streams only (binary -> (port
+# variable, port)): its container port is named `stream`, and the route of the status stream
+# (nginx: the upstream users_stream) goes to a Service port targeting it.
+STREAM_PORTS = {"users-api": ("USERS_API_STREAM_PORT", 8085)}
+STREAM_PORT_NAME = "stream"
 # The web app: nginx (the image's, deploy/docker/web-nginx.conf) serving web/dist; the HTTPRoute
 # `web` sends it `/` (every path no API route matches).
 WEB_PORT, WEB_PROBES_PORT = 8080, 8090
@@ -190,7 +197,10 @@ def check_httproute(route: dict, rep: Report) -> None:
                 rw,
                 f"path type {path.get('type')!r}",
             )
-            rep.check(str(path.get("value", "")).startswith("/"), rw, "path must start with /")
+            # A regex may be anchored (^/...$); Exact and PathPrefix are absolute paths (the CRD's rule).
+            value = str(path.get("value", ""))
+            anchored = path.get("type") == "RegularExpression" and value.startswith("^/")
+            rep.check(value.startswith("/") or anchored, rw, "path must start with / (a RegularExpression: / or ^/)")
         for f in rule.get("filters") or []:
             rep.check(
                 f.get("type")
@@ -271,17 +281,20 @@ def check_kafkauser(user: dict, rep: Report) -> None:
 # --------------------------------------------------------------------------------------------
 # 3. wiring
 # --------------------------------------------------------------------------------------------
-def nginx_routes(template: Path) -> tuple[set[tuple[str, str, str]], list[tuple[str, str]]]:
-    """The nginx gateway's routing as Gateway API matches: {(type, path, service)}, plus the
-    regex locations as (regex, service), which must be covered by a PathPrefix."""
+def nginx_routes(template: Path) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """The nginx gateway's routing as Gateway API matches: {(type, path, service)}, a regex
+    location as ("RegularExpression", regex, service); and those of them proxied to a service's
+    stream listener (an upstream named `<service>_stream`, servers @<SERVICE>_STREAM@), which
+    must go to a Service port targeting the container port `stream`."""
     text = template.read_text()
     upstream_service = {
-        name: placeholder.lower() + "-api"
+        name: re.sub(r"_STREAM$", "", placeholder).lower() + "-api"
         for name, placeholder in re.findall(r"upstream\s+(\w+)\s*\{\s*server\s+@(\w+)@", text)
     }
     exact: dict[str, str] = {}
     prefix: dict[str, str] = {}
     regexes: list[tuple[str, str]] = []
+    streams: set[tuple[str, str, str]] = set()
     for chunk in re.split(r"\blocation\s+", text)[1:]:
         m = re.match(r"(=|\^~|~)?\s*(\S+)\s*\{", chunk)
         body = chunk.split("location", 1)[0]
@@ -289,25 +302,34 @@ def nginx_routes(template: Path) -> tuple[set[tuple[str, str, str]], list[tuple[
         if not m or not proxied:
             continue  # `location /`, the named error locations: nothing routed
         modifier, path, service = m.group(1), m.group(2), upstream_service[proxied.group(1)]
+        stream = proxied.group(1).endswith("_stream")
         if modifier == "=":
             exact[path] = service
+            if stream:
+                streams.add(("Exact", path, service))
         elif modifier in ("^~", None):  # a plain prefix: still a prefix (a regex may win)
             prefix[path.rstrip("/")] = service
+            if stream:
+                streams.add(("PathPrefix", path.rstrip("/"), service))
         elif modifier == "~":
             regexes.append((path, service))
-    expected = set()
+            if stream:
+                streams.add(("RegularExpression", path, service))
+    expected = {("RegularExpression", regex, service) for regex, service in regexes}
     for path, service in prefix.items():
         expected.add(("PathPrefix", path, service))
     for path, service in exact.items():
         if prefix.get(path) == service:
             continue  # `= P` + `^~ P/` is PathPrefix P
         expected.add(("Exact", path, service))
-    return expected, regexes
+    return expected, streams
 
 
 def path_covered(kind: str, value: str, path: str) -> bool:
     if kind == "Exact":
         return path == value
+    if kind == "RegularExpression":
+        return re.search(value, path) is not None
     value = value.rstrip("/")
     return path == value or path.startswith(value + "/")
 
@@ -564,6 +586,16 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
                 rep.check(env.get(port_var, {}).get("value") == str(port), cw, f"{port_var} must be {port}")
                 ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
                 rep.check(ports.get("http") == port, cw, f"containerPort http must be {port}")
+                if binary in STREAM_PORTS:
+                    stream_var, stream_port = STREAM_PORTS[binary]
+                    rep.check(env.get(stream_var, {}).get("value") == str(stream_port), cw, f"{stream_var} must be {stream_port}")
+                    rep.check(
+                        ports.get(STREAM_PORT_NAME) == stream_port,
+                        cw,
+                        f"containerPort {STREAM_PORT_NAME} must be {stream_port} ({stream_var})",
+                    )
+                else:
+                    rep.check(STREAM_PORT_NAME not in ports, cw, f"{binary} has no stream listener: no containerPort {STREAM_PORT_NAME}")
                 for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
                     got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
                     rep.check(got == path, cw, f"{probe} must GET {path}, not {got}")
@@ -668,6 +700,10 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
     gateways = named("Gateway")
     routed: set[tuple[str, str, str]] = set()
     web_routed: set[tuple[str, str, str]] = set()
+    # (type, path, service) -> the targetPorts of the Service ports it is sent to.
+    route_targets: dict[tuple[str, str, str], set] = {}
+    # (Service, port) of every backendRef, for the network policies below.
+    backend_ports: set[tuple[str, int]] = set()
     for r in by_kind.get("HTTPRoute", []):
         what = ident(r)
         for ref in r["spec"].get("parentRefs") or []:
@@ -687,10 +723,16 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
                     what,
                     f"backendRef {b['name']}:{b.get('port')} is not a rendered Service port",
                 )
+                backend_ports.add((b["name"], b.get("port")))
             for match in rule.get("matches") or []:
                 path = match.get("path") or {}
                 for b in backends:
-                    (web_routed if b["name"] == WEB else routed).add((path.get("type"), path.get("value"), b["name"]))
+                    key = (path.get("type"), path.get("value"), b["name"])
+                    (web_routed if b["name"] == WEB else routed).add(key)
+                    svc = services.get(b["name"])
+                    route_targets.setdefault(key, set()).update(
+                        p.get("targetPort") for p in (svc or {}).get("spec", {}).get("ports", []) if p["port"] == b.get("port")
+                    )
     # The web app: exactly PathPrefix / (what nginx serves from `location /`, static files), and
     # its server answers like the template outside the API routes.
     rep.check(
@@ -699,20 +741,30 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
         f"the web app must be routed exactly as PathPrefix / to Service {WEB}, found {sorted(web_routed)}",
     )
     check_web(args.repo / WEB_CONF, args.repo / "deploy/gateway/nginx.conf.template", rep)
-    expected, regexes = nginx_routes(args.repo / "deploy/gateway/nginx.conf.template")
+    expected, streams = nginx_routes(args.repo / "deploy/gateway/nginx.conf.template")
     rep.check(
         routed == expected,
         "HTTPRoutes",
         f"differ from deploy/gateway/nginx.conf.template: missing {sorted(expected - routed)}, extra {sorted(routed - expected)}",
     )
-    for regex, service in regexes:
-        literal = re.match(r"^\^(/[A-Za-z0-9/_.-]*/)", regex)
-        rep.check(
-            literal is not None
-            and any(t == "PathPrefix" and path_covered(t, v, literal.group(1)) and s == service for t, v, s in routed),
-            "HTTPRoutes",
-            f"nginx location ~ {regex} ({service}) is not covered by a PathPrefix",
-        )
+    # nginx's regex location is a RegularExpression match; Envoy Gateway ranks it above every
+    # PathPrefix (Exact > RegularExpression > PathPrefix), as nginx's regex beats its plain prefix.
+    # What nginx sends to a stream listener goes to the Service port targeting `stream`, and
+    # nothing else does (the stream listener answers every other path with a 404).
+    for key, targets in sorted(route_targets.items(), key=str):
+        if key in streams:
+            rep.check(
+                targets == {STREAM_PORT_NAME},
+                "HTTPRoutes",
+                f"{key[0]} {key[1]} ({key[2]}) goes to targetPort(s) {sorted(map(str, targets))}: nginx sends it to the "
+                f"service's stream listener, so it must go to the Service port targeting `{STREAM_PORT_NAME}`",
+            )
+        else:
+            rep.check(
+                STREAM_PORT_NAME not in targets,
+                "HTTPRoutes",
+                f"{key[0]} {key[1]} ({key[2]}) goes to the stream listener, which serves only the status stream",
+            )
     for t, v, s in routed:
         for hidden in NEVER_ROUTED:
             rep.check(
@@ -756,6 +808,28 @@ def check_wiring(objs: list[dict], args: argparse.Namespace, rep: Report) -> Non
     for api in APIS:
         if api in deployments:
             rep.check(allowed(deployments[api], SERVICES[api][1], None), ident(deployments[api]), "no policy lets the gateway in")
+    # Every port an HTTPRoute sends to (the stream listener's too) lets the gateway in.
+    for name, port in sorted(backend_ports, key=str):
+        svc = services.get(name)
+        sp = next((p for p in (svc or {}).get("spec", {}).get("ports", []) if p["port"] == port), None)
+        if sp is None:
+            continue  # reported above
+        for d in deployments.values():
+            if not labels_match({"matchLabels": svc["spec"].get("selector") or {}}, d["spec"]["template"]["metadata"]["labels"]):
+                continue
+            target = sp.get("targetPort", port)
+            numbers = [
+                cp["containerPort"]
+                for c in d["spec"]["template"]["spec"]["containers"]
+                for cp in c.get("ports") or []
+                if cp.get("name") == target or cp["containerPort"] == target
+            ]
+            for number in numbers:
+                rep.check(
+                    allowed(d, number, None),
+                    ident(d),
+                    f"no policy lets the gateway reach port {number} (HTTPRoute backend {name}:{port})",
+                )
     if rep.check(WEB in deployments, "render", f"Deployment {WEB} (the web app) is missing"):
         rep.check(allowed(deployments[WEB], WEB_PORT, None), ident(deployments[WEB]), "no policy lets the gateway in")
     if "concert-api" in deployments:

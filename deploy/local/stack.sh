@@ -7,12 +7,17 @@
 #                          and the local Prometheus
 # STACK_PROMETHEUS=1 (with `up`) also starts a Prometheus on 127.0.0.1:9090 scraping every
 # instance with the alert rules of the Kubernetes manifests (deploy/local/prometheus.sh).
-#   stack.sh status        state, pid and /health/ready code of everything
+#   stack.sh status        state, pid and /health/ready code of everything (and whether
+#                          users-api's stream listeners listen)
 #   stack.sh logs [inst]   tail -f one log (users-api, ..., users-api-2, ..., kafka) or all logs
 #
 # STACK_REPLICAS=2 runs two instances of each service (users-api + users-api-2 on 8091, ...,
 # batch + batch-2 on 8094) behind the gateway; the count is recorded in the state dir at `up`
 # and kept by later `up`s until `down`.
+# Each users-api instance also runs its stream listener (USERS_API_STREAM_PORT: only the
+# waiting room's status streams, GET /api/queue/tokens/{token}/events) on 8085 (users-api-2:
+# 8095), and the gateway sends the streams there (render.sh's USERS_STREAM_ADDR).
+# USERS_API_STREAM_PORT= (set, empty) runs none: the streams stay on the main ports.
 #
 # See README.md beside this script for the state dir layout and env vars.
 set -euo pipefail
@@ -39,7 +44,11 @@ declare -rA PORTS=([users-api]=8081 [concert-api]=8082 [payment-api]=8083 [batch
 # The variable each service reads its port from (set for every instance it starts).
 declare -rA PORT_VARS=([users-api]=USERS_API_PORT [concert-api]=CONCERT_API_PORT
     [payment-api]=PAYMENT_API_PORT [batch]=BATCH_PORT)
-# Replicas: instance N>1 of a service is "<svc>-N" on its port + 10*(N-1) (users-api-2: 8091).
+# users-api's second listener, for the waiting room's status streams alone, and its variable.
+declare -rA STREAM_PORTS=([users-api]=8085)
+declare -rA STREAM_PORT_VARS=([users-api]=USERS_API_STREAM_PORT)
+# Replicas: instance N>1 of a service is "<svc>-N" on its port + 10*(N-1) (users-api-2: 8091;
+# its stream port likewise: 8095).
 readonly MAX_REPLICAS=2
 readonly REPLICAS_FILE="$STATE_DIR/replicas"
 # With several replicas the services reach concert-api through the gateway's internal
@@ -79,6 +88,10 @@ usage: deploy/local/stack.sh <command>
                   STACK_REPLICAS=2: two instances of each service (users-api-2
                   on 8091, concert-api-2 8092, payment-api-2 8093, batch-2
                   8094); the count is kept by later 'up's until 'down'.
+                  users-api instances also serve the status streams on a
+                  stream listener, 8085 (users-api-2: 8095), where the
+                  gateway sends them; USERS_API_STREAM_PORT= (empty) runs
+                  none and leaves the streams on the main ports.
                   STACK_PROMETHEUS=1: also a Prometheus on 127.0.0.1:9090 with
                   the manifests' alert rules (deploy/local/prometheus.sh).
                   STACK_BIN_DIR=DIR: run the services' binaries from DIR
@@ -128,6 +141,20 @@ port_of() {
     svc="$(service_of "$1")"
     n="$(replica_of "$1")"
     echo $((PORTS[$svc] + 10 * (n - 1)))
+}
+# stream_port_of INSTANCE: its stream listener's port (USERS_API_STREAM_PORT; users-api-2:
+# 8095); fails when its service has none, or when the caller turned them off
+# (USERS_API_STREAM_PORT set and empty).
+stream_port_of() {
+    local svc n var
+    svc="$(service_of "$1")"
+    [[ -n ${STREAM_PORTS[$svc]:-} ]] || return 1
+    var="${STREAM_PORT_VARS[$svc]}"
+    if [[ -n ${!var+x} && -z ${!var} ]]; then
+        return 1
+    fi
+    n="$(replica_of "$1")"
+    echo $((STREAM_PORTS[$svc] + 10 * (n - 1)))
 }
 pid_file() { echo "$PID_DIR/$1.pid"; }
 log_file() { echo "$LOG_DIR/$1.log"; }
@@ -286,12 +313,37 @@ upstream_addrs() {
     echo "${list[*]}"
 }
 
+# stream_addrs: render.sh's USERS_STREAM_ADDR, the stream listeners of every users-api
+# instance; "" (the gateway then sends the status streams to the main ports, as every other
+# users-api path) when they are turned off or one of them does not listen within 5 s of the
+# instances being ready (a build without USERS_API_STREAM_PORT, e.g. STACK_BIN_DIR's, or an
+# instance started before the stack set it).
+stream_addrs() {
+    local inst port list=() deadline=$((SECONDS + 5))
+    for inst in $(instances "$REPLICAS"); do
+        [[ $(service_of "$inst") == users-api ]] || continue
+        port="$(stream_port_of "$inst")" || return 0
+        until port_open 127.0.0.1 "$port"; do
+            if ((SECONDS >= deadline)); then
+                warn "$inst does not listen on its stream port $port (a build without USERS_API_STREAM_PORT?): the gateway sends the status streams to users-api's main port(s)"
+                return 0
+            fi
+            sleep 0.2
+        done
+        list+=("127.0.0.1:$port")
+    done
+    local IFS=,
+    echo "${list[*]}"
+}
+
 start_gateway() {
     command -v nginx >/dev/null 2>&1 || die "nginx is missing (deploy/local/ensure-infra.sh installs it)"
     build_api_reference
-    local conf
-    # Every instance of a service is a server of its upstream (failover between them). With
-    # several replicas, the internal listener too: the services' CONCERT_API_URL.
+    local conf streams
+    streams="$(stream_addrs)"
+    # Every instance of a service is a server of its upstream (failover between them); the
+    # status streams go to users-api's stream listeners (USERS_STREAM_ADDR). With several
+    # replicas, the internal listener too: the services' CONCERT_API_URL.
     # Rendering also refreshes the document, the page's assets and the web app a running
     # gateway serves (nginx reads the files at each request: no reload needed).
     # Every local client (browser, curl, the load tool) is one address, 127.0.0.1: the cap on
@@ -299,7 +351,8 @@ start_gateway() {
     # worker_connections, so a local load test is not turned away by it.
     conf="$(GATEWAY_OPENAPI="$GATEWAY_DIR/openapi.json" GATEWAY_WEB="$REPO_ROOT/web/dist" \
         GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-4096}" \
-        USERS_API_ADDR="$(upstream_addrs users-api)" CONCERT_API_ADDR="$(upstream_addrs concert-api)" \
+        USERS_API_ADDR="$(upstream_addrs users-api)" USERS_STREAM_ADDR="$streams" \
+        CONCERT_API_ADDR="$(upstream_addrs concert-api)" \
         PAYMENT_API_ADDR="$(upstream_addrs payment-api)" GATEWAY_INTERNAL_LISTEN="$INTERNAL_LISTEN" \
         "$REPO_ROOT/deploy/gateway/render.sh" "$GATEWAY_DIR")"
     if gateway_pid >/dev/null; then
@@ -314,6 +367,11 @@ start_gateway() {
         sleep 0.2
     done
     log "gateway ready on http://127.0.0.1:8080 (pid $(gateway_pid)): the web app at /, the API under /api/"
+    if [[ -n $streams ]]; then
+        log "gateway: the status streams (GET /api/queue/tokens/{token}/events) go to users-api's stream listeners $streams"
+    else
+        log "gateway: the status streams (GET /api/queue/tokens/{token}/events) go to users-api's main port(s)"
+    fi
     if [[ -n $INTERNAL_LISTEN ]]; then
         log "gateway internal listener on http://$INTERNAL_LISTEN: concert-api's /internal/** and GET /api/concerts/{id} (the services' CONCERT_API_URL)"
     fi
@@ -429,28 +487,35 @@ export_defaults() {
 }
 
 # start_service INSTANCE: runs its service's binary with its port variable set (users-api-2:
-# target/release/users-api serve, USERS_API_PORT=8091), its own pid file and log.
+# target/release/users-api serve, USERS_API_PORT=8091, and its stream port,
+# USERS_API_STREAM_PORT=8095), its own pid file and log.
 start_service() {
-    local inst=$1 svc bin port pidf log pid
+    local inst=$1 svc bin port stream pidf log pid
     svc="$(service_of "$inst")"
     bin="$BIN_DIR/$svc"
     port="$(port_of "$inst")"
+    stream="$(stream_port_of "$inst")" || stream=""
     pidf="$(pid_file "$inst")"
     log="$(log_file "$inst")"
     [[ -x $bin ]] || die "$bin not found: did the build produce it?"
     if port_open 127.0.0.1 "$port"; then
         die "port $port ($inst) is already in use by a process this script did not start; stop it first (see: ss -ltnp 'sport = :$port')"
     fi
+    if [[ -n $stream ]] && port_open 127.0.0.1 "$stream"; then
+        die "port $stream ($inst's stream listener) is already in use by a process this script did not start; stop it first (see: ss -ltnp 'sport = :$stream')"
+    fi
     rm -f "$pidf"
-    printf '\n=== %s: %s serve as %s, port %s (started by %s) ===\n' "$(date -Is)" "$svc" "$inst" "$port" "$SCRIPT_NAME" >>"$log"
+    printf '\n=== %s: %s serve as %s, port %s%s (started by %s) ===\n' "$(date -Is)" "$svc" "$inst" "$port" \
+        "${stream:+, stream port $stream}" "$SCRIPT_NAME" >>"$log"
     # setsid + nohup: own session, survives this script and its terminal.
     # The bash launcher writes its own pid and execs the service, so the pid
     # file holds the service's pid even when setsid has to fork.
     # The whole environment (defaults exported above + the caller's) passes on, plus the
-    # instance's port.
+    # instance's port (and stream port).
     (
         cd "$REPO_ROOT"
         export "${PORT_VARS[$svc]}=$port"
+        if [[ -n $stream ]]; then export "${STREAM_PORT_VARS[$svc]}=$stream"; fi
         nohup setsid bash -c "$LAUNCHER" "$inst-launcher" \
             "$pidf" "$bin" serve </dev/null >>"$log" 2>&1 &
     )
@@ -460,7 +525,7 @@ start_service() {
         sleep 0.1
     done
     pid="$(read_pid "$pidf")" || die "$inst did not write $pidf"
-    log "started $inst (pid $pid, port $port), log: $log"
+    log "started $inst (pid $pid, port $port${stream:+, stream port $stream}), log: $log"
 }
 
 wait_ready() {
@@ -570,8 +635,11 @@ cmd_up() {
     seed_demo
 
     log "all services are ready:"
+    local stream
     for svc in $(instances "$REPLICAS"); do
-        printf '[%s]   %-14s http://127.0.0.1:%s  (pid %s)\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" "$(service_pid "$svc" || echo '?')"
+        stream="$(stream_port_of "$svc")" || stream=""
+        printf '[%s]   %-14s http://127.0.0.1:%s  (pid %s)%s\n' "$SCRIPT_NAME" "$svc" "$(port_of "$svc")" \
+            "$(service_pid "$svc" || echo '?')" "${stream:+  status streams: http://127.0.0.1:$stream}"
     done
     if [[ -n $INTERNAL_LISTEN ]]; then
         log "services call concert-api at ${CONCERT_API_URL:-http://127.0.0.1:8082} (gateway internal listener: $INTERNAL_LISTEN)"
@@ -667,8 +735,10 @@ cmd_down() {
 # status
 # ---------------------------------------------------------------------------
 cmd_status() {
-    local svc pid state code count
+    local svc pid state code count stream
     count="$(replica_count)"
+    # READY: the code of GET /health/ready; stream=PORT: the instance's stream listener
+    # (users-api), "(closed)" when nothing listens there.
     printf '%-14s %-8s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
     # The instances of the replica count, and any other one that has a pid file.
     for svc in $(instances "$MAX_REPLICAS"); do
@@ -682,6 +752,10 @@ cmd_status() {
             [[ -e $(pid_file "$svc") ]] && state=stale
         fi
         code="$(http_code "$svc")"
+        if stream="$(stream_port_of "$svc")"; then
+            port_open 127.0.0.1 "$stream" || stream+="(closed)"
+            code+=" stream=$stream"
+        fi
         printf '%-14s %-8s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$(port_of "$svc")" "$code"
     done
 

@@ -64,6 +64,7 @@ impl Gateway {
             .arg(&state)
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("USERS_API_ADDR", addr(&platform.users.url))
+            .env("USERS_STREAM_ADDR", addr(&platform.users_stream))
             .env("CONCERT_API_ADDR", addr(&platform.concert.url))
             .env("PAYMENT_API_ADDR", addr(&platform.payment.url))
             .env("GATEWAY_OPENAPI", &document)

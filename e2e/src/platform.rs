@@ -18,6 +18,9 @@ pub struct Platform {
     pub id: String,
     pub concert: Process,
     pub users: Process,
+    /// users-api's status-stream listener (`USERS_API_STREAM_PORT`), `http://127.0.0.1:port`:
+    /// where the gateway sends the streams.
+    pub users_stream: String,
     pub payment: Process,
     pub users_db: TestDatabase,
     pub concert_db: TestDatabase,
@@ -63,9 +66,11 @@ impl Platform {
             &with(vec![("CONCERT_DATABASE_URL", concert_db.url.clone())]),
         )
         .await;
+        let stream_port = crate::process::free_port();
         let users = start(
             "users-api",
             &with(vec![
+                ("USERS_API_STREAM_PORT", stream_port.to_string()),
                 ("USERS_DATABASE_URL", users_db.url.clone()),
                 ("CONCERT_API_URL", concert.url.clone()),
             ]),
@@ -84,6 +89,7 @@ impl Platform {
             id,
             concert,
             users,
+            users_stream: format!("http://127.0.0.1:{stream_port}"),
             payment,
             users_db,
             concert_db,
