@@ -13,7 +13,10 @@
 # replicas are reached directly, not through the gateway; batch does not run (the tool is
 # the only one admitting, so it knows whom each admission let in). Only users-api runs, on
 # the local PostgreSQL, Redis and Kafka (deploy/local/ensure-infra.sh); its ports are
-# 8181, 8182, ... Its Redis keys carry the prefix wr-<pid>- and are deleted at the end.
+# 8181, 8182, ..., and the fans open their streams on each replica's lean stream listener
+# (USERS_API_STREAM_PORT) 8281, 8282, ... — as the gateway sends them; STREAMS=main opens them
+# on the main ports instead (actix-web), to compare. Its Redis keys carry the prefix
+# wr-<pid>- and are deleted at the end.
 # Reports go to .bench/waiting-room-<FANS>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +30,10 @@ REPLICAS="${REPLICAS:-$(((FANS + PER_PROCESS - 1) / PER_PROCESS))}"
 ADMIT_RATE="${ADMIT_RATE:-500}"
 DURATION="${DURATION:-20}"
 HOLD_SECS="${HOLD_SECS:-15}"
+STREAMS="${STREAMS:-lean}"
+[[ $STREAMS == lean || $STREAMS == main ]] || die "STREAMS must be lean or main, not '$STREAMS'"
 FIRST_PORT=8181
+FIRST_STREAM_PORT=8281
 state=.bench/waiting-room
 mkdir -p "$state"
 
@@ -52,7 +58,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 export REDIS_KEY_PREFIX="wr-$$-"
 target/release/users-api migrate >/dev/null
 
-pids=() urls=()
+pids=() urls=() streams=()
 stop_replicas() {
     if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; fi
     wait 2>/dev/null || true
@@ -61,9 +67,15 @@ stop_replicas() {
 }
 trap stop_replicas EXIT
 for ((i = 0; i < REPLICAS; i++)); do
-    port=$((FIRST_PORT + i))
-    USERS_API_PORT=$port target/release/users-api serve >"$state/users-api-$port.log" 2>&1 &
+    port=$((FIRST_PORT + i)) stream_port=$((FIRST_STREAM_PORT + i))
+    USERS_API_PORT=$port USERS_API_STREAM_PORT=$stream_port \
+        target/release/users-api serve >"$state/users-api-$port.log" 2>&1 &
     pids+=("$!") urls+=("http://127.0.0.1:$port")
+    if [[ $STREAMS == lean ]]; then
+        streams+=("http://127.0.0.1:$stream_port")
+    else
+        streams+=("http://127.0.0.1:$port")
+    fi
 done
 for url in "${urls[@]}"; do
     for ((t = 0; t < 100; t++)); do
@@ -75,9 +87,12 @@ done
 log "$REPLICAS users-api replica(s) ready: ${urls[*]}"
 
 join() { local IFS=,; echo "$*"; }
-report=".bench/waiting-room-$FANS.json"
+suffix=""
+[[ $STREAMS == main ]] && suffix=-main
+report=".bench/waiting-room-$FANS$suffix.json"
 target/release/loadtest run waiting-room --fans "$FANS" \
-    --users-api "$(join "${urls[@]}")" --users-api-pid "$(join "${pids[@]}")" \
+    --users-api "$(join "${urls[@]}")" --streams "$(join "${streams[@]}")" \
+    --users-api-pid "$(join "${pids[@]}")" \
     --admit-rate "$ADMIT_RATE" --duration "$DURATION" --hold-secs "$HOLD_SECS" \
     --fans-per-generator "$PER_PROCESS" --json "$report"
 log "report: $report"

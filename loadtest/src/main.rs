@@ -142,6 +142,11 @@ struct RunArgs {
     /// waiting-room: users-api replicas (comma-separated base URLs), reached directly.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
     users_api: Vec<String>,
+    /// waiting-room: where the fans open their status streams, one base URL per replica in
+    /// --users-api's order: the replicas' stream ports (USERS_API_STREAM_PORT). Default: the
+    /// --users-api URLs themselves (their main ports).
+    #[arg(long, value_delimiter = ',')]
+    streams: Vec<String>,
     /// waiting-room: the replicas' process ids (comma-separated), for CPU and peak memory.
     #[arg(long, value_delimiter = ',')]
     users_api_pid: Vec<u32>,
@@ -211,6 +216,7 @@ fn main() -> ExitCode {
             let knobs = waiting_room::Knobs {
                 fans: args.fans,
                 users_api: args.users_api.clone(),
+                streams: args.streams.clone(),
                 pids: args.users_api_pid.clone(),
                 admit_rate: args.admit_rate,
                 hold: Duration::from_secs_f64(args.hold_secs),

@@ -60,6 +60,8 @@ pub struct Knobs {
     pub fans: usize,
     /// users-api replicas' base URLs (`http://host:port`).
     pub users_api: Vec<String>,
+    /// Where the fans open their streams, per replica (empty: `users_api`).
+    pub streams: Vec<String>,
     /// Their process ids, for CPU and memory.
     pub pids: Vec<u32>,
     pub admit_rate: f64,
@@ -222,8 +224,18 @@ pub async fn run(k: Knobs) -> anyhow::Result<Report> {
     ensure!(!k.users_api.is_empty(), "--users-api names no replica");
     ensure!(k.admit_rate > 0.0, "--admit-rate must be positive");
     check_open_files(k.per_generator)?;
-    let addrs = k
-        .users_api
+    let streams = if k.streams.is_empty() {
+        &k.users_api
+    } else {
+        &k.streams
+    };
+    ensure!(
+        streams.len() == k.users_api.len(),
+        "--streams names {} listener(s) for {} replica(s)",
+        streams.len(),
+        k.users_api.len()
+    );
+    let addrs = streams
         .iter()
         .map(|u| socket_addr(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -479,12 +491,12 @@ async fn finish_generator(mut g: Generator) -> anyhow::Result<Vec<FanResult>> {
 fn socket_addr(url: &str) -> anyhow::Result<SocketAddr> {
     let hostport = url
         .strip_prefix("http://")
-        .with_context(|| format!("--users-api {url}: must be http://host:port"))?
+        .with_context(|| format!("{url}: must be http://host:port"))?
         .trim_end_matches('/');
     let hostport = hostport.replace("localhost", "127.0.0.1");
     hostport
         .parse()
-        .with_context(|| format!("--users-api {url}: must be http://<ip>:<port>"))
+        .with_context(|| format!("{url}: must be http://<ip>:<port>"))
 }
 
 /// A generator holds a file per stream: it must be allowed as many (the hard limit here is
