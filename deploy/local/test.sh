@@ -16,8 +16,8 @@
 #      (PyPI, pinned below, in a cached virtualenv) for the contract test: SCHEMATHESIS; the
 #      web app's browser tests (Playwright on Debian's Chromium, web/e2e) run inside it, in
 #      e2e/tests/api/browser.rs, against web/dist behind a gateway of their own
-#   5. the services' suites again against a local 3-master Redis Cluster
-#      (deploy/local/redis-cluster.sh, started here)
+#   5. the services' suites and the end-to-end suite again against a local 3-master Redis
+#      Cluster (deploy/local/redis-cluster.sh, started here)
 #
 # Tests create their own databases, Redis key prefixes and topic prefixes, so they run in
 # parallel against the shared local services. Tests that pause or kill a broker share a
@@ -133,10 +133,11 @@ run_tests() {
 log "tests"
 run_tests --workspace "$@"
 
-# The services' own suites again, with REDIS_URL naming a Redis Cluster (three local masters,
-# deploy/local/redis-cluster.sh): every script and pipeline must keep to one slot. Tests that
-# cut Redis off or count its commands use a private single Redis either way.
-log "tests against a Redis Cluster: common, users-api, concert-api, payment-api, batch"
+# The services' own suites and the end-to-end one again, with REDIS_URL naming a Redis Cluster
+# (three local masters, deploy/local/redis-cluster.sh): every script and pipeline must keep
+# to one slot. Tests that cut Redis off or count its commands use a private single Redis
+# either way.
+log "tests against a Redis Cluster: common, users-api, concert-api, payment-api, batch, e2e"
 deploy/local/redis-cluster.sh start
 REDIS_URL="$(deploy/local/redis-cluster.sh url)" \
-    run_tests -p common -p users-api -p concert-api -p payment-api -p batch "$@"
+    run_tests -p common -p users-api -p concert-api -p payment-api -p batch -p e2e "$@"

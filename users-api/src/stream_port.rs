@@ -5,8 +5,13 @@
 //! Why a second listener: an on-sale holds a stream open for every fan in line, for minutes.
 //! On actix-web each open stream costs about 13 KiB (its connection state with 8 KiB read and
 //! write buffers, which actix-http does not let us size, plus the response's boxed body);
-//! here a stream is its socket, one task and its [`open_status_stream`] state, about 2 KiB.
-//! 100,000 fans are then ~0.2 GiB of users-api instead of ~1.3 GiB (docs/SCALING.md §4).
+//! here a stream is its socket, one task of ~600 bytes and its [`open_status_stream`] state,
+//! ~3 KiB in all. Measured (`bench/waiting-room.sh 10000`, one replica): 51 MiB of users-api
+//! holding 10,000 streams here, 146 MiB on the main port (docs/SCALING.md §1).
+//!
+//! Hence the care about sizes below: a task is as large as the largest state its future can
+//! be in, for its whole life, so the request's reading and answering are boxed (done before
+//! the stream starts) and the frames are moved about on the heap.
 //!
 //! What it does: reads one request head (at most [`MAX_HEAD`] bytes, within [`HEAD_TIMEOUT`]),
 //! answers it and closes the connection (`connection: close`): a stream lasts minutes, so a
@@ -91,17 +96,28 @@ impl StreamPort {
         }
     }
 
-    async fn connection(&self, mut socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+    /// One connection: its request answered, then, for a stream, the stream.
+    async fn connection(&self, socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+        // Boxed: a task is as large as the largest state of its future, and a stream's task
+        // lives for minutes after the request is answered.
+        if let Some((socket, frames)) = Box::pin(self.answer(socket, peer)).await {
+            stream(socket, frames, cancel).await;
+        }
+    }
+
+    /// Reads the request and answers it: a refusal (then the connection closes), or a 200's
+    /// head, returning the socket and the stream to write on it.
+    async fn answer(&self, mut socket: TcpStream, peer: SocketAddr) -> Option<(TcpStream, Frames)> {
         let _ = socket.set_nodelay(true);
         let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await {
             Ok(Ok(head)) => head,
             Ok(Err(refusal)) => {
                 let _ = socket.write_all(&problem_response(&refusal)).await;
                 linger_close(socket).await;
-                return;
+                return None;
             }
             // Silent, as an unfinished request gets no answer on the main port either.
-            Err(_) => return,
+            Err(_) => return None,
         };
         let started = Instant::now();
         let request_id = common::http::request_id(head.request_id.as_deref());
@@ -127,6 +143,7 @@ impl StreamPort {
                 add_request_id(&mut response, &request_id);
                 let _ = socket.write_all(&response).await;
                 linger_close(socket).await;
+                None
             }
             Ok(frames) => {
                 let mut head = String::from("HTTP/1.1 200 OK\r\n");
@@ -136,9 +153,8 @@ impl StreamPort {
                 head.push_str(&format!(
                     "x-request-id: {request_id}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
                 ));
-                if socket.write_all(head.as_bytes()).await.is_ok() {
-                    stream(socket, frames, cancel).await;
-                }
+                socket.write_all(head.as_bytes()).await.ok()?;
+                Some((socket, Box::pin(frames)))
             }
         }
     }
@@ -179,14 +195,13 @@ async fn linger_close(mut socket: TcpStream) {
     .await;
 }
 
+/// A stream's frames, on the heap: moved about by pointer, never copied into every future
+/// that handles them (each such copy would weigh on the stream's task for its whole life).
+type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>;
+
 /// Writes `frames` as chunks until they end (then the last chunk), the client closes its
 /// side, a write fails, or shutdown.
-async fn stream(
-    mut socket: TcpStream,
-    frames: impl futures_util::Stream<Item = Bytes>,
-    cancel: CancellationToken,
-) {
-    let mut frames = std::pin::pin!(frames);
+async fn stream(mut socket: TcpStream, mut frames: Frames, cancel: CancellationToken) {
     let (mut read, mut write) = socket.split();
     let mut scratch = [0u8; 64];
     loop {
