@@ -40,14 +40,14 @@ use crate::routes::queue::{STREAM_HEADERS, open_status_stream};
 
 /// The one route served here, as the metrics name it.
 const ROUTE: &str = "/api/queue/tokens/{token}/events";
-/// The largest request head read: a bearer token and an ordinary browser's headers fit many
-/// times over. Larger: 431.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// The largest request head read: more than the gateway lets through (a request line of 8 KiB
+/// and 32 KiB of headers), so nothing it passes is refused here. Larger: 431.
+pub const MAX_HEAD: usize = 48 * 1024;
 /// A client that has not sent its whole request head by then loses the connection (the
 /// gateway's own header timeout is the same).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers parsed; more: 431.
-const MAX_HEADERS: usize = 48;
+const MAX_HEADERS: usize = 128;
 
 /// What every connection needs.
 #[derive(Clone)]
@@ -329,7 +329,7 @@ async fn read_head(socket: &mut TcpStream) -> Result<Head, ApiError> {
 fn head_too_large() -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "INVALID_REQUEST",
+        "HEADERS_TOO_LARGE",
         format!("the request head is over {} KiB", MAX_HEAD / 1024),
     )
 }

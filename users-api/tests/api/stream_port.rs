@@ -153,15 +153,18 @@ async fn the_stream_port_serves_nothing_else_and_refuses_bad_requests_clearly() 
             assert!(head.contains("\r\nallow: get"), "{head}");
         }
     }
-    // A head over 16 KiB is 431, and it names the limit.
+    // A head over 48 KiB (more than the gateway lets through) is 431, naming the limit.
     let big = format!(
         "GET /api/queue/tokens/1.x/events HTTP/1.1\r\nAuthorization: Bearer x\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(17 * 1024)
+        "a".repeat(49 * 1024)
     );
     let (got, _, body) = raw(&s, big.as_bytes()).await;
-    assert_eq!((got, body["code"].as_str()), (431, Some("INVALID_REQUEST")));
+    assert_eq!(
+        (got, body["code"].as_str()),
+        (431, Some("HEADERS_TOO_LARGE"))
+    );
     assert!(
-        body["detail"].as_str().unwrap().contains("16 KiB"),
+        body["detail"].as_str().unwrap().contains("48 KiB"),
         "{body}"
     );
 
