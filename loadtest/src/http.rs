@@ -104,9 +104,12 @@ impl Http {
         self.send(Method::POST, path, auth, Some(body)).await
     }
 
-    /// Sends one request. As with wrk, the time runs from when a connection is free to send
-    /// on until the whole answer is read: a population larger than the pool queues here
-    /// first, and that wait is the load generator's, not the platform's.
+    /// Sends one request. In a closed loop, as with wrk, the time runs from when a connection
+    /// is free to send on until the whole answer is read: a population larger than the pool
+    /// queues here first, and that wait is the load generator's, not the platform's. In a
+    /// paced run the first request of each call is timed from when it was due
+    /// ([`crate::drive::take_due`]): the waits for a free connection and a late schedule are
+    /// the platform falling behind, and count.
     pub async fn send(
         &self,
         method: Method,
@@ -114,12 +117,13 @@ impl Http {
         auth: Auth<'_>,
         body: Option<Vec<u8>>,
     ) -> Reply {
+        let due = crate::drive::take_due();
         let permit = self
             .permits
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let started = Instant::now();
+        let started = due.unwrap_or_else(Instant::now);
         let sent_unix_ms = unix_ms(SystemTime::now());
         let result = tokio::time::timeout(self.timeout, self.exchange(method, path, auth, body))
             .await

@@ -55,12 +55,25 @@ pub fn describe(
         if let Some(log) = &args.fault_log {
             settings.insert("fault log".into(), log.display().to_string());
         }
+        settings.insert(
+            "latency clock".into(),
+            "from the sending (each fan sends its next request after the previous answer)".into(),
+        );
     } else {
         settings.insert("duration".into(), format!("{} s", args.duration));
         settings.insert(
             "rate".into(),
             args.rate
                 .map_or("closed loop".into(), |r| format!("{r} req/s")),
+        );
+        settings.insert(
+            "latency clock".into(),
+            if args.rate.is_some() {
+                "from when each request was due (waits for a free connection and a late schedule count)"
+            } else {
+                "from the sending (closed loop: a request waits for the previous answer, so queueing before it is not seen)"
+            }
+            .into(),
         );
     }
     settings.insert("machine".into(), machine());
