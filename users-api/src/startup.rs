@@ -19,7 +19,7 @@ use crate::domain::throttle::LoginThrottle;
 use crate::events::RetireOnPurchase;
 use crate::routes::AppState;
 use crate::store::migration::Migrator;
-use crate::stream_port::{self, StreamPort};
+use crate::stream_port::StreamPort;
 
 pub const SERVICE: &str = "users-api";
 
@@ -99,12 +99,12 @@ impl Application {
             crate::routes::configure(cfg);
         })?;
         if let (Some(lean), Some(port)) = (lean, config.stream_port) {
-            let listener = stream_port::bind(&config.http.host, port)?;
-            let port = listener.local_addr()?.port();
+            let cancel = service.cancel_token();
+            let (port, served) =
+                lean.start(&config.http.host, port, config.http.workers, cancel)?;
             tracing::info!(port, "status streams also served on their own port");
             service.add_port("stream", port);
-            let cancel = service.cancel_token();
-            service.spawn("stream port", lean.serve(listener, cancel));
+            service.spawn("stream port", served);
         }
         service.spawn_consumer(
             "reservation.confirmed consumer",

@@ -9,6 +9,10 @@
 //! ~3 KiB in all. Measured (`bench/waiting-room.sh 10000`, one replica): 51 MiB of users-api
 //! holding 10,000 streams here, 146 MiB on the main port (docs/SCALING.md §1).
 //!
+//! It runs on a tokio runtime of its own (`HTTP_WORKERS` threads, like actix-web's workers):
+//! on the process's main runtime an opening surge would queue in front of the Redis
+//! connection's driver, which every open waits on twice, and of the consumers.
+//!
 //! Hence the care about sizes below: a task is as large as the largest state its future can
 //! be in, for its whole life, so the request's reading and answering are boxed (done before
 //! the stream starts) and the frames are moved about on the heap.
@@ -19,6 +23,7 @@
 //! port, so a client can tell a stream that ended from one that was cut. A client that closes
 //! its side ends its stream at once (its slot and its token's lease go with it).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,8 +62,8 @@ pub struct StreamPort {
     pub metrics: Arc<Metrics>,
 }
 
-/// Binds `host:port` (0: a free port) with the main port's backlog.
-pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+/// Binds `host:port` (0: a free port) with the main port's backlog, on the current runtime.
+fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     let http = common::config::HttpConfig {
         host: host.to_owned(),
         port,
@@ -72,6 +77,39 @@ pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 }
 
 impl StreamPort {
+    /// Binds `host:port` (0: a free port) and serves on a runtime of its own with `workers`
+    /// threads, as actix-web's workers are its own: the streams' opening surge and their
+    /// frames do not queue the process's other work — the Redis connection's driver, which
+    /// every stream's checks wait on, the consumers, the tickers' reads. Returns the port
+    /// bound and a future that ends once the listener and its streams are done (after
+    /// `cancel`), taking the runtime down with it.
+    pub fn start(
+        self,
+        host: &str,
+        port: u16,
+        workers: usize,
+        cancel: CancellationToken,
+    ) -> std::io::Result<(u16, impl Future<Output = ()> + Send + use<>)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("stream-port")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _in = runtime.enter();
+            bind(host, port)?
+        };
+        let port = listener.local_addr()?.port();
+        let serving = runtime.spawn(self.serve(listener, cancel.clone()));
+        Ok((port, async move {
+            let _ = serving.await;
+            // The open streams end on `cancel` too: give them a moment to write their last
+            // bytes, then stop the runtime without blocking this one.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            runtime.shutdown_background();
+        }))
+    }
+
     /// Accepts until `cancel` fires; then every open stream ends (its client reconnects,
     /// through the gateway, to a replica still running).
     pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) {
