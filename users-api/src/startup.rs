@@ -84,7 +84,6 @@ impl Application {
             hashing: config.hashing.clone(),
             throttle,
         });
-        // The session extractor (`AuthUser`) looks the store up on its own (as app data).
         let consumer_kafka = kafka.clone();
         let parts =
             ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
@@ -93,6 +92,7 @@ impl Application {
             sessions: sessions.clone(),
             metrics: parts.metrics.clone(),
         });
+        // The session extractor (`AuthUser`) looks the store up on its own, as app data.
         let (sessions, state) = (web::Data::new(sessions), web::Data::from(state));
         let mut service = build_service(parts, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(sessions.clone()).app_data(state.clone());

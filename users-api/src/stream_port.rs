@@ -9,13 +9,13 @@
 //! ~3 KiB in all. Measured (`bench/waiting-room.sh 10000`, one replica): 51 MiB of users-api
 //! holding 10,000 streams here, 146 MiB on the main port (docs/SCALING.md §1).
 //!
-//! It runs on a tokio runtime of its own (`HTTP_WORKERS` threads, like actix-web's workers):
-//! on the process's main runtime an opening surge would queue in front of the Redis
-//! connection's driver, which every open waits on twice, and of the consumers.
-//!
 //! Hence the care about sizes below: a task is as large as the largest state its future can
 //! be in, for its whole life, so the request's reading and answering are boxed (done before
 //! the stream starts) and the frames are moved about on the heap.
+//!
+//! It runs on a tokio runtime of its own (`HTTP_WORKERS` threads, like actix-web's workers):
+//! on the process's main runtime an opening surge would queue in front of the Redis
+//! connection's driver, which every open waits on twice, and of the consumers.
 //!
 //! What it does: reads one request head (at most [`MAX_HEAD`] bytes, within [`HEAD_TIMEOUT`]),
 //! answers it and closes the connection (`connection: close`): a stream lasts minutes, so a
@@ -55,7 +55,6 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 128;
 
 /// What every connection needs.
-#[derive(Clone)]
 pub struct StreamPort {
     pub state: Arc<AppState>,
     pub sessions: SessionStore,
@@ -64,14 +63,7 @@ pub struct StreamPort {
 
 /// Binds `host:port` (0: a free port) with the main port's backlog, on the current runtime.
 fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
-    let http = common::config::HttpConfig {
-        host: host.to_owned(),
-        port,
-        workers: 1,
-        shutdown_timeout: Duration::from_secs(1),
-        internal_token: None,
-    };
-    let listener = common::http::bind(&http)?;
+    let listener = common::http::bind_to(host, port)?;
     listener.set_nonblocking(true)?;
     TcpListener::from_std(listener)
 }
@@ -150,7 +142,7 @@ impl StreamPort {
         let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await {
             Ok(Ok(head)) => head,
             Ok(Err(refusal)) => {
-                let _ = socket.write_all(&problem_response(&refusal)).await;
+                let _ = socket.write_all(&problem_response(&refusal, None)).await;
                 linger_close(socket).await;
                 return None;
             }
@@ -177,8 +169,7 @@ impl StreamPort {
                 if refusal.status().is_server_error() {
                     tracing::error!(parent: &span, error = %refusal, "status stream refused");
                 }
-                let mut response = problem_response(&refusal);
-                add_request_id(&mut response, &request_id);
+                let response = problem_response(&refusal, Some(&request_id));
                 let _ = socket.write_all(&response).await;
                 linger_close(socket).await;
                 None
@@ -270,7 +261,7 @@ async fn stream(mut socket: TcpStream, mut frames: Frames, cancel: CancellationT
 }
 
 /// The parts of a request head this route reads.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Head {
     method: String,
     path: String,
@@ -279,10 +270,15 @@ struct Head {
 }
 
 impl Head {
+    /// The path without its query.
+    fn path(&self) -> &str {
+        self.path.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// The token's path segment when the path is the stream route's (any method).
     fn token_segment(&self) -> Option<&str> {
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
-        path.strip_prefix("/api/queue/tokens/")
+        self.path()
+            .strip_prefix("/api/queue/tokens/")
             .and_then(|rest| rest.strip_suffix("/events"))
             .filter(|t| !t.is_empty() && !t.contains('/'))
     }
@@ -308,9 +304,8 @@ impl Head {
     /// The token of `GET /api/queue/tokens/{token}/events` (percent-decoded, as actix's path
     /// extractor does), or 404 for any other path and 405 for another method.
     fn route(&self) -> Result<String, ApiError> {
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
         let token = self.token_segment();
-        let (method, shown) = (printable(&self.method), printable(path));
+        let (method, shown) = (printable(&self.method), printable(self.path()));
         let Some(token) = token else {
             // Named as on the main port, which serves every other route.
             return Err(problem_for_status(StatusCode::NOT_FOUND, &method, &shown));
@@ -400,8 +395,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ApiError> {
     }
 }
 
-/// A whole problem+json answer, ending the connection.
-fn problem_response(error: &ApiError) -> Vec<u8> {
+/// A whole problem+json answer, ending the connection; with the request's id when it was read.
+fn problem_response(error: &ApiError, request_id: Option<&str>) -> Vec<u8> {
     let body = serde_json::to_vec(&error.problem_json()).unwrap_or_default();
     let status = error.status();
     let mut head = format!(
@@ -416,18 +411,13 @@ fn problem_response(error: &ApiError) -> Vec<u8> {
     if status == StatusCode::METHOD_NOT_ALLOWED {
         head.push_str("allow: GET\r\n");
     }
+    if let Some(id) = request_id {
+        head.push_str(&format!("x-request-id: {id}\r\n"));
+    }
     let mut response = head.into_bytes();
     response.extend_from_slice(b"\r\n");
     response.extend_from_slice(&body);
     response
-}
-
-/// Puts `x-request-id` into a response made by [`problem_response`].
-fn add_request_id(response: &mut Vec<u8>, id: &str) {
-    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-        let line = format!("\r\nx-request-id: {id}");
-        response.splice(end..end, line.into_bytes());
-    }
 }
 
 #[cfg(test)]
@@ -472,7 +462,7 @@ mod tests {
             .route()
             .unwrap_err();
         assert_eq!(err.status(), StatusCode::METHOD_NOT_ALLOWED);
-        let response = String::from_utf8(problem_response(&err)).unwrap();
+        let response = String::from_utf8(problem_response(&err, None)).unwrap();
         assert!(response.contains("\r\nallow: GET\r\n"), "{response}");
     }
 
@@ -489,8 +479,7 @@ mod tests {
 
     #[test]
     fn a_problem_carries_the_request_id() {
-        let mut response = problem_response(&ApiError::unauthenticated("no"));
-        add_request_id(&mut response, "id-7");
+        let response = problem_response(&ApiError::unauthenticated("no"), Some("id-7"));
         let text = String::from_utf8(response).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");

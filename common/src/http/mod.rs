@@ -62,10 +62,15 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds the configured address (port 0 picks a free port; tests use it).
 pub fn bind(http: &HttpConfig) -> std::io::Result<TcpListener> {
+    bind_to(&http.host, http.port)
+}
+
+/// Binds `host:port` (port 0 picks a free port) with [`LISTEN_BACKLOG`].
+pub fn bind_to(host: &str, port: u16) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(http.host.as_str(), http.port))?
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
         .next()
-        .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", http.host)))?;
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
