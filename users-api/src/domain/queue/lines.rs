@@ -95,6 +95,8 @@ pub fn cadence(position: Option<i64>, period: Duration, keepalive: Duration) -> 
 /// The streams of one line in this process: the last reading, and who is waiting for what.
 struct Shared {
     last: Option<LineState>,
+    /// Readings so far: a stream compares its place only with readings taken after it.
+    generation: u64,
     /// Waiting streams by (sequence number, id): admission reaching a sequence number wakes
     /// the streams at or below it. Pre-queued streams wait at `i64::MAX` (only an event
     /// wakes them).
@@ -124,6 +126,7 @@ impl Shared {
             notify.notify_one();
         }
         self.last = Some(line.clone());
+        self.generation += 1;
     }
 }
 
@@ -148,6 +151,8 @@ pub struct Following {
     wake: Arc<Notify>,
     /// Where it waits in `Shared::waiting`, if anywhere.
     key: Option<(i64, u64)>,
+    /// The reading generation when its place was last set: only later readings speak to it.
+    since: u64,
 }
 
 impl Lines {
@@ -173,6 +178,7 @@ impl Lines {
             let shared = tickers.entry(concert_id).or_insert_with(|| {
                 let shared = Arc::new(Mutex::new(Shared {
                     last: None,
+                    generation: 0,
                     waiting: BTreeMap::new(),
                     next_id: 0,
                     followers: 0,
@@ -187,6 +193,7 @@ impl Lines {
             shared,
             wake: Arc::new(Notify::new()),
             key: None,
+            since: 0,
         };
         following.wait_at(place);
         following
@@ -232,18 +239,30 @@ impl Lines {
 }
 
 impl Following {
-    /// The latest reading (`None` before the first tick answered).
+    /// The latest reading, if it was taken after the stream's place was (`None` before).
+    ///
+    /// A place read from Redis between two ticks is newer than the last reading: admission
+    /// (every `QUEUE_ADMIT_INTERVAL_MS`) may have moved the counters since. Compared with it,
+    /// that older reading would look like counters going back (a reset) and send the stream to
+    /// Redis again at once, and again, until the next tick: ~1,000 needless status checks a
+    /// second in a 10,000-fan sale. So a stream waits for the next reading instead.
     pub fn line(&self) -> Option<LineState> {
-        lock(&self.shared).last.clone()
+        let shared = lock(&self.shared);
+        if shared.generation > self.since {
+            shared.last.clone()
+        } else {
+            None
+        }
     }
 
-    /// Waits at `place` from now on (`None`: nowhere, the stream is done). If the latest
-    /// reading already concerns it, the next [`woken`](Self::woken) returns at once.
+    /// Waits at `place` from now on (`None`: nowhere, the stream is done); the next reading
+    /// that concerns it wakes it ([`woken`](Self::woken)).
     pub fn wait_at(&mut self, place: Option<Place>) {
         let mut shared = lock(&self.shared);
         if let Some(key) = self.key.take() {
             shared.waiting.remove(&key);
         }
+        self.since = shared.generation;
         let Some(place) = place else {
             return;
         };
@@ -257,16 +276,8 @@ impl Following {
             },
             id,
         );
-        if shared
-            .last
-            .as_ref()
-            .is_some_and(|line| place.read(line) == Reading::AskRedis)
-        {
-            self.wake.notify_one();
-        } else {
-            shared.waiting.insert(key, self.wake.clone());
-            self.key = Some(key);
-        }
+        shared.waiting.insert(key, self.wake.clone());
+        self.key = Some(key);
     }
 
     /// Returns when admission reached this stream's place or the line had an event.
@@ -362,6 +373,7 @@ mod tests {
     fn a_reading_wakes_the_streams_admission_reached_and_an_event_wakes_all() {
         let mut shared = Shared {
             last: Some(line(0, 10)),
+            generation: 1,
             waiting: BTreeMap::new(),
             next_id: 0,
             followers: 3,
@@ -380,6 +392,35 @@ mod tests {
         };
         shared.wake(&drawn);
         assert!(shared.waiting.is_empty(), "a draw wakes every stream");
+    }
+
+    #[test]
+    fn a_place_newer_than_the_reading_waits_for_the_next_reading() {
+        let shared = Arc::new(Mutex::new(Shared {
+            last: Some(line(60, 70)),
+            generation: 4,
+            waiting: BTreeMap::new(),
+            next_id: 0,
+            followers: 1,
+        }));
+        let mut following = Following {
+            shared: shared.clone(),
+            wake: Arc::new(Notify::new()),
+            key: None,
+            since: 0,
+        };
+        assert_eq!(following.line(), Some(line(60, 70)));
+        // Redis said PLACE (passed 70) after that reading (passed 60), as happens between
+        // ticks: the older reading is not shown to it, which would look like a reset.
+        assert_eq!(PLACE.read(&line(60, 70)), Reading::AskRedis);
+        following.wait_at(Some(PLACE));
+        assert_eq!(following.line(), None, "no reading since the place");
+        lock(&shared).wake(&line(75, 85));
+        assert_eq!(following.line(), Some(line(75, 85)));
+        assert_eq!(
+            PLACE.read(&following.line().unwrap()),
+            Reading::Waiting(Some(35))
+        );
     }
 
     #[test]
