@@ -37,7 +37,7 @@ use prometheus::{
 };
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
-use users_api::domain::queue::WaitingRoom;
+use users_api::domain::queue::{Admission, Verdict, WaitingRoom};
 
 use crate::leader::Leadership;
 
@@ -96,17 +96,26 @@ impl Job {
                 let mut admitted = 0;
                 let mut failed = None;
                 let mut lines = Vec::new();
-                for concert in ctx
+                let concerts = ctx
                     .room
                     .concerts_with_lines()
                     .await
-                    .map_err(|e| e.to_string())?
-                {
-                    match ctx.room.admit(concert, now).await {
+                    .map_err(|e| e.to_string())?;
+                // One look at the checkout's pressure paces every room of this tick.
+                let verdict = if concerts.is_empty() {
+                    Verdict::Fixed
+                } else {
+                    ctx.room
+                        .checkout_verdict()
+                        .await
+                        .map_err(|e| e.to_string())?
+                };
+                for concert in concerts {
+                    match ctx.room.admit_paced(concert, now, verdict).await {
                         Ok(a) => {
                             admitted += a.admitted;
                             ctx.metrics.count_admission(concert, &a);
-                            lines.push((concert, a.pre_queued, a.waiting, a.active));
+                            lines.push((concert, a));
                         }
                         Err(e) => {
                             failed.get_or_insert(format!("concert {concert}: {e}"));
@@ -344,7 +353,7 @@ type Sale = (
 
 impl JobMetrics {
     /// What one admission tick did to a concert's line.
-    fn count_admission(&self, concert: i64, a: &users_api::domain::queue::Admission) {
+    fn count_admission(&self, concert: i64, a: &Admission) {
         let concert = concert.to_string();
         for (event, n) in [
             ("admitted", a.admitted),
@@ -358,15 +367,19 @@ impl JobMetrics {
     }
 
     /// The lines as of this tick: only concerts that still have one are exported.
-    fn set_lines(&self, lines: &[(i64, u64, u64, u64)]) {
+    fn set_lines(&self, lines: &[(i64, Admission)]) {
         self.line.reset();
-        for &(concert, pre_queued, waiting, active) in lines {
+        for (concert, a) in lines {
             let concert = concert.to_string();
+            let window = a.window.map(|w| ("admission_window", w));
             for (state, n) in [
-                ("pre_queued", pre_queued),
-                ("waiting", waiting),
-                ("active", active),
-            ] {
+                ("pre_queued", a.pre_queued),
+                ("waiting", a.waiting),
+                ("active", a.active),
+            ]
+            .into_iter()
+            .chain(window)
+            {
                 self.line
                     .with_label_values(&[concert.as_str(), state])
                     .set(n as i64);
@@ -471,7 +484,7 @@ impl JobMetrics {
             line: IntGaugeVec::new(
                 Opts::new(
                     "sale_line",
-                    "Tokens in a concert's line by state (pre_queued, waiting, active) after the last admission tick",
+                    "Tokens in a concert's line by state (pre_queued, waiting, active) after the last admission tick, and (state admission_window) how many may be active as the admission pace sized it",
                 ),
                 &["concert", "state"],
             )

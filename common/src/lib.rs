@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod migration;
 pub mod openapi;
 pub mod outbox;
+pub mod pressure;
 pub mod redis;
 pub mod startup;
 pub mod telemetry;

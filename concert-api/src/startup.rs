@@ -78,6 +78,7 @@ impl Application {
         )
         .with_clock(clock.clone());
         let sale = SaleMetrics::register(parts.metrics.registry());
+        let pressure = common::pressure::Pressure::default();
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -89,6 +90,7 @@ impl Application {
             ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
             sale: sale.clone(),
+            pressure: pressure.clone(),
         });
         let consumer_kafka = kafka.clone();
         let handler = SettleOnPayment {
@@ -104,6 +106,7 @@ impl Application {
                 .app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
+        pressure.spawn_publisher(&mut service, SERVICE, &redis, &db);
         let cancel = service.cancel_token();
         let every = config.inventory_resync;
         service.spawn("inventory resync", async move {

@@ -64,6 +64,7 @@ impl Application {
         )
         .with_clock(clock.clone());
         let money = MoneyMetrics::register(parts.metrics.registry());
+        let pressure = common::pressure::Pressure::default();
         let state = web::Data::new(AppState {
             db: db.clone(),
             cfg: config.payment.clone(),
@@ -74,6 +75,7 @@ impl Application {
             ),
             clock: clock.clone(),
             money: money.clone(),
+            pressure: pressure.clone(),
         });
         let consumer_kafka = kafka.clone();
         let handler = SettlementEvents {
@@ -87,6 +89,7 @@ impl Application {
                 .app_data(state.clone());
             crate::routes::configure(cfg);
         })?;
+        pressure.spawn_publisher(&mut service, SERVICE, &redis, &db);
         service.spawn_consumer(
             "settlement consumer",
             consumer_kafka,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::domain::queue::pace::PaceConfig;
 use common::clock::Clock;
 use common::config::{
     ConfigError, DatabaseConfig, Env, HttpConfig, KafkaConfig, LogFormat, RedisConfig, Secret,
@@ -53,19 +54,27 @@ pub struct QueueConfig {
     pub sse_keepalive: Duration,
     /// Status streams one user may hold open at once in one process.
     pub sse_per_user: u32,
+    /// How admission sizes the number of fans shopping at once.
+    pub pace: PaceConfig,
 }
 
 impl QueueConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             max_active: env.parse("QUEUE_MAX_ACTIVE", 500, 1..=1_000_000)?,
-            admit_per_tick: env.parse("QUEUE_ADMIT_PER_TICK", 100, 1..=100_000)?,
-            admit_interval: env.millis("QUEUE_ADMIT_INTERVAL_MS", 1000, 10..=60_000)?,
+            admit_per_tick: env.parse("QUEUE_ADMIT_PER_TICK", 250, 1..=100_000)?,
+            admit_interval: env.millis("QUEUE_ADMIT_INTERVAL_MS", 250, 10..=60_000)?,
             active_ttl: env.secs("QUEUE_ACTIVE_TTL_SECS", 600, 1..=86_400)?,
             waiting_idle_timeout: env.secs("QUEUE_WAITING_IDLE_TIMEOUT_SECS", 120, 1..=86_400)?,
             sse_poll: env.millis("QUEUE_SSE_POLL_MS", 1000, 10..=60_000)?,
             sse_keepalive: env.secs("QUEUE_SSE_KEEPALIVE_SECS", 15, 1..=15)?,
             sse_per_user: env.parse("QUEUE_SSE_PER_USER", 3, 1..=100)?,
+            pace: PaceConfig {
+                auto: env.choice("QUEUE_PACE", "auto", &["auto", "fixed"])? == "auto",
+                target: env.millis("QUEUE_PACE_TARGET_MS", 100, 1..=60_000)?,
+                start: env.parse("QUEUE_PACE_START", 100, 1..=1_000_000)?,
+                step_per_second: env.parse("QUEUE_PACE_STEP", 50, 1..=1_000_000)?,
+            },
         })
     }
 }

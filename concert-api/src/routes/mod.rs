@@ -21,6 +21,8 @@ pub struct AppState {
     pub office: BoxOffice,
     pub catalogue: CatalogueCache,
     pub sale: std::sync::Arc<crate::metrics::SaleMetrics>,
+    /// Times the holds, for the waiting room's admission pace.
+    pub pressure: common::pressure::Pressure,
 }
 
 impl AppState {

@@ -49,6 +49,7 @@ pub async fn create(
     req: HttpRequest,
     body: Json<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let _timed = state.pressure.time();
     let now = state.clock.now();
     let token = queue_token(&req);
     // Without a key the pass is checked first, as before keys existed; with one, a stored

@@ -22,6 +22,8 @@ pub struct AppState {
     pub concerts: ConcertClient,
     pub clock: Clock,
     pub money: std::sync::Arc<crate::metrics::MoneyMetrics>,
+    /// Times the payments, for the waiting room's admission pace.
+    pub pressure: common::pressure::Pressure,
 }
 
 impl AppState {

@@ -48,6 +48,7 @@ pub async fn pay(
     req: HttpRequest,
     body: Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let _timed = state.pressure.time();
     // No `ActiveQueuePass` extractor: a replay and ALREADY_PAID are answered before the pass
     // is looked at (API.md's order of checks), so the domain checks it.
     let token = queue_token(&req);

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{Spawned, frame_data, rest_of_stream, spawn_app, spawn_app_with};
+use users_api::domain::queue::Verdict;
 
 /// Fans' user ids start here.
 const FANS: i64 = 20_000;
@@ -966,4 +967,96 @@ async fn a_change_is_persisted_with_its_audit_row_or_not_at_all() {
     let (_, room) = get_room(&c, &s, Some(&boss), 2).await;
     assert_eq!(room["max_active"].as_i64(), Some(last));
     assert_eq!(room["state"], "PAUSED");
+}
+
+/// Writes one instance's last second into the checkout's pressure hash, as concert-api and
+/// payment-api publish it.
+async fn publish_pressure(s: &Spawned, instance: &str, p90_ms: u64, age: Duration) {
+    let redis = common::redis::RedisStore::connect(&s.config.redis).unwrap();
+    let sample = common::pressure::Sample {
+        at_ms: (Utc::now() - age).timestamp_millis(),
+        requests: 50,
+        p90_ms,
+        pool_busy: 0.0,
+    };
+    let _: () = redis::cmd("HSET")
+        .arg(redis.key(common::pressure::PRESSURE_KEY))
+        .arg(instance)
+        .arg(serde_json::to_string(&sample).unwrap())
+        .query_async(&mut redis.conn())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_admission_window_widens_while_the_checkout_keeps_up_and_narrows_when_it_is_slow() {
+    // Ticks of 250 ms and 40 a second: the window grows by 10 a tick.
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "60")
+            .with("QUEUE_ADMIT_PER_TICK", "100")
+            .with("QUEUE_ADMIT_INTERVAL_MS", "250")
+            .with("QUEUE_PACE_START", "20")
+            .with("QUEUE_PACE_STEP", "40")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let boss = s.admin_session().await;
+    let users = s.fan_sessions(150, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 1))).await;
+    assert!(joined.iter().all(|(code, _)| *code == 201));
+    let room = s.room();
+    let tick = |verdict| {
+        let room = room.clone();
+        let now = s.clock.now();
+        async move { room.admit_paced(1, now, verdict).await.unwrap() }
+    };
+
+    // Fans wait and the checkout keeps up: each tick widens the window and fills it.
+    let a = tick(Verdict::Widen).await;
+    assert_eq!((a.window, a.admitted, a.active), (Some(30), 30, 30));
+    let a = tick(Verdict::Widen).await;
+    assert_eq!((a.window, a.admitted, a.active), (Some(40), 10, 40));
+    let (_, view) = get_room(&c, &s, Some(&boss), 1).await;
+    assert_eq!(view["admission_window"], 40);
+    assert_eq!(view["max_active"], 60);
+
+    // Slow: cut to 70 %, once a second however many ticks judge it slow.
+    let a = tick(Verdict::Narrow).await;
+    assert_eq!((a.window, a.admitted, a.active), (Some(28), 0, 40));
+    let a = tick(Verdict::Narrow).await;
+    assert_eq!(a.window, Some(28), "one cut per second");
+    s.clock.advance(Duration::from_secs(1));
+    let a = tick(Verdict::Narrow).await;
+    assert_eq!(a.window, Some(19));
+
+    // Keeping up again, it grows back, but never past the organiser's max_active.
+    for _ in 0..10 {
+        tick(Verdict::Widen).await;
+    }
+    let a = tick(Verdict::Widen).await;
+    assert_eq!((a.window, a.active), (Some(60), 60));
+    let (code, _) = patch_room(&c, &s, Some(&boss), 1, json!({"max_active": 45})).await;
+    assert_eq!(code, 200);
+    let a = tick(Verdict::Widen).await;
+    assert_eq!(
+        (a.window, a.admitted),
+        (Some(45), 0),
+        "the ceiling moved down"
+    );
+
+    // Without a pace the window is max_active itself.
+    let a = room.admit(1, s.clock.now()).await.unwrap();
+    assert_eq!(a.window, None);
+
+    // The verdict comes from the instances' fresh samples.
+    assert_eq!(room.checkout_verdict().await.unwrap(), Verdict::Widen);
+    publish_pressure(&s, "concert-api:test:1", 20, Duration::ZERO).await;
+    publish_pressure(&s, "payment-api:test:2", 500, Duration::from_secs(30)).await;
+    assert_eq!(
+        room.checkout_verdict().await.unwrap(),
+        Verdict::Widen,
+        "a stale sample says nothing"
+    );
+    publish_pressure(&s, "payment-api:test:2", 500, Duration::ZERO).await;
+    assert_eq!(room.checkout_verdict().await.unwrap(), Verdict::Narrow);
 }

@@ -109,6 +109,12 @@ function ReservationFigures({ sale }: { sale: SaleStats }) {
   );
 }
 
+/** How many may shop at once as the pace sized it, against the organiser's ceiling. */
+function admissionWindow(room: WaitingRoom): string {
+  if (room.admission_window == null) return `not paced (${formatCount(room.max_active)} at most)`;
+  return `${formatCount(room.admission_window)} of at most ${formatCount(room.max_active)}`;
+}
+
 function LineFigures({ room }: { room: WaitingRoom }) {
   return (
     <>
@@ -119,6 +125,7 @@ function LineFigures({ room }: { room: WaitingRoom }) {
           ['Waiting', formatCount(room.waiting)],
           ['Of them pre-queued', formatCount(room.pre_queued)],
           ['Admitted now', formatCount(room.active)],
+          ['Admission window', admissionWindow(room)],
           ['Admitted per minute', formatCount(room.admitted_per_minute)],
           ['Admitted in all', formatCount(room.admitted_total)],
           ['Dropped for not answering', formatCount(room.abandoned_total)],

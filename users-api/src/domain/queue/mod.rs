@@ -23,6 +23,7 @@
 
 mod lines;
 pub mod lottery;
+pub mod pace;
 pub mod room;
 mod status;
 mod streams;
@@ -38,6 +39,7 @@ use redis::{RedisError, RedisResult, Script};
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub use lines::{Following, LineState, Lines, Place, Reading, cadence};
+pub use pace::Verdict;
 pub use room::{
     Actor, Lottery, PatchError, RoomSettingsPatch, RoomState, SettableState, SettingsRecord,
     WaitingRoomPublic, WaitingRoomView,
@@ -287,8 +289,13 @@ return {c[1] or '0', c[2] or '0', c[3] or '0', redis.call('GET', KEYS[3]) or '',
 /// the seats available (`inventory:{c<id>}`, written by concert-api; no hash = unknown = no
 /// limit); abandoned ones met on the way are dropped. The room's settings override the
 /// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
-/// estimates and running totals.
-/// → {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle}; gate 5 = a draw
+/// estimates and running totals. With a pace (ARGV[8] '0' widen or '1' narrow, see
+/// [`pace`]) active is held under the room's admission window instead of `max_active`: the
+/// window grows by ARGV[9] while fans wait and the checkout keeps up, shrinks to ARGV[11] %
+/// (at most once per ARGV[13] ms) when it does not, starts at ARGV[10], and stays at least
+/// ARGV[12] and at most max_active (the ceiling wins).
+/// → {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle, window (0
+///   without a pace)}; gate 5 = a draw
 ///   is due (nobody admitted: the caller draws, then ticks again); idle 1 = nobody active,
 ///   waiting or pre-queued and no lottery to draw (the caller unregisters the room, see
 ///   [`IDLE`]); {-1} (nothing done) when ARGV[7] asks to check that the settings are loaded
@@ -326,9 +333,27 @@ else
   if gate == 0 and s[1] == 'PAUSED' then gate = 1 end
 end
 local had_waiting = redis.call('ZCARD', KEYS[1]) > 0
+local window = max_active
+local paced = ARGV[8] ~= ''
+if paced then
+  local w = redis.call('HMGET', KEYS[5], 'window', 'window_cut_at')
+  window = tonumber(w[1]) or tonumber(ARGV[10])
+  if gate == 0 then
+    if ARGV[8] == '1' then
+      if now - (tonumber(w[2]) or 0) >= tonumber(ARGV[13]) then
+        window = math.floor(window * tonumber(ARGV[11]) / 100)
+        redis.call('HSET', KEYS[5], 'window_cut_at', now)
+      end
+    elseif had_waiting then
+      window = window + tonumber(ARGV[9])
+    end
+  end
+  window = math.min(math.max(tonumber(ARGV[12]), window), max_active)
+  redis.call('HSET', KEYS[5], 'window', window)
+end
 local admitted, abandoned, scanned = 0, 0, 0
 if gate == 0 then
-  local room = math.min(max_active - redis.call('ZCARD', KEYS[2]), per_tick, cap)
+  local room = math.min(window - redis.call('ZCARD', KEYS[2]), per_tick, cap)
   local scan_limit = math.max(per_tick * 20, 1000)
   local until_ms = now + tonumber(ARGV[4])
   local head
@@ -373,8 +398,10 @@ local idle = 0
 if active == 0 and waiting == 0 and pre_queued == 0 and not undrawn then
   idle = 1
   redis.call('DEL', KEYS[3], ARGV[5] .. '@')
+  redis.call('HDEL', KEYS[5], 'window', 'window_cut_at')
 end
-return {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle}
+if not paced then window = 0 end
+return {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle, window}
 "#;
 
 /// The second look at a room [`ADMIT`] found idle, once it is out of `queue:concerts` (a
@@ -820,14 +847,37 @@ impl WaitingRoom {
     /// `sale_opens_at` it draws the lottery first, then admits from the new line. A room whose
     /// settings Redis lost is restored first.
     pub async fn admit(&self, concert_id: i64, now: DateTime<Utc>) -> Result<Admission, RoomError> {
-        let first = self.admit_once(concert_id, now).await?;
+        self.admit_paced(concert_id, now, Verdict::Fixed).await
+    }
+
+    /// The checkout's last second as its instances published it ([`common::pressure`]),
+    /// judged for [`admit_paced`](Self::admit_paced): [`Verdict::Fixed`] without a pace.
+    /// Freshness is judged by this machine's wall clock, as the samples are dated.
+    pub async fn checkout_verdict(&self) -> RedisResult<Verdict> {
+        if !self.cfg.pace.auto {
+            return Ok(Verdict::Fixed);
+        }
+        let now_ms = Utc::now().timestamp_millis();
+        let checkout = common::pressure::read(self.keys.redis(), now_ms).await?;
+        Ok(self.cfg.pace.judge(&checkout))
+    }
+
+    /// [`admit`](Self::admit) with the checkout's pressure judged: the room's admission
+    /// window is widened or narrowed by `verdict` first ([`pace`]).
+    pub async fn admit_paced(
+        &self,
+        concert_id: i64,
+        now: DateTime<Utc>,
+        verdict: Verdict,
+    ) -> Result<Admission, RoomError> {
+        let first = self.admit_once(concert_id, now, verdict).await?;
         if first.gate != Gate::DrawDue {
             return Ok(first);
         }
         let Some(drawn) = self.draw_lottery(concert_id, now).await? else {
             return Ok(first);
         };
-        let mut then = self.admit_once(concert_id, now).await?;
+        let mut then = self.admit_once(concert_id, now, verdict).await?;
         then.expired += first.expired;
         then.drawn = drawn;
         Ok(then)
@@ -837,7 +887,9 @@ impl WaitingRoom {
         &self,
         concert_id: i64,
         now: DateTime<Utc>,
+        verdict: Verdict,
     ) -> Result<Admission, RoomError> {
+        let pace = &self.cfg.pace;
         let k = &self.keys;
         let rk = self.room_keys();
         let mut conn = k.redis().conn();
@@ -859,6 +911,12 @@ impl WaitingRoom {
                 .arg(k.alive_prefix(concert_id))
                 .arg(Self::millis(self.cfg.admit_interval))
                 .arg(Self::check_flag(check))
+                .arg(verdict.flag())
+                .arg(pace.step_per_tick(self.cfg.admit_interval))
+                .arg(pace.start)
+                .arg(pace::CUT_TO_PERCENT)
+                .arg(pace::MIN_WINDOW)
+                .arg(Self::millis(pace::CUT_GAP))
                 .invoke_async(&mut conn)
                 .await?;
             if check && out.first() == Some(&-1) {
@@ -885,6 +943,7 @@ impl WaitingRoom {
             pre_queued: at(6),
             drawn: 0,
             gate: Gate::from_reply(at(5)),
+            window: Some(at(8)).filter(|w| *w > 0),
         })
     }
 

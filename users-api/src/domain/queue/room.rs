@@ -115,6 +115,10 @@ pub struct WaitingRoomView {
     pub abandoned_total: u64,
     /// Admitted fans whose pass ran out.
     pub expired_total: u64,
+    /// How many admitted fans may shop at once now, as the admission pace sized it from the
+    /// checkout's pressure (at most `max_active`); null while the room has not been paced
+    /// (`QUEUE_PACE=fixed`, or before its first tick with a line).
+    pub admission_window: Option<u64>,
 }
 
 /// The settings an audit row records (before → after).
@@ -136,19 +140,20 @@ pub struct Actor<'a> {
 /// One read of everything a view shows.
 /// → {state, max_active, admit_per_tick, opens_at, commitment, seed (after the draw),
 ///    drawn_at, sold_out, admitted_total, abandoned_total, expired_total, waiting,
-///    pre_queued, active, rate}, or {'RESTORE'} when ARGV[1] asks to check that the settings
+///    pre_queued, active, rate, window}, or {'RESTORE'} when ARGV[1] asks to check that the settings
 ///    are loaded and they are not.
 const VIEW: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'state', 'max_active', 'admit_per_tick', 'opens_at',
   'commitment', 'seed', 'drawn_at', 'sold_out', 'loaded')
 if ARGV[1] == '1' and not s[9] then return {'RESTORE'} end
-local t = redis.call('HMGET', KEYS[2], 'admitted_total', 'abandoned_total', 'expired_total')
+local t = redis.call('HMGET', KEYS[2], 'admitted_total', 'abandoned_total', 'expired_total',
+  'window')
 local seed = ''
 if s[7] then seed = s[6] or '' end
 return {s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', seed, s[7] or '',
   s[8] or '', t[1] or '0', t[2] or '0', t[3] or '0',
   tostring(redis.call('ZCARD', KEYS[3])), tostring(redis.call('ZCARD', KEYS[4])),
-  tostring(redis.call('ZCARD', KEYS[5])), redis.call('GET', KEYS[6]) or ''}
+  tostring(redis.call('ZCARD', KEYS[5])), redis.call('GET', KEYS[6]) or '', t[4] or ''}
 "#;
 
 /// Applies a patch atomically. KEYS: settings. ARGV: state ('' = unchanged, OPEN, PAUSED),
@@ -622,6 +627,7 @@ impl WaitingRoom {
             admitted_total: count(8),
             abandoned_total: count(9),
             expired_total: count(10),
+            admission_window: field(15).parse().ok(),
         })
     }
 }

@@ -190,6 +190,8 @@ pub struct Admission {
     /// Pre-queued tokens this tick's draw put in line (0 but at the draw).
     pub drawn: u64,
     pub gate: Gate,
+    /// The room's admission window after this tick, when admission is paced.
+    pub window: Option<u64>,
 }
 
 #[cfg(test)]
