@@ -4,8 +4,8 @@
 #
 # The gateway's per-address rate limits would turn a one-address load generator away, so the
 # benchmarks raise them (recorded in every report); GATEWAY_BENCH_ROUTE=1 adds the baseline's
-# bare route. Admission is sized to what two shared cores carry (docs/BENCHMARKS.md). Each
-# setting may be overridden from the caller's environment.
+# bare route. Admission keeps the services' defaults. Each setting may be overridden from the
+# caller's environment.
 
 export GATEWAY_AUTH_RATE="${GATEWAY_AUTH_RATE:-100000r/s}" GATEWAY_AUTH_BURST="${GATEWAY_AUTH_BURST:-100000}"
 export GATEWAY_QUEUE_RATE="${GATEWAY_QUEUE_RATE:-100000r/s}" GATEWAY_QUEUE_BURST="${GATEWAY_QUEUE_BURST:-100000}"
@@ -16,8 +16,8 @@ export GATEWAY_QUEUE_RATE="${GATEWAY_QUEUE_RATE:-100000r/s}" GATEWAY_QUEUE_BURST
 # for its endpoint scenarios only).
 export GATEWAY_CONN_PER_ADDR="${GATEWAY_CONN_PER_ADDR:-65535}"
 export GATEWAY_BENCH_ROUTE=1
-export QUEUE_MAX_ACTIVE="${QUEUE_MAX_ACTIVE:-300}" QUEUE_ADMIT_PER_TICK="${QUEUE_ADMIT_PER_TICK:-100}"
-export QUEUE_ADMIT_INTERVAL_MS="${QUEUE_ADMIT_INTERVAL_MS:-250}"
+# Admission runs with the services' defaults: the pace sizes it from the checkout's pressure
+# (QUEUE_PACE=auto); a caller may still pass QUEUE_MAX_ACTIVE and the others to compare.
 export RUST_LOG="${RUST_LOG:-warn}" STACK_DEMO=0
 # A flash sale holds 1,000 connections open, and the load tool runs in this shell.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

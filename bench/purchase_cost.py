@@ -4,6 +4,8 @@
     purchase_cost.py run DIR LOADTEST [ARGS...]   snapshot, run the flash sale, snapshot, report
     purchase_cost.py report DIR                    the table and DIR/cost.json again from DIR/snapshots.json
     purchase_cost.py snapshot                      one snapshot as JSON on stdout (to look at it)
+    purchase_cost.py merge DIR REPORT              DIR/sale.json with figures.cpu_ms_per_purchase
+                                                   from DIR/cost.json, written to REPORT
 
 `run` starts `LOADTEST run flash-sale ARGS --json DIR/sale.json` (stdout to DIR/sale.txt,
 stderr to DIR/loadtest.log) and takes a snapshot of every counter below at four moments:
@@ -717,12 +719,44 @@ def run(out, loadtest, args):
     return rc
 
 
+def merge(out, target):
+    """Writes the sale's report (out/sale.json) to `target` with `figures.cpu_ms_per_purchase`
+    set from out/cost.json: the sale window's platform rows, {total, per_process: {name: ms}}
+    (loadtest's Figures; docs/BENCHMARKS.md renders it). Left null when the sale window is not
+    "the sale opens" -> "the sale is over" or nothing was bought. bench/run.sh runs it after
+    `run`."""
+    sale = json.loads((out / "sale.json").read_text())
+    cost = json.loads((out / "cost.json").read_text())
+    window = cost["windows"]["sale"]
+    cpu = None
+    if (window["from_snapshot"], window["to_snapshot"]) != ("open", "over"):
+        print("[purchase-cost] WARNING: no sale window (the load tool never said the sale "
+              "opened and ended): CPU per purchase left out of the report", file=sys.stderr)
+    elif window["platform_cpu_ms_per_purchase"] is None:
+        print("[purchase-cost] WARNING: nothing bought: no CPU per purchase", file=sys.stderr)
+    else:
+        cpu = dict(total=window["platform_cpu_ms_per_purchase"],
+                   per_process={r["component"]: r["cpu_ms_per_purchase"]
+                                for r in window["cpu"] if r["platform"]})
+    figures = sale.get("figures") or {}
+    figures["cpu_ms_per_purchase"] = cpu
+    sale["figures"] = figures
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(sale, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(target)
+    if cpu:
+        print(f"[purchase-cost] CPU per purchase {cpu['total']:.2f} ms written into {target}")
+    return 0
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "run":
         return run(Path(argv[1]), argv[2], argv[3:])
     if len(argv) == 2 and argv[0] == "report":
         report(Path(argv[1]))
         return 0
+    if len(argv) == 3 and argv[0] == "merge":
+        return merge(Path(argv[1]), Path(argv[2]))
     if argv == ["snapshot"]:
         s = Snapshotter()
         print(json.dumps(s.take("now"), indent=1))

@@ -158,6 +158,8 @@ ensure_postgres() {
         local installed_now=0 version
         if ! pg_installed; then
             log "PostgreSQL is not installed; installing it from Debian packages"
+            # postgresql pulls in postgresql-<version>, whose bin/ also holds pgbench
+            # (bench/pgbench-hold.sh).
             apt_install postgresql postgresql-client
             installed_now=1
         fi

@@ -115,9 +115,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
     /// flash-sale: how many fans (the last to arrive, the back of the line) wait on the status
-    /// event stream, as the web app does; the others poll.
-    #[arg(long, default_value_t = 200)]
-    streaming_fans: usize,
+    /// event stream, as the web app does; the others poll. Default: every fan.
+    #[arg(long)]
+    streaming_fans: Option<usize>,
     /// flash-sale: the crowd arrives spread over this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     arrival_ms: u64,

@@ -71,7 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         concert: args.concert,
         baseline_path: args.baseline_path.clone(),
         poll: Duration::from_millis(args.poll_ms),
-        streaming_fans: args.streaming_fans,
+        streaming_fans: args.streaming_fans.unwrap_or(usize::MAX),
         arrival: Duration::from_millis(args.arrival_ms),
         max_duration: Duration::from_secs(args.max_duration),
         confirm_timeout,
@@ -96,6 +96,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         .summary(outcome.measured)
         .into_iter()
         .partition(|s| s.statuses.is_empty());
+    let figures = outcome
+        .figures
+        .complete(&scenario_name, &endpoints, &latencies);
     let mut audit = outcome.audit;
     let errors = errors::judge(&recorder, &args, &mut audit);
     Ok(Report {
@@ -110,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         facts: outcome.facts,
         errors,
         sale: outcome.sale,
+        figures: Some(figures),
     })
 }
 

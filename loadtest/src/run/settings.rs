@@ -45,7 +45,8 @@ pub fn describe(
         settings.insert("poll".into(), format!("{} ms", args.poll_ms));
         settings.insert(
             "fans on the event stream".into(),
-            args.streaming_fans.to_string(),
+            args.streaming_fans
+                .map_or_else(|| "every fan".to_owned(), |n| n.to_string()),
         );
         settings.insert("arrival".into(), format!("over {} ms", args.arrival_ms));
         settings.insert(

@@ -227,12 +227,12 @@ pub(super) async fn hold_contended(
     Ok(Outcome {
         measured,
         facts,
-        sale: None,
         audit: vec![Check {
             name: "exactly one winner".into(),
             ok: winners == 1 && rows == 1,
             detail: format!("{winners} answers 201, {rows} live reservation(s) of the seat"),
         }],
+        ..Outcome::default()
     })
 }
 
@@ -331,6 +331,6 @@ pub(super) async fn pay(
         measured,
         facts,
         audit: audit::no_double_booking(p, concert).await?,
-        sale: None,
+        ..Outcome::default()
     })
 }

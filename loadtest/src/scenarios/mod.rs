@@ -13,7 +13,7 @@ use crate::audit::{self, Settled};
 use crate::drive::Load;
 use crate::fixture::Platform;
 use crate::http::Reply;
-use crate::report::{Check, SaleNumbers};
+use crate::report::{Check, Figures, SaleNumbers};
 use crate::stats::Recorder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +69,9 @@ pub struct Outcome {
     pub facts: BTreeMap<String, String>,
     pub audit: Vec<Check>,
     pub sale: Option<SaleNumbers>,
+    /// The figures only the scenario knows (the flash sale's counts and sell-out time); the
+    /// run completes them from the recorder's rows ([`Figures::complete`]).
+    pub figures: Figures,
 }
 
 impl Outcome {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{End, Sale, count};
 use crate::audit;
 use crate::fixture::Platform;
-use crate::report::SaleNumbers;
+use crate::report::{Figures, SaleNumbers, purchases_per_second};
 use crate::scenarios::{Knobs, Outcome, settle};
 
 /// Audits the sale that `end` describes and puts its outcome together.
@@ -78,10 +78,13 @@ pub(super) async fn outcome(
         "fans admitted but left without a seat".into(),
         numbers.left_without_seat.to_string(),
     );
-    if let Some(s) = &sell_out {
+    let admitted_after = sell_out
+        .as_ref()
+        .map(|s| sale.admitted_after(s.last_sale_at));
+    if let (Some(s), Some(admitted)) = (&sell_out, admitted_after) {
         facts.insert(
             "fans admitted after the last seat sold".into(),
-            sale.admitted_after(s.last_sale_at).to_string(),
+            admitted.to_string(),
         );
         facts.insert(
             "waiting room said SOLD_OUT after the last seat sold".into(),
@@ -167,10 +170,21 @@ pub(super) async fn outcome(
             format!("after --max-duration {:?}", k.max_duration),
         );
     }
+    // The same values as the facts above, as numbers (the run adds the endpoints' figures).
+    let sell_out_seconds = finished.then_some(sold_out.as_secs_f64());
+    let figures = Figures {
+        fans: Some(ids.len() as u64),
+        seats: Some(seats),
+        sell_out_seconds,
+        purchases_per_second: purchases_per_second(Some(numbers.bought), sell_out_seconds),
+        fans_admitted_after_sell_out: admitted_after,
+        ..Figures::default()
+    };
     Ok(Outcome {
         measured,
         facts,
         audit,
         sale: Some(numbers),
+        figures,
     })
 }
