@@ -179,11 +179,11 @@ impl Sale {
         }
     }
 
-    /// Resolves once the line has closed (looked at every 100 ms).
+    /// Resolves once the line has closed.
     async fn line_closes(&self) {
-        while !self.line_closed() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mut closed = self.line_closed.subscribe();
+        // An error means the sale is gone: nothing is left to wait for either way.
+        let _ = closed.wait_for(|c| *c).await;
     }
 
     /// Waits in line (polling at the pace the ETA suggests) until ACTIVE; None when told

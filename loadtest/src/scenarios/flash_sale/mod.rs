@@ -50,7 +50,9 @@ struct Sale {
     /// Fans still in line stop waiting: set by the watcher a little after the room said
     /// SOLD_OUT (so that every one of them polls once more), or when it never did. Until then a
     /// waiting fan waits on after the sale is over, as a real one would, to be told.
-    line_closed: AtomicBool,
+    /// A watch rather than a flag: thousands of fans on their streams wait for it to change
+    /// instead of each looking every 100 ms (which cost the load tool a core of wake-ups).
+    line_closed: tokio::sync::watch::Sender<bool>,
     /// `QUEUE_ACTIVE_TTL_SECS`: a pass's `active_until` minus this is when it was admitted.
     active_ttl: Duration,
     /// When each fan's pass was admitted, from its `active_until`.
@@ -133,7 +135,7 @@ impl Sale {
             told_sold_out_at: std::sync::Mutex::default(),
             streaming: AtomicU64::new(0),
             stream_breaks: AtomicU64::new(0),
-            line_closed: AtomicBool::new(false),
+            line_closed: tokio::sync::watch::Sender::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),
             lost: std::sync::Mutex::default(),
@@ -214,7 +216,7 @@ impl Sale {
     }
 
     fn line_closed(&self) -> bool {
-        self.line_closed.load(Ordering::Relaxed)
+        *self.line_closed.borrow()
     }
 
     /// A waiting fan was told SOLD_OUT (by its status, its stream, or a refused join), now.
@@ -266,7 +268,7 @@ impl Sale {
         {
             tokio::time::sleep(line_grace(self.poll)).await;
         }
-        self.line_closed.store(true, Ordering::Relaxed);
+        self.line_closed.send_replace(true);
         (at, sell_out)
     }
 }
