@@ -61,7 +61,7 @@ impl Config {
                     10..=3_600_000,
                 )?,
                 cleanup: env.millis("BATCH_CLEANUP_INTERVAL_MS", 60_000, 10..=86_400_000)?,
-                invariants: env.millis("BATCH_INVARIANTS_INTERVAL_MS", 5000, 10..=3_600_000)?,
+                invariants: env.millis("BATCH_INVARIANTS_INTERVAL_MS", 15_000, 10..=3_600_000)?,
                 sale_figures: env.millis("BATCH_SALE_FIGURES_INTERVAL_MS", 5000, 10..=3_600_000)?,
                 consumer_groups: env.millis(
                     "BATCH_CONSUMER_GROUPS_INTERVAL_MS",
