@@ -30,8 +30,12 @@ die() { printf '[pgbench-hold] ERROR: %s\n' "$*" >&2; exit 1; }
 concert="" left="" removed_concert=""
 remove_concert() {
     [[ -n $concert ]] || return 0
+    # The seats go with the foreign-key triggers off (their reservation_seats rows are deleted
+    # first, in the same transaction): the only index on reservation_seats.seat_id is partial,
+    # so each deleted seat's check would scan the whole table — minutes for 128,000 seats.
     q -c "BEGIN; \
         DELETE FROM reservation_seats WHERE reservation_id IN (SELECT id FROM reservations WHERE concert_id = $concert); \
+        SET LOCAL session_replication_role = replica; \
         DELETE FROM seats WHERE schedule_id IN (SELECT id FROM schedules WHERE concert_id = $concert); \
         DELETE FROM reservations WHERE concert_id = $concert; \
         DELETE FROM schedules WHERE concert_id = $concert; \
