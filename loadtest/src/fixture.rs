@@ -196,6 +196,32 @@ impl Platform {
         Ok(token)
     }
 
+    /// Lets each buyer hold and own up to `n` seats of `concert` (1..=20; 4 by default).
+    pub async fn limit_per_buyer(&mut self, concert: i64, n: u32) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        let auth = Auth {
+            session: Some(&admin),
+            ..Auth::default()
+        };
+        let body = serde_json::to_vec(&json!({ "max_tickets_per_user": n }))?;
+        let reply = self
+            .http
+            .send(
+                hyper::Method::PATCH,
+                &format!("/api/admin/concerts/{concert}"),
+                auth,
+                Some(body),
+            )
+            .await;
+        anyhow::ensure!(
+            reply.status == 200,
+            "limit per buyer: {} {:?}",
+            reply.status,
+            reply.body
+        );
+        Ok(())
+    }
+
     /// A concert with `schedules` schedules of `seats` seats, open for booking now.
     pub async fn concert(
         &mut self,

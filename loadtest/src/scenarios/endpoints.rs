@@ -145,6 +145,9 @@ pub(super) async fn hold_distinct(
     const SEATS: u32 = 1000;
     let mut users = p.users(k.users, "h").await?;
     let (concert, schedules) = p.concert("Hold distinct", k.schedules, SEATS, 1000).await?;
+    // Each user holds many seats (request i is user i % U's): at the default 4 per buyer,
+    // 2,000 users run out after 8,000 holds and the rest measure PURCHASE_LIMIT refusals.
+    p.limit_per_buyer(concert, 20).await?;
     p.join(&mut users, concert, true).await?;
     let users = Arc::new(users);
     let total = schedules.len() as u64 * SEATS as u64;
