@@ -99,7 +99,7 @@ pub struct Pressure {
 
 impl Pressure {
     /// Counts one checkout request that took `took`.
-    pub fn record(&self, took: Duration) {
+    fn record(&self, took: Duration) {
         self.latencies.add(took);
     }
 
@@ -217,7 +217,7 @@ impl Drop for Timed<'_> {
 }
 
 /// This instance's field in [`PRESSURE_KEY`]: its service, host and process.
-pub fn instance_field(service: &str) -> String {
+fn instance_field(service: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     format!("{service}:{host}:{}", std::process::id())
 }

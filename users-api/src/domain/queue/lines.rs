@@ -60,6 +60,13 @@ pub enum Reading {
 }
 
 impl Place {
+    /// Whether `line` must have been read after this place was: only a later reading can
+    /// have more draws, say sold out while the place was still waiting, or have admission
+    /// past it. (Fewer passed tokens than the place says may be an older reading or a reset.)
+    fn overtaken_by(&self, line: &LineState) -> bool {
+        line.draws > self.draws || line.sold_out || (self.rank.is_some() && line.head >= self.seq)
+    }
+
     pub fn read(&self, line: &LineState) -> Reading {
         if line.sold_out
             || line.draws != self.draws
@@ -256,7 +263,9 @@ impl Following {
     }
 
     /// Waits at `place` from now on (`None`: nowhere, the stream is done); the next reading
-    /// that concerns it wakes it ([`woken`](Self::woken)).
+    /// that concerns it wakes it ([`woken`](Self::woken)), or the latest one at once if that
+    /// one was plainly read after the place (a draw, a sell-out or admission raced the
+    /// stream's own look at Redis).
     pub fn wait_at(&mut self, place: Option<Place>) {
         let mut shared = lock(&self.shared);
         if let Some(key) = self.key.take() {
@@ -266,6 +275,15 @@ impl Following {
         let Some(place) = place else {
             return;
         };
+        if shared
+            .last
+            .as_ref()
+            .is_some_and(|line| place.overtaken_by(line))
+        {
+            self.since = shared.generation.saturating_sub(1);
+            self.wake.notify_one();
+            return;
+        }
         let id = shared.next_id;
         shared.next_id += 1;
         let key = (
@@ -421,6 +439,33 @@ mod tests {
             PLACE.read(&following.line().unwrap()),
             Reading::Waiting(Some(35))
         );
+    }
+
+    #[test]
+    fn a_reading_plainly_after_the_place_is_acted_on_at_once() {
+        let shared = Arc::new(Mutex::new(Shared {
+            last: Some(LineState {
+                draws: 1,
+                ..line(70, 80)
+            }),
+            generation: 4,
+            waiting: BTreeMap::new(),
+            next_id: 0,
+            followers: 1,
+        }));
+        let mut following = Following {
+            shared: shared.clone(),
+            wake: Arc::new(Notify::new()),
+            key: None,
+            since: 0,
+        };
+        // The draw's reading came in while the stream was asking Redis about PLACE (draws 0).
+        following.wait_at(Some(PLACE));
+        let line = following
+            .line()
+            .expect("the draw's reading concerns the place");
+        assert_eq!(PLACE.read(&line), Reading::AskRedis);
+        assert!(lock(&shared).waiting.is_empty(), "woken, not waiting");
     }
 
     #[test]
