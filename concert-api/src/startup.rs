@@ -87,6 +87,7 @@ impl Application {
                 HoldPolicy::new(&config.reservation),
                 config.clock.clone(),
                 inventory.clone(),
+                common::held::HoldBoard::new(redis.clone()),
             ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
             sale: sale.clone(),

@@ -137,6 +137,19 @@ impl Platform {
 
     /// Creates (or resets) the operator's admin ([`Platform::create_admin`]) and returns a
     /// client logged in as it against `base`.
+    /// The hold board the platform's concert-api pins holds on (`common::held`).
+    pub fn hold_board(&self) -> common::held::HoldBoard {
+        let (url, prefix) = (redis_url(), format!("{}:", self.id));
+        let env = common::config::Env::from_pairs([
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ]);
+        let cfg = common::config::RedisConfig::from_env(&env).expect("the test's Redis settings");
+        common::held::HoldBoard::new(
+            common::redis::RedisStore::connect(&cfg).expect("built without connecting"),
+        )
+    }
+
     pub async fn admin(&self, base: &str) -> Client {
         self.create_admin();
         let mut admin = Client::new(base);

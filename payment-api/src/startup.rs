@@ -73,6 +73,7 @@ impl Application {
                 config.payment.concert_api_timeout,
                 &config.payment.internal_token,
             ),
+            board: common::held::HoldBoard::new(redis.clone()),
             clock: clock.clone(),
             money: money.clone(),
             pressure: pressure.clone(),

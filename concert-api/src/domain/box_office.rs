@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use common::ApiError;
 use common::auth::ActiveQueuePass;
 use common::error::{Code, ErrorCode};
+use common::held::{HeldNote, HoldBoard};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
 use crate::domain::hold::{SaleError, ValidHold, check_booking_open};
@@ -37,6 +38,8 @@ pub struct BoxOffice {
     pub inventory: Inventory,
     schedules: KnownSchedules,
     taken: TakenSeats,
+    /// Where payment-api reads live holds without asking us (`common::held`).
+    board: HoldBoard,
 }
 
 /// Why an owner could not read or cancel a reservation.
@@ -50,6 +53,9 @@ pub enum ReservationError {
     NotCancellable(ReservationStatus),
     #[error(transparent)]
     Store(#[from] DbErr),
+    /// The hold's note could not be taken down, so the cancel did not happen.
+    #[error("the hold board cannot be reached: {0}")]
+    Board(#[from] redis::RedisError),
 }
 
 impl ReservationError {
@@ -58,6 +64,7 @@ impl ReservationError {
             Self::NotFound => Code::NotFound.into(),
             Self::NotCancellable(_) => ConcertCode::NotCancellable.into(),
             Self::Store(e) => common::error::db_code(e).into(),
+            Self::Board(_) => Code::DependencyUnavailable.into(),
         }
     }
 }
@@ -77,11 +84,13 @@ impl BoxOffice {
         policy: HoldPolicy,
         clock: common::clock::Clock,
         inventory: Inventory,
+        board: HoldBoard,
     ) -> Self {
         Self {
             inventory,
             schedules: KnownSchedules::new(db.clone()),
             taken: TakenSeats::new(clock),
+            board,
             db,
             policy,
         }
@@ -192,9 +201,23 @@ impl BoxOffice {
         match outcome {
             Ok((r, from_available)) => {
                 self.taken.remember(schedule.id, &seat_nos);
-                self.inventory
-                    .apply(Change::held(r.concert_id, r.schedule_id, from_available))
-                    .await;
+                let note = HeldNote {
+                    reservation_id: r.id,
+                    user_id: r.user_id,
+                    concert_id: r.concert_id,
+                    amount: r.amount,
+                    held_until: r.held_until,
+                };
+                // Both after the commit, sent together; a note that cannot be pinned only
+                // makes payment-api ask us.
+                let (_, pinned) = tokio::join!(
+                    self.inventory
+                        .apply(Change::held(r.concert_id, r.schedule_id, from_available)),
+                    self.board.pin(&note, now)
+                );
+                if let Err(e) = pinned {
+                    tracing::warn!(error = %e, reservation_id = r.id, "hold note not pinned");
+                }
                 Ok(HoldOutcome::Held(r))
             }
             Err(refusal) => {
@@ -222,6 +245,8 @@ impl BoxOffice {
             return Err(ReservationError::NotCancellable(status));
         }
         let (cancelled, freed) = cancel::cancel(&txn, id).await?;
+        // Down before the commit: once the hold is cancelled, no note says it is held.
+        self.board.take_down(id).await?;
         txn.commit().await?;
         self.inventory
             .apply(Change::freed(

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use common::auth::{ActiveQueuePass, QueueKeys};
 use common::clock::Clock;
 use common::error::Code;
+use common::held::{HeldNote, HoldBoard};
 use common::{ApiError, ErrorCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
@@ -104,8 +105,38 @@ pub struct PayContext<'a> {
     pub db: &'a DatabaseConnection,
     pub cfg: &'a PaymentConfig,
     pub concerts: &'a ConcertClient,
+    /// Live holds as concert-api pins them: read first, concert-api asked only without one.
+    pub board: &'a HoldBoard,
     pub queue: &'a QueueKeys,
     pub clock: &'a Clock,
+}
+
+impl From<HeldNote> for RemoteReservation {
+    /// A note is pinned only while its hold is live and HELD (`common::held`).
+    fn from(n: HeldNote) -> Self {
+        Self {
+            id: n.reservation_id,
+            user_id: n.user_id,
+            concert_id: n.concert_id,
+            amount: n.amount,
+            status: RemoteStatus::Held,
+            held_until: n.held_until,
+            payment_id: None,
+        }
+    }
+}
+
+/// Reservation `id` as paying needs it: its note on the hold board, else concert-api's answer.
+async fn reservation_to_pay(
+    ctx: &PayContext<'_>,
+    id: i64,
+) -> Result<Option<RemoteReservation>, ApiError> {
+    match ctx.board.read(id).await {
+        Ok(Some(note)) => return Ok(Some(note.into())),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "hold board unreadable; asking concert-api"),
+    }
+    Ok(ctx.concerts.reservation(id).await?)
 }
 
 /// A user's request to pay for a reservation.
@@ -125,12 +156,14 @@ pub struct Purchase<'a> {
 /// user's payment of the reservation stands, then the queue pass, then the reservation itself
 /// — so a retry after the purchase retired the pass still gets its 201 (DESIGN §9.7).
 ///
-/// The pass and concert-api are asked first, outside any transaction: no lock is held across
-/// the network, and if they cannot answer nothing has happened; their verdict counts only
-/// once the key is claimed and the reservation found unpaid. Then one transaction: the
-/// payment row (unique per reservation: concurrent payers wait on the index and then see it
-/// taken), the conditional debit with its ledger row, and the `payment.completed` outbox row.
-/// The amount is always the reservation's, never the client's.
+/// The pass and the reservation are looked up first, outside any transaction — the hold from
+/// the hold board in Redis when concert-api pinned it there (`common::held`), else from
+/// concert-api: no lock is held across the network, and if they cannot answer nothing has
+/// happened; their verdict counts only once the key is claimed and the reservation found
+/// unpaid. Then one transaction: the payment row (unique per reservation: concurrent payers
+/// wait on the index and then see it taken), the conditional debit with its ledger row, and
+/// the `payment.completed` outbox row. The amount is always the reservation's, never the
+/// client's.
 pub async fn pay(
     ctx: &PayContext<'_>,
     req: Purchase<'_>,
@@ -155,11 +188,13 @@ pub async fn pay(
     let now = ctx.clock.now();
     // Kept, not returned: a replay or ALREADY_PAID, decided under the claim, comes first.
     let checked = async {
-        let pass = ActiveQueuePass::check_header(ctx.queue, user_id, req.queue_token, now).await?;
-        let reservation = ctx
-            .concerts
-            .reservation(reservation_id)
-            .await?
+        // Both Redis reads go out together.
+        let (pass, reservation) = tokio::join!(
+            ActiveQueuePass::check_header(ctx.queue, user_id, req.queue_token, now),
+            reservation_to_pay(ctx, reservation_id)
+        );
+        let pass = pass?;
+        let reservation = reservation?
             .filter(|r| r.user_id == user_id)
             .ok_or_else(|| Code::NotFound.err("no such reservation"))?;
         pass.require_concert(reservation.concert_id)?;

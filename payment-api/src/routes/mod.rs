@@ -20,6 +20,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub cfg: PaymentConfig,
     pub concerts: ConcertClient,
+    pub board: common::held::HoldBoard,
     pub clock: Clock,
     pub money: std::sync::Arc<crate::metrics::MoneyMetrics>,
     /// Times the payments, for the waiting room's admission pace.
@@ -33,6 +34,7 @@ impl AppState {
             db: &self.db,
             cfg: &self.cfg,
             concerts: &self.concerts,
+            board: &self.board,
             queue,
             clock: &self.clock,
         }

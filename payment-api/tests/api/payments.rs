@@ -1,6 +1,8 @@
 //! Payments against real concert-api: exactly one per reservation, never an overdraft, the
 //! reservation's amount only, and refusals that change nothing.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -162,5 +164,67 @@ async fn refusals_change_nothing_and_the_amount_is_the_reservations() {
         p.pay(ann, json!({"reservation_id": 999_999}), None).await.0,
         404
     );
+    p.assert_money_invariants().await;
+}
+
+#[tokio::test]
+async fn a_hold_on_the_board_is_paid_without_concert_api_and_a_cancelled_one_is_not() {
+    let mut p = spawn_platform(|e| e).await;
+    let (concert, schedule) = p.concert_with_schedule(10).await;
+    let b = p.buyers(1, concert).await.remove(0);
+    p.charge(&b, json!(100_000), None).await;
+    let hold = async |seat| {
+        p.hold(&b, schedule, vec![seat]).await["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (pinned, cancelled, unpinned) = (hold(1).await, hold(2).await, hold(3).await);
+    let board = common::held::HoldBoard::new(p.redis());
+    let noted = board
+        .read(pinned)
+        .await
+        .unwrap()
+        .expect("concert-api pins each hold");
+    assert_eq!((noted.user_id, noted.concert_id), (b.user_id, concert));
+
+    // A cancel takes the note down before it commits: payment-api asks concert-api, which
+    // says cancelled.
+    let res = reqwest::Client::new()
+        .delete(p.concert.url(&format!("/api/reservations/{cancelled}")))
+        .bearer_auth(&b.session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(board.read(cancelled).await.unwrap(), None);
+    let (status, body) = p.pay(&b, json!({"reservation_id": cancelled}), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("RESERVATION_NOT_PAYABLE"))
+    );
+
+    // With concert-api gone, a hold on the board is still paid; one without a note (as
+    // after Redis lost it) cannot be checked: 503, nothing charged.
+    board.take_down(unpinned).await.unwrap();
+    p.concert.trigger_stop();
+    common::testkit::eventually("concert-api to stop", Duration::from_secs(30), || async {
+        reqwest::get(p.concert.url("/health/live"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let before = p.balance(&b).await;
+    let (status, body) = p.pay(&b, json!({"reservation_id": unpinned}), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("DEPENDENCY_UNAVAILABLE")),
+        "{body}"
+    );
+    assert_eq!(p.balance(&b).await, before);
+    let (status, payment) = p.pay(&b, json!({"reservation_id": pinned}), None).await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["amount"].as_i64(), Some(noted.amount));
+    assert_eq!(p.balance(&b).await, before - noted.amount);
     p.assert_money_invariants().await;
 }
