@@ -54,22 +54,6 @@ fn judge(claim: Claim) -> Result<Option<Answer>, ApiError> {
     )
 }
 
-/// A stored answer for `request`'s key, read without claiming it: a replay at the cost of one
-/// plain read, before any slower check. An answer still being written is not seen here; the
-/// claim in [`run`] waits for it.
-pub async fn replay(
-    db: &DatabaseConnection,
-    request: Option<&KeyedRequest<'_>>,
-) -> Result<Option<Answer>, ApiError> {
-    let Some(r) = request else {
-        return Ok(None);
-    };
-    match idempotency::lookup(db, r.user_id, r.key, &r.request).await? {
-        Some(claim) => judge(claim),
-        None => Ok(None),
-    }
-}
-
 /// Runs `work` in one transaction under `request`'s key (if any): claims the key — a stored
 /// answer is replayed instead, a reused or busy key refused — then does the work, keeps the
 /// answer its outcome gets ([`Answer::to`]) and commits. `work` answers `Ok(outcome)` when

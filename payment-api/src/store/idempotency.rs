@@ -9,4 +9,4 @@
 //! so the claim is [`common::idempotency::claim`] as is. (concert-api's pool sets none, and
 //! its claim bounds the key's insert itself.)
 
-pub use common::idempotency::{Claim, IN_FLIGHT_WAIT, claim, lookup, record};
+pub use common::idempotency::{Claim, IN_FLIGHT_WAIT, claim, record};
