@@ -471,6 +471,12 @@ export_defaults() {
     export PAYMENT_DATABASE_URL="${PAYMENT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ticketing_payment}"
     export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
     export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
+    # The services share this machine's cores with each other and with PostgreSQL, Redis,
+    # Kafka and nginx: one actix worker per two cores, not the service's default of one per
+    # core. More workers than that only pass requests between threads; measured on 2 cores
+    # (docs/BENCHMARKS.md, "What limits the figures"), one worker instead of two made every
+    # scenario faster.
+    export HTTP_WORKERS="${HTTP_WORKERS:-$((($(nproc) + 1) / 2))}"
     # The service credential of /internal/** (X-Internal-Token): one random token, made once
     # into the state dir (mode 600), shared by every service.
     if [[ ! -s $STATE_DIR/internal-token ]]; then
