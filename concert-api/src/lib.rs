@@ -30,6 +30,8 @@ pub async fn resync_all_inventory(
     db: &sea_orm::DatabaseConnection,
     redis: &common::redis::RedisStore,
 ) -> Result<u64, ResyncError> {
-    Inventory::new(redis.clone()).resync_all(db).await
+    Inventory::new(redis.clone())
+        .resync_all(db, store::inventory::Reach::Live)
+        .await
 }
 pub use startup::{Application, openapi};

@@ -18,8 +18,12 @@ use crate::events::SettleOnPayment;
 use crate::metrics::SaleMetrics;
 use crate::routes::AppState;
 use crate::store::cache::CatalogueCache;
-use crate::store::inventory::Inventory;
+use crate::store::inventory::{Inventory, Reach};
 use crate::store::migration::Migrator;
+
+/// Every this many resync passes, every live concert is counted; in between only those
+/// changed lately (`Reach`). A minute at the default `INVENTORY_RESYNC_MS`.
+const RESYNC_LIVE_EVERY: u64 = 12;
 
 pub const SERVICE: &str = "concert-api";
 
@@ -111,9 +115,19 @@ impl Application {
         let cancel = service.cancel_token();
         let every = config.inventory_resync;
         service.spawn("inventory resync", async move {
-            loop {
-                match inventory.resync_all(&resync_db).await {
-                    Ok(n) => tracing::debug!(concerts = n, "inventory resynced"),
+            // Changed since the previous pass began, and a period more: a change whose
+            // transaction began before it (`updated_at` is its start) is still seen.
+            let mut previous: Option<std::time::Instant> = None;
+            for pass in 0u64.. {
+                let reach = match previous {
+                    Some(began) if pass % RESYNC_LIVE_EVERY != 0 => {
+                        Reach::ChangedWithin(began.elapsed() + every)
+                    }
+                    _ => Reach::Live,
+                };
+                previous = Some(std::time::Instant::now());
+                match inventory.resync_all(&resync_db, reach).await {
+                    Ok(n) => tracing::debug!(concerts = n, ?reach, "inventory resynced"),
                     Err(e) => tracing::warn!(error = %e, "inventory resync failed"),
                 }
                 tokio::select! {

@@ -182,25 +182,51 @@ pub async fn count_seats<C: ConnectionTrait>(
     .await
 }
 
-/// Concerts the periodic resync keeps exact: every concert with a schedule still to come
-/// (the `schedules_starts_at` index), plus the ones created recently without any.
-pub async fn live_concerts<C: ConnectionTrait>(db: &C) -> Result<Vec<i64>, DbErr> {
+/// Which concerts a resync pass counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every concert with a schedule still to come (the `schedules_starts_at` index), plus the
+    /// ones created in the last day without any.
+    Live,
+    /// Only those whose counts can have moved within this long (by the database's clock): a
+    /// reservation of theirs changed (the `reservations_updated` index: every hold, cancel,
+    /// expiry, sale and rejection sets `updated_at`), or the concert is that new. A count is
+    /// lost only between a change's commit and its Redis update, so a concert nobody touched
+    /// has nothing to heal — and counting every live concert each pass grows with the whole
+    /// catalogue.
+    ChangedWithin(std::time::Duration),
+}
+
+/// Concerts the periodic resync keeps exact (see [`Reach`]).
+pub async fn live_concerts<C: ConnectionTrait>(db: &C, reach: Reach) -> Result<Vec<i64>, DbErr> {
     #[derive(FromQueryResult)]
     struct Id {
         id: i64,
     }
-    Ok(Id::find_by_statement(stmt(
-        db,
-        "SELECT DISTINCT concert_id AS id FROM schedules WHERE starts_at > now() \
-         UNION SELECT id FROM concerts WHERE created_at > now() - interval '1 day' \
-         ORDER BY id",
-        vec![],
-    ))
-    .all(db)
-    .await?
-    .into_iter()
-    .map(|r| r.id)
-    .collect())
+    let statement = match reach {
+        Reach::Live => stmt(
+            db,
+            "SELECT DISTINCT concert_id AS id FROM schedules WHERE starts_at > now() \
+             UNION SELECT id FROM concerts WHERE created_at > now() - interval '1 day' \
+             ORDER BY id",
+            vec![],
+        ),
+        Reach::ChangedWithin(within) => stmt(
+            db,
+            "SELECT DISTINCT concert_id AS id FROM reservations \
+                WHERE updated_at > now() - $1 * interval '1 millisecond' \
+             UNION SELECT id FROM concerts \
+                WHERE created_at > now() - $1 * interval '1 millisecond' \
+             ORDER BY id",
+            vec![i64::try_from(within.as_millis()).unwrap_or(i64::MAX).into()],
+        ),
+    };
+    Ok(Id::find_by_statement(statement)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
 }
 
 /// The inventory hashes of every concert.
@@ -329,10 +355,29 @@ impl Inventory {
         Ok((false, schedules))
     }
 
-    /// Resyncs every live concert ([`live_concerts`]); answers how many were written.
-    pub async fn resync_all<C: ConnectionTrait>(&self, db: &C) -> Result<u64, ResyncError> {
+    /// Resyncs the concerts `reach` takes in ([`live_concerts`]) — and, between full passes,
+    /// every live concert whose hash is missing (Redis lost it, or it was never written):
+    /// answers how many were written.
+    pub async fn resync_all<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        reach: Reach,
+    ) -> Result<u64, ResyncError> {
+        let mut concerts = live_concerts(db, reach).await?;
+        if reach != Reach::Live {
+            let mut conn = self.redis.conn();
+            for id in live_concerts(db, Reach::Live).await? {
+                let present: bool = redis::cmd("EXISTS")
+                    .arg(self.concert_key(id))
+                    .query_async(&mut conn)
+                    .await?;
+                if !present && !concerts.contains(&id) {
+                    concerts.push(id);
+                }
+            }
+        }
         let mut written = 0;
-        for concert_id in live_concerts(db).await? {
+        for concert_id in concerts {
             if self.resync(db, concert_id).await? {
                 written += 1;
             }

@@ -18,6 +18,10 @@ impl MigratorTrait for Migrator {
                 up: ON_SALE,
             }),
             common::migration::outbox_trace_context(),
+            Box::new(SqlMigration {
+                name: "m20261203_000001_reservations_changed",
+                up: RESERVATIONS_CHANGED,
+            }),
         ]
     }
 }
@@ -129,4 +133,10 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+"#;
+
+/// The inventory resync's "which concerts changed lately" (`store::inventory::Reach`): every
+/// change of a reservation sets its `updated_at`.
+pub const RESERVATIONS_CHANGED: &str = r#"
+CREATE INDEX reservations_updated ON reservations (updated_at);
 "#;

@@ -195,6 +195,48 @@ async fn a_missing_hash_is_never_created_by_a_change_and_the_service_resyncs_it_
     .await;
 }
 
+#[tokio::test]
+async fn between_full_passes_the_resync_counts_only_the_concerts_changed_lately() {
+    use concert_api::store::inventory::{Reach, live_concerts};
+    use sea_orm::ConnectionTrait;
+    let s = spawn_app().await;
+    let (touched, schedule) = s.concert_with_schedule(20, -60, 3600).await;
+    let (untouched, _) = s.concert_with_schedule(20, -60, 3600).await;
+    let buyers = s.buyers(1, touched).await;
+    // Neither is new any more; only `touched` changes now.
+    s.db.execute_unprepared("UPDATE concerts SET created_at = now() - interval '1 hour'")
+        .await
+        .unwrap();
+    assert_eq!(s.hold(&buyers[0], schedule, [1]).await.0, 201);
+    let within = |secs| Reach::ChangedWithin(Duration::from_secs(secs));
+    assert_eq!(live_concerts(&s.db, within(60)).await.unwrap(), [touched]);
+    assert_eq!(
+        live_concerts(&s.db, Reach::Live).await.unwrap(),
+        [touched.min(untouched), touched.max(untouched)],
+        "a full pass counts every concert still to come"
+    );
+    // A change older than the window is left to the next full pass.
+    s.db.execute_unprepared("UPDATE reservations SET updated_at = now() - interval '2 minutes'")
+        .await
+        .unwrap();
+    assert!(live_concerts(&s.db, within(60)).await.unwrap().is_empty());
+    // But a live concert whose hash is gone (Redis lost it) is counted by every pass.
+    let inv = s.inventory();
+    let _: () = redis::cmd("DEL")
+        .arg(inv.concert_key(untouched))
+        .query_async(&mut s.redis().conn())
+        .await
+        .unwrap();
+    assert_eq!(inv.resync_all(&s.db, within(60)).await.unwrap(), 1);
+    assert_eq!(
+        s.hash(&inv.concert_key(untouched)).await,
+        Some([20, 20, 0, 0])
+    );
+    // A new concert is counted at once, changed or not.
+    let (fresh, _) = s.concert_with_schedule(20, -60, 3600).await;
+    assert_eq!(live_concerts(&s.db, within(60)).await.unwrap(), [fresh]);
+}
+
 /// Holds `seat` of `schedule` for `buyer`; the status and the problem's code.
 async fn try_hold(s: &Spawned, buyer: &Buyer, schedule: i64, seat: i64) -> (u16, Value) {
     let (status, body) = s.hold(buyer, schedule, [seat]).await;
