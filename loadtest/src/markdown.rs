@@ -475,6 +475,11 @@ const LIMITS: &str = "### What limits the figures
 - Everything shares two cores: at every target that is missed, both are busy (vmstat shows
   under 2 % idle) and the load generator, nginx, PostgreSQL, Redis and Kafka take most of
   them; the services' own code is a small share (perf).
+- Threads cost more than code here: most of the services' CPU is the kernel's (epoll,
+  futex wake-ups, context switches) as requests pass between actix workers and the runtime
+  that drives Redis and PostgreSQL. The local stack runs one actix worker per two cores
+  (`HTTP_WORKERS`); with one per core every scenario was slower (queue-join 7,506 against
+  10,336 req/s, hold-distinct 866 against 1,009 holds/s).
 - Holds are bound by PostgreSQL: during hold-distinct it uses well over one of the two cores
   for one claiming statement and its commit per hold. Checking the session and the queue
   pass in one Redis pipeline instead of two round trips was tried and made no difference
@@ -486,14 +491,19 @@ const LIMITS: &str = "### What limits the figures
   that touches nothing.
 - The flash sale is bound by CPU per purchase: selling 5,000 seats in 10 s on two cores
   leaves 4 ms of CPU for each, and the platform spends the figure in the table above — about
-  half of it PostgreSQL and the services around the hold and the settlement (some 11
-  transactions per purchase), the rest the per-request cost of three actix/tokio services
-  behind nginx (syscalls and thread hand-offs: perf shows mostly kernel time). Every fan waits
+  half of it PostgreSQL and the services around the hold and the settlement (some 9
+  transactions per purchase: payment-api reads the hold from Redis, not from concert-api),
+  the rest the per-request cost of three actix/tokio services behind nginx (syscalls and
+  thread hand-offs). Every fan waits
   on the status event stream, as the web app does. Admission sizes itself (`QUEUE_PACE`):
   it keeps the holds' and payments' p90 inside the services near 100 ms, so the machine
   runs at about 1.5 of its 2 cores and what the fans see on top of that is queueing in nginx
   and the kernel. A higher target sells a little faster at twice the latency (250 ms: 57.5
   s instead of 64.6 s); a lower one much slower (50 ms: 98.5 s).
+- Here the sale runs after the endpoint scenarios, whose thousands of holds end during it:
+  batch's expiry sweep and its PostgreSQL work are charged to the sale, and its joins meet a
+  warmer, busier machine. The same sale alone on a fresh stack (`bench/purchase-cost.sh`)
+  measured 13.8 ms per purchase and sold out in 46.7 s.
 - Some costs grow with the sale's length rather than its size — the streams' position
   frames, the organiser's view once a second, the invariant watchdog — so a slow sale pays
   more of them per purchase.
