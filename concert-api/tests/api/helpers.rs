@@ -169,11 +169,7 @@ impl Spawned {
         // these tests want every buyer in, so the concert is "unknown" while they are
         // admitted, and counted again right after.
         let inventory = self.inventory();
-        let _: () = redis::cmd("DEL")
-            .arg(inventory.concert_key(concert_id))
-            .query_async(&mut self.redis().conn())
-            .await
-            .unwrap();
+        self.forget(&[inventory.concert_key(concert_id)]).await;
         assert_eq!(
             room.admit(concert_id, self.clock.now())
                 .await
@@ -284,6 +280,15 @@ impl Spawned {
     }
 
     /// `(total, available, held, sold)` of a Redis inventory hash (`None` if it does not exist).
+    /// Deletes `keys` from the service's Redis (as if Redis had lost them).
+    pub async fn forget(&self, keys: &[String]) {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut self.redis().conn())
+            .await
+            .unwrap();
+    }
+
     pub async fn hash(&self, key: &str) -> Option<[i64; 4]> {
         let v: Vec<Option<i64>> = redis::cmd("HMGET")
             .arg(key)

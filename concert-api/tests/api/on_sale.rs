@@ -140,16 +140,11 @@ async fn the_inventory_follows_every_hold_cancel_sale_rejection_takeover_and_exp
     );
 
     // Lost, or wrong: a resync rewrites both from one count of the database.
-    let mut conn = s.redis().conn();
-    let _: () = redis::cmd("DEL")
-        .arg(inv.concert_key(concert))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    s.forget(&[inv.concert_key(concert)]).await;
     let _: () = redis::cmd("HSET")
         .arg(inv.schedule_key(concert, a))
         .arg(&["available", "9999", "held", "-3"])
-        .query_async(&mut conn)
+        .query_async(&mut s.redis().conn())
         .await
         .unwrap();
     assert!(
@@ -169,12 +164,7 @@ async fn a_missing_hash_is_never_created_by_a_change_and_the_service_resyncs_it_
     let inv = s.inventory();
     let (concert, schedule) = s.concert_with_schedule(20, -60, 3600).await;
     let buyers = s.buyers(3, concert).await;
-    let mut conn = s.redis().conn();
-    let _: () = redis::cmd("DEL")
-        .arg(inv.concert_key(concert))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    s.forget(&[inv.concert_key(concert)]).await;
     assert_eq!(s.hold(&buyers[0], schedule, [1]).await.0, 201);
     // The schedule's hash still exists and moved; the concert's stays unknown until the
     // resync: a change alone would have made a hash of deltas (held 1, available -1).
@@ -222,11 +212,7 @@ async fn between_full_passes_the_resync_counts_only_the_concerts_changed_lately(
     assert!(live_concerts(&s.db, within(60)).await.unwrap().is_empty());
     // But a live concert whose hash is gone (Redis lost it) is counted by every pass.
     let inv = s.inventory();
-    let _: () = redis::cmd("DEL")
-        .arg(inv.concert_key(untouched))
-        .query_async(&mut s.redis().conn())
-        .await
-        .unwrap();
+    s.forget(&[inv.concert_key(untouched)]).await;
     assert_eq!(inv.resync_all(&s.db, within(60)).await.unwrap(), 1);
     assert_eq!(
         s.hash(&inv.concert_key(untouched)).await,
@@ -566,12 +552,8 @@ async fn the_sale_view_shows_seats_reservations_revenue_and_the_last_minute() {
 
     // Without its hashes (never synced, or lost), it counts once and answers the same.
     let inv = s.inventory();
-    let _: () = redis::cmd("DEL")
-        .arg(inv.concert_key(concert))
-        .arg(inv.schedule_key(concert, a))
-        .query_async(&mut s.redis().conn())
-        .await
-        .unwrap();
+    s.forget(&[inv.concert_key(concert), inv.schedule_key(concert, a)])
+        .await;
     assert_eq!(sale(&s, concert, Some(&s.admin)).await, (200, v.clone()));
     assert!(
         s.hash(&inv.concert_key(concert)).await.is_some(),

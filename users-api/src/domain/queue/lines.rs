@@ -412,21 +412,28 @@ mod tests {
         assert!(shared.waiting.is_empty(), "a draw wakes every stream");
     }
 
-    #[test]
-    fn a_place_newer_than_the_reading_waits_for_the_next_reading() {
+    /// A line whose last reading (the fourth) is `last`, and a stream following it that has
+    /// seen none of its readings yet.
+    fn following_after(last: LineState) -> (Arc<Mutex<Shared>>, Following) {
         let shared = Arc::new(Mutex::new(Shared {
-            last: Some(line(60, 70)),
+            last: Some(last),
             generation: 4,
             waiting: BTreeMap::new(),
             next_id: 0,
             followers: 1,
         }));
-        let mut following = Following {
+        let following = Following {
             shared: shared.clone(),
             wake: Arc::new(Notify::new()),
             key: None,
             since: 0,
         };
+        (shared, following)
+    }
+
+    #[test]
+    fn a_place_newer_than_the_reading_waits_for_the_next_reading() {
+        let (shared, mut following) = following_after(line(60, 70));
         assert_eq!(following.line(), Some(line(60, 70)));
         // Redis said PLACE (passed 70) after that reading (passed 60), as happens between
         // ticks: the older reading is not shown to it, which would look like a reset.
@@ -443,22 +450,10 @@ mod tests {
 
     #[test]
     fn a_reading_plainly_after_the_place_is_acted_on_at_once() {
-        let shared = Arc::new(Mutex::new(Shared {
-            last: Some(LineState {
-                draws: 1,
-                ..line(70, 80)
-            }),
-            generation: 4,
-            waiting: BTreeMap::new(),
-            next_id: 0,
-            followers: 1,
-        }));
-        let mut following = Following {
-            shared: shared.clone(),
-            wake: Arc::new(Notify::new()),
-            key: None,
-            since: 0,
-        };
+        let (shared, mut following) = following_after(LineState {
+            draws: 1,
+            ..line(70, 80)
+        });
         // The draw's reading came in while the stream was asking Redis about PLACE (draws 0).
         following.wait_at(Some(PLACE));
         let line = following
