@@ -20,7 +20,8 @@
 # against its real CRD's schema (strict: unknown fields fail), each Deployment's environment
 # through `<service> check-config`, probes, memory floors, topic replication, egress, the
 # PostgreSQL connection budget (printed), autoscalers, PDBs, zone spread, scrape objects, Kafka
-# users' ACLs against the code, the gateway's idle timeouts, placeholders.
+# users' ACLs against the code, the gateway's idle timeouts, the CloudNativePG Cluster's
+# continuous backup (WAL archiver, ObjectStore retention, ScheduledBackup), placeholders.
 #
 # The CRDs are never in the repository: the pinned releases are fetched from the Go module
 # proxy (`go mod download`) into ${XDG_CACHE_HOME:-~/.cache}/ticketing/k8s-crds, each file
@@ -72,8 +73,12 @@ readonly CRDS=(
     "github.com/envoyproxy/gateway v1.9.1 charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_backendtrafficpolicies.yaml envoy-gateway/gateway.envoyproxy.io_backendtrafficpolicies.yaml cd75a4c222df5487aa9ca8957b48bcc3255eb25de02ed9153faf620bc160f786"
     "github.com/cloudnative-pg/cloudnative-pg v1.28.0 config/crd/bases/postgresql.cnpg.io_poolers.yaml cloudnative-pg/postgresql.cnpg.io_poolers.yaml f04d46592a061c657867e19009b2d71ae8ab00003b930622a64e01cacc606324"
     "github.com/cloudnative-pg/cloudnative-pg v1.28.0 internal/webhook/v1/pooler_webhook.go cloudnative-pg/pooler_webhook.go 3970753badd4ef9796543c0406daeaebf692ffaf45a720edccb7a74985cadfbc"
+    "github.com/cloudnative-pg/cloudnative-pg v1.28.0 config/crd/bases/postgresql.cnpg.io_clusters.yaml cloudnative-pg/postgresql.cnpg.io_clusters.yaml 51268ebddd087e77d91a0251da74176bae9814b6009b33efcf552b965e66b44c"
+    "github.com/cloudnative-pg/cloudnative-pg v1.28.0 config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml cloudnative-pg/postgresql.cnpg.io_scheduledbackups.yaml 4c3c0747daae3c8664d7d4695b3f62f8fa921b87c28d7ce3169bdeb2411d5141"
+    "github.com/cloudnative-pg/plugin-barman-cloud v0.15.0 config/crd/bases/barmancloud.cnpg.io_objectstores.yaml plugin-barman-cloud/barmancloud.cnpg.io_objectstores.yaml 2d8be9265b99571a560e80f2a54dbbcc19cbfb2254575ff2e7bba9dc4429e99e"
     "github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml prometheus-operator/monitoring.coreos.com_servicemonitors.yaml 1dae27b7189b5ce7b9ab764656c18b4c75a45cde1e6f3af6a5e84c4317628919"
     "github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml prometheus-operator/monitoring.coreos.com_prometheusrules.yaml 98fd16c9ab79fba8dcd6ef62c957c98cd6546ab74ce0a4ecf09ddf2fda03020e"
+    "github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml prometheus-operator/monitoring.coreos.com_podmonitors.yaml 8ce88c52c51209993511cae093089c9525f5552def88119e3f559123ee9d454b"
     "github.com/kedacore/keda/v2 v2.21.0 config/crd/bases/keda.sh_scaledobjects.yaml keda/keda.sh_scaledobjects.yaml af35555862a83933b074af14ad439c4b4ceabaf4daa3e9338e9b23e36d308d80"
 )
 CRD_DIR="${TICKETING_K8S_CRDS:-${XDG_CACHE_HOME:-$HOME/.cache}/ticketing/k8s-crds}"

@@ -7,7 +7,10 @@
     the same interface): config errors and env names no service reads fail;
   - probes, memory floors, topic replication, egress, the connection budget, autoscalers, PDBs,
     zone spread, scrape objects, Kafka users' ACLs against the code, gateway idle timeouts, and
-    placeholders (errors with --strict, warnings otherwise).
+    placeholders (errors with --strict, warnings otherwise);
+  - the CloudNativePG Cluster where the overlay carries it: the Poolers' Cluster, its certificate
+    and CA, continuous backup (WAL archiver, ObjectStore with a retention policy and compressed
+    WAL, a ScheduledBackup), egress to object storage, its max_connections for the budget.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ CRD_FILES = {
     ("gateway.envoyproxy.io", "BackendTrafficPolicy"): "envoy-gateway/gateway.envoyproxy.io_backendtrafficpolicies.yaml",
     ("postgresql.cnpg.io", "Pooler"): "cloudnative-pg/postgresql.cnpg.io_poolers.yaml",
     ("postgresql.cnpg.io", "Cluster"): "cloudnative-pg/postgresql.cnpg.io_clusters.yaml",
+    ("postgresql.cnpg.io", "ScheduledBackup"): "cloudnative-pg/postgresql.cnpg.io_scheduledbackups.yaml",
+    ("barmancloud.cnpg.io", "ObjectStore"): "plugin-barman-cloud/barmancloud.cnpg.io_objectstores.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com", "PodMonitor"): "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com", "PrometheusRule"): "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
@@ -61,6 +66,16 @@ CRD_FILES = {
 # io.strimzi:api carries the Java model, not the YAML): its resources get validate.py's
 # structural check of the exact kafka.strimzi.io/v1 fields instead (STRUCTURAL_ONLY).
 STRUCTURAL_ONLY = {("kafka.strimzi.io", "KafkaTopic"), ("kafka.strimzi.io", "KafkaUser")}
+# The CloudNativePG plugin that archives the WAL and takes the base backups (barmancloud.cnpg.io
+# ObjectStore); the instances' labels, which the network policies and the PodMonitor select.
+BACKUP_PLUGIN = "barman-cloud.cloudnative-pg.io"
+RESERVED_ANNOTATION = "ticketing/postgres-reserved-connections"
+
+
+def instance_labels(cluster: str) -> dict[str, str]:
+    return {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance"}
+
+
 # CloudNativePG's webhook refuses any other PgBouncer parameter (read from the fetched module's
 # internal/webhook/v1/pooler_webhook.go when present).
 PGBOUNCER_ALLOWED_FILE = "cloudnative-pg/pooler_webhook.go"
@@ -360,6 +375,118 @@ def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str 
     return out
 
 
+def check_postgres_clusters(by_kind: dict[str, list[dict]], rep) -> None:
+    """The CloudNativePG Cluster(s) the overlay carries: the Poolers' Cluster is rendered and its
+    certificate names them; the platform's pods trust its CA; continuous backup (a WAL archiver
+    writing to a rendered ObjectStore with a retention policy and compressed WAL, a
+    ScheduledBackup for base backups); HTTPS to object storage if a policy restricts its
+    instances' egress."""
+    clusters = {c["metadata"]["name"]: c for c in by_kind.get("Cluster", [])}
+    stores = {o["metadata"]["name"]: o for o in by_kind.get("ObjectStore", [])}
+    schedules = by_kind.get("ScheduledBackup", [])
+    policies = by_kind.get("NetworkPolicy", [])
+
+    pooled: set[str] = set()
+    for p in by_kind.get("Pooler", []):
+        name, cluster = p["metadata"]["name"], p["spec"]["cluster"]["name"]
+        if not rep.check(
+            cluster in clusters,
+            f"Pooler/{name}",
+            f"its Cluster {cluster} is not rendered: the overlay carries the CloudNativePG Cluster, with its backups",
+        ):
+            continue
+        pooled.add(cluster)
+        sans = ((clusters[cluster]["spec"].get("certificates") or {}).get("serverAltDNSNames")) or []
+        rep.check(
+            name in sans,
+            f"Cluster/{cluster}",
+            f"certificates.serverAltDNSNames does not list the pooler Service {name}: the poolers present the Cluster's certificate, so sslmode=verify-full through {name} fails",
+        )
+
+    for name, c in sorted(clusters.items()):
+        what = f"Cluster/{name}"
+        spec = c["spec"]
+        archivers = [pl for pl in spec.get("plugins") or [] if pl.get("isWALArchiver") and pl.get("enabled", True)]
+        if not archivers:
+            rep.error(what, f"no WAL archiver: spec.plugins needs {BACKUP_PLUGIN} with isWALArchiver: true (without the WAL archive there is no point-in-time recovery)")
+        else:
+            plugin = archivers[0]
+            rep.check(plugin.get("name") == BACKUP_PLUGIN, what, f"the WAL archiver is {plugin.get('name')!r}, not {BACKUP_PLUGIN}")
+            store = (plugin.get("parameters") or {}).get("barmanObjectName")
+            if rep.check(
+                store in stores,
+                what,
+                f"its WAL archiver writes to ObjectStore {store!r}, which is not rendered (no ObjectStore, no WAL archive)",
+            ):
+                ospec = stores[store]["spec"]
+                rep.check(
+                    bool(ospec.get("retentionPolicy")),
+                    f"ObjectStore/{store}",
+                    "no retentionPolicy: base backups and WAL would pile up in the bucket forever",
+                )
+                rep.check(
+                    bool(((ospec.get("configuration") or {}).get("wal") or {}).get("compression")),
+                    f"ObjectStore/{store}",
+                    "the WAL is archived uncompressed: set configuration.wal.compression",
+                )
+        takers = [
+            sb
+            for sb in schedules
+            if sb["spec"]["cluster"]["name"] == name
+            and not sb["spec"].get("suspend")
+            and sb["spec"].get("method") == "plugin"
+            and (sb["spec"].get("pluginConfiguration") or {}).get("name") == BACKUP_PLUGIN
+        ]
+        rep.check(
+            bool(takers),
+            what,
+            f"no ScheduledBackup takes its base backups (cluster {name}, method plugin, {BACKUP_PLUGIN}, not suspended): the WAL archive alone restores nothing",
+        )
+        # The instances' egress is open unless a policy selects them; if one does, the backups
+        # need HTTPS to the object store.
+        labels = instance_labels(name)
+        egress = [p for p in policies if "Egress" in (p["spec"].get("policyTypes") or []) and labels_match(p["spec"].get("podSelector") or {}, labels)]
+        if egress:
+            rep.check(
+                any(
+                    not r.get("ports") or any(x.get("port") == 443 for x in r.get("ports") or [])
+                    for p in egress
+                    for r in p["spec"].get("egress") or []
+                ),
+                what,
+                f"NetworkPolicies {sorted(p['metadata']['name'] for p in egress)} restrict its instances' egress with no HTTPS (443): WAL archiving and base backups cannot reach object storage",
+            )
+
+    # The Secrets the database's objects read, for the summary: the operator provides them.
+    for kind, objs in (("Cluster", clusters.values()), ("ObjectStore", stores.values())):
+        for o in objs:
+            spec = o["spec"]
+            refs = {((spec.get("bootstrap") or {}).get("initdb") or {}).get("secret", {}).get("name")}
+            refs |= {(r.get("passwordSecret") or {}).get("name") for r in (spec.get("managed") or {}).get("roles") or []}
+            for cred in ("s3Credentials", "azureCredentials", "googleCredentials"):
+                refs |= {v.get("name") for v in ((spec.get("configuration") or {}).get(cred) or {}).values() if isinstance(v, dict)}
+            for n in sorted(r for r in refs if r):
+                rep.notes.append(f"Secret/{n} (of {kind}/{o['metadata']['name']}) is referenced, not rendered: the operator provides it")
+
+    # The platform's pods verify the server (sslmode=verify-full) with the CA of the Cluster the
+    # poolers front: CloudNativePG's Secret <cluster>-ca.
+    if pooled:
+        cas = {f"{c}-ca" for c in pooled}
+        for o in by_kind.get("Deployment", []) + by_kind.get("Job", []):
+            pod = o["spec"]["template"]["spec"]
+            volumes = {v["name"]: v for v in pod.get("volumes") or []}
+            for c in pod["containers"]:
+                for m in c.get("volumeMounts") or []:
+                    if m["mountPath"].rstrip("/") != "/etc/postgres-ca":
+                        continue
+                    secret = ((volumes.get(m["name"]) or {}).get("secret") or {}).get("secretName")
+                    rep.check(
+                        secret in cas,
+                        f"{o['kind']}/{o['metadata']['name']}",
+                        f"mounts Secret {secret!r} at /etc/postgres-ca, not the CA of the poolers' Cluster ({', '.join(sorted(cas))})",
+                    )
+
+
 def check_platform(objs: list[dict], args, rep, services: dict) -> None:
     by_kind: dict[str, list[dict]] = {}
     for o in objs:
@@ -564,6 +691,9 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             "no egress to PostgreSQL (5432)",
         )
 
+    # --- the PostgreSQL Cluster and its backups ------------------------------------------
+    check_postgres_clusters(by_kind, rep)
+
     # --- scrape objects -----------------------------------------------------------------------
     monitors = by_kind.get("ServiceMonitor", [])
     for s in by_kind.get("Service", []):
@@ -608,13 +738,43 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             clients.setdefault(db, []).append((name, max_replicas.get(name, 1), pool_of(d)))
     ns = (by_kind.get("Namespace") or [{}])[0]
     ann = (ns.get("metadata") or {}).get("annotations") or {}
-    try:
-        max_conn = int(ann["ticketing/postgres-max-connections"])
-        reserved = int(ann.get("ticketing/postgres-reserved-connections", "0"))
-    except (KeyError, ValueError):
-        rep.error("Namespace", "annotation ticketing/postgres-max-connections (the database's max_connections) is missing or not a number")
-        return
     poolers = by_kind.get("Pooler", [])
+    # max_connections: the rendered Cluster's own setting where the overlay carries the Cluster
+    # (the one the poolers name), else the Namespace's annotations (an operator-provided
+    # database, e.g. dev's).
+    clusters = named("Cluster")
+    pooled = [p["spec"]["cluster"]["name"] for p in poolers if p["spec"]["cluster"]["name"] in clusters]
+    cluster = clusters.get(pooled[0]) if pooled else (next(iter(clusters.values())) if len(clusters) == 1 else None)
+    if cluster is not None:
+        what = f"Cluster/{cluster['metadata']['name']}"
+        params = ((cluster["spec"].get("postgresql") or {}).get("parameters")) or {}
+        try:
+            max_conn = int(params["max_connections"])
+            reserved = int((cluster["metadata"].get("annotations") or {}).get(RESERVED_ANNOTATION, "0"))
+            floor = int(params.get("superuser_reserved_connections", "3")) + int(params.get("reserved_connections", "0"))
+        except (KeyError, ValueError):
+            rep.error(what, f"postgresql.parameters.max_connections (CloudNativePG's default is 100) or annotation {RESERVED_ANNOTATION} is missing or not a number: the connection budget needs them")
+            return
+        rep.check(
+            reserved >= floor,
+            what,
+            f"annotation {RESERVED_ANNOTATION} {reserved} is below superuser_reserved_connections + reserved_connections ({floor})",
+        )
+        if "ticketing/postgres-max-connections" in ann:
+            rep.check(
+                ann["ticketing/postgres-max-connections"] == str(max_conn),
+                "Namespace",
+                f"annotation ticketing/postgres-max-connections {ann['ticketing/postgres-max-connections']} disagrees with {what}'s max_connections {max_conn}: keep it on the Cluster only",
+            )
+        source = f" ({what})"
+    else:
+        try:
+            max_conn = int(ann["ticketing/postgres-max-connections"])
+            reserved = int(ann.get(RESERVED_ANNOTATION, "0"))
+        except (KeyError, ValueError):
+            rep.error("Namespace", "annotation ticketing/postgres-max-connections (the database's max_connections) is missing or not a number")
+            return
+        source = " (Namespace annotations)"
     allowed_params = pgbouncer_allowed(args.crd_dir)
     lines = []
     if poolers:
@@ -661,7 +821,7 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             "Poolers",
             f"connection budget: the poolers open {server_total} server connections > max_connections {max_conn} - reserved {reserved}",
         )
-        lines.append(f"PostgreSQL: poolers' server connections {server_total} <= max_connections {max_conn} - reserved {reserved} = {max_conn - reserved}")
+        lines.append(f"PostgreSQL: poolers' server connections {server_total} <= max_connections {max_conn} - reserved {reserved} = {max_conn - reserved}{source}")
     else:
         total = 0
         for db in sorted(clients):
@@ -673,7 +833,7 @@ def check_platform(objs: list[dict], args, rep, services: dict) -> None:
             "Namespace",
             f"connection budget: the pods open {total} connections (no pooler) > max_connections {max_conn} - reserved {reserved}",
         )
-        lines.append(f"PostgreSQL (direct, no pooler): {total} <= max_connections {max_conn} - reserved {reserved} = {max_conn - reserved}")
+        lines.append(f"PostgreSQL (direct, no pooler): {total} <= max_connections {max_conn} - reserved {reserved} = {max_conn - reserved}{source}")
     rep.budget = lines
 
     # --- placeholders ---------------------------------------------------------------------------

@@ -69,6 +69,7 @@ CUSTOM_GROUPS = {
     "gateway.envoyproxy.io",
     "kafka.strimzi.io",
     "postgresql.cnpg.io",
+    "barmancloud.cnpg.io",
     "monitoring.coreos.com",
     "keda.sh",
 }
