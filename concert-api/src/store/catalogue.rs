@@ -149,6 +149,12 @@ pub async fn insert_schedule<C: ConnectionTrait>(
 
 /// A page of a concert's schedules ordered by `(starts_at, id)`, after the cursor.
 /// With `only_available`: starts in the future, booking open, at least one free seat.
+///
+/// Each schedule's free seats are counted among its own seats (a lateral count on the
+/// `(schedule_id, seat_no)` index), so a page costs what the concert's seats cost. Written as
+/// a subquery plus `EXISTS`, the planner chose a semi-join that scanned every seat of every
+/// show once the statistics said few were free: 35 ms a list in a flash sale, growing with
+/// the catalogue.
 pub async fn list_schedules<C: ConnectionTrait>(
     db: &C,
     concert_id: i64,
@@ -160,12 +166,9 @@ pub async fn list_schedules<C: ConnectionTrait>(
 ) -> Result<Vec<Schedule>, DbErr> {
     let free = FREE_SEAT.replace("$stale", "$2");
     let available = if only_available {
-        format!(
-            "AND sc.starts_at > $3 AND sc.booking_opens_at <= $3 \
-             AND EXISTS (SELECT 1 FROM seats se WHERE se.schedule_id = sc.id AND {free})"
-        )
+        "AND sc.starts_at > $3 AND sc.booking_opens_at <= $3 AND f.available_seats > 0"
     } else {
-        String::new()
+        ""
     };
     let mut values: Vec<Value> = vec![
         concert_id.into(),
@@ -182,8 +185,9 @@ pub async fn list_schedules<C: ConnectionTrait>(
     };
     let sql = format!(
         "SELECT sc.id, sc.concert_id, sc.starts_at, sc.booking_opens_at, sc.seat_count, sc.price, \
-           (SELECT count(*) FROM seats se WHERE se.schedule_id = sc.id AND {free}) AS available_seats \
-         FROM schedules sc \
+           f.available_seats \
+         FROM schedules sc CROSS JOIN LATERAL ( \
+           SELECT count(*) AS available_seats FROM seats se WHERE se.schedule_id = sc.id AND {free}) f \
          WHERE sc.concert_id = $1 {available} {after_clause} \
          ORDER BY sc.starts_at, sc.id LIMIT $4"
     );
