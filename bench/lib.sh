@@ -19,6 +19,9 @@ export GATEWAY_BENCH_ROUTE=1
 # Admission runs with the services' defaults: the pace sizes it from the checkout's pressure
 # (QUEUE_PACE=auto); a caller may still pass QUEUE_MAX_ACTIVE and the others to compare.
 export RUST_LOG="${RUST_LOG:-warn}" STACK_DEMO=0
+# batch takes no backups during a benchmark (deploy/local/stack.sh turns them on): a pg_dump
+# in the middle of a sale would be measured as the sale.
+export BACKUP_DIR="${BACKUP_DIR-}"
 # A flash sale holds 1,000 connections open, and the load tool runs in this shell.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

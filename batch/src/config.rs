@@ -1,6 +1,8 @@
 //! batch settings: its health/metrics listener, each service's database, Redis, the broker,
-//! the rules the jobs apply, the job intervals, the leader lease, and the clock the jobs read.
+//! the rules the jobs apply, the job intervals, local backups, the leader lease, and the clock
+//! the jobs read.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::clock::Clock;
@@ -20,6 +22,7 @@ pub struct Config {
     pub reservation: concert_api::config::ReservationConfig,
     pub payment: payment_api::config::PaymentConfig,
     pub jobs: JobIntervals,
+    pub backup: BackupSettings,
     pub lease: Duration,
     pub log_format: LogFormat,
     /// The system clock; tests put a manual one here. Not a setting.
@@ -38,6 +41,26 @@ pub struct JobIntervals {
     pub consumer_groups: Duration,
     /// Wallets the invariant watchdog compares with their ledger per run.
     pub wallet_sample: u32,
+}
+
+/// Local backups (`crate::backup`): off while `BACKUP_DIR` is unset or empty.
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    pub dir: Option<PathBuf>,
+    /// Complete backups kept; older ones are deleted after each successful backup.
+    pub keep: usize,
+    pub every: Duration,
+}
+
+impl BackupSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let dir = env.string("BACKUP_DIR", "");
+        Ok(Self {
+            dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+            keep: env.parse("BACKUP_KEEP", 7, 1..=1000)?,
+            every: env.millis("BATCH_BACKUP_INTERVAL_MS", 21_600_000, 60_000..=604_800_000)?,
+        })
+    }
 }
 
 impl Config {
@@ -70,6 +93,7 @@ impl Config {
                 )?,
                 wallet_sample: env.parse("BATCH_INVARIANTS_WALLET_SAMPLE", 500, 1..=1_000_000)?,
             },
+            backup: BackupSettings::from_env(env)?,
             lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,
             log_format: log_format(env)?,
             clock: Clock::system(),

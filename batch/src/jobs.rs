@@ -22,6 +22,9 @@
 //! From the broker: `kafka_group_backlog{group,topic}` and `kafka_group_committed_offsets`
 //! for every consumer group (its committed offsets, so a group with no member alive still
 //! shows), and `kafka_dlq_depth{topic}` for every dead-letter topic.
+//!
+//! Local backups (only with `BACKUP_DIR`): `backup_last_success_timestamp_seconds` and
+//! `backup_bytes{database}`, the size of each dump of the last successful backup.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +42,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use users_api::domain::queue::{Admission, Verdict, WaitingRoom};
 
+use crate::backup;
 use crate::leader::Leadership;
 
 /// Handled events (inbox rows) and published ones (outbox rows) are kept a week for
@@ -70,6 +74,9 @@ pub enum Job {
     /// Every consumer group's committed offsets and backlog, and every dead-letter topic's
     /// depth, read from the broker: a group with no live member still shows.
     ConsumerGroups,
+    /// A verified logical backup of every database into `BACKUP_DIR`, then retention
+    /// (`crate::backup`), when the newest backup is an interval old.
+    Backup,
 }
 
 impl Job {
@@ -83,6 +90,7 @@ impl Job {
             Job::Invariants => "invariants",
             Job::SaleFigures => "sale_figures",
             Job::ConsumerGroups => "consumer_groups",
+            Job::Backup => "backup",
         }
     }
 
@@ -284,6 +292,15 @@ impl Job {
                 }
                 Ok(read)
             }
+            Job::Backup => {
+                // Only scheduled with a plan; asked often, it backs up once per interval.
+                let Some(plan) = ctx.backup.as_ref().filter(|p| p.due(now)) else {
+                    return Ok(0);
+                };
+                let manifest = plan.run(now).await?;
+                ctx.metrics.set_backup(&manifest);
+                Ok(manifest.bytes())
+            }
         }
     }
 }
@@ -308,6 +325,8 @@ pub struct JobContext {
     pub kafka: KafkaClient,
     /// batch's time source; the waiting room in `room` holds the same one.
     pub clock: Clock,
+    /// Local backups; `None` while `BACKUP_DIR` is unset.
+    pub backup: Option<backup::Plan>,
 }
 
 impl JobContext {
@@ -341,6 +360,8 @@ pub struct JobMetrics {
     group_backlog: IntGaugeVec,
     group_committed: IntGaugeVec,
     dlq_depth: IntGaugeVec,
+    backup_succeeded_at: Gauge,
+    backup_bytes: IntGaugeVec,
 }
 
 /// A concert's sale as [`Job::SaleFigures`] read it: its seats (`None` until concert-api
@@ -420,6 +441,18 @@ impl JobMetrics {
                     .with_label_values(&[concert.as_str()])
                     .set(r.revenue);
             }
+        }
+    }
+
+    /// The last successful backup: when it was taken and the size of each dump.
+    fn set_backup(&self, manifest: &backup::Manifest) {
+        self.backup_succeeded_at
+            .set(manifest.taken_at.timestamp_millis() as f64 / 1000.0);
+        self.backup_bytes.reset();
+        for d in &manifest.databases {
+            self.backup_bytes
+                .with_label_values(&[d.database.as_str()])
+                .set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -542,6 +575,19 @@ impl JobMetrics {
                 &["topic"],
             )
             .expect("valid metric"),
+            backup_succeeded_at: Gauge::new(
+                "backup_last_success_timestamp_seconds",
+                "When the last successful (verified) local backup was taken (Unix time)",
+            )
+            .expect("valid metric"),
+            backup_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "backup_bytes",
+                    "Size of each database's dump in the last successful local backup",
+                ),
+                &["database"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
@@ -562,6 +608,8 @@ impl JobMetrics {
             Box::new(m.group_backlog.clone()),
             Box::new(m.group_committed.clone()),
             Box::new(m.dlq_depth.clone()),
+            Box::new(m.backup_succeeded_at.clone()),
+            Box::new(m.backup_bytes.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }

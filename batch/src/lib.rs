@@ -1,5 +1,7 @@
-//! batch: queue admission, hold expiry sweeps, reconciliation — scheduled, single-leader.
+//! batch: queue admission, hold expiry sweeps, reconciliation, local backups — scheduled,
+//! single-leader.
 
+pub mod backup;
 pub mod config;
 pub mod jobs;
 pub mod leader;

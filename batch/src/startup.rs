@@ -1,6 +1,8 @@
 //! Builds batch: the leader lease, the scheduled jobs, and health/metrics on its own port.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::auth::QueueKeys;
 use common::config::{ConfigError, DatabaseConfig, Env, LogFormat};
@@ -10,11 +12,18 @@ use common::startup::{ServiceMain, ServiceParts, StartupError, build_service, co
 use users_api::domain::queue::WaitingRoom;
 use utoipa::OpenApi;
 
+use crate::backup::{self, Plan};
 use crate::config::Config;
 use crate::jobs::{Job, JobContext, JobMetrics, schedule};
 use crate::leader::Leadership;
 
 pub const SERVICE: &str = "batch";
+
+/// How often the backup job asks whether a backup is due (`Plan::due`): a new leader backs
+/// up within this of taking over when the last backup is an interval old.
+const BACKUP_CHECK: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "usage: batch [serve | migrate | check-config | backup | restore <backup-folder> --suffix <suffix>]";
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -43,6 +52,10 @@ impl Application {
         let payment_db = common::db::connect(&config.payment_db).await?;
         let metrics = Arc::new(Metrics::new(SERVICE));
         let job_metrics = JobMetrics::register(metrics.registry());
+        let backup_plan = Plan::from_config(&config);
+        if backup_plan.is_none() {
+            tracing::info!("local backups are off: BACKUP_DIR is not set");
+        }
         let ctx = Arc::new(JobContext {
             // The rooms' settings are persisted in users-api's database: a room Redis lost is
             // restored from there by its tick, and rooms with a lottery to draw are ticked
@@ -71,6 +84,7 @@ impl Application {
             metrics: job_metrics.clone(),
             kafka: kafka.clone(),
             clock: config.clock.clone(),
+            backup: backup_plan.clone(),
         });
         let parts = ServiceParts {
             name: SERVICE,
@@ -111,6 +125,7 @@ impl Application {
                 }
             }
         });
+        let backup = backup_plan.map(|_| (Job::Backup, BACKUP_CHECK));
         for (job, every) in [
             (Job::Admission, config.queue.admit_interval),
             (Job::ExpireHolds, config.jobs.expire_holds),
@@ -120,7 +135,10 @@ impl Application {
             (Job::Invariants, config.jobs.invariants),
             (Job::SaleFigures, config.jobs.sale_figures),
             (Job::ConsumerGroups, config.jobs.consumer_groups),
-        ] {
+        ]
+        .into_iter()
+        .chain(backup)
+        {
             let task = schedule(
                 job,
                 every,
@@ -158,4 +176,45 @@ impl ServiceMain for Config {
     async fn build(self) -> Result<Service, StartupError> {
         Application::build(self).await
     }
+    /// `batch backup`: one backup now into `BACKUP_DIR` (with retention), its manifest on
+    /// stdout. `batch restore <backup-folder> --suffix <suffix>`: every database of that
+    /// backup into a fresh `<database><suffix>`, one JSON line each; fails unless every one
+    /// restored with the manifest's row counts.
+    async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
+        match (cmd.as_str(), args.as_slice()) {
+            ("backup", []) => backup_now(&self).await,
+            ("restore", [folder, flag, suffix]) if flag == "--suffix" => {
+                restore_now(&self, Path::new(folder), suffix).await
+            }
+            _ => Err(format!(
+                "unknown command or arguments `{}`; {USAGE}",
+                std::iter::once(cmd)
+                    .chain(args)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
+    }
+}
+
+async fn backup_now(config: &Config) -> Result<(), String> {
+    let plan = Plan::from_config(config).ok_or("BACKUP_DIR is not set: where should it go?")?;
+    let manifest = plan.run(config.clock.now()).await?;
+    let json = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
+}
+
+async fn restore_now(config: &Config, folder: &Path, suffix: &str) -> Result<(), String> {
+    backup::restore(
+        folder,
+        suffix,
+        &backup::targets(config),
+        |r| match serde_json::to_string(r) {
+            Ok(line) => println!("{line}"),
+            Err(e) => tracing::warn!(error = %e, "could not print a restored database"),
+        },
+    )
+    .await
+    .map(|_| ())
 }

@@ -484,6 +484,10 @@ export_defaults() {
     fi
     chmod 600 "$STATE_DIR/internal-token"
     export INTERNAL_API_TOKEN="${INTERNAL_API_TOKEN:-$(<"$STATE_DIR/internal-token")}"
+    # batch's leader backs the three databases up there (docs/OPERATIONS.md, "Backups and
+    # restore (local and small deployments)"); only batch reads it. BACKUP_DIR= (empty) turns
+    # backups off.
+    export BACKUP_DIR="${BACKUP_DIR-$STATE_DIR/backups}"
     # Several concert-api replicas: the services call it through the gateway's internal
     # listener (failover, as a Kubernetes Service), not one instance's port. They do not call
     # it while starting, so starting them before the gateway is fine.
