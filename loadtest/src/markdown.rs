@@ -503,7 +503,16 @@ const LIMITS: &str = "### What limits the figures
 - Here the sale runs after the endpoint scenarios, whose thousands of holds end during it:
   batch's expiry sweep and its PostgreSQL work are charged to the sale, and its joins meet a
   warmer, busier machine. The same sale alone on a fresh stack (`bench/purchase-cost.sh`)
-  measured 13.8 ms per purchase and sold out in 46.7 s.
+  measured 13.5 ms per purchase and sold out in 52.8 s.
+- Runs on this shared machine vary more than most changes: two runs of `bench/run.sh` one
+  after the other on one build sold out in 38.2 s and 49.2 s (12.1 and 15.3 ms per
+  purchase). Compare builds over several runs each, and by their counters (statements,
+  buffers) more than by their times.
+- An on-sale meets statistics that know nothing of its concert or its buyers: the planner
+  then takes any index that starts with the concert as readily as the buyer's own. The
+  purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
+  concert, every hold read every reservation of the sale so far (8 ms a hold at the end).
+  The schedule list counts each schedule's own seats for the same reason.
 - Some costs grow with the sale's length rather than its size — the streams' position
   frames, the organiser's view once a second, the invariant watchdog — so a slow sale pays
   more of them per purchase.
