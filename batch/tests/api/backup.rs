@@ -105,6 +105,17 @@ fn database_named(name: &str) -> TestDatabase {
     }
 }
 
+/// A fresh restore suffix starting with `prefix`, and the databases a restore with it makes,
+/// dropped when the guards go.
+fn restore_suffix(world: &World, prefix: &str) -> (String, Vec<TestDatabase>) {
+    let suffix = format!("{prefix}{}", &unique_id()[1..9]);
+    let restored = test_databases(world)
+        .iter()
+        .map(|d| database_named(&format!("{}{suffix}", d.name)))
+        .collect();
+    (suffix, restored)
+}
+
 async fn counts(db: &DatabaseConnection) -> BTreeMap<String, i64> {
     backup::count_rows(db).await.unwrap()
 }
@@ -170,12 +181,8 @@ async fn a_restore_makes_fresh_databases_with_the_same_counts_and_never_overwrit
         .await
         .unwrap();
     let folder = dir.path().join(&manifest.backup);
-    let suffix = format!("_r{}", &unique_id()[1..9]);
     // Dropped at the end whatever happens.
-    let restored_dbs: Vec<TestDatabase> = test_databases(&world)
-        .iter()
-        .map(|d| database_named(&format!("{}{suffix}", d.name)))
-        .collect();
+    let (suffix, restored_dbs) = restore_suffix(&world, "_r");
 
     let mut lines = Vec::new();
     let restored = backup::restore(&folder, &suffix, &targets, |r| lines.push(r.clone()))
@@ -322,11 +329,7 @@ async fn the_backup_and_restore_commands_exit_zero_only_when_everything_matched(
     assert!(ok, "{stderr}");
     let manifest: backup::Manifest = serde_json::from_str(&stdout).unwrap();
     let folder = dir.path().join(&manifest.backup);
-    let suffix = format!("_c{}", &unique_id()[1..9]);
-    let _restored: Vec<TestDatabase> = test_databases(&world)
-        .iter()
-        .map(|d| database_named(&format!("{}{suffix}", d.name)))
-        .collect();
+    let (suffix, _restored) = restore_suffix(&world, "_c");
     let folder = folder.to_str().unwrap();
 
     let (ok, stdout, stderr) =
