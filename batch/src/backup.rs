@@ -3,9 +3,13 @@
 //! One backup is a folder `<BACKUP_DIR>/<UTC timestamp>/` holding `<database>.dump` per
 //! service database (`pg_dump --format=custom`) and a `manifest.json`. pg_dump reads one
 //! snapshot per database, so each dump is consistent in itself, but the three databases are
-//! three snapshots taken seconds apart, not one instant: a payment may be in the dump while
-//! the reservation it settled is not yet confirmed in the concert one. Reconciliation repairs
-//! exactly that after a restore, as it does after any lost event.
+//! three snapshots taken seconds apart, not one instant. They are taken in the order that
+//! leaves only one kind of disagreement ([`targets`]): a payment may be in the payment dump
+//! while its reservation is still HELD in the concert one, or missing from it.
+//! A restore therefore forgets the confirmations payment-api saw after the backup began,
+//! and reconciliation settles those payments again, as it does after any lost event: it
+//! confirms the payment or refunds it. A restore also moves every sequence far ahead
+//! ([`ID_GAP`]), so no id handed out after the backup is handed out again.
 //!
 //! A backup is written into `<timestamp>.partial/` and renamed only once every dump has been
 //! restored into a scratch database and its tables counted, so a folder that looks like a
@@ -31,14 +35,49 @@ const MANIFEST: &str = "manifest.json";
 /// A `.partial` folder this old is what a crash left, not a backup in progress.
 const PARTIAL_KEPT: TimeDelta = TimeDelta::hours(1);
 
-/// Rows per table of the `public` schema, in one query: `query_to_xml` runs each table's
-/// `count(*)` inside the statement. Partitions are counted through their parent.
-const COUNT_ROWS: &str = "SELECT c.relname::text AS name, \
-     (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM public.%I', \
-     c.relname), false, true, '')))[1]::text::bigint AS n \
+/// Rows per table of every schema but PostgreSQL's own, in one query: `query_to_xml` runs
+/// each table's `count(*)` inside the statement. Partitions are counted through their
+/// parent. Tables outside `public` are named `schema.table`.
+const COUNT_ROWS: &str = "SELECT CASE s.nspname WHEN 'public' THEN c.relname::text \
+     ELSE s.nspname || '.' || c.relname END AS name, \
+     (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', \
+     s.nspname, c.relname), false, true, '')))[1]::text::bigint AS n \
      FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace \
-     WHERE s.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+     WHERE s.nspname <> 'information_schema' AND s.nspname NOT LIKE 'pg\\_%' \
+       AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
      ORDER BY 1";
+
+/// How far a restore moves every sequence of a restored database ahead of its last value.
+/// Ids handed out after the backup, in the minutes that were lost, may still be named
+/// elsewhere: by the database backed up after this one (a payment for a reservation the
+/// concert dump never saw), by sessions and holds in Redis, by events in Kafka, by fans'
+/// browsers. A new row must never take one of them. A billion is more than the platform
+/// hands out between two backups, and a bigint has room for nine billion such jumps.
+pub const ID_GAP: i64 = 1_000_000_000;
+
+/// How much earlier than the backup's start a confirmation seen by payment-api is still
+/// distrusted after a restore: the clocks of batch and payment-api may differ by this much.
+const CLOCK_MARGIN: TimeDelta = TimeDelta::minutes(1);
+
+/// Moves every sequence of the database [`ID_GAP`] ahead (a never-used one starts there).
+fn advance_sequences() -> String {
+    format!(
+        "DO $$ DECLARE s record; BEGIN \
+         FOR s IN SELECT schemaname, sequencename, last_value FROM pg_sequences LOOP \
+           PERFORM setval(format('%I.%I', s.schemaname, s.sequencename), \
+                          coalesce(s.last_value, 0) + {ID_GAP}); \
+         END LOOP; END $$"
+    )
+}
+
+/// What happens to a database once its dump is restored into it.
+#[derive(Clone, Copy, PartialEq)]
+enum Restoring {
+    /// A backup's check: counted, then dropped.
+    Scratch,
+    /// A restore to run on: counted, its sequences moved ahead.
+    ToServe,
+}
 
 /// One database to back up: the service that owns it and how batch reaches it.
 #[derive(Clone, Debug)]
@@ -54,13 +93,14 @@ impl Target {
     }
 }
 
-/// The three service databases as batch's settings name them.
+/// The three service databases as batch's settings name them, in the order they are dumped.
+/// Each later dump sees everything an earlier one refers to: a CONFIRMED reservation in the
+/// concert dump has its payment in the payment dump (concert-api confirms only after
+/// payment-api committed), and every user either names is in the users dump. The reverse,
+/// a reservation confirmed by a payment that was never backed up, would leave a seat sold
+/// for nothing; this order makes it impossible.
 pub fn targets(config: &Config) -> Vec<Target> {
     vec![
-        Target {
-            service: "users-api",
-            db: config.users_db.clone(),
-        },
         Target {
             service: "concert-api",
             db: config.concert_db.clone(),
@@ -68,6 +108,10 @@ pub fn targets(config: &Config) -> Vec<Target> {
         Target {
             service: "payment-api",
             db: config.payment_db.clone(),
+        },
+        Target {
+            service: "users-api",
+            db: config.users_db.clone(),
         },
     ]
 }
@@ -79,6 +123,9 @@ pub struct Plan {
     pub keep: usize,
     pub every: Duration,
     pub targets: Vec<Target>,
+    /// A pause between two databases: zero but in a restore drill, which widens the gap
+    /// between the snapshots on purpose (`batch backup --spread-secs`).
+    pub spread: Duration,
 }
 
 impl Plan {
@@ -90,6 +137,7 @@ impl Plan {
             keep: config.backup.keep,
             every: config.backup.every,
             targets: targets(config),
+            spread: Duration::ZERO,
         })
     }
 
@@ -106,7 +154,7 @@ impl Plan {
 
     /// One backup now, then retention.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Manifest, String> {
-        let manifest = take(&self.dir, &self.targets, now).await?;
+        let manifest = take(&self.dir, &self.targets, now, self.spread).await?;
         let removed = prune(&self.dir, self.keep, now)?;
         if !removed.is_empty() {
             tracing::info!(?removed, "old backups removed");
@@ -163,11 +211,22 @@ pub struct Restored {
     pub tables: BTreeMap<String, i64>,
     /// Whether every table has the rows the manifest recorded.
     pub counts_match: bool,
+    /// How far its sequences were moved ahead ([`ID_GAP`]).
+    pub ids_advanced_by: i64,
+    /// payment-api's: the payments whose confirmation was forgotten, to be settled again
+    /// ([`payment_api::reopen_settlement`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments_reopened: Option<u64>,
 }
 
-/// Dumps and verifies every target into `<dir>/<now>/`. On any failure the partial folder
-/// is removed and nothing that looks like a backup is left.
-pub async fn take(dir: &Path, targets: &[Target], now: DateTime<Utc>) -> Result<Manifest, String> {
+/// Dumps and verifies every target, in order and `spread` apart, into `<dir>/<now>/`. On any
+/// failure the partial folder is removed and nothing that looks like a backup is left.
+pub async fn take(
+    dir: &Path,
+    targets: &[Target],
+    now: DateTime<Utc>,
+    spread: Duration,
+) -> Result<Manifest, String> {
     let name = now.format(FOLDER_FORMAT).to_string();
     let done = dir.join(&name);
     let partial = dir.join(format!("{name}{PARTIAL}"));
@@ -178,7 +237,7 @@ pub async fn take(dir: &Path, targets: &[Target], now: DateTime<Utc>) -> Result<
     // `create_dir`, not `_all`: a second backup of the same second (the job and `batch backup`
     // at once) fails here instead of writing into the first one's folder.
     std::fs::create_dir(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
-    let outcome = write_backup(&partial, &done, &name, targets, now).await;
+    let outcome = write_backup(&partial, &done, &name, targets, now, spread).await;
     if outcome.is_err()
         && let Err(e) = std::fs::remove_dir_all(&partial)
     {
@@ -193,9 +252,14 @@ async fn write_backup(
     name: &str,
     targets: &[Target],
     now: DateTime<Utc>,
+    spread: Duration,
 ) -> Result<Manifest, String> {
     let mut databases = Vec::with_capacity(targets.len());
-    for target in targets {
+    for (i, target) in targets.iter().enumerate() {
+        if i > 0 && !spread.is_zero() {
+            tracing::info!(?spread, next = target.service, "spreading the backup");
+            tokio::time::sleep(spread).await;
+        }
         databases.push(backup_one(partial, target).await?);
     }
     let manifest = Manifest {
@@ -260,7 +324,7 @@ async fn verify(target: &Target, database: &str, dump: &Path) -> Result<Verifica
     let scratch = format!("{database}_verify_{}", short_random());
     let admin = maintenance(&target.db).await?;
     let outcome = match create_database(&admin, &scratch).await {
-        Ok(()) => restore_and_count(&target.db, &scratch, dump).await,
+        Ok(()) => restore_and_count(&target.db, &scratch, dump, Restoring::Scratch).await,
         Err(e) => Err(e),
     };
     let dropped = admin
@@ -280,11 +344,13 @@ async fn verify(target: &Target, database: &str, dump: &Path) -> Result<Verifica
     })
 }
 
-/// `pg_restore` of `dump` into the existing, empty database `into`, then its row counts.
+/// `pg_restore` of `dump` into the existing, empty database `into`, then its row counts (and,
+/// for a database to serve, its sequences moved ahead).
 async fn restore_and_count(
     db: &DatabaseConfig,
     into: &str,
     dump: &Path,
+    restoring: Restoring,
 ) -> Result<BTreeMap<String, i64>, String> {
     let url = with_database(db.url.expose(), into)?;
     run_tool(
@@ -306,7 +372,13 @@ async fn restore_and_count(
     let conn = common::db::connect(&config)
         .await
         .map_err(|e| format!("connect to {into}: {e}"))?;
-    let counts = count_rows(&conn).await;
+    let mut counts = count_rows(&conn).await;
+    if counts.is_ok() && restoring == Restoring::ToServe {
+        let advanced = conn.execute_unprepared(&advance_sequences()).await;
+        if let Err(e) = advanced {
+            counts = Err(format!("move the sequences of {into} ahead: {e}"));
+        }
+    }
     conn.close().await.ok();
     counts
 }
@@ -415,7 +487,7 @@ pub async fn restore(
     }
     let mut restored = Vec::with_capacity(plan.len());
     for (entry, target, name) in plan {
-        let r = restore_one(folder, entry, target, &name).await?;
+        let r = restore_one(folder, manifest.taken_at, entry, target, &name).await?;
         report(&r);
         restored.push(r);
     }
@@ -436,6 +508,7 @@ pub async fn restore(
 
 async fn restore_one(
     folder: &Path,
+    taken_at: DateTime<Utc>,
     entry: &DatabaseBackup,
     target: &Target,
     name: &str,
@@ -443,7 +516,14 @@ async fn restore_one(
     let admin = maintenance(&target.db).await?;
     create_database(&admin, name).await?;
     let dump = folder.join(&entry.file);
-    let counted = restore_and_count(&target.db, name, &dump).await;
+    let mut counted = restore_and_count(&target.db, name, &dump, Restoring::ToServe).await;
+    let mut payments_reopened = None;
+    if counted.is_ok() && entry.service == "payment-api" {
+        match reopen_settlement(&target.db, name, taken_at - CLOCK_MARGIN).await {
+            Ok(n) => payments_reopened = Some(n),
+            Err(e) => counted = Err(e),
+        }
+    }
     // A half-restored database is no use and would block the next attempt.
     if counted.is_err() {
         let _ = admin
@@ -462,7 +542,29 @@ async fn restore_one(
         rows: tables.values().sum(),
         counts_match: tables == entry.verification.tables,
         tables,
+        ids_advanced_by: ID_GAP,
+        payments_reopened,
     })
+}
+
+/// The concert database was dumped first, from `since` on: a confirmation payment-api saw
+/// after that may be missing from it, so those payments are settled again.
+async fn reopen_settlement(
+    db: &DatabaseConfig,
+    name: &str,
+    since: DateTime<Utc>,
+) -> Result<u64, String> {
+    let config = DatabaseConfig {
+        url: SecretUrl::new(with_database(db.url.expose(), name)?),
+        pool_size: 1,
+        ..db.clone()
+    };
+    let conn = common::db::connect(&config)
+        .await
+        .map_err(|e| format!("connect to {name}: {e}"))?;
+    let reopened = payment_api::reopen_settlement(&conn, since).await;
+    conn.close().await.ok();
+    reopened.map_err(|e| format!("{name}: reopen the settlements since {since}: {e}"))
 }
 
 pub fn read_manifest(folder: &Path) -> Result<Manifest, String> {
@@ -686,6 +788,7 @@ mod tests {
             keep: 7,
             every: Duration::from_secs(6 * 3600),
             targets: Vec::new(),
+            spread: Duration::ZERO,
         };
         let now = Utc::now();
         assert!(plan.due(now), "no folder yet");

@@ -23,7 +23,7 @@ pub const SERVICE: &str = "batch";
 /// up within this of taking over when the last backup is an interval old.
 const BACKUP_CHECK: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "usage: batch [serve | migrate | check-config | backup | restore <backup-folder> --suffix <suffix>]";
+const USAGE: &str = "usage: batch [serve | migrate | check-config | backup [--spread-secs <n>] | restore <backup-folder> --suffix <suffix>]";
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -177,12 +177,19 @@ impl ServiceMain for Config {
         Application::build(self).await
     }
     /// `batch backup`: one backup now into `BACKUP_DIR` (with retention), its manifest on
-    /// stdout. `batch restore <backup-folder> --suffix <suffix>`: every database of that
+    /// stdout; `--spread-secs <n>` waits n seconds between two databases (a restore drill's
+    /// way to rehearse snapshots far apart). `batch restore <backup-folder> --suffix <suffix>`: every database of that
     /// backup into a fresh `<database><suffix>`, one JSON line each; fails unless every one
     /// restored with the manifest's row counts.
     async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
         match (cmd.as_str(), args.as_slice()) {
-            ("backup", []) => backup_now(&self).await,
+            ("backup", []) => backup_now(&self, Duration::ZERO).await,
+            ("backup", [flag, secs]) if flag == "--spread-secs" => {
+                let secs = secs.parse::<u16>().map_err(|_| {
+                    format!("--spread-secs `{secs}`: a whole number of seconds, 0..=65535")
+                })?;
+                backup_now(&self, Duration::from_secs(secs.into())).await
+            }
             ("restore", [folder, flag, suffix]) if flag == "--suffix" => {
                 restore_now(&self, Path::new(folder), suffix).await
             }
@@ -197,8 +204,9 @@ impl ServiceMain for Config {
     }
 }
 
-async fn backup_now(config: &Config) -> Result<(), String> {
-    let plan = Plan::from_config(config).ok_or("BACKUP_DIR is not set: where should it go?")?;
+async fn backup_now(config: &Config, spread: Duration) -> Result<(), String> {
+    let mut plan = Plan::from_config(config).ok_or("BACKUP_DIR is not set: where should it go?")?;
+    plan.spread = spread;
     let manifest = plan.run(config.clock.now()).await?;
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
     println!("{json}");

@@ -44,12 +44,19 @@ impl Platform {
     /// must agree on, e.g. `RESERVATION_HOLD_SECS` and `RESERVATION_GRACE_SECS` (concert-api
     /// and batch).
     pub async fn start_with(settings: &[(&'static str, &str)]) -> Self {
+        let dbs = [
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+            TestDatabase::create().await,
+        ];
+        Self::start_on(dbs, settings).await
+    }
+
+    /// [`Platform::start_with`] on databases that already exist, `[users, concert, payment]`
+    /// (restored from a backup), with a Redis prefix and topics of its own: a fresh stack.
+    pub async fn start_on(dbs: [TestDatabase; 3], settings: &[(&'static str, &str)]) -> Self {
         let id = unique_id();
-        let (users_db, concert_db, payment_db) = (
-            TestDatabase::create().await,
-            TestDatabase::create().await,
-            TestDatabase::create().await,
-        );
+        let [users_db, concert_db, payment_db] = dbs;
         let settings: Vec<(&'static str, String)> = settings
             .iter()
             .map(|(k, v)| (*k, (*v).to_owned()))
@@ -115,6 +122,8 @@ impl Platform {
     pub async fn start_batch(&self, extra: &[(&'static str, &str)]) -> Process {
         let mut env = self.env();
         env.push(("BATCH_LEASE_MS", "1000".into()));
+        // Reconciliation settles overdue payments directly with concert-api.
+        env.push(("CONCERT_API_URL", self.concert.url.clone()));
         env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         start("batch", &env).await
     }

@@ -11,5 +11,5 @@ pub mod startup;
 pub mod store;
 
 pub use config::Config;
-pub use domain::reconcile;
+pub use domain::{reconcile, reopen_settlement};
 pub use startup::{Application, openapi};

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use batch::backup::{self, Target};
 use chrono::{TimeDelta, Utc};
@@ -40,10 +41,11 @@ impl Drop for TempDir {
 /// payment-api's.
 async fn seeded_world() -> (World, Vec<DatabaseConnection>) {
     let world = World::new().await;
+    // In the order of a backup (`backup::targets`).
     let dbs = vec![
-        world.users_db.connect().await,
         world.concert_db.connect().await,
         world.payment_db.connect().await,
+        world.users_db.connect().await,
     ];
     for (i, db) in dbs.iter().enumerate() {
         db.execute_unprepared(&format!(
@@ -60,10 +62,20 @@ async fn seeded_world() -> (World, Vec<DatabaseConnection>) {
         .await
         .unwrap();
     }
-    dbs[2]
+    dbs[1]
         .execute_unprepared(
             "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) \
              VALUES (1, 'a', 'h', now()), (2, 'b', 'h', now())",
+        )
+        .await
+        .unwrap();
+    // Two settled payments: reservation 1 confirmed long before any backup of the test,
+    // reservation 2 just now (a restore must settle it again).
+    dbs[1]
+        .execute_unprepared(
+            "INSERT INTO payments (user_id, reservation_id, amount, status, created_at, confirmed_at) \
+             VALUES (1, 1, 100, 'COMPLETED', now() - interval '3 hours', now() - interval '3 hours'), \
+                    (1, 2, 100, 'COMPLETED', now(), now())",
         )
         .await
         .unwrap();
@@ -74,8 +86,9 @@ fn targets(world: &World) -> Vec<Target> {
     backup::targets(&batch::Config::from_env(&world.env()).unwrap())
 }
 
+/// The world's databases in the order of a backup.
 fn test_databases(world: &World) -> [&TestDatabase; 3] {
-    [&world.users_db, &world.concert_db, &world.payment_db]
+    [&world.concert_db, &world.payment_db, &world.users_db]
 }
 
 /// Databases of the server whose name starts with `prefix`.
@@ -95,25 +108,31 @@ async fn databases_like(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// A database on the test server by name; dropping it drops the database.
-fn database_named(name: &str) -> TestDatabase {
-    let base = admin_database_url();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    TestDatabase {
-        name: name.to_owned(),
-        url: format!("{server}/{name}"),
-    }
-}
-
 /// A fresh restore suffix starting with `prefix`, and the databases a restore with it makes,
 /// dropped when the guards go.
 fn restore_suffix(world: &World, prefix: &str) -> (String, Vec<TestDatabase>) {
     let suffix = format!("{prefix}{}", &unique_id()[1..9]);
     let restored = test_databases(world)
         .iter()
-        .map(|d| database_named(&format!("{}{suffix}", d.name)))
+        .map(|d| TestDatabase::named(&format!("{}{suffix}", d.name)))
         .collect();
     (suffix, restored)
+}
+
+/// The sequences of `db` whose last value is below [`backup::ID_GAP`].
+async fn behind_the_gap(db: &DatabaseConnection) -> Vec<String> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT sequencename::text AS name FROM pg_sequences \
+             WHERE coalesce(last_value, 0) < $1",
+            [backup::ID_GAP.into()],
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "name").unwrap())
+        .collect()
 }
 
 async fn counts(db: &DatabaseConnection) -> BTreeMap<String, i64> {
@@ -125,7 +144,7 @@ async fn a_backup_is_a_folder_of_dumps_verified_against_the_live_counts() {
     let (world, dbs) = seeded_world().await;
     let dir = TempDir::new();
 
-    let manifest = backup::take(dir.path(), &targets(&world), Utc::now())
+    let manifest = backup::take(dir.path(), &targets(&world), Utc::now(), Duration::ZERO)
         .await
         .unwrap();
 
@@ -177,7 +196,7 @@ async fn a_restore_makes_fresh_databases_with_the_same_counts_and_never_overwrit
     let (world, dbs) = seeded_world().await;
     let dir = TempDir::new();
     let targets = targets(&world);
-    let manifest = backup::take(dir.path(), &targets, Utc::now())
+    let manifest = backup::take(dir.path(), &targets, Utc::now(), Duration::ZERO)
         .await
         .unwrap();
     let folder = dir.path().join(&manifest.backup);
@@ -198,6 +217,30 @@ async fn a_restore_makes_fresh_databases_with_the_same_counts_and_never_overwrit
         let conn = target.connect().await;
         let got = counts(&conn).await;
         assert_eq!(got, counts(live).await, "{}", r.restored_as);
+        assert_eq!(r.ids_advanced_by, backup::ID_GAP);
+        if r.service == "payment-api" {
+            assert_eq!(r.payments_reopened, Some(1), "{r:?}");
+            let reopened = conn
+                .query_all_raw(Statement::from_string(
+                    conn.get_database_backend(),
+                    "SELECT reservation_id FROM payments WHERE confirmed_at IS NULL",
+                ))
+                .await
+                .unwrap();
+            let reopened: Vec<i64> = reopened
+                .iter()
+                .map(|r| r.try_get("", "reservation_id").unwrap())
+                .collect();
+            assert_eq!(
+                reopened,
+                [2],
+                "only the confirmation seen since the backup began is forgotten"
+            );
+        } else {
+            assert_eq!(r.payments_reopened, None, "{r:?}");
+        }
+        let behind = behind_the_gap(&conn).await;
+        assert!(behind.is_empty(), "sequences not moved ahead: {behind:?}");
         restored_counts.push((conn, got));
     }
 
@@ -277,9 +320,10 @@ async fn a_backup_with_an_unreachable_database_fails_and_leaves_no_backup() {
     let dir = TempDir::new();
     let mut targets = targets(&world);
     // Nothing listens on port 1: the connection is refused at once.
-    targets[2].db.url = SecretUrl::new("postgres://postgres@127.0.0.1:1/ticketing_payment");
+    // payment-api's is the second: concert-api's was dumped and verified before it.
+    targets[1].db.url = SecretUrl::new("postgres://postgres@127.0.0.1:1/ticketing_payment");
 
-    let err = backup::take(dir.path(), &targets, Utc::now())
+    let err = backup::take(dir.path(), &targets, Utc::now(), Duration::ZERO)
         .await
         .unwrap_err();
 
@@ -292,7 +336,7 @@ async fn a_backup_with_an_unreachable_database_fails_and_leaves_no_backup() {
         );
     }
     assert_eq!(
-        databases_like(&format!("{}_verify_", world.users_db.name)).await,
+        databases_like(&format!("{}_verify_", world.concert_db.name)).await,
         Vec::<String>::new(),
         "the databases verified before the failure leave no scratch database"
     );
@@ -324,6 +368,13 @@ async fn the_backup_and_restore_commands_exit_zero_only_when_everything_matched(
     let backup_dir = dir.path().to_str().unwrap().to_owned();
     let (ok, _, stderr) = batch_command(&world, &["restore", "x"], &[]);
     assert!(!ok && stderr.contains("usage: batch"), "{stderr}");
+    let (ok, _, stderr) = batch_command(
+        &world,
+        &["backup", "--spread-secs", "soon"],
+        &[("BACKUP_DIR", &backup_dir)],
+    );
+    assert!(!ok && stderr.contains("--spread-secs `soon`"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
     let (ok, stdout, stderr) = batch_command(&world, &["backup"], &[("BACKUP_DIR", &backup_dir)]);
     assert!(ok, "{stderr}");

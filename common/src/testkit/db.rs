@@ -21,6 +21,12 @@ impl TestDatabase {
             .await
             .expect("create test database");
         admin.close().await.ok();
+        Self::named(&name)
+    }
+
+    /// The database `name` on the test server, made by someone else (a restore): dropped
+    /// with this guard like one [`TestDatabase::create`] made.
+    pub fn named(name: &str) -> Self {
         let base = admin_database_url();
         let url = match base.rfind('/') {
             Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => {
@@ -28,7 +34,10 @@ impl TestDatabase {
             }
             _ => format!("{base}/{name}"),
         };
-        Self { name, url }
+        Self {
+            name: name.to_owned(),
+            url,
+        }
     }
 
     pub async fn connect(&self) -> DatabaseConnection {

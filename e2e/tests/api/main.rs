@@ -2,6 +2,7 @@
 //! Kafka, the nginx gateway in front, batch admitting, the load tool, and the web app in a
 //! browser.
 
+mod audit;
 mod browser;
 mod contract;
 mod faults;
@@ -9,4 +10,5 @@ mod gateway;
 mod journey;
 mod loadtest;
 mod processes;
+mod restore;
 mod traces;

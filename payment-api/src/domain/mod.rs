@@ -13,5 +13,5 @@ pub mod reconciliation;
 pub mod settle;
 pub mod wallet;
 
-pub use reconciliation::{Reconciliation, reconcile};
+pub use reconciliation::{Reconciliation, reconcile, reopen_settlement};
 pub use wallet::MAX_CHARGE;

@@ -98,3 +98,16 @@ pub async fn reconcile(
     report.unsettled = UnsettledByAge::at(db, now).await?;
     Ok(report)
 }
+
+/// After a restore whose concert database was dumped from `since` on: a confirmation
+/// payment-api saw since then may be missing from the restored concert database (the
+/// reservation still HELD there, or not there at all), so every one of them is forgotten and
+/// reconciliation asks concert-api about each payment again — confirmed if its hold is
+/// still there, refunded if not. Asking about one that is in fact confirmed only catches the
+/// bookkeeping up. The number of payments reopened.
+pub async fn reopen_settlement(
+    db: &DatabaseConnection,
+    since: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    reconciliation::reopen_since(db, since).await
+}

@@ -111,3 +111,17 @@ pub async fn unsettled_before<C: ConnectionTrait, const N: usize>(
     }
     Ok(counts)
 }
+
+/// Forgets the confirmations seen at or after `since` (and when they were re-published), so
+/// reconciliation chases those payments again. The number of payments reopened.
+pub async fn reopen_since<C: ConnectionTrait>(db: &C, since: DateTime<Utc>) -> Result<u64, DbErr> {
+    Ok(db
+        .execute_raw(stmt(
+            db,
+            "UPDATE payments SET confirmed_at = NULL, republished_at = NULL \
+             WHERE status = 'COMPLETED' AND confirmed_at >= $1",
+            vec![since.into()],
+        ))
+        .await?
+        .rows_affected())
+}
