@@ -1,9 +1,11 @@
 //! batch settings: its health/metrics listener, each service's database, Redis, the broker,
-//! the rules the jobs apply, the job intervals, local backups, the leader lease, and the clock
-//! the jobs read.
+//! the rules the jobs apply, the job intervals, local backups, archival, the leader lease, and
+//! the clock the jobs read.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use chrono::TimeDelta;
 
 use common::clock::Clock;
 use common::config::{
@@ -23,6 +25,7 @@ pub struct Config {
     pub payment: payment_api::config::PaymentConfig,
     pub jobs: JobIntervals,
     pub backup: BackupSettings,
+    pub archive: ArchiveSettings,
     pub lease: Duration,
     pub log_format: LogFormat,
     /// The system clock; tests put a manual one here. Not a setting.
@@ -63,6 +66,29 @@ impl BackupSettings {
     }
 }
 
+/// Archival of finished shows (`crate::archive`).
+#[derive(Clone, Debug)]
+pub struct ArchiveSettings {
+    /// A schedule whose show started this long ago is archived (`ARCHIVE_AFTER_DAYS`).
+    pub after: TimeDelta,
+    /// How often the archive job runs (and keeps the ledger's monthly partitions ahead).
+    pub every: Duration,
+}
+
+impl ArchiveSettings {
+    /// `ARCHIVE_AFTER_DAYS`: 1..=3650, 30 when unset or empty. Not 0: a show's last holds and
+    /// payments settle in the minutes after it starts, and the seat watchdog checks the shows
+    /// of the last day; nor is there an "off" value — the job also keeps the ledger's
+    /// partitions, and 3650 (ten years) keeps every show in the hot tables.
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let days: i64 = env.parse("ARCHIVE_AFTER_DAYS", 30, 1..=3650)?;
+        Ok(Self {
+            after: TimeDelta::days(days),
+            every: env.millis("BATCH_ARCHIVE_INTERVAL_MS", 60_000, 10..=86_400_000)?,
+        })
+    }
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -94,6 +120,7 @@ impl Config {
                 wallet_sample: env.parse("BATCH_INVARIANTS_WALLET_SAMPLE", 500, 1..=1_000_000)?,
             },
             backup: BackupSettings::from_env(env)?,
+            archive: ArchiveSettings::from_env(env)?,
             lease: env.millis("BATCH_LEASE_MS", 5000, 300..=600_000)?,
             log_format: log_format(env)?,
             clock: Clock::system(),

@@ -25,6 +25,11 @@
 //!
 //! Local backups (only with `BACKUP_DIR`): `backup_last_success_timestamp_seconds` and
 //! `backup_bytes{database}`, the size of each dump of the last successful backup.
+//!
+//! Archival (`crate::archive`): `archive_rows_total{table}` and `archive_schedules_total`,
+//! what was moved; `archive_schedules_waiting{reason}`, due schedules the last pass found not
+//! ready (a hold, a payment still settling); `ledger_default_partition_rows`, rows that
+//! landed in the ledger's DEFAULT partition (0 while the monthly partitions are kept ahead).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,13 +40,14 @@ use common::events::{ALL_TOPICS, CONSUMER_GROUPS};
 use common::kafka::KafkaClient;
 use payment_api::store::retention::{IDEMPOTENCY_KEYS_KEPT, delete_idempotency_keys_before};
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use users_api::domain::queue::{Admission, Verdict, WaitingRoom};
 
+use crate::archive;
 use crate::backup;
 use crate::leader::Leadership;
 
@@ -77,6 +83,9 @@ pub enum Job {
     /// A verified logical backup of every database into `BACKUP_DIR`, then retention
     /// (`crate::backup`), when the newest backup is an interval old.
     Backup,
+    /// Shows over by `ARCHIVE_AFTER_DAYS` moved to the archive tables, and the ledger's
+    /// monthly partitions kept ahead (`crate::archive`).
+    Archive,
 }
 
 impl Job {
@@ -91,6 +100,7 @@ impl Job {
             Job::SaleFigures => "sale_figures",
             Job::ConsumerGroups => "consumer_groups",
             Job::Backup => "backup",
+            Job::Archive => "archive",
         }
     }
 
@@ -301,6 +311,17 @@ impl Job {
                 ctx.metrics.set_backup(&manifest);
                 Ok(manifest.bytes())
             }
+            Job::Archive => {
+                let pass =
+                    archive::run_pass(&ctx.concert_db, &ctx.payment_db, now, ctx.archive_after)
+                        .await;
+                // What moved before an error is counted: it is archived.
+                ctx.metrics.count_archive(&pass);
+                match pass.failed {
+                    Some(e) => Err(e),
+                    None => Ok(pass.archived),
+                }
+            }
         }
     }
 }
@@ -327,6 +348,8 @@ pub struct JobContext {
     pub clock: Clock,
     /// Local backups; `None` while `BACKUP_DIR` is unset.
     pub backup: Option<backup::Plan>,
+    /// A schedule whose show started this long ago is archived (`ARCHIVE_AFTER_DAYS`).
+    pub archive_after: TimeDelta,
 }
 
 impl JobContext {
@@ -362,6 +385,10 @@ pub struct JobMetrics {
     dlq_depth: IntGaugeVec,
     backup_succeeded_at: Gauge,
     backup_bytes: IntGaugeVec,
+    archive_rows: IntCounterVec,
+    archive_schedules: IntCounter,
+    archive_waiting: IntGaugeVec,
+    ledger_default_rows: IntGauge,
 }
 
 /// A concert's sale as [`Job::SaleFigures`] read it: its seats (`None` until concert-api
@@ -453,6 +480,25 @@ impl JobMetrics {
             self.backup_bytes
                 .with_label_values(&[d.database.as_str()])
                 .set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// What an archive pass moved, and what it found waiting.
+    fn count_archive(&self, pass: &archive::Pass) {
+        for (table, n) in pass.rows.by_table() {
+            self.archive_rows.with_label_values(&[table]).inc_by(n);
+        }
+        self.archive_schedules.inc_by(pass.archived);
+        for (reason, n) in [
+            ("held", pass.waiting_for_hold),
+            ("unsettled", pass.waiting_for_payment),
+        ] {
+            self.archive_waiting
+                .with_label_values(&[reason])
+                .set(n as i64);
+        }
+        if let Some(ledger) = &pass.ledger {
+            self.ledger_default_rows.set(ledger.default_rows);
         }
     }
 
@@ -588,6 +634,32 @@ impl JobMetrics {
                 &["database"],
             )
             .expect("valid metric"),
+            archive_rows: IntCounterVec::new(
+                Opts::new(
+                    "archive_rows_total",
+                    "Rows the archive job moved from a hot table into the archive, by table (seats, reservation_seats, reservations, payments)",
+                ),
+                &["table"],
+            )
+            .expect("valid metric"),
+            archive_schedules: IntCounter::new(
+                "archive_schedules_total",
+                "Schedules (shows) the archive job archived",
+            )
+            .expect("valid metric"),
+            archive_waiting: IntGaugeVec::new(
+                Opts::new(
+                    "archive_schedules_waiting",
+                    "Schedules past ARCHIVE_AFTER_DAYS the last archive pass found not ready, by reason (held: a HELD reservation; unsettled: a payment neither confirmed nor refunded)",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            ledger_default_rows: IntGauge::new(
+                "ledger_default_partition_rows",
+                "Rows in the ledger's DEFAULT partition after the last archive pass: rows of a month that had no partition (0 while the job keeps them ahead)",
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
@@ -610,6 +682,10 @@ impl JobMetrics {
             Box::new(m.dlq_depth.clone()),
             Box::new(m.backup_succeeded_at.clone()),
             Box::new(m.backup_bytes.clone()),
+            Box::new(m.archive_rows.clone()),
+            Box::new(m.archive_schedules.clone()),
+            Box::new(m.archive_waiting.clone()),
+            Box::new(m.ledger_default_rows.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }

@@ -1,6 +1,7 @@
-//! batch: queue admission, hold expiry sweeps, reconciliation, local backups — scheduled,
-//! single-leader.
+//! batch: queue admission, hold expiry sweeps, reconciliation, local backups, archival of
+//! finished shows — scheduled, single-leader.
 
+pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod jobs;

@@ -28,7 +28,7 @@ const USAGE: &str = "usage: batch [serve | migrate | check-config | backup [--sp
 #[derive(OpenApi)]
 #[openapi(info(
     title = "batch",
-    description = "Queue admission, expiry sweeps, reconciliation (health and metrics only)"
+    description = "Queue admission, expiry sweeps, reconciliation, archival (health and metrics only)"
 ))]
 struct ApiDoc;
 
@@ -85,6 +85,7 @@ impl Application {
             kafka: kafka.clone(),
             clock: config.clock.clone(),
             backup: backup_plan.clone(),
+            archive_after: config.archive.after,
         });
         let parts = ServiceParts {
             name: SERVICE,
@@ -135,6 +136,7 @@ impl Application {
             (Job::Invariants, config.jobs.invariants),
             (Job::SaleFigures, config.jobs.sale_figures),
             (Job::ConsumerGroups, config.jobs.consumer_groups),
+            (Job::Archive, config.archive.every),
         ]
         .into_iter()
         .chain(backup)
@@ -178,9 +180,9 @@ impl ServiceMain for Config {
     }
     /// `batch backup`: one backup now into `BACKUP_DIR` (with retention), its manifest on
     /// stdout; `--spread-secs <n>` waits n seconds between two databases (a restore drill's
-    /// way to rehearse snapshots far apart). `batch restore <backup-folder> --suffix <suffix>`: every database of that
-    /// backup into a fresh `<database><suffix>`, one JSON line each; fails unless every one
-    /// restored with the manifest's row counts.
+    /// way to rehearse snapshots far apart). `batch restore <backup-folder> --suffix
+    /// <suffix>`: every database of that backup into a fresh `<database><suffix>`, one JSON
+    /// line each; fails unless every one restored with the manifest's row counts.
     async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
         match (cmd.as_str(), args.as_slice()) {
             ("backup", []) => backup_now(&self, Duration::ZERO).await,

@@ -10,6 +10,9 @@ pub mod startup;
 pub mod store;
 
 pub use config::Config;
+pub use domain::archive::{
+    ScheduleArchival, ScheduleReservations, archive_schedule, due_schedules, schedule_reservations,
+};
 pub use domain::reservation::expire_holds;
 pub use store::inventory::{Inventory, ResyncError};
 

@@ -11,5 +11,8 @@ pub mod startup;
 pub mod store;
 
 pub use config::Config;
-pub use domain::{reconcile, reopen_settlement};
+pub use domain::{
+    LedgerMonths, PaymentArchival, archive_payments, keep_ledger_months, reconcile,
+    reopen_settlement,
+};
 pub use startup::{Application, openapi};

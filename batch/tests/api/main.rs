@@ -1,5 +1,6 @@
 //! batch integration tests: one binary, real PostgreSQL, Redis and broker.
 
+mod archive;
 mod backup;
 mod helpers;
 mod invariants;

@@ -207,7 +207,11 @@ async fn settle<C: ConnectionTrait>(
     payment: &PaymentCompleted,
     now: DateTime<Utc>,
 ) -> Result<(Option<Rejection>, Option<Change>), DbErr> {
-    let reservation = settlement::lock(txn, payment.reservation_id).await?;
+    // A reservation of an archived show is final: judged as it stands, never changed.
+    let reservation = match settlement::lock(txn, payment.reservation_id).await? {
+        Some(r) => Some(r),
+        None => reservations::find_archived(txn, payment.reservation_id).await?,
+    };
     let rejection = match judge(reservation.as_ref(), payment) {
         Judgement::AlreadyConfirmed => return Ok((None, None)),
         Judgement::Sell(r) => {

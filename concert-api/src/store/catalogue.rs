@@ -151,7 +151,8 @@ pub async fn insert_schedule<C: ConnectionTrait>(
 /// With `only_available`: starts in the future, booking open, at least one free seat.
 ///
 /// Each schedule's free seats are counted among its own seats (a lateral count on the
-/// `(schedule_id, seat_no)` index), so a page costs what the concert's seats cost. Written as
+/// `(schedule_id, seat_no)` index; an archived schedule's in `archive.seats`), so a page
+/// costs what the concert's seats cost. Written as
 /// a subquery plus `EXISTS`, the planner chose a semi-join that scanned every seat of every
 /// show once the statistics said few were free: 35 ms a list in a flash sale, growing with
 /// the catalogue.
@@ -187,7 +188,12 @@ pub async fn list_schedules<C: ConnectionTrait>(
         "SELECT sc.id, sc.concert_id, sc.starts_at, sc.booking_opens_at, sc.seat_count, sc.price, \
            f.available_seats \
          FROM schedules sc CROSS JOIN LATERAL ( \
-           SELECT count(*) AS available_seats FROM seats se WHERE se.schedule_id = sc.id AND {free}) f \
+           SELECT count(*) AS available_seats FROM ( \
+             SELECT h.status, h.held_until FROM seats h WHERE h.schedule_id = sc.id \
+             UNION ALL \
+             SELECT a.status, a.held_until FROM archive.seats a \
+             WHERE a.schedule_id = sc.id AND sc.archived_at IS NOT NULL) se \
+           WHERE {free}) f \
          WHERE sc.concert_id = $1 {available} {after_clause} \
          ORDER BY sc.starts_at, sc.id LIMIT $4"
     );
@@ -227,7 +233,7 @@ pub struct SeatRow {
     pub status: SeatStatus,
 }
 
-/// The seat map of a schedule.
+/// The seat map of a schedule (of an archived one: its seats as they were archived).
 pub async fn seat_map<C: ConnectionTrait>(
     db: &C,
     schedule_id: i64,
@@ -238,7 +244,11 @@ pub async fn seat_map<C: ConnectionTrait>(
         db,
         &format!(
             "SELECT se.seat_no, se.price, CASE WHEN {free} THEN 'AVAILABLE' ELSE se.status END AS status \
-             FROM seats se WHERE se.schedule_id = $1 ORDER BY se.seat_no"
+             FROM ( \
+               SELECT seat_no, price, status, held_until FROM seats WHERE schedule_id = $1 \
+               UNION ALL \
+               SELECT seat_no, price, status, held_until FROM archive.seats WHERE schedule_id = $1) se \
+             ORDER BY se.seat_no"
         ),
         vec![schedule_id.into(), stale_before.into()],
     ))

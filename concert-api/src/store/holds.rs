@@ -69,7 +69,9 @@ pub async fn lock_buyer<C: ConnectionTrait>(
 }
 
 /// The buyer's live seats for the concert and its limit: seats of HELD reservations not
-/// yet dead (`$4` is `stale_before`) and of CONFIRMED ones (`$6` user, `$7` concert).
+/// yet dead (`$4` is `stale_before`) and of CONFIRMED ones (`$6` user, `$7` concert),
+/// including those of its archived shows (the `archived_reservations_buyer` index: one probe,
+/// nothing found for a buyer who never bought for an archived show).
 ///
 /// `concert_id + 0` keeps the concert out of the index search: only the buyer's own
 /// reservations are read. A new concert and its new buyers are beyond the statistics at the
@@ -79,9 +81,11 @@ pub async fn lock_buyer<C: ConnectionTrait>(
 /// `nextval('reservations_id_seq')` names the sequence once, at planning;
 /// `pg_get_serial_sequence` looked it up in the catalogue at every hold.
 const OWNED: &str = "mine AS ( \
-        SELECT coalesce(sum(cardinality(seat_nos)), 0)::bigint AS owned FROM reservations \
-        WHERE user_id = $6 AND concert_id + 0 = $7 AND status IN ('HELD', 'CONFIRMED') \
-          AND NOT (status = 'HELD' AND held_until < $4)), \
+        SELECT ((SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM reservations \
+          WHERE user_id = $6 AND concert_id + 0 = $7 AND status IN ('HELD', 'CONFIRMED') \
+            AND NOT (status = 'HELD' AND held_until < $4)) \
+        + (SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM archive.reservations \
+          WHERE user_id = $6 AND concert_id = $7 AND status = 'CONFIRMED'))::bigint AS owned), \
      lim AS (SELECT max_tickets_per_user::bigint AS max_tickets FROM concerts WHERE id = $7)";
 
 /// The common case in one statement, in the hold's transaction after [`lock_buyer`]: the

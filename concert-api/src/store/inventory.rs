@@ -163,18 +163,24 @@ impl ScheduleCount {
     }
 }
 
-/// The exact seat counts of every schedule of `concert_id`, from the seats table.
+/// The exact seat counts of every schedule of `concert_id`, from the seats table — or, for a
+/// schedule archived, from `archive.seats` (index-only, final counts): archiving a show
+/// changes no count.
 pub async fn count_seats<C: ConnectionTrait>(
     db: &C,
     concert_id: i64,
 ) -> Result<Vec<ScheduleCount>, DbErr> {
     ScheduleCount::find_by_statement(stmt(
         db,
-        "SELECT sc.id AS schedule_id, sc.starts_at, count(se.id) AS total, \
-            count(se.id) FILTER (WHERE se.status = 'AVAILABLE') AS available, \
-            count(se.id) FILTER (WHERE se.status = 'HELD') AS held, \
-            count(se.id) FILTER (WHERE se.status = 'SOLD') AS sold \
-         FROM schedules sc LEFT JOIN seats se ON se.schedule_id = sc.id \
+        "SELECT sc.id AS schedule_id, sc.starts_at, count(se.status) AS total, \
+            count(*) FILTER (WHERE se.status = 'AVAILABLE') AS available, \
+            count(*) FILTER (WHERE se.status = 'HELD') AS held, \
+            count(*) FILTER (WHERE se.status = 'SOLD') AS sold \
+         FROM schedules sc LEFT JOIN LATERAL ( \
+            SELECT h.status FROM seats h WHERE h.schedule_id = sc.id AND sc.archived_at IS NULL \
+            UNION ALL \
+            SELECT a.status FROM archive.seats a \
+            WHERE a.schedule_id = sc.id AND sc.archived_at IS NOT NULL) se ON true \
          WHERE sc.concert_id = $1 GROUP BY sc.id ORDER BY sc.starts_at, sc.id",
         vec![concert_id.into()],
     ))

@@ -22,6 +22,10 @@ impl MigratorTrait for Migrator {
                 name: "m20261203_000001_reservations_changed",
                 up: RESERVATIONS_CHANGED,
             }),
+            Box::new(SqlMigration {
+                name: "m20261203_000002_archive",
+                up: ARCHIVE,
+            }),
         ]
     }
 }
@@ -139,4 +143,64 @@ CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 /// change of a reservation sets its `updated_at`.
 pub const RESERVATIONS_CHANGED: &str = r#"
 CREATE INDEX reservations_updated ON reservations (updated_at);
+"#;
+
+/// The archive of finished shows (batch's archive job, `domain::archive`): a schedule over by
+/// `ARCHIVE_AFTER_DAYS` has its seats, `reservation_seats` and reservations moved into the
+/// `archive` schema and `schedules.archived_at` set, in one transaction. Same columns as the
+/// hot tables plus `archived_at`; no foreign keys and no checks (the rows are final, written
+/// once, only read); the indexes serve the reads that still answer from them: a buyer's
+/// history, one reservation, the buyer's limit, the sale view, the seat counts.
+///
+/// `reservation_seats_seat`: deleting a seat makes PostgreSQL look for `reservation_seats`
+/// rows still referencing it (the foreign key), and the partial unique index on active rows
+/// cannot answer that: without a plain index each archived seat cost a scan of the table.
+/// It is also how archival finds a schedule's reservations (seats → reservation_seats).
+pub const ARCHIVE: &str = r#"
+ALTER TABLE schedules ADD COLUMN archived_at timestamptz;
+-- "Schedules over by N days, not archived yet", in archival order.
+CREATE INDEX schedules_unarchived ON schedules (starts_at, id) WHERE archived_at IS NULL;
+CREATE INDEX reservation_seats_seat ON reservation_seats (seat_id);
+
+CREATE SCHEMA archive;
+
+CREATE TABLE archive.reservations (
+    id          bigint PRIMARY KEY,
+    user_id     bigint NOT NULL,
+    schedule_id bigint NOT NULL,
+    concert_id  bigint NOT NULL,
+    seat_nos    integer[] NOT NULL,
+    amount      bigint NOT NULL,
+    status      text NOT NULL,
+    held_until  timestamptz NOT NULL,
+    payment_id  bigint,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    archived_at timestamptz NOT NULL
+);
+CREATE INDEX archived_reservations_user ON archive.reservations (user_id, id DESC);
+CREATE INDEX archived_reservations_concert_status ON archive.reservations (concert_id, status) INCLUDE (amount);
+-- The buyer's limit counts seats bought for the concert's archived shows too.
+CREATE INDEX archived_reservations_buyer ON archive.reservations (user_id, concert_id)
+    INCLUDE (seat_nos) WHERE status = 'CONFIRMED';
+
+CREATE TABLE archive.seats (
+    id             bigint PRIMARY KEY,
+    schedule_id    bigint NOT NULL,
+    seat_no        integer NOT NULL,
+    price          bigint NOT NULL,
+    status         text NOT NULL,
+    reservation_id bigint,
+    held_until     timestamptz,
+    archived_at    timestamptz NOT NULL
+);
+CREATE INDEX archived_seats_schedule ON archive.seats (schedule_id, seat_no) INCLUDE (status, price);
+
+CREATE TABLE archive.reservation_seats (
+    reservation_id bigint NOT NULL,
+    seat_id        bigint NOT NULL,
+    active         boolean NOT NULL,
+    archived_at    timestamptz NOT NULL,
+    PRIMARY KEY (reservation_id, seat_id)
+);
 "#;

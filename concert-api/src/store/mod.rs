@@ -1,6 +1,7 @@
 //! concert DB (and the catalogue cache in Redis): schema, queries, the statements that
 //! decide who gets a seat, and the short-lived memories in front of them.
 
+pub mod archive;
 pub mod audit;
 pub mod cache;
 pub mod cancel;

@@ -2,7 +2,8 @@
 //! statement, each read through an index made for it and never from the seats table (the
 //! seat counts come from the inventory hashes in Redis): the schedules
 //! (`schedules_concert_starts_at`), reservations by status and revenue
-//! (`reservations_concert_status`, index-only), holds made in the last minute
+//! (`reservations_concert_status`, index-only, plus its twin on `archive.reservations`: the
+//! shows already archived still count), holds made in the last minute
 //! (`reservations_concert_created`), seats sold in the last minute
 //! (`reservations_concert_confirmed`).
 
@@ -17,6 +18,7 @@ pub struct SaleFigures {
     /// By `starts_at`, then id (the `schedules_concert_starts_at` index).
     pub schedule_ids: Vec<i64>,
     pub schedule_starts: Vec<DateTime<Utc>>,
+    /// Reservations by status, the archived shows' included.
     pub held: i64,
     pub confirmed: i64,
     pub expired: i64,
@@ -41,8 +43,11 @@ pub async fn figures<C: ConnectionTrait>(
     SaleFigures::find_by_statement(stmt(
         db,
         "WITH by_status AS ( \
-            SELECT status, count(*) AS n, sum(amount) AS amount FROM reservations \
-            WHERE concert_id = $1 GROUP BY status), \
+            SELECT status, count(*) AS n, sum(amount) AS amount FROM ( \
+                SELECT status, amount FROM reservations WHERE concert_id = $1 \
+                UNION ALL \
+                SELECT status, amount FROM archive.reservations WHERE concert_id = $1) r \
+            GROUP BY status), \
          sched AS (SELECT id, starts_at FROM schedules WHERE concert_id = $1) \
          SELECT \
             coalesce((SELECT array_agg(id ORDER BY starts_at, id) FROM sched), '{}') AS schedule_ids, \

@@ -1,4 +1,4 @@
-//! The rules of payment-api: charging, paying, refunding, reconciling.
+//! The rules of payment-api: charging, paying, refunding, reconciling, archiving.
 //!
 //! Money is `i64` whole KRW. Every balance change is a conditional UPDATE and a ledger row
 //! in one transaction; an event that must follow a change is an outbox row in that same
@@ -7,11 +7,13 @@
 //! caller's `now`, from the service's clock. The domain answers in typed outcomes and
 //! refusals; the routes turn them into HTTP.
 
+pub mod archive;
 pub mod idempotency;
 pub mod payment;
 pub mod reconciliation;
 pub mod settle;
 pub mod wallet;
 
+pub use archive::{LedgerMonths, PaymentArchival, archive_payments, keep_ledger_months};
 pub use reconciliation::{Reconciliation, reconcile, reopen_settlement};
 pub use wallet::MAX_CHARGE;

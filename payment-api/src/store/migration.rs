@@ -14,6 +14,14 @@ impl MigratorTrait for Migrator {
                 up: SCHEMA,
             }),
             common::migration::outbox_trace_context(),
+            Box::new(SqlMigration {
+                name: "m20261203_000001_archive",
+                up: ARCHIVE,
+            }),
+            Box::new(SqlMigration {
+                name: "m20261203_000002_ledger_by_month",
+                up: LEDGER_BY_MONTH,
+            }),
         ]
     }
 }
@@ -65,4 +73,76 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+"#;
+
+/// The archive of finished shows' payments (batch's archive job, `domain::archive`): the
+/// payments of an archived schedule's reservations, same columns plus `archived_at`, no checks
+/// (final rows, written once, only read). Indexed for the reads that still answer from it:
+/// a user's payments, one payment, and "this reservation is already paid".
+const ARCHIVE: &str = r#"
+CREATE SCHEMA archive;
+
+CREATE TABLE archive.payments (
+    id             bigint PRIMARY KEY,
+    user_id        bigint NOT NULL,
+    reservation_id bigint NOT NULL UNIQUE,
+    amount         bigint NOT NULL,
+    status         text NOT NULL,
+    created_at     timestamptz NOT NULL,
+    refunded_at    timestamptz,
+    confirmed_at   timestamptz,
+    republished_at timestamptz,
+    archived_at    timestamptz NOT NULL
+);
+CREATE INDEX archived_payments_user ON archive.payments (user_id, id DESC);
+"#;
+
+/// The ledger keeps every row forever, one partition per calendar month (UTC) of
+/// `created_at`: a month is a table of its own (its own indexes, vacuum and dump), and a query
+/// that names a time range reads only its months. The primary key must contain the partition
+/// key, so it becomes `(id, created_at)`; ids still come from `ledger_id_seq`, unique by
+/// themselves. `ledger_default` takes a row whose month has no partition yet, so an insert
+/// never fails; batch's archive job creates each month ahead of time (`store::ledger`), and
+/// moves such rows out of the default partition when it finds any.
+///
+/// Existing rows are copied in this migration's transaction (the ledger is locked meanwhile):
+/// partitions from the month of the oldest row to the month after this one.
+const LEDGER_BY_MONTH: &str = r#"
+ALTER TABLE ledger RENAME TO ledger_unpartitioned;
+ALTER INDEX ledger_pkey RENAME TO ledger_unpartitioned_pkey;
+ALTER INDEX ledger_user RENAME TO ledger_unpartitioned_user;
+
+CREATE TABLE ledger (
+    id            bigint NOT NULL DEFAULT nextval('ledger_id_seq'),
+    user_id       bigint NOT NULL,
+    kind          text NOT NULL CONSTRAINT ledger_kind_check CHECK (kind IN ('CHARGE', 'PAYMENT', 'REFUND')),
+    amount        bigint NOT NULL CONSTRAINT ledger_amount_check CHECK (amount > 0),
+    balance_after bigint NOT NULL CONSTRAINT ledger_balance_after_check CHECK (balance_after >= 0),
+    ref           text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at);
+ALTER SEQUENCE ledger_id_seq OWNED BY ledger.id;
+CREATE INDEX ledger_user ON ledger (user_id, id DESC);
+CREATE TABLE ledger_default PARTITION OF ledger DEFAULT;
+
+-- Months as UTC wall-clock timestamps, so the bounds do not depend on the session's time zone.
+DO $$
+DECLARE
+    this_month timestamp := date_trunc('month', now() AT TIME ZONE 'UTC');
+    month timestamp;
+BEGIN
+    SELECT least(coalesce(date_trunc('month', min(created_at) AT TIME ZONE 'UTC'), this_month), this_month)
+        INTO month FROM ledger_unpartitioned;
+    WHILE month <= this_month + interval '1 month' LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF ledger FOR VALUES FROM (%L) TO (%L)',
+            to_char(month, '"ledger_y"YYYY"m"MM'),
+            month::text || '+00', (month + interval '1 month')::text || '+00');
+        month := month + interval '1 month';
+    END LOOP;
+END $$;
+
+INSERT INTO ledger (id, user_id, kind, amount, balance_after, ref, created_at)
+SELECT id, user_id, kind, amount, balance_after, ref, created_at FROM ledger_unpartitioned;
+DROP TABLE ledger_unpartitioned;
 "#;

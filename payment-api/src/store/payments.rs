@@ -1,4 +1,5 @@
-//! Payments: one per reservation (a unique index), refunded at most once.
+//! Payments: one per reservation (a unique index), refunded at most once; the reads also
+//! answer from `archive.payments` (the payments of archived shows).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -67,17 +68,23 @@ pub async fn insert<C: ConnectionTrait>(
     .await
 }
 
+/// Payment `id`, from the hot table or the archive (`archive.payments`: a payment of an
+/// archived show, unchanged). One statement, so one snapshot: it is found in exactly one.
 pub async fn find<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<PaymentRow>, DbErr> {
     PaymentRow::find_by_statement(stmt(
         db,
-        &format!("SELECT {COLUMNS} FROM payments WHERE id = $1"),
+        &format!(
+            "SELECT {COLUMNS} FROM payments WHERE id = $1 \
+             UNION ALL SELECT {COLUMNS} FROM archive.payments WHERE id = $1"
+        ),
         vec![id.into()],
     ))
     .one(db)
     .await
 }
 
-/// The user's standing (COMPLETED, not refunded) payment of a reservation, if any.
+/// The user's standing (COMPLETED, not refunded) payment of a reservation, if any — archived
+/// or not: "already paid" stays true after the show is archived.
 pub async fn find_completed<C: ConnectionTrait>(
     db: &C,
     user_id: i64,
@@ -87,6 +94,8 @@ pub async fn find_completed<C: ConnectionTrait>(
         db,
         &format!(
             "SELECT {COLUMNS} FROM payments \
+             WHERE reservation_id = $1 AND user_id = $2 AND status = 'COMPLETED' \
+             UNION ALL SELECT {COLUMNS} FROM archive.payments \
              WHERE reservation_id = $1 AND user_id = $2 AND status = 'COMPLETED'"
         ),
         vec![reservation_id.into(), user_id.into()],
@@ -106,6 +115,8 @@ pub async fn delete<C: ConnectionTrait>(txn: &C, payment_id: i64) -> Result<(), 
     Ok(())
 }
 
+/// A user's payments, newest first, hot and archived: the newest `limit` of each (both
+/// through their `(user_id, id DESC)` index), merged.
 pub async fn list_for_user<C: ConnectionTrait>(
     db: &C,
     user_id: i64,
@@ -113,7 +124,12 @@ pub async fn list_for_user<C: ConnectionTrait>(
 ) -> Result<Vec<PaymentRow>, DbErr> {
     PaymentRow::find_by_statement(stmt(
         db,
-        &format!("SELECT {COLUMNS} FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2"),
+        &format!(
+            "(SELECT {COLUMNS} FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2) \
+             UNION ALL \
+             (SELECT {COLUMNS} FROM archive.payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2) \
+             ORDER BY id DESC LIMIT $2"
+        ),
         vec![user_id.into(), (limit as i64).into()],
     ))
     .all(db)
