@@ -7,7 +7,8 @@
 #
 # 1. Restarts the local stack with the benchmark's settings (bench/lib.sh) on three fresh
 #    databases, `ticketing_<db>_live<time>` (so the figures are those of one sale, not of
-#    every benchmark the stack's own databases have seen), and starts
+#    every benchmark the stack's own databases have seen), with a Redis key prefix and Kafka
+#    topics of its own (left in the broker afterwards), and starts
 #    `loadtest run flash-sale --users DRILL_USERS --schedules DRILL_SCHEDULES` (defaults
 #    10,000 and 100: 5,000 seats) in the background.
 # 2. DRILL_BACKUP_AFTER_SECS (default 5) after the sale opens, runs `batch backup` into the
@@ -165,6 +166,10 @@ main() {
     done
     export USERS_DATABASE_URL="$PG/ticketing_users$LIVE" CONCERT_DATABASE_URL="$PG/ticketing_concert$LIVE" \
         PAYMENT_DATABASE_URL="$PG/ticketing_payment$LIVE"
+    # A Redis prefix and topics of its own too: fresh databases hand out ids the stack's own
+    # already used, and neither their seat counts in Redis nor events the kill leaves
+    # unconsumed may meet another stack's rows.
+    export REDIS_KEY_PREFIX="drill$LIVE:" KAFKA_TOPIC_PREFIX="drill$LIVE."
     log "restarting the stack with the benchmark settings on fresh databases (*$LIVE)"
     STACK_SKIP_BUILD=1 bench_restart_stack >/dev/null
     # batch's commands check the service credential like `batch serve` does.

@@ -21,11 +21,34 @@ use concert_api::ScheduleArchival;
 use payment_api::{LedgerMonths, PaymentArchival};
 use sea_orm::DatabaseConnection;
 
-/// Schedules one pass archives at most.
+/// Schedules one pass of the job archives at most.
 pub const SCHEDULES_PER_PASS: u64 = 20;
-/// Due schedules one pass looks at at most, those not ready (a hold, an unsettled payment)
-/// included, so a pile of them cannot make a pass long.
+/// Due schedules one pass of the job looks at at most, those not ready (a hold, an unsettled
+/// payment) included, so a pile of them cannot make a pass long.
 pub const LOOKED_AT_PER_PASS: u64 = 200;
+
+/// How much one pass may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Schedules archived at most.
+    pub archive: u64,
+    /// Due schedules looked at at most.
+    pub look_at: u64,
+}
+
+impl Budget {
+    /// The job's: a pass every `BATCH_ARCHIVE_INTERVAL_MS` beside a live sale.
+    pub const JOB: Budget = Budget {
+        archive: SCHEDULES_PER_PASS,
+        look_at: LOOKED_AT_PER_PASS,
+    };
+    /// `batch archive`'s: an operator working off a backlog (archival switched on over years
+    /// of shows), a thousand dates between two reports.
+    pub const BACKLOG: Budget = Budget {
+        archive: 1000,
+        look_at: 10_000,
+    };
+}
 /// Due schedules read per query.
 const PAGE: i64 = 50;
 
@@ -126,13 +149,13 @@ pub struct Pass {
 }
 
 /// One pass at `now`: the ledger's monthly partitions kept ahead, then the schedules whose
-/// show started more than `after` ago archived, oldest first, up to [`SCHEDULES_PER_PASS`]
-/// of them, looking at no more than [`LOOKED_AT_PER_PASS`].
+/// show started more than `after` ago archived, oldest first, within `budget`.
 pub async fn run_pass(
     concert_db: &DatabaseConnection,
     payment_db: &DatabaseConnection,
     now: DateTime<Utc>,
     after: TimeDelta,
+    budget: Budget,
 ) -> Pass {
     let mut pass = Pass::default();
     // Independent of the schedules: a failure here does not hold archival up (nor the reverse).
@@ -145,7 +168,7 @@ pub async fn run_pass(
         }
         Err(e) => pass.failed = Some(format!("payment-api: ledger partitions: {e}")),
     }
-    if let Err(e) = archive_due(concert_db, payment_db, now, after, &mut pass).await {
+    if let Err(e) = archive_due(concert_db, payment_db, now, after, budget, &mut pass).await {
         pass.failed.get_or_insert(e);
     }
     pass
@@ -156,12 +179,13 @@ async fn archive_due(
     payment_db: &DatabaseConnection,
     now: DateTime<Utc>,
     after: TimeDelta,
+    budget: Budget,
     pass: &mut Pass,
 ) -> Result<(), String> {
     let before = now - after;
     let mut last = None;
     let mut looked = 0;
-    while pass.archived < SCHEDULES_PER_PASS && looked < LOOKED_AT_PER_PASS {
+    while pass.archived < budget.archive && looked < budget.look_at {
         let page = concert_api::due_schedules(concert_db, before, last.as_ref(), PAGE)
             .await
             .map_err(|e| format!("concert-api: schedules due: {e}"))?;
@@ -169,7 +193,7 @@ async fn archive_due(
             break;
         }
         for schedule in page {
-            if pass.archived >= SCHEDULES_PER_PASS || looked >= LOOKED_AT_PER_PASS {
+            if pass.archived >= budget.archive || looked >= budget.look_at {
                 break;
             }
             looked += 1;

@@ -312,9 +312,14 @@ impl Job {
                 Ok(manifest.bytes())
             }
             Job::Archive => {
-                let pass =
-                    archive::run_pass(&ctx.concert_db, &ctx.payment_db, now, ctx.archive_after)
-                        .await;
+                let pass = archive::run_pass(
+                    &ctx.concert_db,
+                    &ctx.payment_db,
+                    now,
+                    ctx.archive_after,
+                    archive::Budget::JOB,
+                )
+                .await;
                 // What moved before an error is counted: it is archived.
                 ctx.metrics.count_archive(&pass);
                 match pass.failed {

@@ -12,6 +12,7 @@ use common::startup::{ServiceMain, ServiceParts, StartupError, build_service, co
 use users_api::domain::queue::WaitingRoom;
 use utoipa::OpenApi;
 
+use crate::archive::{self, Budget};
 use crate::backup::{self, Plan};
 use crate::config::Config;
 use crate::jobs::{Job, JobContext, JobMetrics, schedule};
@@ -23,7 +24,7 @@ pub const SERVICE: &str = "batch";
 /// up within this of taking over when the last backup is an interval old.
 const BACKUP_CHECK: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "usage: batch [serve | migrate | check-config | backup [--spread-secs <n>] | restore <backup-folder> --suffix <suffix>]";
+const USAGE: &str = "usage: batch [serve | migrate | check-config | backup [--spread-secs <n>] | restore <backup-folder> --suffix <suffix> | archive]";
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -183,6 +184,7 @@ impl ServiceMain for Config {
     /// way to rehearse snapshots far apart). `batch restore <backup-folder> --suffix
     /// <suffix>`: every database of that backup into a fresh `<database><suffix>`, one JSON
     /// line each; fails unless every one restored with the manifest's row counts.
+    /// `batch archive`: every date due for archival now ([`archive_backlog`]).
     async fn run_other(self, cmd: String, args: Vec<String>) -> Result<(), String> {
         match (cmd.as_str(), args.as_slice()) {
             ("backup", []) => backup_now(&self, Duration::ZERO).await,
@@ -195,6 +197,7 @@ impl ServiceMain for Config {
             ("restore", [folder, flag, suffix]) if flag == "--suffix" => {
                 restore_now(&self, Path::new(folder), suffix).await
             }
+            ("archive", []) => archive_backlog(&self).await,
             _ => Err(format!(
                 "unknown command or arguments `{}`; {USAGE}",
                 std::iter::once(cmd)
@@ -227,4 +230,56 @@ async fn restore_now(config: &Config, folder: &Path, suffix: &str) -> Result<(),
     )
     .await
     .map(|_| ())
+}
+
+/// `batch archive`: works off the archival backlog (the job archives 20 dates a minute; a
+/// platform switching archival on over years of shows has hundreds of thousands due). Passes
+/// of [`Budget::BACKLOG`] until one archives nothing, one JSON line each on stdout. A date that
+/// fails is left, as the job leaves it, and the command exits non-zero at the end. Safe beside
+/// a running leader: both take the same locks and a date is archived once.
+async fn archive_backlog(config: &Config) -> Result<(), String> {
+    let connect = |db: &DatabaseConfig| {
+        let db = db.clone();
+        async move {
+            common::db::connect(&db)
+                .await
+                .map_err(|e| format!("connect to {}: {e}", db.url))
+        }
+    };
+    let (concert_db, payment_db) = (
+        connect(&config.concert_db).await?,
+        connect(&config.payment_db).await?,
+    );
+    let started = std::time::Instant::now();
+    let (mut archived, mut failed) = (0, None);
+    loop {
+        let pass = archive::run_pass(
+            &concert_db,
+            &payment_db,
+            config.clock.now(),
+            config.archive.after,
+            Budget::BACKLOG,
+        )
+        .await;
+        archived += pass.archived;
+        let line = serde_json::json!({
+            "archived": pass.archived,
+            "rows": pass.rows.by_table().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "waiting_for_hold": pass.waiting_for_hold,
+            "waiting_for_payment": pass.waiting_for_payment,
+            "failed": pass.failed,
+            "archived_so_far": archived,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{line}");
+        if let Some(e) = pass.failed {
+            failed.get_or_insert(e);
+        }
+        if pass.archived == 0 {
+            break;
+        }
+    }
+    concert_db.close().await.ok();
+    payment_db.close().await.ok();
+    failed.map_or(Ok(()), Err)
 }

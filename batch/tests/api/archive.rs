@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use batch::archive::{self, Rows};
+use batch::archive::{self, Budget, Rows};
 use chrono::{DateTime, Datelike, Months, NaiveDate, SubsecRound, TimeDelta, Utc};
 use common::auth::{QueueKeys, Role, Session, SessionStore};
 use common::clock::Clock;
@@ -562,7 +562,7 @@ async fn a_finished_show_moves_to_the_archive_and_every_answer_stays_the_same() 
         "seen from the archival instant, Dan's payment is long unsettled"
     );
 
-    let pass = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER).await;
+    let pass = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
     assert_eq!(pass.failed, None);
     assert_eq!(pass.archived, 1, "{pass:?}");
     assert_eq!(
@@ -653,7 +653,7 @@ async fn a_finished_show_moves_to_the_archive_and_every_answer_stays_the_same() 
     assert_eq!(s.invariants(at).await, [0, 0, 0, 1]);
 
     // Running again archives nothing more.
-    let again = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER).await;
+    let again = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
     assert_eq!(
         (again.failed, again.archived, again.rows),
         (None, 0, Rows::default())
@@ -743,7 +743,7 @@ async fn a_finished_show_moves_to_the_archive_and_every_answer_stays_the_same() 
         ))
         .await
         .unwrap();
-    let last = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER).await;
+    let last = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
     assert_eq!((last.failed.clone(), last.archived), (None, 2), "{last:?}");
     assert_eq!((last.waiting_for_hold, last.waiting_for_payment), (0, 0));
     assert!(s.archived_at(held).await.is_some() && s.archived_at(settling).await.is_some());
@@ -816,7 +816,7 @@ async fn a_pass_interrupted_after_the_payment_step_is_finished_by_the_next() {
     assert_eq!(s.archived_at(show).await, None);
 
     // The next pass finishes it.
-    let pass = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER).await;
+    let pass = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
     assert_eq!((pass.failed.clone(), pass.archived), (None, 1), "{pass:?}");
     assert_eq!(
         pass.rows,
@@ -844,7 +844,7 @@ async fn a_pass_interrupted_after_the_payment_step_is_finished_by_the_next() {
         concert_api::ScheduleArchival::AlreadyArchived
     );
     assert_eq!(s.history(&[&ann], &[ann_show], &[ann_paid]).await, before);
-    let again = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER).await;
+    let again = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
     assert_eq!((again.archived, again.rows), (0, Rows::default()));
     assert_eq!(s.invariants(at).await, [0, 0, 0, 0]);
 }
@@ -1107,19 +1107,9 @@ async fn a_pass_archives_at_most_its_share_and_the_next_one_the_rest() {
     let payment_db = world.payment_db.connect().await;
     let extra = 5;
     let dates = archive::SCHEDULES_PER_PASS as i64 + extra;
-    concert_db
-        .execute_unprepared(&format!(
-            "INSERT INTO concerts (id, title, performer) VALUES (1, 'Tour', 'Band'); \
-             INSERT INTO schedules (concert_id, starts_at, booking_opens_at, seat_count, price) \
-               SELECT 1, now() - interval '40 days' - g * interval '1 hour', \
-                      now() - interval '50 days', 2, 1000 FROM generate_series(1, {dates}) g; \
-             INSERT INTO seats (schedule_id, seat_no, price) \
-               SELECT s.id, n, 1000 FROM schedules s, generate_series(1, 2) n"
-        ))
-        .await
-        .unwrap();
+    past_dates(&concert_db, dates).await;
     let now = Utc::now();
-    let first = archive::run_pass(&concert_db, &payment_db, now, AFTER).await;
+    let first = archive::run_pass(&concert_db, &payment_db, now, AFTER, Budget::JOB).await;
     assert_eq!(
         (first.failed.clone(), first.archived, first.rows.seats),
         (
@@ -1138,7 +1128,7 @@ async fn a_pass_archives_at_most_its_share_and_the_next_one_the_rest() {
         0,
         "oldest first"
     );
-    let second = archive::run_pass(&concert_db, &payment_db, now, AFTER).await;
+    let second = archive::run_pass(&concert_db, &payment_db, now, AFTER, Budget::JOB).await;
     assert_eq!((second.failed, second.archived), (None, extra as u64));
     assert_eq!(
         count(&concert_db, "SELECT count(*) AS n FROM seats").await,
@@ -1168,4 +1158,59 @@ fn the_archive_age_is_days_from_one_to_ten_years_thirty_by_default() {
         let err = after(Some(bad)).unwrap_err();
         assert_eq!(err.var, "ARCHIVE_AFTER_DAYS", "{bad}");
     }
+}
+
+/// `dates` dates of one concert, each of two unsold seats, whose shows were 40 days ago and
+/// earlier, an hour apart.
+async fn past_dates(concert_db: &DatabaseConnection, dates: i64) {
+    concert_db
+        .execute_unprepared(&format!(
+            "INSERT INTO concerts (id, title, performer) VALUES (1, 'Tour', 'Band'); \
+             INSERT INTO schedules (concert_id, starts_at, booking_opens_at, seat_count, price) \
+               SELECT 1, now() - interval '40 days' - g * interval '1 hour', \
+                      now() - interval '50 days', 2, 1000 FROM generate_series(1, {dates}) g; \
+             INSERT INTO seats (schedule_id, seat_no, price) \
+               SELECT s.id, n, 1000 FROM schedules s, generate_series(1, 2) n"
+        ))
+        .await
+        .unwrap();
+}
+
+/// `batch archive` works off a backlog larger than the job's share in passes of its own,
+/// one JSON line each, and stops at the first pass with nothing left.
+#[tokio::test]
+async fn the_archive_command_works_off_the_whole_backlog() {
+    let world = World::new().await;
+    let concert_db = world.concert_db.connect().await;
+    let dates = 3 * archive::SCHEDULES_PER_PASS as i64;
+    past_dates(&concert_db, dates).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_batch"))
+        .arg("archive")
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .envs(world.vars(&[]))
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let passes: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let archived: Vec<i64> = passes
+        .iter()
+        .map(|p| p["archived"].as_i64().unwrap())
+        .collect();
+    assert_eq!(archived, [dates, 0], "{passes:?}");
+    assert_eq!(passes[0]["rows"]["seats"], 2 * dates);
+    assert_eq!(
+        count(
+            &concert_db,
+            "SELECT count(*) AS n FROM schedules WHERE archived_at IS NULL"
+        )
+        .await,
+        0
+    );
 }
