@@ -70,15 +70,6 @@ fn advance_sequences() -> String {
     )
 }
 
-/// What happens to a database once its dump is restored into it.
-#[derive(Clone, Copy, PartialEq)]
-enum Restoring {
-    /// A backup's check: counted, then dropped.
-    Scratch,
-    /// A restore to run on: counted, its sequences moved ahead.
-    ToServe,
-}
-
 /// One database to back up: the service that owns it and how batch reaches it.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -324,7 +315,7 @@ async fn verify(target: &Target, database: &str, dump: &Path) -> Result<Verifica
     let scratch = format!("{database}_verify_{}", short_random());
     let admin = maintenance(&target.db).await?;
     let outcome = match create_database(&admin, &scratch).await {
-        Ok(()) => restore_and_count(&target.db, &scratch, dump, Restoring::Scratch).await,
+        Ok(()) => restore_and_count(&target.db, &scratch, dump).await,
         Err(e) => Err(e),
     };
     let dropped = admin
@@ -344,13 +335,11 @@ async fn verify(target: &Target, database: &str, dump: &Path) -> Result<Verifica
     })
 }
 
-/// `pg_restore` of `dump` into the existing, empty database `into`, then its row counts (and,
-/// for a database to serve, its sequences moved ahead).
+/// `pg_restore` of `dump` into the existing, empty database `into`, then its row counts.
 async fn restore_and_count(
     db: &DatabaseConfig,
     into: &str,
     dump: &Path,
-    restoring: Restoring,
 ) -> Result<BTreeMap<String, i64>, String> {
     let url = with_database(db.url.expose(), into)?;
     run_tool(
@@ -364,21 +353,8 @@ async fn restore_and_count(
         ],
     )
     .await?;
-    let config = DatabaseConfig {
-        url: SecretUrl::new(url),
-        pool_size: 1,
-        ..db.clone()
-    };
-    let conn = common::db::connect(&config)
-        .await
-        .map_err(|e| format!("connect to {into}: {e}"))?;
-    let mut counts = count_rows(&conn).await;
-    if counts.is_ok() && restoring == Restoring::ToServe {
-        let advanced = conn.execute_unprepared(&advance_sequences()).await;
-        if let Err(e) = advanced {
-            counts = Err(format!("move the sequences of {into} ahead: {e}"));
-        }
-    }
+    let conn = connect_to(db, into).await?;
+    let counts = count_rows(&conn).await;
     conn.close().await.ok();
     counts
 }
@@ -516,14 +492,13 @@ async fn restore_one(
     let admin = maintenance(&target.db).await?;
     create_database(&admin, name).await?;
     let dump = folder.join(&entry.file);
-    let mut counted = restore_and_count(&target.db, name, &dump, Restoring::ToServe).await;
-    let mut payments_reopened = None;
-    if counted.is_ok() && entry.service == "payment-api" {
-        match reopen_settlement(&target.db, name, taken_at - CLOCK_MARGIN).await {
-            Ok(n) => payments_reopened = Some(n),
-            Err(e) => counted = Err(e),
-        }
+    let reopen_since = (entry.service == "payment-api").then(|| taken_at - CLOCK_MARGIN);
+    let counted = async {
+        let tables = restore_and_count(&target.db, name, &dump).await?;
+        let reopened = prepare_to_serve(&target.db, name, reopen_since).await?;
+        Ok::<_, String>((tables, reopened))
     }
+    .await;
     // A half-restored database is no use and would block the next attempt.
     if counted.is_err() {
         let _ = admin
@@ -534,7 +509,7 @@ async fn restore_one(
             .await;
     }
     admin.close().await.ok();
-    let tables = counted.map_err(|e| format!("{name}: {e}"))?;
+    let (tables, payments_reopened) = counted.map_err(|e| format!("{name}: {e}"))?;
     Ok(Restored {
         service: entry.service.clone(),
         database: entry.database.clone(),
@@ -547,24 +522,31 @@ async fn restore_one(
     })
 }
 
-/// The concert database was dumped first, from `since` on: a confirmation payment-api saw
-/// after that may be missing from it, so those payments are settled again.
-async fn reopen_settlement(
+/// What a restored database needs before services run on it: its sequences moved
+/// [`ID_GAP`] ahead and, for payment-api's (`reopen_since`), the confirmations seen since the
+/// concert database was dumped forgotten, so those payments are settled again (it was dumped
+/// first, from that instant on, and may not have them). The payments reopened, if asked.
+async fn prepare_to_serve(
     db: &DatabaseConfig,
     name: &str,
-    since: DateTime<Utc>,
-) -> Result<u64, String> {
-    let config = DatabaseConfig {
-        url: SecretUrl::new(with_database(db.url.expose(), name)?),
-        pool_size: 1,
-        ..db.clone()
-    };
-    let conn = common::db::connect(&config)
-        .await
-        .map_err(|e| format!("connect to {name}: {e}"))?;
-    let reopened = payment_api::reopen_settlement(&conn, since).await;
+    reopen_since: Option<DateTime<Utc>>,
+) -> Result<Option<u64>, String> {
+    let conn = connect_to(db, name).await?;
+    let prepared = async {
+        conn.execute_unprepared(&advance_sequences())
+            .await
+            .map_err(|e| format!("move the sequences ahead: {e}"))?;
+        match reopen_since {
+            Some(since) => payment_api::reopen_settlement(&conn, since)
+                .await
+                .map(Some)
+                .map_err(|e| format!("reopen the settlements since {since}: {e}")),
+            None => Ok(None),
+        }
+    }
+    .await;
     conn.close().await.ok();
-    reopened.map_err(|e| format!("{name}: reopen the settlements since {since}: {e}"))
+    prepared
 }
 
 pub fn read_manifest(folder: &Path) -> Result<Manifest, String> {
@@ -607,8 +589,13 @@ async fn refuse_existing(db: &DatabaseConfig, name: &str) -> Result<(), String> 
 
 /// A one-connection pool to the server's `postgres` database, to create and drop others.
 async fn maintenance(db: &DatabaseConfig) -> Result<DatabaseConnection, String> {
+    connect_to(db, "postgres").await
+}
+
+/// A one-connection pool to `database` on `db`'s server, with `db`'s other settings.
+async fn connect_to(db: &DatabaseConfig, database: &str) -> Result<DatabaseConnection, String> {
     let config = DatabaseConfig {
-        url: SecretUrl::new(with_database(db.url.expose(), "postgres")?),
+        url: SecretUrl::new(with_database(db.url.expose(), database)?),
         pool_size: 1,
         ..db.clone()
     };

@@ -54,6 +54,18 @@ pub async fn persist_lock_timeout(db: &DatabaseConnection, bound: std::time::Dur
     }
 }
 
+/// Bounds how long the caller's transaction waits for any lock (`SET LOCAL lock_timeout`): a
+/// background job (archival) gives a row up until its next pass rather than queue a sale
+/// behind it.
+pub async fn bound_lock_waits<C: ConnectionTrait>(
+    txn: &C,
+    bound: std::time::Duration,
+) -> Result<(), DbErr> {
+    txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {}", bound.as_millis()))
+        .await?;
+    Ok(())
+}
+
 /// Runs `M`'s pending migrations inside one transaction that first takes
 /// `pg_advisory_xact_lock(lock_key)`: a second replica waits, then finds nothing to do.
 /// PostgreSQL DDL is transactional, so a failed migration leaves nothing half-applied.

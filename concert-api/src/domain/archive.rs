@@ -11,6 +11,8 @@
 //! schedule not: the next pass reads the same reservations, finds their payments already
 //! moved, and finishes here. Only a schedule whose reservations are all final is archived.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
@@ -19,7 +21,7 @@ use crate::store::archive::{self, DueSchedule, MovedRows, ReservationState};
 
 /// The longest archival waits for a lock (a settlement or a cancel working on one of the
 /// schedule's reservations): then it gives the schedule up until the next pass.
-const LOCK_WAIT_MS: u64 = 2000;
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A schedule's reservations as archival sees them before it moves anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub async fn archive_schedule(
     now: DateTime<Utc>,
 ) -> Result<ScheduleArchival, DbErr> {
     let txn = db.begin().await?;
-    archive::bound_lock_waits(&txn, LOCK_WAIT_MS).await?;
+    common::db::bound_lock_waits(&txn, LOCK_WAIT).await?;
     if !archive::lock_unarchived(&txn, schedule_id).await? {
         txn.rollback().await?;
         return Ok(ScheduleArchival::AlreadyArchived);

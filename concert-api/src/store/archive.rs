@@ -178,12 +178,3 @@ pub async fn move_schedule<C: ConnectionTrait>(
         reservations,
     })
 }
-
-/// Keeps the caller's transaction from waiting longer than `millis` for any lock: archival
-/// gives up on a schedule someone is working on (the next pass tries again) rather than
-/// queue the sale behind it.
-pub async fn bound_lock_waits<C: ConnectionTrait>(txn: &C, millis: u64) -> Result<(), DbErr> {
-    txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {millis}"))
-        .await?;
-    Ok(())
-}

@@ -3,6 +3,8 @@
 //! show's seats and reservations — and the ledger's monthly partitions are created ahead of
 //! time. The ledger itself is never archived: it keeps every row.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
@@ -13,9 +15,10 @@ use crate::store::payments::PaymentStatus;
 /// Months after the current one whose ledger partition must exist.
 pub const LEDGER_MONTHS_AHEAD: u32 = 2;
 
-/// The longest archiving payments waits for a lock (a refund or a confirmation of one of
-/// them): then the schedule waits for the next pass.
-const LOCK_WAIT_MS: u64 = 2000;
+/// The longest archiving payments, or creating a ledger month, waits for a lock (a refund or
+/// a confirmation of one of them; payments written into the DEFAULT partition): then the
+/// schedule, or the month, waits for the next pass.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`archive_payments`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub async fn archive_payments(
         return Ok(PaymentArchival::Archived(0));
     }
     let txn = db.begin().await?;
-    archive::bound_lock_waits(&txn, LOCK_WAIT_MS).await?;
+    common::db::bound_lock_waits(&txn, LOCK_WAIT).await?;
     let locked = archive::lock_for_reservations(&txn, reservations).await?;
     let waiting = unsettled(&locked);
     if waiting > 0 {
@@ -102,7 +105,7 @@ pub async fn keep_ledger_months(
         if ledger::has_partition(db, month).await? {
             continue;
         }
-        done.rows_moved += ledger::create_month(db, month).await?;
+        done.rows_moved += ledger::create_month(db, month, LOCK_WAIT).await?;
         done.created.push(ledger::partition_name(month));
     }
     done.default_rows = ledger::rows_in_default(db).await?;

@@ -3,13 +3,10 @@
 //! caller's transaction.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
 use crate::store::payments::PaymentStatus;
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
+use crate::store::stmt;
 
 /// A payment as archival judges it.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
@@ -58,12 +55,4 @@ pub async fn move_for_reservations<C: ConnectionTrait>(
         ))
         .await?
         .rows_affected())
-}
-
-/// Keeps the caller's transaction from waiting longer than `millis` for any lock: archival
-/// gives up (until its next pass) rather than queue payments behind it.
-pub async fn bound_lock_waits<C: ConnectionTrait>(txn: &C, millis: u64) -> Result<(), DbErr> {
-    txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {millis}"))
-        .await?;
-    Ok(())
 }

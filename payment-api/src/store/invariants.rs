@@ -1,11 +1,8 @@
 //! The money invariants (DESIGN §9, 2 and 3) read from live data, for batch's watchdog: no
 //! money made or lost, and every wallet equal to its ledger and never negative.
 
-use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
+use crate::store::stmt;
+use sea_orm::{ConnectionTrait, DbErr};
 
 /// Every unit of money that ever came in or went out, and what the wallets hold, read in
 /// one statement (one snapshot: a balance changes in the transaction of its ledger row, so

@@ -3,21 +3,12 @@
 //! (`domain::ledger`).
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 
-use crate::store::archive;
+use crate::store::stmt;
 
 /// The partition that takes rows whose month has none (it must stay empty in normal running).
 pub const DEFAULT_PARTITION: &str = "ledger_default";
-
-/// The longest creating a month waits for a lock: then it gives up until the next pass.
-const LOCK_WAIT_MS: u64 = 2000;
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
 
 /// A month's partition, named after its first day (UTC): `ledger_y2027m01`.
 pub fn partition_name(month: NaiveDate) -> String {
@@ -87,8 +78,9 @@ pub async fn rows_in_default<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
     .map_or(0, |c| c.n))
 }
 
-/// Creates `month`'s partition (call when [`has_partition`] says it has none) and answers how
-/// many rows it took over from the DEFAULT partition.
+/// Creates `month`'s partition (call when [`has_partition`] says it has none), waiting at
+/// most `lock_wait` for a lock, and answers how many rows it took over from the DEFAULT
+/// partition.
 ///
 /// Why not `CREATE TABLE … PARTITION OF`: that locks the whole ledger (ACCESS EXCLUSIVE on the
 /// parent) while it checks the DEFAULT partition, so every payment would wait. Instead, in one
@@ -99,12 +91,16 @@ pub async fn rows_in_default<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
 /// the moment its (now empty for that month) contents are checked. Without the move, a row
 /// already in DEFAULT for that month would make the attach fail. `IF NOT EXISTS`: a table
 /// left by hand under that name is used.
-pub async fn create_month(db: &DatabaseConnection, month: NaiveDate) -> Result<u64, DbErr> {
+pub async fn create_month(
+    db: &DatabaseConnection,
+    month: NaiveDate,
+    lock_wait: std::time::Duration,
+) -> Result<u64, DbErr> {
     let name = partition_name(month);
     let (from, to) = bounds(month);
     let columns = "id, user_id, kind, amount, balance_after, ref, created_at";
     let txn = db.begin().await?;
-    archive::bound_lock_waits(&txn, LOCK_WAIT_MS).await?;
+    common::db::bound_lock_waits(&txn, lock_wait).await?;
     txn.execute_unprepared(&format!(
         "CREATE TABLE IF NOT EXISTS public.{name} (LIKE public.ledger INCLUDING CONSTRAINTS)"
     ))

@@ -1,10 +1,9 @@
 //! Payments: one per reservation (a unique index), refunded at most once; the reads also
 //! answer from `archive.payments` (the payments of archived shows).
 
+use crate::store::stmt;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult, Statement, Value,
-};
+use sea_orm::{ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -35,10 +34,6 @@ pub struct PaymentRow {
 }
 
 const COLUMNS: &str = "id, user_id, reservation_id, amount, status, created_at";
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
 
 /// Inserts the payment for a reservation; `None` if the reservation already has one. A
 /// concurrent insert for the same reservation waits on the unique index until the first

@@ -5,15 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::prelude::Uuid;
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
 
 use crate::store::payments::PaymentRow;
+use crate::store::stmt;
 
 const COLUMNS: &str = "id, user_id, reservation_id, amount, status, created_at";
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
-}
 
 /// Unsettled payments made before `before`: the ones to settle directly with concert-api.
 /// A plain read, as for re-publishing: only batch's leader reconciles, and settling twice is

@@ -1,10 +1,9 @@
 //! Wallets and their ledger. Every balance change is one statement that moves the balance
 //! conditionally and appends the ledger row, inside the caller's transaction.
 
+use crate::store::stmt;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult, Statement, Value,
-};
+use sea_orm::{ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -31,10 +30,6 @@ pub struct LedgerRow {
     pub amount: i64,
     pub balance_after: i64,
     pub created_at: DateTime<Utc>,
-}
-
-fn stmt<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
 }
 
 /// Adds `amount` to the wallet (creating it) at `now` unless that would pass `cap`; `None` if
