@@ -371,7 +371,12 @@ pub async fn run_main<S: ServiceMain>() -> std::process::ExitCode {
             return exit_with(S::NAME, all.join("; "));
         }
     };
-    crate::telemetry::init(config.log_format(), S::NAME, traces.as_deref());
+    // A command's standard output is its answer (JSON lines): its log goes to stderr.
+    let log_to = match command {
+        Command::Serve => crate::telemetry::LogTo::Stdout,
+        _ => crate::telemetry::LogTo::Stderr,
+    };
+    crate::telemetry::init(config.log_format(), log_to, S::NAME, traces.as_deref());
     let outcome = match command {
         Command::Serve => match config.build().await {
             Ok(service) => {

@@ -20,6 +20,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -38,11 +39,20 @@ static PROVIDER: OnceLock<Mutex<Option<SdkTracerProvider>>> = OnceLock::new();
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
-/// Installs the global subscriber once; later calls (tests) are no-ops. With `traces` (the
+/// Where the log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    /// A service's: its output is its log.
+    Stdout,
+    /// A command's whose standard output is its answer (JSON lines, a report).
+    Stderr,
+}
+
+/// Installs the global subscriber once, logging to `to`; later calls (tests) are no-ops. With `traces` (the
 /// OTLP endpoint), spans are also exported, named by `service` unless `OTEL_SERVICE_NAME`
 /// says otherwise; the exporter reads the other `OTEL_*` settings (sampler, batch delay,
 /// headers) itself.
-pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
+pub fn init(format: LogFormat, to: LogTo, service: &str, traces: Option<&str>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET));
     let provider = traces.and_then(|endpoint| match exporter(service, endpoint) {
         Ok(p) => Some(p),
@@ -52,12 +62,15 @@ pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
         }
     });
     // Colours only for a person at a terminal, never in log files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = match to {
+        LogTo::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        LogTo::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     let installed = match &provider {
         // Traces off: `RUST_LOG` filters globally, so a span no layer wants is never made.
         None => tracing_subscriber::registry()
             .with(filter)
-            .with(log_layer(format, ansi))
+            .with(log_layer(format, to, ansi))
             .try_init(),
         // Traces on: spans are exported whatever `RUST_LOG` says (a service that logs only
         // warnings is still traced); each layer has its own filter, the traces' keeping the
@@ -70,7 +83,7 @@ pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
                     .with_location(false)
                     .with_filter(EnvFilter::new(QUIET)),
             )
-            .with(log_layer(format, ansi).with_filter(filter))
+            .with(log_layer(format, to, ansi).with_filter(filter))
             .try_init(),
     };
     if installed.is_ok()
@@ -86,11 +99,16 @@ pub fn init(format: LogFormat, service: &str, traces: Option<&str>) {
 }
 
 /// The log lines: JSON or compact text.
-fn log_layer<S>(format: LogFormat, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+fn log_layer<S>(format: LogFormat, to: LogTo, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    let writer = match to {
+        LogTo::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogTo::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
     let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
         .with_target(true)
         .with_ansi(ansi);
     match format {

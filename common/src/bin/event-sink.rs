@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::config::{DatabaseConfig, Env, KafkaConfig, LogFormat};
 use common::kafka::{ConsumerStats, Envelope, EventHandler, HandlerError, Incoming, KafkaClient};
+use common::telemetry::LogTo;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use serde_json::Value;
@@ -107,7 +108,7 @@ async fn run(env: &Env) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::telemetry::init(LogFormat::Pretty, "event-sink", None);
+    common::telemetry::init(LogFormat::Pretty, LogTo::Stdout, "event-sink", None);
     match run(&Env::process()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => common::startup::exit_with("event-sink", e),
