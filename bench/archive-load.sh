@@ -20,9 +20,9 @@
 #    gateway whose history is read over HTTP; the others belong to 200,000 buyers that exist
 #    only in the concert and payment databases.
 # 3. sale B: the same sale with the past shows hot.
-# 4. `batch archive`: the backlog worked off (its passes in archive.jsonl). The ledger's rows
-#    land in the DEFAULT partition (their months had none) and the first pass gives each
-#    month its partition.
+# 4. `batch archive`: the backlog worked off (its passes in archive.jsonl, its log in
+#    archive.log), then the tables vacuumed. The ledger's rows land in the DEFAULT partition
+#    (their months had none) and the first pass gives each month its partition.
 # 5. sale C: the same sale with the past shows archived.
 #
 # Figures (summary.txt in .bench/archive-load-<time>/, and on stdout): rows and size of the
@@ -213,13 +213,18 @@ EOF
 
     log "archiving the backlog (batch archive)"
     started="$(now_ms)"
-    RUST_LOG=warn target/release/batch archive >"$OUT/archive.jsonl" 2>"$OUT/archive.log" ||
+    target/release/batch archive >"$OUT/archive.jsonl" 2>"$OUT/archive.log" ||
         { tail -5 "$OUT/archive.log" >&2; failed=1; }
     finished="$(now_ms)"
-    figure 'archival: %s dates in %s s (%s dates/s)' "$(tail -1 "$OUT/archive.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["archived_so_far"])')" \
-        "$(secs $((finished - started)))" \
-        "$(python3 -c "import sys; print(round(int(sys.argv[1]) / max(1, int(sys.argv[2])) * 1000))" \
-            "$(tail -1 "$OUT/archive.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["archived_so_far"])')" $((finished - started)))"
+    figure 'archival: %s' "$(python3 - "$OUT/archive.jsonl" $((finished - started)) <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+last, ms = lines[-1], int(sys.argv[2])
+dates = last["archived_so_far"]
+vacuum = f", of which VACUUM (ANALYZE) {last['vacuum_seconds']:.1f} s" if "vacuumed" in last else ""
+print(f"{dates} dates in {ms / 1000:.1f} s ({dates * 1000 / max(1, ms):.0f} dates/s){vacuum}")
+EOF
+)"
     tables "archived"
     local left
     left="$(q "$CONCERT_DB" "SELECT count(*) FROM schedules WHERE archived_at IS NULL AND starts_at < now() - interval '31 days'")"

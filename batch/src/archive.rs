@@ -1,24 +1,28 @@
 //! Archival of finished shows across the concert and payment databases (DESIGN §4
 //! "Archive"), run by the leader's `archive` job through the owning services' libraries.
 //!
-//! One schedule at a time, in an order that survives a crash anywhere:
-//! 1. concert-api: the schedule's reservations (read, no locks); a HELD one means not yet.
-//! 2. payment-api: the payments of exactly those reservations move to `archive.payments` in
-//!    one transaction, only if every one is settled (else not yet); already moved: a no-op.
-//! 3. concert-api: under its locks, the schedule's seats, `reservation_seats` and
-//!    reservations move to the `archive` schema and the schedule is marked archived, in one
-//!    transaction — only if its reservations are still exactly those of step 1 and all final.
+//! A batch of due schedules at a time, in an order that survives a crash anywhere:
+//! 1. concert-api: the schedules' reservations (read, no locks); a schedule with a HELD one
+//!    waits.
+//! 2. payment-api: the payments of the others' reservations move to `archive.payments` in one
+//!    transaction, a schedule's only if every one of them is settled (else it waits); already
+//!    moved: a no-op.
+//! 3. concert-api: under its locks, the seats, `reservation_seats` and reservations of the
+//!    schedules whose payments moved go to the `archive` schema and the schedules are marked
+//!    archived, in one transaction — each schedule only if its reservations are still exactly
+//!    those of step 1 and all final.
 //!
-//! A crash (or a refusal) between 2 and 3 leaves the payments archived and the schedule not;
-//! nothing reads across the two databases in a way that minds (the history reads both tables
-//! on each side; the invariant watchdog compares nothing across them), and the next pass
-//! repeats 1 and 2 (moving nothing more) and finishes with 3. Each schedule is its own pair
-//! of short transactions, at most [`SCHEDULES_PER_PASS`] per pass, so a pass never holds
-//! locks for long.
+//! A crash (or a refusal) between 2 and 3 leaves payments archived and schedules not; nothing
+//! reads across the two databases in a way that minds (the history reads both tables on each
+//! side; the invariant watchdog compares nothing across them), and the next pass repeats 1 and
+//! 2 (moving nothing more) and finishes with 3. A batch is a pair of short transactions of at
+//! most [`Budget::batch`] schedules (one commit per database for all of them, which is what
+//! makes a backlog of years go fast); a batch that fails is retried a schedule at a time, so
+//! one date that cannot be archived holds up no other.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use concert_api::ScheduleArchival;
-use payment_api::{LedgerMonths, PaymentArchival};
+use concert_api::{ScheduleArchival, ScheduleReservations};
+use payment_api::LedgerMonths;
 use sea_orm::DatabaseConnection;
 
 /// Schedules one pass of the job archives at most.
@@ -34,23 +38,26 @@ pub struct Budget {
     pub archive: u64,
     /// Due schedules looked at at most.
     pub look_at: u64,
+    /// Schedules archived together, in one transaction per database, at most.
+    pub batch: u64,
 }
 
 impl Budget {
-    /// The job's: a pass every `BATCH_ARCHIVE_INTERVAL_MS` beside a live sale.
+    /// The job's: a pass every `BATCH_ARCHIVE_INTERVAL_MS` beside a live sale, one batch.
     pub const JOB: Budget = Budget {
         archive: SCHEDULES_PER_PASS,
         look_at: LOOKED_AT_PER_PASS,
+        batch: SCHEDULES_PER_PASS,
     };
     /// `batch archive`'s: an operator working off a backlog (archival switched on over years
-    /// of shows), a thousand dates between two reports.
+    /// of shows), ten thousand dates between two reports, in batches of 250 (2,500 seats at
+    /// ten a date: transactions of a fraction of a second, locking nothing a sale touches).
     pub const BACKLOG: Budget = Budget {
-        archive: 1000,
-        look_at: 10_000,
+        archive: 10_000,
+        look_at: 100_000,
+        batch: 250,
     };
 }
-/// Due schedules read per query.
-const PAGE: i64 = 50;
 
 /// Rows moved into the archive, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,56 +87,66 @@ impl Rows {
     }
 }
 
-/// What became of one schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Archived(Rows),
-    /// An earlier pass (or another archiver) archived it; payments it found still hot (none,
-    /// normally) were moved.
-    AlreadyArchived,
-    /// A reservation is still HELD: nothing of the schedule moved; a later pass tries again.
-    WaitingForHold,
-    /// A payment is still settling: nothing moved; a later pass tries again.
-    WaitingForPayment,
-    /// A reservation appeared between steps 1 and 3: the payments are archived, the schedule
-    /// is not; the next pass finishes it.
-    Changed,
+/// What became of the schedules of one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub archived: u64,
+    pub rows: Rows,
+    /// With a HELD reservation: nothing of them moved; a later pass tries again.
+    pub waiting_for_hold: u64,
+    /// With a payment still settling: nothing of them moved; a later pass tries again.
+    pub waiting_for_payment: u64,
 }
 
-/// Archives schedule `schedule_id` at `now`: steps 1 to 3 of the module's order.
-pub async fn archive_schedule(
+/// Archives `schedules` at `now`: steps 1 to 3 of the module's order. A schedule already
+/// archived (by an earlier pass, or another archiver) counts as nothing; so does one a
+/// reservation was added to between steps 1 and 3 (its payments are archived, the schedule
+/// is not; the next pass finishes it).
+pub async fn archive_schedules(
     concert_db: &DatabaseConnection,
     payment_db: &DatabaseConnection,
-    schedule_id: i64,
+    schedules: &[i64],
     now: DateTime<Utc>,
-) -> Result<Outcome, String> {
-    let reservations = concert_api::schedule_reservations(concert_db, schedule_id)
-        .await
-        .map_err(|e| format!("concert-api: schedule {schedule_id}: {e}"))?;
-    if !reservations.all_final() {
-        return Ok(Outcome::WaitingForHold);
-    }
-    let payments = match payment_api::archive_payments(payment_db, &reservations.ids, now)
-        .await
-        .map_err(|e| format!("payment-api: schedule {schedule_id}: {e}"))?
-    {
-        PaymentArchival::Archived(n) => n,
-        PaymentArchival::Unsettled(_) => return Ok(Outcome::WaitingForPayment),
+) -> Result<Batch, String> {
+    let which = || match schedules {
+        [one] => format!("schedule {one}"),
+        _ => format!("{} schedules", schedules.len()),
     };
-    let archived = concert_api::archive_schedule(concert_db, schedule_id, &reservations.ids, now)
+    let mut batch = Batch::default();
+    let (ready, held): (Vec<ScheduleReservations>, _) =
+        concert_api::schedule_reservations(concert_db, schedules)
+            .await
+            .map_err(|e| format!("concert-api: {}: {e}", which()))?
+            .into_iter()
+            .partition(ScheduleReservations::all_final);
+    batch.waiting_for_hold = held.len() as u64;
+    let reservations: Vec<Vec<i64>> = ready.iter().map(|s| s.ids.clone()).collect();
+    let payments = payment_api::archive_payments(payment_db, &reservations, now)
         .await
-        .map_err(|e| format!("concert-api: schedule {schedule_id}: {e}"))?;
-    Ok(match archived {
-        ScheduleArchival::Archived(moved) => Outcome::Archived(Rows {
-            seats: moved.seats,
-            reservation_seats: moved.reservation_seats,
-            reservations: moved.reservations,
-            payments,
-        }),
-        ScheduleArchival::AlreadyArchived => Outcome::AlreadyArchived,
-        ScheduleArchival::Held(_) => Outcome::WaitingForHold,
-        ScheduleArchival::Changed => Outcome::Changed,
-    })
+        .map_err(|e| format!("payment-api: {}: {e}", which()))?;
+    let settled: Vec<ScheduleReservations> = ready
+        .into_iter()
+        .zip(&payments.unsettled)
+        .filter_map(|(schedule, waiting)| (*waiting == 0).then_some(schedule))
+        .collect();
+    batch.waiting_for_payment = (reservations.len() - settled.len()) as u64;
+    let archived = concert_api::archive_schedules(concert_db, &settled, now)
+        .await
+        .map_err(|e| format!("concert-api: {}: {e}", which()))?;
+    for (_, outcome) in &archived.schedules {
+        match outcome {
+            ScheduleArchival::Archived => batch.archived += 1,
+            ScheduleArchival::Held(_) => batch.waiting_for_hold += 1,
+            ScheduleArchival::AlreadyArchived | ScheduleArchival::Changed => {}
+        }
+    }
+    batch.rows = Rows {
+        seats: archived.moved.seats,
+        reservation_seats: archived.moved.reservation_seats,
+        reservations: archived.moved.reservations,
+        payments: payments.moved,
+    };
+    Ok(batch)
 }
 
 /// What one pass did (also when it stopped on an error: what was archived before it stays).
@@ -141,11 +158,21 @@ pub struct Pass {
     /// settling.
     pub waiting_for_hold: u64,
     pub waiting_for_payment: u64,
-    /// The ledger's partitions (`None` if their upkeep failed: see `failed`).
+    /// The ledger's partitions (`None` if their upkeep failed: see `failed`; or if another
+    /// archiver was keeping them at the time).
     pub ledger: Option<LedgerMonths>,
     /// The first error. A date that failed is left for the next pass and the others go on;
     /// an error reading which dates are due ends the pass.
     pub failed: Option<String>,
+}
+
+impl Pass {
+    fn add(&mut self, batch: &Batch) {
+        self.archived += batch.archived;
+        self.rows.add(&batch.rows);
+        self.waiting_for_hold += batch.waiting_for_hold;
+        self.waiting_for_payment += batch.waiting_for_payment;
+    }
 }
 
 /// One pass at `now`: the ledger's monthly partitions kept ahead, then the schedules whose
@@ -160,12 +187,13 @@ pub async fn run_pass(
     let mut pass = Pass::default();
     // Independent of the schedules: a failure here does not hold archival up (nor the reverse).
     match payment_api::keep_ledger_months(payment_db, now).await {
-        Ok(months) => {
+        Ok(Some(months)) => {
             for name in &months.created {
                 tracing::info!(partition = %name, "ledger partition created");
             }
             pass.ledger = Some(months);
         }
+        Ok(None) => tracing::debug!("another archiver is keeping the ledger's partitions"),
         Err(e) => pass.failed = Some(format!("payment-api: ledger partitions: {e}")),
     }
     if let Err(e) = archive_due(concert_db, payment_db, now, after, budget, &mut pass).await {
@@ -186,41 +214,52 @@ async fn archive_due(
     let mut last = None;
     let mut looked = 0;
     while pass.archived < budget.archive && looked < budget.look_at {
-        let page = concert_api::due_schedules(concert_db, before, last.as_ref(), PAGE)
+        let size = budget
+            .batch
+            .min(budget.archive - pass.archived)
+            .min(budget.look_at - looked)
+            .max(1);
+        let page = concert_api::due_schedules(concert_db, before, last.as_ref(), size as i64)
             .await
             .map_err(|e| format!("concert-api: schedules due: {e}"))?;
-        if page.is_empty() {
+        let Some(newest) = page.last().cloned() else {
             break;
-        }
-        for schedule in page {
-            if pass.archived >= budget.archive || looked >= budget.look_at {
-                break;
-            }
-            looked += 1;
-            let outcome = archive_schedule(concert_db, payment_db, schedule.id, now).await;
-            match outcome {
-                Ok(Outcome::Archived(rows)) => {
+        };
+        looked += page.len() as u64;
+        let ids: Vec<i64> = page.iter().map(|s| s.id).collect();
+        match archive_schedules(concert_db, payment_db, &ids, now).await {
+            Ok(batch) => {
+                if batch.archived > 0 {
                     tracing::info!(
-                        schedule_id = schedule.id,
-                        starts_at = %schedule.starts_at,
-                        ?rows,
-                        "show archived"
+                        shows = batch.archived,
+                        up_to = %newest.starts_at,
+                        rows = ?batch.rows,
+                        "shows archived"
                     );
-                    pass.archived += 1;
-                    pass.rows.add(&rows);
                 }
-                Ok(Outcome::AlreadyArchived | Outcome::Changed) => {}
-                Ok(Outcome::WaitingForHold) => pass.waiting_for_hold += 1,
-                Ok(Outcome::WaitingForPayment) => pass.waiting_for_payment += 1,
-                // One date that cannot be archived (say, a lock it waited for too long) does
-                // not hold up the others; the pass still reports it.
-                Err(e) => {
-                    tracing::warn!(schedule_id = schedule.id, error = %e, "show not archived");
-                    pass.failed.get_or_insert(e);
+                pass.add(&batch);
+            }
+            // One date that cannot be archived (say, a lock it waited for too long) does not
+            // hold up the others: the batch again, a date at a time; the pass reports the
+            // dates that failed alone.
+            Err(e) if ids.len() > 1 => {
+                tracing::warn!(schedules = ids.len(), error = %e, "batch not archived, trying each");
+                for id in ids {
+                    match archive_schedules(concert_db, payment_db, &[id], now).await {
+                        Ok(batch) => pass.add(&batch),
+                        Err(e) => {
+                            tracing::warn!(schedule_id = id, error = %e, "show not archived");
+                            pass.failed.get_or_insert(e);
+                        }
+                    }
                 }
             }
-            last = Some(schedule);
+            Err(e) => {
+                tracing::warn!(schedule_id = ids[0], error = %e, "show not archived");
+                pass.failed.get_or_insert(e);
+            }
         }
+        last = Some(newest);
     }
     Ok(())
 }

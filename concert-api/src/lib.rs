@@ -11,7 +11,8 @@ pub mod store;
 
 pub use config::Config;
 pub use domain::archive::{
-    ScheduleArchival, ScheduleReservations, archive_schedule, due_schedules, schedule_reservations,
+    Archival, ScheduleArchival, ScheduleReservations, archive_schedules, due_schedules,
+    schedule_reservations, vacuum_after_archival,
 };
 pub use domain::reservation::expire_holds;
 pub use store::inventory::{Inventory, ResyncError};

@@ -13,6 +13,6 @@ pub mod store;
 pub use config::Config;
 pub use domain::{
     LedgerMonths, PaymentArchival, archive_payments, keep_ledger_months, reconcile,
-    reopen_settlement,
+    reopen_settlement, vacuum_after_archival,
 };
 pub use startup::{Application, openapi};

@@ -764,21 +764,29 @@ async fn a_pass_interrupted_after_the_payment_step_is_finished_by_the_next() {
     let before = s.history(&[&ann], &[ann_show], &[ann_paid]).await;
 
     // Steps 1 and 2 only, as a pass that died before the concert step would leave them.
-    let read = concert_api::schedule_reservations(&s.concert_db, show)
+    let read = concert_api::schedule_reservations(&s.concert_db, &[show])
         .await
         .unwrap();
-    assert_eq!((read.ids.clone(), read.held), (vec![ann_show], 0));
+    assert_eq!(read.len(), 1);
+    assert_eq!((read[0].ids.clone(), read[0].held), (vec![ann_show], 0));
+    let shows = [read[0].ids.clone()];
     assert_eq!(
-        payment_api::archive_payments(&s.payment_db, &read.ids, at)
+        payment_api::archive_payments(&s.payment_db, &shows, at)
             .await
             .unwrap(),
-        payment_api::PaymentArchival::Archived(1)
+        payment_api::PaymentArchival {
+            moved: 1,
+            unsettled: vec![0]
+        }
     );
     assert_eq!(
-        payment_api::archive_payments(&s.payment_db, &read.ids, at)
+        payment_api::archive_payments(&s.payment_db, &shows, at)
             .await
             .unwrap(),
-        payment_api::PaymentArchival::Archived(0),
+        payment_api::PaymentArchival {
+            moved: 0,
+            unsettled: vec![0]
+        },
         "asking again moves nothing more"
     );
     // In between: the payment is archived, the show is not — and nothing notices.
@@ -808,10 +816,11 @@ async fn a_pass_interrupted_after_the_payment_step_is_finished_by_the_next() {
     let bob_cancelled = s.hold(&bob, show, &[3]).await;
     s.cancel(&bob, bob_cancelled).await;
     assert_eq!(
-        concert_api::archive_schedule(&s.concert_db, show, &read.ids, at)
+        concert_api::archive_schedules(&s.concert_db, &read, at)
             .await
-            .unwrap(),
-        concert_api::ScheduleArchival::Changed
+            .unwrap()
+            .schedules,
+        [(show, concert_api::ScheduleArchival::Changed)]
     );
     assert_eq!(s.archived_at(show).await, None);
 
@@ -838,10 +847,13 @@ async fn a_pass_interrupted_after_the_payment_step_is_finished_by_the_next() {
         0
     );
     assert_eq!(
-        concert_api::archive_schedule(&s.concert_db, show, &read.ids, at)
+        concert_api::archive_schedules(&s.concert_db, &read, at)
             .await
             .unwrap(),
-        concert_api::ScheduleArchival::AlreadyArchived
+        concert_api::Archival {
+            schedules: vec![(show, concert_api::ScheduleArchival::AlreadyArchived)],
+            moved: Default::default()
+        }
     );
     assert_eq!(s.history(&[&ann], &[ann_show], &[ann_paid]).await, before);
     let again = archive::run_pass(&s.concert_db, &s.payment_db, at, AFTER, Budget::JOB).await;
@@ -943,7 +955,10 @@ async fn the_ledger_keeps_every_row_in_monthly_partitions() {
         "SELECT id, user_id, kind, amount, balance_after, ref, created_at FROM ledger ORDER BY id",
     )
     .await;
-    let kept = payment_api::keep_ledger_months(&db, now).await.unwrap();
+    let kept = payment_api::keep_ledger_months(&db, now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kept.rows_moved, 1);
     assert_eq!(kept.default_rows, 0);
     assert!(kept.created.contains(&month_of(far)), "{kept:?}");
@@ -969,7 +984,10 @@ async fn the_ledger_keeps_every_row_in_monthly_partitions() {
         .await,
         json!([{"part": month_of(far)}])
     );
-    let again = payment_api::keep_ledger_months(&db, now).await.unwrap();
+    let again = payment_api::keep_ledger_months(&db, now)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(again.created.is_empty(), "idempotent: {again:?}");
 
     // The wallet invariant holds, through the checks batch's watchdog runs.
@@ -997,6 +1015,42 @@ async fn the_ledger_keeps_every_row_in_monthly_partitions() {
         [(5, 2200), (4, 2500), (3, 2000), (1, 1000)],
         "a user's ledger page, newest first, across partitions"
     );
+}
+
+/// Archivers at once (the leader's job beside `batch archive`) never trip over each other
+/// creating the ledger's months: each month is created once, by one of them, and none fails.
+#[tokio::test]
+async fn archivers_at_once_create_each_ledger_month_once() {
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    let later = Utc::now() + TimeDelta::days(3 * 365);
+    let mut upkeeps = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let db = db.clone();
+        upkeeps.spawn(async move { payment_api::keep_ledger_months(&db, later).await });
+    }
+    let mut created: Vec<String> = Vec::new();
+    for upkeep in upkeeps.join_all().await {
+        // None: another was keeping them at the time.
+        if let Some(kept) = upkeep.expect("no archiver fails") {
+            created.extend(kept.created);
+        }
+    }
+    // If every one found another at it, a later one does it: every month wanted, once.
+    let again = payment_api::keep_ledger_months(&db, later)
+        .await
+        .unwrap()
+        .unwrap();
+    created.extend(again.created);
+    created.sort();
+    let wanted: Vec<String> = payment_api::domain::archive::months_wanted(later, &[])
+        .into_iter()
+        .map(partition_name)
+        .collect();
+    assert_eq!(created, wanted);
 }
 
 #[tokio::test]
@@ -1140,6 +1194,56 @@ async fn a_pass_archives_at_most_its_share_and_the_next_one_the_rest() {
     );
 }
 
+/// Dates are archived in batches, one transaction per database for all of them; a date whose
+/// rows stay locked past the wait (here a seat, by a transaction left open) fails its batch,
+/// and the batch is tried again a date at a time: that date waits for the next pass, and no
+/// other does.
+#[tokio::test]
+async fn a_date_that_cannot_be_locked_holds_up_no_other_in_its_batch() {
+    let world = World::new().await;
+    let concert_db = world.concert_db.connect().await;
+    let payment_db = world.payment_db.connect().await;
+    let dates = 6;
+    past_dates(&concert_db, dates).await;
+    let stuck = count(
+        &concert_db,
+        "SELECT id AS n FROM schedules ORDER BY starts_at OFFSET 2 LIMIT 1",
+    )
+    .await;
+    let blocker = concert_db.begin().await.unwrap();
+    blocker
+        .execute_unprepared(&format!(
+            "SELECT id FROM seats WHERE schedule_id = {stuck} AND seat_no = 2 FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+
+    let now = Utc::now();
+    let pass = archive::run_pass(&concert_db, &payment_db, now, AFTER, Budget::JOB).await;
+    let failed = pass.failed.clone().unwrap_or_default();
+    assert!(failed.contains(&format!("schedule {stuck}")), "{pass:?}");
+    assert_eq!(
+        (pass.archived, pass.rows.seats),
+        (dates as u64 - 1, 2 * (dates as u64 - 1))
+    );
+    let unarchived = || {
+        count(
+            &concert_db,
+            "SELECT coalesce(max(id), 0) * count(*) AS n FROM schedules WHERE archived_at IS NULL",
+        )
+    };
+    assert_eq!(unarchived().await, stuck, "the locked date alone is left");
+
+    blocker.rollback().await.unwrap();
+    let next = archive::run_pass(&concert_db, &payment_db, now, AFTER, Budget::JOB).await;
+    assert_eq!((next.failed, next.archived), (None, 1));
+    assert_eq!(unarchived().await, 0);
+    assert_eq!(
+        count(&concert_db, "SELECT count(*) AS n FROM archive.seats").await,
+        2 * dates
+    );
+}
+
 #[test]
 fn the_archive_age_is_days_from_one_to_ten_years_thirty_by_default() {
     let env = |v: Option<&str>| {
@@ -1188,23 +1292,30 @@ async fn the_archive_command_works_off_the_whole_backlog() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_batch"))
         .arg("archive")
         .env_clear()
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .envs(world.vars(&[]))
         .output()
         .unwrap();
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let passes: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let mut lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let archived: Vec<i64> = passes
+    let vacuum = lines.pop().unwrap();
+    let archived: Vec<i64> = lines
         .iter()
         .map(|p| p["archived"].as_i64().unwrap())
         .collect();
-    assert_eq!(archived, [dates, 0], "{passes:?}");
-    assert_eq!(passes[0]["rows"]["seats"], 2 * dates);
+    assert_eq!(archived, [dates, 0], "{lines:?}");
+    assert_eq!(lines[0]["rows"]["seats"], 2 * dates);
+    assert_eq!(vacuum["archived_so_far"], dates, "{vacuum}");
+    assert_eq!(
+        vacuum["vacuumed"].as_array().unwrap().len(),
+        8,
+        "the six concert tables and the two payment ones: {vacuum}"
+    );
     assert_eq!(
         count(
             &concert_db,

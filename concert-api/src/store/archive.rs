@@ -50,65 +50,73 @@ pub async fn due<C: ConnectionTrait>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromQueryResult)]
 pub struct ReservationState {
     pub id: i64,
+    pub schedule_id: i64,
     pub status: ReservationStatus,
 }
 
-/// The reservations of schedule `id`, by id: every reservation has a `reservation_seats` row
-/// per seat (both hold statements insert them with it), so they are found through the
-/// schedule's seats (its `(schedule_id, seat_no)` index, then `reservation_seats_seat`).
-const OF_SCHEDULE: &str = "SELECT id, status FROM reservations WHERE id IN ( \
+/// The reservations of the schedules `$1`, by id: every reservation has a `reservation_seats`
+/// row per seat (both hold statements insert them with it), so they are found through the
+/// schedules' seats (their `(schedule_id, seat_no)` index, then `reservation_seats_seat`).
+const OF_SCHEDULES: &str = "SELECT id, schedule_id, status FROM reservations WHERE id IN ( \
         SELECT rs.reservation_id FROM seats se JOIN reservation_seats rs ON rs.seat_id = se.id \
-        WHERE se.schedule_id = $1) \
+        WHERE se.schedule_id = ANY($1)) \
      ORDER BY id";
 
-/// The reservations of schedule `id`, read without locks.
+/// The reservations of `schedules`, read without locks.
 pub async fn reservations_of<C: ConnectionTrait>(
     db: &C,
-    schedule_id: i64,
+    schedules: &[i64],
 ) -> Result<Vec<ReservationState>, DbErr> {
-    ReservationState::find_by_statement(stmt(db, OF_SCHEDULE, vec![schedule_id.into()]))
+    ReservationState::find_by_statement(stmt(db, OF_SCHEDULES, vec![schedules.to_vec().into()]))
         .all(db)
         .await
 }
 
-/// Schedule `id`, locked until the transaction ends, if it is not archived. `NO KEY UPDATE`:
-/// two archivers of one schedule wait for each other (the second then finds it archived),
-/// while the foreign-key checks of rows referencing the schedule (`KEY SHARE`) never wait.
-pub async fn lock_unarchived<C: ConnectionTrait>(txn: &C, schedule_id: i64) -> Result<bool, DbErr> {
-    Ok(txn
-        .query_one_raw(stmt(
+/// Those of `schedules` not archived, by id, locked until the transaction ends in id order
+/// (two archivers of overlapping sets wait for each other; the second then finds them
+/// archived). `NO KEY UPDATE`: the foreign-key checks of rows referencing a schedule
+/// (`KEY SHARE`) never wait.
+pub async fn lock_unarchived<C: ConnectionTrait>(
+    txn: &C,
+    schedules: &[i64],
+) -> Result<Vec<i64>, DbErr> {
+    let rows = txn
+        .query_all_raw(stmt(
             txn,
-            "SELECT id FROM schedules WHERE id = $1 AND archived_at IS NULL FOR NO KEY UPDATE",
-            vec![schedule_id.into()],
+            "SELECT id FROM schedules WHERE id = ANY($1) AND archived_at IS NULL \
+             ORDER BY id FOR NO KEY UPDATE",
+            vec![schedules.to_vec().into()],
         ))
-        .await?
-        .is_some())
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get::<i64>("", "id"))
+        .collect()
 }
 
-/// The reservations of schedule `id`, locked in id order until the transaction ends, then its
+/// The reservations of `schedules`, locked in id order until the transaction ends, then their
 /// seats in seat order: the order of a settlement or a cancel (reservation, then its seats),
 /// so archival waits for them, or they for it, and nothing changes under it.
 pub async fn lock_reservations_and_seats<C: ConnectionTrait>(
     txn: &C,
-    schedule_id: i64,
+    schedules: &[i64],
 ) -> Result<Vec<ReservationState>, DbErr> {
     let reservations = ReservationState::find_by_statement(stmt(
         txn,
-        &format!("{OF_SCHEDULE} FOR UPDATE"),
-        vec![schedule_id.into()],
+        &format!("{OF_SCHEDULES} FOR UPDATE"),
+        vec![schedules.to_vec().into()],
     ))
     .all(txn)
     .await?;
     txn.execute_raw(stmt(
         txn,
-        "SELECT id FROM seats WHERE schedule_id = $1 ORDER BY seat_no FOR UPDATE",
-        vec![schedule_id.into()],
+        "SELECT id FROM seats WHERE schedule_id = ANY($1) ORDER BY schedule_id, seat_no FOR UPDATE",
+        vec![schedules.to_vec().into()],
     ))
     .await?;
     Ok(reservations)
 }
 
-/// How many rows one schedule's archival moved, per table.
+/// How many rows archival moved, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MovedRows {
     pub seats: u64,
@@ -116,18 +124,19 @@ pub struct MovedRows {
     pub reservations: u64,
 }
 
-/// Moves schedule `schedule_id`'s rows into the archive, stamped `archived_at`, and marks the
-/// schedule archived, in the caller's transaction (after [`lock_reservations_and_seats`]):
-/// `reservation_seats` of `reservations` first, then the seats (nothing references them any
-/// more), then the reservations. Each move is one `DELETE … RETURNING` feeding an `INSERT`,
-/// so a row is in exactly one of the two tables whatever a reader's snapshot.
-pub async fn move_schedule<C: ConnectionTrait>(
+/// Moves the rows of `schedules` (and of `reservations`, theirs) into the archive, stamped
+/// `archived_at`, and marks the schedules archived, in the caller's transaction (after
+/// [`lock_reservations_and_seats`]): `reservation_seats` of `reservations` first, then the
+/// seats (nothing references them any more), then the reservations. Each move is one
+/// `DELETE … RETURNING` feeding an `INSERT`, so a row is in exactly one of the two tables
+/// whatever a reader's snapshot.
+pub async fn move_schedules<C: ConnectionTrait>(
     txn: &C,
-    schedule_id: i64,
+    schedules: &[i64],
     reservations: &[i64],
     archived_at: DateTime<Utc>,
 ) -> Result<MovedRows, DbErr> {
-    let ids: Vec<i64> = reservations.to_vec();
+    let (schedules, reservations) = (schedules.to_vec(), reservations.to_vec());
     let reservation_seats = txn
         .execute_raw(stmt(
             txn,
@@ -136,7 +145,7 @@ pub async fn move_schedule<C: ConnectionTrait>(
                 RETURNING reservation_id, seat_id, active) \
              INSERT INTO archive.reservation_seats (reservation_id, seat_id, active, archived_at) \
              SELECT reservation_id, seat_id, active, $2 FROM moved",
-            vec![ids.clone().into(), archived_at.into()],
+            vec![reservations.clone().into(), archived_at.into()],
         ))
         .await?
         .rows_affected();
@@ -144,12 +153,12 @@ pub async fn move_schedule<C: ConnectionTrait>(
         .execute_raw(stmt(
             txn,
             "WITH moved AS ( \
-                DELETE FROM seats WHERE schedule_id = $1 \
+                DELETE FROM seats WHERE schedule_id = ANY($1) \
                 RETURNING id, schedule_id, seat_no, price, status, reservation_id, held_until) \
              INSERT INTO archive.seats \
                 (id, schedule_id, seat_no, price, status, reservation_id, held_until, archived_at) \
              SELECT id, schedule_id, seat_no, price, status, reservation_id, held_until, $2 FROM moved",
-            vec![schedule_id.into(), archived_at.into()],
+            vec![schedules.clone().into(), archived_at.into()],
         ))
         .await?
         .rows_affected();
@@ -162,14 +171,14 @@ pub async fn move_schedule<C: ConnectionTrait>(
                  INSERT INTO archive.reservations ({COLUMNS}, updated_at, archived_at) \
                  SELECT {COLUMNS}, updated_at, $2 FROM moved"
             ),
-            vec![ids.into(), archived_at.into()],
+            vec![reservations.into(), archived_at.into()],
         ))
         .await?
         .rows_affected();
     txn.execute_raw(stmt(
         txn,
-        "UPDATE schedules SET archived_at = $2 WHERE id = $1",
-        vec![schedule_id.into(), archived_at.into()],
+        "UPDATE schedules SET archived_at = $2 WHERE id = ANY($1)",
+        vec![schedules.into(), archived_at.into()],
     ))
     .await?;
     Ok(MovedRows {
@@ -177,4 +186,21 @@ pub async fn move_schedule<C: ConnectionTrait>(
         reservation_seats,
         reservations,
     })
+}
+
+/// The tables archival deletes from and inserts into.
+pub const TABLES: [&str; 6] = [
+    "seats",
+    "reservation_seats",
+    "reservations",
+    "archive.seats",
+    "archive.reservation_seats",
+    "archive.reservations",
+];
+
+/// `VACUUM (ANALYZE)` of [`TABLES`]: outside any transaction (VACUUM refuses one).
+pub async fn vacuum<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    db.execute_unprepared(&format!("VACUUM (ANALYZE) {}", TABLES.join(", ")))
+        .await
+        .map(|_| ())
 }

@@ -3,6 +3,7 @@
 //! show's seats and reservations — and the ledger's monthly partitions are created ahead of
 //! time. The ledger itself is never archived: it keeps every row.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
@@ -21,46 +22,80 @@ pub const LEDGER_MONTHS_AHEAD: u32 = 2;
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`archive_payments`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentArchival {
-    /// These many payments moved (0: none, or all moved by an earlier pass).
-    Archived(u64),
-    /// These many are COMPLETED and not seen confirmed (nor refunded): still settling, so
-    /// nothing moved; a later pass tries again.
-    Unsettled(u64),
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentArchival {
+    /// Payments moved in all (0: none, or all moved by an earlier pass).
+    pub moved: u64,
+    /// For each show asked about, in that order: how many of its payments are COMPLETED and
+    /// not seen confirmed (nor refunded). 0: the show's payments are archived; more: still
+    /// settling, so none of them moved, and a later pass tries again.
+    pub unsettled: Vec<u64>,
 }
 
 /// Payments whose fate is not settled: COMPLETED without a confirmation seen. A REFUNDED one
 /// is settled (the money is back), and so is a confirmed one (the seat is sold).
-fn unsettled(payments: &[PaymentState]) -> u64 {
-    payments
-        .iter()
-        .filter(|p| p.status == PaymentStatus::Completed && p.confirmed_at.is_none())
-        .count() as u64
+fn is_unsettled(p: &PaymentState) -> bool {
+    p.status == PaymentStatus::Completed && p.confirmed_at.is_none()
 }
 
-/// Moves the payments of `reservations` (a finished show's) into the archive, stamped `now`,
-/// in one transaction — only if every one is settled; otherwise nothing. Idempotent: what an
-/// earlier pass moved is no longer here, so asking again moves nothing more.
+/// How many of `payments` are unsettled for each of `shows` (their reservations).
+fn unsettled_by_show(shows: &[Vec<i64>], payments: &[PaymentState]) -> Vec<u64> {
+    let show_of: HashMap<i64, usize> = shows
+        .iter()
+        .enumerate()
+        .flat_map(|(n, reservations)| reservations.iter().map(move |&r| (r, n)))
+        .collect();
+    let mut unsettled = vec![0; shows.len()];
+    for p in payments.iter().filter(|p| is_unsettled(p)) {
+        if let Some(&n) = show_of.get(&p.reservation_id) {
+            unsettled[n] += 1;
+        }
+    }
+    unsettled
+}
+
+/// Moves the payments of finished shows into the archive, stamped `now`, in one transaction:
+/// `shows` holds each show's reservations, and a show's payments move only if every one is
+/// settled; the others' stay. Idempotent: what an earlier pass moved is no longer here, so
+/// asking again moves nothing more.
 pub async fn archive_payments(
     db: &DatabaseConnection,
-    reservations: &[i64],
+    shows: &[Vec<i64>],
     now: DateTime<Utc>,
 ) -> Result<PaymentArchival, DbErr> {
-    if reservations.is_empty() {
-        return Ok(PaymentArchival::Archived(0));
+    let all: Vec<i64> = shows.iter().flatten().copied().collect();
+    if all.is_empty() {
+        return Ok(PaymentArchival {
+            moved: 0,
+            unsettled: vec![0; shows.len()],
+        });
     }
     let txn = db.begin().await?;
     common::db::bound_lock_waits(&txn, LOCK_WAIT).await?;
-    let locked = archive::lock_for_reservations(&txn, reservations).await?;
-    let waiting = unsettled(&locked);
-    if waiting > 0 {
-        txn.rollback().await?;
-        return Ok(PaymentArchival::Unsettled(waiting));
-    }
-    let moved = archive::move_for_reservations(&txn, reservations, now).await?;
+    let unsettled = unsettled_by_show(shows, &archive::lock_for_reservations(&txn, &all).await?);
+    let settled: Vec<i64> = shows
+        .iter()
+        .zip(&unsettled)
+        .filter(|(_, waiting)| **waiting == 0)
+        .flat_map(|(reservations, _)| reservations.iter().copied())
+        .collect();
+    let moved = if settled.is_empty() {
+        0
+    } else {
+        archive::move_for_reservations(&txn, &settled, now).await?
+    };
     txn.commit().await?;
-    Ok(PaymentArchival::Archived(moved))
+    Ok(PaymentArchival { moved, unsettled })
+}
+
+/// After a large backlog was archived: `payments`' dead rows cleared and the statistics of
+/// both tables brought up to date, now rather than by autovacuum in the middle of the next
+/// sale. Answers the tables.
+pub async fn vacuum_after_archival(
+    db: &DatabaseConnection,
+) -> Result<&'static [&'static str], DbErr> {
+    archive::vacuum(db).await?;
+    Ok(&archive::TABLES)
 }
 
 /// What one upkeep of the ledger's partitions did.
@@ -95,21 +130,32 @@ pub fn months_wanted(now: DateTime<Utc>, in_default: &[NaiveDate]) -> Vec<NaiveD
 
 /// Creates every ledger partition [`months_wanted`] at `now` that does not exist yet (with
 /// the rows the DEFAULT partition holds for it). Idempotent: an existing month is left alone.
+/// `None`: another archiver is keeping them right now (nothing done; the next pass looks).
 pub async fn keep_ledger_months(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
-) -> Result<LedgerMonths, DbErr> {
+) -> Result<Option<LedgerMonths>, DbErr> {
+    // Held, on a connection of its own, for the whole upkeep; each month is its own
+    // transaction beside it.
+    let upkeep = db.begin().await?;
+    if !ledger::lock_upkeep(&upkeep).await? {
+        upkeep.rollback().await?;
+        return Ok(None);
+    }
     let in_default = ledger::months_in_default(db).await?;
     let mut done = LedgerMonths::default();
     for month in months_wanted(now, &in_default) {
         if ledger::has_partition(db, month).await? {
             continue;
         }
-        done.rows_moved += ledger::create_month(db, month, LOCK_WAIT).await?;
-        done.created.push(ledger::partition_name(month));
+        if let Some(moved) = ledger::create_month(db, month, LOCK_WAIT).await? {
+            done.rows_moved += moved;
+            done.created.push(ledger::partition_name(month));
+        }
     }
     done.default_rows = ledger::rows_in_default(db).await?;
-    Ok(done)
+    upkeep.commit().await?;
+    Ok(Some(done))
 }
 
 #[cfg(test)]
@@ -141,21 +187,25 @@ mod tests {
     }
 
     #[test]
-    fn only_a_completed_payment_not_seen_confirmed_is_unsettled() {
+    fn only_a_completed_payment_not_seen_confirmed_holds_its_show_back() {
         let at = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-        let p = |status, confirmed_at| PaymentState {
-            id: 1,
+        let p = |reservation_id, status, confirmed_at| PaymentState {
+            id: reservation_id * 10,
+            reservation_id,
             status,
             confirmed_at,
         };
-        assert_eq!(
-            unsettled(&[
-                p(PaymentStatus::Completed, Some(at)),
-                p(PaymentStatus::Refunded, None),
-                p(PaymentStatus::Completed, None),
-            ]),
-            1
-        );
-        assert_eq!(unsettled(&[]), 0);
+        let shows = [vec![1, 2, 3], vec![4], vec![5, 6], vec![]];
+        let payments = [
+            p(1, PaymentStatus::Completed, Some(at)),
+            p(2, PaymentStatus::Refunded, None),
+            p(3, PaymentStatus::Completed, None),
+            p(4, PaymentStatus::Refunded, None),
+            p(5, PaymentStatus::Completed, None),
+            p(6, PaymentStatus::Completed, None),
+            p(7, PaymentStatus::Completed, None),
+        ];
+        assert_eq!(unsettled_by_show(&shows, &payments), [1, 0, 2, 0]);
+        assert_eq!(unsettled_by_show(&shows, &[]), [0, 0, 0, 0]);
     }
 }

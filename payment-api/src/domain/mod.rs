@@ -14,6 +14,8 @@ pub mod reconciliation;
 pub mod settle;
 pub mod wallet;
 
-pub use archive::{LedgerMonths, PaymentArchival, archive_payments, keep_ledger_months};
+pub use archive::{
+    LedgerMonths, PaymentArchival, archive_payments, keep_ledger_months, vacuum_after_archival,
+};
 pub use reconciliation::{Reconciliation, reconcile, reopen_settlement};
 pub use wallet::MAX_CHARGE;

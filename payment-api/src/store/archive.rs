@@ -12,6 +12,7 @@ use crate::store::stmt;
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct PaymentState {
     pub id: i64,
+    pub reservation_id: i64,
     pub status: PaymentStatus,
     pub confirmed_at: Option<DateTime<Utc>>,
 }
@@ -24,7 +25,7 @@ pub async fn lock_for_reservations<C: ConnectionTrait>(
 ) -> Result<Vec<PaymentState>, DbErr> {
     PaymentState::find_by_statement(stmt(
         txn,
-        "SELECT id, status, confirmed_at FROM payments WHERE reservation_id = ANY($1) \
+        "SELECT id, reservation_id, status, confirmed_at FROM payments WHERE reservation_id = ANY($1) \
          ORDER BY id FOR UPDATE",
         vec![reservations.to_vec().into()],
     ))
@@ -55,4 +56,14 @@ pub async fn move_for_reservations<C: ConnectionTrait>(
         ))
         .await?
         .rows_affected())
+}
+
+/// The tables archival deletes from and inserts into.
+pub const TABLES: [&str; 2] = ["payments", "archive.payments"];
+
+/// `VACUUM (ANALYZE)` of [`TABLES`]: outside any transaction (VACUUM refuses one).
+pub async fn vacuum<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    db.execute_unprepared(&format!("VACUUM (ANALYZE) {}", TABLES.join(", ")))
+        .await
+        .map(|_| ())
 }

@@ -24,6 +24,25 @@ fn bounds(month: NaiveDate) -> (String, String) {
     (literal(month), literal(next))
 }
 
+/// Takes the upkeep's lock until `txn` ends, if nobody holds it: answers whether it did. One
+/// archiver at a time keeps the partitions (the leader's job and `batch archive` may run
+/// together): another's `ATTACH` waits for this one's reads of the DEFAULT partition, which
+/// take seconds when it holds millions of rows, and would give up.
+pub async fn lock_upkeep<C: ConnectionTrait>(txn: &C) -> Result<bool, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Taken {
+        taken: bool,
+    }
+    Ok(Taken::find_by_statement(stmt(
+        txn,
+        "SELECT pg_try_advisory_xact_lock(hashtext('ledger partitions')) AS taken",
+        vec![],
+    ))
+    .one(txn)
+    .await?
+    .is_some_and(|t| t.taken))
+}
+
 /// Whether `month` has its partition of `ledger`.
 pub async fn has_partition<C: ConnectionTrait>(db: &C, month: NaiveDate) -> Result<bool, DbErr> {
     #[derive(FromQueryResult)]
@@ -91,16 +110,23 @@ pub async fn rows_in_default<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
 /// the moment its (now empty for that month) contents are checked. Without the move, a row
 /// already in DEFAULT for that month would make the attach fail. `IF NOT EXISTS`: a table
 /// left by hand under that name is used.
+///
+/// The caller holds [`lock_upkeep`]: two creators of one month at once would both run the
+/// `CREATE TABLE`, and the second fail. `None`: the month has its partition already.
 pub async fn create_month(
     db: &DatabaseConnection,
     month: NaiveDate,
     lock_wait: std::time::Duration,
-) -> Result<u64, DbErr> {
+) -> Result<Option<u64>, DbErr> {
     let name = partition_name(month);
     let (from, to) = bounds(month);
     let columns = "id, user_id, kind, amount, balance_after, ref, created_at";
     let txn = db.begin().await?;
     common::db::bound_lock_waits(&txn, lock_wait).await?;
+    if has_partition(&txn, month).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
     txn.execute_unprepared(&format!(
         "CREATE TABLE IF NOT EXISTS public.{name} (LIKE public.ledger INCLUDING CONSTRAINTS)"
     ))
@@ -123,7 +149,7 @@ pub async fn create_month(
     ))
     .await?;
     txn.commit().await?;
-    Ok(moved)
+    Ok(Some(moved))
 }
 
 #[cfg(test)]
