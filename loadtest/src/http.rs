@@ -11,7 +11,9 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
+use hyper::header::{
+    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER,
+};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -160,7 +162,12 @@ impl Http {
             Some(c) if !c.is_closed() => c,
             _ => self.connect().await?,
         };
-        conn.ready().await?;
+        // A pooled connection the server closed meanwhile (its idle timeout) fails here,
+        // before anything is sent: a new one, as a browser does.
+        if conn.ready().await.is_err() {
+            conn = self.connect().await?;
+            conn.ready().await?;
+        }
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -188,8 +195,16 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // The server's last answer on this connection (nginx closes one after
+        // `keepalive_requests`): pooled, the next request would race the close and fail.
+        let last = res
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = res.into_body().collect().await?.to_bytes();
-        self.idle.lock().expect("pool lock").push(conn);
+        if !last {
+            self.idle.lock().expect("pool lock").push(conn);
+        }
         Ok((status, retry_after, body))
     }
 }
