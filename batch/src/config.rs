@@ -89,13 +89,31 @@ impl ArchiveSettings {
     }
 }
 
+/// batch's payment pool needs two connections: the ledger's upkeep holds its lock on one while
+/// it creates months on another (`payment_api::keep_ledger_months`); with one it would wait for
+/// itself.
+fn two_or_more(env: &Env, db: DatabaseConfig) -> Result<DatabaseConfig, ConfigError> {
+    if db.pool_size >= 2 {
+        return Ok(db);
+    }
+    let err = ConfigError {
+        var: "DATABASE_POOL_SIZE".into(),
+        value: db.pool_size.to_string(),
+        reason: "batch needs 2 or more connections per database".into(),
+    };
+    env.reject(err, db)
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(env, "BATCH_PORT", 8084)?,
             users_db: DatabaseConfig::from_env(env, "USERS_DATABASE_URL", "ticketing_users")?,
             concert_db: DatabaseConfig::from_env(env, "CONCERT_DATABASE_URL", "ticketing_concert")?,
-            payment_db: DatabaseConfig::from_env(env, "PAYMENT_DATABASE_URL", "ticketing_payment")?,
+            payment_db: two_or_more(
+                env,
+                DatabaseConfig::from_env(env, "PAYMENT_DATABASE_URL", "ticketing_payment")?,
+            )?,
             redis: RedisConfig::from_env(env)?,
             kafka: KafkaConfig::from_env(env)?,
             queue: users_api::config::QueueConfig::from_env(env)?,

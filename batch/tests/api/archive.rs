@@ -1264,6 +1264,28 @@ fn the_archive_age_is_days_from_one_to_ten_years_thirty_by_default() {
     }
 }
 
+/// The ledger's upkeep holds its lock on one connection while it works on another: batch
+/// refuses a pool of one, naming the variable, rather than wait for itself.
+#[test]
+fn batch_refuses_a_database_pool_of_one() {
+    let env = |size: &str| {
+        Env::from_pairs([("INTERNAL_API_TOKEN", INTERNAL_TEST_TOKEN)])
+            .with("DATABASE_POOL_SIZE", size)
+    };
+    let err = batch::Config::from_env(&env("1")).unwrap_err();
+    assert_eq!(
+        (err.var.as_str(), err.value.as_str()),
+        ("DATABASE_POOL_SIZE", "1")
+    );
+    assert_eq!(
+        batch::Config::from_env(&env("2"))
+            .unwrap()
+            .payment_db
+            .pool_size,
+        2
+    );
+}
+
 /// `dates` dates of one concert, each of two unsold seats, whose shows were 40 days ago and
 /// earlier, an hour apart.
 async fn past_dates(concert_db: &DatabaseConnection, dates: i64) {
