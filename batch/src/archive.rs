@@ -191,6 +191,9 @@ pub async fn run_pass(
             for name in &months.created {
                 tracing::info!(partition = %name, "ledger partition created");
             }
+            for name in &months.waiting {
+                tracing::warn!(partition = %name, "ledger partition waits for a lock; next pass");
+            }
             pass.ledger = Some(months);
         }
         Ok(None) => tracing::debug!("another archiver is keeping the ledger's partitions"),

@@ -1,8 +1,10 @@
 //! PostgreSQL: connect with a sized pool, and run a service's migrations under an advisory
 //! lock so several replicas starting at once migrate exactly once.
 
+use std::ops::Deref;
+
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr, Statement,
     TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
@@ -140,6 +142,15 @@ pub fn is_unavailable(e: &DbErr) -> bool {
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
         _ => false,
     }
+}
+
+/// PostgreSQL's `lock_not_available` (SQLSTATE 55P03): `lock_timeout` passed.
+pub fn is_lock_timeout(err: &DbErr) -> bool {
+    matches!(
+        err,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+            if matches!(e.deref(), sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+    )
 }
 
 #[cfg(test)]

@@ -20,13 +20,12 @@
 //! - what "the same request" is ([`KeyedRequest::request`]) and how the work runs around the
 //!   claim (payment-api's wrapper; a hold acts after its commit).
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, RuntimeErr, Statement};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement};
 use serde::Serialize;
 
 use crate::ApiError;
@@ -147,7 +146,7 @@ pub async fn insert<C: ConnectionTrait>(
     {
         Ok(done) if done.rows_affected() == 1 => Ok(Inserted::Claimed),
         Ok(_) => Ok(Inserted::Present),
-        Err(err) if is_lock_timeout(&err) => Ok(Inserted::TimedOut),
+        Err(err) if crate::db::is_lock_timeout(&err) => Ok(Inserted::TimedOut),
         Err(err) => Err(err),
     }
 }
@@ -219,15 +218,6 @@ pub async fn delete_before<C: ConnectionTrait>(
         before,
     )
     .await
-}
-
-/// PostgreSQL's `lock_not_available` (SQLSTATE 55P03): `lock_timeout` passed.
-fn is_lock_timeout(err: &DbErr) -> bool {
-    matches!(
-        err,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
-            if matches!(e.deref(), sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
-    )
 }
 
 /// A request sent with an `Idempotency-Key`: whose key, and what "the same request" is.

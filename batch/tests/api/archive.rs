@@ -955,10 +955,29 @@ async fn the_ledger_keeps_every_row_in_monthly_partitions() {
         "SELECT id, user_id, kind, amount, balance_after, ref, created_at FROM ledger ORDER BY id",
     )
     .await;
+    // A long read of the DEFAULT partition (the watchdog's, when it holds millions of rows)
+    // keeps the attach waiting: the month waits for the next pass, and that is no failure.
+    let reader = db.begin().await.unwrap();
+    reader
+        .execute_unprepared("SELECT count(*) FROM ledger_default")
+        .await
+        .unwrap();
+    let blocked = payment_api::keep_ledger_months(&db, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(blocked.waiting.contains(&month_of(far)), "{blocked:?}");
+    assert!(
+        blocked.created.is_empty(),
+        "an attach locks DEFAULT: {blocked:?}"
+    );
+    assert_eq!(blocked.default_rows, 1);
+    reader.rollback().await.unwrap();
     let kept = payment_api::keep_ledger_months(&db, now)
         .await
         .unwrap()
         .unwrap();
+    assert!(kept.waiting.is_empty(), "{kept:?}");
     assert_eq!(kept.rows_moved, 1);
     assert_eq!(kept.default_rows, 0);
     assert!(kept.created.contains(&month_of(far)), "{kept:?}");
