@@ -158,36 +158,49 @@ impl Http {
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<(u16, Option<Duration>, Bytes)> {
         let pooled = self.idle.lock().expect("pool lock").pop();
-        let mut conn = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
+        let (mut conn, mut reused) = match pooled {
+            Some(c) if !c.is_closed() => (c, true),
+            _ => (self.connect().await?, false),
         };
         // A pooled connection the server closed meanwhile (its idle timeout) fails here,
         // before anything is sent: a new one, as a browser does.
         if conn.ready().await.is_err() {
-            conn = self.connect().await?;
+            (conn, reused) = (self.connect().await?, false);
             conn.ready().await?;
         }
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host.clone());
-        if let Some(s) = auth.session {
-            req = req.header(AUTHORIZATION, format!("Bearer {s}"));
-        }
-        if let Some(q) = auth.pass {
-            req = req.header("x-queue-token", q);
-        }
-        if let Some(k) = auth.idempotency_key {
-            req = req.header("idempotency-key", k);
-        }
-        let req = match body {
-            Some(b) => req
-                .header(CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(b)))?,
-            None => req.body(Full::new(Bytes::new()))?,
+        let request = || {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(HOST, self.host.clone());
+            if let Some(s) = auth.session {
+                req = req.header(AUTHORIZATION, format!("Bearer {s}"));
+            }
+            if let Some(q) = auth.pass {
+                req = req.header("x-queue-token", q);
+            }
+            if let Some(k) = auth.idempotency_key {
+                req = req.header("idempotency-key", k);
+            }
+            match &body {
+                Some(b) => req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(b.clone()))),
+                None => req.body(Full::new(Bytes::new())),
+            }
         };
-        let res = conn.send_request(req).await?;
+        let res = match conn.send_request(request()?).await {
+            Ok(res) => res,
+            // The server closed a reused connection (its keep-alive timeout) just as the
+            // request went out: a GET is sent again on a new one, as browsers do; anything
+            // else counts as the failure it is.
+            Err(_) if reused && method == Method::GET => {
+                conn = self.connect().await?;
+                conn.ready().await?;
+                conn.send_request(request()?).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let status = res.status().as_u16();
         let retry_after = res
             .headers()
@@ -296,6 +309,41 @@ mod tests {
             sock.write_all(b"0\r\n\r\n").await.unwrap();
         });
         format!("http://{addr}")
+    }
+
+    /// A server that answers the first request on each connection and closes the connection
+    /// on its second request without an answer: a keep-alive timeout racing the request,
+    /// every time.
+    async fn serve_once_per_connection() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await.unwrap();
+                    sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    let _ = sock.read(&mut buf).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_get_on_a_connection_closed_under_it_is_sent_again_and_nothing_else_is() {
+        let http = Http::new(&serve_once_per_connection().await, 1).unwrap();
+        assert_eq!(http.get("/first", Auth::default()).await.status, 200);
+        assert_eq!(
+            http.get("/again", Auth::default()).await.status,
+            200,
+            "sent again on a new connection"
+        );
+        let post = http.post("/pay", Auth::default(), &1).await;
+        assert_eq!(post.status, 0, "a POST is not sent twice: {:?}", post.body);
     }
 
     #[tokio::test]
