@@ -207,8 +207,10 @@ SQL
 }
 
 main() {
-    command -v psql >/dev/null || die "psql is required (deploy/local/ensure-infra.sh installs it)"
+    # The fresh databases are made before the stack starts: PostgreSQL, Redis and Kafka first
+    # (installed and started on a fresh machine).
     mkdir -p "$OUT"
+    deploy/local/ensure-infra.sh >>"$OUT/infra.log" 2>&1 || die "deploy/local/ensure-infra.sh failed: $OUT/infra.log"
     log "building"
     cargo build --release --locked --bins --quiet
     local db
