@@ -207,9 +207,9 @@ SQL
 }
 
 main() {
+    mkdir -p "$OUT"
     # The fresh databases are made before the stack starts: PostgreSQL, Redis and Kafka first
     # (installed and started on a fresh machine).
-    mkdir -p "$OUT"
     deploy/local/ensure-infra.sh >>"$OUT/infra.log" 2>&1 || die "deploy/local/ensure-infra.sh failed: $OUT/infra.log"
     log "building"
     cargo build --release --locked --bins --quiet
