@@ -194,6 +194,10 @@ pub async fn run_pass(
             for name in &months.waiting {
                 tracing::warn!(partition = %name, "ledger partition waits for a lock; next pass");
             }
+            if let Some(c) = &months.closed {
+                tracing::info!(before = %c.before, rows = c.rows, wallets = c.wallets,
+                    partitions = c.partitions.len(), "ledger months closed");
+            }
             pass.ledger = Some(months);
         }
         Ok(None) => tracing::debug!("another archiver is keeping the ledger's partitions"),

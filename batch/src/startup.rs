@@ -269,6 +269,8 @@ async fn archive_backlog(config: &Config) -> Result<(), String> {
             "rows": pass.rows.by_table().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             "waiting_for_hold": pass.waiting_for_hold,
             "waiting_for_payment": pass.waiting_for_payment,
+            "ledger_months_created": pass.ledger.as_ref().map(|l| l.created.len()),
+            "ledger_rows_closed": pass.ledger.as_ref().and_then(|l| l.closed.as_ref()).map(|c| c.rows),
             "failed": pass.failed,
             "archived_so_far": archived,
             "seconds": started.elapsed().as_secs_f64(),

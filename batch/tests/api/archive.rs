@@ -870,8 +870,11 @@ fn first_day(at: DateTime<Utc>) -> NaiveDate {
 async fn payment_db_before_partitioning() -> (TestDatabase, DatabaseConnection) {
     let db = TestDatabase::create().await;
     let conn = db.connect().await;
-    let all = payment_api::store::migration::Migrator::migrations().len();
-    payment_api::store::migration::Migrator::up(&conn, Some((all - 1) as u32))
+    let partitioning = payment_api::store::migration::Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261203_000002_ledger_by_month")
+        .unwrap();
+    payment_api::store::migration::Migrator::up(&conn, Some(partitioning as u32))
         .await
         .unwrap();
     (db, conn)
@@ -1034,6 +1037,140 @@ async fn the_ledger_keeps_every_row_in_monthly_partitions() {
         [(5, 2200), (4, 2500), (3, 2000), (1, 1000)],
         "a user's ledger page, newest first, across partitions"
     );
+}
+
+/// A month over for a day is closed by the upkeep: its totals, and each wallet's, are kept
+/// (the watchdog reads them beside the open months only, and finds what it found before),
+/// and its rows can no longer be added to, changed or deleted. A tampered closed total is
+/// found by the watchdog's checks.
+#[tokio::test]
+async fn a_month_over_is_closed_and_the_watchdog_counts_it_once() {
+    use payment_api::store::invariants::{money_totals, wallets_off_their_ledger};
+    use payment_api::store::wallet::{LedgerKind, credit, debit};
+
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let write = |user: i64, amount: i64, at: DateTime<Utc>| {
+        let db = db.clone();
+        async move {
+            let txn = db.begin().await?;
+            if amount > 0 {
+                credit(
+                    &txn,
+                    user,
+                    amount,
+                    i64::MAX,
+                    LedgerKind::Charge,
+                    "charge",
+                    at,
+                )
+                .await?;
+            } else {
+                debit(&txn, user, -amount, "payment:1", at).await?;
+            }
+            txn.commit().await
+        }
+    };
+    // Rows in two past months (one with no partition yet: DEFAULT) and in this one.
+    for (user, amount, at) in [
+        (1, 1000, now - TimeDelta::days(70)),
+        (2, 500, now - TimeDelta::days(40)),
+        (1, -300, now - TimeDelta::days(40)),
+        (3, 200, now),
+    ] {
+        write(user, amount, at).await.unwrap();
+    }
+    let before = money_totals(&db).await.unwrap();
+    assert_eq!(
+        (before.charged, before.paid, before.balances),
+        (1700, 300, 1400)
+    );
+
+    let kept = payment_api::keep_ledger_months(&db, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let closed = kept.closed.expect("the past months close");
+    let boundary = payment_api::domain::archive::close_months_before(now);
+    assert_eq!(
+        (closed.before, closed.rows, closed.wallets),
+        (boundary, 3, 2)
+    );
+    assert!(
+        closed
+            .partitions
+            .contains(&partition_name(first_day(now - TimeDelta::days(70)))),
+        "{closed:?}"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT user_id, total, balance_after FROM ledger_closed_wallets ORDER BY user_id"
+        )
+        .await,
+        json!([
+            {"user_id": 1, "total": 700, "balance_after": 700},
+            {"user_id": 2, "total": 500, "balance_after": 500}
+        ])
+    );
+    assert_eq!(money_totals(&db).await.unwrap(), before, "counted once");
+    assert_eq!(wallets_off_their_ledger(&db, 1000).await.unwrap(), 0);
+    let again = payment_api::keep_ledger_months(&db, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.closed, None, "closed once");
+
+    // A closed month takes no new row, in its partition or (a month without one) in
+    // DEFAULT, and its rows do not change.
+    for at in [now - TimeDelta::days(40), now - TimeDelta::days(400)] {
+        let refused = write(2, 100, at).await.unwrap_err().to_string();
+        assert!(refused.contains("closed month"), "{at}: {refused}");
+    }
+    for change in [
+        "UPDATE ledger SET amount = amount + 1 WHERE user_id = 2",
+        "DELETE FROM ledger WHERE user_id = 2",
+    ] {
+        let refused = db.execute_unprepared(change).await.unwrap_err().to_string();
+        assert!(refused.contains("closed month"), "{change}: {refused}");
+    }
+
+    // The open months go on; a month later this one closes too, and nothing is counted twice.
+    write(1, -200, now).await.unwrap();
+    write(3, 50, now + TimeDelta::days(40)).await.unwrap();
+    let later = now + TimeDelta::days(40);
+    let closed = payment_api::keep_ledger_months(&db, later)
+        .await
+        .unwrap()
+        .unwrap()
+        .closed
+        .expect("this month closes");
+    assert_eq!((closed.rows, closed.wallets), (2, 2));
+    let totals = money_totals(&db).await.unwrap();
+    assert_eq!(
+        (
+            totals.charged,
+            totals.paid,
+            totals.balances,
+            totals.discrepancy()
+        ),
+        (1750, 500, 1250, 0)
+    );
+    assert_eq!(wallets_off_their_ledger(&db, 1000).await.unwrap(), 0);
+
+    // The watchdog trusts the closed totals: a closed total off by one is found.
+    db.execute_unprepared("UPDATE ledger_closed_wallets SET total = total + 1 WHERE user_id = 2")
+        .await
+        .unwrap();
+    assert_eq!(wallets_off_their_ledger(&db, 1000).await.unwrap(), 1);
+    db.execute_unprepared("UPDATE ledger_closed SET paid = paid - 1")
+        .await
+        .unwrap();
+    assert_eq!(money_totals(&db).await.unwrap().discrepancy(), 1);
 }
 
 /// Archivers at once (the leader's job beside `batch archive`) never trip over each other

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, Utc};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
 use crate::store::archive::{self, PaymentState};
@@ -15,6 +15,10 @@ use crate::store::payments::PaymentStatus;
 
 /// Months after the current one whose ledger partition must exist.
 pub const LEDGER_MONTHS_AHEAD: u32 = 2;
+
+/// How long a month of the ledger has been over when it is closed (`ledger::close_before`):
+/// far longer than any transaction that could still write a row dated in it.
+pub const LEDGER_CLOSE_AFTER: TimeDelta = TimeDelta::days(1);
 
 /// The longest archiving payments, or creating a ledger month, waits for a lock (a refund or
 /// a confirmation of one of them; payments written into the DEFAULT partition): then the
@@ -109,6 +113,8 @@ pub struct LedgerMonths {
     pub waiting: Vec<String>,
     /// Rows left in the DEFAULT partition afterwards (0 in normal running).
     pub default_rows: i64,
+    /// The months this upkeep closed, if any (see [`LEDGER_CLOSE_AFTER`]).
+    pub closed: Option<ledger::ClosedMonths>,
 }
 
 /// The month (its first day) of `at`, in UTC.
@@ -130,9 +136,17 @@ pub fn months_wanted(now: DateTime<Utc>, in_default: &[NaiveDate]) -> Vec<NaiveD
     months
 }
 
+/// The first month not to close at `now`: every month before it has been over for
+/// [`LEDGER_CLOSE_AFTER`].
+pub fn close_months_before(now: DateTime<Utc>) -> NaiveDate {
+    month_of(now - LEDGER_CLOSE_AFTER)
+}
+
 /// Creates every ledger partition [`months_wanted`] at `now` that does not exist yet (with
-/// the rows the DEFAULT partition holds for it). Idempotent: an existing month is left alone.
-/// `None`: another archiver is keeping them right now (nothing done; the next pass looks).
+/// the rows the DEFAULT partition holds for it), then closes the months over for
+/// [`LEDGER_CLOSE_AFTER`] (if every month was created). Idempotent: an existing month is left
+/// alone, a closed one stays closed. `None`: another archiver is keeping them right now
+/// (nothing done; the next pass looks).
 pub async fn keep_ledger_months(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
@@ -161,6 +175,13 @@ pub async fn keep_ledger_months(
             Err(e) if common::db::is_lock_timeout(&e) => {
                 done.waiting.push(ledger::partition_name(month));
             }
+            Err(e) => return Err(e),
+        }
+    }
+    if done.waiting.is_empty() {
+        match ledger::close_before(db, close_months_before(now), LOCK_WAIT).await {
+            Ok(closed) => done.closed = closed,
+            Err(e) if common::db::is_lock_timeout(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -195,6 +216,14 @@ mod tests {
                 day(2027, 1, 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_month_closes_a_day_after_it_ends() {
+        let at = |d, h| Utc.with_ymd_and_hms(2026, 12, d, h, 0, 0).unwrap();
+        assert_eq!(close_months_before(at(1, 23)), day(2026, 11, 1));
+        assert_eq!(close_months_before(at(2, 0)), day(2026, 12, 1));
+        assert_eq!(close_months_before(at(31, 12)), day(2026, 12, 1));
     }
 
     #[test]

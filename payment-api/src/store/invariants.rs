@@ -23,18 +23,24 @@ impl MoneyTotals {
     }
 }
 
-/// The totals of the whole ledger and of every wallet (two sequential scans: milliseconds
-/// for the ledger of a large sale).
+/// The totals of the whole ledger and of every wallet: the closed months' totals
+/// (`ledger_closed`, kept by the archive job) and a scan of the open months only (the
+/// partitions before `ledger_closed.before` are pruned when the statement runs), so its cost
+/// stays that of a month or two however many years the ledger keeps.
 pub async fn money_totals<C: ConnectionTrait>(db: &C) -> Result<MoneyTotals, DbErr> {
     let row = db
         .query_one_raw(stmt(
             db,
-            "SELECT \
-               COALESCE(sum(amount) FILTER (WHERE kind = 'CHARGE'), 0)::bigint AS charged, \
-               COALESCE(sum(amount) FILTER (WHERE kind = 'PAYMENT'), 0)::bigint AS paid, \
-               COALESCE(sum(amount) FILTER (WHERE kind = 'REFUND'), 0)::bigint AS refunded, \
-               (SELECT COALESCE(sum(balance), 0)::bigint FROM wallets) AS balances \
-             FROM ledger",
+            "WITH open AS ( \
+               SELECT COALESCE(sum(amount) FILTER (WHERE kind = 'CHARGE'), 0) AS charged, \
+                      COALESCE(sum(amount) FILTER (WHERE kind = 'PAYMENT'), 0) AS paid, \
+                      COALESCE(sum(amount) FILTER (WHERE kind = 'REFUND'), 0) AS refunded \
+               FROM ledger WHERE created_at >= (SELECT before FROM ledger_closed)) \
+             SELECT (c.charged + o.charged)::bigint AS charged, \
+                    (c.paid + o.paid)::bigint AS paid, \
+                    (c.refunded + o.refunded)::bigint AS refunded, \
+                    (SELECT COALESCE(sum(balance), 0)::bigint FROM wallets) AS balances \
+             FROM ledger_closed c, open o",
             vec![],
         ))
         .await?
@@ -49,7 +55,8 @@ pub async fn money_totals<C: ConnectionTrait>(db: &C) -> Result<MoneyTotals, DbE
 
 /// Of up to `sample` wallets picked at random, how many differ from the sum of their ledger
 /// or from their last ledger row's `balance_after`, or are negative. A sample keeps the check
-/// cheap however many wallets there are; every run draws another.
+/// cheap however many wallets there are; every run draws another. A wallet's closed months
+/// are read from `ledger_closed_wallets`, its open ones from their partitions only.
 pub async fn wallets_off_their_ledger<C: ConnectionTrait>(
     db: &C,
     sample: u32,
@@ -59,15 +66,18 @@ pub async fn wallets_off_their_ledger<C: ConnectionTrait>(
             db,
             "WITH picked AS (SELECT user_id, balance FROM wallets ORDER BY random() LIMIT $1) \
              SELECT count(*)::bigint AS off FROM picked p \
+             LEFT JOIN ledger_closed_wallets c ON c.user_id = p.user_id \
              LEFT JOIN LATERAL ( \
                SELECT COALESCE(sum(CASE kind WHEN 'PAYMENT' THEN -amount ELSE amount END), 0) AS total \
-               FROM ledger l WHERE l.user_id = p.user_id) s ON true \
+               FROM ledger l WHERE l.user_id = p.user_id \
+                 AND l.created_at >= (SELECT before FROM ledger_closed)) s ON true \
              LEFT JOIN LATERAL ( \
                SELECT balance_after FROM ledger l WHERE l.user_id = p.user_id \
+                 AND l.created_at >= (SELECT before FROM ledger_closed) \
                ORDER BY id DESC LIMIT 1) last ON true \
              WHERE p.balance < 0 \
-                OR p.balance <> s.total \
-                OR p.balance <> COALESCE(last.balance_after, 0)",
+                OR p.balance <> COALESCE(c.total, 0) + s.total \
+                OR p.balance <> COALESCE(last.balance_after, c.balance_after, 0)",
             vec![i64::from(sample).into()],
         ))
         .await?

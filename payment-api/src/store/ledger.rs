@@ -1,6 +1,7 @@
 //! The ledger's monthly partitions (`migration::LEDGER_BY_MONTH`): which exist, what the
-//! DEFAULT partition holds, and creating a month — the statements batch's archive job runs
-//! (`domain::ledger`).
+//! DEFAULT partition holds, creating a month and closing the months that are over
+//! (`migration::LEDGER_CLOSED_MONTHS`) — the statements batch's archive job runs
+//! (`domain::archive`).
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
@@ -152,6 +153,138 @@ pub async fn create_month(
     Ok(Some(moved))
 }
 
+/// What [`close_before`] did: the months before `before` closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosedMonths {
+    /// Every ledger row dated before this day (the first of a month, UTC) is now closed.
+    pub before: NaiveDate,
+    /// Rows added to the closed totals by this close.
+    pub rows: u64,
+    /// Wallets whose closed totals this close changed.
+    pub wallets: u64,
+    /// Partitions that refuse every change from now on, by name.
+    pub partitions: Vec<String>,
+}
+
+/// The month (its first day) a partition of ours is named after, if `name` is one.
+fn month_of_partition(name: &str) -> Option<NaiveDate> {
+    let rest = name.strip_prefix("ledger_y")?;
+    let (year, month) = rest.split_once('m')?;
+    if year.len() != 4 || month.len() != 2 {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)
+}
+
+/// Closes the ledger's months before `before` (the first day of a month, UTC) that are not
+/// closed yet, in one transaction (`migration::LEDGER_CLOSED_MONTHS`): their rows are added to
+/// the closed totals, and each wallet's, and their partitions refuse any change from then on.
+/// Waits at most `lock_wait` for a lock.
+///
+/// Call it for months over by a day or more: a payment's ledger row is dated by its
+/// transaction's start, and one of an earlier month that committed after the close would be
+/// counted in no total (the watchdog would report it; the DEFAULT partition's trigger refuses
+/// such rows, a closed partition's every row). The caller holds [`lock_upkeep`].
+///
+/// `None`: nothing to close (closed already up to `before`), or the DEFAULT partition still
+/// holds rows of those months (they wait for their partitions: the next pass).
+pub async fn close_before(
+    db: &DatabaseConnection,
+    before: NaiveDate,
+    lock_wait: std::time::Duration,
+) -> Result<Option<ClosedMonths>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Due {
+        behind: bool,
+        stranded: bool,
+    }
+    #[derive(FromQueryResult)]
+    struct Summed {
+        rows: i64,
+        wallets: i64,
+    }
+    #[derive(FromQueryResult)]
+    struct Partition {
+        name: String,
+    }
+    let at = format!("{} 00:00:00+00", before.format("%Y-%m-%d"));
+    let txn = db.begin().await?;
+    common::db::bound_lock_waits(&txn, lock_wait).await?;
+    let due = Due::find_by_statement(stmt(
+        &txn,
+        "SELECT c.before < $1::timestamptz AS behind, \
+                EXISTS (SELECT 1 FROM ledger_default WHERE created_at < $1::timestamptz) AS stranded \
+         FROM ledger_closed c FOR UPDATE OF c",
+        vec![at.clone().into()],
+    ))
+    .one(&txn)
+    .await?;
+    if !due.is_some_and(|d| d.behind && !d.stranded) {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    // One statement, one snapshot: the months' rows are read once (a materialised CTE),
+    // summed per wallet (the last row's balance_after by id) and in all.
+    let summed = Summed::find_by_statement(stmt(
+        &txn,
+        "WITH closing AS MATERIALIZED ( \
+           SELECT id, user_id, kind, amount, balance_after FROM ledger \
+           WHERE created_at >= (SELECT before FROM ledger_closed) AND created_at < $1::timestamptz), \
+         wallets AS ( \
+           INSERT INTO ledger_closed_wallets AS w (user_id, total, balance_after) \
+           SELECT DISTINCT ON (user_id) user_id, \
+                  sum(CASE kind WHEN 'PAYMENT' THEN -amount ELSE amount END) OVER (PARTITION BY user_id), \
+                  balance_after \
+           FROM closing ORDER BY user_id, id DESC \
+           ON CONFLICT (user_id) DO UPDATE \
+             SET total = w.total + excluded.total, balance_after = excluded.balance_after \
+           RETURNING 1), \
+         totals AS ( \
+           SELECT count(*) AS rows, \
+                  COALESCE(sum(amount) FILTER (WHERE kind = 'CHARGE'), 0) AS charged, \
+                  COALESCE(sum(amount) FILTER (WHERE kind = 'PAYMENT'), 0) AS paid, \
+                  COALESCE(sum(amount) FILTER (WHERE kind = 'REFUND'), 0) AS refunded \
+           FROM closing) \
+         UPDATE ledger_closed c SET before = $1::timestamptz, \
+                charged = c.charged + t.charged, paid = c.paid + t.paid, refunded = c.refunded + t.refunded \
+         FROM totals t \
+         RETURNING t.rows::bigint AS rows, (SELECT count(*) FROM wallets)::bigint AS wallets",
+        vec![at.into()],
+    ))
+    .one(&txn)
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound("ledger_closed".into()))?;
+    let open = Partition::find_by_statement(stmt(
+        &txn,
+        "SELECT c.relname::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'public.ledger'::regclass \
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger t \
+                           WHERE t.tgrelid = c.oid AND t.tgname = 'ledger_month_closed') \
+         ORDER BY 1",
+        vec![],
+    ))
+    .all(&txn)
+    .await?;
+    let mut partitions = Vec::new();
+    for Partition { name } in open {
+        if month_of_partition(&name).is_some_and(|m| m < before) {
+            txn.execute_unprepared(&format!(
+                "CREATE TRIGGER ledger_month_closed BEFORE INSERT OR UPDATE OR DELETE \
+                 ON public.{name} FOR EACH ROW EXECUTE FUNCTION ledger_month_closed()"
+            ))
+            .await?;
+            partitions.push(name);
+        }
+    }
+    txn.commit().await?;
+    Ok(Some(ClosedMonths {
+        before,
+        rows: summed.rows as u64,
+        wallets: summed.wallets as u64,
+        partitions,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +302,19 @@ mod tests {
         );
         let dec = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         assert_eq!(bounds(dec).1, "2027-01-01 00:00:00+00");
+    }
+
+    #[test]
+    fn only_our_partitions_have_a_month() {
+        let jan = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        assert_eq!(month_of_partition(&partition_name(jan)), Some(jan));
+        for name in [
+            DEFAULT_PARTITION,
+            "ledger_y2027m1",
+            "ledger_y2027m13",
+            "ledger_old",
+        ] {
+            assert_eq!(month_of_partition(name), None, "{name}");
+        }
     }
 }

@@ -22,6 +22,10 @@ impl MigratorTrait for Migrator {
                 name: "m20261203_000002_ledger_by_month",
                 up: LEDGER_BY_MONTH,
             }),
+            Box::new(SqlMigration {
+                name: "m20261204_000001_ledger_closed_months",
+                up: LEDGER_CLOSED_MONTHS,
+            }),
         ]
     }
 }
@@ -145,4 +149,49 @@ END $$;
 INSERT INTO ledger (id, user_id, kind, amount, balance_after, ref, created_at)
 SELECT id, user_id, kind, amount, balance_after, ref, created_at FROM ledger_unpartitioned;
 DROP TABLE ledger_unpartitioned;
+"#;
+
+/// A month of the ledger is closed once it has been over for a day (`store::ledger::close`):
+/// its totals, and each wallet's, are added up once and kept here, and its partition refuses
+/// any change from then on. The invariant watchdog then reads only the open months beside
+/// these totals, so what it costs does not grow with the years of history.
+///
+/// `ledger_closed` is one row: every ledger row dated before `before` is counted in its
+/// totals (`-infinity`: nothing is closed yet). `ledger_closed_wallets` holds, per wallet with
+/// such rows, their sum (CHARGE + REFUND − PAYMENT) and the `balance_after` of the last one.
+/// The DEFAULT partition takes a row of a month that has no partition; its trigger refuses
+/// one dated before `before`. A closed month's partition gets `ledger_month_closed` (below),
+/// which refuses every insert, update and delete.
+const LEDGER_CLOSED_MONTHS: &str = r#"
+CREATE TABLE ledger_closed (
+    one_row  boolean PRIMARY KEY DEFAULT true CONSTRAINT ledger_closed_one_row CHECK (one_row),
+    before   timestamptz NOT NULL,
+    charged  bigint NOT NULL,
+    paid     bigint NOT NULL,
+    refunded bigint NOT NULL
+);
+INSERT INTO ledger_closed (before, charged, paid, refunded) VALUES ('-infinity', 0, 0, 0);
+
+CREATE TABLE ledger_closed_wallets (
+    user_id       bigint PRIMARY KEY,
+    total         bigint NOT NULL,
+    balance_after bigint NOT NULL
+);
+
+CREATE FUNCTION ledger_month_closed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger: % is a closed month; its rows never change', TG_TABLE_NAME
+        USING ERRCODE = 'check_violation';
+END $$;
+
+CREATE FUNCTION ledger_default_not_closed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.created_at < (SELECT before FROM ledger_closed) THEN
+        RAISE EXCEPTION 'ledger: a row dated % is in a closed month', NEW.created_at
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER ledger_default_not_closed BEFORE INSERT ON ledger_default
+    FOR EACH ROW EXECUTE FUNCTION ledger_default_not_closed();
 "#;
