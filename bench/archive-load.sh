@@ -36,8 +36,8 @@
 # CONFIRMED p99. The stack is stopped and the databases dropped at the end
 # (ARCHIVE_LOAD_KEEP=1 keeps both).
 #
-# Exit status: 0 when every sale's audit passed, the history is unchanged and nothing due is
-# left hot; 1 otherwise.
+# Exit status: 0 when every sale's audit passed, the history is unchanged, nothing due is
+# left hot and the closed months' totals equal their rows; 1 otherwise.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/lib.sh
@@ -284,6 +284,23 @@ EOF
     figure 'ledger rows in the DEFAULT partition: %s; monthly partitions: %s' \
         "$(q "$PAYMENT_DB" "SELECT count(*) FROM ledger_default")" \
         "$(q "$PAYMENT_DB" "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ledger'::regclass") (DEFAULT included)"
+    # The past months closed (by batch archive's upkeep or the leader's job, whichever held
+    # the upkeep's lock), and their totals equal to their rows.
+    local waited=0
+    until [[ "$(q "$PAYMENT_DB" "SELECT before > '-infinity' FROM ledger_closed")" == t ]] || ((waited >= 180)); do
+        sleep 5
+        waited=$((waited + 5))
+    done
+    local closed
+    closed="$(q "$PAYMENT_DB" "SELECT c.before::date || '; closed partitions: ' ||
+        (SELECT count(*) FROM pg_trigger WHERE tgname = 'ledger_month_closed') || '; totals equal to their rows: ' ||
+        ((c.charged, c.paid, c.refunded) = (SELECT coalesce(sum(amount) FILTER (WHERE kind = 'CHARGE'), 0),
+                                             coalesce(sum(amount) FILTER (WHERE kind = 'PAYMENT'), 0),
+                                             coalesce(sum(amount) FILTER (WHERE kind = 'REFUND'), 0)
+                                      FROM ledger WHERE created_at < c.before))::text
+        FROM ledger_closed c")"
+    figure 'ledger closed before: %s' "$closed"
+    [[ $closed == *"totals equal to their rows: true" ]] || failed=1
     history "$OUT/history-after.json"
     if cmp -s "$OUT/history-before.json" "$OUT/history-after.json"; then
         figure 'the probe'"'"'s history after archival: the same bodies, byte for byte'

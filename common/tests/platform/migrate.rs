@@ -47,20 +47,23 @@ async fn a_lock_wait_bound_becomes_the_roles_default_in_the_database() {
     let service = common::startup::open_database::<TestMigrator>("test", &cfg)
         .await
         .expect("open and migrate");
-    assert_eq!(show_lock_timeout(&service).await, "1500ms");
+    assert_eq!(show(&service, "lock_timeout").await, "1500ms");
+    // The service's connections do without JIT compilation (common::db::connect).
+    assert_eq!(show(&service, "jit").await, "off");
 
     let bare = db.connect().await;
     assert_eq!(
-        show_lock_timeout(&bare).await,
+        show(&bare, "lock_timeout").await,
         "1500ms",
         "a connection without the option gets the bound from the role's default"
     );
+    assert_eq!(show(&bare, "jit").await, "on", "PostgreSQL's default");
 }
 
-async fn show_lock_timeout(conn: &sea_orm::DatabaseConnection) -> String {
+async fn show(conn: &sea_orm::DatabaseConnection, setting: &str) -> String {
     conn.query_one_raw(Statement::from_string(
         conn.get_database_backend(),
-        "SHOW lock_timeout",
+        format!("SHOW {setting}"),
     ))
     .await
     .unwrap()
