@@ -83,7 +83,10 @@ java_args() {
 # write_config DIR PORT: the settings of a single node. Replication 1 everywhere, no
 # initial rebalance delay (a consumer group forms as soon as its members join), topics
 # only created explicitly (the services create theirs; a deleted test topic must not come
-# back because some client asked for its metadata), small indexes for many small topics.
+# back because some client asked for its metadata), small indexes for many small topics,
+# and a 16 MiB log cleaner buffer (only Kafka's own offsets and transaction topics are
+# compacted here): the default 128 MiB is one array on the heap, and a restarted test node
+# (256 MiB heap) holding many topics failed to allocate it and died (OutOfMemoryError).
 write_config() {
     local dir=$1 port=$2 controller=$(($2 + 1))
     cat >"$dir/server.properties" <<EOF
@@ -113,6 +116,7 @@ delete.topic.enable=true
 log.index.size.max.bytes=1048576
 log.segment.bytes=67108864
 log.retention.hours=48
+log.cleaner.dedupe.buffer.size=16777216
 num.network.threads=2
 num.io.threads=4
 EOF
