@@ -2,9 +2,9 @@
 -- lock, the one-statement claim of a free seat, the commit — the transaction of
 -- `BoxOffice::hold_seats` (concert-api/src/domain/box_office.rs) when every seat is free.
 --
--- KEEP IN STEP with concert-api/src/store/holds.rs: the SELECT is `lock_buyer`'s statement and
--- the WITH statement is `claim_free`'s (with its `OWNED` part), copied as they are, their
--- parameters replaced:
+-- KEEP IN STEP with concert-api/src/store/holds.rs: the SELECT is `lock_buyer`'s statement (the
+-- buyer's lock, and generic plans for the rest of the transaction) and the WITH statement is
+-- `claim_free`'s (with its `OWNED` part), copied as they are, their parameters replaced:
 --   $1 schedule       :schedule              $5 seats asked   1
 --   $2 seat numbers   ARRAY[:seat::int]      $6 buyer         :buyer
 --   $3 held_until     now() + 300 s (RESERVATION_HOLD_SECS)   $7 concert   :concert
@@ -19,7 +19,8 @@
 \set seat (:seq - 1) % 1000 + 1
 \set buyer :buyer_base + :client_id * 10000000 + :seq
 BEGIN;
-SELECT pg_advisory_xact_lock(hashtextextended('buyer:' || :buyer::bigint::text || ':' || :concert::bigint::text, 0));
+SELECT pg_advisory_xact_lock(hashtextextended('buyer:' || :buyer::bigint::text || ':' || :concert::bigint::text, 0)),
+       set_config('plan_cache_mode', 'force_generic_plan', true);
 WITH target AS (
     SELECT id, seat_no, price, status, held_until FROM seats
     WHERE schedule_id = :schedule::bigint AND seat_no = ANY(ARRAY[:seat::int]) ORDER BY seat_no FOR UPDATE),
@@ -31,12 +32,14 @@ WITH target AS (
            sum(price) AS amount
     FROM target),
  mine AS (
-    SELECT coalesce(sum(cardinality(seat_nos)), 0)::bigint AS owned FROM reservations
-    WHERE user_id = :buyer::bigint AND concert_id = :concert::bigint AND status IN ('HELD', 'CONFIRMED')
-      AND NOT (status = 'HELD' AND held_until < now() - interval '30 seconds')),
+    SELECT ((SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM reservations
+      WHERE user_id = :buyer::bigint AND concert_id + 0 = :concert::bigint AND status IN ('HELD', 'CONFIRMED')
+        AND NOT (status = 'HELD' AND held_until < now() - interval '30 seconds'))
+    + (SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM archive.reservations
+      WHERE user_id = :buyer::bigint AND concert_id = :concert::bigint AND status = 'CONFIRMED'))::bigint AS owned),
  lim AS (SELECT max_tickets_per_user::bigint AS max_tickets FROM concerts WHERE id = :concert::bigint),
  rid AS (
-    SELECT nextval(pg_get_serial_sequence('reservations', 'id')) AS id, v.amount
+    SELECT nextval('reservations_id_seq') AS id, v.amount
     FROM verdict v, mine, lim WHERE v.free = 1 AND mine.owned + 1 <= lim.max_tickets),
  claimed AS (
     UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = now() + interval '300 seconds'
