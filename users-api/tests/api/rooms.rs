@@ -1020,14 +1020,14 @@ async fn the_admission_window_widens_while_the_checkout_keeps_up_and_narrows_whe
     assert_eq!(view["admission_window"], 40);
     assert_eq!(view["max_active"], 60);
 
-    // Slow: cut to 70 %, once a second however many ticks judge it slow.
+    // Slow: cut to 85 %, once a second however many ticks judge it slow.
     let a = tick(Verdict::Narrow).await;
-    assert_eq!((a.window, a.admitted, a.active), (Some(28), 0, 40));
+    assert_eq!((a.window, a.admitted, a.active), (Some(34), 0, 40));
     let a = tick(Verdict::Narrow).await;
-    assert_eq!(a.window, Some(28), "one cut per second");
+    assert_eq!(a.window, Some(34), "one cut per second");
     s.clock.advance(Duration::from_secs(1));
     let a = tick(Verdict::Narrow).await;
-    assert_eq!(a.window, Some(19));
+    assert_eq!(a.window, Some(28));
 
     // Keeping up again, it grows back, but never past the organiser's max_active.
     for _ in 0..10 {

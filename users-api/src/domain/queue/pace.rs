@@ -8,8 +8,12 @@
 //! - while holds and payments answer within the target (their p90 over the last second, on
 //!   every instance) and no database pool is saturated, a window that is full grows by
 //!   `QUEUE_PACE_STEP` a second (additive increase);
-//! - when they do not, it shrinks to 70 % (multiplicative decrease), at most once a second:
-//!   the samples cover a second, so a second cut would answer the same slowness twice;
+//! - when they do not, it shrinks to 85 % (multiplicative decrease), at most once a second:
+//!   the samples cover a second, so a second cut would answer the same slowness twice. The
+//!   samples reach the window a second or two after the fans it admitted, so a deep cut
+//!   overshoots: at 70 % the machine went from busy to half idle and back every few seconds
+//!   of a sale (vmstat), and 10,000 fans for 5,000 seats sold out in 24–39 s (median 27 s)
+//!   against 21–28 s (median 24 s) at 85 % (`bench/purchase-cost.sh`, runs of either);
 //! - it never passes the organiser's `max_active`, which stays the ceiling, and never goes
 //!   under [`MIN_WINDOW`].
 //!
@@ -24,8 +28,8 @@ use common::pressure::Checkout;
 /// The smallest window: enough to measure the checkout by.
 pub const MIN_WINDOW: u32 = 10;
 
-/// The multiplicative decrease, in percent of the window kept.
-pub const CUT_TO_PERCENT: u32 = 70;
+/// The multiplicative decrease, in percent of the window kept (see the module's notes).
+pub const CUT_TO_PERCENT: u32 = 85;
 
 /// A cut at most this often.
 pub const CUT_GAP: Duration = Duration::from_secs(1);
