@@ -490,24 +490,49 @@ const LIMITS: &str = "### What limits the figures
 - queue-join is two Redis round trips (session, then the join script) against a baseline
   that touches nothing.
 - The flash sale is bound by CPU per purchase: selling 5,000 seats in 10 s on two cores
-  leaves 4 ms of CPU for each, and the platform spends the figure in the table above — about
-  half of it PostgreSQL and the services around the hold and the settlement (some 9
-  transactions per purchase: payment-api reads the hold from Redis, not from concert-api),
-  the rest the per-request cost of three actix/tokio services behind nginx (syscalls and
-  thread hand-offs). Every fan waits
-  on the status event stream, as the web app does. Admission sizes itself (`QUEUE_PACE`):
-  it keeps the holds' and payments' p90 inside the services near 100 ms, so the machine
-  runs at about 1.5 of its 2 cores and what the fans see on top of that is queueing in nginx
-  and the kernel. A higher target sells a little faster at twice the latency (250 ms: 57.5
-  s instead of 64.6 s); a lower one much slower (50 ms: 98.5 s).
+  leaves 4 ms of CPU for each, and the platform spends the figure in the table above. Per
+  purchase it makes about 10 HTTP requests through nginx (two joins and two event streams,
+  as half the fans leave empty-handed; the schedule list, the seat map, the hold, the payment
+  and a look at the reservation), some 31 PostgreSQL statements in 8 transactions over three
+  databases (the hold; the payment with its idempotency key, wallet, ledger and outbox; the
+  settlement with its inbox and outbox; the confirmation in payment-api; the pass retired in
+  users-api; the outbox relays), about 12 Redis round trips (110 commands, counting those
+  inside scripts) and 2 Kafka messages, each through a producer, the broker and a consumer
+  group. No one of them is large: PostgreSQL for concert-api is the largest row, the rest is
+  the per-request cost of three actix/tokio services behind nginx (syscalls and thread
+  hand-offs). 4 ms would take about half of these round trips away.
+- Every fan waits on the status event stream, as the web app does. Admission sizes itself
+  (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, so
+  the machine runs at about 1.4 of its 2 cores (bench/purchase-cost.sh, \"machine, every CPU
+  busy\" over the sale) and what the fans see on top of that is queueing in nginx and the
+  kernel. The window is cut to 85 % when the checkout is slow: at 70 % the cut overshot (the
+  samples arrive a second or two after the fans they judge) and left the machine half idle
+  for seconds (vmstat); the sale sold out in a median 27 s then, 24 s at 85 %. A higher
+  target sells a little faster at twice the latency (250 ms: 57.5 s instead of 64.6 s when
+  measured at 70 %); a lower one much slower (50 ms: 98.5 s).
+- The hold's claim statement was planned afresh for every hold: PostgreSQL's plan cache kept
+  custom plans (the generic plan's estimate, for any number of seats, is dearer), and
+  planning cost as much as running it (pg_stat_statements over a sale: 5,124 plans for 5,108
+  holds, 2.76 s planning and 2.94 s running). The hold's transaction now asks for generic
+  plans: 58 plans and 61 ms planning for 5,101 holds.
+- Tried this round and not kept, each within noise of the build it was measured against
+  (bench/purchase-cost.sh, 10,000 fans, runs of each, alternated): the buyer's lock and the
+  claim as one PL/pgSQL call (one round trip for a hold instead of four); PostgreSQL over its
+  Unix socket instead of loopback TCP (its CPU per purchase 3.63 against 3.69 ms);
+  `shared_buffers` 1 GB instead of 128 MB; `DATABASE_POOL_SIZE` 6 instead of 16; one tokio
+  worker per service (`TOKIO_WORKER_THREADS=1`); admission ticks every 50 ms instead of 250.
+- Some costs grow with the platform rather than the sale: batch's seat invariant check reads
+  every live reservation of every show still to come, every 15 s. On the machine these
+  figures come from, after some 35 sales (175,000 such reservations), it took 220 ms idle and
+  1.3 s of PostgreSQL during a sale, about 0.5 ms per purchase. The same sale sold out in
+  21–28 s and cost 6.8–9.1 ms per purchase over a dozen runs of one build, the later runs
+  (more sales behind them) the dearer.
 - Here the sale runs after the endpoint scenarios, whose thousands of holds end during it:
   batch's expiry sweep and its PostgreSQL work are charged to the sale, and its joins meet a
-  warmer, busier machine. The same sale alone on a fresh stack (`bench/purchase-cost.sh`)
-  measured 13.5 ms per purchase and sold out in 52.8 s.
-- Runs on this shared machine vary more than most changes: two runs of `bench/run.sh` one
-  after the other on one build sold out in 38.2 s and 49.2 s (12.1 and 15.3 ms per
-  purchase). Compare builds over several runs each, and by their counters (statements,
-  buffers) more than by their times.
+  warmer, busier machine.
+- Runs on this shared machine vary more than most changes. Compare builds over several
+  runs each, alternated, and by their counters (statements, plans, buffers) more than by
+  their times.
 - An on-sale meets statistics that know nothing of its concert or its buyers: the planner
   then takes any index that starts with the concert as readily as the buyer's own. The
   purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
