@@ -15,7 +15,7 @@
 //! `money_conserved` (1 when charges − payments + refunds ≠ the wallets' sum, the difference
 //! in `invariant_money_discrepancy`), `ledger_equals_balance` (wallets of a random sample that
 //! differ from their ledger or are negative), `seat_sold_once` (seats in two live
-//! reservations, or SOLD without a CONFIRMED one) and `payment_settled_in_time` (COMPLETED
+//! reservations, or SOLD without a CONFIRMED one; see [`SeatWatch`] for which dates it reads) and `payment_settled_in_time` (COMPLETED
 //! payments neither confirmed nor refunded past the backstop's bound);
 //! `invariant_last_check_timestamp_seconds` says when it last completed.
 //!
@@ -38,6 +38,7 @@ use chrono::TimeDelta;
 use common::clock::Clock;
 use common::events::{ALL_TOPICS, CONSUMER_GROUPS};
 use common::kafka::KafkaClient;
+use concert_api::store::invariants::{SeatScope, SeatViolations, seat_violations};
 use payment_api::store::retention::{IDEMPOTENCY_KEYS_KEPT, delete_idempotency_keys_before};
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -214,12 +215,11 @@ impl Job {
                 )
                 .await
                 .map_err(|e| format!("payment-api: {e}"))?;
-                let seats = concert_api::store::invariants::seat_violations(
-                    &ctx.concert_db,
-                    now - TimeDelta::days(1),
-                )
-                .await
-                .map_err(|e| format!("concert-api: {e}"))?;
+                let seats = ctx
+                    .seat_watch
+                    .check(&ctx.concert_db, now - TimeDelta::days(1))
+                    .await
+                    .map_err(|e| format!("concert-api: {e}"))?;
                 let bound = TimeDelta::from_std(ctx.settle_bound).unwrap_or(TimeDelta::MAX);
                 let [unsettled] = payment_api::store::reconciliation::unsettled_before(
                     &ctx.payment_db,
@@ -355,6 +355,66 @@ pub struct JobContext {
     pub backup: Option<backup::Plan>,
     /// A schedule whose show started this long ago is archived (`ARCHIVE_AFTER_DAYS`).
     pub archive_after: TimeDelta,
+    /// What the seat invariant's check remembers between runs.
+    pub seat_watch: SeatWatch,
+}
+
+/// Every date still to come is read at least this often by the seat invariant's check;
+/// between, it reads the concerts whose reservations changed, and those it found broken.
+pub const SEAT_CHECK_EVERY_DATE: Duration = Duration::from_secs(600);
+
+/// How far before the last check's start the next one looks for changed reservations: a
+/// reservation's `updated_at` is its writing transaction's start, and a transaction that
+/// began before the check may commit after it. Ours last milliseconds (`lock_timeout`).
+pub const SEAT_CHECK_OVERLAP: TimeDelta = TimeDelta::minutes(1);
+
+/// The seat invariant's check between runs (DESIGN §9): reading every live reservation of
+/// every show to come costs in proportion to everything on sale, a few times a minute, so
+/// the check reads every date at most every [`SEAT_CHECK_EVERY_DATE`] (and at a new
+/// leader's first run), and in between only the concerts with a reservation changed since
+/// the last check began (less [`SEAT_CHECK_OVERLAP`]) and the concerts it found broken,
+/// which stay reported until mended.
+#[derive(Debug, Default)]
+pub struct SeatWatch(tokio::sync::Mutex<Option<SeatWatched>>);
+
+#[derive(Debug)]
+struct SeatWatched {
+    every_date_at: Instant,
+    last_began: chrono::DateTime<chrono::Utc>,
+    broken: Vec<i64>,
+}
+
+impl SeatWatch {
+    /// One check of the dates starting after `since`.
+    pub async fn check(
+        &self,
+        db: &DatabaseConnection,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SeatViolations, sea_orm::DbErr> {
+        let mut watched = self.0.lock().await;
+        let every_date = watched
+            .as_ref()
+            .is_none_or(|w| w.every_date_at.elapsed() >= SEAT_CHECK_EVERY_DATE);
+        let scope = match watched.as_ref() {
+            Some(w) if !every_date => SeatScope::ChangedSince {
+                changed_after: w.last_began - SEAT_CHECK_OVERLAP,
+                suspects: &w.broken,
+            },
+            _ => SeatScope::Every,
+        };
+        let started = Instant::now();
+        let found = seat_violations(db, since, scope).await?;
+        let every_date_at = match watched.as_ref() {
+            Some(w) if !every_date => w.every_date_at,
+            _ => started,
+        };
+        *watched = Some(SeatWatched {
+            every_date_at,
+            last_began: found.at,
+            broken: found.broken,
+        });
+        Ok(found.violations)
+    }
 }
 
 impl JobContext {

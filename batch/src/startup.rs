@@ -87,6 +87,7 @@ impl Application {
             clock: config.clock.clone(),
             backup: backup_plan.clone(),
             archive_after: config.archive.after,
+            seat_watch: Default::default(),
         });
         let parts = ServiceParts {
             name: SERVICE,

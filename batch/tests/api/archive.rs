@@ -445,9 +445,14 @@ impl Stage {
             payment_api::store::invariants::wallets_off_their_ledger(&self.payment_db, 100_000)
                 .await
                 .unwrap();
-        let seats = concert_api::store::invariants::seat_violations(&self.concert_db, at - DAY)
-            .await
-            .unwrap();
+        let seats = concert_api::store::invariants::seat_violations(
+            &self.concert_db,
+            at - DAY,
+            concert_api::store::invariants::SeatScope::Every,
+        )
+        .await
+        .unwrap()
+        .violations;
         let [unsettled] = payment_api::store::reconciliation::unsettled_before(
             &self.payment_db,
             [at - TimeDelta::minutes(2)],

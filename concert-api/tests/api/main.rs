@@ -5,6 +5,7 @@ mod direct_settlement;
 mod helpers;
 mod holds;
 mod internal;
+mod invariants;
 mod on_sale;
 mod platform;
 mod settlement;
