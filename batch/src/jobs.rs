@@ -15,8 +15,9 @@
 //! `money_conserved` (1 when charges − payments + refunds ≠ the wallets' sum, the difference
 //! in `invariant_money_discrepancy`), `ledger_equals_balance` (wallets of a random sample that
 //! differ from their ledger or are negative), `seat_sold_once` (seats in two live
-//! reservations, or SOLD without a CONFIRMED one; see [`SeatWatch`] for which dates it reads) and `payment_settled_in_time` (COMPLETED
-//! payments neither confirmed nor refunded past the backstop's bound);
+//! reservations, or SOLD without a CONFIRMED one; [`SeatWatch`] says which dates it reads)
+//! and `payment_settled_in_time` (COMPLETED payments neither confirmed nor refunded past the
+//! backstop's bound);
 //! `invariant_last_check_timestamp_seconds` says when it last completed.
 //!
 //! From the broker: `kafka_group_backlog{group,topic}` and `kafka_group_committed_offsets`
@@ -392,22 +393,16 @@ impl SeatWatch {
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<SeatViolations, sea_orm::DbErr> {
         let mut watched = self.0.lock().await;
-        let every_date = watched
+        // The last check, while a pass over every date is not due.
+        let narrow = watched
             .as_ref()
-            .is_none_or(|w| w.every_date_at.elapsed() >= SEAT_CHECK_EVERY_DATE);
-        let scope = match watched.as_ref() {
-            Some(w) if !every_date => SeatScope::ChangedSince {
-                changed_after: w.last_began - SEAT_CHECK_OVERLAP,
-                suspects: &w.broken,
-            },
-            _ => SeatScope::Every,
-        };
-        let started = Instant::now();
+            .filter(|w| w.every_date_at.elapsed() < SEAT_CHECK_EVERY_DATE);
+        let scope = narrow.map_or(SeatScope::Every, |w| SeatScope::ChangedSince {
+            changed_after: w.last_began - SEAT_CHECK_OVERLAP,
+            suspects: &w.broken,
+        });
+        let every_date_at = narrow.map_or_else(Instant::now, |w| w.every_date_at);
         let found = seat_violations(db, since, scope).await?;
-        let every_date_at = match watched.as_ref() {
-            Some(w) if !every_date => w.every_date_at,
-            _ => started,
-        };
         *watched = Some(SeatWatched {
             every_date_at,
             last_began: found.at,

@@ -24,6 +24,18 @@ async fn a_check_of_the_changes_reads_the_changed_and_the_suspect_concerts_only(
     .await
     .unwrap();
     let since = Utc::now() - TimeDelta::days(1);
+    let changed_since = async |changed_after, suspects: &[i64]| {
+        seat_violations(
+            &s.db,
+            since,
+            SeatScope::ChangedSince {
+                changed_after,
+                suspects,
+            },
+        )
+        .await
+        .unwrap()
+    };
 
     let every = seat_violations(&s.db, since, SeatScope::Every)
         .await
@@ -32,29 +44,11 @@ async fn a_check_of_the_changes_reads_the_changed_and_the_suspect_concerts_only(
     assert_eq!(every.broken, vec![1]);
 
     // Nothing was written in the last ten minutes: concert 1 is not read...
-    let quiet = seat_violations(
-        &s.db,
-        since,
-        SeatScope::ChangedSince {
-            changed_after: every.at - TimeDelta::minutes(10),
-            suspects: &[],
-        },
-    )
-    .await
-    .unwrap();
+    let quiet = changed_since(every.at - TimeDelta::minutes(10), &[]).await;
     assert_eq!(quiet.violations.total(), 0);
     assert!(quiet.broken.is_empty());
     // ...unless an earlier check found it broken: then it stays reported.
-    let suspect = seat_violations(
-        &s.db,
-        since,
-        SeatScope::ChangedSince {
-            changed_after: every.at - TimeDelta::minutes(10),
-            suspects: &every.broken,
-        },
-    )
-    .await
-    .unwrap();
+    let suspect = changed_since(every.at - TimeDelta::minutes(10), &every.broken).await;
     assert_eq!(suspect.violations, every.violations);
     assert_eq!(suspect.broken, vec![1]);
 
@@ -67,16 +61,7 @@ async fn a_check_of_the_changes_reads_the_changed_and_the_suspect_concerts_only(
     )
     .await
     .unwrap();
-    let changed = seat_violations(
-        &s.db,
-        since,
-        SeatScope::ChangedSince {
-            changed_after: every.at - TimeDelta::minutes(1),
-            suspects: &every.broken,
-        },
-    )
-    .await
-    .unwrap();
+    let changed = changed_since(every.at - TimeDelta::minutes(1), &every.broken).await;
     assert_eq!(changed.broken, vec![1, 2]);
     assert_eq!(changed.violations.in_two_live_reservations, 1);
     assert_eq!(changed.violations.sold_unconfirmed, 1);
