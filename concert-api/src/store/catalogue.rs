@@ -234,8 +234,29 @@ pub struct SeatRow {
 }
 
 /// The seat map of a schedule (of an archived one: its seats as they were archived).
+///
+/// A live date's seats are read from `seats` alone: one table, no sort (its index is in
+/// seat order), and planned in a few hundredths of a millisecond. Read together with the
+/// archive (`UNION ALL`), PostgreSQL planned the statement afresh for every call during a
+/// sale (its generic plan looked dearer), and planning cost more than running it. Only a
+/// date with no live seats, an archived one, is looked for in the archive: archiving moves
+/// a date's seats in one transaction, so they are in one table or the other.
 pub async fn seat_map<C: ConnectionTrait>(
     db: &C,
+    schedule_id: i64,
+    stale_before: DateTime<Utc>,
+) -> Result<Vec<SeatRow>, DbErr> {
+    let live = seats_in(db, "seats", schedule_id, stale_before).await?;
+    if !live.is_empty() {
+        return Ok(live);
+    }
+    seats_in(db, "archive.seats", schedule_id, stale_before).await
+}
+
+/// The seats of `schedule_id` in `table`, in seat order, as a buyer sees them.
+async fn seats_in<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
     schedule_id: i64,
     stale_before: DateTime<Utc>,
 ) -> Result<Vec<SeatRow>, DbErr> {
@@ -244,11 +265,7 @@ pub async fn seat_map<C: ConnectionTrait>(
         db,
         &format!(
             "SELECT se.seat_no, se.price, CASE WHEN {free} THEN 'AVAILABLE' ELSE se.status END AS status \
-             FROM ( \
-               SELECT seat_no, price, status, held_until FROM seats WHERE schedule_id = $1 \
-               UNION ALL \
-               SELECT seat_no, price, status, held_until FROM archive.seats WHERE schedule_id = $1) se \
-             ORDER BY se.seat_no"
+             FROM {table} se WHERE se.schedule_id = $1 ORDER BY se.seat_no"
         ),
         vec![schedule_id.into(), stale_before.into()],
     ))
