@@ -44,27 +44,45 @@ pub async fn enqueue<C: ConnectionTrait, T: Serialize>(
     key: &str,
     event: &Envelope<T>,
 ) -> Result<(), DbErr> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        format!("INSERT INTO {ROW_COLUMNS} VALUES ($1, $2, $3, $4, $5)"),
+        row(topic, key, event)?,
+    ))
+    .await?;
+    written();
+    Ok(())
+}
+
+/// The table and columns of an outbox row, in the order of [`row`]'s values: for a statement
+/// that writes its event itself, in the same round trip as the change that causes it
+/// (`INSERT INTO {ROW_COLUMNS} SELECT $n, ... WHERE ...`), then calls [`written`].
+pub const ROW_COLUMNS: &str = "outbox (event_id, topic, key, payload, traceparent)";
+
+/// The values of `event`'s outbox row (see [`enqueue`] for `key`), for [`ROW_COLUMNS`].
+pub fn row<T: Serialize>(
+    topic: &str,
+    key: &str,
+    event: &Envelope<T>,
+) -> Result<[sea_orm::Value; 5], DbErr> {
     let payload =
         serde_json::to_value(event).map_err(|e| DbErr::Custom(format!("event encoding: {e}")))?;
     // The trace of the work that wrote the event, for the relay to send on (traces on only).
     let traceparent = crate::telemetry::current_traceparent();
-    txn.execute_raw(Statement::from_sql_and_values(
-        txn.get_database_backend(),
-        "INSERT INTO outbox (event_id, topic, key, payload, traceparent) \
-         VALUES ($1, $2, $3, $4, $5)",
-        [
-            event.id.into(),
-            topic.into(),
-            key.into(),
-            payload.into(),
-            traceparent.into(),
-        ],
-    ))
-    .await?;
-    // The row is visible once the caller commits, moments from now; a rollback leaves the
-    // woken relay nothing to find.
+    Ok([
+        event.id.into(),
+        topic.into(),
+        key.into(),
+        payload.into(),
+        traceparent.into(),
+    ])
+}
+
+/// An outbox row was just written in a transaction about to commit: wakes the relays. The
+/// row is visible once the caller commits, moments from now; a rollback leaves the woken
+/// relay nothing to find.
+pub fn written() {
     WAKE.send_modify(|n| *n = n.wrapping_add(1));
-    Ok(())
 }
 
 #[derive(Clone, Debug)]

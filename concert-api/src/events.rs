@@ -42,6 +42,11 @@ impl<T: Serialize> Outgoing<T> {
         )
         .await
     }
+
+    /// The event's outbox row, for a statement that writes it itself (`outbox::ROW_COLUMNS`).
+    pub fn row(&self) -> Result<[sea_orm::Value; 5], DbErr> {
+        outbox::row(self.topic, &self.reservation_id.to_string(), &self.envelope)
+    }
 }
 
 /// Reservation `r` was bought with `payment_id`: its seats are SOLD.

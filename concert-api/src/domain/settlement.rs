@@ -216,12 +216,9 @@ async fn settle<C: ConnectionTrait>(
         Judgement::AlreadyConfirmed => return Ok((None, None)),
         Judgement::Sell(r) => {
             // Exactly the seats this hold still owns, or none if it lost one.
-            let sold = settlement::sell_seats(txn, r).await?;
+            let confirmed = events::reservation_confirmed(r, payment.payment_id, now).row()?;
+            let sold = settlement::sell(txn, r, payment.payment_id, confirmed).await?;
             if sold as usize == r.seat_nos.len() {
-                settlement::confirm(txn, r.id, payment.payment_id).await?;
-                events::reservation_confirmed(r, payment.payment_id, now)
-                    .enqueue(txn)
-                    .await?;
                 return Ok((
                     None,
                     Some(Change::sold(r.concert_id, r.schedule_id, sold as i64)),

@@ -27,7 +27,7 @@ pub async fn lock_own<C: ConnectionTrait>(
 /// many seats were freed (fewer than its own if some were taken over after it died).
 pub async fn cancel<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(Reservation, i64), DbErr> {
     // `status || ''`: found by reservation only, never through the `status = 'HELD'` partial
-    // index (see `settlement::sell_seats`).
+    // index (see `settlement::sell`).
     let row = txn
         .query_one_raw(stmt(
             txn,

@@ -4,8 +4,9 @@
 //! answer the verdict already given.
 
 use common::events::RESERVATION_REJECTED;
+use common::outbox;
 use sea_orm::prelude::Uuid;
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
 
 use crate::domain::reservation::Reservation;
 use crate::store::reservations::COLUMNS;
@@ -22,42 +23,65 @@ pub async fn lock<C: ConnectionTrait>(txn: &C, id: i64) -> Result<Option<Reserva
     .await
 }
 
-/// Marks SOLD exactly the seats `r` still holds, and only if it still holds every one of them;
-/// returns how many were sold (all of `r.seat_nos`, or none).
-pub async fn sell_seats<C: ConnectionTrait>(txn: &C, r: &Reservation) -> Result<u64, DbErr> {
+/// Sells `r` to `payment_id`, in one statement: marks SOLD exactly the seats `r` still holds,
+/// and only if it still holds every one of them, and then (only then) marks `r` CONFIRMED and
+/// writes `confirmed`, its `reservation.confirmed` outbox row ([`outbox::row`]). Returns how
+/// many seats were sold: all of `r.seat_nos` (sold), or fewer (nothing else was written).
+pub async fn sell<C: ConnectionTrait>(
+    txn: &C,
+    r: &Reservation,
+    payment_id: i64,
+    confirmed: [Value; 5],
+) -> Result<u64, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Sold {
+        sold: i64,
+    }
     // The seats are found by `reservation_id` alone (materialized) and updated by primary
     // key, so the planner cannot AND in the `status = 'HELD'` partial index: during a sale
     // that index is full of entries for seats no longer held, and the bitmap over it made
     // this statement cost ~10 ms instead of ~0.1 ms. The owner and status are still
     // re-checked on each locked row (a takeover may have won it), written as expressions
-    // (`+ 0`, `|| ''`) no index or index predicate matches.
-    Ok(txn
-        .execute_raw(stmt(
-            txn,
-            "WITH mine AS MATERIALIZED (SELECT id, status FROM seats WHERE reservation_id = $1) \
-             UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
-             WHERE seats.id = mine.id \
-             AND seats.reservation_id + 0 = $1 AND seats.status || '' = 'HELD' \
-             AND (SELECT count(*) FROM mine WHERE status = 'HELD') = $2",
-            vec![r.id.into(), (r.seat_nos.len() as i64).into()],
-        ))
-        .await?
-        .rows_affected())
-}
-
-/// Marks reservation `id` CONFIRMED by `payment_id` (its seats are already SOLD).
-pub async fn confirm<C: ConnectionTrait>(txn: &C, id: i64, payment_id: i64) -> Result<(), DbErr> {
-    txn.execute_raw(stmt(
+    // (`+ 0`, `|| ''`) no index or index predicate matches. Every part sees the seats `sold`
+    // returns, so the reservation and its event follow only a whole sale.
+    let mut values: Vec<Value> = vec![
+        r.id.into(),
+        (r.seat_nos.len() as i64).into(),
+        payment_id.into(),
+    ];
+    values.extend(confirmed);
+    let sold = Sold::find_by_statement(stmt(
         txn,
-        "UPDATE reservations SET status = 'CONFIRMED', payment_id = $2, updated_at = now() WHERE id = $1",
-        vec![id.into(), payment_id.into()],
+        &format!(
+            "WITH mine AS MATERIALIZED (SELECT id, status FROM seats WHERE reservation_id = $1), \
+             sold AS ( \
+                UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
+                WHERE seats.id = mine.id \
+                AND seats.reservation_id + 0 = $1 AND seats.status || '' = 'HELD' \
+                AND (SELECT count(*) FROM mine WHERE status = 'HELD') = $2 \
+                RETURNING seats.id), \
+             whole AS (SELECT count(*) AS sold, count(*) = $2 AS ok FROM sold), \
+             confirmed AS ( \
+                UPDATE reservations SET status = 'CONFIRMED', payment_id = $3, updated_at = now() \
+                WHERE id = $1 AND (SELECT ok FROM whole)), \
+             event AS ( \
+                INSERT INTO {} SELECT $4, $5, $6, $7, $8 WHERE (SELECT ok FROM whole)) \
+             SELECT sold FROM whole",
+            outbox::ROW_COLUMNS
+        ),
+        values,
     ))
-    .await?;
-    Ok(())
+    .one(txn)
+    .await?
+    .map_or(0, |s| s.sold as u64);
+    if sold as usize == r.seat_nos.len() {
+        outbox::written();
+    }
+    Ok(sold)
 }
 
 /// Ends hold `id` REJECTED and frees its seats (found by reservation only, as in
-/// [`sell_seats`]); answers how many seats were freed.
+/// [`sell`]); answers how many seats were freed.
 pub async fn end_rejected<C: ConnectionTrait>(txn: &C, id: i64) -> Result<u64, DbErr> {
     #[derive(FromQueryResult)]
     struct Freed {
