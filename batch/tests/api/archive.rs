@@ -1508,3 +1508,66 @@ async fn the_archive_command_works_off_the_whole_backlog() {
         0
     );
 }
+
+/// The watchdog's wallet sample is a run of wallets from a random place in the id order,
+/// wrapping round: every wallet, the first and the last included, is in some draw, and a
+/// draw never checks more than the sample.
+#[tokio::test]
+async fn the_wallet_sample_reaches_every_wallet_in_some_draw() {
+    use payment_api::store::invariants::wallets_off_their_ledger;
+    use payment_api::store::wallet::{LedgerKind, credit};
+
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    for user in 1..=10 {
+        let txn = db.begin().await.unwrap();
+        credit(
+            &txn,
+            user,
+            100,
+            i64::MAX,
+            LedgerKind::Charge,
+            "charge",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+    }
+    assert_eq!(wallets_off_their_ledger(&db, 3).await.unwrap(), 0);
+    for user in [1, 10] {
+        db.execute_unprepared(&format!(
+            "UPDATE wallets SET balance = balance + 1 WHERE user_id = {user}"
+        ))
+        .await
+        .unwrap();
+        // One draw of 3 in 10 misses it with a chance of about 3 in 4: 200 all miss with
+        // one of about 10^27.
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found.push(wallets_off_their_ledger(&db, 3).await.unwrap());
+        }
+        assert!(found.contains(&1), "wallet {user} is never drawn");
+        db.execute_unprepared(&format!(
+            "UPDATE wallets SET balance = balance - 1 WHERE user_id = {user}"
+        ))
+        .await
+        .unwrap();
+    }
+    // Both off at once: a draw of 3 holds both only across the wrap (10, 1, 2).
+    db.execute_unprepared("UPDATE wallets SET balance = balance + 1 WHERE user_id IN (1, 10)")
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found.push(wallets_off_their_ledger(&db, 3).await.unwrap());
+    }
+    assert!(found.contains(&2), "a draw wraps round: {found:?}");
+    for _ in 0..50 {
+        assert!(wallets_off_their_ledger(&db, 1).await.unwrap() <= 1);
+    }
+    assert_eq!(wallets_off_their_ledger(&db, 10).await.unwrap(), 2);
+}

@@ -55,8 +55,11 @@ pub async fn money_totals<C: ConnectionTrait>(db: &C) -> Result<MoneyTotals, DbE
 
 /// Of up to `sample` wallets picked at random, how many differ from the sum of their ledger
 /// or from their last ledger row's `balance_after`, or are negative. A sample keeps the check
-/// cheap however many wallets there are; every run draws another. A wallet's closed months
-/// are read from `ledger_closed_wallets`, its open ones from their partitions only.
+/// cheap however many wallets there are; every run draws another: the `sample` wallets from
+/// a random user id on (wrapping round to the first), read by the primary key. Drawing them
+/// one by one (`ORDER BY random()`) read and sorted every wallet each time: 61 of the check's
+/// 103 ms with 394,000 wallets. A wallet's closed months are read from
+/// `ledger_closed_wallets`, its open ones from their partitions only.
 pub async fn wallets_off_their_ledger<C: ConnectionTrait>(
     db: &C,
     sample: u32,
@@ -64,7 +67,14 @@ pub async fn wallets_off_their_ledger<C: ConnectionTrait>(
     let row = db
         .query_one_raw(stmt(
             db,
-            "WITH picked AS (SELECT user_id, balance FROM wallets ORDER BY random() LIMIT $1) \
+            "WITH start AS MATERIALIZED ( \
+               SELECT floor(random() * (COALESCE((SELECT max(user_id) FROM wallets), 0) + 1))::bigint AS id), \
+             picked AS MATERIALIZED (SELECT * FROM ( \
+               (SELECT user_id, balance FROM wallets WHERE user_id >= (SELECT id FROM start) \
+                ORDER BY user_id LIMIT $1) \
+               UNION ALL \
+               (SELECT user_id, balance FROM wallets WHERE user_id < (SELECT id FROM start) \
+                ORDER BY user_id LIMIT $1)) w LIMIT $1) \
              SELECT count(*)::bigint AS off FROM picked p \
              LEFT JOIN ledger_closed_wallets c ON c.user_id = p.user_id \
              LEFT JOIN LATERAL ( \
