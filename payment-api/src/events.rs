@@ -15,7 +15,7 @@ use common::events::{
     RESERVATION_REJECTED, ReservationConfirmed, ReservationRejected,
 };
 use common::kafka::{Envelope, EventHandler, HandlerError, Incoming};
-use common::{inbox, outbox};
+use common::outbox;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
@@ -121,9 +121,13 @@ impl EventHandler for SettlementEvents {
             RESERVATION_CONFIRMED => {
                 let event: Envelope<ReservationConfirmed> = msg.decode()?;
                 let now = self.clock.now();
-                inbox::once(&self.db, event.id, CONSUMER, async |txn| {
-                    payments::mark_confirmed(txn, event.data.payment_id, now).await
-                })
+                payments::mark_confirmed_once(
+                    &self.db,
+                    event.id,
+                    CONSUMER,
+                    event.data.payment_id,
+                    now,
+                )
                 .await?;
             }
             other => {

@@ -234,14 +234,12 @@ async fn take_payment<C: ConnectionTrait>(
     r: &RemoteReservation,
     now: DateTime<Utc>,
 ) -> Result<Result<PaymentView, PayRefusal>, DbErr> {
-    let Some(payment) = payments::insert(txn, r.user_id, r.id, r.amount, now).await? else {
+    let Some((payment, debited)) =
+        payments::insert_paid(txn, r.user_id, r.id, r.amount, now).await?
+    else {
         return Ok(Err(PayRefusal::AlreadyPaid));
     };
-    let reference = format!("payment:{}", payment.id);
-    if wallet::debit(txn, r.user_id, r.amount, &reference, now)
-        .await?
-        .is_none()
-    {
+    if !debited {
         payments::delete(txn, payment.id).await?;
         return Ok(Err(PayRefusal::InsufficientBalance(r.amount)));
     }

@@ -3,6 +3,8 @@
 
 use crate::store::stmt;
 use chrono::{DateTime, Utc};
+use common::inbox;
+use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -35,22 +37,45 @@ pub struct PaymentRow {
 
 const COLUMNS: &str = "id, user_id, reservation_id, amount, status, created_at";
 
-/// Inserts the payment for a reservation; `None` if the reservation already has one. A
-/// concurrent insert for the same reservation waits on the unique index until the first
-/// commits (then this returns `None`) or rolls back (then this one proceeds).
-pub async fn insert<C: ConnectionTrait>(
+/// Inserts the payment for a reservation and, in the same statement, takes its amount from
+/// the payer's wallet with the PAYMENT ledger row that says so (`ref` `payment:<id>`, as
+/// [`crate::store::wallet::debit`] writes it): the debit is tried only once the payment row
+/// is in. `None` if the reservation already has a payment (nothing is debited); `debited`
+/// false if the wallet holds less than the amount, when the caller must take the payment row
+/// out again ([`delete`]). A concurrent insert for the same reservation waits on the unique
+/// index until the first commits (then this returns `None`) or rolls back (then this one
+/// proceeds); concurrent debits of one wallet wait on its row, and each re-checks the balance.
+pub async fn insert_paid<C: ConnectionTrait>(
     txn: &C,
     user_id: i64,
     reservation_id: i64,
     amount: i64,
     paid_at: DateTime<Utc>,
-) -> Result<Option<PaymentRow>, DbErr> {
-    PaymentRow::find_by_statement(stmt(
+) -> Result<Option<(PaymentRow, bool)>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Paid {
+        id: i64,
+        user_id: i64,
+        reservation_id: i64,
+        amount: i64,
+        status: PaymentStatus,
+        created_at: DateTime<Utc>,
+        debited: bool,
+    }
+    let paid = Paid::find_by_statement(stmt(
         txn,
         &format!(
-            "INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
-             VALUES ($1, $2, $3, 'COMPLETED', $4) \
-             ON CONFLICT (reservation_id) DO NOTHING RETURNING {COLUMNS}"
+            "WITH p AS ( \
+                INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
+                VALUES ($1, $2, $3, 'COMPLETED', $4) \
+                ON CONFLICT (reservation_id) DO NOTHING RETURNING {COLUMNS}), \
+             w AS ( \
+                UPDATE wallets SET balance = balance - $3, updated_at = $4 \
+                WHERE user_id = $1 AND balance >= $3 AND EXISTS (SELECT FROM p) RETURNING balance), \
+             l AS ( \
+                INSERT INTO ledger (user_id, kind, amount, balance_after, ref, created_at) \
+                SELECT $1, 'PAYMENT', $3, w.balance, 'payment:' || p.id, $4 FROM w, p) \
+             SELECT {COLUMNS}, EXISTS (SELECT FROM w) AS debited FROM p"
         ),
         vec![
             user_id.into(),
@@ -60,7 +85,20 @@ pub async fn insert<C: ConnectionTrait>(
         ],
     ))
     .one(txn)
-    .await
+    .await?;
+    Ok(paid.map(|p| {
+        (
+            PaymentRow {
+                id: p.id,
+                user_id: p.user_id,
+                reservation_id: p.reservation_id,
+                amount: p.amount,
+                status: p.status,
+                created_at: p.created_at,
+            },
+            p.debited,
+        )
+    }))
 }
 
 /// Payment `id`, from the hot table or the archive (`archive.payments`: a payment of an
@@ -164,6 +202,32 @@ pub async fn mark_confirmed<C: ConnectionTrait>(
     ))
     .await?;
     Ok(())
+}
+
+/// Records, once per event `event_id` for `consumer` (the inbox), that concert-api's
+/// confirmation of the reservation this payment bought was seen at `now` (the first time
+/// only): one statement, no transaction. Returns whether this delivery was the first.
+pub async fn mark_confirmed_once<C: ConnectionTrait>(
+    db: &C,
+    event_id: Uuid,
+    consumer: &str,
+    payment_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    inbox::once_in_statement(
+        db,
+        event_id,
+        consumer,
+        &format!(
+            "WITH {}, \
+             confirmed AS (UPDATE payments SET confirmed_at = $4 \
+                WHERE id = $3 AND confirmed_at IS NULL AND EXISTS (SELECT FROM first)) \
+             SELECT EXISTS (SELECT FROM first) AS first",
+            inbox::FIRST
+        ),
+        vec![payment_id.into(), now.into()],
+    )
+    .await
 }
 
 /// Records that `payment.completed` was published again at `now` (reconciliation's window).

@@ -290,3 +290,59 @@ async fn payments_succeed_while_the_broker_is_down_and_confirm_when_it_returns()
     );
     p.assert_money_invariants().await;
 }
+
+/// `reservation.confirmed` is recorded in one statement with its inbox row: of fifty
+/// deliveries of one event at once exactly one is the first and dates the confirmation; a
+/// later event for the same payment (another id) is recorded but does not move the date.
+#[tokio::test]
+async fn fifty_deliveries_of_one_confirmation_record_it_once() {
+    use common::testkit::TestDatabase;
+    use payment_api::events::CONSUMER;
+    use payment_api::store::payments::{insert_paid, mark_confirmed_once};
+    use sea_orm::prelude::Uuid;
+    use sea_orm_migration::MigratorTrait;
+
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    // No wallet: the payment row stays undebited, which is all this needs.
+    let (payment, _) = insert_paid(&db, 3, 11, 1000, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = Uuid::new_v4();
+    let first_at = Utc::now();
+    let firsts = futures_util::future::join_all((0..50).map(|i| {
+        let db = db.clone();
+        async move {
+            let at = first_at + chrono::TimeDelta::milliseconds(i);
+            mark_confirmed_once(&db, event, CONSUMER, payment.id, at).await
+        }
+    }))
+    .await;
+    let firsts: Vec<bool> = firsts.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        firsts.iter().filter(|first| **first).count(),
+        1,
+        "{firsts:?}"
+    );
+    let confirmed_at = "SELECT count(*)::bigint AS n FROM payments WHERE confirmed_at IS NOT NULL";
+    assert_eq!(count(&db, confirmed_at).await, 1);
+    let inbox = "SELECT count(*)::bigint AS n FROM inbox";
+    assert_eq!(count(&db, inbox).await, 1);
+
+    let later = first_at + chrono::TimeDelta::hours(1);
+    assert!(
+        mark_confirmed_once(&db, Uuid::new_v4(), CONSUMER, payment.id, later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(count(&db, inbox).await, 2);
+    let moved = format!(
+        "SELECT count(*)::bigint AS n FROM payments WHERE confirmed_at >= '{}'",
+        later.to_rfc3339()
+    );
+    assert_eq!(count(&db, &moved).await, 0, "the first date stays");
+}
