@@ -493,7 +493,7 @@ const LIMITS: &str = "### What limits the figures
   leaves 4 ms of CPU for each, and the platform spends the figure in the table above. Per
   purchase it makes about 10 HTTP requests through nginx (two joins and two event streams,
   as half the fans leave empty-handed; the schedule list, the seat map, the hold, the payment
-  and a look at the reservation), some 31 PostgreSQL statements in 8 transactions over three
+  and a look at the reservation), some 25 PostgreSQL statements in 8 transactions over three
   databases (the hold; the payment with its idempotency key, wallet, ledger and outbox; the
   settlement with its inbox and outbox; the confirmation in payment-api; the pass retired in
   users-api; the outbox relays), about 12 Redis round trips (110 commands, counting those
@@ -520,7 +520,19 @@ const LIMITS: &str = "### What limits the figures
   claim as one PL/pgSQL call (one round trip for a hold instead of four); PostgreSQL over its
   Unix socket instead of loopback TCP (its CPU per purchase 3.63 against 3.69 ms);
   `shared_buffers` 1 GB instead of 128 MB; `DATABASE_POOL_SIZE` 6 instead of 16; one tokio
-  worker per service (`TOKIO_WORKER_THREADS=1`); admission ticks every 50 ms instead of 250.
+  worker per service (`TOKIO_WORKER_THREADS=1`); admission ticks every 50 ms instead of 250;
+  mimalloc as concert-api's and payment-api's allocator (perf put glibc's malloc and free at
+  about a tenth of the services' CPU, but concert-api's CPU per purchase stayed 1.20, 1.19
+  and 1.32 ms against 1.20, 1.23 and 1.34 ms).
+- Six PostgreSQL round trips fewer per purchase and two reads made cheaper, each measured
+  over alternated runs (bench/purchase-cost.sh, 10,000 fans) against the build before it:
+  the settlement's sale, confirmation and event in one statement, the seat map read from the
+  live seats alone (planned in half the time, run in two thirds) and the watchdog's wallet
+  sample read by primary key instead of sorting every wallet: 7.93 and 8.26 ms a purchase
+  against 8.50 and 8.60 ms. Then the payment row with its debit in one statement and
+  payment-api's record of the confirmation with its inbox row, self-committing (measured
+  together with mimalloc, above): 7.66, 7.83 and 9.01 ms against 8.22, 8.48 and 9.12 ms,
+  payment-api and its PostgreSQL about 0.15 ms of it.
 - Some costs grow with the platform rather than the sale: batch's seat invariant check read
   every live reservation of every show still to come, every 15 s. On the machine these
   figures come from, after some 35 sales (175,000 such reservations), that was 260 ms of
