@@ -7,6 +7,7 @@
 mod consumer;
 mod dead_letter;
 mod offsets;
+mod producer;
 
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
 
@@ -53,12 +53,13 @@ pub enum TopicError {
 #[derive(Clone)]
 pub struct KafkaClient {
     cfg: KafkaConfig,
-    producer: FutureProducer,
+    producer: producer::PolledProducer,
 }
 
 impl KafkaClient {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer = client_config(cfg)
+        let mut config = client_config(cfg);
+        config
             // Idempotence: a retried send is written once, in order, per partition.
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -66,8 +67,8 @@ impl KafkaClient {
             // A broker that stops answering fails the send in bounded time, so the outbox
             // relay can roll back and try again instead of hanging.
             .set("message.timeout.ms", "10000")
-            .set("socket.timeout.ms", "10000")
-            .create()?;
+            .set("socket.timeout.ms", "10000");
+        let producer = producer::PolledProducer::create(&config)?;
         Ok(Self {
             cfg: cfg.clone(),
             producer,
@@ -91,15 +92,15 @@ impl KafkaClient {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(), KafkaError> {
-        let record = FutureRecord::to(physical_topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers);
         self.producer
-            .send(record, Duration::from_secs(5))
+            .send(
+                physical_topic,
+                key,
+                payload,
+                headers,
+                Duration::from_secs(5),
+            )
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
     }
 
     /// The physical names of the given logical topics and their `.dlq` twins.
