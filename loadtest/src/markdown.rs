@@ -533,6 +533,11 @@ const LIMITS: &str = "### What limits the figures
   payment-api's record of the confirmation with its inbox row, self-committing (measured
   together with mimalloc, above): 7.66, 7.83 and 9.01 ms against 8.22, 8.48 and 9.12 ms,
   payment-api and its PostgreSQL about 0.15 ms of it.
+- An idle service cost 14–18 ms of CPU a second, 9 of them in rust-rdkafka's producer polling
+  thread, which spins through the end of each 100 ms poll. The producer now has a polling
+  thread of its own with one-second windows: the four services idle at 31 ms a second
+  together instead of 62–63 (bench/purchase-cost.sh, its idle window), and spent 2.68 and
+  2.75 ms of a purchase during the sale against 2.80 and 2.79.
 - Some costs grow with the platform rather than the sale: batch's seat invariant check read
   every live reservation of every show still to come, every 15 s. On the machine these
   figures come from, after some 35 sales (175,000 such reservations), that was 260 ms of
@@ -543,7 +548,9 @@ const LIMITS: &str = "### What limits the figures
   one build, the later runs (more sales behind them) the dearer.
 - Here the sale runs after the endpoint scenarios, whose thousands of holds end during it:
   batch's expiry sweep and its PostgreSQL work are charged to the sale, and its joins meet a
-  warmer, busier machine.
+  warmer, busier machine. In the runs of this build, PostgreSQL for batch and Redis took
+  0.65–1.1 ms of a purchase each here, against 0.1 and 0.5 ms when the same sale runs alone
+  (bench/purchase-cost.sh, 10,000 fans: 7.87 and 7.93 ms a purchase in all).
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
   their times.
