@@ -24,29 +24,30 @@ pub async fn record<C: ConnectionTrait>(
     Ok(res.rows_affected() == 1)
 }
 
-/// The inbox row of event `$1` for consumer `$2`, as a statement's first CTE named `first`:
-/// one row when this delivery is the first, none for a repeat. An effect of one statement
-/// written after it (its own parameters from `$3`) and guarded by `EXISTS (SELECT FROM
-/// first)` runs at most once per event, in one round trip and no transaction of its own: a
-/// concurrent delivery waits on the inbox row as in [`once`]. For [`once_in_statement`].
-pub const FIRST: &str = "first AS (INSERT INTO inbox (event_id, consumer) VALUES ($1, $2) \
-     ON CONFLICT DO NOTHING RETURNING true)";
-
-/// Runs `sql` (`WITH {FIRST}, ...` see [`FIRST`]) with `event_id`, `consumer` and then
-/// `values` as its parameters; it must answer one row with a boolean column `first` (`SELECT
-/// EXISTS (SELECT FROM first) AS first`). Returns whether this delivery was the first.
+/// Runs `effect`, the data-modifying CTEs of one statement, at most once per `event_id` for
+/// `consumer`, in one round trip and no transaction of its own. The statement starts with
+/// the inbox row as a CTE named `first` (one row when this delivery is the first, none for a
+/// repeat); `effect` must do nothing unless `EXISTS (SELECT FROM first)`. Its parameters are
+/// `values`, from `$3` (`$1` and `$2` are the event and the consumer). A concurrent delivery
+/// of the same event waits on the inbox row, as in [`once`]. Returns whether this delivery
+/// was the first.
 pub async fn once_in_statement<C: ConnectionTrait>(
     db: &C,
     event_id: Uuid,
     consumer: &str,
-    sql: &str,
+    effect: &str,
     values: Vec<sea_orm::Value>,
 ) -> Result<bool, DbErr> {
     let mut all: Vec<sea_orm::Value> = vec![event_id.into(), consumer.into()];
     all.extend(values);
     db.query_one_raw(Statement::from_sql_and_values(
         db.get_database_backend(),
-        sql,
+        format!(
+            "WITH first AS (INSERT INTO inbox (event_id, consumer) VALUES ($1, $2) \
+               ON CONFLICT DO NOTHING RETURNING true), \
+             {effect} \
+             SELECT EXISTS (SELECT FROM first) AS first"
+        ),
         all,
     ))
     .await?

@@ -871,6 +871,16 @@ fn first_day(at: DateTime<Utc>) -> NaiveDate {
     at.date_naive().with_day(1).unwrap()
 }
 
+/// A new payment database, migrated.
+async fn payment_db() -> (TestDatabase, DatabaseConnection) {
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    (test_db, db)
+}
+
 /// The payment database migrated up to (not including) the ledger's partitioning.
 async fn payment_db_before_partitioning() -> (TestDatabase, DatabaseConnection) {
     let db = TestDatabase::create().await;
@@ -1053,11 +1063,7 @@ async fn a_month_over_is_closed_and_the_watchdog_counts_it_once() {
     use payment_api::store::invariants::{money_totals, wallets_off_their_ledger};
     use payment_api::store::wallet::{LedgerKind, credit, debit};
 
-    let test_db = TestDatabase::create().await;
-    let db = test_db.connect().await;
-    payment_api::store::migration::Migrator::up(&db, None)
-        .await
-        .unwrap();
+    let (_test_db, db) = payment_db().await;
     let now = Utc::now();
     let write = |user: i64, amount: i64, at: DateTime<Utc>| {
         let db = db.clone();
@@ -1182,11 +1188,7 @@ async fn a_month_over_is_closed_and_the_watchdog_counts_it_once() {
 /// creating the ledger's months: each month is created once, by one of them, and none fails.
 #[tokio::test]
 async fn archivers_at_once_create_each_ledger_month_once() {
-    let test_db = TestDatabase::create().await;
-    let db = test_db.connect().await;
-    payment_api::store::migration::Migrator::up(&db, None)
-        .await
-        .unwrap();
+    let (_test_db, db) = payment_db().await;
     let later = Utc::now() + TimeDelta::days(3 * 365);
     let mut upkeeps = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -1517,11 +1519,7 @@ async fn the_wallet_sample_reaches_every_wallet_in_some_draw() {
     use payment_api::store::invariants::wallets_off_their_ledger;
     use payment_api::store::wallet::{LedgerKind, credit};
 
-    let test_db = TestDatabase::create().await;
-    let db = test_db.connect().await;
-    payment_api::store::migration::Migrator::up(&db, None)
-        .await
-        .unwrap();
+    let (_test_db, db) = payment_db().await;
     for user in 1..=10 {
         let txn = db.begin().await.unwrap();
         credit(

@@ -52,53 +52,37 @@ pub async fn insert_paid<C: ConnectionTrait>(
     amount: i64,
     paid_at: DateTime<Utc>,
 ) -> Result<Option<(PaymentRow, bool)>, DbErr> {
-    #[derive(FromQueryResult)]
-    struct Paid {
-        id: i64,
-        user_id: i64,
-        reservation_id: i64,
-        amount: i64,
-        status: PaymentStatus,
-        created_at: DateTime<Utc>,
-        debited: bool,
-    }
-    let paid = Paid::find_by_statement(stmt(
-        txn,
-        &format!(
-            "WITH p AS ( \
-                INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
-                VALUES ($1, $2, $3, 'COMPLETED', $4) \
-                ON CONFLICT (reservation_id) DO NOTHING RETURNING {COLUMNS}), \
-             w AS ( \
-                UPDATE wallets SET balance = balance - $3, updated_at = $4 \
-                WHERE user_id = $1 AND balance >= $3 AND EXISTS (SELECT FROM p) RETURNING balance), \
-             l AS ( \
-                INSERT INTO ledger (user_id, kind, amount, balance_after, ref, created_at) \
-                SELECT $1, 'PAYMENT', $3, w.balance, 'payment:' || p.id, $4 FROM w, p) \
-             SELECT {COLUMNS}, EXISTS (SELECT FROM w) AS debited FROM p"
-        ),
-        vec![
-            user_id.into(),
-            reservation_id.into(),
-            amount.into(),
-            paid_at.into(),
-        ],
-    ))
-    .one(txn)
-    .await?;
-    Ok(paid.map(|p| {
-        (
-            PaymentRow {
-                id: p.id,
-                user_id: p.user_id,
-                reservation_id: p.reservation_id,
-                amount: p.amount,
-                status: p.status,
-                created_at: p.created_at,
-            },
-            p.debited,
-        )
-    }))
+    let Some(row) = txn
+        .query_one_raw(stmt(
+            txn,
+            &format!(
+                "WITH p AS ( \
+                    INSERT INTO payments (user_id, reservation_id, amount, status, created_at) \
+                    VALUES ($1, $2, $3, 'COMPLETED', $4) \
+                    ON CONFLICT (reservation_id) DO NOTHING RETURNING {COLUMNS}), \
+                 w AS ( \
+                    UPDATE wallets SET balance = balance - $3, updated_at = $4 \
+                    WHERE user_id = $1 AND balance >= $3 AND EXISTS (SELECT FROM p) RETURNING balance), \
+                 l AS ( \
+                    INSERT INTO ledger (user_id, kind, amount, balance_after, ref, created_at) \
+                    SELECT $1, 'PAYMENT', $3, w.balance, 'payment:' || p.id, $4 FROM w, p) \
+                 SELECT {COLUMNS}, EXISTS (SELECT FROM w) AS debited FROM p"
+            ),
+            vec![
+                user_id.into(),
+                reservation_id.into(),
+                amount.into(),
+                paid_at.into(),
+            ],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        PaymentRow::from_query_result(&row, "")?,
+        row.try_get("", "debited")?,
+    )))
 }
 
 /// Payment `id`, from the hot table or the archive (`archive.payments`: a payment of an
@@ -218,13 +202,8 @@ pub async fn mark_confirmed_once<C: ConnectionTrait>(
         db,
         event_id,
         consumer,
-        &format!(
-            "WITH {}, \
-             confirmed AS (UPDATE payments SET confirmed_at = $4 \
-                WHERE id = $3 AND confirmed_at IS NULL AND EXISTS (SELECT FROM first)) \
-             SELECT EXISTS (SELECT FROM first) AS first",
-            inbox::FIRST
-        ),
+        "confirmed AS (UPDATE payments SET confirmed_at = $4 \
+            WHERE id = $3 AND confirmed_at IS NULL AND EXISTS (SELECT FROM first))",
         vec![payment_id.into(), now.into()],
     )
     .await
