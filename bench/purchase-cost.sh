@@ -65,6 +65,7 @@ fi
 
 log "restarting the stack with the benchmark settings (${STACK_REPLICAS:-1} instance(s) of each service, binaries in $bin_dir)"
 bench_restart_stack >"$out/stack.log" 2>&1 || { cat "$out/stack.log" >&2; die "the stack did not start"; }
+bench_wait_for_earlier_holds
 log "$(grep -c 'is ready' "$out/stack.log") instances ready; flash sale: ${sale_args[*]}"
 
 status=0

@@ -14,7 +14,8 @@
 # against the same stack's PostgreSQL (a throwaway concert, removed afterwards): the ceiling
 # the holds are read against (pgbench-hold.json).
 #
-# The flash sale gets a freshly started stack so that its memory figures are its own, and runs
+# The flash sale runs first, on a freshly started stack of its own (its memory figures are its
+# own, and no other scenario's holds expire during it), and runs
 # through bench/purchase_cost.py (`run`, as bench/purchase-cost.sh does): it reads the CPU time
 # of every process of the stack when the sale opens and when it is over, then (`merge`) writes
 # the CPU per purchase into the sale's report as figures.cpu_ms_per_purchase. Its files
@@ -59,6 +60,7 @@ for scenario in $SCENARIOS; do
         log "fresh stack for the flash sale"
         STACK_SKIP_BUILD=1 bench_restart_stack
         endpoints_stack=0
+        bench_wait_for_earlier_holds
         log "scenario flash-sale, through bench/purchase_cost.py (CPU per purchase)"
         sale="$out/flash-sale"
         python3 bench/purchase_cost.py run "$sale" target/release/loadtest || status=1
