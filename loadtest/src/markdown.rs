@@ -546,11 +546,37 @@ const LIMITS: &str = "### What limits the figures
   idle); PostgreSQL's CPU for batch during a sale went from 0.18–0.20 to 0.10 ms a purchase.
   The same sale sold out in 21–28 s and cost 6.8–9.1 ms per purchase over a dozen runs of
   one build, the later runs (more sales behind them) the dearer.
-- Here the sale runs after the endpoint scenarios, whose thousands of holds end during it:
-  batch's expiry sweep and its PostgreSQL work are charged to the sale, and its joins meet a
-  warmer, busier machine. In the runs of this build, PostgreSQL for batch and Redis took
-  0.65–1.1 ms of a purchase each here, against 0.1 and 0.5 ms when the same sale runs alone
-  (bench/purchase-cost.sh, 10,000 fans: 7.87 and 7.93 ms a purchase in all).
+- The sale runs first, on a fresh stack, and waits until no seat is held by an earlier run.
+  Run after the endpoint scenarios, as it was until this round, thousands of their holds
+  ended during it and batch's expiry sweep was charged to the sale: PostgreSQL for batch and
+  Redis took 0.65–1.1 ms of a purchase each, against 0.1–0.2 and 0.5 ms alone (the last file
+  rendered that way said 10.21 ms a purchase; bench/purchase-cost.sh, 10,000 fans, 7.87 and
+  7.93 ms). batch's own periodic work (the full seat check every 10 minutes, the money
+  totals) still lands in some sales and not others: PostgreSQL for batch 0.8 ms a purchase
+  in two runs of one build, 0.2 in the next two.
+- A reservation no longer has foreign keys to its concert and schedule: each check locked
+  the on-sale's one concert row `FOR KEY SHARE` at every hold (concurrent lockers share a
+  MultiXact; each lock rewrites the row's header and writes WAL). The hold's SQL alone
+  (pgbench-hold, 64 clients, same stack) went from 2,195 to 2,603 holds/s; through the
+  platform the difference is within noise (hold-distinct 1,745 and 1,774 holds/s; the flash
+  sale 7.89 and 7.96 ms a purchase with and without), because there every hold waits on far
+  more than the database. pgbench-hold also connects without TLS now, like the services
+  (libpq negotiated TLS with Debian's PostgreSQL): the ceiling is the database's, not the
+  encryption's.
+- What the commits' flushes cost: with `synchronous_commit = off` (for the measurement only:
+  money is not written that way) PostgreSQL took 3.00 ms of a purchase instead of 3.52.
+  Group commit (`commit_delay` 200 µs) did not take that back: PostgreSQL for concert-api
+  1.87 and 1.86 ms a purchase with it, 1.88 and 1.80 without (alternated runs), so it was
+  not kept.
+- Threads, counted (`/proc/<pid>/task/*/status` over a sale): concert-api's tokio runtime
+  threads (the consumer that settles payments, the outbox relay, the Redis connection's
+  driver task, and the sockets of pooled connections opened there) switched out 29 times a
+  purchase and spent 0.55 ms, its one actix worker 13 times and 0.42 ms; payment-api's 11
+  and 8 times (0.26 and 0.24 ms). A request served on the actix worker reaches Redis through
+  the driver task on the other runtime, a hand-off between threads each way, and a pooled
+  PostgreSQL connection may be watched by either runtime. Connections owned by the thread
+  that uses them would save those hand-offs: the pools and the Redis connection built per
+  worker. Not done yet.
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
   their times.
