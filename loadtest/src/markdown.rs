@@ -574,9 +574,13 @@ const LIMITS: &str = "### What limits the figures
   purchase and spent 0.55 ms, its one actix worker 13 times and 0.42 ms; payment-api's 11
   and 8 times (0.26 and 0.24 ms). A request served on the actix worker reaches Redis through
   the driver task on the other runtime, a hand-off between threads each way, and a pooled
-  PostgreSQL connection may be watched by either runtime. Connections owned by the thread
-  that uses them would save those hand-offs: the pools and the Redis connection built per
-  worker. Not done yet.
+  PostgreSQL connection may be watched by either runtime. Tried and not kept: a Redis
+  connection per thread, opened by the thread that first uses it (so the actix worker drives
+  its own). concert-api's CPU went down (1.05, 1.03, 1.09 and 1.18 ms a purchase against
+  1.17, 1.20, 1.19 and 1.23, alternated runs), but its holds' p90 went up (four of 23
+  one-second samples at 300 ms or more, against one of 22), since replies now waited for the
+  one busy worker thread; the pace admitted fewer fans, and three of four sales sold out
+  3–6 s later (27.8–30.7 s, and 24.7 s, against 23.8–24.9 s).
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
   their times.
