@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Sourced by bench/run.sh, bench/purchase-cost.sh, bench/crash-drill.sh and bench/chaos.sh (from the repository root):
-# the settings the benchmarks run the stack with, how they (re)start it, and the drills' helpers.
+# Sourced by bench/run.sh, bench/purchase-cost.sh, bench/crash-drill.sh and bench/chaos.sh (from
+# the repository root): the settings the benchmarks run the stack with, how they (re)start it,
+# and the drills' helpers.
 #
 # The gateway's per-address rate limits would turn a one-address load generator away, so the
 # benchmarks raise them (recorded in every report); GATEWAY_BENCH_ROUTE=1 adds the baseline's

@@ -15,8 +15,8 @@
 # the holds are read against (pgbench-hold.json).
 #
 # The flash sale runs first, on a freshly started stack of its own (its memory figures are its
-# own, and no other scenario's holds expire during it), and runs
-# through bench/purchase_cost.py (`run`, as bench/purchase-cost.sh does): it reads the CPU time
+# own, and no other scenario's holds expire during it), through bench/purchase_cost.py (`run`,
+# as bench/purchase-cost.sh does): it reads the CPU time
 # of every process of the stack when the sale opens and when it is over, then (`merge`) writes
 # the CPU per purchase into the sale's report as figures.cpu_ms_per_purchase. Its files
 # (cost.json, sale.json, sale.txt, loadtest.log, snapshots.json) are in .bench/<time>/flash-sale/;

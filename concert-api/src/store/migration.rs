@@ -213,8 +213,8 @@ CREATE TABLE archive.reservation_seats (
 /// took a `FOR KEY SHARE` row lock on the parent at every hold, and during an on-sale every
 /// hold names the same concert row and one of a few schedule rows: concurrent lockers of one
 /// row share a MultiXact, each lock rewrites the row's header and writes WAL. The hold's SQL
-/// alone through pgbench (bench/pgbench-hold.sh, 64 clients): 2,430–2,440 holds/s with the
-/// keys, 2,710–2,760 without.
+/// alone through pgbench (bench/pgbench-hold.sh, 64 clients): 2,195 holds/s with the keys,
+/// 2,603 without, beside a running stack; 2,430–2,440 and 2,710–2,760 on an idle one.
 ///
 /// Nothing is given up: the only statements that insert reservations (the two claims of
 /// `store::holds`) insert one only after claiming seats of its `schedule_id` (`seats` keeps
