@@ -70,6 +70,28 @@ pub fn reservation_confirmed(
     }
 }
 
+/// `reservation.confirmed` for `payment` as far as the payment tells it, for
+/// [`crate::store::settlement::sell_at_once`], which sets what only the reservation knows
+/// (`concert_id`, `schedule_id`, `seat_nos`) in the row it writes.
+pub fn reservation_confirmed_by(
+    payment: &PaymentCompleted,
+    at: DateTime<Utc>,
+) -> Outgoing<ReservationConfirmed> {
+    let data = ReservationConfirmed {
+        reservation_id: payment.reservation_id,
+        payment_id: payment.payment_id,
+        user_id: payment.user_id,
+        concert_id: 0,
+        schedule_id: 0,
+        seat_nos: Vec::new(),
+    };
+    Outgoing {
+        topic: RESERVATION_CONFIRMED,
+        reservation_id: payment.reservation_id,
+        envelope: Envelope::new(RESERVATION_CONFIRMED, data, at),
+    }
+}
+
 /// `payment` bought nothing, for `why`: payment-api refunds it.
 pub fn reservation_rejected(
     payment: &PaymentCompleted,

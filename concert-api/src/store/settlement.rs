@@ -3,7 +3,7 @@
 //! `reservation.rejected` event written for a payment, read back so a repeated settlement can
 //! answer the verdict already given.
 
-use common::events::RESERVATION_REJECTED;
+use common::events::{PaymentCompleted, RESERVATION_REJECTED};
 use common::outbox;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
@@ -75,6 +75,89 @@ pub async fn sell<C: ConnectionTrait>(
     .await?
     .map_or(0, |s| s.sold as u64);
     if sold as usize == r.seat_nos.len() {
+        outbox::written();
+    }
+    Ok(sold)
+}
+
+/// A payment [`sell_at_once`] settled: its reservation's concert and schedule, and how many
+/// seats it bought.
+#[derive(Debug, FromQueryResult)]
+pub struct SoldAtOnce {
+    pub concert_id: i64,
+    pub schedule_id: i64,
+    pub sold: i64,
+}
+
+/// The common settlement in one statement and no transaction of its own: `payment` is the
+/// first delivery of event `event_id`, for a reservation HELD by its payer, paid by
+/// `held_until`, that still holds every one of its seats. Then, all in one, the event is
+/// recorded in the inbox for `consumer`, the seats SOLD, the reservation CONFIRMED and
+/// `confirmed`, its `reservation.confirmed` outbox row, written. The row's `data` lacks what
+/// only the reservation knows: the statement sets its `concert_id`, `schedule_id` and
+/// `seat_nos`. Anything else (a repeat, a rejection, an archived show, a lost seat) changes
+/// nothing and answers `None`: the caller then settles in a transaction (`lock`, `sell`, ...),
+/// which judges every case.
+///
+/// The reservation and then its seats are locked before anything is decided, in that order as
+/// in the transaction, so what is judged is what is written: the seats are sold all together
+/// or not at all. The inbox row comes before the sale (`first`, as in
+/// `inbox::once_in_statement`): a concurrent delivery of the same event waits on it and then
+/// sells nothing. One round trip instead of five (BEGIN, inbox, lock, sell, COMMIT).
+pub async fn sell_at_once<C: ConnectionTrait>(
+    db: &C,
+    event_id: Uuid,
+    consumer: &str,
+    payment: &PaymentCompleted,
+    confirmed: [Value; 5],
+) -> Result<Option<SoldAtOnce>, DbErr> {
+    let mut values: Vec<Value> = vec![
+        payment.reservation_id.into(),
+        payment.user_id.into(),
+        payment.paid_at.into(),
+        payment.payment_id.into(),
+        event_id.into(),
+        consumer.into(),
+    ];
+    values.extend(confirmed);
+    let sold = SoldAtOnce::find_by_statement(stmt(
+        db,
+        &format!(
+            "WITH r AS ( \
+                SELECT id, concert_id, schedule_id, seat_nos FROM reservations \
+                WHERE id = $1 AND status = 'HELD' AND user_id = $2 AND held_until >= $3 \
+                FOR UPDATE), \
+             mine AS MATERIALIZED ( \
+                SELECT id, status FROM seats WHERE reservation_id = $1 AND EXISTS (SELECT FROM r) \
+                FOR UPDATE), \
+             sellable AS MATERIALIZED ( \
+                SELECT (SELECT count(*) FROM mine WHERE status = 'HELD') \
+                     = (SELECT cardinality(seat_nos) FROM r) AS ok), \
+             first AS ( \
+                INSERT INTO inbox (event_id, consumer) SELECT $5, $6 WHERE (SELECT ok FROM sellable) \
+                ON CONFLICT DO NOTHING RETURNING true), \
+             sold AS ( \
+                UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
+                WHERE seats.id = mine.id AND EXISTS (SELECT FROM first) RETURNING seats.id), \
+             confirmed AS ( \
+                UPDATE reservations SET status = 'CONFIRMED', payment_id = $4, updated_at = now() \
+                WHERE id = $1 AND EXISTS (SELECT FROM first)), \
+             event AS ( \
+                INSERT INTO {} SELECT $7, $8, $9, \
+                    $10::jsonb || jsonb_build_object('data', ($10::jsonb -> 'data') || jsonb_build_object( \
+                        'concert_id', r.concert_id, 'schedule_id', r.schedule_id, \
+                        'seat_nos', to_jsonb(r.seat_nos))), \
+                    $11 \
+                FROM r WHERE EXISTS (SELECT FROM first)) \
+             SELECT r.concert_id, r.schedule_id, (SELECT count(*) FROM sold) AS sold \
+             FROM r WHERE EXISTS (SELECT FROM first)",
+            outbox::ROW_COLUMNS
+        ),
+        values,
+    ))
+    .one(db)
+    .await?;
+    if sold.is_some() {
         outbox::written();
     }
     Ok(sold)

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use common::events::ReservationConfirmed;
+use common::kafka::Envelope;
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 
 use crate::helpers::spawn_app;
@@ -37,6 +40,30 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
         "confirmed once"
     );
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
+    // The event says what the reservation holds, whichever way the settlement went (the
+    // common case writes the reservation's facts into it in SQL).
+    let row =
+        s.db.query_one_raw(Statement::from_string(
+            s.db.get_database_backend(),
+            "SELECT payload FROM outbox WHERE topic = 'reservation.confirmed'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let event: Envelope<ReservationConfirmed> =
+        serde_json::from_value(row.try_get("", "payload").unwrap()).unwrap();
+    assert_eq!(event.kind, "reservation.confirmed");
+    assert_eq!(
+        event.data,
+        ReservationConfirmed {
+            reservation_id: id,
+            payment_id: 77,
+            user_id: buyer.user_id,
+            concert_id: concert,
+            schedule_id: schedule,
+            seat_nos: vec![3, 4],
+        }
+    );
     // Counted once, as it happened once: one hold, one settlement, one lag of at least the
     // two seconds the clock moved (the test clock also runs on its own).
     for (series, value) in [
