@@ -9,7 +9,9 @@
 #
 # It restarts the local stack with the benchmark's settings (bench/lib.sh, as bench/run.sh
 # does; STACK_BIN_DIR runs another build's services and its loadtest, STACK_REPLICAS=2 two
-# instances of each service), watches it idle for IDLE_SECONDS (10), then runs
+# instances of each service), runs a warm-up sale that is not measured (bench_warm_up in
+# bench/lib.sh: BENCH_WARMUP_ARGS, default FLASH_SALE_ARGS; BENCH_WARMUP=0 skips it), waits for
+# earlier runs' holds to end, watches it idle for IDLE_SECONDS (10), then runs
 # `loadtest run flash-sale $FLASH_SALE_ARGS` through the gateway. bench/purchase_cost.py takes a
 # snapshot of every counter before the run, when the load tool says the sale opens and that it
 # is over, and SETTLE_SECONDS (11) after it exits (PostgreSQL's statistics reach
@@ -65,6 +67,7 @@ fi
 
 log "restarting the stack with the benchmark settings (${STACK_REPLICAS:-1} instance(s) of each service, binaries in $bin_dir)"
 bench_restart_stack >"$out/stack.log" 2>&1 || { cat "$out/stack.log" >&2; die "the stack did not start"; }
+bench_warm_up "$loadtest" "$out/warm-up.log" || die "the warm-up sale failed"
 bench_wait_for_earlier_holds
 log "$(grep -c 'is ready' "$out/stack.log") instances ready; flash sale: ${sale_args[*]}"
 

@@ -534,6 +534,10 @@ def window(chain, purchases):
         machine_busy_cpu_seconds=round(machine, 3),
         not_attributed_cpu_seconds=round(machine - counted, 3),
         loadtest_cpu_seconds=round(loadtest, 3),
+        # The load tool does the same work in every run of the same arguments, so its CPU
+        # tracks the machine's speed: runs a few minutes apart on this shared machine differed
+        # by 20 % in both, and builds are compared by this ratio.
+        platform_per_loadtest_cpu=round(platform / loadtest, 2) if loadtest else None,
         pg_transactions=xacts,
         pg_transactions_total=sum(x["transactions"] for x in xacts.values()),
         pg_transactions_per_purchase=per(sum(x["transactions"] for x in xacts.values())),
@@ -586,6 +590,9 @@ def print_table(cost):
           f"{'':>9}   {fmt(r['machine_busy_cpu_seconds'], 2):>8}")
     print(f"{'  of it not in any row above':<46} {fmt(s['not_attributed_cpu_seconds'], 2):>8} "
           f"{'':>9}   {fmt(r['not_attributed_cpu_seconds'], 2):>8}")
+    print(f"{'platform / loadtest CPU (machine-speed control)':<46} "
+          f"{fmt(s.get('platform_per_loadtest_cpu'), 2):>8} {'':>9}   "
+          f"{fmt(r.get('platform_per_loadtest_cpu'), 2):>8}")
     print()
     print(f"{'work':<46} {'sale':>8} {'/purch':>9}   {'whole':>8} {'/purch':>9}")
 

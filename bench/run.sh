@@ -15,7 +15,8 @@
 # the holds are read against (pgbench-hold.json).
 #
 # The flash sale runs first, on a freshly started stack of its own (its memory figures are its
-# own, and no other scenario's holds expire during it), through bench/purchase_cost.py (`run`,
+# own, and no other scenario's holds expire during it), after a warm-up sale that is not
+# measured (bench_warm_up in bench/lib.sh), through bench/purchase_cost.py (`run`,
 # as bench/purchase-cost.sh does): it reads the CPU time
 # of every process of the stack when the sale opens and when it is over, then (`merge`) writes
 # the CPU per purchase into the sale's report as figures.cpu_ms_per_purchase. Its files
@@ -60,6 +61,8 @@ for scenario in $SCENARIOS; do
         log "fresh stack for the flash sale"
         STACK_SKIP_BUILD=1 bench_restart_stack
         endpoints_stack=0
+        mkdir -p "$out/flash-sale"
+        bench_warm_up target/release/loadtest "$out/flash-sale/warm-up.log" || status=1
         bench_wait_for_earlier_holds
         log "scenario flash-sale, through bench/purchase_cost.py (CPU per purchase)"
         sale="$out/flash-sale"
