@@ -583,7 +583,30 @@ const LIMITS: &str = "### What limits the figures
   3–6 s later (27.8–30.7 s, and 24.7 s, against 23.8–24.9 s).
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
-  their times.
+  their times. The machine's own speed drifts: the load tool does the same work in every
+  sale, yet its CPU went from 0.88 to 1.21 ms a purchase between runs minutes apart, and the
+  platform's with it (6.8 and 8.5 ms for one build). bench/purchase-cost.sh prints the
+  platform's CPU over the load tool's as a control for that drift.
+- A round trip to PostgreSQL costs the platform about 25 µs. The settlement's common case (the
+  first delivery of a payment that buys its hold) is one self-committing statement now, four
+  round trips fewer (BEGIN, the inbox row, the lock, COMMIT): concert-api 0.99 and 1.04 ms a
+  purchase against 1.09 and 1.11, its PostgreSQL and the platform's total within noise
+  (alternated runs). The ~20 round trips left per purchase are about half a millisecond.
+- A broker started minutes before the sale pays for its JIT compiler in the first sales (perf:
+  6.5 % of the machine's samples in its C2 compiler threads; the broker 1.20 and 1.04 ms a
+  purchase in the first two sales, 0.38–0.60 after), so the benchmarks run a warm-up sale
+  that is not measured before the measured one.
+- Tried again this round and not kept: `DATABASE_POOL_SIZE` 4 (the pace saw the pool busy and
+  admitted fewer fans: sold out in 33.4 s, and the platform's CPU over the load tool's
+  rose); one tokio worker per service (platform over load tool 6.61 and 6.87 against 7.18
+  and 7.09, services about 0.1 ms a purchase less: smaller than what batch's periodic checks
+  add to one sale and not another).
+- The worst endpoint's p99 and the sale's length pull against each other. 10,000 fans join and
+  open their event streams in the first second (20,000 requests) while the first admitted
+  fans start their checkout: over this round's 17 sales the joins' p99 was 270–820 ms and the
+  worst endpoint's 320–850 ms. The one at 320 ms (`DATABASE_POOL_SIZE` 4, so the pace
+  admitted fewer) sold out in 33.4 s; at the pace's 100 ms target the sales sold out in
+  20.1–26.9 s with the worst p99 at 490–850 ms.
 - An on-sale meets statistics that know nothing of its concert or its buyers: the planner
   then takes any index that starts with the concert as readily as the buyer's own. The
   purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
@@ -638,7 +661,9 @@ fn render_reports(reports: &[Report]) -> String {
         "`bench/run.sh` restarts the local stack (`deploy/local/stack.sh`) with the settings each \
          scenario lists below (the gateway's per-address limits raised: all load comes from one \
          address). The flash sale runs first, on a freshly started stack of its own (so that its \
-         memory figures are its own and no other scenario's holds expire during it), under \
+         memory figures are its own and no other scenario's holds expire during it), after a \
+         warm-up sale of the same size that is not measured (a platform that has been running: \
+         the broker's JIT compiler, PostgreSQL's caches, the pools), under \
          `bench/purchase_cost.py`, which reads the CPU time of every process of the stack when \
          the sale opens and when it is over and writes the CPU per purchase into the sale's \
          report; the endpoint scenarios follow on another fresh stack. Right after \
