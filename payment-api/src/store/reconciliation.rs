@@ -13,6 +13,10 @@ use crate::store::stmt;
 const COLUMNS: &str = "id, user_id, reservation_id, amount, status, created_at";
 
 /// Unsettled payments made before `before`: the ones to settle directly with concert-api.
+/// The oldest first, in the order of the `payments_unsettled` partial index (as in
+/// [`due_for_republish`]), so only unsettled payments are read whatever the statistics say:
+/// in id order the planner may walk the primary key through every payment (the expiry
+/// sweep did, after an `ANALYZE` taken during a sale).
 /// A plain read, as for re-publishing: only batch's leader reconciles, and settling twice is
 /// harmless (concert-api's inbox, payment-api's refund-once).
 pub async fn overdue<C: ConnectionTrait>(
@@ -25,7 +29,7 @@ pub async fn overdue<C: ConnectionTrait>(
         &format!(
             "SELECT {COLUMNS} FROM payments \
              WHERE status = 'COMPLETED' AND confirmed_at IS NULL AND created_at < $1 \
-             ORDER BY id LIMIT $2"
+             ORDER BY created_at, id LIMIT $2"
         ),
         vec![before.into(), limit.into()],
     ))
@@ -49,7 +53,7 @@ pub async fn due_for_republish<C: ConnectionTrait>(
              WHERE status = 'COMPLETED' AND confirmed_at IS NULL \
                AND created_at < $1 AND created_at >= $2 \
                AND (republished_at IS NULL OR republished_at < $1) \
-             ORDER BY id LIMIT $3"
+             ORDER BY created_at, id LIMIT $3"
         ),
         vec![before.into(), overdue_before.into(), limit.into()],
     ))
