@@ -31,6 +31,17 @@ pub struct Outgoing<T> {
     envelope: Envelope<T>,
 }
 
+impl<T> Outgoing<T> {
+    /// Event `topic` about `reservation_id`, carrying `data`, dated `at`.
+    fn new(topic: &'static str, reservation_id: i64, data: T, at: DateTime<Utc>) -> Self {
+        Self {
+            topic,
+            reservation_id,
+            envelope: Envelope::new(topic, data, at),
+        }
+    }
+}
+
 impl<T: Serialize> Outgoing<T> {
     /// Writes the event to the outbox inside the caller's transaction.
     pub async fn enqueue<C: ConnectionTrait>(&self, txn: &C) -> Result<(), DbErr> {
@@ -63,11 +74,7 @@ pub fn reservation_confirmed(
         schedule_id: r.schedule_id,
         seat_nos: r.seat_nos.clone(),
     };
-    Outgoing {
-        topic: RESERVATION_CONFIRMED,
-        reservation_id: r.id,
-        envelope: Envelope::new(RESERVATION_CONFIRMED, data, at),
-    }
+    Outgoing::new(RESERVATION_CONFIRMED, r.id, data, at)
 }
 
 /// `reservation.confirmed` for `payment` as far as the payment tells it, for
@@ -85,11 +92,7 @@ pub fn reservation_confirmed_by(
         schedule_id: 0,
         seat_nos: Vec::new(),
     };
-    Outgoing {
-        topic: RESERVATION_CONFIRMED,
-        reservation_id: payment.reservation_id,
-        envelope: Envelope::new(RESERVATION_CONFIRMED, data, at),
-    }
+    Outgoing::new(RESERVATION_CONFIRMED, payment.reservation_id, data, at)
 }
 
 /// `payment` bought nothing, for `why`: payment-api refunds it.
@@ -104,11 +107,7 @@ pub fn reservation_rejected(
         user_id: payment.user_id,
         reason: why.to_string(),
     };
-    Outgoing {
-        topic: RESERVATION_REJECTED,
-        reservation_id: payment.reservation_id,
-        envelope: Envelope::new(RESERVATION_REJECTED, data, at),
-    }
+    Outgoing::new(RESERVATION_REJECTED, payment.reservation_id, data, at)
 }
 
 /// The hold `reservation_id` of `user_id` died unpaid: by the sweep, or taken over.
@@ -117,18 +116,15 @@ pub fn reservation_expired(
     user_id: i64,
     at: DateTime<Utc>,
 ) -> Outgoing<ReservationExpired> {
-    Outgoing {
-        topic: RESERVATION_EXPIRED,
+    Outgoing::new(
+        RESERVATION_EXPIRED,
         reservation_id,
-        envelope: Envelope::new(
-            RESERVATION_EXPIRED,
-            ReservationExpired {
-                reservation_id,
-                user_id,
-            },
-            at,
-        ),
-    }
+        ReservationExpired {
+            reservation_id,
+            user_id,
+        },
+        at,
+    )
 }
 
 /// Settles every `payment.completed` the broker brings.

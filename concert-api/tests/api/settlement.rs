@@ -10,6 +10,19 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
+/// The payload of the one `topic` event in the outbox.
+async fn outbox_payload(s: &crate::helpers::Spawned, topic: &str) -> Value {
+    s.db.query_one_raw(Statement::from_string(
+        s.db.get_database_backend(),
+        format!("SELECT payload FROM outbox WHERE topic = '{topic}'"),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "payload")
+    .unwrap()
+}
+
 async fn outbox_count(s: &crate::helpers::Spawned, topic: &str) -> i64 {
     s.count(&format!(
         "SELECT count(*)::bigint AS n FROM outbox WHERE topic = '{topic}'"
@@ -42,16 +55,8 @@ async fn a_payment_delivered_twice_confirms_once_and_sold_seats_survive_every_sw
     assert_eq!(outbox_count(&s, "reservation.rejected").await, 0);
     // The event says what the reservation holds, whichever way the settlement went (the
     // common case writes the reservation's facts into it in SQL).
-    let row =
-        s.db.query_one_raw(Statement::from_string(
-            s.db.get_database_backend(),
-            "SELECT payload FROM outbox WHERE topic = 'reservation.confirmed'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
     let event: Envelope<ReservationConfirmed> =
-        serde_json::from_value(row.try_get("", "payload").unwrap()).unwrap();
+        serde_json::from_value(outbox_payload(&s, "reservation.confirmed").await).unwrap();
     assert_eq!(event.kind, "reservation.confirmed");
     assert_eq!(
         event.data,
@@ -122,18 +127,7 @@ async fn a_payment_for_an_expired_and_retaken_seat_is_rejected_and_the_seat_stay
         1,
         "a payment delivered twice is rejected once"
     );
-    let payload: Value = {
-        use sea_orm::{ConnectionTrait, Statement};
-        let row =
-            s.db.query_one_raw(Statement::from_string(
-                s.db.get_database_backend(),
-                "SELECT payload FROM outbox WHERE topic = 'reservation.rejected'",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get("", "payload").unwrap()
-    };
+    let payload = outbox_payload(&s, "reservation.rejected").await;
     assert_eq!(payload["data"]["payment_id"], 5);
     assert_eq!(payload["data"]["reason"], "RESERVATION_EXPIRED");
     assert_eq!(
