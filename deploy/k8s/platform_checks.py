@@ -361,7 +361,9 @@ def kafka_acls_from_code(repo: Path) -> dict[str, tuple[set[str], set[str], str 
         ev = src / "events.rs"
         if ev.is_file():
             text = ev.read_text()
-            for n in re.findall(r"topic:\s*([A-Z_]+)\b", text) + re.findall(r"enqueue\(\s*\w+,\s*([A-Z_]+)\b", text):
+            for n in (re.findall(r"topic:\s*([A-Z_]+)\b", text)
+                      + re.findall(r"enqueue\(\s*\w+,\s*([A-Z_]+)\b", text)
+                      + re.findall(r"Outgoing::new\(\s*([A-Z_]+)\b", text)):
                 if n in consts:
                     written.add(consts[n])
         written |= {t + ".dlq" for t in read}
