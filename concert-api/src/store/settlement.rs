@@ -104,6 +104,12 @@ pub struct SoldAtOnce {
 /// or not at all. The inbox row comes before the sale (`first`, as in
 /// `inbox::once_in_statement`): a concurrent delivery of the same event waits on it and then
 /// sells nothing. One round trip instead of five (BEGIN, inbox, lock, sell, COMMIT).
+///
+/// The reservation is found by primary key only: `status || ''` matches no index predicate.
+/// Written `status = 'HELD' AND held_until >= $3`, it let the planner walk the
+/// `reservations_held_until` partial index from the payment's time on, through every hold
+/// of the sale still in it (each one's `held_until` lies minutes ahead), filtering by id:
+/// 0.58 ms a settlement over a 5,000-seat sale (pg_stat_statements), growing with the sale.
 pub async fn sell_at_once<C: ConnectionTrait>(
     db: &C,
     event_id: Uuid,
@@ -125,7 +131,7 @@ pub async fn sell_at_once<C: ConnectionTrait>(
         &format!(
             "WITH r AS ( \
                 SELECT id, concert_id, schedule_id, seat_nos FROM reservations \
-                WHERE id = $1 AND status = 'HELD' AND user_id = $2 AND held_until >= $3 \
+                WHERE id = $1 AND status || '' = 'HELD' AND user_id = $2 AND held_until >= $3 \
                 FOR UPDATE), \
              mine AS MATERIALIZED ( \
                 SELECT id, status FROM seats WHERE reservation_id = $1 AND EXISTS (SELECT FROM r) \
