@@ -492,6 +492,81 @@ async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_l
     assert_eq!((a.admitted, a.active), (2, 32));
 }
 
+/// A sold-out room lets go of the fans who stopped listening — a slice of its line each
+/// tick, none while they are still there — and once nobody is left in it, it is no longer
+/// ticked. A fan who asks again meanwhile is told SOLD_OUT, before and after.
+#[tokio::test]
+async fn a_sold_out_room_lets_go_of_the_fans_who_left_and_is_no_longer_ticked() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_MAX_ACTIVE", "10")
+            .with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = s.fan_sessions(600, FANS).await;
+    let joined = join_all(users.iter().map(|t| s.join(&c, t, 3))).await;
+    assert!(joined.iter().all(|(code, _)| *code == 201));
+    let room = s.room();
+    assert_eq!(room.admit(3, s.clock.now()).await.unwrap().admitted, 10);
+    let registered = |s: &Spawned| {
+        let keys = s.queue_keys();
+        async move {
+            let mut conn = keys.redis().conn();
+            let member: bool = redis::cmd("SISMEMBER")
+                .arg(keys.concerts())
+                .arg(3)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            member
+        }
+    };
+    assert!(registered(&s).await);
+
+    // The last seat sells while every fan is still in line: nobody is let go.
+    set_inventory(&s, 3, 10, 0, 0).await;
+    let a = room.admit(3, s.clock.now()).await.unwrap();
+    assert_eq!(
+        (a.gate, a.abandoned, a.waiting),
+        (users_api::domain::queue::Gate::SoldOut, 0, 590)
+    );
+    let (last_user, last) = users
+        .iter()
+        .zip(&joined)
+        .find(|(_, (_, b))| b["position"] == 590)
+        .unwrap();
+    let last_token = last.1["token"].as_str().unwrap();
+    assert_eq!(
+        s.poll_ok(&c, last_user, last_token).await["status"],
+        "SOLD_OUT"
+    );
+
+    // Their heartbeats lapse (Redis's clock): 256 tokens a tick are looked at, from where
+    // the last tick stopped (the first 256 above), round to the front again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut swept = Vec::new();
+    for _ in 0..4 {
+        let a = room.admit(3, s.clock.now()).await.unwrap();
+        swept.push((a.abandoned, a.waiting));
+    }
+    assert_eq!(swept, vec![(256, 334), (78, 256), (256, 0), (0, 0)]);
+    assert_eq!(
+        s.poll_ok(&c, last_user, last_token).await["status"],
+        "SOLD_OUT"
+    );
+    assert_eq!(s.join(&c, last_user, 3).await.0, 409);
+    let (_, view) = get_room(&c, &s, Some(&s.admin_session().await), 3).await;
+    assert_eq!(view["abandoned_total"], 590, "{view}");
+    assert!(registered(&s).await, "ten passes are still running");
+
+    // The passes run out: the room is empty and leaves the rooms admission ticks.
+    s.clock
+        .advance(s.config.queue.active_ttl + Duration::from_secs(1));
+    let a = room.admit(3, s.clock.now()).await.unwrap();
+    assert_eq!((a.expired, a.active, a.waiting), (10, 0, 0));
+    assert!(!registered(&s).await);
+}
+
 #[tokio::test]
 async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses_joins() {
     let s = spawn_app_with(|env| {

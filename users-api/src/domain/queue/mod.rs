@@ -217,7 +217,8 @@ return waiting(t, '1')
 "#;
 
 /// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
-/// A token still in line in a sold-out room is SOLD_OUT. With a holder (ARGV[7], a process
+/// A token of a sold-out room that holds no pass is SOLD_OUT: in line, or already let go by
+/// admission's sweep of the sold-out line after its fan stopped listening. With a holder (ARGV[7], a process
 /// opening or re-checking a status stream), a token in line is registered as held by that
 /// process's stream, whose lease ([`TICK`]) keeps it alive from then on.
 /// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms, seq, passed, head,
@@ -233,6 +234,7 @@ if exp then
 end
 local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at', 'loaded')
 if ARGV[6] == '1' and not s[3] then return {'RESTORE'} end
+if s[1] == '1' then return {'SOLD_OUT', '', '', '0', ''} end
 local line = KEYS[2]
 local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not seq then
@@ -240,7 +242,6 @@ if not seq then
   if not seq then return {'EXPIRED', '0', '', '0', ''} end
   line = KEYS[6]
 end
-if s[1] == '1' then return {'SOLD_OUT', '', '', '0', ''} end
 if not is_alive(ARGV[4], ARGV[1]) then
   drop(ARGV[4], line, ARGV[1])
   return {'EXPIRED', '0', '', '0', ''}
@@ -287,7 +288,13 @@ return {c[1] or '0', c[2] or '0', c[3] or '0', redis.call('GET', KEYS[3]) or '',
 /// gated (paused, a pre-queue not drawn yet, no seat available, sold out) — admit the oldest
 /// waiting tokens that are still alive while active < max, at most `per_tick` and at most
 /// the seats available (`inventory:{c<id>}`, written by concert-api; no hash = unknown = no
-/// limit); abandoned ones met on the way are dropped. The room's settings override the
+/// limit); abandoned ones met on the way are dropped. A sold-out room admits nobody until
+/// its organiser reopens it, so its tick sweeps the line instead: up to 256 tokens a tick,
+/// from where the last sweep stopped (`swept_to` in stats; from the front again once past the
+/// end), dropping those whose fan stopped
+/// listening, so that the room empties, goes idle and stops being ticked. (Before, every
+/// sold-out room kept its line — thousands of tokens — and was ticked four times a second
+/// for good.) The room's settings override the
 /// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
 /// estimates and running totals. With a pace (ARGV[8] '0' widen or '1' narrow, see
 /// [`pace`]) active is held under the room's admission window instead of `max_active`: the
@@ -381,6 +388,21 @@ if gate == 0 then
     redis.call('HINCRBY', KEYS[5], 'passed', scanned)
     redis.call('HSET', KEYS[5], 'head', head)
   end
+elseif gate == 4 and had_waiting then
+  local from = redis.call('HGET', KEYS[5], 'swept_to')
+  local batch = {}
+  if from then
+    batch = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', 0, 256)
+  end
+  if #batch == 0 then batch = redis.call('ZRANGE', KEYS[1], 0, 255, 'WITHSCORES') end
+  for i = 1, #batch, 2 do
+    if not is_alive(ARGV[5], batch[i]) then
+      drop(ARGV[5], KEYS[1], batch[i])
+      abandoned = abandoned + 1
+    end
+  end
+  redis.call('HSET', KEYS[5], 'swept_to', batch[#batch])
+  if abandoned > 0 then redis.call('HINCRBY', KEYS[5], 'abandoned_total', abandoned) end
 end
 if had_waiting then
   local rate = 0
@@ -398,7 +420,7 @@ local idle = 0
 if active == 0 and waiting == 0 and pre_queued == 0 and not undrawn then
   idle = 1
   redis.call('DEL', KEYS[3], ARGV[5] .. '@')
-  redis.call('HDEL', KEYS[5], 'window', 'window_cut_at')
+  redis.call('HDEL', KEYS[5], 'window', 'window_cut_at', 'swept_to')
 end
 if not paced then window = 0 end
 return {admitted, expired, abandoned, active, waiting, gate, pre_queued, idle, window}
