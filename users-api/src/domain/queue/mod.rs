@@ -217,8 +217,9 @@ return waiting(t, '1')
 "#;
 
 /// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
-/// A token of a sold-out room that holds no pass is SOLD_OUT: in line, or already let go by
-/// admission's sweep of the sold-out line after its fan stopped listening. With a holder (ARGV[7], a process
+/// A token still in line in a sold-out room is SOLD_OUT, and its poll is still its heartbeat:
+/// the room may be reopened, and admission's sweep of a sold-out line lets go only of the
+/// places whose fan stopped listening (a token let go then reads EXPIRED: its place was lost). With a holder (ARGV[7], a process
 /// opening or re-checking a status stream), a token in line is registered as held by that
 /// process's stream, whose lease ([`TICK`]) keeps it alive from then on.
 /// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms, seq, passed, head,
@@ -234,7 +235,6 @@ if exp then
 end
 local s = redis.call('HMGET', KEYS[5], 'sold_out', 'opens_at', 'loaded')
 if ARGV[6] == '1' and not s[3] then return {'RESTORE'} end
-if s[1] == '1' then return {'SOLD_OUT', '', '', '0', ''} end
 local line = KEYS[2]
 local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not seq then
@@ -242,17 +242,25 @@ if not seq then
   if not seq then return {'EXPIRED', '0', '', '0', ''} end
   line = KEYS[6]
 end
-if not is_alive(ARGV[4], ARGV[1]) then
+local alive = is_alive(ARGV[4], ARGV[1])
+local function heartbeat()
+  if ARGV[7] == '' then
+    redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', ARGV[3])
+  else
+    redis.call('HSET', ARGV[4] .. '@', ARGV[1], ARGV[7])
+    redis.call('SET', ARGV[4] .. '@' .. ARGV[7], '1', 'PX', ARGV[3])
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+if s[1] == '1' then
+  if alive then heartbeat() end
+  return {'SOLD_OUT', '', '', '0', ''}
+end
+if not alive then
   drop(ARGV[4], line, ARGV[1])
   return {'EXPIRED', '0', '', '0', ''}
 end
-if ARGV[7] == '' then
-  redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', ARGV[3])
-else
-  redis.call('HSET', ARGV[4] .. '@', ARGV[1], ARGV[7])
-  redis.call('SET', ARGV[4] .. '@' .. ARGV[7], '1', 'PX', ARGV[3])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+heartbeat()
 local c = redis.call('HMGET', KEYS[7], 'passed', 'head', 'draws')
 local tail = {seq, c[1] or '0', c[2] or '0', c[3] or '0'}
 if line == KEYS[6] then return {'WAITING', '', '', '1', s[2] or '', unpack(tail)} end
