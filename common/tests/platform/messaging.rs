@@ -18,6 +18,7 @@ use rdkafka::message::OwnedHeaders;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::util::SubscriberInitExt;
 use uuid::Uuid;
 
 use crate::helpers::{Consumed, TestMigrator, kafka_client, read_topic};
@@ -503,6 +504,11 @@ impl EventHandler for SlowHandler {
 /// on consuming: a chaos rehearsal once saw them wait on those commits, consuming nothing.
 #[tokio::test]
 async fn consumers_rejoin_and_go_on_after_the_broker_was_frozen_past_the_session_timeout() {
+    // The consumers' own account (rebalances, commits, fetch errors), shown only if this fails.
+    let _log = tracing_subscriber::fmt()
+        .with_env_filter("common=debug,rdkafka=info")
+        .with_test_writer()
+        .set_default();
     let broker = PrivateBroker::start().await;
     let (_guard, db) = migrated_db().await;
     let prefix = format!("{}.", unique_id());
