@@ -132,11 +132,10 @@ pub async fn run_relay(
         // Drain everything that is ready; after a wake, look (again) briefly until the row
         // that caused it has committed. Then sleep until the next wake or poll tick.
         let mut chase = woken.then_some(CHASE.iter());
-        let mut first = woken;
+        // A woken relay's first look waits too (the chase's first pause).
+        let mut pause = chase.as_mut().and_then(Iterator::next);
         loop {
-            if std::mem::take(&mut first)
-                && let Some(pause) = chase.as_mut().and_then(Iterator::next)
-            {
+            if let Some(pause) = pause.take() {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(*pause) => {}
@@ -144,10 +143,7 @@ pub async fn run_relay(
             }
             match publish_batch(&db, &kafka, cfg.batch_size).await {
                 Ok(0) => match chase.as_mut().and_then(Iterator::next) {
-                    Some(pause) => tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(*pause) => {}
-                    },
+                    Some(next) => pause = Some(next),
                     None => break,
                 },
                 // A batch short of the limit took every row visible: a row written since

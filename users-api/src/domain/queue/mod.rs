@@ -219,9 +219,10 @@ return waiting(t, '1')
 /// Status of a token for its owner; a waiting (or pre-queued) token's poll is its heartbeat.
 /// A token still in line in a sold-out room is SOLD_OUT, and its poll is still its heartbeat:
 /// the room may be reopened, and admission's sweep of a sold-out line lets go only of the
-/// places whose fan stopped listening (a token let go then reads EXPIRED: its place was lost). With a holder (ARGV[7], a process
-/// opening or re-checking a status stream), a token in line is registered as held by that
-/// process's stream, whose lease ([`TICK`]) keeps it alive from then on.
+/// places whose fan stopped listening (a token let go then reads EXPIRED: its place was
+/// lost). With a holder (ARGV[7], a process opening or re-checking a status stream), a token
+/// in line is registered as held by that process's stream, whose lease ([`TICK`]) keeps it
+/// alive from then on.
 /// → {state, position|active_until_ms|'', rate, pre_queue, opens_at_ms, seq, passed, head,
 ///   draws} or {'NOT_FOUND'}, or {'RESTORE'} (nothing written) as JOIN's, ARGV[6] asking.
 ///   `seq` is the token's place in the sequence while in line; the last three are the line's
@@ -299,11 +300,10 @@ return {c[1] or '0', c[2] or '0', c[3] or '0', redis.call('GET', KEYS[3]) or '',
 /// limit); abandoned ones met on the way are dropped. A sold-out room admits nobody until
 /// its organiser reopens it, so its tick sweeps the line instead: up to 256 tokens a tick,
 /// from where the last sweep stopped (`swept_to` in stats; from the front again once past the
-/// end), dropping those whose fan stopped
-/// listening, so that the room empties, goes idle and stops being ticked. (Before, every
-/// sold-out room kept its line — thousands of tokens — and was ticked four times a second
-/// for good.) The room's settings override the
-/// defaults given as arguments. Keeps the admission rate (an EWMA per second) for wait
+/// end), dropping those whose fan stopped listening, so that the room empties, goes idle and
+/// stops being ticked. (Before, every sold-out room kept its line — thousands of tokens — and
+/// was ticked four times a second for good.) The room's settings override the defaults given
+/// as arguments. Keeps the admission rate (an EWMA per second) for wait
 /// estimates and running totals. With a pace (ARGV[8] '0' widen or '1' narrow, see
 /// [`pace`]) active is held under the room's admission window instead of `max_active`: the
 /// window grows by ARGV[9] while fans wait and the checkout keeps up, shrinks to ARGV[11] %
