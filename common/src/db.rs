@@ -11,12 +11,23 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseConfig;
 
+/// How long a pooled connection may sit unused before a checkout tests it (see `connect`).
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(cfg.url.expose().to_owned());
     opts.max_connections(cfg.pool_size)
         .min_connections(1)
         .connect_timeout(cfg.connect_timeout)
         .acquire_timeout(cfg.connect_timeout)
+        // The pool's default sends PostgreSQL a Sync and waits for its answer before every
+        // checkout: a round trip per transaction (about eight per purchase), a sixth of what
+        // a short transaction costs both ends. A connection used within the last second is
+        // handed out as it is; one idle longer is tested first, since that is the one a
+        // restarted server or a proxy's idle timeout has cut. A connection that died unnoticed
+        // fails its statement, which is answered 503 DEPENDENCY_UNAVAILABLE
+        // (`is_unavailable`), and the pool drops it when it comes back.
+        .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
         .sqlx_logging(false);
     // TLS only when the URL asks for it (`sslmode=require|verify-ca|verify-full`, with
     // `sslrootcert=PATH` for a private CA): without `sslmode` the connection stays plain, as it
