@@ -3,6 +3,7 @@
 //!
 //!   loadtest run flash-sale --json .bench/flash-sale.json
 //!   loadtest markdown .bench/*.json > docs/BENCHMARKS.md
+//!   loadtest round-trips --database-url postgres://postgres@127.0.0.1:5432/postgres
 
 mod audit;
 mod drive;
@@ -13,6 +14,7 @@ mod markdown;
 mod proxy;
 mod reliability;
 mod report;
+mod round_trips;
 mod run;
 mod scenarios;
 mod stats;
@@ -61,11 +63,11 @@ enum Command {
         /// The rows' directories, in the matrix's order.
         rows: Vec<PathBuf>,
     },
-    /// A TCP fault proxy in front of one dependency: forwards --listen to --upstream; the
-    /// --control port takes `cut`, `heal`, `delay MS` and `status`, a command a line.
     /// A generator process of `run waiting-room` (started by it, not by hand).
     #[command(name = "waiting-room-fans", hide = true)]
     WaitingRoomFans,
+    /// A TCP fault proxy in front of one dependency: forwards --listen to --upstream; the
+    /// --control port takes `cut`, `heal`, `delay MS` and `status`, a command a line.
     Proxy {
         /// Where clients connect (host:port).
         #[arg(long)]
@@ -77,6 +79,19 @@ enum Command {
         /// `error <why>`.
         #[arg(long)]
         control: String,
+    },
+    /// What one short PostgreSQL transaction costs this process and its backend (CPU from
+    /// /proc: run it on the database's machine), with and without the pool's test at every
+    /// checkout, issued from the socket's own thread and from another.
+    RoundTrips {
+        /// e.g. postgres://postgres@127.0.0.1:5432/postgres
+        #[arg(long)]
+        database_url: String,
+        /// Transactions per set-up and round.
+        #[arg(long, default_value_t = 20_000)]
+        transactions: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
 }
 
@@ -248,6 +263,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::RoundTrips {
+            database_url,
+            transactions,
+            rounds,
+        } => match round_trips::run(&database_url, transactions, rounds) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("[loadtest] round-trips: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Reliability { rows } => print_rendered(reliability::render(&rows)),
         Command::Markdown { reports } => print_rendered(markdown::render(&reports)),
         Command::Run(args) => {
