@@ -656,15 +656,31 @@ const LIMITS: &str = "### What limits the figures
   followed by one more look. The relay now waits 2 ms before a woken look and stops after a
   batch short of its limit: empty looks 2,122 → 1,044 (concert) and 2,480 → 875 (payment),
   each a transaction of three round trips; the CPU this saves is within a sale's noise.
-- Tried this round and not kept: concert-api's HTTP worker with a PostgreSQL pool and a Redis
+- Tried again and not kept: concert-api's HTTP worker with a PostgreSQL pool and a Redis
   connection of its own, opened on the worker's thread, so that no round trip passes between
-  the worker's thread and the runtime's. concert-api's own CPU fell (0.98, 1.14 ms a purchase;
-  1.03 with two workers; against 1.38 and 1.19), but the sale took 38.6–43.6 s against
-  25.6–28.8 s with the machine 1.2–1.3 cores busy instead of 1.7–1.8: something then waits,
-  not found this round. The same for the hold's three foreign-key checks and two of the eight
-  indexes of `reservations`, dropped by hand: pgbench-hold 2,680 tx/s against 2,833 and 3,032
-  without the checks, 2,622 and 3,029 without the indexes — pgbench's own noise, not worth the
-  guarantees.
+  the worker's thread and the runtime's. concert-api's own CPU falls (0.88 and 0.94 ms a
+  purchase against 1.09 and 1.11), but the sale took 41.6 and 48.9 s against 30.6 and 30.1 s.
+  What waits was found this round, with timings inside the hold: the holds that took 50 ms or
+  more spent most of it getting a pooled connection (median 97 ms against 53 ms with the
+  shared pool), and the admission pace, which holds the holds' p90 near 100 ms, admitted
+  fewer fans. The machine's two cores are shared by many busy threads (nginx, PostgreSQL's
+  backends, the broker, the load tool, the services); one thread doing all of concert-api's
+  work gets a smaller share of them than three do, and every connection it holds waits for
+  it. A larger pool does not help (`DATABASE_POOL_SIZE` 32:
+  31.8 and 32.0 s against 31.0 and 29.3 s at 16): the connections are busy with a client
+  waiting for a core, not with PostgreSQL. The same for the hold's three foreign-key checks
+  and two of the eight indexes of `reservations`, dropped by hand: pgbench-hold 2,680 tx/s
+  against 2,833 and 3,032 without the checks, 2,622 and 3,029 without the indexes —
+  pgbench's own noise, not worth the guarantees.
+- A short transaction costs more in round trips than in work: `loadtest round-trips` (BEGIN,
+  SELECT 1, COMMIT through a one-connection pool, CPU from /proc) measures about 400 µs of
+  wall time, 215 µs of the client's CPU and 140 µs of the backend's on this machine. The
+  pool tested every connection it handed out with a round trip of its own; it now tests only
+  one idle for a second or more, which saves about 45 µs of the client's CPU and 25 µs of
+  the backend's per transaction, some eight transactions a purchase. Issuing the statements
+  from the thread that reads the socket would save another 85 µs of the client's (the
+  worker-pool trial above), and the pool's test of each connection it takes back cannot be
+  turned off (sqlx 0.9).
 - What one purchase's PostgreSQL time is (pg_stat_statements, two sales): the hold's claim and
   the settlement, 0.6 ms each, are two thirds of it for concert-api; each writes about 20 WAL
   records, as every status change of a seat or a reservation is a new row version in each of
