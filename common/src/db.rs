@@ -12,7 +12,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::config::DatabaseConfig;
 
 /// How long a pooled connection may sit unused before a checkout tests it (see `connect`).
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+pub const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(cfg.url.expose().to_owned());

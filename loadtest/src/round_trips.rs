@@ -20,32 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, Statement, TransactionTrait};
 
+use crate::waiting_room::probe::cpu_seconds;
+
 /// One set-up's figures, per transaction.
 struct Cost {
     wall_us: f64,
     client_us: f64,
     backend_us: f64,
-}
-
-/// Seconds of CPU (utime + stime) of a process, from /proc.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("/proc/{pid}/stat (is the database on this machine?)"))?;
-    // The fields after the command's closing parenthesis; utime and stime are the 12th and
-    // 13th of them (fields 14 and 15 of proc(5)).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .context("a short /proc stat line")?
-            .parse::<f64>()?)
-    };
-    // Linux's USER_HZ is 100 on every architecture this runs on.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 async fn measure(url: &str, ping_every_checkout: bool, transactions: u32) -> anyhow::Result<Cost> {
@@ -54,7 +35,7 @@ async fn measure(url: &str, ping_every_checkout: bool, transactions: u32) -> any
         .min_connections(1)
         .sqlx_logging(false);
     if !ping_every_checkout {
-        opts.test_before_acquire_if_idle_for(Duration::from_secs(1));
+        opts.test_before_acquire_if_idle_for(common::db::IDLE_BEFORE_PING);
     }
     let db = Database::connect(opts).await?;
     let backend: i32 = db
@@ -65,9 +46,10 @@ async fn measure(url: &str, ping_every_checkout: bool, transactions: u32) -> any
         .await?
         .context("no row")?
         .try_get_by_index(0)?;
-    let backend = backend.to_string();
+    let backend = u32::try_from(backend)?;
+    let client = std::process::id();
     let (client0, backend0, started) =
-        (cpu_seconds("self")?, cpu_seconds(&backend)?, Instant::now());
+        (cpu_seconds(client)?, cpu_seconds(backend)?, Instant::now());
     for _ in 0..transactions {
         let txn = db.begin().await?;
         txn.execute_unprepared("SELECT 1").await?;
@@ -76,7 +58,7 @@ async fn measure(url: &str, ping_every_checkout: bool, transactions: u32) -> any
     let wall = started.elapsed();
     // The last transaction's connection comes back to the pool on a task of its own.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (client1, backend1) = (cpu_seconds("self")?, cpu_seconds(&backend)?);
+    let (client1, backend1) = (cpu_seconds(client)?, cpu_seconds(backend)?);
     db.close().await?;
     let per = |s: f64| s * 1e6 / f64::from(transactions);
     Ok(Cost {

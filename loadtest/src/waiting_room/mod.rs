@@ -19,7 +19,7 @@
 //! batch (bench/waiting-room.sh does).
 
 mod fans;
-mod probe;
+pub(crate) mod probe;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

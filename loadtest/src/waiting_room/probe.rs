@@ -1,5 +1,5 @@
-//! What the waiting-room scenario reads about the machine while it runs: a process's CPU time
-//! and peak memory from `/proc`, and Redis's commands and CPU from `INFO`.
+//! What the waiting-room scenario (and `round-trips`) reads about the machine: a process's
+//! CPU time and peak memory from `/proc`, and Redis's commands and CPU from `INFO`.
 
 use anyhow::Context;
 use common::redis::RedisStore;
