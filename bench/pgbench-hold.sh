@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The physical ceiling of a hold: the hold's own SQL (bench/pgbench-hold.sql: the buyer's lock,
-# concert-api's one-statement claim of a free seat, the commit) run by pgbench straight against
+# The physical ceiling of a hold: the hold's own SQL (bench/pgbench-hold.sql: concert-api's call
+# of claim_free_seats, the buyer's lock and the claim of a free seat in one round trip) run by pgbench straight against
 # the platform's PostgreSQL, with no HTTP, Redis or service in front of it. hold-distinct is
 # read against it in docs/BENCHMARKS.md.
 #
@@ -178,7 +178,7 @@ report = dict(
         "threads": env["PGB_THREADS"],
         "query mode": "prepared (-M prepared), as the services' statements",
         "database": env["PGB_DB"],
-        "script": f"{env['PGB_SCRIPT']} (concert-api's lock_buyer and claim_free)",
+        "script": f"{env['PGB_SCRIPT']} (concert-api's claim_free: one call of claim_free_seats)",
         "seats": env["PGB_SEATS"],
         "latency clock": "from the sending (closed loop: each client begins its next transaction "
                          "when the previous one has committed; pgbench's per-transaction log)",

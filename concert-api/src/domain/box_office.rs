@@ -7,7 +7,7 @@ use common::ApiError;
 use common::auth::ActiveQueuePass;
 use common::error::{Code, ErrorCode};
 use common::held::{HeldNote, HoldBoard};
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
 use crate::domain::hold::{SaleError, ValidHold, check_booking_open};
 use crate::domain::idempotency::{Answer, KeyedRequest, judge};
@@ -116,9 +116,10 @@ impl BoxOffice {
     /// Holds the requested seats for the pass's holder at `now`: all of them or none, in the
     /// order of checks of API.md. A seat seen taken a moment ago is refused from memory; a
     /// seat free only because its hold is dead is taken over. Everything from the buyer's
-    /// limit to the reservation is one transaction under the buyer's lock
-    /// ([`holds::lock_buyer`]); with an `Idempotency-Key` the key is claimed first in the same
-    /// transaction and the answer kept with it. Seat counts move after the commit.
+    /// limit to the reservation runs under the buyer's lock ([`holds::claim_free`]): the
+    /// common hold is one call on the pool, its own transaction; a takeover, or a request with
+    /// an `Idempotency-Key` (claimed first, its answer kept with it), is one transaction
+    /// around it. Seat counts move after the commit.
     pub async fn hold_seats(
         &self,
         pass: &ActiveQueuePass,
@@ -146,58 +147,59 @@ impl BoxOffice {
             held_until: self.policy.held_until(now),
             stale_before: self.policy.stale_before(now),
         };
-        let txn = self.db.begin().await?;
-        if let Some(k) = keyed
-            && let Some(answer) =
-                judge(idempotency::claim(&txn, k.user_id, k.key, &k.request).await?)?
-        {
-            return Ok(HoldOutcome::Replay(answer));
-        }
-        holds::lock_buyer(&txn, pass.user_id, schedule.concert_id).await?;
-        let claim = match holds::claim_free(&txn, hold).await? {
-            Claim::FreeByTakeover => holds::claim_with_takeover(&txn, hold, now).await?,
-            claim => claim,
-        };
-        let outcome = match claim {
-            Claim::Held {
-                reservation,
-                from_available,
-            } => Ok((reservation, from_available)),
-            Claim::Taken(seats) => Err(SaleError::SeatsUnavailable(seats)),
-            Claim::OverLimit { limit, owned } => Err(SaleError::PurchaseLimit {
-                limit,
-                remaining: (limit - owned).max(0),
-            }),
-            // The transaction is aborted: nothing can be kept; a retry is processed afresh.
-            Claim::Refused(seats) => {
-                txn.rollback().await?;
-                return Err(SaleError::SeatsUnavailable(seats).into());
+        let outcome = match keyed {
+            None => match holds::claim_free(&self.db, hold).await? {
+                Claim::FreeByTakeover => {
+                    let txn = self.db.begin().await?;
+                    let outcome = outcome_of(claim_or_take_over(&txn, hold, now).await?, &seat_nos);
+                    if outcome.is_ok() {
+                        txn.commit().await?;
+                    } else {
+                        txn.rollback().await?;
+                    }
+                    outcome
+                }
+                claim => outcome_of(claim, &seat_nos),
+            },
+            Some(k) => {
+                let txn = self.db.begin().await?;
+                if let Some(answer) =
+                    judge(idempotency::claim(&txn, k.user_id, k.key, &k.request).await?)?
+                {
+                    return Ok(HoldOutcome::Replay(answer));
+                }
+                let claim = claim_or_take_over(&txn, hold, now).await?;
+                let aborted = matches!(claim, Claim::Refused(_) | Claim::FreeByTakeover);
+                let outcome = outcome_of(claim, &seat_nos);
+                if aborted {
+                    // Nothing can be kept: a retry is processed afresh.
+                    txn.rollback().await?;
+                } else {
+                    let answer = match &outcome {
+                        Ok((r, _)) => Answer::created(
+                            serde_json::to_value(ReservationView::at(
+                                r.clone(),
+                                self.policy.stale_before(now),
+                            ))
+                            .map_err(ApiError::internal)?,
+                        ),
+                        Err(refusal) => {
+                            Answer::refused(&ApiError::from(SaleError::clone_refusal(refusal)))
+                        }
+                    };
+                    idempotency::record(
+                        &txn,
+                        k.user_id,
+                        k.key,
+                        answer.status.as_u16(),
+                        &answer.body,
+                    )
+                    .await?;
+                    txn.commit().await?;
+                }
+                outcome
             }
-            // The takeover path claims or refuses; it never sends us back to itself.
-            Claim::FreeByTakeover => {
-                txn.rollback().await?;
-                return Err(SaleError::SeatsUnavailable(seat_nos).into());
-            }
         };
-        if let Some(k) = keyed {
-            let answer = match &outcome {
-                Ok((r, _)) => Answer::created(
-                    serde_json::to_value(ReservationView::at(
-                        r.clone(),
-                        self.policy.stale_before(now),
-                    ))
-                    .map_err(ApiError::internal)?,
-                ),
-                Err(refusal) => Answer::refused(&ApiError::from(SaleError::clone_refusal(refusal))),
-            };
-            idempotency::record(&txn, k.user_id, k.key, answer.status.as_u16(), &answer.body)
-                .await?;
-            txn.commit().await?;
-        } else if outcome.is_ok() {
-            txn.commit().await?;
-        } else {
-            txn.rollback().await?;
-        }
         match outcome {
             Ok((r, from_available)) => {
                 self.taken.remember(schedule.id, &seat_nos);
@@ -282,5 +284,37 @@ impl BoxOffice {
             .await?
             .filter(|r| r.user_id == user_id)
             .ok_or(ReservationError::NotFound)
+    }
+}
+
+/// The claim inside a hold's transaction: the common one ([`holds::claim_free`], which takes
+/// the buyer's lock for the rest of the transaction), and the takeover of seats free only
+/// because their hold is dead.
+async fn claim_or_take_over(
+    txn: &DatabaseTransaction,
+    hold: NewHold<'_>,
+    now: DateTime<Utc>,
+) -> Result<Claim, DbErr> {
+    match holds::claim_free(txn, hold).await? {
+        Claim::FreeByTakeover => holds::claim_with_takeover(txn, hold, now).await,
+        claim => Ok(claim),
+    }
+}
+
+/// A claim of `seat_nos` as the hold's answer: the reservation and how many of its seats
+/// were AVAILABLE, or the refusal.
+fn outcome_of(claim: Claim, seat_nos: &[i32]) -> Result<(Reservation, i64), SaleError> {
+    match claim {
+        Claim::Held {
+            reservation,
+            from_available,
+        } => Ok((reservation, from_available)),
+        Claim::Taken(seats) | Claim::Refused(seats) => Err(SaleError::SeatsUnavailable(seats)),
+        Claim::OverLimit { limit, owned } => Err(SaleError::PurchaseLimit {
+            limit,
+            remaining: (limit - owned).max(0),
+        }),
+        // The takeover path claims or refuses; it never sends us back to itself.
+        Claim::FreeByTakeover => Err(SaleError::SeatsUnavailable(seat_nos.to_vec())),
     }
 }

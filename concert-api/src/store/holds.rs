@@ -50,66 +50,8 @@ fn is_unique_violation(e: &DbErr) -> bool {
         .contains("duplicate key value violates unique constraint")
 }
 
-/// Takes the buyer's lock for this concert until the transaction ends: every hold of one
-/// user for one concert runs its limit count and claim one after another, so parallel holds
-/// cannot each see room under `max_tickets_per_user` and together pass it. Holds of
-/// different users never wait on each other.
-///
-/// In the same round trip it makes the rest of the hold's transaction run its prepared
-/// statements on their generic plans (`plan_cache_mode`, as `SET LOCAL`). PostgreSQL
-/// re-planned [`claim_free`] for every hold: its generic plan's estimate (for any number of
-/// seats) is dearer than a custom plan's, so the plan cache never switched, although both
-/// plans are the same index lookups. Planning cost as much as running it — pg_stat_statements
-/// over a 5,000-seat flash sale: 5,124 plans for 5,108 holds, 2.76 s planning against 2.94 s
-/// executing; `EXPLAIN ANALYZE` of one hold: 0.29 ms planning and 0.28 ms running with a
-/// custom plan, 0.02 ms and 0.17 ms with the generic one.
-pub async fn lock_buyer<C: ConnectionTrait>(
-    txn: &C,
-    user_id: i64,
-    concert_id: i64,
-) -> Result<(), DbErr> {
-    txn.execute_raw(stmt(
-        txn,
-        "SELECT pg_advisory_xact_lock(hashtextextended('buyer:' || $1::text || ':' || $2::text, 0)), \
-                set_config('plan_cache_mode', 'force_generic_plan', true)",
-        vec![user_id.into(), concert_id.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
-/// The buyer's live seats for the concert and its limit: seats of HELD reservations not
-/// yet dead (`$4` is `stale_before`) and of CONFIRMED ones (`$6` user, `$7` concert),
-/// including those of its archived shows (the `archived_reservations_buyer` index: one probe,
-/// nothing found for a buyer who never bought for an archived show).
-///
-/// `concert_id + 0` keeps the concert out of the index search: only the buyer's own
-/// reservations are read. A new concert and its new buyers are beyond the statistics at the
-/// on-sale, and the planner then took `reservations_concert_created` as readily as the
-/// buyer's index, reading every reservation of the concert for each hold: 1,400 buffers and
-/// 8 ms a hold by the end of a 5,000-seat sale, growing with every seat sold.
-/// `nextval('reservations_id_seq')` names the sequence once, at planning;
-/// `pg_get_serial_sequence` looked it up in the catalogue at every hold.
-const OWNED: &str = "mine AS ( \
-        SELECT ((SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM reservations \
-          WHERE user_id = $6 AND concert_id + 0 = $7 AND status IN ('HELD', 'CONFIRMED') \
-            AND NOT (status = 'HELD' AND held_until < $4)) \
-        + (SELECT coalesce(sum(cardinality(seat_nos)), 0) FROM archive.reservations \
-          WHERE user_id = $6 AND concert_id = $7 AND status = 'CONFIRMED'))::bigint AS owned), \
-     lim AS (SELECT max_tickets_per_user::bigint AS max_tickets FROM concerts WHERE id = $7)";
-
-/// The common case in one statement, in the hold's transaction after [`lock_buyer`]: the
-/// buyer has room under the concert's limit and every requested seat is AVAILABLE. It locks
-/// the seats in seat order, and only if all of them are free and the limit allows does it
-/// claim them, insert the reservation and its `reservation_seats` rows — otherwise it changes
-/// nothing.
-///
-/// Measured alternatives: `SKIP LOCKED` or an in-statement peek made the contended case 2x
-/// slower (a row lock writes WAL, so every loser paid a commit flush). A lock-free read of
-/// the seats before this statement used to turn most losers away; since a seat seen taken is
-/// answered from memory for 250 ms, that read only cost every winner a round trip
-/// (loadtest, same machine: hold-distinct 1,615 → 2,040 holds/s without it; hold-contended
-/// 20.5k → 16.6k req/s, p99 114 → 163 ms).
+/// What [`claim_free`] found: the verdict over the requested seats, the buyer's live seats
+/// and limit, and the reservation when it was made.
 #[derive(Debug, FromQueryResult)]
 struct FreeClaim {
     free: i64,
@@ -122,9 +64,31 @@ struct FreeClaim {
     created_at: Option<DateTime<Utc>>,
 }
 
-/// Claims the hold's seats if the limit allows and every one is AVAILABLE (see
-/// [`FreeClaim`]).
-pub async fn claim_free<C: ConnectionTrait>(txn: &C, hold: NewHold<'_>) -> Result<Claim, DbErr> {
+/// The common case in one round trip: the buyer has room under the concert's limit and every
+/// requested seat is AVAILABLE. `claim_free_seats` (the migration `CLAIM_FREE_SEATS`) takes the
+/// buyer's lock for this concert, then in one statement locks the seats in seat order, and
+/// only if all of them are free and the limit allows does it claim them, insert the
+/// reservation and its `reservation_seats` rows — otherwise it changes nothing.
+///
+/// Why this is safe under any concurrency: every hold of one user for one concert counts and
+/// claims under that buyer's lock, held until its transaction ends, and the claim's snapshot
+/// is taken after the lock is granted, so parallel holds cannot each see room under
+/// `max_tickets_per_user` and together pass it. Holds of different users never wait on each
+/// other. A hold waiting on a seat row re-reads it after the winner commits and finds it
+/// taken; the partial unique index on active `reservation_seats` refuses a double booking
+/// even if this logic were wrong.
+///
+/// Run on the pool, the call is its own transaction (one round trip instead of BEGIN, lock,
+/// claim, COMMIT); in a transaction, the buyer's lock stays held for the rest of it (the
+/// takeover and the idempotency key's answer).
+///
+/// Measured alternatives: `SKIP LOCKED` or an in-statement peek made the contended case 2x
+/// slower (a row lock writes WAL, so every loser paid a commit flush). A lock-free read of
+/// the seats before the claim used to turn most losers away; since a seat seen taken is
+/// answered from memory for 250 ms, that read only cost every winner a round trip
+/// (loadtest, same machine: hold-distinct 1,615 → 2,040 holds/s without it; hold-contended
+/// 20.5k → 16.6k req/s, p99 114 → 163 ms).
+pub async fn claim_free<C: ConnectionTrait>(db: &C, hold: NewHold<'_>) -> Result<Claim, DbErr> {
     let NewHold {
         user_id,
         schedule,
@@ -133,45 +97,19 @@ pub async fn claim_free<C: ConnectionTrait>(txn: &C, hold: NewHold<'_>) -> Resul
         stale_before,
     } = hold;
     let row = FreeClaim::find_by_statement(stmt(
-        txn,
-        &format!(
-            "WITH target AS ( \
-                SELECT id, seat_no, price, status, held_until FROM seats \
-                WHERE schedule_id = $1 AND seat_no = ANY($2) ORDER BY seat_no FOR UPDATE), \
-             verdict AS ( \
-                SELECT count(*) FILTER (WHERE status = 'AVAILABLE') AS free, \
-                       count(*) FILTER (WHERE status = 'HELD' AND held_until < $4) AS dead, \
-                       array_agg(seat_no ORDER BY seat_no) FILTER ( \
-                           WHERE NOT (status = 'AVAILABLE' OR (status = 'HELD' AND held_until < $4))) AS unavailable, \
-                       sum(price) AS amount \
-                FROM target), \
-             {OWNED}, \
-             rid AS ( \
-                SELECT nextval('reservations_id_seq') AS id, v.amount \
-                FROM verdict v, mine, lim WHERE v.free = $5 AND mine.owned + $5 <= lim.max_tickets), \
-             claimed AS ( \
-                UPDATE seats se SET status = 'HELD', reservation_id = rid.id, held_until = $3 \
-                FROM target t, rid WHERE se.id = t.id RETURNING se.id), \
-             res AS ( \
-                INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
-                SELECT rid.id, $6, $1, $7, $2, rid.amount, 'HELD', $3 FROM rid \
-                RETURNING id, amount, created_at), \
-             rs AS ( \
-                INSERT INTO reservation_seats (reservation_id, seat_id) SELECT rid.id, c.id FROM rid, claimed c) \
-             SELECT v.free, v.dead, mine.owned, lim.max_tickets, v.unavailable, res.id, res.amount, res.created_at \
-             FROM verdict v CROSS JOIN mine CROSS JOIN lim LEFT JOIN res ON true"
-        ),
+        db,
+        "SELECT free, dead, owned, max_tickets, unavailable, id, amount, created_at \
+         FROM claim_free_seats($1, $2, $3, $4, $5, $6)",
         vec![
             schedule.id.into(),
             seat_nos.to_vec().into(),
             held_until.into(),
             stale_before.into(),
-            (seat_nos.len() as i64).into(),
             user_id.into(),
             schedule.concert_id.into(),
         ],
     ))
-    .one(txn)
+    .one(db)
     .await;
     let row = match row {
         Ok(Some(row)) => row,
@@ -222,8 +160,8 @@ struct Claimed {
 }
 
 /// Claims the hold's seats, taking over seats whose previous hold is dead: all of them or
-/// none, in the hold's transaction after [`lock_buyer`] and [`claim_free`] (which checked the
-/// limit under the same lock). Never answers [`Claim::FreeByTakeover`]. `now` dates the
+/// none, in the hold's transaction after [`claim_free`] (which took the buyer's lock and
+/// checked the limit under it). Never answers [`Claim::FreeByTakeover`]. `now` dates the
 /// `reservation.expired` events of the holds it ends.
 ///
 /// Why this is safe under any concurrency: the claim is one statement that locks the
