@@ -162,10 +162,15 @@ pub fn is_unavailable(e: &DbErr) -> bool {
 
 /// PostgreSQL's `lock_not_available` (SQLSTATE 55P03): `lock_timeout` passed.
 pub fn is_lock_timeout(err: &DbErr) -> bool {
+    has_sqlstate(err, "55P03")
+}
+
+/// Whether PostgreSQL refused the statement with SQLSTATE `code`.
+pub fn has_sqlstate(err: &DbErr, code: &str) -> bool {
     matches!(
         err,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
-            if matches!(e.deref(), sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+            if matches!(e.deref(), sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
     )
 }
 

@@ -41,6 +41,13 @@ pub fn completed_event_id(payment_id: i64) -> Uuid {
     )
 }
 
+/// [`completed_event_id`] as the database computes it for a payment it has just numbered
+/// (`pay_at_once`): the high half in hex, and the low half's bits above the payment id, so
+/// that the id is `high || hex(low | payment_id)`.
+pub fn completed_event_id_parts() -> (String, i64) {
+    (format!("{COMPLETED_ID_HIGH:016x}"), VARIANT as i64)
+}
+
 /// A payment's `payment.completed` event, identical however often it is built: it occurred
 /// when the payment was made.
 pub fn completed_event(p: &PaymentRow) -> Envelope<PaymentCompleted> {

@@ -26,6 +26,10 @@ impl MigratorTrait for Migrator {
                 name: "m20261204_000001_ledger_closed_months",
                 up: LEDGER_CLOSED_MONTHS,
             }),
+            Box::new(SqlMigration {
+                name: "m20261205_000001_pay_at_once",
+                up: PAY_AT_ONCE,
+            }),
         ]
     }
 }
@@ -194,4 +198,62 @@ BEGIN
 END $$;
 CREATE TRIGGER ledger_default_not_closed BEFORE INSERT ON ledger_default
     FOR EACH ROW EXECUTE FUNCTION ledger_default_not_closed();
+"#;
+
+/// A payment that goes through, as one call and so one round trip instead of six (BEGIN, the
+/// key's claim, the payment with its debit, the outbox row, the key's answer, COMMIT): see
+/// `store::payments::pay_at_once`, which says why it is safe under concurrency. It does the
+/// same statements in the same order as the transaction it stands for, and does them all or
+/// none: whatever else it meets (a key already there, a payment already there, a wallet too
+/// short) it raises `PAY_AT_ONCE_DECLINED` (SQLSTATE `TKP01`) so that its whole transaction
+/// rolls back, and the caller takes the general path. The event's id is `payment.completed`'s
+/// id for the new payment (`events::completed_event_id`: `_event_high` is its first 16 hex
+/// digits, `_event_low` the bits of the second half above the payment id).
+const PAY_AT_ONCE: &str = r#"
+CREATE FUNCTION pay_at_once(
+    _user bigint, _key text, _request_hash text, _reservation bigint, _amount bigint,
+    _paid_at timestamptz, _topic text, _event jsonb, _event_high text, _event_low bigint,
+    _traceparent text, _answer jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    _id bigint;
+    _balance bigint;
+    _event_id uuid;
+BEGIN
+    IF _key IS NOT NULL THEN
+        INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES (_user, _key, _request_hash)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: the key is taken';
+        END IF;
+    END IF;
+    INSERT INTO payments (user_id, reservation_id, amount, status, created_at)
+        VALUES (_user, _reservation, _amount, 'COMPLETED', _paid_at)
+        ON CONFLICT (reservation_id) DO NOTHING
+        RETURNING payments.id INTO _id;
+    IF _id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: already paid';
+    END IF;
+    UPDATE wallets SET balance = balance - _amount, updated_at = _paid_at
+        WHERE user_id = _user AND balance >= _amount
+        RETURNING balance INTO _balance;
+    IF _balance IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: the wallet is short';
+    END IF;
+    INSERT INTO ledger (user_id, kind, amount, balance_after, ref, created_at)
+        VALUES (_user, 'PAYMENT', _amount, _balance, 'payment:' || _id, _paid_at);
+    _event_id := (_event_high || lpad(to_hex(_event_low | _id), 16, '0'))::uuid;
+    INSERT INTO outbox (event_id, topic, key, payload, traceparent)
+        VALUES (_event_id, _topic, _reservation::text,
+                jsonb_set(jsonb_set(_event, '{id}', to_jsonb(_event_id)), '{data,payment_id}', to_jsonb(_id)),
+                _traceparent);
+    IF _key IS NOT NULL THEN
+        UPDATE idempotency_keys SET status_code = 201, response_body = jsonb_set(_answer, '{id}', to_jsonb(_id))
+            WHERE user_id = _user AND key = _key;
+    END IF;
+    RETURN _id;
+END
+$fn$;
 "#;

@@ -1,11 +1,14 @@
 //! Payments: one per reservation (a unique index), refunded at most once; the reads also
 //! answer from `archive.payments` (the payments of archived shows).
 
+use crate::events;
 use crate::store::stmt;
 use chrono::{DateTime, Utc};
-use common::inbox;
+use common::{inbox, outbox};
 use sea_orm::prelude::Uuid;
-use sea_orm::{ConnectionTrait, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, DeriveActiveEnum, EnumIter, FromQueryResult,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -83,6 +86,70 @@ pub async fn insert_paid<C: ConnectionTrait>(
         PaymentRow::from_query_result(&row, "")?,
         row.try_get("", "debited")?,
     )))
+}
+
+/// SQLSTATE of `pay_at_once` declining: it changed nothing.
+const PAY_AT_ONCE_DECLINED: &str = "TKP01";
+
+/// A payment that goes through, in one round trip (the function `pay_at_once`, migration
+/// `PAY_AT_ONCE`): `key`'s claim (key and request), the payment row, the debit and its ledger
+/// row, `payment.completed` in the outbox, and `answer` kept as the key's 201 — its `id`, like
+/// the payment's and the event's, filled in by the database. `draft` is the payment as it
+/// will be, its `id` 0. Answers the new payment's id, or `None` if the function declined: the
+/// key was there already, the reservation paid, or the wallet short — then nothing happened,
+/// and the caller takes the general path, which answers each of those.
+///
+/// Why this is as safe under concurrency as that path: it is the same statements in the same
+/// order in one transaction. A second request with the key waits on the key's row (up to the
+/// connection's `lock_timeout`, then its error), a concurrent payer of the reservation on the
+/// payments' unique index, concurrent debits of one wallet on its row, each re-checking the
+/// balance; a decline raises, so its transaction rolls back whole, as does a wait past
+/// `lock_timeout`.
+pub async fn pay_at_once(
+    db: &DatabaseConnection,
+    draft: &PaymentRow,
+    key: Option<(&str, &str)>,
+    answer: &serde_json::Value,
+) -> Result<Option<i64>, DbErr> {
+    let event = events::completed_event(draft);
+    let [_, topic, _, payload, traceparent] = outbox::row(
+        common::events::PAYMENT_COMPLETED,
+        &draft.reservation_id.to_string(),
+        &event,
+    )?;
+    let (event_high, event_low) = events::completed_event_id_parts();
+    let paid = db
+        .query_one_raw(stmt(
+            db,
+            "SELECT pay_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS id",
+            vec![
+                draft.user_id.into(),
+                key.map(|(k, _)| k.to_owned()).into(),
+                key.map(|(_, request)| request.to_owned()).into(),
+                draft.reservation_id.into(),
+                draft.amount.into(),
+                draft.created_at.into(),
+                topic,
+                payload,
+                event_high.into(),
+                event_low.into(),
+                traceparent,
+                answer.clone().into(),
+            ],
+        ))
+        .await;
+    match paid {
+        Ok(Some(row)) => {
+            outbox::written();
+            Ok(Some(row.try_get("", "id")?))
+        }
+        Ok(None) => Err(DbErr::RecordNotFound("pay_at_once answered no row".into())),
+        Err(e) if common::db::has_sqlstate(&e, PAY_AT_ONCE_DECLINED) => Ok(None),
+        // A wait past `lock_timeout` (most likely on a key still in flight) rolled it back
+        // too: the general path waits its own turn and answers IDEMPOTENCY_KEY_IN_USE.
+        Err(e) if common::db::is_lock_timeout(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Payment `id`, from the hot table or the archive (`archive.payments`: a payment of an

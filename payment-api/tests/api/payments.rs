@@ -228,3 +228,61 @@ async fn a_hold_on_the_board_is_paid_without_concert_api_and_a_cancelled_one_is_
     assert_eq!(p.balance(&b).await, before - noted.amount);
     p.assert_money_invariants().await;
 }
+
+/// The common payment is made in one call (`pay_at_once`), which fills the payment's id into
+/// an answer and an event prepared before the database numbered it: both must be exactly what
+/// the general path writes from the stored payment.
+#[tokio::test]
+async fn a_payment_made_at_once_keeps_the_answer_and_event_of_the_stored_payment() {
+    use payment_api::domain::payment::PaymentView;
+    use payment_api::events::{completed_event, completed_event_id};
+    use payment_api::store::payments;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let p = spawn_platform(|e| e).await;
+    let (concert, schedule) = p.concert_with_schedule(10).await;
+    let b = p.buyers(1, concert).await.remove(0);
+    p.charge(&b, json!(10_000), None).await;
+    let reservation = p.hold(&b, schedule, vec![4]).await["id"].as_i64().unwrap();
+    let (status, answer) = p
+        .pay(&b, json!({"reservation_id": reservation}), Some("at-once"))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+
+    let stored = payments::find(&p.payment_db, id).await.unwrap().unwrap();
+    assert_eq!(
+        answer,
+        serde_json::to_value(PaymentView::from(stored.clone())).unwrap()
+    );
+    let replay = p
+        .pay(&b, json!({"reservation_id": reservation}), Some("at-once"))
+        .await;
+    assert_eq!(
+        replay,
+        (201, answer.clone()),
+        "the key replays the first answer"
+    );
+
+    let row = p
+        .payment_db
+        .query_one_raw(Statement::from_sql_and_values(
+            p.payment_db.get_database_backend(),
+            "SELECT event_id, key, payload FROM outbox WHERE topic = 'payment.completed'",
+            [],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let event_id: sea_orm::prelude::Uuid = row.try_get("", "event_id").unwrap();
+    let key: String = row.try_get("", "key").unwrap();
+    let payload: serde_json::Value = row.try_get("", "payload").unwrap();
+    assert_eq!(event_id, completed_event_id(id));
+    assert_eq!(key, reservation.to_string());
+    assert_eq!(
+        payload,
+        serde_json::to_value(completed_event(&stored)).unwrap()
+    );
+    assert_eq!(p.balance(&b).await, 9000);
+    p.assert_money_invariants().await;
+}

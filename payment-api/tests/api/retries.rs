@@ -230,7 +230,8 @@ async fn first_request_running(
     txn
 }
 
-/// Until a request is waiting for the key's row.
+/// Until a request is waiting for the key's row: a payment's first try (`pay_at_once`, whose
+/// own statement waits inside it) or the general path's claim.
 async fn a_retry_waits(p: &Platform) {
     eventually(
         "a retry to wait for the key",
@@ -240,7 +241,8 @@ async fn a_retry_waits(p: &Platform) {
                 &p.payment_db,
                 "SELECT count(*)::bigint AS n FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE 'INSERT INTO idempotency_keys%'",
+               AND (query LIKE 'INSERT INTO idempotency_keys%' \
+                    OR query LIKE 'SELECT pay_at_once(%')",
             )
             .await
                 > 0)
