@@ -70,10 +70,7 @@ impl Application {
             clock.clone(),
         )
         .with_store(db.clone());
-        let handler = RetireOnPurchase {
-            db: db.clone(),
-            room: room.clone(),
-        };
+        let handler = RetireOnPurchase { room: room.clone() };
         let state = std::sync::Arc::new(AppState {
             db: db.clone(),
             sessions: sessions.clone(),

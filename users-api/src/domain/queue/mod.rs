@@ -29,6 +29,7 @@ mod status;
 mod streams;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::ErrorCode;
@@ -36,6 +37,7 @@ use common::auth::{QueueKeys, new_queue_token, queue_token_concert};
 use common::clock::Clock;
 use common::error::Code;
 use redis::{RedisError, RedisResult, Script};
+use sea_orm::prelude::Uuid;
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub use lines::{Following, LineState, Lines, Place, Reading, cadence};
@@ -507,12 +509,31 @@ redis.call('HSET', KEYS[1], 'drawn_at', ARGV[1])
 return drawn
 "#;
 
-/// Retires the user's token for a concert after a purchase: its slot frees at once.
+/// Retires the user's token for a concert after a purchase — its slot frees at once — once
+/// per purchase event: the event's marker (KEYS[3], kept ARGV[1] seconds) is set in the same
+/// script, so a delivery seen before does nothing (-1), even to a token the user got since.
 const RETIRE: &str = r#"
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then return -1 end
 local t = redis.call('GET', KEYS[1])
 if not t then return 0 end
 return redis.call('ZREM', KEYS[2], t)
 "#;
+
+/// How long a purchase event's retirement is remembered: redeliveries come within minutes
+/// (a consumer restarted or rebalanced before committing its offset); a day covers them with
+/// room to spare and keeps a busy day's markers small (~100 bytes each).
+pub const RETIRED_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// What retiring a purchase's token came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// The user's active token was removed.
+    Token,
+    /// The user had no active token for the concert (expired, or never admitted here).
+    NoActiveToken,
+    /// This event retired before: nothing was done.
+    SeenBefore,
+}
 
 /// The keys users-api adds to a concert's waiting room (DESIGN §5), beside common's
 /// [`QueueKeys`]; all carry the hash tag `{c<id>}`, so every script stays on one slot.
@@ -526,6 +547,12 @@ impl RoomKeys<'_> {
         self.0
             .redis()
             .key(&format!("queue:{{c{concert}}}:settings"))
+    }
+    /// String: a purchase event that retired its buyer's token (`WaitingRoom::retire`).
+    pub(crate) fn retired(&self, concert: i64, event_id: Uuid) -> String {
+        self.0
+            .redis()
+            .key(&format!("queue:{{c{concert}}}:retired:{event_id}"))
     }
     /// Hash: running totals (`admitted_total`, `abandoned_total`, `expired_total`).
     pub(crate) fn stats(&self, concert: i64) -> String {
@@ -659,7 +686,7 @@ impl WaitingRoom {
         &self.cfg
     }
 
-    fn millis(d: std::time::Duration) -> u64 {
+    fn millis(d: Duration) -> u64 {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -1088,18 +1115,30 @@ impl WaitingRoom {
         Ok(Some(u64::try_from(drawn).unwrap_or(0)))
     }
 
-    /// Retires `user_id`'s token for `concert_id` (after a purchase). Returns whether an
-    /// active token was removed; retiring twice is harmless.
-    pub async fn retire(&self, user_id: i64, concert_id: i64) -> RedisResult<bool> {
+    /// Retires `user_id`'s token for `concert_id` after the purchase `event_id` announced,
+    /// at most once per event ([`RETIRED_KEPT`]): the retirement and its record are one
+    /// script, so no redelivery can retire a token the user was given since.
+    pub async fn retire(
+        &self,
+        event_id: Uuid,
+        user_id: i64,
+        concert_id: i64,
+    ) -> RedisResult<Retired> {
         let k = &self.keys;
         let mut conn = k.redis().conn();
-        let removed: i64 = self
+        let retired: i64 = self
             .retire
             .key(k.user(concert_id, user_id))
             .key(k.active(concert_id))
+            .key(RoomKeys(k).retired(concert_id, event_id))
+            .arg(RETIRED_KEPT.as_secs())
             .invoke_async(&mut conn)
             .await?;
-        Ok(removed == 1)
+        Ok(match retired {
+            -1 => Retired::SeenBefore,
+            1 => Retired::Token,
+            _ => Retired::NoActiveToken,
+        })
     }
 
     /// Concerts that currently have a line, admitted users or a lottery to draw (admission
