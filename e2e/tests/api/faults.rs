@@ -891,12 +891,30 @@ async fn a_service_killed_mid_payment_loses_nothing() {
     }
 
     // The other six pay at once, every database statement 400 ms slower and every answer
-    // 1 s late. As soon as one of them has committed while another has written in its
-    // still open transaction, the answers on their way are lost (the fans' proxy resets its
-    // connections) and payment-api is killed (SIGKILL).
+    // 3 s late. Three of them find their wallet locked (here, by the test): a payment is one
+    // call (`pay_at_once`), so those stop inside it, with their key and payment row written
+    // and not committed. As soon as one of the other three has committed and the three are
+    // waiting, the answers on their way are lost (the fans' proxy resets its connections)
+    // and payment-api is killed (SIGKILL).
     let payment_db = PgPool::connect(&db_url).await.unwrap();
+    let concert_db = PgPool::connect(&sale.platform.concert_db.url)
+        .await
+        .unwrap();
+    let stopped: Vec<i64> =
+        sqlx::query_scalar("SELECT user_id FROM reservations WHERE id = ANY($1) ORDER BY id")
+            .bind(&held[2..5])
+            .fetch_all(&concert_db)
+            .await
+            .unwrap();
+    concert_db.close().await;
+    let mut wallets_locked = payment_db.begin().await.unwrap();
+    sqlx::query("SELECT user_id FROM wallets WHERE user_id = ANY($1) FOR UPDATE")
+        .bind(&stopped)
+        .execute(&mut *wallets_locked)
+        .await
+        .unwrap();
     db_proxy.delay(200).await;
-    fans_proxy.delay(1000).await;
+    fans_proxy.delay(3000).await;
     sale.log.fault(true);
     let first = {
         let fans = &sale.fans;
@@ -909,19 +927,19 @@ async fn a_service_killed_mid_payment_loses_nothing() {
         let platform = &mut sale.platform;
         let kill = async {
             eventually(
-                "a payment committed and another mid-transaction",
+                "a payment committed and three stopped mid-transaction",
                 WAIT,
                 || async {
-                    let (paid, writing): (i64, i64) = sqlx::query_as(
+                    let (paid, stopped): (i64, i64) = sqlx::query_as(
                         "SELECT (SELECT count(*) FROM payments), \
                            (SELECT count(*) FROM pg_stat_activity \
-                            WHERE datname = current_database() AND backend_xid IS NOT NULL \
-                              AND pid <> pg_backend_pid())",
+                            WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                              AND backend_xid IS NOT NULL)",
                     )
                     .fetch_one(&payment_db)
                     .await
                     .unwrap();
-                    (paid > 2 && writing > 0).then_some(())
+                    (paid > 2 && stopped == 3).then_some(())
                 },
             )
             .await;
@@ -935,8 +953,22 @@ async fn a_service_killed_mid_payment_loses_nothing() {
         assert_eq!(r.status, 0, "every answer was lost with the crash: {r:?}");
     }
     // What the crash left: the payments committed (their answers lost), and those whose
-    // transaction died with it (rolled back once PostgreSQL sees the connection go).
+    // transaction died with it: their wait for the wallets ends at payment-api's
+    // `lock_timeout` (`IN_FLIGHT_WAIT`) with nobody left to go on, and PostgreSQL rolls them
+    // back — before the test lets the wallets go.
     db_proxy.delay(0).await;
+    eventually("the stopped payments to be rolled back", WAIT, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&payment_db)
+        .await
+        .unwrap();
+        (waiting == 0).then_some(())
+    })
+    .await;
+    wallets_locked.rollback().await.unwrap();
     sale.platform.payment.restart().await;
     sale.log.fault(false);
     let committed: Vec<(i64, i64)> = sqlx::query_as("SELECT reservation_id, id FROM payments")
@@ -944,7 +976,10 @@ async fn a_service_killed_mid_payment_loses_nothing() {
         .await
         .unwrap();
     assert!(committed.len() > 2, "{committed:?}");
-    assert!(committed.len() < 8, "some payments died with the process");
+    assert!(
+        committed.iter().all(|(r, _)| !held[2..5].contains(r)),
+        "the three stopped payments died with the process: {committed:?}"
+    );
 
     // Each fan pays again with the same Idempotency-Key until answered 201: the first answer
     // replayed (the same payment), or the payment made now — never a second one. (While the
