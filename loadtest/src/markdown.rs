@@ -513,8 +513,8 @@ const LIMITS: &str = "### What limits the figures
 - The hold's claim statement was planned afresh for every hold: PostgreSQL's plan cache kept
   custom plans (the generic plan's estimate, for any number of seats, is dearer), and
   planning cost as much as running it (pg_stat_statements over a sale: 5,124 plans for 5,108
-  holds, 2.76 s planning and 2.94 s running). The hold's transaction now asks for generic
-  plans: 58 plans and 61 ms planning for 5,101 holds.
+  holds, 2.76 s planning and 2.94 s running). The hold now asks for generic plans
+  (`claim_free_seats` sets `plan_cache_mode`): 58 plans and 61 ms planning for 5,101 holds.
 - A common hold is one round trip: the buyer's lock and the claim are one PL/pgSQL call
   (`claim_free_seats`), its own transaction, instead of BEGIN, the lock, the claim and
   COMMIT. hold-distinct, alternated runs on one machine: 1,790 and 1,737 holds/s before,

@@ -252,10 +252,10 @@ async fn pay_at_once(
         status: PaymentStatus::Completed,
         created_at: now.trunc_subsecs(6),
     };
-    let answer =
-        serde_json::to_value(PaymentView::from(draft.clone())).map_err(ApiError::internal)?;
+    // The key's 201, rendered as every kept answer is (its id filled in by the database).
+    let answer = idempotency::Answer::to(&Ok::<_, PayRefusal>(PaymentView::from(draft.clone())))?;
     let key = keyed.map(|k| (k.key, k.request.as_str()));
-    let Some(id) = payments::pay_at_once(db, &draft, key, &answer).await? else {
+    let Some(id) = payments::pay_at_once(db, &draft, key, &answer.body).await? else {
         return Ok(None);
     };
     draft.id = id;
