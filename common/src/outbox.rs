@@ -304,9 +304,38 @@ pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, DbErr> {
 
 /// Deletes rows published before `before` (batch's cleanup); returns how many went.
 /// Unpublished rows are never touched, however old: they are events still owed.
+///
+/// `published_at` has no index (the relay's update of it would maintain one more), so the
+/// rows to delete are found through the primary key: ids are handed out as rows are written,
+/// and a row published before `before` was written before it, so it lies below the first id
+/// written at or after `before`. Finding that id walks the key from the oldest row, past the
+/// rows about to go; the delete then reads only the ids below it. A bare `DELETE … WHERE
+/// published_at < $1` read the whole table (a week of events) every minute to find the
+/// minute's worth that had aged out: 620 ms each for 785,000 rows. A row written by a
+/// transaction that began before an older row's (ids and `created_at` can disagree by as long
+/// as a transaction lasts) may wait for a later run.
 pub async fn delete_published_before<C: ConnectionTrait>(
     db: &C,
     before: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    crate::db::delete_before(db, "DELETE FROM outbox WHERE published_at < $1", before).await
+    let backend = db.get_database_backend();
+    let first_kept = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT id FROM outbox WHERE created_at >= $1 ORDER BY id LIMIT 1",
+            [before.into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "id"))
+        .transpose()?;
+    // None: every row was written before `before`.
+    let below = first_kept.unwrap_or(i64::MAX);
+    let res = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            "DELETE FROM outbox WHERE id < $2 AND published_at < $1",
+            [before.into(), below.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
 }

@@ -34,6 +34,8 @@ impl MigratorTrait for Migrator {
                 name: "m20261205_000001_claim_free_seats",
                 up: CLAIM_FREE_SEATS,
             }),
+            common::migration::inbox_received(),
+            common::migration::outbox_vacuum(),
         ]
     }
 }
@@ -289,3 +291,4 @@ BEGIN
 END
 $fn$;
 "#;
+

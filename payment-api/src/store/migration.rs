@@ -30,6 +30,8 @@ impl MigratorTrait for Migrator {
                 name: "m20261205_000001_pay_at_once",
                 up: PAY_AT_ONCE,
             }),
+            common::migration::inbox_received(),
+            common::migration::outbox_vacuum(),
         ]
     }
 }

@@ -61,6 +61,8 @@ CREATE INDEX queue_rooms_undrawn ON queue_rooms (concert_id)
 "#,
             }),
             common::migration::outbox_trace_context(),
+            common::migration::inbox_received(),
+            common::migration::outbox_vacuum(),
         ]
     }
 }
