@@ -235,37 +235,33 @@ pub struct SeatRow {
 
 /// The seat map of a schedule (of an archived one: its seats as they were archived).
 ///
-/// A live date's seats are read from `seats` alone: one table, no sort (its index is in
-/// seat order), and planned in a few hundredths of a millisecond. Read together with the
-/// archive (`UNION ALL`), PostgreSQL planned the statement afresh for every call during a
-/// sale (its generic plan looked dearer), and planning cost more than running it. Only a
-/// date with no live seats, an archived one, is looked for in the archive: archiving moves
-/// a date's seats in one transaction, so they are in one table or the other.
+/// A live date's seats are read from `seats` alone (one table, no sort: its index is in seat
+/// order), through `live_seat_map`, whose plan is generic and kept (migration
+/// `m20261205_000004_live_seat_map` says why). Read together with the archive (`UNION ALL`),
+/// PostgreSQL planned the statement afresh for every call during a sale. Only a date with no
+/// live seats, an archived one, is looked for in the archive: archiving moves a date's seats
+/// in one transaction, so they are in one table or the other.
 pub async fn seat_map<C: ConnectionTrait>(
     db: &C,
     schedule_id: i64,
     stale_before: DateTime<Utc>,
 ) -> Result<Vec<SeatRow>, DbErr> {
-    let live = seats_in(db, "seats", schedule_id, stale_before).await?;
+    let live = SeatRow::find_by_statement(stmt(
+        db,
+        "SELECT seat_no, price, status FROM live_seat_map($1, $2)",
+        vec![schedule_id.into(), stale_before.into()],
+    ))
+    .all(db)
+    .await?;
     if !live.is_empty() {
         return Ok(live);
     }
-    seats_in(db, "archive.seats", schedule_id, stale_before).await
-}
-
-/// The seats of `schedule_id` in `table`, in seat order, as a buyer sees them.
-async fn seats_in<C: ConnectionTrait>(
-    db: &C,
-    table: &str,
-    schedule_id: i64,
-    stale_before: DateTime<Utc>,
-) -> Result<Vec<SeatRow>, DbErr> {
     let free = FREE_SEAT.replace("$stale", "$2");
     SeatRow::find_by_statement(stmt(
         db,
         &format!(
             "SELECT se.seat_no, se.price, CASE WHEN {free} THEN 'AVAILABLE' ELSE se.status END AS status \
-             FROM {table} se WHERE se.schedule_id = $1 ORDER BY se.seat_no"
+             FROM archive.seats se WHERE se.schedule_id = $1 ORDER BY se.seat_no"
         ),
         vec![schedule_id.into(), stale_before.into()],
     ))
