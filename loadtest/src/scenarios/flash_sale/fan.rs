@@ -165,6 +165,7 @@ impl Sale {
             let Ok(status) = serde_json::from_str::<serde_json::Value>(data) else {
                 return true;
             };
+            self.stream_events.fetch_add(1, Ordering::Relaxed);
             last = match status["status"].as_str() {
                 Some("ACTIVE") => Streamed::Active(status),
                 Some("SOLD_OUT") => Streamed::SoldOut,

@@ -47,6 +47,8 @@ struct Sale {
     /// were refused or broke (those fans then polled).
     streaming: AtomicU64,
     stream_breaks: AtomicU64,
+    /// Status events the fans' streams delivered (each one a write through users-api and nginx).
+    stream_events: AtomicU64,
     /// Fans still in line stop waiting: set by the watcher a little after the room said
     /// SOLD_OUT (so that every one of them polls once more), or when it never did. Until then a
     /// waiting fan waits on after the sale is over, as a real one would, to be told.
@@ -135,6 +137,7 @@ impl Sale {
             told_sold_out_at: std::sync::Mutex::default(),
             streaming: AtomicU64::new(0),
             stream_breaks: AtomicU64::new(0),
+            stream_events: AtomicU64::new(0),
             line_closed: tokio::sync::watch::Sender::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),

@@ -100,6 +100,10 @@ pub(super) async fn outcome(
         );
     }
     facts.insert(
+        "status events the fans' streams delivered".into(),
+        count(&sale.stream_events).to_string(),
+    );
+    facts.insert(
         "fans told SOLD_OUT while waiting".into(),
         count(&sale.told_sold_out).to_string(),
     );
