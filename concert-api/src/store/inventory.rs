@@ -16,6 +16,9 @@
 //! still the one read before the count (else it tries again, a few times, then leaves it to
 //! the next period).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
 use common::redis::RedisStore;
 use redis::Script;
@@ -42,7 +45,8 @@ return 1
 
 /// KEYS: the concert's sequence, hash, then each schedule's hash. ARGV[1]: the sequence read
 /// before counting ('' if none); then four counts (total, available, held, sold) per hash in
-/// KEYS order from KEYS[2]. Writes nothing and answers 0 if a change came in meanwhile.
+/// KEYS order from KEYS[2]. Writes nothing and answers 0 if a change came in meanwhile; else
+/// moves the sequence too (a rewrite is a change of the counts) and answers it.
 const WRITE: &str = r#"
 local seq = redis.call('GET', KEYS[1]) or ''
 if seq ~= ARGV[1] then return 0 end
@@ -51,7 +55,7 @@ for i = 2, #KEYS do
   redis.call('HSET', KEYS[i], 'total', ARGV[a], 'available', ARGV[a + 1],
     'held', ARGV[a + 2], 'sold', ARGV[a + 3])
 end
-return 1
+return redis.call('INCR', KEYS[1])
 "#;
 
 /// How many times a resync counts again when changes keep coming in while it counts.
@@ -241,6 +245,8 @@ pub struct Inventory {
     redis: RedisStore,
     apply: Script,
     write: Script,
+    /// Each concert's sequence as this process last saw it (see [`Inventory::went_back`]).
+    seen: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
 impl Inventory {
@@ -249,7 +255,41 @@ impl Inventory {
             redis,
             apply: Script::new(APPLY),
             write: Script::new(WRITE),
+            seen: Arc::default(),
         }
+    }
+
+    fn saw(&self, concert_id: i64, seq: i64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(concert_id, seq);
+    }
+
+    /// Whether `concert_id`'s hash must be counted although none of its reservations changed:
+    /// it is missing (Redis lost it, or it was never written), or Redis went back in time under
+    /// it (restored from an older copy, or a replica promoted that had not had every write) —
+    /// which its sequence shows: it only ever grows (every change and every rewrite moves it),
+    /// so a sequence below the one this process saw last, or gone, is an older copy, whose
+    /// counts may be older too. Any change Redis lost that way was made since this process's
+    /// previous look, one resync period ago, so it is also counted as changed lately.
+    async fn went_back(&self, concert_id: i64) -> redis::RedisResult<bool> {
+        let mut conn = self.redis.conn();
+        let (present, seq): (bool, Option<i64>) = redis::pipe()
+            .exists(self.concert_key(concert_id))
+            .get(self.seq_key(concert_id))
+            .query_async(&mut conn)
+            .await?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let back = match (seq, seen.get(&concert_id)) {
+            (Some(now), Some(&last)) => now < last,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if let Some(now) = seq {
+            seen.insert(concert_id, now);
+        }
+        Ok(!present || back)
     }
 
     /// `inventory:{c<id>}` (with the store's prefix).
@@ -350,7 +390,8 @@ impl Inventory {
                 push_counts(&mut call, &s.counts());
             }
             let written: i64 = call.invoke_async(&mut conn).await?;
-            if written == 1 {
+            if written > 0 {
+                self.saw(concert_id, written);
                 return Ok((true, schedules));
             }
         }
@@ -362,8 +403,8 @@ impl Inventory {
     }
 
     /// Resyncs the concerts `reach` takes in ([`live_concerts`]) — and, between full passes,
-    /// every live concert whose hash is missing (Redis lost it, or it was never written):
-    /// answers how many were written.
+    /// every live concert whose hash is missing or older than this process last saw it
+    /// ([`Inventory::went_back`]): answers how many were written.
     pub async fn resync_all<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -371,13 +412,8 @@ impl Inventory {
     ) -> Result<u64, ResyncError> {
         let mut concerts = live_concerts(db, reach).await?;
         if reach != Reach::Live {
-            let mut conn = self.redis.conn();
             for id in live_concerts(db, Reach::Live).await? {
-                let present: bool = redis::cmd("EXISTS")
-                    .arg(self.concert_key(id))
-                    .query_async(&mut conn)
-                    .await?;
-                if !present && !concerts.contains(&id) {
+                if !concerts.contains(&id) && self.went_back(id).await? {
                     concerts.push(id);
                 }
             }

@@ -186,7 +186,7 @@ async fn a_missing_hash_is_never_created_by_a_change_and_the_service_resyncs_it_
 }
 
 #[tokio::test]
-async fn between_full_passes_the_resync_counts_only_the_concerts_changed_lately() {
+async fn between_full_passes_the_resync_counts_only_the_concerts_changed_or_gone_back() {
     use concert_api::store::inventory::{Reach, live_concerts};
     use sea_orm::ConnectionTrait;
     let s = spawn_app().await;
@@ -217,6 +217,30 @@ async fn between_full_passes_the_resync_counts_only_the_concerts_changed_lately(
     assert_eq!(
         s.hash(&inv.concert_key(untouched)).await,
         Some([20, 20, 0, 0])
+    );
+    // Nothing changed since: nothing is counted.
+    assert_eq!(inv.resync_all(&s.db, within(60)).await.unwrap(), 0);
+    // Redis goes back in time under `untouched` (restored from an older copy): its hash is
+    // there but older, and so is its sequence. Nothing changed in the database, yet the next
+    // pass counts it (this one, or the service's own timer if it looks first).
+    let seq_key = format!("{}:seq", inv.concert_key(untouched));
+    let mut redis = s.redis().conn();
+    let seq: i64 = redis::cmd("GET")
+        .arg(&seq_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .set(&seq_key, seq - 1)
+        .hset(inv.concert_key(untouched), "available", 7)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(inv.resync_all(&s.db, within(60)).await.unwrap() <= 1);
+    assert_eq!(
+        s.hash(&inv.concert_key(untouched)).await,
+        Some([20, 20, 0, 0]),
+        "a hash older than the one last seen is counted again"
     );
     // A new concert is counted at once, changed or not.
     let (fresh, _) = s.concert_with_schedule(20, -60, 3600).await;
