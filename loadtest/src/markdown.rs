@@ -532,6 +532,26 @@ const LIMITS: &str = "### What limits the figures
   in users-api any more. Alternated sales: users-api 0.86 and 0.85 ms of CPU a purchase
   before, 0.77 and 0.74 after; its PostgreSQL 0.25 and 0.25 before, 0.02 and 0.01 after;
   Redis 0.57 and 0.55 before, 0.64 and 0.58 after (one SET more per purchase).
+- Background work that grew with the platform, found with pg_stat_statements over whole sales
+  (loaded for the measurement only): each of the three sales measured so spent 1.1 to 3.1 s of
+  PostgreSQL counting every seat of the 305 shows still to come on this machine, because
+  concert-api's full inventory pass ran every minute and fell inside the sale; it now runs
+  hourly, and each 5 s pass also counts a concert whose `seq` went down (Redis went back in
+  time), the one case the minute's pass covered that the changed concerts did not. batch's
+  money totals (this month's 1.87 million ledger rows and 1.1 million wallets, 0.8 s of CPU
+  with PostgreSQL's parallel workers) ran every 15 s and now every minute: the exited
+  backends' row (the parallel workers) went from 0.21 to 0.08 ms a purchase, the idle stack
+  from 91-114 to 67 ms of CPU a second. batch's minute-by-minute cleanup read the whole
+  outbox (620 ms for 785,000 rows) and the whole inbox (130-230 ms) to find the minute's
+  expired rows; both now read an index (outbox 0.07 and 1.7 ms for its two statements,
+  inbox 0.06-0.2 ms; `EXPLAIN ANALYZE` on the same database). The outbox relay walked 71,000 dead versions of published rows on each poll
+  (1,198 pages, 1.47 ms), which autovacuum's default would have left until 150,000; the
+  outbox is now vacuumed every 10,000 (232 pages, 0.20 ms a poll, for 0.2-0.3 s of CPU a
+  vacuum). And the seat map was planned for every call (6,603 plans, 428 ms planning and
+  329 ms running in one sale): it is now a PL/pgSQL call with a generic plan, 76-103 µs a
+  call in all against 115. Whole sales (bench/purchase-cost.sh, 10,000 fans) cost 6.78 ms a
+  purchase before these changes and 5.41-6.29 ms in the five runs made as they went in (runs
+  of one build differ by about 0.5 ms).
 - Tried this round and not kept, each within noise of the build it was measured against
   (bench/purchase-cost.sh, 10,000 fans, runs of each, alternated): PostgreSQL over its
   Unix socket instead of loopback TCP (its CPU per purchase 3.63 against 3.69 ms);
