@@ -87,6 +87,23 @@ pub struct Figures {
     /// flash-sale: the platform's CPU per purchase over the sale's window, written into the
     /// report by bench/purchase_cost.py (`None`: the sale ran without it).
     pub cpu_ms_per_purchase: Option<CpuPerPurchase>,
+    /// flash-sale: when bench/run.sh measured several sales one after another, each one's
+    /// figures in the order they ran; this report is the one marked `shown` (the median
+    /// sell-out), written by bench/purchase_cost.py (`pick`).
+    pub sales: Option<Vec<SaleFigures>>,
+}
+
+/// One of several measured sales (see [`Figures::sales`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SaleFigures {
+    pub sell_out_seconds: Option<f64>,
+    /// The platform's total.
+    pub cpu_ms_per_purchase: Option<f64>,
+    pub worst_endpoint_p99_ms: Option<f64>,
+    pub payment_to_confirmed_p99_ms: Option<f64>,
+    /// The sale whose report this is.
+    pub shown: bool,
 }
 
 /// CPU milliseconds (user + system) per purchase: the platform's total and each of its
@@ -183,6 +200,7 @@ impl Figures {
             payment_to_confirmed_p99_ms,
             payment_to_confirmed_row,
             cpu_ms_per_purchase,
+            sales,
         )
     }
 
