@@ -671,7 +671,16 @@ const LIMITS: &str = "### What limits the figures
   their times. The machine's own speed drifts: the load tool does the same work in every
   sale, yet its CPU went from 0.88 to 1.21 ms a purchase between runs minutes apart, and the
   platform's with it (6.8 and 8.5 ms for one build). bench/purchase-cost.sh prints the
-  platform's CPU over the load tool's as a control for that drift.
+  platform's CPU over the load tool's as a control for that drift. Three sales run one after
+  another by bench/run.sh did the same work (35,523 to 35,777 PostgreSQL transactions, 615,000
+  to 649,000 Redis commands) at 5.44, 6.07 and 6.40 ms a purchase, every process rising
+  together, the load tool too (0.89 to 1.02 ms): so bench/run.sh measures three sales and
+  shows the median one.
+- Tried and not kept, within that drift: mimalloc as the allocator of the services and the
+  load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
+  with glibc, 7.17 and 5.81 with mimalloc, alternated), and the services' main runtime on one
+  thread (`current_thread`; queue-join 15,494 and 14,890 req/s before, 15,158 and 16,573
+  after; hold-distinct 2,586 and 2,197 before, 2,366 and 2,256 after).
 - A round trip to PostgreSQL costs the platform about 25 µs. The settlement's common case (the
   first delivery of a payment that buys its hold) is one self-committing statement now, four
   round trips fewer (BEGIN, the inbox row, the lock, COMMIT): concert-api 0.99 and 1.04 ms a
