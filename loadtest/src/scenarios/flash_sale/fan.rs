@@ -162,12 +162,22 @@ impl Sale {
         let path = format!("/api/queue/tokens/{pass}/events");
         let mut last = Streamed::Closed;
         let stream = self.http.stream(&path, u.auth(), |data| {
-            let Ok(status) = serde_json::from_str::<serde_json::Value>(data) else {
+            // Only the state, for the ~11 frames a purchase: the whole status, as a `Value`,
+            // only for the one that admits the fan.
+            #[derive(serde::Deserialize)]
+            struct Frame<'a> {
+                #[serde(borrow)]
+                status: Option<std::borrow::Cow<'a, str>>,
+            }
+            let Ok(frame) = serde_json::from_str::<Frame>(data) else {
                 return true;
             };
             self.stream_events.fetch_add(1, Ordering::Relaxed);
-            last = match status["status"].as_str() {
-                Some("ACTIVE") => Streamed::Active(status),
+            last = match frame.status.as_deref() {
+                Some("ACTIVE") => match serde_json::from_str(data) {
+                    Ok(status) => Streamed::Active(status),
+                    Err(_) => return true,
+                },
                 Some("SOLD_OUT") => Streamed::SoldOut,
                 Some("EXPIRED") => Streamed::Expired,
                 _ => return true,

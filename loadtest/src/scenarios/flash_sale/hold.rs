@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use rand::seq::IndexedRandom;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::Sale;
@@ -13,6 +14,48 @@ use super::retry::backoff;
 use crate::fixture::User;
 use crate::http::Auth;
 use crate::scenarios::record;
+
+/// The parts of the answers a fan choosing a seat reads, parsed straight into them: as
+/// `serde_json::Value`s, the schedule list's 100 items and the seat map's 50 seats cost the
+/// load generator a quarter of its CPU in malloc (perf over a sale), CPU the platform on the
+/// same cores then lacked. An answer of another shape reads as empty, as before.
+#[derive(Default, Deserialize)]
+struct Listing {
+    #[serde(default)]
+    items: Vec<Listed>,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    id: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+struct SeatMap {
+    #[serde(default)]
+    seats: Vec<MapSeat>,
+}
+
+#[derive(Deserialize)]
+struct MapSeat {
+    seat_no: Option<i64>,
+    #[serde(default)]
+    status: SeatStatus,
+}
+
+#[derive(Default, PartialEq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum SeatStatus {
+    Available,
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+/// `body` as a `T`, or `T`'s default when it is not one.
+fn read<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> T {
+    serde_json::from_slice(body).unwrap_or_default()
+}
 
 impl Sale {
     /// Picks a free seat of a schedule with seats left and holds it, retrying on 409 — as a
@@ -54,12 +97,12 @@ impl Sale {
                     Auth::default(),
                     None,
                 )
-                .await?
-                .json();
-            let candidates: Vec<i64> = open["items"]
-                .as_array()
-                .map(|items| items.iter().filter_map(|s| s["id"].as_i64()).collect())
-                .unwrap_or_default();
+                .await?;
+            let candidates: Vec<i64> = read::<Listing>(&open.body)
+                .items
+                .into_iter()
+                .filter_map(|s| s.id)
+                .collect();
             let Some(&schedule) = candidates.choose(&mut rand::rng()) else {
                 // Nothing on sale in the (seconds-old) list: look again in a second.
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -73,18 +116,13 @@ impl Sale {
                     u.auth(),
                     None,
                 )
-                .await?
-                .json();
-            let free: Vec<i64> = map["seats"]
-                .as_array()
-                .map(|seats| {
-                    seats
-                        .iter()
-                        .filter(|s| s["status"] == "AVAILABLE")
-                        .filter_map(|s| s["seat_no"].as_i64())
-                        .collect()
-                })
-                .unwrap_or_default();
+                .await?;
+            let free: Vec<i64> = read::<SeatMap>(&map.body)
+                .seats
+                .into_iter()
+                .filter(|s| s.status == SeatStatus::Available)
+                .filter_map(|s| s.seat_no)
+                .collect();
             let Some(&seat) = free.choose(&mut rand::rng()) else {
                 // Every seat of that schedule is taken (the list is seconds old).
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -183,6 +221,35 @@ mod tests {
     use super::*;
     use crate::scenarios::flash_sale::count;
     use crate::scenarios::flash_sale::fake::{Fake, fan, held, sale};
+
+    #[test]
+    fn only_available_seats_with_a_number_are_free_and_another_shape_is_empty() {
+        let map: SeatMap = read(
+            br#"{"schedule_id": 5, "seats": [
+                {"seat_no": 1, "status": "AVAILABLE", "price": 50000},
+                {"seat_no": 2, "status": "HELD"},
+                {"seat_no": 3, "status": "SOLD"},
+                {"seat_no": 4, "status": "SOMETHING_NEW"},
+                {"status": "AVAILABLE"},
+                {"seat_no": 6}
+            ]}"#,
+        );
+        let free: Vec<i64> = map
+            .seats
+            .into_iter()
+            .filter(|s| s.status == SeatStatus::Available)
+            .filter_map(|s| s.seat_no)
+            .collect();
+        assert_eq!(free, [1]);
+        let listing: Listing =
+            read(br#"{"items": [{"id": 7, "price": 1}, {"name": "x"}], "next": null}"#);
+        let ids: Vec<_> = listing.items.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, [Some(7), None]);
+        for body in [&b"null"[..], b"[]", b"{\"seats\": 3}", b"not json", b""] {
+            assert!(read::<SeatMap>(body).seats.is_empty());
+            assert!(read::<Listing>(body).items.is_empty());
+        }
+    }
 
     /// A platform with one open schedule of one free seat; `holds` answers
     /// POST /api/reservations, `mine` lists the fan's reservations (by how many POSTs came).
