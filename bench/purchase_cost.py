@@ -729,6 +729,17 @@ def run(out, loadtest, args):
     return rc
 
 
+def write_with_figure(target, report, name, value):
+    """Writes loadtest's `report` to `target` (whole, through a temporary file) with
+    `figures.<name>` set to `value`."""
+    figures = report.get("figures") or {}
+    figures[name] = value
+    report["figures"] = figures
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(target)
+
+
 def merge(out, target):
     """Writes the sale's report (out/sale.json) to `target` with `figures.cpu_ms_per_purchase`
     set from out/cost.json: the sale window's platform rows, {total, per_process: {name: ms}}
@@ -748,12 +759,7 @@ def merge(out, target):
         cpu = dict(total=window["platform_cpu_ms_per_purchase"],
                    per_process={r["component"]: r["cpu_ms_per_purchase"]
                                 for r in window["cpu"] if r["platform"]})
-    figures = sale.get("figures") or {}
-    figures["cpu_ms_per_purchase"] = cpu
-    sale["figures"] = figures
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(sale, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(target)
+    write_with_figure(target, sale, "cpu_ms_per_purchase", cpu)
     if cpu:
         print(f"[purchase-cost] CPU per purchase {cpu['total']:.2f} ms written into {target}")
     return 0
@@ -787,13 +793,7 @@ def pick(target, paths):
                           worst_endpoint_p99_ms=f.get("worst_endpoint_p99_ms"),
                           payment_to_confirmed_p99_ms=f.get("payment_to_confirmed_p99_ms"),
                           shown=i == shown))
-    chosen = reports[shown]
-    figures = chosen.get("figures") or {}
-    figures["sales"] = sales
-    chosen["figures"] = figures
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(chosen, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(target)
+    write_with_figure(target, reports[shown], "sales", sales)
     print(f"[purchase-cost] {len(reports)} sales; the median sell-out (sale {shown + 1}, "
           f"{paths[shown]}) written to {target}")
     return 0
