@@ -235,7 +235,7 @@ fn status_frames(
     follow: StreamFollow,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let keepalive = state.room.config().sse_keepalive;
-    let period = state.lines.period();
+    let period = state.lines.look_every();
     let init = Watching {
         probe: slot.probe_signal(),
         slot,

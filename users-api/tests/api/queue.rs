@@ -412,6 +412,40 @@ async fn the_event_stream_pushes_status_until_active_then_ends() {
     assert!(last["active_until"].is_string());
 }
 
+/// The line is read as often as admission runs, however rarely the streams look on their
+/// own, and every reading after the first can tell a stream of its fan's admission: the
+/// stream's next frame after admission is ACTIVE. (Read only every `QUEUE_SSE_POLL_MS`, or
+/// with the stream forgotten by the line's first reading, the next frame would be the
+/// keep-alive's repeat of WAITING, 15 s later.)
+#[tokio::test]
+async fn admission_reaches_the_stream_at_admissions_pace_not_the_streams_looks() {
+    let s = spawn_app_with(|env| {
+        env.with("QUEUE_SSE_POLL_MS", "60000")
+            .with("QUEUE_SSE_KEEPALIVE_SECS", "15")
+            .with("QUEUE_ADMIT_INTERVAL_MS", "100")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let session = s.fan_sessions(1, USERS).await.remove(0);
+    let (_, joined) = s.join(&c, &session, 1).await;
+    let mut res = s
+        .open_events(&c, &session, joined["token"].as_str().unwrap())
+        .await;
+    let first = res.chunk().await.unwrap().unwrap();
+    assert_eq!(
+        frame_data(std::str::from_utf8(&first).unwrap())["status"],
+        "WAITING"
+    );
+    // Let the line's first reading be taken, so that admission is told by a later one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.room().admit(1, s.clock.now()).await.unwrap();
+    let next = res.chunk().await.unwrap().expect("a frame after admission");
+    assert_eq!(
+        frame_data(std::str::from_utf8(&next).unwrap())["status"],
+        "ACTIVE"
+    );
+}
+
 /// One account cannot hold more than `QUEUE_SSE_PER_USER` status streams, however many
 /// sessions it opens; another account is not affected, and a closed stream frees its slot.
 #[tokio::test]

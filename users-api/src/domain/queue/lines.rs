@@ -84,13 +84,14 @@ impl Place {
 }
 
 /// Behind this position, a stream looks at the line less often: a fan at position `p`
-/// hears of their progress every `ceil(p / FRONT)` ticks, at least every keep-alive. The
-/// front of the line hears of every step; 100,000 streams cost ~10,000 looks a second, not
-/// 100,000. Admission and the line's other events are never paced: they wake the stream.
+/// hears of their progress every `ceil(p / FRONT)` looks (`QUEUE_SSE_POLL_MS` each), at
+/// least every keep-alive. The front of the line hears every look; 100,000 streams cost
+/// ~10,000 looks a second, not 100,000. Admission and the line's other events are never
+/// paced: the next tick wakes the stream.
 pub const FRONT: i64 = 1_000;
 
 /// How long a stream at `position` (`None`: pre-queued) waits before it looks at the line
-/// again on its own, with ticks every `period` and a keep-alive of `keepalive`.
+/// again on its own, when the front looks every `period`, with a keep-alive of `keepalive`.
 pub fn cadence(position: Option<i64>, period: Duration, keepalive: Duration) -> Duration {
     let Some(position) = position else {
         return keepalive;
@@ -114,8 +115,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// Wakes the streams this reading concerns: all of them on an event (a draw, a sell-out,
-    /// counters reset), else those admission reached.
+    /// Wakes the streams this reading concerns: those admission reached, and on an event (the
+    /// first reading, a draw, a sell-out, counters reset) all the others too.
+    ///
+    /// Those admission reached leave `waiting`: each asks Redis and waits again at its new
+    /// place, if any. The others stay: a stream that finds on the event that its fan still
+    /// waits where it was does not wait again, and taken out it would sleep through its own
+    /// admission until its next look (a tick of 1 s hid that; the first reading of every line
+    /// is such an event).
     fn wake(&mut self, line: &LineState) {
         let event = self.last.as_ref().is_none_or(|last| {
             line.sold_out
@@ -123,14 +130,15 @@ impl Shared {
                 || line.passed < last.passed
                 || line.head < last.head
         });
-        let woken = if event {
-            std::mem::take(&mut self.waiting)
-        } else {
-            let beyond = self.waiting.split_off(&(line.head.saturating_add(1), 0));
-            std::mem::replace(&mut self.waiting, beyond)
-        };
-        for notify in woken.into_values() {
+        let beyond = self.waiting.split_off(&(line.head.saturating_add(1), 0));
+        let reached = std::mem::replace(&mut self.waiting, beyond);
+        for notify in reached.into_values() {
             notify.notify_one();
+        }
+        if event {
+            for notify in self.waiting.values() {
+                notify.notify_one();
+            }
         }
         self.last = Some(line.clone());
         self.generation += 1;
@@ -147,7 +155,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Lines {
     room: WaitingRoom,
-    period: Duration,
+    /// How often a ticker reads its line.
+    tick: Duration,
+    /// How often a stream at the front of its line looks at the latest reading on its own.
+    look: Duration,
     tickers: Tickers,
 }
 
@@ -163,18 +174,26 @@ pub struct Following {
 }
 
 impl Lines {
-    /// Tickers read each line every `QUEUE_SSE_POLL_MS`.
+    /// Tickers read each line as often as admission moves it (`QUEUE_ADMIT_INTERVAL_MS`), or
+    /// every `QUEUE_SSE_POLL_MS` if that is shorter: reading less often than admission runs
+    /// leaves the fans it let in idle, unaware, in the slots they were given (a tick of 1 s
+    /// against admission's 250 ms kept the machine at 1.1 of its 2 cores through a sale). The
+    /// streams still look at the reading on their own every `QUEUE_SSE_POLL_MS` at the front
+    /// ([`cadence`]), so the frames sent for the fans' progress do not grow with the ticks.
     pub fn new(room: WaitingRoom) -> Self {
+        let config = room.config();
         Self {
-            period: room.config().sse_poll,
+            tick: config.admit_interval.min(config.sse_poll),
+            look: config.sse_poll,
             room,
             tickers: Arc::default(),
         }
     }
 
-    /// How often the tickers read.
-    pub fn period(&self) -> Duration {
-        self.period
+    /// How often a stream at the front looks at its line's reading on its own (the base of
+    /// [`cadence`]).
+    pub fn look_every(&self) -> Duration {
+        self.look
     }
 
     /// Follows `concert_id`'s line from `place`; starts its ticker if this is the process's
@@ -212,7 +231,7 @@ impl Lines {
     }
 
     async fn tick(self, concert_id: i64, shared: Arc<Mutex<Shared>>) {
-        let mut every = tokio::time::interval(self.period);
+        let mut every = tokio::time::interval(self.tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
@@ -316,6 +335,8 @@ impl Drop for Following {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn line(passed: i64, head: i64) -> LineState {
@@ -409,7 +430,22 @@ mod tests {
             ..line(15, 25)
         };
         shared.wake(&drawn);
-        assert!(shared.waiting.is_empty(), "a draw wakes every stream");
+        assert!(
+            wakes.iter().all(|w| w.notified().now_or_never().is_some()),
+            "a draw wakes every stream"
+        );
+        assert_eq!(
+            shared.waiting.len(),
+            2,
+            "and they wait on: one that finds its place unchanged must still hear admission"
+        );
+        shared.wake(&line(25, 35));
+        assert_eq!(
+            shared.waiting.len(),
+            1,
+            "admission reached the stream at 30"
+        );
+        assert!(wakes[1].notified().now_or_never().is_some());
     }
 
     /// A line whose last reading (the fourth) is `last`, and a stream following it that has
