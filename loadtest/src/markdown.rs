@@ -543,7 +543,13 @@ const LIMITS: &str = "### What limits the figures
   (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, so
   the machine runs at about 1.4 of its 2 cores (bench/purchase-cost.sh, \"machine, every CPU
   busy\" over the sale) and what the fans see on top of that is queueing in nginx and the
-  kernel. The window is cut to 85 % when the checkout is slow: at 70 % the cut overshot (the
+  kernel. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
+  250 ms) instead of every second: an admitted fan heard of it up to a second late, and its
+  slot sat idle meanwhile (alternated sales: 16.1 and 15.1 s against 21.6 and 21.8 s, CPU per
+  purchase unchanged). Reading and admitting every 100 ms instead gained nothing more (15.7
+  and 16.6 s against 15.6 and 15.9 s), nor did a first window of 300 instead of 100 (15.0 and
+  14.4 s against 15.3 and 14.7 s): the window reaches 300 within 4 s, while the joins of the
+  first second still hold up the first admitted fans. The window is cut to 85 % when the checkout is slow: at 70 % the cut overshot (the
   samples arrive a second or two after the fans they judge) and left the machine half idle
   for seconds (vmstat); the sale sold out in a median 27 s then, 24 s at 85 %. A higher
   target sells a little faster at twice the latency (250 ms: 57.5 s instead of 64.6 s when
