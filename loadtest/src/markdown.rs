@@ -706,7 +706,13 @@ const LIMITS: &str = "### What limits the figures
   fans start their checkout: over this round's 17 sales the joins' p99 was 270–820 ms and the
   worst endpoint's 320–850 ms. The one at 320 ms (`DATABASE_POOL_SIZE` 4, so the pace
   admitted fewer) sold out in 33.4 s; at the pace's 100 ms target the sales sold out in
-  20.1–26.9 s with the worst p99 at 490–850 ms.
+  20.1–26.9 s with the worst p99 at 490–850 ms. Those first seconds leave no core idle
+  (`perf record -a` over the first 3 s of a sale: 5,932 samples at 999 Hz on 2 cores), and
+  no one process holds them: users-api 19 %, nginx 18.5 %, the load tool 16 %, PostgreSQL
+  17 %, Redis 10 %, concert-api 9 %. A join takes a median of about 25 ms inside users-api
+  (its request histogram) against 206 ms at the client, so most of the wait is for a core;
+  only making a join and a stream's opening cheaper everywhere at once would bring the p99
+  under 250 ms.
 - An on-sale meets statistics that know nothing of its concert or its buyers: the planner
   then takes any index that starts with the concert as readily as the buyer's own. The
   purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
