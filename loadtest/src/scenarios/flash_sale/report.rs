@@ -114,8 +114,9 @@ pub(super) async fn outcome(
                 (at - s.last_sale_at).num_milliseconds() as f64 / 1000.0
             )
         };
-        // A stream is pushed the change at its next check (QUEUE_SSE_POLL_MS); a polling fan
-        // learns it at its next poll (every --poll or slower, as its ETA suggests).
+        // A stream is pushed the change at its line's next reading (every
+        // QUEUE_ADMIT_INTERVAL_MS); a polling fan learns it at its next poll (every --poll or
+        // slower, as its ETA suggests).
         let (streamed, last_streamed) = sale.told_sold_out_by(true);
         let (polled, last_polled) = sale.told_sold_out_by(false);
         facts.insert(
