@@ -684,7 +684,10 @@ const LIMITS: &str = "### What limits the figures
   shows the median one.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
-  with glibc, 7.17 and 5.81 with mimalloc, alternated), and the services' main runtime on one
+  with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
+  services alone, 6.56 and 6.82 ms with glibc, 6.57 and 6.99 with mimalloc, the services'
+  own rows 2–4 % lower in both pairs, the sales 18.3 and 19.2 s against 18.0 and 19.2 s),
+  and the services' main runtime on one
   thread (`current_thread`; queue-join 15,494 and 14,890 req/s before, 15,158 and 16,573
   after; hold-distinct 2,586 and 2,197 before, 2,366 and 2,256 after).
 - A round trip to PostgreSQL costs the platform about 25 µs. The settlement's common case (the
@@ -780,7 +783,13 @@ const LIMITS: &str = "### What limits the figures
 - What one purchase's PostgreSQL time is (pg_stat_statements, two sales): the hold's claim and
   the settlement, 0.6 ms each, are two thirds of it for concert-api; each writes about 20 WAL
   records, as every status change of a seat or a reservation is a new row version in each of
-  their indexes (reservations has eight, seats four; none of these updates can be HOT). The
+  their indexes (reservations has eight, seats four; none of these updates can be HOT). What
+  HOT updates of seats would give: with `fillfactor` 80 and the two partial indexes on the
+  columns a hold changes (`held_until`, `reservation_id`) dropped by hand, pgbench-hold (16
+  clients, 10 s, the two in turn) made 4,595, 4,297 and 4,186 holds/s against 4,098, 4,221 and
+  3,813 with them, about 8 %. It would take moving the expiry sweep and every lookup by
+  reservation onto `reservations` and `reservation_seats`, and the foreign key from
+  `seats.reservation_id` needs its index whenever reservations are deleted (archival). The
   organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a poll
   at 10,000 reservations, growing with the concert.";
 
