@@ -1,6 +1,6 @@
 //! The box office: holds seats, cancels holds and shows the seat map (DESIGN §2 step 5,
-//! "Cancel"), deciding by the hold policy against the concert DB and the two memories in
-//! front of it — the facts of known schedules and the seats just seen taken.
+//! "Cancel"), deciding by the hold policy against the concert DB and the memories in front
+//! of it — the facts of known schedules, the seats just seen taken and the maps just read.
 
 use chrono::{DateTime, Utc};
 use common::ApiError;
@@ -13,13 +13,14 @@ use crate::domain::hold::{SaleError, ValidHold, check_booking_open};
 use crate::domain::idempotency::{Answer, KeyedRequest, judge};
 use crate::domain::policy::HoldPolicy;
 use crate::domain::reservation::{Reservation, ReservationView};
-use crate::domain::status::ReservationStatus;
+use crate::domain::status::{ReservationStatus, SeatStatus};
 use crate::error::{Catalogued, ConcertCode};
 use crate::store::catalogue::{self, ScheduleFacts, SeatRow};
 use crate::store::holds::{self, Claim, NewHold};
 use crate::store::idempotency;
 use crate::store::inventory::{Change, Inventory};
 use crate::store::known_schedules::KnownSchedules;
+use crate::store::seat_maps::SeatMaps;
 use crate::store::taken_seats::TakenSeats;
 use crate::store::{cancel, reservations};
 
@@ -38,6 +39,7 @@ pub struct BoxOffice {
     pub inventory: Inventory,
     schedules: KnownSchedules,
     taken: TakenSeats,
+    maps: SeatMaps,
     /// Where payment-api reads live holds without asking us (`common::held`).
     board: HoldBoard,
 }
@@ -89,7 +91,8 @@ impl BoxOffice {
         Self {
             inventory,
             schedules: KnownSchedules::new(db.clone()),
-            taken: TakenSeats::new(clock),
+            taken: TakenSeats::new(clock.clone()),
+            maps: SeatMaps::new(clock),
             board,
             db,
             policy,
@@ -263,7 +266,9 @@ impl BoxOffice {
         Ok(cancelled)
     }
 
-    /// The seat map of schedule `id` at `now`, for a pass to its concert.
+    /// The seat map of schedule `id` at `now`, for a pass to its concert: read at most
+    /// [`crate::store::seat_maps::FRESH_FOR`] ago, with the seats this process has seen taken
+    /// since.
     pub async fn seat_map(
         &self,
         pass: &ActiveQueuePass,
@@ -271,7 +276,30 @@ impl BoxOffice {
         now: DateTime<Utc>,
     ) -> Result<Vec<SeatRow>, SaleError> {
         self.schedule_for(pass, id).await?;
-        Ok(catalogue::seat_map(&self.db, id, self.policy.stale_before(now)).await?)
+        let stale_before = self.policy.stale_before(now);
+        let map = self
+            .maps
+            .get_or_read(id, || catalogue::seat_map(&self.db, id, stale_before))
+            .await?;
+        // The map may be a moment old: what this process has seen taken since shows too.
+        let free: Vec<i32> = map
+            .iter()
+            .filter(|s| s.status == SeatStatus::Available)
+            .map(|s| s.seat_no)
+            .collect();
+        let taken: std::collections::HashSet<i32> =
+            self.taken.recently_taken(id, &free).into_iter().collect();
+        Ok(map
+            .iter()
+            .map(|s| SeatRow {
+                status: if taken.contains(&s.seat_no) {
+                    SeatStatus::Held
+                } else {
+                    s.status
+                },
+                ..s.clone()
+            })
+            .collect())
     }
 
     /// `user_id`'s own reservation `id` (someone else's reads as missing).

@@ -14,6 +14,7 @@ pub mod known_schedules;
 pub mod migration;
 pub mod reservations;
 pub mod sale;
+pub mod seat_maps;
 pub mod settlement;
 pub mod sweep;
 pub mod taken_seats;
