@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::domain::reservation::Reservation;
 use crate::domain::settlement::{Rejection, Verdict, settle_payment};
 use crate::metrics::{SaleMetrics, SettledBy};
+use crate::store::confirmed::ConfirmedReservations;
 use crate::store::inventory::Inventory;
 
 /// The inbox's consumer name for settlements, whichever way the event came.
@@ -131,6 +132,7 @@ pub fn reservation_expired(
 pub struct SettleOnPayment {
     pub db: DatabaseConnection,
     pub inventory: Inventory,
+    pub confirmations: ConfirmedReservations,
     pub clock: Clock,
     pub sale: std::sync::Arc<SaleMetrics>,
 }
@@ -139,7 +141,8 @@ impl EventHandler for SettleOnPayment {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<PaymentCompleted> = msg.decode()?;
         let now = self.clock.now();
-        let settled = settle_payment(&self.db, &self.inventory, &event, now).await?;
+        let settled =
+            settle_payment(&self.db, &self.inventory, &self.confirmations, &event, now).await?;
         self.sale.settled(&settled, &event, SettledBy::Event, now);
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");

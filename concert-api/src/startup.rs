@@ -105,6 +105,7 @@ impl Application {
         let handler = SettleOnPayment {
             db: db.clone(),
             inventory: inventory.clone(),
+            confirmations: state.office.confirmed.clone(),
             clock: clock.clone(),
             sale,
         };

@@ -16,6 +16,7 @@ use crate::domain::reservation::{Reservation, ReservationView};
 use crate::domain::status::{ReservationStatus, SeatStatus};
 use crate::error::{Catalogued, ConcertCode};
 use crate::store::catalogue::{self, ScheduleFacts, SeatRow};
+use crate::store::confirmed::ConfirmedReservations;
 use crate::store::holds::{self, Claim, NewHold};
 use crate::store::idempotency;
 use crate::store::inventory::{Change, Inventory};
@@ -37,6 +38,8 @@ pub struct BoxOffice {
     pub db: DatabaseConnection,
     pub policy: HoldPolicy,
     pub inventory: Inventory,
+    /// Reservations seen CONFIRMED, filled by the settlement too.
+    pub confirmed: ConfirmedReservations,
     schedules: KnownSchedules,
     taken: TakenSeats,
     maps: SeatMaps,
@@ -90,6 +93,7 @@ impl BoxOffice {
     ) -> Self {
         Self {
             inventory,
+            confirmed: ConfirmedReservations::default(),
             schedules: KnownSchedules::new(db.clone()),
             taken: TakenSeats::new(clock.clone()),
             maps: SeatMaps::new(clock),
@@ -308,8 +312,17 @@ impl BoxOffice {
         user_id: i64,
         id: i64,
     ) -> Result<Reservation, ReservationError> {
-        reservations::find(&self.db, id)
-            .await?
+        let found = match self.confirmed.get(id) {
+            Some(r) => Some(r),
+            None => {
+                let found = reservations::find(&self.db, id).await?;
+                if let Some(r) = &found {
+                    self.confirmed.keep(r);
+                }
+                found
+            }
+        };
+        found
             .filter(|r| r.user_id == user_id)
             .ok_or(ReservationError::NotFound)
     }

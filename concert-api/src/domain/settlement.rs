@@ -22,6 +22,7 @@ use serde::{Serialize, Serializer};
 use crate::domain::reservation::Reservation;
 use crate::domain::status::ReservationStatus;
 use crate::events::{self, CONSUMER};
+use crate::store::confirmed::ConfirmedReservations;
 use crate::store::inventory::{Change, Inventory};
 use crate::store::{reservations, settlement};
 
@@ -155,6 +156,7 @@ pub fn check_event(event: &Envelope<PaymentCompleted>) -> Result<(), ApiError> {
 pub async fn settle_payment(
     db: &DatabaseConnection,
     inventory: &Inventory,
+    confirmations: &ConfirmedReservations,
     event: &Envelope<PaymentCompleted>,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbErr> {
@@ -163,6 +165,7 @@ pub async fn settle_payment(
     let confirmed = events::reservation_confirmed_by(payment, now).row()?;
     if let Some(sale) = settlement::sell_at_once(db, event.id, CONSUMER, payment, confirmed).await?
     {
+        confirmations.keep(&sale.confirmed(payment));
         inventory
             .apply(Change::sold(sale.concert_id, sale.schedule_id, sale.sold))
             .await;

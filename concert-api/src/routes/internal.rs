@@ -66,8 +66,14 @@ pub async fn settle(
     let event = body.into_inner();
     settlement::check_event(&event)?;
     let now = state.clock.now();
-    let settled =
-        settlement::settle_payment(&state.db, &state.office.inventory, &event, now).await?;
+    let settled = settlement::settle_payment(
+        &state.db,
+        &state.office.inventory,
+        &state.office.confirmed,
+        &event,
+        now,
+    )
+    .await?;
     state
         .sale
         .settled(&settled, &event, crate::metrics::SettledBy::Direct, now);

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cache;
 pub mod cancel;
 pub mod catalogue;
+pub mod confirmed;
 pub mod holds;
 pub mod idempotency;
 pub mod invariants;

@@ -3,12 +3,14 @@
 //! `reservation.rejected` event written for a payment, read back so a repeated settlement can
 //! answer the verdict already given.
 
+use chrono::{DateTime, Utc};
 use common::events::{PaymentCompleted, RESERVATION_REJECTED};
 use common::outbox;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
 
 use crate::domain::reservation::Reservation;
+use crate::domain::status::ReservationStatus;
 use crate::store::reservations::COLUMNS;
 use crate::store::stmt;
 
@@ -80,13 +82,35 @@ pub async fn sell<C: ConnectionTrait>(
     Ok(sold)
 }
 
-/// A payment [`sell_at_once`] settled: its reservation's concert and schedule, and how many
-/// seats it bought.
+/// A payment [`sell_at_once`] settled: its reservation as it now stands (CONFIRMED, with the
+/// payment), and how many seats it bought.
 #[derive(Debug, FromQueryResult)]
 pub struct SoldAtOnce {
     pub concert_id: i64,
     pub schedule_id: i64,
+    pub seat_nos: Vec<i32>,
+    pub amount: i64,
+    pub held_until: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
     pub sold: i64,
+}
+
+impl SoldAtOnce {
+    /// The reservation confirmed, as a read of it would now find it.
+    pub fn confirmed(&self, payment: &PaymentCompleted) -> Reservation {
+        Reservation {
+            id: payment.reservation_id,
+            user_id: payment.user_id,
+            schedule_id: self.schedule_id,
+            concert_id: self.concert_id,
+            seat_nos: self.seat_nos.clone(),
+            amount: self.amount,
+            status: ReservationStatus::Confirmed,
+            held_until: self.held_until,
+            payment_id: Some(payment.payment_id),
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// The common settlement in one statement and no transaction of its own: `payment` is the
@@ -130,8 +154,8 @@ pub async fn sell_at_once<C: ConnectionTrait>(
         db,
         &format!(
             "WITH r AS ( \
-                SELECT id, concert_id, schedule_id, seat_nos FROM reservations \
-                WHERE id = $1 AND status || '' = 'HELD' AND user_id = $2 AND held_until >= $3 \
+                SELECT id, concert_id, schedule_id, seat_nos, amount, held_until, created_at \
+                FROM reservations WHERE id = $1 AND status || '' = 'HELD' AND user_id = $2 AND held_until >= $3 \
                 FOR UPDATE), \
              mine AS MATERIALIZED ( \
                 SELECT id, status FROM seats WHERE reservation_id = $1 AND EXISTS (SELECT FROM r) \
@@ -155,7 +179,8 @@ pub async fn sell_at_once<C: ConnectionTrait>(
                         'seat_nos', to_jsonb(r.seat_nos))), \
                     $11 \
                 FROM r WHERE EXISTS (SELECT FROM first)) \
-             SELECT r.concert_id, r.schedule_id, (SELECT count(*) FROM sold) AS sold \
+             SELECT r.concert_id, r.schedule_id, r.seat_nos, r.amount, r.held_until, r.created_at, \
+                 (SELECT count(*) FROM sold) AS sold \
              FROM r WHERE EXISTS (SELECT FROM first)",
             outbox::ROW_COLUMNS
         ),

@@ -224,3 +224,32 @@ async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn a_reservation_settled_here_reads_confirmed_from_memory_for_its_owner_alone() {
+    let s = spawn_app().await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyers = s.buyers(2, concert).await;
+    let (status, held) = s.hold(&buyers[0], schedule, [4]).await;
+    assert_eq!(status, 201, "{held}");
+    let id = held["id"].as_i64().unwrap();
+    // As the database has it (the hold's answer carries its clock's nanoseconds).
+    let mut expected = s.reservation(&buyers[0], id).await;
+    assert_eq!(expected["status"], "HELD");
+
+    let verdict = s.settle(&s.payment(&buyers[0], id, 42, Utc::now())).await;
+    assert_eq!(verdict["verdict"], "CONFIRMED");
+    expected["status"] = "CONFIRMED".into();
+    expected["payment_id"] = 42.into();
+
+    // Where the next answer comes from: the stored row changed behind the process's back
+    // (nothing in the platform changes a CONFIRMED reservation) does not show in it.
+    s.db.execute_unprepared(&format!(
+        "UPDATE reservations SET created_at = created_at - interval '1 day' WHERE id = {id}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(s.reservation(&buyers[0], id).await, expected);
+    let other = s.reservation(&buyers[1], id).await;
+    assert_eq!(other["code"], "NOT_FOUND", "{other}");
+}
