@@ -531,19 +531,25 @@ const LIMITS: &str = "### What limits the figures
   leaves 4 ms of CPU for each, and the platform spends the figure in the table above. Per
   purchase it makes about 10 HTTP requests through nginx (two joins and two event streams,
   as half the fans leave empty-handed; the schedule list, the seat map, the hold, the payment
-  and a look at the reservation), about 7 PostgreSQL transactions over two databases, most
-  of them one statement (the hold and the payment, one call each; the seat map and the
-  reservation read; the settlement with its inbox and outbox; the confirmation in
+  and a look at the reservation), about 5.4 PostgreSQL transactions over two databases, most
+  of them one statement (the hold and the payment, one call each; the seat map, about half
+  the time; the settlement with its inbox and outbox; the confirmation in
   payment-api; the outbox relays and the background jobs), about 12 Redis round trips (110
   commands, counting those inside scripts) and 2 Kafka messages, each through a producer, the broker and a consumer
   group. No one of them is large: PostgreSQL for concert-api is the largest row, the rest is
   the per-request cost of three actix/tokio services behind nginx (syscalls and thread
   hand-offs). 4 ms would take about half of these round trips away.
 - Every fan waits on the status event stream, as the web app does. Admission sizes itself
-  (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, so
-  the machine runs at about 1.4 of its 2 cores (bench/purchase-cost.sh, \"machine, every CPU
-  busy\" over the sale) and what the fans see on top of that is queueing in nginx and the
-  kernel. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
+  (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, and
+  the machine is busy throughout. Sampled every half second (each process's CPU in /proc), a
+  sale of the stock build had 1.95 of the 2 cores busy from its opening to its last seat
+  (17.4 s): for the first 2.3 s the crowd's joins and stream opens, with few purchases yet
+  (the load tool 0.38 cores, nginx 0.41, users-api 0.41, Redis 0.18, PostgreSQL 0.24), then
+  15 s of purchases (PostgreSQL 0.76, concert-api 0.30, Kafka 0.19, nginx 0.16, the load tool
+  0.14, payment-api 0.13, Redis 0.10, users-api 0.09). bench/purchase-cost.sh's \"machine,
+  every CPU busy\" of 1.4–1.5 cores averages in the seconds after the last seat, while the
+  load tool waits for the last confirmations (0.25 cores): the sale is bound by CPU from the
+  first second to the last, and by nothing else. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
   250 ms) instead of every second: an admitted fan heard of it up to a second late, and its
   slot sat idle meanwhile (alternated sales: 16.1 and 15.1 s against 21.6 and 21.8 s, CPU per
   purchase unchanged). Reading and admitting every 100 ms instead gained nothing more (15.7
@@ -797,7 +803,25 @@ const LIMITS: &str = "### What limits the figures
   reservation onto `reservations` and `reservation_seats`, and the foreign key from
   `seats.reservation_id` needs its index whenever reservations are deleted (archival). The
   organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a poll
-  at 10,000 reservations, growing with the concert.";
+  at 10,000 reservations, growing with the concert.
+- Every admitted fan reads a date's seat map (1.25 reads a purchase, with the retries after a
+  lost race), the same rows for all of them. concert-api now keeps each date's map for 250 ms
+  from when its read began, one read at a time, with the seats it has seen taken since laid
+  over it (a fan's own hold shows at once). Alternated sales (bench/purchase-cost.sh, 10,000
+  fans, the build before and after): the concert database's transactions 4.44 and 4.60 a
+  purchase before, 3.77 and 3.83 after; CPU per purchase 6.22 and 6.89 ms before, 5.37 and
+  6.49 after; the seat map's p50 at the client 71 and 81 ms before, 40 and 46 after. The
+  seat-map scenario went from 4,017 and 3,613 to 9,491 and 10,534 requests/s. Keeping maps
+  1 s (and the seats held here as long) took the transactions to 3.54 and 3.58, inside the
+  noise of the sale's CPU (7.62 against 7.62 ms, 6.61 against 5.34), so it was not kept.
+- A buyer reads its reservation after paying until it says CONFIRMED (about once a
+  purchase). CONFIRMED is final, so concert-api now keeps each reservation it confirms (the
+  settlement's statement returns the row) and answers the owner's read from that copy.
+  Alternated sales (the same command): the concert database's transactions 3.82 and 3.87 a
+  purchase before, 2.90 and 2.87 after; that read's p50 80 and 87 ms before, 63 and 43 after,
+  its p99 703 and 637 ms before, 268 and 208 after. The CPU per purchase did not move beyond
+  the runs' drift (platform over load tool 9.22 and 8.79 before, 9.20 and 8.90 after): a
+  primary-key read is cheap next to everything else a purchase costs.";
 
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     Ok(render_reports(&load(paths)?))
