@@ -546,6 +546,9 @@ async fn a_sold_out_room_lets_go_of_the_fans_who_left_and_is_no_longer_ticked() 
     }
     let mut swept = Vec::new();
     for _ in 0..4 {
+        // The keeper is still there at every tick, however long the ticks take here.
+        let st = s.poll_ok(&c, keeper_user, keeper_token).await;
+        assert_eq!(st["status"], "SOLD_OUT");
         let a = room.admit(3, s.clock.now()).await.unwrap();
         swept.push((a.abandoned, a.waiting));
     }
