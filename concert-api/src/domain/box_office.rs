@@ -313,14 +313,10 @@ impl BoxOffice {
         id: i64,
     ) -> Result<Reservation, ReservationError> {
         let found = match self.confirmed.get(id) {
-            Some(r) => Some(r),
-            None => {
-                let found = reservations::find(&self.db, id).await?;
-                if let Some(r) = &found {
-                    self.confirmed.keep(r);
-                }
-                found
-            }
+            kept @ Some(_) => kept,
+            None => reservations::find(&self.db, id)
+                .await?
+                .inspect(|r| self.confirmed.keep(r)),
         };
         found
             .filter(|r| r.user_id == user_id)
