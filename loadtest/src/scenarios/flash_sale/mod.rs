@@ -55,6 +55,9 @@ struct Sale {
     /// A watch rather than a flag: thousands of fans on their streams wait for it to change
     /// instead of each looking every 100 ms (which cost the load tool a core of wake-ups).
     line_closed: tokio::sync::watch::Sender<bool>,
+    /// Every fan is done (bought, gave up or was told SOLD_OUT): the watcher's grace for fans
+    /// still in line has no one left to wait for, and ends.
+    fans_done: tokio::sync::watch::Sender<bool>,
     /// `QUEUE_ACTIVE_TTL_SECS`: a pass's `active_until` minus this is when it was admitted.
     active_ttl: Duration,
     /// When each fan's pass was admitted, from its `active_until`.
@@ -139,6 +142,7 @@ impl Sale {
             stream_breaks: AtomicU64::new(0),
             stream_events: AtomicU64::new(0),
             line_closed: tokio::sync::watch::Sender::new(false),
+            fans_done: tokio::sync::watch::Sender::new(false),
             active_ttl,
             admitted_at: std::sync::Mutex::default(),
             lost: std::sync::Mutex::default(),
@@ -269,7 +273,7 @@ impl Sale {
             .as_ref()
             .is_some_and(|s| s.room_sold_out_seen_at.is_some())
         {
-            tokio::time::sleep(line_grace(self.poll)).await;
+            self.grace_for_the_line().await;
         }
         self.line_closed.send_replace(true);
         (at, sell_out)
@@ -277,6 +281,18 @@ impl Sale {
 }
 
 impl Sale {
+    /// Lets the fans still in line be told SOLD_OUT: until each of them is done, or for
+    /// [`line_grace`] at most. Waiting the grace out with nobody left in line only idled the
+    /// stack into the sale's window (bench/purchase_cost.py ends it at "the sale is over"):
+    /// 7 s at `--poll` 1 s.
+    async fn grace_for_the_line(&self) {
+        let mut done = self.fans_done.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(line_grace(self.poll)) => {}
+            _ = done.wait_for(|d| *d) => {}
+        }
+    }
+
     /// The organiser's screen while the sale runs: the sale view and the waiting room's figures
     /// once a second, as the console polls them, each answer recorded under its own name (so
     /// the report has their latencies under the crowd's load).
@@ -369,6 +385,7 @@ pub(super) async fn flash_sale(
     let all = futures_util::future::join_all(fans);
     let finished = tokio::time::timeout(k.max_duration, all).await.is_ok();
     sale.over.store(true, Ordering::Relaxed);
+    sale.fans_done.send_replace(true);
     let measured = started.elapsed();
     let (sold_out, sell_out) = match watcher.await {
         Ok((at, sell_out)) => (at - started, sell_out),
@@ -389,4 +406,29 @@ pub(super) async fn flash_sale(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::line_grace;
+    use crate::scenarios::flash_sale::fake::{Fake, sale};
+
+    #[tokio::test]
+    async fn the_line_is_given_its_grace_only_while_fans_are_still_in_it() {
+        let fake = Fake::start(|_, _| None).await;
+        let sale = sale(&fake, Duration::from_secs(1));
+        tokio::time::pause();
+        let start = tokio::time::Instant::now();
+        sale.grace_for_the_line().await;
+        assert!(
+            start.elapsed() >= line_grace(sale.poll),
+            "fans may still be in line: the whole grace"
+        );
+        sale.fans_done.send_replace(true);
+        let start = tokio::time::Instant::now();
+        sale.grace_for_the_line().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "nobody is left to tell");
+    }
 }
