@@ -15,7 +15,8 @@ stderr to DIR/loadtest.log) and takes a snapshot of every counter below at four 
 `start` (before the load tool starts), `open` and `over` (when it prints "the sale opens" and
 "the sale is over" on stderr) and `end` (after it exits). Two windows are reported:
 
-    sale       open -> over: the fans arrive, hold, pay and see CONFIRMED (the per-purchase figure)
+    sale       open -> over: the fans arrive, hold, pay and see CONFIRMED, until the last fan is
+               done (bought, gone or told SOLD_OUT): the per-purchase figure
     whole run  start -> end: also the setup (sign-ups, log-ins, wallets funded) and the audit
 
 A snapshot holds:
