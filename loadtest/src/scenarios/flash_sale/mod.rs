@@ -55,8 +55,8 @@ struct Sale {
     /// A watch rather than a flag: thousands of fans on their streams wait for it to change
     /// instead of each looking every 100 ms (which cost the load tool a core of wake-ups).
     line_closed: tokio::sync::watch::Sender<bool>,
-    /// Every fan is done (bought, gave up or was told SOLD_OUT): the watcher's grace for fans
-    /// still in line has no one left to wait for, and ends.
+    /// Every fan is done (bought, gave up or was told SOLD_OUT), or `--max-duration` ran out:
+    /// the watcher's grace for fans still in line has no one left to wait for, and ends.
     fans_done: tokio::sync::watch::Sender<bool>,
     /// `QUEUE_ACTIVE_TTL_SECS`: a pass's `active_until` minus this is when it was admitted.
     active_ttl: Duration,
