@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::{DateTime, TimeZone, Utc};
@@ -71,7 +72,9 @@ pub fn queue_token_concert(token: &str) -> Option<i64> {
 
 /// Checks a token in one round trip: it must be the user's token for its concert and be in
 /// the concert's active set with an unexpired score. Returns `{status, expires_at_ms}`.
-static PASS_SCRIPT: &str = r#"
+/// Built once: every pass check (several a purchase) used to hash the text again.
+static PASS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PASS_TEXT));
+static PASS_TEXT: &str = r#"
 local owned = redis.call('GET', KEYS[1])
 if owned ~= ARGV[1] then return {'NOT_OWNED', 0} end
 local exp = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -135,9 +138,8 @@ impl ActiveQueuePass {
     ) -> Result<Self, ApiError> {
         let concert_id = queue_token_concert(token)
             .ok_or_else(|| Self::invalid("queue token is malformed or unknown"))?;
-        let script = redis::Script::new(PASS_SCRIPT);
         let mut conn = keys.redis().conn();
-        let (status, exp): (String, f64) = script
+        let (status, exp): (String, f64) = PASS_SCRIPT
             .key(keys.user(concert_id, user_id))
             .key(keys.active(concert_id))
             .key(keys.waiting(concert_id))
