@@ -688,7 +688,9 @@ const LIMITS: &str = "### What limits the figures
   another by bench/run.sh did the same work (35,523 to 35,777 PostgreSQL transactions, 615,000
   to 649,000 Redis commands) at 5.44, 6.07 and 6.40 ms a purchase, every process rising
   together, the load tool too (0.89 to 1.02 ms): so bench/run.sh measures three sales and
-  shows the median one.
+  shows the median one. Between sessions it drifts further: the same build's three sales
+  measured 7.79–8.57 ms a purchase and 22.1–24.9 s one morning, and 4.41–4.66 ms and
+  12.7–13.9 s two hours later on a host that reports the same processor.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
@@ -834,7 +836,14 @@ const LIMITS: &str = "### What limits the figures
   cores). A fresh broker, one warm-up sale, then the measured one, alternated: the broker 0.97
   and 1.14 ms a purchase with the serial collector, 1.12 and 1.20 with G1, within the runs'
   drift. A broker started just before the sale costs 1.0-1.2 ms a purchase across four such
-  runs against 0.33-0.6 once it has run a few sales: its JIT compiler, not its collector.";
+  runs against 0.33-0.6 once it has run a few sales: its JIT compiler, not its collector.
+- The broker runs on the JIT's first tier only (`-XX:TieredStopAtLevel=1`, in
+  deploy/local/kafka-node.sh): C2 spent more of the two cores compiling it than it saved at a
+  few hundred messages a second. Three sales each, after a warm-up sale, on a freshly started
+  broker (`SCENARIOS=flash-sale bench/run.sh`): the broker 0.33, 0.33 and 0.40 ms a purchase
+  with C1 only, 0.71, 0.48 and 0.53 with both tiers; the platform 4.29, 4.39 and 5.14 ms
+  against 4.66, 4.41 and 4.50 (the third C1 sale ran on a slower minute of the host: every
+  row rose by about 15 %).";
 
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     Ok(render_reports(&load(paths)?))
