@@ -724,7 +724,12 @@ const LIMITS: &str = "### What limits the figures
   17 %, Redis 10 %, concert-api 9 %. A join takes a median of about 25 ms inside users-api
   (its request histogram) against 206 ms at the client, so most of the wait is for a core;
   only making a join and a stream's opening cheaper everywhere at once would bring the p99
-  under 250 ms.
+  under 250 ms. Spreading the crowd's arrival over 2 or 3 s instead of 1 did not lower it (the
+  joins' p99 538 and 562 ms, against 402 and 520 ms at 1 s, the same half hour): admission
+  fills every spare core with checkouts as soon as fans are admitted, so later joins meet as
+  full a machine. Nor is users-api's own thread the queue: sampled every half second over a
+  sale's first 8 s, its actix worker was at most 28 % busy and its stream port's 26 %, while
+  the checkout's endpoints answered in a median of 45–82 ms and the joins in 229 ms.
 - An on-sale meets statistics that know nothing of its concert or its buyers: the planner
   then takes any index that starts with the concert as readily as the buyer's own. The
   purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
