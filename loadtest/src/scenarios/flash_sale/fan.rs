@@ -1,14 +1,27 @@
 //! One fan's way through the sale: arrive, wait in line until ACTIVE, hold a seat, buy it.
 //! Each step gives up once the sale is over, and the fan is counted where it stopped.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::Sale;
+
+/// The latency a fan sees from arriving to having a place in line, whatever the load tool's
+/// connection pool made it wait before sending: the join row itself is timed from a free
+/// connection (closed loop), so with the crowd arriving at once it measures the pool's size
+/// over the platform's joins a second, not the fan's wait.
+pub(super) const ARRIVAL_TO_LINE: &str = "fan: arrival → in line";
+
+tokio::task_local! {
+    /// When this fan was due to arrive; taken by its first place in line.
+    static ARRIVED: Cell<Option<Instant>>;
+}
 
 /// What a fan's event stream ended with.
 enum Streamed {
@@ -26,8 +39,15 @@ impl Sale {
     /// polling. A fan whose session the platform lost (Redis came back empty) logs in again,
     /// and one whose pass it lost joins the line again; either way a hold it made is kept and
     /// paid once it is admitted again.
-    pub(super) async fn fan(self: Arc<Self>, mut u: User, arrive_after: Duration, streams: bool) {
-        tokio::time::sleep(arrive_after).await;
+    pub(super) async fn fan(self: Arc<Self>, u: User, arrive_after: Duration, streams: bool) {
+        let due = Instant::now() + arrive_after;
+        tokio::time::sleep_until(due).await;
+        ARRIVED
+            .scope(Cell::new(Some(due)), self.arrive(u, streams))
+            .await;
+    }
+
+    async fn arrive(self: Arc<Self>, mut u: User, streams: bool) {
         let mut reservation = None;
         let mut lost_before = false;
         while !self
@@ -120,6 +140,9 @@ impl Sale {
                 .await?;
             let joined = reply.json();
             if let Some(t) = joined["token"].as_str() {
+                if let Ok(Some(due)) = ARRIVED.try_with(Cell::take) {
+                    self.rec.record_latency(ARRIVAL_TO_LINE, due.elapsed());
+                }
                 return Some(t.to_owned());
             }
             if joined["code"] == "SOLD_OUT" {
@@ -284,6 +307,28 @@ mod tests {
         );
         assert_eq!(count(&s.told_sold_out), 1);
         assert_eq!(fake.seen("GET", "/api/queue/tokens/3.t").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fans_wait_for_a_place_runs_from_its_arrival_and_is_counted_once() {
+        let fake =
+            Fake::start(|_, _| Some((201, json!({"token": "3.t", "status": "WAITING"})))).await;
+        let s = Arc::new(sale(&fake, Duration::from_secs(1)));
+        let arrived = super::Instant::now() - Duration::from_millis(300);
+        super::ARRIVED
+            .scope(std::cell::Cell::new(Some(arrived)), async {
+                assert!(s.join(&waiting_fan()).await.is_some());
+                assert!(s.join(&waiting_fan()).await.is_some(), "a join again");
+            })
+            .await;
+        let rows = s.rec.summary(Duration::from_secs(1));
+        let row = rows
+            .iter()
+            .find(|r| r.name == super::ARRIVAL_TO_LINE)
+            .expect("the fan's wait is recorded");
+        assert_eq!(row.requests, 1, "only its first place counts");
+        assert!(row.p50_ms >= 300.0, "{} ms", row.p50_ms);
+        assert!(s.join(&waiting_fan()).await.is_some(), "outside a fan");
     }
 
     #[tokio::test]
