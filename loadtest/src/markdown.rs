@@ -724,12 +724,24 @@ const LIMITS: &str = "### What limits the figures
   17 %, Redis 10 %, concert-api 9 %. A join takes a median of about 25 ms inside users-api
   (its request histogram) against 206 ms at the client, so most of the wait is for a core;
   only making a join and a stream's opening cheaper everywhere at once would bring the p99
-  under 250 ms. Spreading the crowd's arrival over 2 or 3 s instead of 1 did not lower it (the
-  joins' p99 538 and 562 ms, against 402 and 520 ms at 1 s, the same half hour): admission
-  fills every spare core with checkouts as soon as fans are admitted, so later joins meet as
-  full a machine. Nor is users-api's own thread the queue: sampled every half second over a
-  sale's first 8 s, its actix worker was at most 28 % busy and its stream port's 26 %, while
-  the checkout's endpoints answered in a median of 45–82 ms and the joins in 229 ms.
+  under 250 ms.
+- The join row measures the load tool's connection pool as much as the platform. A flash
+  sale keeps at most `--concurrency` requests in flight (1,000), and a join is timed from a
+  free connection (closed loop), so while the crowd arrives its latency is about the pool's
+  size over the joins answered a second (Little's law). One sale each, the same half hour
+  (`FLASH_SALE_ARGS='--users 10000 --schedules 100 --concurrency N' bench/purchase-cost.sh`):
+  500 connections, the joins' median 92 ms and p99 204 ms (the worst endpoint of that sale);
+  1,000, 167–229 ms and 372–520 ms over three sales; 2,000, 381 and 812 ms; the sale's length
+  14.4–16.1 s throughout. Neither the pace's target moved it (the joins' median 171 ms at 50
+  ms, 204 ms at 200 ms, against 170–190 ms at 100 ms; at 50 ms the sale took 19.1 s instead
+  of 15) nor a longer arrival (over 2 and 3 s: the joins' p99 538 and 562 ms). users-api's
+  own threads were far from busy (sampled every half second over a sale's first 8 s: its
+  actix worker at most 28 %, its stream port's thread 26 %): the requests wait for a core.
+  What a fan waits, from its arrival to its place in line, counting the wait for a
+  connection, is the row `fan: arrival → in line`: a median of 445 ms and a p99 of 810 ms in
+  a sale whose join row said 167 and 372 ms. A smaller pool would pass the p99 target
+  without any fan waiting less; what it needs is joins served faster while the crowd
+  arrives.
 - An on-sale meets statistics that know nothing of its concert or its buyers: the planner
   then takes any index that starts with the concert as readily as the buyer's own. The
   purchase limit's lookup reads only the buyer's reservations (`concert_id + 0`); read by
