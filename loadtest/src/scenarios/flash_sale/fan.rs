@@ -38,7 +38,7 @@ impl Sale {
     /// `streams`: the fan waits on the status event stream, as the web app does, rather than
     /// polling. A fan whose session the platform lost (Redis came back empty) logs in again,
     /// and one whose pass it lost joins the line again; either way a hold it made is kept and
-    /// paid once it is admitted again.
+    /// paid once it is admitted again. Its due arrival is kept for [`ARRIVAL_TO_LINE`].
     pub(super) async fn fan(self: Arc<Self>, u: User, arrive_after: Duration, streams: bool) {
         let due = Instant::now() + arrive_after;
         tokio::time::sleep_until(due).await;
@@ -47,6 +47,7 @@ impl Sale {
             .await;
     }
 
+    /// [`Sale::fan`] once arrived: its journeys until one ends where the fan is counted.
     async fn arrive(self: Arc<Self>, mut u: User, streams: bool) {
         let mut reservation = None;
         let mut lost_before = false;
