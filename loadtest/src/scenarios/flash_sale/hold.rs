@@ -82,6 +82,8 @@ impl Sale {
     /// fan does, until it has one or the sale is over (seats held by others may still be
     /// released, so an empty list is looked at again a second later). A 429 (the gateway's
     /// per-session hold limit, HOLD_RATE_LIMITED) is waited out for its `Retry-After` first.
+    /// As in the web app's seat chooser, a fan who lost its seat (409) stays on that date and
+    /// looks at its seat map again; only a map without a free seat sends it back to the list.
     ///
     /// A hold that failed with a fault may have been made all the same (the service died
     /// after its commit), and concert-api keeps no idempotency keys for holds: so after one
@@ -95,6 +97,8 @@ impl Sale {
         let mut attempt = 0u64;
         // Faults so far, and whether the last try ended in one (its hold may exist).
         let (mut faults, mut look) = (0, false);
+        // The date the fan is choosing seats of, once it has picked one from the list.
+        let mut chosen = None;
         loop {
             if self.over() {
                 return None;
@@ -109,20 +113,26 @@ impl Sale {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             attempt += 1;
-            let open = self
-                .call(
-                    "GET /api/concerts/{id}/schedules",
-                    Method::GET,
-                    &list,
-                    Auth::default(),
-                    None,
-                )
-                .await?;
-            let candidates = schedule_ids(&open.body);
-            let Some(&schedule) = candidates.choose(&mut rand::rng()) else {
-                // Nothing on sale in the (seconds-old) list: look again in a second.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            let schedule = match chosen {
+                Some(schedule) => schedule,
+                None => {
+                    let open = self
+                        .call(
+                            "GET /api/concerts/{id}/schedules",
+                            Method::GET,
+                            &list,
+                            Auth::default(),
+                            None,
+                        )
+                        .await?;
+                    let candidates = schedule_ids(&open.body);
+                    let Some(&schedule) = candidates.choose(&mut rand::rng()) else {
+                        // Nothing on sale in the (seconds-old) list: look again in a second.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    };
+                    *chosen.insert(schedule)
+                }
             };
             let map = self
                 .call(
@@ -135,7 +145,8 @@ impl Sale {
                 .await?;
             let free = free_seats(&map.body);
             let Some(&seat) = free.choose(&mut rand::rng()) else {
-                // Every seat of that schedule is taken (the list is seconds old).
+                // Every seat of that schedule is taken (the list is seconds old): back to it.
+                chosen = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -283,6 +294,52 @@ mod tests {
             }
         })
         .await
+    }
+
+    /// The GETs of the schedule list and of schedule 5's seat map a fan made.
+    fn looks(fake: &Fake) -> (usize, usize) {
+        let lists = fake
+            .seen("GET", "/api/concerts/3/schedules?available=true&limit=100")
+            .len();
+        (lists, fake.seen("GET", "/api/schedules/5/seats").len())
+    }
+
+    #[tokio::test]
+    async fn a_fan_who_lost_its_seat_looks_at_that_dates_map_again_not_the_list() {
+        let fake = seat_platform(
+            |before| match before {
+                0 | 1 => Some((409, json!({"code": "SEAT_UNAVAILABLE"}))),
+                _ => Some((201, held(44))),
+            },
+            |_| json!({"items": []}),
+        )
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        assert_eq!(s.hold(&fan()).await, Some(44));
+        assert_eq!(looks(&fake), (1, 3), "(lists, seat maps)");
+        assert_eq!(count(&s.retries), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fan_whose_date_has_no_free_seat_left_goes_back_to_the_list() {
+        // Schedule 5's map: a free seat, then none (taken meanwhile), then one again.
+        let fake = Fake::start(|seen, before| match (seen.method.as_str(), before) {
+            ("GET", _) if seen.path.starts_with("/api/concerts/3/schedules") => {
+                Some((200, json!({"items": [{"id": 5}]})))
+            }
+            ("GET", 1) => Some((200, json!({"seats": [{"seat_no": 1, "status": "SOLD"}]}))),
+            ("GET", _) => Some((
+                200,
+                json!({"seats": [{"seat_no": 1, "status": "AVAILABLE"}]}),
+            )),
+            ("POST", 0) => Some((409, json!({"code": "SEAT_UNAVAILABLE"}))),
+            ("POST", _) => Some((201, held(45))),
+            _ => Some((404, json!({}))),
+        })
+        .await;
+        let s = sale(&fake, Duration::from_secs(1));
+        assert_eq!(s.hold(&fan()).await, Some(45));
+        assert_eq!(looks(&fake), (2, 3), "(lists, seat maps)");
     }
 
     #[tokio::test]
