@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[pgbench-hold] %s\n' "$*" >&2; }
 die() { printf '[pgbench-hold] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Deletes every row of the throwaway concert (if any), in the order the foreign keys need;
+# Deletes every row of the throwaway concert (if any), the rows that point at others first;
 # sets `left` to the rows still there. Run at the end, and on the way out when cut short.
 concert="" left="" removed_concert=""
 remove_concert() {

@@ -820,10 +820,15 @@ const LIMITS: &str = "### What limits the figures
   columns a hold changes (`held_until`, `reservation_id`) dropped by hand, pgbench-hold (16
   clients, 10 s, the two in turn) made 4,595, 4,297 and 4,186 holds/s against 4,098, 4,221 and
   3,813 with them, about 8 %. It would take moving the expiry sweep and every lookup by
-  reservation onto `reservations` and `reservation_seats`, and the foreign key from
-  `seats.reservation_id` needs its index whenever reservations are deleted (archival). The
+  reservation onto `reservations` and `reservation_seats`. The
   organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a poll
   at 10,000 reservations, growing with the concert.
+- The rows a hold writes have no foreign keys any more (`seats.reservation_id`, both columns
+  of `reservation_seats`): their checks were three queries a hold, two of them locking the new
+  reservation row. pgbench-hold (64 clients, 10 s, without and with the keys in turn, three
+  times): 4,721, 5,253 and 4,866 holds/s against 3,984, 4,415 and 4,086, 18 % more. What they
+  guarded holds by construction (DESIGN.md, the concert database), and batch's seat check
+  counts a SOLD seat whose reservation is missing.
 - Every admitted fan reads a date's seat map (1.25 reads a purchase, with the retries after a
   lost race), the same rows for all of them. concert-api now keeps each date's map for 250 ms
   from when its read began, one read at a time, with the seats it has seen taken since laid

@@ -14,7 +14,8 @@ use crate::store::stmt;
 pub struct SeatViolations {
     /// Seats (date, number) in more than one HELD or CONFIRMED reservation.
     pub in_two_live_reservations: i64,
-    /// SOLD seats whose reservation is not CONFIRMED.
+    /// SOLD seats whose reservation is not CONFIRMED, or is missing (no foreign key keeps a
+    /// seat's `reservation_id` pointing at a row: see the migration `HOLD_ROWS_WITHOUT_KEYS`).
     pub sold_unconfirmed: i64,
 }
 
@@ -67,9 +68,9 @@ const EVERY: &str = "current AS (SELECT id, concert_id FROM schedules \
        JOIN current c ON c.id = d.schedule_id GROUP BY c.concert_id), \
      sold AS ( \
        SELECT c.concert_id, count(*) AS n \
-       FROM seats s JOIN reservations r ON r.id = s.reservation_id \
+       FROM seats s LEFT JOIN reservations r ON r.id = s.reservation_id \
        JOIN current c ON c.id = s.schedule_id \
-       WHERE s.status = 'SOLD' AND r.status <> 'CONFIRMED' GROUP BY c.concert_id)";
+       WHERE s.status = 'SOLD' AND r.status IS DISTINCT FROM 'CONFIRMED' GROUP BY c.concert_id)";
 
 /// The same for [`SeatScope::ChangedSince`] (`$2` changed after, `$3` suspects): the changed
 /// concerts are found by `reservations_updated`, then each concert's live reservations by
@@ -95,8 +96,9 @@ const CHANGED: &str = "changed AS ( \
        JOIN current c ON c.id = d.schedule_id GROUP BY c.concert_id), \
      sold AS ( \
        SELECT c.concert_id, count(*) AS n FROM current c \
-       CROSS JOIN LATERAL (SELECT 1 FROM seats s JOIN reservations r ON r.id = s.reservation_id \
-          WHERE s.schedule_id = c.id AND s.status = 'SOLD' AND r.status <> 'CONFIRMED' OFFSET 0) x \
+       CROSS JOIN LATERAL (SELECT 1 FROM seats s LEFT JOIN reservations r ON r.id = s.reservation_id \
+          WHERE s.schedule_id = c.id AND s.status = 'SOLD' \
+            AND r.status IS DISTINCT FROM 'CONFIRMED' OFFSET 0) x \
        GROUP BY c.concert_id)";
 
 #[derive(Debug, FromQueryResult)]

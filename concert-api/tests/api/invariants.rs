@@ -72,3 +72,38 @@ async fn a_check_of_the_changes_reads_the_changed_and_the_suspect_concerts_only(
     assert_eq!(every_again.violations, changed.violations);
     assert_eq!(every_again.broken, changed.broken);
 }
+
+#[tokio::test]
+async fn a_seat_sold_to_a_reservation_that_is_not_there_is_a_violation() {
+    // No foreign key keeps seats.reservation_id pointing at a row any more: the check does.
+    let s = spawn_app().await;
+    s.db.execute_unprepared(
+        "INSERT INTO concerts (id, title, performer) VALUES (1, 'One', 'A'); \
+         INSERT INTO schedules (id, concert_id, starts_at, booking_opens_at, seat_count, price) \
+           VALUES (1, 1, now() + interval '30 days', now() - interval '1 day', 10, 1000); \
+         INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, status, held_until) \
+           VALUES (900, 1, 1, 1, '{1}', 1000, 'CONFIRMED', now()); \
+         INSERT INTO seats (schedule_id, seat_no, price, status, reservation_id) \
+           VALUES (1, 1, 1000, 'SOLD', 900), (1, 2, 1000, 'SOLD', 901); \
+         INSERT INTO reservation_seats (reservation_id, seat_id) VALUES (901, 1)",
+    )
+    .await
+    .expect("the rows a hold writes have no foreign keys");
+    let since = Utc::now() - TimeDelta::days(1);
+    let every = seat_violations(&s.db, since, SeatScope::Every)
+        .await
+        .unwrap();
+    assert_eq!(every.violations.sold_unconfirmed, 1, "seat 2 only");
+    assert_eq!(every.broken, vec![1]);
+    let changed = seat_violations(
+        &s.db,
+        since,
+        SeatScope::ChangedSince {
+            changed_after: every.at - TimeDelta::minutes(1),
+            suspects: &[],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.violations, every.violations);
+}
