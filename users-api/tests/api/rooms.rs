@@ -492,79 +492,120 @@ async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_l
     assert_eq!((a.admitted, a.active), (2, 32));
 }
 
+/// Waits until none of `tokens` has a heartbeat left in `concert`'s line: their fans stopped
+/// polling and the heartbeats' TTL ran out (Redis's clock). Panics after a minute.
+async fn until_lapsed(s: &Spawned, concert: i64, tokens: &[&str]) {
+    let keys = s.queue_keys();
+    let prefix = keys.alive_prefix(concert);
+    let mut conn = keys.redis().conn();
+    for _ in 0..600 {
+        let mut pipe = redis::pipe();
+        for t in tokens {
+            pipe.cmd("EXISTS").arg(format!("{prefix}{t}"));
+        }
+        let alive: Vec<i64> = pipe.query_async(&mut conn).await.unwrap();
+        if alive.iter().all(|&n| n == 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("heartbeats of concert {concert}'s line still running after a minute");
+}
+
 /// A sold-out room lets go of the fans who stopped listening — a slice of its line each
 /// tick, none while they are still there (a poll still keeps its fan there) — and once
 /// nobody is left in it, it is no longer ticked.
+///
+/// One fan (the keeper) polls all along, from its join on, every 100 ms against a heartbeat
+/// of 3 s; the others stop after joining, and the test waits until their heartbeats are gone
+/// rather than for a set time, so a slow machine only makes it slower.
 #[tokio::test]
 async fn a_sold_out_room_lets_go_of_the_fans_who_left_and_is_no_longer_ticked() {
     let s = spawn_app_with(|env| {
         env.with("QUEUE_MAX_ACTIVE", "10")
-            .with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "1")
+            .with("QUEUE_WAITING_IDLE_TIMEOUT_SECS", "3")
     })
     .await;
     let c = reqwest::Client::new();
     let users = s.fan_sessions(600, FANS).await;
-    let joined = join_all(users.iter().map(|t| s.join(&c, t, 3))).await;
-    assert!(joined.iter().all(|(code, _)| *code == 201));
+    // Ten fans first (admitted below), then the keeper (first in line behind them), then the
+    // rest.
+    let mut joined = join_all(users[..10].iter().map(|t| s.join(&c, t, 3))).await;
+    let keeper_user = &users[10];
+    let keeper = s.join(&c, keeper_user, 3).await;
+    assert_eq!(keeper.1["position"], 11);
+    let keeper_token = keeper.1["token"].as_str().unwrap().to_owned();
+    joined.push(keeper);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let keeper_polls = async {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let st = s.poll_ok(&c, keeper_user, &keeper_token).await;
+            seen.push(st["status"].as_str().unwrap_or("?").to_owned());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    };
     let room = s.room();
-    assert_eq!(room.admit(3, s.clock.now()).await.unwrap().admitted, 10);
     // The rooms admission ticks.
     let ticked = || async { room.concerts_with_lines().await.unwrap().contains(&3) };
-    assert!(ticked().await);
+    let rest = async {
+        joined.extend(join_all(users[11..].iter().map(|t| s.join(&c, t, 3))).await);
+        assert!(joined.iter().all(|(code, _)| *code == 201));
+        assert_eq!(room.admit(3, s.clock.now()).await.unwrap().admitted, 10);
+        assert!(ticked().await);
 
-    // The last seat sells while every fan is still in line: nobody is let go.
-    set_inventory(&s, 3, 10, 0, 0).await;
-    let a = room.admit(3, s.clock.now()).await.unwrap();
-    assert_eq!(
-        (a.gate, a.abandoned, a.waiting),
-        (users_api::domain::queue::Gate::SoldOut, 0, 590)
-    );
-    let (last_user, last) = users
-        .iter()
-        .zip(&joined)
-        .find(|(_, (_, b))| b["position"] == 590)
-        .unwrap();
-    let last_token = last.1["token"].as_str().unwrap();
-    assert_eq!(
-        s.poll_ok(&c, last_user, last_token).await["status"],
-        "SOLD_OUT"
-    );
-
-    // The fan first in line (behind the ten admitted) keeps polling; the others' heartbeats
-    // lapse (Redis's clock). 256 places a tick are looked at, from where the last tick
-    // stopped (after the first 256 above), round to the front again.
-    let (keeper_user, keeper) = users
-        .iter()
-        .zip(&joined)
-        .find(|(_, (_, b))| b["position"] == 11)
-        .unwrap();
-    let keeper_token = keeper.1["token"].as_str().unwrap();
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let st = s.poll_ok(&c, keeper_user, keeper_token).await;
-        assert_eq!(st["status"], "SOLD_OUT");
-    }
-    let mut swept = Vec::new();
-    for _ in 0..4 {
-        // The keeper is still there at every tick, however long the ticks take here.
-        let st = s.poll_ok(&c, keeper_user, keeper_token).await;
-        assert_eq!(st["status"], "SOLD_OUT");
+        // The last seat sells while every fan is still in line: nobody is let go.
+        set_inventory(&s, 3, 10, 0, 0).await;
         let a = room.admit(3, s.clock.now()).await.unwrap();
-        swept.push((a.abandoned, a.waiting));
-    }
-    assert_eq!(swept, vec![(256, 334), (78, 256), (255, 1), (0, 1)]);
-    let st = s.poll_ok(&c, keeper_user, keeper_token).await;
-    assert_eq!(st["status"], "SOLD_OUT");
-    // The place of a fan who left was lost, as anywhere; joining again is refused.
-    let st = s.poll_ok(&c, last_user, last_token).await;
-    assert_eq!(st["status"], "EXPIRED");
-    assert_eq!(s.join(&c, last_user, 3).await.0, 409);
-    let (_, view) = get_room(&c, &s, Some(&s.admin_session().await), 3).await;
-    assert_eq!(view["abandoned_total"], 589, "{view}");
+        assert_eq!(
+            (a.gate, a.abandoned, a.waiting),
+            (users_api::domain::queue::Gate::SoldOut, 0, 590)
+        );
+        let (last_user, last) = users
+            .iter()
+            .zip(&joined)
+            .find(|(_, (_, b))| b["position"] == 590)
+            .unwrap();
+        let last_token = last.1["token"].as_str().unwrap();
+        assert_eq!(
+            s.poll_ok(&c, last_user, last_token).await["status"],
+            "SOLD_OUT"
+        );
 
-    // The last fan leaves and the passes run out: the room is empty and leaves the rooms
+        // The others' heartbeats lapse. 256 places a tick are looked at, from where the last
+        // tick stopped (after the first 256 above), round to the front again.
+        let others: Vec<&str> = joined[10..]
+            .iter()
+            .map(|(_, b)| b["token"].as_str().unwrap())
+            .filter(|t| *t != keeper_token)
+            .collect();
+        until_lapsed(&s, 3, &others).await;
+        let mut swept = Vec::new();
+        for _ in 0..4 {
+            let a = room.admit(3, s.clock.now()).await.unwrap();
+            swept.push((a.abandoned, a.waiting));
+        }
+        assert_eq!(swept, vec![(256, 334), (78, 256), (255, 1), (0, 1)]);
+        // The place of a fan who left was lost, as anywhere; joining again is refused.
+        let st = s.poll_ok(&c, last_user, last_token).await;
+        assert_eq!(st["status"], "EXPIRED");
+        assert_eq!(s.join(&c, last_user, 3).await.0, 409);
+        let (_, view) = get_room(&c, &s, Some(&s.admin_session().await), 3).await;
+        assert_eq!(view["abandoned_total"], 589, "{view}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (seen, ()) = tokio::join!(keeper_polls, rest);
+    // The keeper was there at every look: never let go while it polled.
+    assert!(
+        seen.iter().all(|st| st == "WAITING" || st == "SOLD_OUT"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("SOLD_OUT"));
+
+    // The keeper leaves too and the passes run out: the room is empty and leaves the rooms
     // admission ticks.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    until_lapsed(&s, 3, &[keeper_token.as_str()]).await;
     s.clock
         .advance(s.config.queue.active_ttl + Duration::from_secs(1));
     let a = room.admit(3, s.clock.now()).await.unwrap();
