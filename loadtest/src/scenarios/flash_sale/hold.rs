@@ -86,8 +86,9 @@ impl Sale {
     /// looks at its seat map again; only a map without a free seat sends it back to the list.
     ///
     /// A hold that failed with a fault may have been made all the same (the service died
-    /// after its commit), and concert-api keeps no idempotency keys for holds: so after one
-    /// the fan looks at its own reservations first, and once it has a hold cancels any other
+    /// after its commit), and this fan sends its holds without an `Idempotency-Key` (the web
+    /// app sends one; without it concert-api has no answer to replay): so after one the fan
+    /// looks at its own reservations first, and once it has a hold cancels any other
     /// it made meanwhile — or that seat would stay HELD, unsold, until the hold expires.
     pub(super) async fn hold(&self, u: &User) -> Option<i64> {
         let list = format!(
