@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
+use common::testkit::eventually;
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use reqwest::{Client, Method};
@@ -497,19 +498,16 @@ async fn admission_follows_the_inventory_and_never_lets_in_more_than_the_seats_l
 async fn until_lapsed(s: &Spawned, concert: i64, tokens: &[&str]) {
     let keys = s.queue_keys();
     let prefix = keys.alive_prefix(concert);
-    let mut conn = keys.redis().conn();
-    for _ in 0..600 {
-        let mut pipe = redis::pipe();
-        for t in tokens {
-            pipe.cmd("EXISTS").arg(format!("{prefix}{t}"));
-        }
-        let alive: Vec<i64> = pipe.query_async(&mut conn).await.unwrap();
-        if alive.iter().all(|&n| n == 0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut pipe = redis::pipe();
+    for t in tokens {
+        pipe.cmd("EXISTS").arg(format!("{prefix}{t}"));
     }
-    panic!("heartbeats of concert {concert}'s line still running after a minute");
+    let what = format!("the heartbeats in concert {concert}'s line to lapse");
+    eventually(&what, Duration::from_secs(60), || async {
+        let alive: Vec<i64> = pipe.query_async(&mut keys.redis().conn()).await.unwrap();
+        alive.iter().all(|&n| n == 0).then_some(())
+    })
+    .await;
 }
 
 /// A sold-out room lets go of the fans who stopped listening — a slice of its line each
