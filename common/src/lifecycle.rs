@@ -126,12 +126,14 @@ impl Service {
         self.metrics = Some(metrics);
     }
 
-    /// Runs a Kafka consumer for `topics` as this service's group until shutdown.
+    /// Runs a Kafka consumer for `topics` as this service's group until shutdown, its
+    /// messages fetched as `delivery` says.
     pub fn spawn_consumer<H: crate::kafka::EventHandler>(
         &mut self,
         what: &'static str,
         kafka: KafkaClient,
         topics: &'static [&'static str],
+        delivery: crate::kafka::Delivery,
         handler: H,
     ) {
         let (group, cancel) = (self.name, self.cancel.clone());
@@ -141,7 +143,8 @@ impl Service {
         }
         self.spawn(what, async move {
             if let Err(e) =
-                crate::kafka::run_consumer(kafka, group, topics, handler, stats, cancel).await
+                crate::kafka::run_consumer(kafka, group, topics, delivery, handler, stats, cancel)
+                    .await
             {
                 tracing::error!(consumer = what, error = %e, "consumer stopped");
             }

@@ -4,6 +4,7 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, CONCERT_API_CONSUMES};
+use common::kafka::Delivery;
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -145,6 +146,8 @@ impl Application {
             "payment.completed consumer",
             consumer_kafka,
             CONCERT_API_CONSUMES,
+            // The buyer waits on this one: their seat is confirmed by it.
+            Delivery::AtOnce,
             handler,
         );
         Ok(service)

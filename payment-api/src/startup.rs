@@ -4,6 +4,7 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, PAYMENT_API_CONSUMES};
+use common::kafka::Delivery;
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -95,6 +96,9 @@ impl Application {
             "settlement consumer",
             consumer_kafka,
             PAYMENT_API_CONSUMES,
+            // The settlement's verdict is already on the reservation the buyer watches: this
+            // only records it (or refunds a rejection), so it waits for a batch.
+            Delivery::Batched,
             handler,
         );
         Ok(service)

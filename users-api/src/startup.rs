@@ -4,6 +4,7 @@ use actix_web::web;
 use common::auth::{QueueKeys, SessionStore};
 use common::config::{ConfigError, Env, LogFormat};
 use common::events::{ALL_TOPICS, USERS_API_CONSUMES};
+use common::kafka::Delivery;
 use common::lifecycle::Service;
 use common::openapi::Platform;
 use common::startup::{
@@ -107,6 +108,9 @@ impl Application {
             "reservation.confirmed consumer",
             consumer_kafka,
             USERS_API_CONSUMES,
+            // The buyer already sees CONFIRMED on the reservation: retiring their pass can
+            // wait for a batch (a sale fills one in tens of milliseconds).
+            Delivery::Batched,
             handler,
         );
         Ok(service)

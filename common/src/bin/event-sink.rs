@@ -98,6 +98,7 @@ async fn run(env: &Env) -> Result<(), String> {
         kafka,
         "sink",
         &[TOPIC],
+        common::kafka::Delivery::AtOnce,
         sink,
         Arc::new(ConsumerStats::default()),
         cancel,

@@ -67,6 +67,30 @@ impl From<sea_orm::DbErr> for HandlerError {
     }
 }
 
+/// How soon the broker answers a consumer's fetch: a consumer's latency against the broker's
+/// CPU. A fetch that is answered as soon as one message is waiting carries one message while
+/// a sale runs, and the broker spends more on the fetches than on the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each message as soon as it is written: for a consumer a buyer waits on (the
+    /// settlement that confirms their seat).
+    AtOnce,
+    /// Messages gathered at the broker until [`BATCH_BYTES`] of them are waiting, or for
+    /// [`FETCH_WAIT`] at most: for a consumer nobody watches (the records that follow a
+    /// confirmation). A flash sale fills a batch in a few tens of milliseconds; a lone
+    /// message waits the whole [`FETCH_WAIT`].
+    Batched,
+}
+
+/// What a [`Delivery::Batched`] fetch waits to gather: some twenty events.
+pub const BATCH_BYTES: u32 = 8 * 1024;
+
+/// How long the broker holds a fetch that has less than it asked for (see
+/// [`Delivery`]). An idle consumer's fetch waits this long for a first message, so it costs
+/// the broker ~3 fetches a second each instead of 50 (20 ms cost it 10 % of a core at rest,
+/// and a quarter of one during a sale); a [`Delivery::AtOnce`] message is delivered no later.
+pub const FETCH_WAIT: Duration = Duration::from_millis(300);
+
 /// What a service does with each consumed event. The handler records the event in its inbox
 /// inside the same transaction as its effect, so a redelivery changes nothing.
 pub trait EventHandler: Send + Sync + 'static {
@@ -256,6 +280,7 @@ pub async fn run_consumer<H: EventHandler>(
     client: KafkaClient,
     group: &str,
     topics: &[&str],
+    delivery: Delivery,
     handler: H,
     stats: std::sync::Arc<ConsumerStats>,
     cancel: CancellationToken,
@@ -284,7 +309,7 @@ pub async fn run_consumer<H: EventHandler>(
     }
     drop(done_tx);
 
-    let mut consumer = join_group(&client, group, &refs, &stats)?;
+    let mut consumer = join_group(&client, group, &refs, delivery, &stats)?;
     tracing::info!(
         group,
         ?topics,
@@ -310,7 +335,7 @@ pub async fn run_consumer<H: EventHandler>(
                     // Whatever the old member had in flight is redelivered to the group; the
                     // workers' late answers about it find no partition in the new book.
                     offsets = OffsetBook::default();
-                    consumer = join_group(&client, group, &refs, &stats)?;
+                    consumer = join_group(&client, group, &refs, delivery, &stats)?;
                     stats.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -352,6 +377,7 @@ fn join_group(
     client: &KafkaClient,
     group: &str,
     topics: &[&str],
+    delivery: Delivery,
     stats: &std::sync::Arc<ConsumerStats>,
 ) -> Result<CloseOffThread, KafkaError> {
     let cfg = client.config();
@@ -370,11 +396,15 @@ fn join_group(
                 (cfg.session_timeout_ms / 5).max(100).to_string(),
             )
             .set("socket.timeout.ms", SOCKET_TIMEOUT.as_millis().to_string())
-            // A fetch waits at the broker until a message arrives (then it is answered at
-            // once) or this long: the idle consumers of a stack cost the broker ~3 fetches a
-            // second each instead of 50 (20 ms cost it 10 % of a core at rest, and a quarter
-            // of one during a sale), and a message is delivered no later.
-            .set("fetch.wait.max.ms", "300")
+            .set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string())
+            .set(
+                "fetch.min.bytes",
+                match delivery {
+                    Delivery::AtOnce => 1,
+                    Delivery::Batched => BATCH_BYTES,
+                }
+                .to_string(),
+            )
             .set("statistics.interval.ms", "5000")
             .create_with_context::<_, GroupConsumer>(GroupWatch::new(group, stats.clone()))?,
     );

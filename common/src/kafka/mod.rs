@@ -20,7 +20,7 @@ use rdkafka::message::OwnedHeaders;
 use crate::config::KafkaConfig;
 
 pub use crate::events::Envelope;
-pub use consumer::{ConsumerStats, EventHandler, HandlerError, Incoming, run_consumer};
+pub use consumer::{ConsumerStats, Delivery, EventHandler, HandlerError, Incoming, run_consumer};
 
 /// A librdkafka configuration with the brokers and their security settings
 /// (`KAFKA_SECURITY_PROTOCOL`, SASL, CA): the start of every producer, consumer and admin client.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use common::inbox;
 use common::kafka::{
-    ConsumerStats, Envelope, EventHandler, HandlerError, Incoming, KafkaClient, run_consumer,
+    ConsumerStats, Delivery, Envelope, EventHandler, HandlerError, Incoming, KafkaClient,
+    run_consumer,
 };
 use common::outbox::{self, RelayConfig};
 use common::testkit::{
@@ -260,6 +261,15 @@ struct ConsumerRun {
 }
 
 fn consume(kafka: &KafkaClient, group: &str, handler: impl EventHandler) -> ConsumerRun {
+    consume_as(kafka, group, Delivery::AtOnce, handler)
+}
+
+fn consume_as(
+    kafka: &KafkaClient,
+    group: &str,
+    delivery: Delivery,
+    handler: impl EventHandler,
+) -> ConsumerRun {
     let stats = Arc::new(ConsumerStats::default());
     let cancel = CancellationToken::new();
     let (k, g, s, c) = (
@@ -269,7 +279,9 @@ fn consume(kafka: &KafkaClient, group: &str, handler: impl EventHandler) -> Cons
         cancel.clone(),
     );
     let task = tokio::spawn(async move {
-        run_consumer(k, &g, &[TOPIC], handler, s, c).await.unwrap();
+        run_consumer(k, &g, &[TOPIC], delivery, handler, s, c)
+            .await
+            .unwrap();
     });
     ConsumerRun {
         stats,
@@ -310,6 +322,53 @@ async fn a_redelivered_event_is_skipped_by_the_inbox() {
         count(&db, "SELECT count(*) AS n FROM effects").await,
         1,
         "effect applied once"
+    );
+    run.cancel.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batched_consumer_gets_a_lone_event_and_then_a_burst_each_once() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
+    let run = consume_as(
+        &kafka,
+        "g",
+        Delivery::Batched,
+        RecordingHandler {
+            db: db.clone(),
+            failing: Arc::default(),
+        },
+    );
+    let event =
+        |n: usize| serde_json::to_vec(&Envelope::new(TOPIC, json!({"n": n}), Utc::now())).unwrap();
+    // Far less than a batch: the broker answers when its wait runs out.
+    produce(&kafka, &event(0)).await;
+    eventually("the lone event handled", Duration::from_secs(30), || {
+        let s = run.stats.clone();
+        async move { (s.handled.load(Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    // Several batches' worth, sent at once.
+    let burst = 200;
+    futures_util::future::join_all((1..=burst).map(|n| {
+        let (kafka, payload) = (kafka.clone(), event(n));
+        async move { produce(&kafka, &payload).await }
+    }))
+    .await;
+    eventually("the burst handled", Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            (count(&db, "SELECT count(*) AS n FROM effects").await == 1 + burst as i64)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        run.stats.handled.load(Ordering::SeqCst),
+        1 + burst as u64,
+        "each event handled once"
     );
     run.cancel.cancel();
     run.task.await.unwrap();
