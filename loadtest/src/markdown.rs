@@ -774,7 +774,19 @@ const LIMITS: &str = "### What limits the figures
 - Tried this round and not kept: batched Kafka fetches (`fetch.wait.max.ms` 25 with
   `fetch.min.bytes` 64 KiB, so that a fetch carries several events): the broker 0.56 and
   0.40 ms a purchase against 0.48 and 0.40 (alternated runs), no saving to trade the
-  confirmation's latency for.
+  confirmation's latency for. A later round batched only the consumers nobody waits on
+  (payment-api's record of the verdict, users-api's retiring of the pass: 8 KiB or the
+  300 ms wait they already had), and a fetch answered per message had carried one event
+  each: the broker 0.40 and 0.41 ms a purchase against 0.51 to 0.54, payment-api and
+  users-api about 0.05 ms less each; all three consumers batched, the broker 0.34 and 0.35,
+  but a lone payment would then wait 300 ms for its confirmation. concert-api's settlement
+  is still answered per message.
+- batch's money check sums every wallet and the open month of the ledger once a minute:
+  about 0.5 s of CPU on the machine these figures come from (1.47 million wallets, 2.3
+  million ledger rows this month, most of them made by earlier benchmark runs), with or
+  without its parallel workers. A sale of 16 s has it inside its window about one time in
+  four; it then shows as a row of exited PostgreSQL backends (its parallel workers) of 0.1
+  to 0.25 ms a purchase.
 - At rest the stack spends about 150 ms of CPU a second (bench/purchase-cost.sh, its idle
   window), a sale of 25 s thus about 0.7 ms of each purchase. Its largest part is batch's
   watchdog: every 15 s it sums the open month of the ledger for the money check, a parallel
