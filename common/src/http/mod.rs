@@ -104,6 +104,8 @@ where
             .chain(platform_routes),
     ));
     let server = HttpServer::new(move || {
+        // Runs on each worker thread: its Redis commands go through a connection of its own.
+        crate::redis::http_worker_thread();
         App::new()
             .app_data(metrics.clone())
             .app_data(readiness.clone())

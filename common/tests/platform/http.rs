@@ -432,3 +432,89 @@ async fn readiness_stays_200_without_the_broker_and_the_metric_says_it_is_down()
     );
     cancel.cancel();
 }
+
+/// The Redis connection a request's handler gets, by the worker thread that ran it.
+async fn redis_client_id(redis: web::Data<common::redis::RedisStore>) -> HttpResponse {
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut redis.conn())
+        .await
+        .unwrap();
+    let thread = format!("{:?}", std::thread::current().id());
+    HttpResponse::Ok().json(serde_json::json!({"thread": thread, "client": id}))
+}
+
+#[tokio::test]
+async fn each_http_worker_talks_to_redis_over_a_connection_of_its_own_that_ends_with_it() {
+    // A server of its own, so that its client list holds this test's connections only.
+    let private = PrivateRedis::start().await;
+    let store = redis_store("worker-conn:", &private.url);
+    let id = |mut conn: common::redis::RedisConn| async move {
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        id
+    };
+    let background = id(store.conn()).await;
+    let data = web::Data::new(store.clone());
+    let app = TestApp::start(service_with(Readiness::default(), move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/client", web::get().to(redis_client_id));
+    }));
+
+    // A new client for each request: a new connection, which the server hands to its two
+    // workers in turn.
+    let mut by_thread: std::collections::HashMap<String, std::collections::HashSet<i64>> =
+        std::collections::HashMap::new();
+    for _ in 0..20 {
+        let body: Value = reqwest::get(app.url("/client"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        by_thread
+            .entry(body["thread"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(body["client"].as_i64().unwrap());
+    }
+    assert_eq!(by_thread.len(), 2, "both workers served: {by_thread:?}");
+    let workers: Vec<i64> = by_thread
+        .values()
+        .map(|ids| {
+            assert_eq!(ids.len(), 1, "one connection per worker: {by_thread:?}");
+            *ids.iter().next().unwrap()
+        })
+        .collect();
+    assert_ne!(workers[0], workers[1], "{by_thread:?}");
+    assert!(!workers.contains(&background), "{by_thread:?} {background}");
+    assert_eq!(
+        id(store.conn()).await,
+        background,
+        "the test's thread keeps the background one"
+    );
+
+    // The workers' connections go with their threads.
+    app.stop().await.unwrap();
+    let list = || {
+        let mut conn = store.conn();
+        let workers = workers.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            let open = |id: i64| list.lines().any(|l| l.starts_with(&format!("id={id} ")));
+            (!workers.iter().any(|&w| open(w)) && open(background)).then_some(())
+        }
+    };
+    eventually(
+        "the workers' connections to close",
+        Duration::from_secs(10),
+        list,
+    )
+    .await;
+}
