@@ -3,11 +3,11 @@
 //! key prefix so tests and tenants never collide, and Lua scripts loaded once (`EVALSHA`,
 //! falling back to `EVAL`).
 //!
-//! A process has one connection for its background tasks and one more for each HTTP worker
-//! thread ([`http_worker_thread`]). A multiplexed connection is driven by a task of the
-//! runtime that opened it, so a request on an actix worker (a runtime of its own) that used
-//! the background connection handed every command to another thread and back: two thread
-//! wake-ups per round trip, which cost more than the command.
+//! A process has one connection for its background tasks, and a service whose requests are
+//! Redis alone (users-api) one more for each HTTP worker thread ([`http_worker_thread`]). A
+//! multiplexed connection is driven by a task of the runtime that opened it, so a request on
+//! an actix worker (a runtime of its own) that uses the background connection hands every
+//! command to another thread and is woken back: two thread wake-ups per round trip.
 //!
 //! On a cluster a script's keys, and a pipeline's, must share one slot: keys that go
 //! together carry one hash tag (`{c<id>}`); keys that do not are written by separate
@@ -93,7 +93,8 @@ thread_local! {
 
 /// Marks the calling thread as an HTTP worker: from now on each store gives it a connection
 /// of its own, opened (at its first command) and driven on this thread's runtime. Called by
-/// `http::serve` as each actix worker builds its app; the thread's connections end with it.
+/// `http::serve` as each actix worker builds its app, when the service asks for it
+/// (`Plumbing::redis_per_worker`); the thread's connections end with it.
 pub fn http_worker_thread() {
     HTTP_WORKER.with(|w| w.set(true));
 }
