@@ -1,22 +1,13 @@
-//! Redis access: multiplexed connections — to a single server (`ConnectionManager`) or to a
-//! Redis Cluster (the cluster client, which routes each command to its slot's master) — a
-//! key prefix so tests and tenants never collide, and Lua scripts loaded once (`EVALSHA`,
-//! falling back to `EVAL`).
-//!
-//! A process has one connection for its background tasks, and a service whose requests are
-//! Redis alone (users-api) one more for each HTTP worker thread ([`http_worker_thread`]). A
-//! multiplexed connection is driven by a task of the runtime that opened it, so a request on
-//! an actix worker (a runtime of its own) that uses the background connection hands every
-//! command to another thread and is woken back: two thread wake-ups per round trip.
+//! Redis access: one multiplexed connection per process — to a single server
+//! (`ConnectionManager`) or to a Redis Cluster (the cluster client, which routes each command
+//! to its slot's master) — a key prefix so tests and tenants never collide, and Lua scripts
+//! loaded once (`EVALSHA`, falling back to `EVAL`).
 //!
 //! On a cluster a script's keys, and a pipeline's, must share one slot: keys that go
 //! together carry one hash tag (`{c<id>}`); keys that do not are written by separate
 //! commands.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -78,34 +69,10 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// Opens a connection like the store's first (lazily: nothing is sent until a command).
-type Opener = Arc<dyn Fn() -> RedisResult<RedisConn> + Send + Sync>;
-
-/// Store handles get an id each, so that a thread's own connections are told apart.
-static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// Whether this thread serves HTTP on a runtime of its own ([`http_worker_thread`]).
-    static HTTP_WORKER: Cell<bool> = const { Cell::new(false) };
-    /// This thread's connections, by store id.
-    static OWN: RefCell<HashMap<u64, RedisConn>> = RefCell::new(HashMap::new());
-}
-
-/// Marks the calling thread as an HTTP worker: from now on each store gives it a connection
-/// of its own, opened (at its first command) and driven on this thread's runtime. Called by
-/// `http::serve` as each actix worker builds its app, when the service asks for it
-/// (`Plumbing::redis_per_worker`); the thread's connections end with it.
-pub fn http_worker_thread() {
-    HTTP_WORKER.with(|w| w.set(true));
-}
-
-/// A cheap-to-clone handle: every caller is multiplexed over the connection of its thread
-/// (an HTTP worker's own, or the background one).
+/// A cheap-to-clone handle: every caller is multiplexed over the one connection.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConn,
-    open: Opener,
-    id: u64,
     prefix: Arc<str>,
 }
 
@@ -118,14 +85,9 @@ impl RedisStore {
     /// the same with every node of the cluster.
     pub fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
         let root_cert = read_ca_cert(cfg)?;
-        let open: Opener = match cfg.cluster_seeds() {
-            None => {
-                let url = cfg.url.expose().to_owned();
-                Arc::new(move || connect_single(&url, root_cert.clone()).map(RedisConn::Single))
-            }
-            Some(Ok(seeds)) => {
-                Arc::new(move || connect_cluster(&seeds, root_cert.clone()).map(RedisConn::Cluster))
-            }
+        let conn = match cfg.cluster_seeds() {
+            None => RedisConn::Single(connect_single(cfg.url.expose(), root_cert)?),
+            Some(Ok(seeds)) => RedisConn::Cluster(connect_cluster(&seeds, root_cert)?),
             Some(Err(reason)) => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
@@ -135,9 +97,7 @@ impl RedisStore {
             }
         };
         Ok(Self {
-            conn: open()?,
-            open,
-            id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+            conn,
             prefix: Arc::from(cfg.key_prefix.as_str()),
         })
     }
@@ -151,31 +111,9 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// A connection handle: on an HTTP worker thread its own connection (opened at the
-    /// thread's first call), elsewhere the background one.
+    /// A connection handle (a clone of the shared multiplexed connection).
     pub fn conn(&self) -> RedisConn {
-        if !HTTP_WORKER.with(Cell::get) {
-            return self.conn.clone();
-        }
-        OWN.with(|own| {
-            let mut own = own.borrow_mut();
-            if let Some(conn) = own.get(&self.id) {
-                return conn.clone();
-            }
-            // Opening is lazy and was done once already with the same settings, so it
-            // fails only where the first did not (a cluster's task needs a runtime: the
-            // worker has one); then the background connection still serves.
-            match (self.open)() {
-                Ok(conn) => {
-                    own.insert(self.id, conn.clone());
-                    conn
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Redis: no connection of the HTTP worker's own");
-                    self.conn.clone()
-                }
-            }
-        })
+        self.conn.clone()
     }
 
     /// Whether Redis can serve every key now (readiness): one server answers PING; a

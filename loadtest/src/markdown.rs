@@ -672,22 +672,24 @@ const LIMITS: &str = "### What limits the figures
   purchase and spent 0.55 ms, its one actix worker 13 times and 0.42 ms; payment-api's 11
   and 8 times (0.26 and 0.24 ms). A request served on the actix worker reaches Redis through
   the driver task on the other runtime, a hand-off between threads each way, and a pooled
-  PostgreSQL connection may be watched by either runtime. A Redis connection per thread,
-  opened by the thread that first uses it (so the actix worker drives its own), was tried
-  twice for every service. The first time concert-api's CPU went down (1.05, 1.03, 1.09 and
-  1.18 ms a purchase against 1.17, 1.20, 1.19 and 1.23, alternated runs), but its holds' p90
-  went up (four of 23 one-second samples at 300 ms or more, against one of 22), since replies
-  now waited for the one busy worker thread; the pace admitted fewer fans, and three of four
+  PostgreSQL connection may be watched by either runtime. Tried twice and not kept: a Redis
+  connection per thread, opened by the thread that first uses it (so the actix worker drives
+  its own). The first time concert-api's CPU went down (1.05, 1.03, 1.09 and 1.18 ms a
+  purchase against 1.17, 1.20, 1.19 and 1.23, alternated runs), but its holds' p90 went up
+  (four of 23 one-second samples at 300 ms or more, against one of 22), since replies now
+  waited for the one busy worker thread; the pace admitted fewer fans, and three of four
   sales sold out 3–6 s later (27.8–30.7 s, and 24.7 s, against 23.8–24.9 s). The second time
   (bench/purchase-cost.sh, 10,000 fans, four pairs alternated) the same: thread switches a
   purchase fell from 33 to 14 in concert-api and from 11 to 3 in users-api, concert-api's CPU
   from 0.75–0.83 to 0.72–0.74 ms a purchase, the platform's total did not move (5.20–5.72
   against 5.46–5.71 ms), and the sales sold out later (15.9, 17.1, 18.9 and 17.6 s against
   16.1, 15.4, 16.9 and 16.5 s) with the machine less busy (1.72–1.83 cores against
-  1.88–1.92). So only users-api has it, whose requests are Redis alone and which the pace
-  does not read: three pairs alternated, sold out in 16.9, 14.5 and 15.1 s against 15.6,
-  15.6 and 14.7 s; the worst endpoint p99 (the join) 472, 348 and 381 ms against 629, 586
-  and 504; users-api 0.49, 0.43 and 0.44 ms a purchase against 0.52, 0.50 and 0.48.
+  1.88–1.92). In users-api alone, whose requests the pace does not read, it lowered the
+  join's p99 (472, 348 and 381 ms against 629, 586 and 504, three pairs, the sales as fast),
+  but each worker then finds a dead connection only by failing a request on it: after Redis
+  was cut or restarted, a request could still answer 503 once readiness (which had tried the
+  connection of one worker) was back, and two fault tests of the end-to-end suite failed.
+  Readiness would have to try every worker's connection first.
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
   their times. The machine's own speed drifts: the load tool does the same work in every
