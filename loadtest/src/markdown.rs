@@ -672,13 +672,14 @@ const LIMITS: &str = "### What limits the figures
   purchase and spent 0.55 ms, its one actix worker 13 times and 0.42 ms; payment-api's 11
   and 8 times (0.26 and 0.24 ms). A request served on the actix worker reaches Redis through
   the driver task on the other runtime, a hand-off between threads each way, and a pooled
-  PostgreSQL connection may be watched by either runtime. Tried twice and not kept: a Redis
-  connection per thread, opened by the thread that first uses it (so the actix worker drives
-  its own). The first time concert-api's CPU went down (1.05, 1.03, 1.09 and 1.18 ms a
+  PostgreSQL connection may be watched by either runtime. Tried three times and not kept: a
+  Redis connection per thread, opened by the thread that first uses it (so the actix worker
+  drives its own; the second time with a PostgreSQL pool of its own too, below). The first
+  time concert-api's CPU went down (1.05, 1.03, 1.09 and 1.18 ms a
   purchase against 1.17, 1.20, 1.19 and 1.23, alternated runs), but its holds' p90 went up
   (four of 23 one-second samples at 300 ms or more, against one of 22), since replies now
   waited for the one busy worker thread; the pace admitted fewer fans, and three of four
-  sales sold out 3–6 s later (27.8–30.7 s, and 24.7 s, against 23.8–24.9 s). The second time
+  sales sold out 3–6 s later (27.8–30.7 s, and 24.7 s, against 23.8–24.9 s). The third time
   (bench/purchase-cost.sh, 10,000 fans, four pairs alternated) the same: thread switches a
   purchase fell from 33 to 14 in concert-api and from 11 to 3 in users-api, concert-api's CPU
   from 0.75–0.83 to 0.72–0.74 ms a purchase, the platform's total did not move (5.20–5.72
@@ -814,7 +815,9 @@ const LIMITS: &str = "### What limits the figures
   scan (two worker processes forked each time) of 2.5 million rows on the machine these
   figures come from, 330 ms (`EXPLAIN ANALYZE`); PostgreSQL for payment-api spent 33 ms a
   second at rest. It grows with the month until the archive job closes it; closing days
-  instead of months would bound it.
+  instead of months would bound it. (The check runs once a minute now, above. A later idle
+  window measured 141 ms a second: the broker 37 of it, 24 with the services stopped, and
+  Redis 20, most of it the sweep of the last sale's sold-out room.)
 - Half of the outbox relays' looks found nothing (pg_stat_statements over two sales): a wake
   comes just before the writer's commit and the relay looked at once, and every batch was
   followed by one more look. The relay now waits 2 ms before a woken look and stops after a
