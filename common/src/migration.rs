@@ -88,3 +88,13 @@ pub fn outbox_vacuum() -> Box<dyn MigrationTrait> {
              (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)",
     })
 }
+
+/// `outbox_pending_key` goes: the relay's check for a key's earlier rows no longer looks them
+/// up by key (it reads the few rows other relays hold, `outbox::publish_batch`), and no other
+/// statement did. Every event written paid for its entry.
+pub fn outbox_without_key_index() -> Box<dyn MigrationTrait> {
+    Box::new(SqlMigration {
+        name: "m20261207_000001_outbox_without_key_index",
+        up: "DROP INDEX IF EXISTS outbox_pending_key",
+    })
+}

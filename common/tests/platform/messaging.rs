@@ -135,6 +135,60 @@ async fn committed_rows_are_published_once_in_key_order_and_rolled_back_ones_nev
     relay.cancel();
 }
 
+/// Two relays share the outbox: while one holds a key's first row, the other sends the rest of
+/// the outbox but nothing later of that key, which then goes out in order after it.
+#[tokio::test]
+async fn a_row_held_by_another_relay_holds_back_its_key_and_nothing_else() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
+    let a1 = enqueue(&db, "a", json!({"n": 1}), true).await;
+    let b1 = enqueue(&db, "b", json!({"n": 1}), true).await;
+    let a2 = enqueue(&db, "a", json!({"n": 2}), true).await;
+    let b2 = enqueue(&db, "b", json!({"n": 2}), true).await;
+
+    // The other relay: it has locked a's first row and not yet marked it.
+    let other = db.begin().await.unwrap();
+    other
+        .execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM outbox WHERE key = 'a' ORDER BY id LIMIT 1 FOR UPDATE",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::publish_batch(&db, &kafka, 256).await.unwrap(),
+        2,
+        "b's two rows go; a's second waits behind the held first"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL AND key = 'a'"
+        )
+        .await,
+        2
+    );
+    // It gives up (say, its broker failed): the rows are free again, and go out in order.
+    other.rollback().await.unwrap();
+    assert_eq!(outbox::publish_batch(&db, &kafka, 256).await.unwrap(), 2);
+    assert_eq!(outbox::publish_batch(&db, &kafka, 256).await.unwrap(), 0);
+
+    let ids = ids_of(
+        &read_topic(
+            &kafka_brokers(),
+            &kafka.topic(TOPIC),
+            Duration::from_secs(4),
+        )
+        .await,
+    );
+    assert_eq!(
+        ids,
+        vec![b1, b2, a1, a2],
+        "each event once, each key in order"
+    );
+}
+
 #[tokio::test]
 async fn rows_wait_while_the_broker_is_down_and_go_out_when_it_returns() {
     let broker = PrivateBroker::start().await;

@@ -44,6 +44,7 @@ impl MigratorTrait for Migrator {
                 name: "m20261206_000001_hold_rows_without_keys",
                 up: HOLD_ROWS_WITHOUT_KEYS,
             }),
+            common::migration::outbox_without_key_index(),
         ]
     }
 }

@@ -32,6 +32,7 @@ impl MigratorTrait for Migrator {
             }),
             common::migration::inbox_received(),
             common::migration::outbox_vacuum(),
+            common::migration::outbox_without_key_index(),
         ]
     }
 }

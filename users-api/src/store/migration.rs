@@ -63,6 +63,7 @@ CREATE INDEX queue_rooms_undrawn ON queue_rooms (concert_id)
             common::migration::outbox_trace_context(),
             common::migration::inbox_received(),
             common::migration::outbox_vacuum(),
+            common::migration::outbox_without_key_index(),
         ]
     }
 }
