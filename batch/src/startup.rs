@@ -105,6 +105,7 @@ impl Application {
             openapi: ApiDoc::openapi(),
             relay: false,
             clock: config.clock.clone(),
+            redis_per_worker: false,
         };
         let mut service = build_service(parts, |_| {})?;
 

@@ -1,13 +1,22 @@
-//! Redis access: one multiplexed connection per process — to a single server
-//! (`ConnectionManager`) or to a Redis Cluster (the cluster client, which routes each command
-//! to its slot's master) — a key prefix so tests and tenants never collide, and Lua scripts
-//! loaded once (`EVALSHA`, falling back to `EVAL`).
+//! Redis access: multiplexed connections — to a single server (`ConnectionManager`) or to a
+//! Redis Cluster (the cluster client, which routes each command to its slot's master) — a
+//! key prefix so tests and tenants never collide, and Lua scripts loaded once (`EVALSHA`,
+//! falling back to `EVAL`).
+//!
+//! A process has one connection for its background tasks, and a service whose requests are
+//! Redis alone (users-api) one more for each HTTP worker thread ([`http_worker_thread`]). A
+//! multiplexed connection is driven by a task of the runtime that opened it, so a request on
+//! an actix worker (a runtime of its own) that uses the background connection hands every
+//! command to another thread and is woken back: two thread wake-ups per round trip.
 //!
 //! On a cluster a script's keys, and a pipeline's, must share one slot: keys that go
 //! together carry one hash tag (`{c<id>}`); keys that do not are written by separate
 //! commands.
 
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -32,21 +41,51 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// spend a reply's whole budget on one wait).
 const MIN_CLUSTER_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// A connection handle: a clone of the process's one multiplexed connection, to a single
-/// server or to a cluster. Every command, script and pipeline of the crate's callers runs
-/// through it as through any `redis::aio::ConnectionLike`.
+/// A connection handle: a clone of a multiplexed connection of the process (see the module's
+/// doc), to a single server or to a cluster. Every command, script and pipeline of the
+/// crate's callers runs through it as through any `redis::aio::ConnectionLike`.
 #[derive(Clone)]
-pub enum RedisConn {
+pub struct RedisConn {
+    link: Link,
+    /// The store's count of commands that failed for want of a connection.
+    breaks: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
+/// Whether `e` says that the connection failed, rather than the command.
+fn lost_connection(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// `command`, counting in `breaks` a failure of its connection.
+fn noted<'a, T: Send + 'a>(
+    breaks: &Arc<AtomicU64>,
+    command: RedisFuture<'a, T>,
+) -> RedisFuture<'a, T> {
+    let breaks = breaks.clone();
+    Box::pin(async move {
+        let result = command.await;
+        if let Err(e) = &result
+            && lost_connection(e)
+        {
+            breaks.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    })
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
+        let command = match &mut self.link {
+            Link::Single(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(conn) => conn.req_packed_command(cmd),
+        };
+        noted(&self.breaks, command)
     }
 
     fn req_packed_commands<'a>(
@@ -55,24 +94,76 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
+        let command = match &mut self.link {
+            Link::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        };
+        noted(&self.breaks, command)
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+        match &self.link {
+            Link::Single(conn) => conn.get_db(),
+            Link::Cluster(conn) => conn.get_db(),
         }
     }
 }
 
-/// A cheap-to-clone handle: every caller is multiplexed over the one connection.
+/// Opens a connection like the store's first (lazily: nothing is sent until a command).
+type Opener = Arc<dyn Fn() -> RedisResult<Link> + Send + Sync>;
+
+/// Store handles get an id each, so that a thread's own connections are told apart; the
+/// threads' connections get one each too, for the store's list of them.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The HTTP threads' connections of one store, by connection id: readiness asks each of them.
+type Registry = Arc<Mutex<HashMap<u64, RedisConn>>>;
+
+/// A thread's own connection, listed in its store's [`Registry`] until the thread ends or
+/// the connection is replaced.
+struct OwnConn {
+    conn: RedisConn,
+    id: u64,
+    registry: Registry,
+    /// The store's count of connection failures when it was opened.
+    opened_after: u64,
+}
+
+impl Drop for OwnConn {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+thread_local! {
+    /// Whether this thread serves HTTP on a runtime of its own ([`http_worker_thread`]).
+    static HTTP_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// This thread's connections, by store id.
+    static OWN: RefCell<HashMap<u64, OwnConn>> = RefCell::new(HashMap::new());
+}
+
+/// Marks the calling thread as an HTTP worker: from now on each store gives it a connection
+/// of its own, opened (at its first command) and driven on this thread's runtime. Called by
+/// `http::serve` as each actix worker builds its app, when the service asks for it
+/// (`Plumbing::redis_per_worker`); the thread's connections end with it.
+pub fn http_worker_thread() {
+    HTTP_WORKER.with(|w| w.set(true));
+}
+
+/// A cheap-to-clone handle: every caller is multiplexed over the connection of its thread
+/// (an HTTP worker's own, or the background one).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: RedisConn,
+    conn: Link,
+    open: Opener,
+    id: u64,
+    /// The HTTP threads' own connections, alive.
+    workers: Registry,
+    /// Commands that failed for want of a connection, on any connection of the store.
+    breaks: Arc<AtomicU64>,
     prefix: Arc<str>,
 }
 
@@ -85,9 +176,14 @@ impl RedisStore {
     /// the same with every node of the cluster.
     pub fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
         let root_cert = read_ca_cert(cfg)?;
-        let conn = match cfg.cluster_seeds() {
-            None => RedisConn::Single(connect_single(cfg.url.expose(), root_cert)?),
-            Some(Ok(seeds)) => RedisConn::Cluster(connect_cluster(&seeds, root_cert)?),
+        let open: Opener = match cfg.cluster_seeds() {
+            None => {
+                let url = cfg.url.expose().to_owned();
+                Arc::new(move || connect_single(&url, root_cert.clone()).map(Link::Single))
+            }
+            Some(Ok(seeds)) => {
+                Arc::new(move || connect_cluster(&seeds, root_cert.clone()).map(Link::Cluster))
+            }
             Some(Err(reason)) => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
@@ -97,7 +193,11 @@ impl RedisStore {
             }
         };
         Ok(Self {
-            conn,
+            conn: open()?,
+            open,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            workers: Registry::default(),
+            breaks: Arc::default(),
             prefix: Arc::from(cfg.key_prefix.as_str()),
         })
     }
@@ -111,20 +211,97 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// A connection handle (a clone of the shared multiplexed connection).
+    /// A connection handle: on an HTTP worker thread its own connection (opened at the
+    /// thread's first call), elsewhere the background one.
+    ///
+    /// A connection learns that its socket died (Redis restarted, a network cut) only when a
+    /// command on it fails, and after an outage the first command on each one fails. So when
+    /// any command of the store failed for want of a connection since a thread's connection
+    /// was opened, the thread opens a new one: once Redis is back, after one failed request
+    /// anywhere, every thread talks to it over a fresh connection.
     pub fn conn(&self) -> RedisConn {
-        self.conn.clone()
+        let breaks = self.breaks.load(Ordering::Relaxed);
+        let background = || RedisConn {
+            link: self.conn.clone(),
+            breaks: self.breaks.clone(),
+        };
+        if !HTTP_WORKER.with(Cell::get) {
+            return background();
+        }
+        OWN.with(|own| {
+            let mut own = own.borrow_mut();
+            match own.get(&self.id) {
+                Some(mine) if mine.opened_after == breaks => return mine.conn.clone(),
+                // Dropped: it leaves the registry too.
+                Some(_) => drop(own.remove(&self.id)),
+                None => {}
+            }
+            // Opening is lazy and was done once already with the same settings, so it
+            // fails only where the first did not (a cluster's task needs a runtime: the
+            // worker has one); then the background connection still serves.
+            match (self.open)() {
+                Ok(link) => {
+                    let conn = RedisConn {
+                        link,
+                        breaks: self.breaks.clone(),
+                    };
+                    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                    self.workers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, conn.clone());
+                    let mine = OwnConn {
+                        conn: conn.clone(),
+                        id,
+                        registry: self.workers.clone(),
+                        opened_after: breaks,
+                    };
+                    own.insert(self.id, mine);
+                    conn
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis: no connection of the HTTP worker's own");
+                    background()
+                }
+            }
+        })
     }
 
     /// Whether Redis can serve every key now (readiness): one server answers PING; a
-    /// cluster says it is `ok` and every master that serves slots answers PING.
+    /// cluster says it is `ok` and every master that serves slots answers PING. Asked over
+    /// every connection of the process — the background one and each HTTP thread's — so that
+    /// after Redis was away none is ready until each has found out and connected again: a
+    /// connection learns that its socket died only when a command on it fails, and that
+    /// must be the probe's, not a fan's.
     pub async fn ping(&self) -> RedisResult<()> {
-        match self.conn() {
-            RedisConn::Single(mut conn) => {
-                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-                Ok(())
-            }
-            RedisConn::Cluster(mut conn) => ping_every_master(&mut conn).await,
+        let mut conns = vec![RedisConn {
+            link: self.conn.clone(),
+            breaks: self.breaks.clone(),
+        }];
+        conns.extend(
+            self.workers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned(),
+        );
+        let answers = futures_util::future::join_all(conns.into_iter().map(ping_one)).await;
+        answers.into_iter().collect()
+    }
+}
+
+async fn ping_one(mut conn: RedisConn) -> RedisResult<()> {
+    match conn.link.clone() {
+        Link::Single(_) => {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        }
+        Link::Cluster(mut cluster) => {
+            noted(
+                &conn.breaks,
+                Box::pin(async move { ping_every_master(&mut cluster).await }),
+            )
+            .await
         }
     }
 }

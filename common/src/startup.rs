@@ -71,6 +71,8 @@ pub struct ServiceParts {
     pub relay: bool,
     /// The service's time source (the extractors judge expiry by it).
     pub clock: crate::clock::Clock,
+    /// HTTP workers with Redis connections of their own (see `http::Plumbing`).
+    pub redis_per_worker: bool,
 }
 
 impl ServiceParts {
@@ -94,6 +96,7 @@ impl ServiceParts {
             openapi,
             relay: true,
             clock: crate::clock::Clock::system(),
+            redis_per_worker: false,
         }
     }
 
@@ -125,6 +128,7 @@ where
             readiness,
             openapi: parts.openapi,
             clock: parts.clock,
+            redis_per_worker: parts.redis_per_worker,
         },
         routes,
     )?;

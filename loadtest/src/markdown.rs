@@ -682,9 +682,10 @@ const LIMITS: &str = "### What limits the figures
   purchase and spent 0.55 ms, its one actix worker 13 times and 0.42 ms; payment-api's 11
   and 8 times (0.26 and 0.24 ms). A request served on the actix worker reaches Redis through
   the driver task on the other runtime, a hand-off between threads each way, and a pooled
-  PostgreSQL connection may be watched by either runtime. Tried three times and not kept: a
-  Redis connection per thread, opened by the thread that first uses it (so the actix worker
-  drives its own; the second time with a PostgreSQL pool of its own too, below). The first
+  PostgreSQL connection may be watched by either runtime. A Redis connection per thread,
+  opened by the thread that first uses it (so the actix worker drives its own), is kept in
+  users-api only, the fourth time it was tried; in concert-api and payment-api (the second
+  time with a PostgreSQL pool of its own too, below) it was not. The first
   time concert-api's CPU went down (1.05, 1.03, 1.09 and 1.18 ms a
   purchase against 1.17, 1.20, 1.19 and 1.23, alternated runs), but its holds' p90 went up
   (four of 23 one-second samples at 300 ms or more, against one of 22), since replies now
@@ -700,7 +701,13 @@ const LIMITS: &str = "### What limits the figures
   but each worker then finds a dead connection only by failing a request on it: after Redis
   was cut or restarted, a request could still answer 503 once readiness (which had tried the
   connection of one worker) was back, and two fault tests of the end-to-end suite failed.
-  Readiness would have to try every worker's connection first.
+  The fourth time readiness asks every connection, and a command that fails for want of a
+  connection, on any of them, has every thread open a new one at its next command (a
+  platform test, after_redis_restarts_one_failed_request_and_every_worker_is_back, fails
+  without that). Three pairs alternated (the same command): the join's p99 344, 342 and 621
+  ms against 489, 738 and 423; sold out in 15.1, 15.5 and 16.1 s against 14.3, 15.4 and
+  16.5; 4.88, 5.26 and 5.30 ms a purchase against 4.83, 5.11 and 5.42. Over the six pairs of
+  the third and fourth tries, the join's p99 had a median of 364 ms against 545.
 - Runs on this shared machine vary more than most changes. Compare builds over several
   runs each, alternated, and by their counters (statements, plans, buffers) more than by
   their times. The machine's own speed drifts: the load tool does the same work in every

@@ -83,8 +83,11 @@ impl Application {
             throttle,
         });
         let consumer_kafka = kafka.clone();
-        let parts =
+        let mut parts =
             ServiceParts::api(SERVICE, &config.http, db, redis, kafka, openapi()).with_clock(clock);
+        // Joins, polls and stream checks are Redis alone: each worker drives its own
+        // connection (see `common::redis`).
+        parts.redis_per_worker = true;
         let lean = config.stream_port.map(|_| StreamPort {
             state: state.clone(),
             sessions: sessions.clone(),

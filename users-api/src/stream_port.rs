@@ -85,6 +85,8 @@ impl StreamPort {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name("stream-port")
+            // The streams' Redis commands go through connections driven on this runtime.
+            .on_thread_start(common::redis::http_worker_thread)
             .enable_all()
             .build()?;
         let listener = {

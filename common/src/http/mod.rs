@@ -53,6 +53,9 @@ pub struct Plumbing {
     pub openapi: utoipa::openapi::OpenApi,
     /// The time the extractors judge sessions and queue passes by.
     pub clock: crate::clock::Clock,
+    /// Each worker thread talks to Redis over a connection of its own
+    /// ([`crate::redis::http_worker_thread`]) instead of the process's background one.
+    pub redis_per_worker: bool,
 }
 
 /// Pending connections the kernel queues before actix accepts them. std's `bind` asks for
@@ -103,7 +106,12 @@ where
             .into_iter()
             .chain(platform_routes),
     ));
+    let redis_per_worker = plumbing.redis_per_worker;
     let server = HttpServer::new(move || {
+        // Runs on each worker thread.
+        if redis_per_worker {
+            crate::redis::http_worker_thread();
+        }
         App::new()
             .app_data(metrics.clone())
             .app_data(readiness.clone())

@@ -69,6 +69,7 @@ pub fn service_documented(
         readiness,
         openapi,
         clock: common::clock::Clock::system(),
+        redis_per_worker: true,
     };
     let server = common::http::serve(listener, plumbing, routes).unwrap();
     Service::new("test", port, server, Duration::from_secs(10))

@@ -1,5 +1,6 @@
 //! problem+json rules, request ids, metrics, readiness and graceful shutdown.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -431,4 +432,181 @@ async fn readiness_stays_200_without_the_broker_and_the_metric_says_it_is_down()
             .contains("kafka_broker_up{service=\"test\"} 0")
     );
     cancel.cancel();
+}
+
+/// The Redis connection a request's handler gets, by the worker thread that ran it.
+/// 503 when the connection fails.
+async fn redis_client_id(redis: web::Data<common::redis::RedisStore>) -> HttpResponse {
+    let id: i64 = match redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut redis.conn())
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => return HttpResponse::ServiceUnavailable().body(e.to_string()),
+    };
+    let thread = format!("{:?}", std::thread::current().id());
+    HttpResponse::Ok().json(serde_json::json!({"thread": thread, "client": id}))
+}
+
+/// Who answered `n` requests to `/client`, each from a new client (a new connection, which
+/// the server hands to its workers in turn): the Redis connections by worker thread.
+async fn clients_by_thread(app: &TestApp, n: usize) -> HashMap<String, HashSet<i64>> {
+    let mut by_thread: HashMap<String, HashSet<i64>> = HashMap::new();
+    for _ in 0..n {
+        let body: Value = reqwest::get(app.url("/client"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        by_thread
+            .entry(body["thread"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(body["client"].as_i64().unwrap());
+    }
+    by_thread
+}
+
+/// `n` requests to `/client`, each from a new client, are all answered.
+async fn every_request_answered(app: &TestApp, n: usize) {
+    for _ in 0..n {
+        let res = reqwest::get(app.url("/client")).await.unwrap();
+        let status = res.status();
+        assert_eq!(status, 200, "{}", res.text().await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn each_http_worker_talks_to_redis_over_a_connection_of_its_own_that_ends_with_it() {
+    // A server of its own, so that its client list holds this test's connections only.
+    let private = PrivateRedis::start().await;
+    let store = redis_store("worker-conn:", &private.url);
+    let id = |mut conn: common::redis::RedisConn| async move {
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        id
+    };
+    let background = id(store.conn()).await;
+    let data = web::Data::new(store.clone());
+    let app = TestApp::start(service_with(Readiness::default(), move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/client", web::get().to(redis_client_id));
+    }));
+
+    let by_thread = clients_by_thread(&app, 20).await;
+    assert_eq!(by_thread.len(), 2, "both workers served: {by_thread:?}");
+    let workers: Vec<i64> = by_thread
+        .values()
+        .map(|ids| {
+            assert_eq!(ids.len(), 1, "one connection per worker: {by_thread:?}");
+            *ids.iter().next().unwrap()
+        })
+        .collect();
+    assert_ne!(workers[0], workers[1], "{by_thread:?}");
+    assert!(!workers.contains(&background), "{by_thread:?} {background}");
+    assert_eq!(
+        id(store.conn()).await,
+        background,
+        "the test's thread keeps the background one"
+    );
+
+    // Redis drops every connection (a restart, a failover). Each connection learns it only
+    // when a command on it fails: readiness asks over every one, so once it is green again
+    // no request meets a dead connection.
+    let mut killer = redis::Client::open(private.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    assert!(
+        killed >= 3,
+        "the background and both workers' connections: {killed}"
+    );
+    eventually(
+        "readiness to be green again",
+        Duration::from_secs(10),
+        || {
+            let store = store.clone();
+            async move { store.ping().await.ok() }
+        },
+    )
+    .await;
+    every_request_answered(&app, 20).await;
+    let workers: Vec<i64> = clients_by_thread(&app, 20)
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(workers.len(), 2, "each worker connected again: {workers:?}");
+    let background = id(store.conn()).await;
+
+    // The workers' connections go with their threads.
+    app.stop().await.unwrap();
+    let list = || {
+        let mut conn = store.conn();
+        let workers = workers.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            let open = |id: i64| list.lines().any(|l| l.starts_with(&format!("id={id} ")));
+            (!workers.iter().any(|&w| open(w)) && open(background)).then_some(())
+        }
+    };
+    eventually(
+        "the workers' connections to close",
+        Duration::from_secs(10),
+        list,
+    )
+    .await;
+}
+
+/// The first command on each connection after Redis went away fails. After one such
+/// failure anywhere, every HTTP thread opens a new connection: one failed request, not one
+/// per thread, and then every request is answered.
+#[tokio::test]
+async fn after_redis_restarts_one_failed_request_and_every_worker_is_back() {
+    let mut private = PrivateRedis::start().await;
+    let store = redis_store("worker-restart:", &private.url);
+    let data = web::Data::new(store.clone());
+    let app = TestApp::start(service_with(Readiness::default(), move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/client", web::get().to(redis_client_id));
+    }));
+    assert_eq!(
+        clients_by_thread(&app, 20).await.len(),
+        2,
+        "both workers have a connection"
+    );
+
+    private.restart_empty().await;
+    // The connections find out in their own time; give them some.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One client, one keep-alive connection: one worker waits for Redis, as a fan would.
+    let one = reqwest::Client::new();
+    eventually(
+        "a request to be answered again",
+        Duration::from_secs(10),
+        || {
+            let request = one.get(app.url("/client"));
+            async move { (request.send().await.ok()?.status() == 200).then_some(()) }
+        },
+    )
+    .await;
+    // A new client for each request: the two workers in turn.
+    every_request_answered(&app, 20).await;
+    app.stop().await.unwrap();
 }
