@@ -12,8 +12,8 @@
 # running outbox nearly always is; then marks the last BACKLOG rows pending and has the
 # relay's batch statement (256 rows a batch, generic plans, as the services run it) take and
 # mark them until none is left, once with each statement:
-#   before  the statement up to the stop that changed it: a batch row's earlier rows of the
-#           same key were looked for among all pending rows, for every row of the batch;
+#   before  the statement up to 90f3ec1 (changed in a15fdaa): a batch row's earlier rows of
+#           the same key were looked for among all pending rows, for every row of the batch;
 #   now     common/src/outbox.rs (`publish_batch`): only the rows another relay holds below
 #           the batch's last id are read, once.
 # It prints the time of each and drops the database.

@@ -211,6 +211,14 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// A handle on the background connection.
+    fn background(&self) -> RedisConn {
+        RedisConn {
+            link: self.conn.clone(),
+            breaks: self.breaks.clone(),
+        }
+    }
+
     /// A connection handle: on an HTTP worker thread its own connection (opened at the
     /// thread's first call), elsewhere the background one.
     ///
@@ -221,12 +229,8 @@ impl RedisStore {
     /// anywhere, every thread talks to it over a fresh connection.
     pub fn conn(&self) -> RedisConn {
         let breaks = self.breaks.load(Ordering::Relaxed);
-        let background = || RedisConn {
-            link: self.conn.clone(),
-            breaks: self.breaks.clone(),
-        };
         if !HTTP_WORKER.with(Cell::get) {
-            return background();
+            return self.background();
         }
         OWN.with(|own| {
             let mut own = own.borrow_mut();
@@ -261,7 +265,7 @@ impl RedisStore {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Redis: no connection of the HTTP worker's own");
-                    background()
+                    self.background()
                 }
             }
         })
@@ -274,10 +278,7 @@ impl RedisStore {
     /// connection learns that its socket died only when a command on it fails, and that
     /// must be the probe's, not a fan's.
     pub async fn ping(&self) -> RedisResult<()> {
-        let mut conns = vec![RedisConn {
-            link: self.conn.clone(),
-            breaks: self.breaks.clone(),
-        }];
+        let mut conns = vec![self.background()];
         conns.extend(
             self.workers
                 .lock()
