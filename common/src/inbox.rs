@@ -55,6 +55,38 @@ pub async fn once_in_statement<C: ConnectionTrait>(
     .try_get("", "first")
 }
 
+/// [`once_in_statement`] for many events at once: `effect` runs once for the events of
+/// `event_ids` seen for the first time by `consumer`. `first` is the CTE of their ids (the
+/// column `event_id`; an id repeated in `event_ids` is recorded once), and `$1` is
+/// `event_ids` as a `uuid[]`, so that `effect` can line its own arrays up with it
+/// (`unnest($1::uuid[], $3::…[])`). The inbox rows go in in id order, so that two such
+/// statements over the same events wait for one another instead of deadlocking. Returns how
+/// many were first.
+pub async fn each_once_in_statement<C: ConnectionTrait>(
+    db: &C,
+    event_ids: Vec<Uuid>,
+    consumer: &str,
+    effect: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<i64, DbErr> {
+    let mut all: Vec<sea_orm::Value> = vec![event_ids.into(), consumer.into()];
+    all.extend(values);
+    db.query_one_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        format!(
+            "WITH first AS (INSERT INTO inbox (event_id, consumer) \
+               SELECT id, $2 FROM unnest($1::uuid[]) AS id GROUP BY id ORDER BY id \
+               ON CONFLICT DO NOTHING RETURNING event_id), \
+             {effect} \
+             SELECT count(*) AS first FROM first"
+        ),
+        all,
+    ))
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound("inbox verdict".into()))?
+    .try_get("", "first")
+}
+
 /// Runs `effect` at most once per `event_id` for `consumer`: in one transaction, the inbox row
 /// first, then the effect, then the commit. `Ok(None)`: the event was handled before and
 /// nothing ran. A concurrent delivery of the same event waits on the inbox row until the

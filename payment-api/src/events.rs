@@ -145,6 +145,26 @@ impl EventHandler for SettlementEvents {
         }
         Ok(())
     }
+
+    /// A sale's confirmations arrive some twenty to a fetch: one statement records them all.
+    const BATCH_LIMIT: usize = 256;
+
+    fn batches(&self, msg: &Incoming) -> bool {
+        msg.topic == RESERVATION_CONFIRMED
+    }
+
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Result<(), HandlerError> {
+        let confirmations = msgs
+            .iter()
+            .map(|m| {
+                let event: Envelope<ReservationConfirmed> = m.decode()?;
+                Ok((event.id, event.data.payment_id))
+            })
+            .collect::<Result<Vec<_>, HandlerError>>()?;
+        payments::mark_each_confirmed_once(&self.db, CONSUMER, &confirmations, self.clock.now())
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

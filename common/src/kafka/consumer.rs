@@ -91,10 +91,41 @@ pub const BATCH_BYTES: u32 = 8 * 1024;
 /// and a quarter of one during a sale); a [`Delivery::AtOnce`] message is delivered no later.
 pub const FETCH_WAIT: Duration = Duration::from_millis(300);
 
+/// How many messages a worker's line holds before reading from the broker waits for it.
+const WORKER_QUEUE: usize = 64;
+
 /// What a service does with each consumed event. The handler records the event in its inbox
 /// inside the same transaction as its effect, so a redelivery changes nothing.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// How many messages [`handle_batch`](Self::handle_batch) takes at most. Above one, the
+    /// consumer runs a single worker, which hands it at once every batchable message waiting
+    /// in its line (in order, up to this many): one transaction for a whole fetch instead of
+    /// one each. The default, one, handles each message on its own, in
+    /// `consumer_concurrency` workers by key.
+    const BATCH_LIMIT: usize = 1;
+
+    /// Whether `msg` may go into a batch.
+    fn batches(&self, _msg: &Incoming) -> bool {
+        false
+    }
+
+    /// Handles `msgs` (two or more, each [`batches`](Self::batches)) all or nothing, each
+    /// once (recorded in the inbox with the effect). If it fails, whatever the error, the
+    /// worker handles them again one at a time through [`handle`](Self::handle), with its
+    /// retries and the DLQ, so one bad message cannot hold back the others.
+    fn handle_batch(
+        &self,
+        msgs: &[Incoming],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let n = msgs.len();
+        async move {
+            Err(HandlerError::Retryable(format!(
+                "this handler takes no batches ({n} messages)"
+            )))
+        }
+    }
 }
 
 /// Counters and gauges a test or the metrics endpoint can read.
@@ -293,10 +324,15 @@ pub async fn run_consumer<H: EventHandler>(
 
     let handler = std::sync::Arc::new(handler);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-    let mut workers = Vec::with_capacity(cfg.consumer_concurrency);
-    let mut worker_tasks = Vec::with_capacity(cfg.consumer_concurrency);
-    for _ in 0..cfg.consumer_concurrency {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Incoming>(64);
+    let worker_count = if H::BATCH_LIMIT > 1 {
+        1
+    } else {
+        cfg.consumer_concurrency
+    };
+    let mut workers = Vec::with_capacity(worker_count);
+    let mut worker_tasks = Vec::with_capacity(worker_count);
+    for _ in 0..worker_count {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Incoming>(WORKER_QUEUE.max(H::BATCH_LIMIT));
         workers.push(tx);
         worker_tasks.push(tokio::spawn(work(
             rx,
@@ -313,7 +349,8 @@ pub async fn run_consumer<H: EventHandler>(
     tracing::info!(
         group,
         ?topics,
-        workers = cfg.consumer_concurrency,
+        workers = worker_count,
+        batch_limit = H::BATCH_LIMIT,
         "consumer started"
     );
     let mut offsets = OffsetBook::default();
@@ -441,7 +478,8 @@ impl Drop for CloseOffThread {
     }
 }
 
-/// One worker: handles its messages in arrival order, with retries and the DLQ.
+/// One worker: handles its messages in arrival order, with retries and the DLQ; a batching
+/// handler's batchable messages a line at a time (see [`EventHandler::BATCH_LIMIT`]).
 async fn work<H: EventHandler>(
     mut rx: tokio::sync::mpsc::Receiver<Incoming>,
     handler: std::sync::Arc<H>,
@@ -450,9 +488,87 @@ async fn work<H: EventHandler>(
     cancel: CancellationToken,
     done: tokio::sync::mpsc::UnboundedSender<Done>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let cfg = client.config().clone();
-    while let Some(incoming) = rx.recv().await {
+    let one = One {
+        handler: &*handler,
+        client: &client,
+        stats: &stats,
+        cancel: &cancel,
+        done: &done,
+    };
+    // A message taken off the line that did not fit the batch before it.
+    let mut next: Option<Incoming> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        if H::BATCH_LIMIT < 2 || !handler.batches(&first) {
+            if !one.handle(first).await {
+                return;
+            }
+            continue;
+        }
+        let mut batch = vec![first];
+        while batch.len() < H::BATCH_LIMIT {
+            match rx.try_recv() {
+                Ok(m) if handler.batches(&m) => batch.push(m),
+                Ok(m) => {
+                    next = Some(m);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.len() > 1 {
+            let span = tracing::info_span!(
+                "events",
+                topic = %batch[0].topic,
+                count = batch.len(),
+                otel.kind = "consumer",
+            );
+            match tracing::Instrument::instrument(handler.handle_batch(&batch), span.clone()).await
+            {
+                Ok(()) => {
+                    stats
+                        .handled
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for m in &batch {
+                        one.finished(m);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(parent: &span, error = %e, "batch failed; handling its messages one at a time");
+                }
+            }
+        }
+        for m in batch {
+            if !one.handle(m).await {
+                return;
+            }
+        }
+    }
+}
+
+/// What a worker needs to handle one message on its own.
+struct One<'a, H> {
+    handler: &'a H,
+    client: &'a KafkaClient,
+    stats: &'a ConsumerStats,
+    cancel: &'a CancellationToken,
+    done: &'a tokio::sync::mpsc::UnboundedSender<Done>,
+}
+
+impl<H: EventHandler> One<'_, H> {
+    /// Handles `incoming` with retries, or parks it in the DLQ; `false`: the worker must stop
+    /// (shutdown, or the DLQ failed), leaving it uncommitted.
+    async fn handle(&self, incoming: Incoming) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cfg = self.client.config();
+        let stats = self.stats;
         let span = tracing::info_span!(
             "event",
             topic = %incoming.topic,
@@ -470,7 +586,7 @@ async fn work<H: EventHandler>(
         let mut retryable = 0;
         let outcome = loop {
             let result =
-                tracing::Instrument::instrument(handler.handle(&incoming), span.clone()).await;
+                tracing::Instrument::instrument(self.handler.handle(&incoming), span.clone()).await;
             let exponential = cfg.consumer_backoff * 2u32.saturating_pow(attempt - 1).min(64);
             let backoff = match result {
                 Ok(()) => break Ok(()),
@@ -491,10 +607,10 @@ async fn work<H: EventHandler>(
                 }
             };
             tokio::select! {
-                _ = cancel.cancelled() => {
+                _ = self.cancel.cancelled() => {
                     // Not done: the offset stays uncommitted and the message comes again.
                     tracing::info!(parent: &span, "shutdown during retry; offset left uncommitted");
-                    return;
+                    return false;
                 }
                 _ = tokio::time::sleep(backoff) => {}
             }
@@ -507,17 +623,22 @@ async fn work<H: EventHandler>(
             Err(error) => {
                 // Park it; if even the DLQ cannot take it, stop here without marking it done,
                 // so it is redelivered after a restart.
-                if let Err(e) = dead_letter(&client, &incoming, &error, attempt).await {
+                if let Err(e) = dead_letter(self.client, &incoming, &error, attempt).await {
                     tracing::error!(parent: &span, error = %e, "could not dead-letter; leaving it uncommitted");
-                    return;
+                    return false;
                 }
                 stats.dead_lettered.fetch_add(1, Relaxed);
                 tracing::error!(parent: &span, attempts = attempt, %error, "event dead-lettered");
             }
         }
-        let physical = client.topic(&incoming.topic);
-        let _ = done.send(Done {
-            topic: physical,
+        self.finished(&incoming);
+        true
+    }
+
+    /// `incoming` is dealt with: its offset may be committed.
+    fn finished(&self, incoming: &Incoming) {
+        let _ = self.done.send(Done {
+            topic: self.client.topic(&incoming.topic),
             partition: incoming.partition,
             offset: incoming.offset,
         });

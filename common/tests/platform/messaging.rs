@@ -428,6 +428,114 @@ async fn a_batched_consumer_gets_a_lone_event_and_then_a_burst_each_once() {
     run.task.await.unwrap();
 }
 
+/// A [`RecordingHandler`] that also takes batches: all in one transaction, or fails whole if
+/// one of them is bad. Counts the batches it committed and the messages in them.
+struct BatchingHandler {
+    inner: RecordingHandler,
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl EventHandler for BatchingHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
+        self.inner.handle(msg).await
+    }
+
+    const BATCH_LIMIT: usize = 64;
+
+    fn batches(&self, msg: &Incoming) -> bool {
+        msg.key.as_deref() != Some("alone")
+    }
+
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Result<(), HandlerError> {
+        assert!(msgs.len() >= 2 && msgs.len() <= Self::BATCH_LIMIT);
+        let txn = self.inner.db.begin().await?;
+        for msg in msgs {
+            assert!(self.batches(msg), "only batchable messages in a batch");
+            let event: Envelope<Value> = msg.decode()?;
+            if event.data["fail"] == true {
+                return Err(HandlerError::Retryable("told to fail".into()));
+            }
+            if !inbox::record(&txn, event.id, "test-consumer").await? {
+                continue;
+            }
+            txn.execute_raw(Statement::from_sql_and_values(
+                txn.get_database_backend(),
+                "INSERT INTO effects (event_id, note) VALUES ($1, $2)",
+                [event.id.into(), event.data.to_string().into()],
+            ))
+            .await?;
+        }
+        txn.commit().await?;
+        self.batches.lock().unwrap().push(msgs.len());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_batching_handler_takes_what_waits_at_once_and_a_bad_batch_goes_one_by_one() {
+    let (_guard, db) = migrated_db().await;
+    let prefix = TopicPrefix::new();
+    let kafka = kafka_client(&kafka_brokers(), &prefix.0, &[TOPIC]).await;
+    // All waiting before the consumer starts: 300 good events, with a poison one, one that
+    // fails every attempt and a twice-sent one among them, and one that never batches.
+    let good = |n: usize| Envelope::new(TOPIC, json!({"n": n}), Utc::now());
+    let twice = good(0);
+    let mut payloads: Vec<(&str, Vec<u8>)> = (1..300)
+        .map(|n| ("key", serde_json::to_vec(&good(n)).unwrap()))
+        .collect();
+    payloads.insert(40, ("key", b"{not json".to_vec()));
+    payloads.insert(
+        120,
+        (
+            "key",
+            serde_json::to_vec(&Envelope::new(TOPIC, json!({"fail": true}), Utc::now())).unwrap(),
+        ),
+    );
+    payloads.insert(150, ("key", serde_json::to_vec(&twice).unwrap()));
+    payloads.insert(151, ("key", serde_json::to_vec(&twice).unwrap()));
+    payloads.insert(200, ("alone", serde_json::to_vec(&good(1000)).unwrap()));
+    for (key, payload) in &payloads {
+        kafka
+            .send(&kafka.topic(TOPIC), key, payload, OwnedHeaders::new())
+            .await
+            .unwrap();
+    }
+
+    let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let run = consume(
+        &kafka,
+        "g",
+        BatchingHandler {
+            inner: RecordingHandler {
+                db: db.clone(),
+                failing: Arc::default(),
+            },
+            batches: batches.clone(),
+        },
+    );
+    let sent = payloads.len() as u64;
+    eventually("every message dealt with", Duration::from_secs(60), || {
+        let s = run.stats.clone();
+        async move {
+            (s.handled.load(Ordering::SeqCst) + s.dead_lettered.load(Ordering::SeqCst) == sent)
+                .then_some(())
+        }
+    })
+    .await;
+    // Each good event's effect once (the twice-sent one too), the two bad ones parked.
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM effects").await, 301);
+    assert_eq!(run.stats.dead_lettered.load(Ordering::SeqCst), 2);
+    assert_eq!(run.stats.handled.load(Ordering::SeqCst), sent - 2);
+    // Messages that waited together were handled together (the consumer of old called the
+    // handler once a message, and never with a batch).
+    let batches = batches.lock().unwrap().clone();
+    assert!(!batches.is_empty(), "no batch at all");
+    let batched: usize = batches.iter().sum();
+    assert!(batched > 100, "{batched} messages in batches: {batches:?}");
+    run.cancel.cancel();
+    run.task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failing_handler_does_not_commit_the_offset() {
     let (_guard, db) = migrated_db().await;

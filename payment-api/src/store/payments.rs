@@ -276,6 +276,28 @@ pub async fn mark_confirmed_once<C: ConnectionTrait>(
     .await
 }
 
+/// [`mark_confirmed_once`] for many confirmations in one statement: each `(event id,
+/// payment id)` once per event for `consumer`. Returns how many events were first.
+pub async fn mark_each_confirmed_once<C: ConnectionTrait>(
+    db: &C,
+    consumer: &str,
+    confirmations: &[(Uuid, i64)],
+    now: DateTime<Utc>,
+) -> Result<i64, DbErr> {
+    let (events, payments): (Vec<Uuid>, Vec<i64>) = confirmations.iter().copied().unzip();
+    inbox::each_once_in_statement(
+        db,
+        events,
+        consumer,
+        "confirmed AS (UPDATE payments SET confirmed_at = $4 \
+            FROM unnest($1::uuid[], $3::bigint[]) AS e (event_id, payment_id) \
+            WHERE payments.id = e.payment_id AND payments.confirmed_at IS NULL \
+              AND e.event_id IN (SELECT event_id FROM first))",
+        vec![payments.into(), now.into()],
+    )
+    .await
+}
+
 /// Records that `payment.completed` was published again at `now` (reconciliation's window).
 pub async fn mark_republished<C: ConnectionTrait>(
     txn: &C,

@@ -346,3 +346,92 @@ async fn fifty_deliveries_of_one_confirmation_record_it_once() {
     );
     assert_eq!(count(&db, &moved).await, 0, "the first date stays");
 }
+
+/// A batch of `reservation.confirmed` events is recorded in one statement, each event once:
+/// forty batches that overlap (and repeat events inside themselves) and single deliveries of
+/// the same events, all at once, record each of 200 confirmations exactly once.
+#[tokio::test]
+async fn overlapping_batches_of_confirmations_record_each_once() {
+    use common::testkit::TestDatabase;
+    use payment_api::events::CONSUMER;
+    use payment_api::store::payments::{
+        insert_paid, mark_confirmed_once, mark_each_confirmed_once,
+    };
+    use sea_orm::prelude::Uuid;
+    use sea_orm_migration::MigratorTrait;
+
+    let test_db = TestDatabase::create().await;
+    let db = test_db.connect().await;
+    payment_api::store::migration::Migrator::up(&db, None)
+        .await
+        .unwrap();
+    let mut confirmations = Vec::new();
+    for n in 0..200 {
+        let (payment, _) = insert_paid(&db, 3, 1000 + n, 1000, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        confirmations.push((Uuid::new_v4(), payment.id));
+    }
+    let at = Utc::now();
+    let batches = (0..40).map(|b| {
+        let (db, all) = (db.clone(), confirmations.clone());
+        async move {
+            // 20 events from a place that moves by 5, the first of them twice.
+            let start = (b * 5) % 181;
+            let mut batch: Vec<(Uuid, i64)> = all[start..start + 20].to_vec();
+            batch.push(batch[0]);
+            mark_each_confirmed_once(&db, CONSUMER, &batch, at).await
+        }
+    });
+    let singles = (0..200).step_by(7).map(|i| {
+        let (db, (event, payment)) = (db.clone(), confirmations[i]);
+        async move {
+            mark_confirmed_once(&db, event, CONSUMER, payment, at)
+                .await
+                .map(i64::from)
+        }
+    });
+    let (batched, single) = futures_util::future::join(
+        futures_util::future::join_all(batches),
+        futures_util::future::join_all(singles),
+    )
+    .await;
+    let firsts: i64 = batched
+        .into_iter()
+        .chain(single)
+        .map(|r| r.expect("no statement fails, none deadlocks"))
+        .sum();
+    assert_eq!(firsts, 200, "each event first exactly once");
+    assert_eq!(
+        count(&db, "SELECT count(*)::bigint AS n FROM inbox").await,
+        200
+    );
+    let confirmed = "SELECT count(*)::bigint AS n FROM payments WHERE confirmed_at IS NOT NULL";
+    assert_eq!(count(&db, confirmed).await, 200);
+
+    // Every one again, and new events for confirmed payments: nothing first the second
+    // time, the new ones recorded, and no date moves.
+    assert_eq!(
+        mark_each_confirmed_once(&db, CONSUMER, &confirmations, at)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = at + chrono::TimeDelta::hours(1);
+    let again: Vec<(Uuid, i64)> = confirmations
+        .iter()
+        .map(|(_, payment)| (Uuid::new_v4(), *payment))
+        .collect();
+    assert_eq!(
+        mark_each_confirmed_once(&db, CONSUMER, &again, later)
+            .await
+            .unwrap(),
+        200
+    );
+    let moved = format!(
+        "SELECT count(*)::bigint AS n FROM payments WHERE confirmed_at >= '{}'",
+        later.to_rfc3339()
+    );
+    assert_eq!(count(&db, &moved).await, 0, "the first date stays");
+}
