@@ -111,10 +111,11 @@ pub trait EventHandler: Send + Sync + 'static {
         false
     }
 
-    /// Handles `msgs` (two or more, each [`batches`](Self::batches)) all or nothing, each
-    /// once (recorded in the inbox with the effect). If it fails, whatever the error, the
-    /// worker handles them again one at a time through [`handle`](Self::handle), with its
-    /// retries and the DLQ, so one bad message cannot hold back the others.
+    /// Handles `msgs` (two or more, each [`batches`](Self::batches)), each at most once
+    /// (recorded in the inbox with its effect), so that handling again what a failed batch
+    /// did changes nothing. If it fails, whatever the error, the worker handles them again
+    /// one at a time through [`handle`](Self::handle), with its retries and the DLQ, so one
+    /// bad message cannot hold back the others.
     fn handle_batch(
         &self,
         msgs: &[Incoming],

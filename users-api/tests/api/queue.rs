@@ -629,6 +629,78 @@ async fn a_confirmed_reservation_retires_the_buyers_token_once() {
     assert_eq!(zcard(&s, s.queue_keys().active(3)).await, 1);
 }
 
+/// A batch of purchases of one concert retires in one script, each at most once: the
+/// buyers' tokens leave the active set, a buyer without a token is told so, an event seen
+/// before (alone or twice in the batch) retires nothing, and other buyers keep theirs.
+#[tokio::test]
+async fn a_batch_of_purchases_retires_each_buyers_token_once_in_one_script() {
+    let redis = PrivateRedis::start().await;
+    let s = spawn_app_with(|env| env.with("REDIS_URL", redis.url.clone())).await;
+    let c = reqwest::Client::new();
+    let sessions = s.fan_sessions(6, USERS).await;
+    let mut tokens = Vec::new();
+    for session in &sessions[..5] {
+        let (_, joined) = s.join(&c, session, 2).await;
+        tokens.push(joined["token"].as_str().unwrap().to_owned());
+    }
+    s.room().admit(2, s.clock.now()).await.unwrap();
+    for (session, token) in sessions.iter().zip(&tokens) {
+        assert_eq!(s.poll(&c, session, token).await.1["status"], "ACTIVE");
+    }
+    let event = |_: u8| sea_orm::prelude::Uuid::new_v4();
+    let (seen, twice) = (event(0), event(1));
+    assert_eq!(
+        s.room().retire(seen, USERS, 2).await.unwrap(),
+        Retired::Token
+    );
+
+    let monitor = redis.monitor().await;
+    let retired = s
+        .room()
+        .retire_each(
+            2,
+            &[
+                (seen, USERS),
+                (event(2), USERS + 1),
+                (twice, USERS + 2),
+                (twice, USERS + 2),
+                (event(3), USERS + 3),
+                (event(4), USERS + 5),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        retired,
+        [
+            Retired::SeenBefore,
+            Retired::Token,
+            Retired::Token,
+            Retired::SeenBefore,
+            Retired::Token,
+            Retired::NoActiveToken,
+        ]
+    );
+    let commands = monitor.take().await;
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|c| *c == "EVALSHA" || *c == "EVAL")
+            .count(),
+        1,
+        "one script for the batch: {commands:?}"
+    );
+    for (i, (session, token)) in sessions.iter().zip(&tokens).enumerate() {
+        let want = if i == 4 { "ACTIVE" } else { "EXPIRED" };
+        assert_eq!(
+            s.poll(&c, session, token).await.1["status"],
+            want,
+            "fan {i}"
+        );
+    }
+    assert_eq!(zcard(&s, s.queue_keys().active(2)).await, 1);
+}
+
 #[tokio::test]
 async fn an_open_event_stream_repeats_the_status_and_keeps_the_token_in_line() {
     let s = spawn_app_with(|env| {

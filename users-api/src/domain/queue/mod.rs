@@ -512,11 +512,19 @@ return drawn
 /// Retires the user's token for a concert after a purchase — its slot frees at once — once
 /// per purchase event: the event's marker (KEYS[3], kept ARGV[1] seconds) is set in the same
 /// script, so a delivery seen before does nothing (-1), even to a token the user got since.
+/// KEYS[1] the concert's active set, then for each purchase its buyer's token key and its
+/// event's marker; one answer each: -1 seen before, 1 token retired, 0 no active token.
 const RETIRE: &str = r#"
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then return -1 end
-local t = redis.call('GET', KEYS[1])
-if not t then return 0 end
-return redis.call('ZREM', KEYS[2], t)
+local out = {}
+for i = 2, #KEYS - 1, 2 do
+  local r = -1
+  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ARGV[1]) then
+    local t = redis.call('GET', KEYS[i])
+    if t then r = redis.call('ZREM', KEYS[1], t) else r = 0 end
+  end
+  out[#out + 1] = r
+end
+return out
 "#;
 
 /// How long a purchase event's retirement is remembered: redeliveries come within minutes
@@ -1124,21 +1132,37 @@ impl WaitingRoom {
         user_id: i64,
         concert_id: i64,
     ) -> RedisResult<Retired> {
+        let retired = self.retire_each(concert_id, &[(event_id, user_id)]).await?;
+        Ok(retired.first().copied().unwrap_or(Retired::NoActiveToken))
+    }
+
+    /// [`retire`](Self::retire) for several purchases of `concert_id` (`(event, buyer)`), in
+    /// one script: what each came to, in their order.
+    pub async fn retire_each(
+        &self,
+        concert_id: i64,
+        purchases: &[(Uuid, i64)],
+    ) -> RedisResult<Vec<Retired>> {
         let k = &self.keys;
         let mut conn = k.redis().conn();
-        let retired: i64 = self
-            .retire
-            .key(k.user(concert_id, user_id))
-            .key(k.active(concert_id))
-            .key(RoomKeys(k).retired(concert_id, event_id))
+        let mut retire = self.retire.key(k.active(concert_id));
+        for (event_id, user_id) in purchases {
+            retire
+                .key(k.user(concert_id, *user_id))
+                .key(RoomKeys(k).retired(concert_id, *event_id));
+        }
+        let retired: Vec<i64> = retire
             .arg(RETIRED_KEPT.as_secs())
             .invoke_async(&mut conn)
             .await?;
-        Ok(match retired {
-            -1 => Retired::SeenBefore,
-            1 => Retired::Token,
-            _ => Retired::NoActiveToken,
-        })
+        Ok(retired
+            .into_iter()
+            .map(|r| match r {
+                -1 => Retired::SeenBefore,
+                1 => Retired::Token,
+                _ => Retired::NoActiveToken,
+            })
+            .collect())
     }
 
     /// Concerts that currently have a line, admitted users or a lottery to draw (admission
