@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 
 use crate::domain::reservation::Reservation;
-use crate::domain::settlement::{Rejection, Verdict, settle_payment};
+use crate::domain::settlement::{Rejection, Verdict, settle_each_at_once, settle_payment};
 use crate::metrics::{SaleMetrics, SettledBy};
 use crate::store::confirmed::ConfirmedReservations;
 use crate::store::inventory::Inventory;
@@ -58,6 +58,14 @@ impl<T: Serialize> Outgoing<T> {
     /// The event's outbox row, for a statement that writes it itself (`outbox::ROW_COLUMNS`).
     pub fn row(&self) -> Result<[sea_orm::Value; 5], DbErr> {
         outbox::row(self.topic, &self.reservation_id.to_string(), &self.envelope)
+    }
+
+    /// The event's id, key and JSON, for a statement that writes several events of its topic
+    /// from arrays.
+    pub fn parts(&self) -> Result<(sea_orm::prelude::Uuid, String, String), DbErr> {
+        let json = serde_json::to_string(&self.envelope)
+            .map_err(|e| DbErr::Custom(format!("event encoding: {e}")))?;
+        Ok((self.envelope.id, self.reservation_id.to_string(), json))
     }
 }
 
@@ -140,10 +148,52 @@ pub struct SettleOnPayment {
 impl EventHandler for SettleOnPayment {
     async fn handle(&self, msg: &Incoming) -> Result<(), HandlerError> {
         let event: Envelope<PaymentCompleted> = msg.decode()?;
+        self.settle(&event, self.clock.now()).await
+    }
+
+    /// What waits in line when a settlement is done (a sale brings a payment every few
+    /// milliseconds) is settled together: the common case of all of them in one statement,
+    /// then any other case one at a time.
+    const BATCH_LIMIT: usize = 64;
+
+    fn batches(&self, _msg: &Incoming) -> bool {
+        true
+    }
+
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Result<(), HandlerError> {
+        let events = msgs
+            .iter()
+            .map(Incoming::decode)
+            .collect::<Result<Vec<Envelope<PaymentCompleted>>, _>>()?;
         let now = self.clock.now();
         let settled =
-            settle_payment(&self.db, &self.inventory, &self.confirmations, &event, now).await?;
-        self.sale.settled(&settled, &event, SettledBy::Event, now);
+            settle_each_at_once(&self.db, &self.inventory, &self.confirmations, &events, now)
+                .await?;
+        let mut at_once = 0;
+        for (event, settled) in events.iter().zip(settled) {
+            match settled {
+                Some(settled) => {
+                    self.sale.settled(&settled, event, SettledBy::Event, now);
+                    at_once += 1;
+                }
+                None => self.settle(event, now).await?,
+            }
+        }
+        tracing::info!(payments = events.len(), at_once, "payments settled");
+        Ok(())
+    }
+}
+
+impl SettleOnPayment {
+    /// Settles the payment `event` announced on its own (every case).
+    async fn settle(
+        &self,
+        event: &Envelope<PaymentCompleted>,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let settled =
+            settle_payment(&self.db, &self.inventory, &self.confirmations, event, now).await?;
+        self.sale.settled(&settled, event, SettledBy::Event, now);
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");
             return Ok(());

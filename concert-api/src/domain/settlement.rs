@@ -214,6 +214,58 @@ pub async fn settle_payment(
     })
 }
 
+/// The common case of [`settle_payment`] for several events at once, in one statement
+/// ([`settlement::sell_each_at_once`]): answers, in `events`' order, the verdict of each one
+/// that bought its hold there (`Some`), and `None` for every other, which changed nothing and
+/// must be settled on its own by [`settle_payment`].
+pub async fn settle_each_at_once(
+    db: &DatabaseConnection,
+    inventory: &Inventory,
+    confirmations: &ConfirmedReservations,
+    events: &[Envelope<PaymentCompleted>],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Settled>>, DbErr> {
+    let mut to_sell = Vec::with_capacity(events.len());
+    for event in events {
+        let (confirmed_id, confirmed_key, confirmed_payload) =
+            events::reservation_confirmed_by(&event.data, now).parts()?;
+        to_sell.push(settlement::ToSell {
+            event_id: event.id,
+            payment: &event.data,
+            confirmed_id,
+            confirmed_key,
+            confirmed_payload,
+        });
+    }
+    let sold = settlement::sell_each_at_once(
+        db,
+        CONSUMER,
+        &to_sell,
+        common::telemetry::current_traceparent(),
+    )
+    .await?;
+    let mut changes = Vec::with_capacity(sold.len());
+    let mut sold: Vec<Option<settlement::SoldAtOnce>> = sold.into_iter().map(Some).collect();
+    let verdicts = events
+        .iter()
+        .map(|event| {
+            // Each sale answers one event: a copy of it in the list (the same id) was not first.
+            let sale = sold
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|s| s.event_id == event.id))?
+                .take()?;
+            confirmations.keep(&sale.confirmed(&event.data));
+            changes.push(Change::sold(sale.concert_id, sale.schedule_id, sale.sold));
+            Some(Settled {
+                verdict: Verdict::Confirmed,
+                first: true,
+            })
+        })
+        .collect();
+    inventory.apply_all(changes).await;
+    Ok(verdicts)
+}
+
 /// Settles `payment` in the caller's transaction: its reservation CONFIRMED with its seats
 /// SOLD (`None`), or the payment rejected (`Some`) with `reservation.rejected` written; and
 /// the seats that changed status, for the inventory once committed.

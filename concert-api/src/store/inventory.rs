@@ -336,7 +336,7 @@ impl Inventory {
     }
 
     /// Applies several committed changes: one update per schedule, their deltas summed (a
-    /// sweep that ends many holds of one schedule costs one round trip).
+    /// sweep that ends many holds of one schedule costs one update), all sent at once.
     pub async fn apply_all(&self, changes: impl IntoIterator<Item = Change>) {
         let mut by_schedule: std::collections::BTreeMap<(i64, i64), SeatCounts> =
             std::collections::BTreeMap::new();
@@ -346,9 +346,13 @@ impl Inventory {
                 .or_default()
                 .add(&c.delta);
         }
-        for ((concert_id, schedule_id), delta) in by_schedule {
-            self.apply(Change::of(concert_id, schedule_id, delta)).await;
-        }
+        // All sent at once: the connection pipelines them, one wait in all.
+        futures_util::future::join_all(by_schedule.into_iter().map(
+            |((concert_id, schedule_id), delta)| {
+                self.apply(Change::of(concert_id, schedule_id, delta))
+            },
+        ))
+        .await;
     }
 
     /// Rewrites `concert_id`'s hashes from the database. `Ok(true)` when written, `Ok(false)`

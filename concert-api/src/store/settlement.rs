@@ -4,7 +4,7 @@
 //! answer the verdict already given.
 
 use chrono::{DateTime, Utc};
-use common::events::{PaymentCompleted, RESERVATION_REJECTED};
+use common::events::{PaymentCompleted, RESERVATION_CONFIRMED, RESERVATION_REJECTED};
 use common::outbox;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Value};
@@ -86,6 +86,9 @@ pub async fn sell<C: ConnectionTrait>(
 /// payment), and how many seats it bought.
 #[derive(Debug, FromQueryResult)]
 pub struct SoldAtOnce {
+    /// The event that sold it.
+    pub event_id: Uuid,
+    pub reservation_id: i64,
     pub concert_id: i64,
     pub schedule_id: i64,
     pub seat_nos: Vec<i32>,
@@ -179,8 +182,8 @@ pub async fn sell_at_once<C: ConnectionTrait>(
                         'seat_nos', to_jsonb(r.seat_nos))), \
                     $11 \
                 FROM r WHERE EXISTS (SELECT FROM first)) \
-             SELECT r.concert_id, r.schedule_id, r.seat_nos, r.amount, r.held_until, r.created_at, \
-                 (SELECT count(*) FROM sold) AS sold \
+             SELECT $5 AS event_id, r.id AS reservation_id, r.concert_id, r.schedule_id, r.seat_nos, r.amount, \
+                 r.held_until, r.created_at, (SELECT count(*) FROM sold) AS sold \
              FROM r WHERE EXISTS (SELECT FROM first)",
             outbox::ROW_COLUMNS
         ),
@@ -189,6 +192,115 @@ pub async fn sell_at_once<C: ConnectionTrait>(
     .one(db)
     .await?;
     if sold.is_some() {
+        outbox::written();
+    }
+    Ok(sold)
+}
+
+/// One payment for [`sell_each_at_once`]: the event that announced it, and the id, key and
+/// JSON of its `reservation.confirmed` as far as the payment tells it (as in
+/// [`sell_at_once`]'s `confirmed`).
+pub struct ToSell<'a> {
+    pub event_id: Uuid,
+    pub payment: &'a PaymentCompleted,
+    pub confirmed_id: Uuid,
+    pub confirmed_key: String,
+    pub confirmed_payload: String,
+}
+
+/// [`sell_at_once`] for several payments in one statement: each one that is the first
+/// delivery of its event, for a reservation HELD by its payer, paid by `held_until`, that
+/// still holds every one of its seats, is sold as there (inbox row, seats SOLD, reservation
+/// CONFIRMED, `reservation.confirmed` with `traceparent`). Answers those it sold; every other
+/// payment changed nothing, for the caller to settle on its own. Two payments for one
+/// reservation in the list: only the first (by event id) is tried here.
+///
+/// Locks are taken in one order whatever the list's: the reservations by id, then their seats
+/// by id, and the inbox rows by event id, so two such statements wait for one another instead
+/// of deadlocking.
+pub async fn sell_each_at_once<C: ConnectionTrait>(
+    db: &C,
+    consumer: &str,
+    payments: &[ToSell<'_>],
+    traceparent: Option<String>,
+) -> Result<Vec<SoldAtOnce>, DbErr> {
+    let reservation_ids: Vec<i64> = payments.iter().map(|p| p.payment.reservation_id).collect();
+    let user_ids: Vec<i64> = payments.iter().map(|p| p.payment.user_id).collect();
+    let paid_at: Vec<DateTime<Utc>> = payments.iter().map(|p| p.payment.paid_at).collect();
+    let payment_ids: Vec<i64> = payments.iter().map(|p| p.payment.payment_id).collect();
+    let event_ids: Vec<Uuid> = payments.iter().map(|p| p.event_id).collect();
+    let confirmed_ids: Vec<Uuid> = payments.iter().map(|p| p.confirmed_id).collect();
+    let keys: Vec<String> = payments.iter().map(|p| p.confirmed_key.clone()).collect();
+    let bodies: Vec<String> = payments
+        .iter()
+        .map(|p| p.confirmed_payload.clone())
+        .collect();
+    let sold = SoldAtOnce::find_by_statement(stmt(
+        db,
+        &format!(
+            "WITH p AS MATERIALIZED ( \
+                SELECT DISTINCT ON (reservation_id) * FROM unnest( \
+                    $1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::uuid[], \
+                    $6::uuid[], $7::text[], $8::text[]) \
+                  AS p (reservation_id, user_id, paid_at, payment_id, event_id, out_id, out_key, body) \
+                ORDER BY reservation_id, event_id), \
+             r AS MATERIALIZED ( \
+                SELECT res.id, res.concert_id, res.schedule_id, res.seat_nos, res.amount, \
+                    res.held_until, res.created_at, p.payment_id, p.event_id, p.out_id, p.out_key, p.body \
+                FROM p JOIN reservations res ON res.id = p.reservation_id \
+                WHERE res.status || '' = 'HELD' AND res.user_id = p.user_id AND res.held_until >= p.paid_at \
+                ORDER BY res.id \
+                FOR UPDATE OF res), \
+             mine AS MATERIALIZED ( \
+                SELECT id, status, reservation_id FROM seats \
+                WHERE reservation_id = ANY (ARRAY (SELECT id FROM r)) \
+                ORDER BY id FOR UPDATE), \
+             sellable AS MATERIALIZED ( \
+                SELECT r.* FROM r WHERE cardinality(r.seat_nos) = ( \
+                    SELECT count(*) FROM mine WHERE mine.reservation_id = r.id AND mine.status = 'HELD')), \
+             first AS ( \
+                INSERT INTO inbox (event_id, consumer) \
+                SELECT event_id, $9 FROM sellable ORDER BY event_id \
+                ON CONFLICT DO NOTHING RETURNING event_id), \
+             done AS MATERIALIZED ( \
+                SELECT * FROM sellable WHERE event_id IN (SELECT event_id FROM first)), \
+             sold AS ( \
+                UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
+                WHERE seats.id = mine.id AND mine.reservation_id IN (SELECT id FROM done) \
+                RETURNING mine.reservation_id), \
+             confirmed AS ( \
+                UPDATE reservations SET status = 'CONFIRMED', payment_id = done.payment_id, updated_at = now() \
+                FROM done WHERE reservations.id = done.id), \
+             event AS ( \
+                INSERT INTO {} SELECT done.out_id, $10, done.out_key, \
+                    done.body::jsonb || jsonb_build_object('data', (done.body::jsonb -> 'data') || jsonb_build_object( \
+                        'concert_id', done.concert_id, 'schedule_id', done.schedule_id, \
+                        'seat_nos', to_jsonb(done.seat_nos))), \
+                    $11 \
+                FROM done ORDER BY done.id) \
+             SELECT done.event_id, done.id AS reservation_id, done.concert_id, done.schedule_id, done.seat_nos, \
+                 done.amount, done.held_until, done.created_at, \
+                 (SELECT count(*) FROM sold WHERE sold.reservation_id = done.id) AS sold \
+             FROM done ORDER BY done.id",
+            outbox::ROW_COLUMNS
+        ),
+        vec![
+            reservation_ids.into(),
+            user_ids.into(),
+            paid_at.into(),
+            payment_ids.into(),
+            event_ids.into(),
+            confirmed_ids.into(),
+            keys.into(),
+            bodies.into(),
+            consumer.into(),
+            RESERVATION_CONFIRMED.into(),
+            traceparent.into(),
+        ],
+    ))
+    .all(db)
+    .await?;
+    if !sold.is_empty() {
         outbox::written();
     }
     Ok(sold)

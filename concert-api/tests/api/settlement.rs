@@ -253,3 +253,141 @@ async fn a_reservation_settled_here_reads_confirmed_from_memory_for_its_owner_al
     let other = s.reservation(&buyers[1], id).await;
     assert_eq!(other["code"], "NOT_FOUND", "{other}");
 }
+
+/// Payments settled in batches (the consumer's common case, one statement for many) and one
+/// by one, all at once and overlapping: every hold paid in time by its holder is CONFIRMED
+/// once, with its seats SOLD and one `reservation.confirmed`; a payment by someone else, or
+/// made after the hold ran out, is left by the batch to the one-by-one settlement, which
+/// rejects it once; and each event is first exactly once, however often it came.
+#[tokio::test]
+async fn payments_settled_in_overlapping_batches_and_alone_confirm_each_hold_once() {
+    use concert_api::domain::settlement::{Verdict, settle_each_at_once, settle_payment};
+    use concert_api::store::confirmed::ConfirmedReservations;
+
+    let s = spawn_app().await;
+    let (concert, schedule) = s.concert_with_schedule(120, -60, 3600).await;
+    let buyers = s.buyers(60, concert).await;
+    let mut events = Vec::new();
+    let late = s.clock.now() + chrono::Duration::hours(1);
+    for (i, buyer) in buyers.iter().enumerate() {
+        let seats = [2 * i as i64 + 1, 2 * i as i64 + 2];
+        let (status, held) = s.hold(buyer, schedule, seats).await;
+        assert_eq!(status, 201, "{held}");
+        let id = held["id"].as_i64().unwrap();
+        let mut payment = s.payment(buyer, id, 1000 + i as i64, s.clock.now());
+        match i % 10 {
+            // Paid by someone else, or long after the hold ran out: not the common case.
+            3 => payment.data.user_id = buyers[(i + 1) % buyers.len()].user_id,
+            7 => payment.data.paid_at = late,
+            _ => {}
+        }
+        events.push(payment);
+    }
+    let good = events.len() - 12;
+
+    let inventory = s.inventory();
+    let confirmations = ConfirmedReservations::default();
+    let now = s.clock.now();
+    // Eight batches over a window that moves by seven (each event in one to three of them),
+    // each with its first event twice; and every fifth event alone.
+    let batches = (0..8).map(|b| {
+        let mut batch: Vec<_> = events[b * 7..(b * 7 + 18).min(events.len())].to_vec();
+        batch.push(batch[0].clone());
+        let (s, inventory, confirmations) = (&s, &inventory, &confirmations);
+        async move {
+            let verdicts = settle_each_at_once(&s.db, inventory, confirmations, &batch, now)
+                .await
+                .expect("no batch fails, none deadlocks");
+            let mut firsts = 0;
+            for (event, verdict) in batch.iter().zip(verdicts) {
+                let settled = match verdict {
+                    Some(settled) => settled,
+                    None => settle_payment(&s.db, inventory, confirmations, event, now)
+                        .await
+                        .unwrap(),
+                };
+                firsts += usize::from(settled.first);
+            }
+            firsts
+        }
+    });
+    let alone = events.iter().step_by(5).map(|event| {
+        let (s, inventory, confirmations) = (&s, &inventory, &confirmations);
+        async move {
+            usize::from(
+                settle_payment(&s.db, inventory, confirmations, event, now)
+                    .await
+                    .unwrap()
+                    .first,
+            )
+        }
+    });
+    let (batched, single) = futures_util::future::join(
+        futures_util::future::join_all(batches),
+        futures_util::future::join_all(alone),
+    )
+    .await;
+    let firsts: usize = batched.into_iter().chain(single).sum();
+    assert_eq!(firsts, events.len(), "each event first exactly once");
+
+    let n = |sql: &'static str| s.count(sql);
+    assert_eq!(
+        n("SELECT count(*)::bigint AS n FROM reservations WHERE status = 'CONFIRMED'").await,
+        good as i64
+    );
+    assert_eq!(
+        n("SELECT count(*)::bigint AS n FROM reservations WHERE status = 'REJECTED'").await,
+        12
+    );
+    assert_eq!(
+        n("SELECT count(*)::bigint AS n FROM seats WHERE status = 'SOLD'").await,
+        2 * good as i64
+    );
+    assert_eq!(
+        n("SELECT count(*)::bigint AS n FROM reservations r JOIN seats se ON se.reservation_id = r.id \
+           WHERE r.status = 'CONFIRMED' AND se.status = 'SOLD'")
+        .await,
+        2 * good as i64,
+        "every sold seat is its confirmed reservation's"
+    );
+    assert_eq!(outbox_count(&s, "reservation.confirmed").await, good as i64);
+    assert_eq!(outbox_count(&s, "reservation.rejected").await, 12);
+    assert_eq!(
+        n("SELECT count(*)::bigint AS n FROM inbox").await,
+        events.len() as i64
+    );
+    // The events written by the batch say what the reservation holds, as the single path's.
+    for event in &events {
+        let row =
+            s.db.query_one_raw(Statement::from_string(
+                s.db.get_database_backend(),
+                format!(
+                    "SELECT payload FROM outbox WHERE topic = 'reservation.confirmed' \
+                     AND key = '{}'",
+                    event.data.reservation_id
+                ),
+            ))
+            .await
+            .unwrap();
+        let Some(row) = row else { continue };
+        let payload: Value = row.try_get("", "payload").unwrap();
+        let confirmed: Envelope<ReservationConfirmed> = serde_json::from_value(payload).unwrap();
+        let seat = 2 * (event.data.payment_id - 1000) + 1;
+        assert_eq!(
+            confirmed.data,
+            ReservationConfirmed {
+                reservation_id: event.data.reservation_id,
+                payment_id: event.data.payment_id,
+                user_id: event.data.user_id,
+                concert_id: concert,
+                schedule_id: schedule,
+                seat_nos: vec![seat as i32, seat as i32 + 1],
+            }
+        );
+    }
+    // And the answer a repeat gets is the verdict given.
+    let repeat = settle_payment(&s.db, &inventory, &confirmations, &events[0], now)
+        .await
+        .unwrap();
+    assert_eq!((repeat.verdict, repeat.first), (Verdict::Confirmed, false));
+}
