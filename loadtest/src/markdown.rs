@@ -532,14 +532,30 @@ const LIMITS: &str = "### What limits the figures
   leaves 4 ms of CPU for each, and the platform spends the figure in the table above. Per
   purchase it makes about 10 HTTP requests through nginx (two joins and two event streams,
   as half the fans leave empty-handed; the schedule list, the seat map, the hold, the payment
-  and a look at the reservation), about 5.4 PostgreSQL transactions over two databases, most
+  and a look at the reservation), about 3.2 PostgreSQL transactions over two databases, most
   of them one statement (the hold and the payment, one call each; the seat map, about half
-  the time; the settlement with its inbox and outbox; the confirmation in
-  payment-api; the outbox relays and the background jobs), about 12 Redis round trips (110
-  commands, counting those inside scripts) and 2 Kafka messages, each through a producer, the broker and a consumer
-  group. No one of them is large: PostgreSQL for concert-api is the largest row, the rest is
-  the per-request cost of three actix/tokio services behind nginx (syscalls and thread
-  hand-offs). 4 ms would take about half of these round trips away.
+  the time; the settlements, one statement for the payments that waited together; payment-api's
+  record of the confirmations, one statement a fetch; the outbox relays and the background
+  jobs), about 11 Redis round trips (120 commands, counting those inside scripts) and 2 Kafka
+  messages, each through a producer, the broker and a consumer group. No one of them is
+  large: PostgreSQL for concert-api is the largest row, the rest is the per-request cost of
+  three actix/tokio services behind nginx (syscalls and thread hand-offs).
+- The three consumers take what waits in their line together (one worker each; a failed
+  batch is handled again one message at a time, each effect once by its inbox): concert-api
+  settles the payments in one statement (the common case; the others alone), payment-api
+  records the confirmations in one, users-api retires the buyers in one script a concert.
+  PostgreSQL transactions a purchase went from 5.15 to 3.16 (the sales of this file against
+  those of the one before). Alternated sales (bench/purchase-cost.sh, 10,000 fans): payment-api's
+  PostgreSQL 0.60, 0.61 and 0.68 ms a purchase against 0.83, 0.85 and 0.82, payment-api 0.32,
+  0.34 and 0.38 against 0.43; then concert-api's PostgreSQL 1.16 and 1.09 against 1.69 and
+  1.60, concert-api 0.85 and 0.79 against 1.06 and 0.96, payment → CONFIRMED p99 286 and 264
+  ms against 476 and 347, sold out in 17.9 and 16.6 s against 20.9 and 19.3 s.
+- This file's run met a slower machine than the one before it, two hours earlier: the
+  baseline's bare route 33,150 req/s against 45,147, pgbench-hold 2,489 tx/s against 3,479,
+  the load tool 0.76–0.83 ms of CPU a purchase for the same work against 0.60–0.61. The
+  platform's CPU over the load tool's, the control for that drift, went from 7.95–8.50 to
+  7.00–7.28; the CPU a purchase in milliseconds (5.31–5.78 against 4.78–5.22) carries the
+  machine's drift with it.
 - Every fan waits on the status event stream, as the web app does. Admission sizes itself
   (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, and
   the machine is busy throughout. Sampled every half second (each process's CPU in /proc), a
