@@ -175,6 +175,26 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestat
     }
 }
 
+/// Links `span` to the traces of `traceparents` (the other messages of a batch it handles,
+/// whose traces it cannot all continue). Does nothing when traces are off; skips any value
+/// that is not a valid context; must be called before the span is first entered.
+pub fn link_traces<'a>(
+    span: &tracing::Span,
+    traceparents: impl IntoIterator<Item = Option<&'a str>>,
+) {
+    if !traces_on() {
+        return;
+    }
+    for traceparent in traceparents.into_iter().flatten() {
+        let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let linked = cx.span().span_context().clone();
+        if linked.is_valid() {
+            span.add_link(linked);
+        }
+    }
+}
+
 /// The W3C context of `span` (`traceparent`, and `tracestate` if any), to send on with work
 /// it causes; empty when traces are off or the span is not traced.
 pub fn context_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
@@ -206,5 +226,79 @@ pub fn current_traceparent() -> Option<String> {
 pub fn rename(span: &tracing::Span, name: impl FnOnce() -> String) {
     if traces_on() {
         span.context().span().update_name(name());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+    use super::*;
+
+    /// Keeps what is exported.
+    #[derive(Debug, Clone, Default)]
+    struct Collected(std::sync::Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Collected {
+        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// A batch's span: the first message's trace continued, the others' linked, anything
+    /// that is not a context skipped.
+    #[test]
+    fn a_span_continues_one_trace_and_links_the_others() {
+        let collected = Collected::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(collected.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        TRACES_ON.store(true, Ordering::Relaxed);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("events");
+            continue_trace(
+                &span,
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                None,
+            );
+            link_traces(
+                &span,
+                [
+                    Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                    Some("not a context"),
+                    None,
+                ],
+            );
+            drop(span.entered());
+        });
+        TRACES_ON.store(false, Ordering::Relaxed);
+        provider.force_flush().unwrap();
+        let spans = collected.0.lock().unwrap();
+        let span = spans.iter().find(|s| s.name == "events").expect("exported");
+        assert_eq!(
+            span.span_context.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(
+            span.parent_span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+        let linked: Vec<_> = span
+            .links
+            .links
+            .iter()
+            .map(|l| (l.span_context.trace_id(), l.span_context.span_id()))
+            .collect();
+        assert_eq!(
+            linked,
+            [(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("b7ad6b7169203331").unwrap()
+            )]
+        );
     }
 }

@@ -529,7 +529,17 @@ async fn work<H: EventHandler>(
                 topic = %batch[0].topic,
                 count = batch.len(),
                 otel.kind = "consumer",
+                otel.name = tracing::field::Empty,
             );
+            if crate::telemetry::traces_on() {
+                // The batch goes on with its first message's trace and links the others'.
+                span.record("otel.name", format!("{} process", batch[0].topic));
+                crate::telemetry::continue_trace(&span, batch[0].traceparent.as_deref(), None);
+                crate::telemetry::link_traces(
+                    &span,
+                    batch[1..].iter().map(|m| m.traceparent.as_deref()),
+                );
+            }
             match tracing::Instrument::instrument(handler.handle_batch(&batch), span.clone()).await
             {
                 Ok(()) => {
