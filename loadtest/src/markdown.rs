@@ -555,7 +555,11 @@ const LIMITS: &str = "### What limits the figures
   the load tool 0.76–0.83 ms of CPU a purchase for the same work against 0.60–0.61. The
   platform's CPU over the load tool's, the control for that drift, went from 7.95–8.50 to
   7.00–7.28; the CPU a purchase in milliseconds (5.31–5.78 against 4.78–5.22) carries the
-  machine's drift with it.
+  machine's drift with it. The build of this file against the build of the one before,
+  alternated on the machine as it was right after this file's run (bench/purchase-cost.sh,
+  10,000 fans, two pairs): 4.55 and 4.92 ms a purchase against 6.66 and 6.51, sold out in
+  15.6 and 15.3 s against 19.4 and 19.3 s, the worst endpoint's p99 412 and 439 ms against
+  630 and 573, payment → CONFIRMED p99 181 and 214 ms against 446 and 520.
 - Every fan waits on the status event stream, as the web app does. Admission sizes itself
   (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, and
   the machine is busy throughout. Sampled every half second (each process's CPU in /proc), a
