@@ -509,11 +509,11 @@ redis.call('HSET', KEYS[1], 'drawn_at', ARGV[1])
 return drawn
 "#;
 
-/// Retires the user's token for a concert after a purchase — its slot frees at once — once
-/// per purchase event: the event's marker (KEYS[3], kept ARGV[1] seconds) is set in the same
-/// script, so a delivery seen before does nothing (-1), even to a token the user got since.
-/// KEYS[1] the concert's active set, then for each purchase its buyer's token key and its
-/// event's marker; one answer each: -1 seen before, 1 token retired, 0 no active token.
+/// Retires buyers' tokens for a concert after their purchases — each slot frees at once —
+/// once per purchase event. KEYS[1] is the concert's active set, then for each purchase its
+/// buyer's token key and its event's marker (kept ARGV[1] seconds), set in the same script,
+/// so a delivery seen before does nothing, even to a token the user got since. One answer a
+/// purchase: -1 seen before, 1 token retired, 0 no active token.
 const RETIRE: &str = r#"
 local out = {}
 for i = 2, #KEYS - 1, 2 do
