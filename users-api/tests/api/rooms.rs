@@ -611,6 +611,55 @@ async fn a_sold_out_room_lets_go_of_the_fans_who_left_and_is_no_longer_ticked() 
     assert!(!ticked().await);
 }
 
+/// A join registers its room for admission only when it has to: when the line was empty
+/// before it (admission may have taken the room out as idle), or when this process last did
+/// so a second ago or more. A crowd's other joins skip that round trip (the benchmark's Redis
+/// counts show it), and a line is never left unticked for longer than that second.
+#[tokio::test]
+async fn a_join_registers_its_room_when_the_line_was_empty_or_a_second_has_passed() {
+    let s = spawn_app().await;
+    let c = Client::new();
+    let users = s.fan_sessions(52, FANS).await;
+    let room = s.room();
+    let ticked = || async { room.concerts_with_lines().await.unwrap().contains(&3) };
+
+    // A fan buys and the room empties: admission takes it out. The next fan, moments after
+    // the process last registered the room, finds the line empty and registers it again.
+    assert_eq!(s.join(&c, &users[0], 3).await.0, 201);
+    assert!(ticked().await);
+    assert_eq!(room.admit(3, s.clock.now()).await.unwrap().admitted, 1);
+    let purchase = sea_orm::prelude::Uuid::new_v4();
+    assert_eq!(
+        room.retire(purchase, FANS, 3).await.unwrap(),
+        users_api::domain::queue::Retired::Token
+    );
+    let a = room.admit(3, s.clock.now()).await.unwrap();
+    assert_eq!((a.active, a.waiting), (0, 0));
+    assert!(!ticked().await, "an idle room is not ticked");
+    let (code, me) = s.join(&c, &users[1], 3).await;
+    assert_eq!((code, me["position"].as_i64()), (201, Some(1)));
+    assert!(
+        ticked().await,
+        "the first in an empty line registers the room"
+    );
+
+    // A crowd joins behind that fan. Then Redis loses the registration but not the line:
+    // the joins of the next second may not register the room again, the first join after
+    // it does.
+    let crowd = join_all(users[2..51].iter().map(|t| s.join(&c, t, 3))).await;
+    assert!(crowd.iter().all(|(code, _)| *code == 201));
+    let keys = s.queue_keys();
+    let _: i64 = redis::cmd("SREM")
+        .arg(keys.concerts())
+        .arg(3)
+        .query_async(&mut keys.redis().conn())
+        .await
+        .unwrap();
+    s.clock.advance(Duration::from_secs(1));
+    assert_eq!(s.join(&c, &users[51], 3).await.0, 201);
+    assert!(ticked().await, "registered again a second later");
+}
+
 #[tokio::test]
 async fn a_sold_out_concert_tells_every_waiting_fan_at_the_next_tick_and_refuses_joins() {
     let s = spawn_app_with(|env| {

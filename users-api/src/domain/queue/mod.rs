@@ -28,7 +28,8 @@ pub mod room;
 mod status;
 mod streams;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -598,8 +599,51 @@ pub struct WaitingRoom {
     streams: StreamSlots,
     /// This process's name as the holder of its status streams' tokens (random per start).
     holder: Arc<str>,
+    /// When this process last registered each room for admission (see [`Registrations`]).
+    registrations: Registrations,
     /// users-api's database, where the settings are persisted; `None`: Redis only.
     store: Option<DatabaseConnection>,
+}
+
+/// When this process last registered each room in `queue:concerts` (a join's second round
+/// trip). A room leaves the set only when it is idle (nobody waiting, active or pre-queued;
+/// [`WaitingRoom::unregister_if_idle`], which looks again after removing it), so a join that
+/// finds others already waiting needs no registration: the room is in the set, or the one who
+/// found the line empty registers it right after their own script. Such a join registers
+/// anyway when this process has not done so for [`Registrations::REFRESH`]: that bounds how
+/// long a room stays unticked when its first fan's registration never happened (the process
+/// died between the two round trips) or Redis lost the set but not the line. In a crowd's
+/// first second this turns ten thousand registrations into a handful.
+#[derive(Clone, Default)]
+struct Registrations(Arc<Mutex<HashMap<i64, DateTime<Utc>>>>);
+
+impl Registrations {
+    const REFRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+    /// More rooms than this remembered: the stale ones are forgotten.
+    const KEPT: usize = 4096;
+
+    /// Whether a new token of `concert` must register its room: the line was empty before it
+    /// (or it went to the pre-queue), or this process's last registration is stale.
+    fn due(&self, concert: i64, first_in_line: bool, now: DateTime<Utc>) -> bool {
+        if first_in_line {
+            return true;
+        }
+        let last = self.lock().get(&concert).copied();
+        last.is_none_or(|at| now - at >= Self::REFRESH || at > now)
+    }
+
+    fn done(&self, concert: i64, now: DateTime<Utc>) {
+        let mut rooms = self.lock();
+        if rooms.len() >= Self::KEPT {
+            rooms.retain(|_, at| now - *at < Self::REFRESH);
+        }
+        rooms.insert(concert, now);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, DateTime<Utc>>> {
+        // The map holds plain timestamps: one left by a panicking thread is still valid.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Why a join was refused.
@@ -655,6 +699,7 @@ impl WaitingRoom {
             settings: room::SettingsScripts::new(),
             streams: StreamSlots::new(cfg.sse_per_user),
             holder: Arc::from(common::auth::random_token().get(..16).unwrap_or("holder")),
+            registrations: Registrations::default(),
             cfg,
             store: None,
         }
@@ -711,9 +756,9 @@ impl WaitingRoom {
 
     /// Joins the line (or finds the caller's place in it; before the draw of a room with a
     /// pre-queue, the pre-queue). Returns the status and whether a new token was issued.
-    /// A sold-out room refuses. One round trip, and a second for a new token, which registers
-    /// its room for admission (plus the restore, once per room, when Redis has lost the room's
-    /// settings).
+    /// A sold-out room refuses. One round trip, and a second for a new token that must
+    /// register its room for admission ([`Registrations::due`]; plus the restore, once per
+    /// room, when Redis has lost the room's settings).
     pub async fn join(
         &self,
         user_id: i64,
@@ -753,8 +798,11 @@ impl WaitingRoom {
             return Err(JoinError::SoldOut(concert_id));
         }
         let created = field(4) == "1";
-        if created {
+        let first_in_line = field(2) == "1" || field(5) == "1";
+        let now = self.clock.now();
+        if created && self.registrations.due(concert_id, first_in_line, now) {
             self.register(concert_id).await?;
+            self.registrations.done(concert_id, now);
         }
         if field(5) == "1" {
             return Ok((
