@@ -16,7 +16,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 
 use crate::domain::reservation::Reservation;
-use crate::domain::settlement::{Rejection, Verdict, settle_each_at_once, settle_payment};
+use crate::domain::settlement::{
+    Rejection, Settled, Verdict, settle_each_at_once, settle_in_transaction, settle_payment,
+};
 use crate::metrics::{SaleMetrics, SettledBy};
 use crate::store::confirmed::ConfirmedReservations;
 use crate::store::inventory::Inventory;
@@ -87,7 +89,7 @@ pub fn reservation_confirmed(
 }
 
 /// `reservation.confirmed` for `payment` as far as the payment tells it, for
-/// [`crate::store::settlement::sell_at_once`], which sets what only the reservation knows
+/// [`crate::store::settlement::sell_each_at_once`], which sets what only the reservation knows
 /// (`concert_id`, `schedule_id`, `seat_nos`) in the row it writes.
 pub fn reservation_confirmed_by(
     payment: &PaymentCompleted,
@@ -176,7 +178,11 @@ impl EventHandler for SettleOnPayment {
                     self.sale.settled(&settled, event, SettledBy::Event, now);
                     at_once += 1;
                 }
-                None => self.settle(event, now).await?,
+                None => {
+                    let settled =
+                        settle_in_transaction(&self.db, &self.inventory, event, now).await?;
+                    self.settled(event, &settled, now);
+                }
             }
         }
         tracing::info!(payments = events.len(), at_once, "payments settled");
@@ -193,10 +199,16 @@ impl SettleOnPayment {
     ) -> Result<(), HandlerError> {
         let settled =
             settle_payment(&self.db, &self.inventory, &self.confirmations, event, now).await?;
-        self.sale.settled(&settled, event, SettledBy::Event, now);
+        self.settled(event, &settled, now);
+        Ok(())
+    }
+
+    /// Counts and logs how a payment was settled.
+    fn settled(&self, event: &Envelope<PaymentCompleted>, settled: &Settled, now: DateTime<Utc>) {
+        self.sale.settled(settled, event, SettledBy::Event, now);
         if !settled.first {
             tracing::debug!(event_id = %event.id, "payment already settled");
-            return Ok(());
+            return;
         }
         match &settled.verdict {
             Verdict::Rejected { reason, .. } => tracing::warn!(
@@ -212,7 +224,6 @@ impl SettleOnPayment {
                 )
             }
         }
-        Ok(())
     }
 }
 

@@ -160,22 +160,31 @@ pub async fn settle_payment(
     event: &Envelope<PaymentCompleted>,
     now: DateTime<Utc>,
 ) -> Result<Settled, DbErr> {
-    let payment = &event.data;
     // The common case, a first delivery that buys its hold, in one statement.
-    let confirmed = events::reservation_confirmed_by(payment, now).row()?;
-    if let Some(sale) = settlement::sell_at_once(db, event.id, CONSUMER, payment, confirmed).await?
-    {
-        confirmations.keep(&sale.confirmed(payment));
-        inventory
-            .apply(Change::sold(sale.concert_id, sale.schedule_id, sale.sold))
-            .await;
-        return Ok(Settled {
-            verdict: Verdict::Confirmed,
-            first: true,
-        });
+    let at_once = settle_each_at_once(
+        db,
+        inventory,
+        confirmations,
+        std::slice::from_ref(event),
+        now,
+    )
+    .await?;
+    if let Some(settled) = at_once.into_iter().next().flatten() {
+        return Ok(settled);
     }
-    // Every other case in a transaction. A concurrent settlement of the same event waits on
-    // the inbox row until the first commits, and then reads its outcome.
+    settle_in_transaction(db, inventory, event, now).await
+}
+
+/// [`settle_payment`] for a payment the common case did not settle (or that it was not tried
+/// for): every case, in a transaction. A concurrent settlement of the same event waits on the
+/// inbox row until the first commits, and then reads its outcome.
+pub async fn settle_in_transaction(
+    db: &DatabaseConnection,
+    inventory: &Inventory,
+    event: &Envelope<PaymentCompleted>,
+    now: DateTime<Utc>,
+) -> Result<Settled, DbErr> {
+    let payment = &event.data;
     let first = inbox::once(db, event.id, CONSUMER, async |txn| {
         let (rejection, change) = settle(txn, payment, now).await?;
         Ok::<_, DbErr>((
@@ -217,7 +226,7 @@ pub async fn settle_payment(
 /// The common case of [`settle_payment`] for several events at once, in one statement
 /// ([`settlement::sell_each_at_once`]): answers, in `events`' order, the verdict of each one
 /// that bought its hold there (`Some`), and `None` for every other, which changed nothing and
-/// must be settled on its own by [`settle_payment`].
+/// must be settled on its own by [`settle_in_transaction`].
 pub async fn settle_each_at_once(
     db: &DatabaseConnection,
     inventory: &Inventory,
