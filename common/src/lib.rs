@@ -3,6 +3,7 @@
 //! keys, the session and queue-token extractors, the HTTP plumbing, and (feature `testkit`)
 //! the test kit.
 
+pub mod alloc;
 pub mod auth;
 pub mod client;
 pub mod clock;
@@ -28,3 +29,8 @@ pub mod telemetry;
 pub mod testkit;
 
 pub use error::{ApiError, ErrorCode};
+
+/// The allocator of every binary of the workspace (the services, batch, the load tool and the
+/// tests), which all link this crate: see [`alloc::Allocator`].
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;

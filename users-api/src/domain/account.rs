@@ -215,10 +215,11 @@ pub static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 });
 
 /// Hashing costs tens of milliseconds of CPU: keep it off the async workers.
-/// Makes every allocation of 128 KiB or more its own mapping, returned to the system when
-/// freed. glibc otherwise raises that threshold after the first large free, so each argon2
-/// hash's 19 MiB then comes from the heap and stays resident: a 500-log-in storm grew
-/// users-api to 1.1–1.5 GiB with only 4 hashes at a time, and to 112 MiB with this.
+/// Makes every allocation glibc's malloc is given its own mapping, returned to the system
+/// when freed (it is given only blocks of 1 MiB or more: `common::alloc`; the threshold set
+/// here is 128 KiB). glibc otherwise raises that threshold after the first large free, so
+/// each argon2 hash's 19 MiB then comes from the heap and stays resident: a 500-log-in storm
+/// grew users-api to 1.1–1.5 GiB with only 4 hashes at a time, and to 112 MiB with this.
 /// Call once at start, before the first hash.
 pub fn return_hash_memory_at_once() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
