@@ -536,7 +536,7 @@ const LIMITS: &str = "### What limits the figures
   of them one statement (the hold and the payment, one call each; the seat map, about half
   the time; the settlements, one statement for the payments that waited together; payment-api's
   record of the confirmations, one statement a fetch; the outbox relays and the background
-  jobs), about 11 Redis round trips (120 commands, counting those inside scripts) and 2 Kafka
+  jobs), about 9 Redis round trips (120 commands, counting those inside scripts) and 2 Kafka
   messages, each through a producer, the broker and a consumer group. No one of them is
   large: PostgreSQL for concert-api is the largest row, the rest is the per-request cost of
   three actix/tokio services behind nginx (syscalls and thread hand-offs).
@@ -550,16 +550,35 @@ const LIMITS: &str = "### What limits the figures
   0.34 and 0.38 against 0.43; then concert-api's PostgreSQL 1.16 and 1.09 against 1.69 and
   1.60, concert-api 0.85 and 0.79 against 1.06 and 0.96, payment → CONFIRMED p99 286 and 264
   ms against 476 and 347, sold out in 17.9 and 16.6 s against 20.9 and 19.3 s.
-- This file's run met a slower machine than the one before it, two hours earlier: the
-  baseline's bare route 33,150 req/s against 45,147, pgbench-hold 2,489 tx/s against 3,479,
-  the load tool 0.76–0.83 ms of CPU a purchase for the same work against 0.60–0.61. The
-  platform's CPU over the load tool's, the control for that drift, went from 7.95–8.50 to
-  7.00–7.28; the CPU a purchase in milliseconds (5.31–5.78 against 4.78–5.22) carries the
-  machine's drift with it. The build of this file against the build of the one before,
-  alternated on the machine as it was right after this file's run (bench/purchase-cost.sh,
-  10,000 fans, two pairs): 4.55 and 4.92 ms a purchase against 6.66 and 6.51, sold out in
-  15.6 and 15.3 s against 19.4 and 19.3 s, the worst endpoint's p99 412 and 439 ms against
-  630 and 573, payment → CONFIRMED p99 181 and 214 ms against 446 and 520.
+- A join registers its room for admission (`SADD queue:concerts`, a third Redis round trip)
+  only when it found the line empty, or when its process has not done so for a second;
+  before, every new token did. A sale's SADDs went from 8,877–9,177 to 191–1,094, and in
+  alternated sales (bench/purchase-cost.sh, 10,000 fans, two pairs) the join's p99 from 487
+  and 572 ms to 370 and 356 (p50 212 and 212 to 161 and 199); the CPU a purchase moved less
+  than the runs vary.
+- Every binary allocates with mimalloc, blocks of 1 MiB or more still with glibc's malloc
+  (DESIGN, Decisions): perf had found a tenth of the machine in glibc's malloc during the
+  crowd's first seconds. The machine's speed drifted by half within minutes while this was
+  measured (the same build: 4.3 ms a purchase at one hour, 8.2 at the next), so the figures
+  are ratios to nginx's CPU, whose work is the same in both builds (this round's last build,
+  with the join above, against the build it started from; three pairs, alternated):
+  users-api 0.60–0.65 of it against 0.75–0.78, the three services together 2.14–2.20 against
+  2.35–2.42, the load tool 0.83–0.88 against 1.00–1.06; the whole platform 7.18–7.70 against
+  7.17–7.81, within the runs' spread. Peak RSS in the sale: users-api 84–95 MiB against
+  97–107, concert-api 47–51 against 39–44. With transparent huge pages (mimalloc's default)
+  the join's p99 was 711 and 757 ms against 421 and 415 without, and concert-api's peak RSS
+  69–74 MiB.
+- nginx's PCRE JIT (`pcre_jit on`, for the regular expressions of its maps and locations)
+  was tried: nginx 0.74 and 0.75 ms a purchase with it, 0.70 and 0.75 without; not kept.
+- This file's run met a slower machine again than the one before it, three hours earlier:
+  the baseline's bare route 30,134 req/s against 33,150. Its sales against those of the file
+  before: 17.4 s (16.8–17.6) against 17.5 s (15.7–17.7), 5.66 ms a purchase (5.49–5.71)
+  against 5.72 (5.31–5.78), the worst endpoint's p99 397 ms (397–486) against 444 (444–725).
+  Against nginx's CPU, whose work is the same in both (the load tool's own CPU, the control
+  the file before used, changed with the allocator): the three services 2.13–2.15 of it
+  against 2.33–2.36, users-api 0.61–0.63 against 0.76–0.79, the whole platform 6.90–7.09
+  against 7.15–7.25. The load tool spent 0.70–0.72 ms a purchase against 0.76–0.83, on the
+  slower machine.
 - Every fan waits on the status event stream, as the web app does. Admission sizes itself
   (`QUEUE_PACE`): it keeps the holds' and payments' p90 inside the services near 100 ms, and
   the machine is busy throughout. Sampled every half second (each process's CPU in /proc), a
@@ -570,7 +589,11 @@ const LIMITS: &str = "### What limits the figures
   0.14, payment-api 0.13, Redis 0.10, users-api 0.09). bench/purchase-cost.sh's \"machine,
   every CPU busy\" of 1.4–1.5 cores averages in the seconds after the last seat, while the
   load tool waits for the last confirmations (0.25 cores): the sale is bound by CPU from the
-  first second to the last, and by nothing else. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
+  first second to the last, and by nothing else. Sampled again this round (a sale of 14.5 s):
+  the first 1.9 s the load tool 0.45 cores, nginx 0.47, users-api 0.50 and Redis 0.25, and
+  holds by second of the sale 66, 16 and 153 before 440–550 a second until the last one
+  (reservations' `created_at`): the crowd's first two seconds are most of what separates the
+  sale from 5,000 seats at its steady pace. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
   250 ms) instead of every second: an admitted fan heard of it up to a second late, and its
   slot sat idle meanwhile (alternated sales: 16.1 and 15.1 s against 21.6 and 21.8 s, CPU per
   purchase unchanged). Reading and admitting every 100 ms instead gained nothing more (15.7
@@ -641,7 +664,7 @@ const LIMITS: &str = "### What limits the figures
   worker per service (`TOKIO_WORKER_THREADS=1`); admission ticks every 50 ms instead of 250;
   mimalloc as concert-api's and payment-api's allocator (perf put glibc's malloc and free at
   about a tenth of the services' CPU, but concert-api's CPU per purchase stayed 1.20, 1.19
-  and 1.32 ms against 1.20, 1.23 and 1.34 ms).
+  and 1.32 ms against 1.20, 1.23 and 1.34 ms; kept later for every binary, above).
 - Six PostgreSQL round trips fewer per purchase and two reads made cheaper, each measured
   over alternated runs (bench/purchase-cost.sh, 10,000 fans) against the build before it:
   the settlement's sale, confirmation and event in one statement, the seat map read from the
@@ -754,7 +777,9 @@ const LIMITS: &str = "### What limits the figures
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
   services alone, 6.56 and 6.82 ms with glibc, 6.57 and 6.99 with mimalloc, the services'
-  own rows 2–4 % lower in both pairs, the sales 18.3 and 19.2 s against 18.0 and 19.2 s),
+  own rows 2–4 % lower in both pairs, the sales 18.3 and 19.2 s against 18.0 and 19.2 s;
+  kept the fourth time, above: without transparent huge pages, large blocks left to glibc,
+  and measured against nginx's CPU instead of the drifting milliseconds),
   and the services' main runtime on one
   thread (`current_thread`; queue-join 15,494 and 14,890 req/s before, 15,158 and 16,573
   after; hold-distinct 2,586 and 2,197 before, 2,366 and 2,256 after).
