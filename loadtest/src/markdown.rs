@@ -589,10 +589,10 @@ const LIMITS: &str = "### What limits the figures
   0.14, payment-api 0.13, Redis 0.10, users-api 0.09). bench/purchase-cost.sh's \"machine,
   every CPU busy\" of 1.4–1.5 cores averages in the seconds after the last seat, while the
   load tool waits for the last confirmations (0.25 cores): the sale is bound by CPU from the
-  first second to the last, and by nothing else. Sampled again this round (a sale of 14.5 s):
-  the first 1.9 s the load tool 0.45 cores, nginx 0.47, users-api 0.50 and Redis 0.25, and
-  holds by second of the sale 66, 16 and 153 before 440–550 a second until the last one
-  (reservations' `created_at`): the crowd's first two seconds are most of what separates the
+  first second to the last, and by nothing else. Sampled again this round (two sales, sold
+  out in 14.5 and 14.1 s): the first 1.9 s the load tool 0.45 cores, nginx 0.47, users-api
+  0.50 and Redis 0.25; holds by second of the sale 66, 16 and 153, then 370–550 a second
+  (450 on average) until the last one (reservations' `created_at`): the crowd's first two seconds are most of what separates the
   sale from 5,000 seats at its steady pace. It ran at 1.1–1.2 until users-api read each line as often as admission runs (every
   250 ms) instead of every second: an admitted fan heard of it up to a second late, and its
   slot sat idle meanwhile (alternated sales: 16.1 and 15.1 s against 21.6 and 21.8 s, CPU per
