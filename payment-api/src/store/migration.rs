@@ -33,6 +33,10 @@ impl MigratorTrait for Migrator {
             common::migration::inbox_received(),
             common::migration::outbox_vacuum(),
             common::migration::outbox_without_key_index(),
+            Box::new(SqlMigration {
+                name: "m20261207_000001_pay_at_once_keeps_its_answer_at_once",
+                up: PAY_AT_ONCE_ANSWER_WITH_KEY,
+            }),
         ]
     }
 }
@@ -256,6 +260,60 @@ BEGIN
         UPDATE idempotency_keys SET status_code = 201, response_body = jsonb_set(_answer, '{id}', to_jsonb(_id))
             WHERE user_id = _user AND key = _key;
     END IF;
+    RETURN _id;
+END
+$fn$;
+"#;
+
+/// `pay_at_once` again, writing the key's row once: the payment's id is drawn from its
+/// sequence first, so the key is claimed with its 201 answer (id filled in) in its insert,
+/// instead of an insert and then an update of the same row (a second row version and its WAL,
+/// a payment a key). The rest is unchanged, in the same order: the key's claim, the payment,
+/// the debit, the ledger row, the outbox row; locks are taken in the same order as before.
+/// A declined call rolls back whole as before; the id it drew is lost, as a rolled-back
+/// insert's would be.
+const PAY_AT_ONCE_ANSWER_WITH_KEY: &str = r#"
+CREATE OR REPLACE FUNCTION pay_at_once(
+    _user bigint, _key text, _request_hash text, _reservation bigint, _amount bigint,
+    _paid_at timestamptz, _topic text, _event jsonb, _event_high text, _event_low bigint,
+    _traceparent text, _answer jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    _id bigint := nextval('payments_id_seq');
+    _paid bigint;
+    _balance bigint;
+    _event_id uuid;
+BEGIN
+    IF _key IS NOT NULL THEN
+        INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response_body)
+            VALUES (_user, _key, _request_hash, 201, jsonb_set(_answer, '{id}', to_jsonb(_id)))
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: the key is taken';
+        END IF;
+    END IF;
+    INSERT INTO payments (id, user_id, reservation_id, amount, status, created_at)
+        VALUES (_id, _user, _reservation, _amount, 'COMPLETED', _paid_at)
+        ON CONFLICT (reservation_id) DO NOTHING
+        RETURNING payments.id INTO _paid;
+    IF _paid IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: already paid';
+    END IF;
+    UPDATE wallets SET balance = balance - _amount, updated_at = _paid_at
+        WHERE user_id = _user AND balance >= _amount
+        RETURNING balance INTO _balance;
+    IF _balance IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: the wallet is short';
+    END IF;
+    INSERT INTO ledger (user_id, kind, amount, balance_after, ref, created_at)
+        VALUES (_user, 'PAYMENT', _amount, _balance, 'payment:' || _id, _paid_at);
+    _event_id := (_event_high || lpad(to_hex(_event_low | _id), 16, '0'))::uuid;
+    INSERT INTO outbox (event_id, topic, key, payload, traceparent)
+        VALUES (_event_id, _topic, _reservation::text,
+                jsonb_set(jsonb_set(_event, '{id}', to_jsonb(_event_id)), '{data,payment_id}', to_jsonb(_id)),
+                _traceparent);
     RETURN _id;
 END
 $fn$;

@@ -285,4 +285,30 @@ async fn a_payment_made_at_once_keeps_the_answer_and_event_of_the_stored_payment
     );
     assert_eq!(p.balance(&b).await, 9000);
     p.assert_money_invariants().await;
+
+    // The key's row was written once, its answer in it: inserted, never updated (the
+    // database's own counts, which reach pg_stat_user_tables shortly after the commit).
+    let writes = || async {
+        let row = p
+            .payment_db
+            .query_one_raw(Statement::from_string(
+                p.payment_db.get_database_backend(),
+                "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'idempotency_keys'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let counts: (i64, i64) = (
+            row.try_get("", "n_tup_ins").unwrap(),
+            row.try_get("", "n_tup_upd").unwrap(),
+        );
+        (counts.0 > 0).then_some(counts)
+    };
+    let (inserted, updated) = common::testkit::eventually(
+        "the key's row in the statistics",
+        Duration::from_secs(20),
+        writes,
+    )
+    .await;
+    assert_eq!((inserted, updated), (1, 0));
 }
