@@ -32,6 +32,7 @@
 //! ready (a hold, a payment still settling); `ledger_default_partition_rows`, rows that
 //! landed in the ledger's DEFAULT partition (0 while the monthly partitions are kept ahead).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -267,11 +268,16 @@ impl Job {
                         .await
                         .map_err(|e| format!("concert {concert}: {e}"))?
                         .map(|(counts, _)| counts);
-                    let reservations = concert_api::store::sale::figures(&ctx.concert_db, concert)
+                    let reservations = ctx
+                        .sale_watch
+                        .figures(&ctx.concert_db, &ctx.inventory, &ctx.clock, concert)
                         .await
                         .map_err(|e| format!("concert {concert}: {e}"))?;
                     sales.push((concert, seats, reservations));
                 }
+                ctx.sale_watch
+                    .keep_only(sales.iter().map(|(concert, ..)| *concert))
+                    .await;
                 ctx.metrics.set_sales(&sales);
                 Ok(sales.len() as u64)
             }
@@ -361,6 +367,8 @@ pub struct JobContext {
     pub archive_after: TimeDelta,
     /// What the seat invariant's check remembers between runs.
     pub seat_watch: SeatWatch,
+    /// Each concert's sale figures as last read, for [`Job::SaleFigures`].
+    pub sale_watch: SaleWatch,
     /// The money totals as last read, and how many checks ago.
     pub money_watch: MoneyWatch,
 }
@@ -394,6 +402,83 @@ impl MoneyWatch {
                 Ok(totals)
             }
         }
+    }
+}
+
+/// A quiet concert's sale figures are read again at least this often (by batch's clock).
+pub const SALE_FIGURES_REREAD: TimeDelta = TimeDelta::minutes(1);
+
+/// What [`Job::SaleFigures`] remembers of each concert it reads. Its figures count every
+/// reservation of the concert (`sale::figures`: 10–20 ms and thousands of buffers at 10,000
+/// reservations, while pages a sale just wrote are not all-visible), and the job reads every
+/// concert with a line every few seconds, sold-out ones too while their lines empty. So a
+/// concert's figures are read again only when:
+/// - its inventory sequence moved since the last read (a seat of it changed status, or its
+///   counts were rewritten), or it has none;
+/// - the last read saw holds or sales in the last minute (those counts fall as time passes);
+/// - or [`SALE_FIGURES_REREAD`] has passed since the last read: a change that moves no seat
+///   (a hold taken over expiring, a date archived) shows within that.
+#[derive(Debug, Default)]
+pub struct SaleWatch(tokio::sync::Mutex<HashMap<i64, SaleRead>>);
+
+#[derive(Debug)]
+struct SaleRead {
+    sequence: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    figures: Option<concert_api::store::sale::SaleFigures>,
+}
+
+impl SaleWatch {
+    /// `concert_id`'s figures (`None`: no such concert), read now or as last read.
+    pub async fn figures(
+        &self,
+        db: &DatabaseConnection,
+        inventory: &concert_api::Inventory,
+        clock: &Clock,
+        concert_id: i64,
+    ) -> Result<Option<concert_api::store::sale::SaleFigures>, String> {
+        // Before the read: a change after it moves the sequence past the one kept.
+        let sequence = inventory
+            .sequence(concert_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = clock.now();
+        let mut reads = self.0.lock().await;
+        if let (Some(sequence), Some(last)) = (sequence, reads.get(&concert_id))
+            && last.sequence == sequence
+            && now - last.at < SALE_FIGURES_REREAD
+            && last
+                .figures
+                .as_ref()
+                .is_none_or(|f| f.holds_last_minute == 0 && f.sold_last_minute == 0)
+        {
+            return Ok(last.figures.clone());
+        }
+        let figures = concert_api::store::sale::figures(db, concert_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        match sequence {
+            Some(sequence) => {
+                reads.insert(
+                    concert_id,
+                    SaleRead {
+                        sequence,
+                        at: now,
+                        figures: figures.clone(),
+                    },
+                );
+            }
+            None => {
+                reads.remove(&concert_id);
+            }
+        }
+        Ok(figures)
+    }
+
+    /// Forgets the concerts not in `concerts` (their lines are gone).
+    pub async fn keep_only(&self, concerts: impl IntoIterator<Item = i64>) {
+        let keep: std::collections::HashSet<i64> = concerts.into_iter().collect();
+        self.0.lock().await.retain(|c, _| keep.contains(c));
     }
 }
 

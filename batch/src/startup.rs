@@ -88,6 +88,7 @@ impl Application {
             backup: backup_plan.clone(),
             archive_after: config.archive.after,
             seat_watch: Default::default(),
+            sale_watch: Default::default(),
             money_watch: Default::default(),
         });
         let parts = ServiceParts {

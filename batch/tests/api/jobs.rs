@@ -652,3 +652,86 @@ async fn the_consumer_groups_backlog_and_the_dead_letters_are_read_from_the_brok
     )
     .await;
 }
+
+/// The sale figures job counts every reservation of a concert; a concert whose seats have not
+/// moved since its last read, with no hold or sale in that read's last minute, is not read
+/// again until a minute has passed (`SaleWatch`).
+#[tokio::test]
+async fn a_quiet_concerts_sale_figures_are_read_again_only_after_its_seats_move_or_a_minute() {
+    use batch::jobs::SaleWatch;
+    use concert_api::Inventory;
+    use concert_api::store::inventory::Change;
+
+    let world = World::new().await;
+    let db = world.concert_db.connect().await;
+    let config = batch::Config::from_env(&world.env()).unwrap();
+    let inventory = Inventory::new(RedisStore::connect(&config.redis).unwrap());
+    let clock = Clock::manual();
+    let exec = |sql: String| {
+        let db = db.clone();
+        async move {
+            db.execute_unprepared(&sql).await.unwrap();
+        }
+    };
+    exec("INSERT INTO concerts (id, title, performer) VALUES (7, 'Quiet', 'Band')".into()).await;
+    exec(
+        "INSERT INTO schedules (id, concert_id, starts_at, booking_opens_at, seat_count, price) \
+         VALUES (70, 7, now() + interval '1 day', now() - interval '1 day', 10, 1000)"
+            .into(),
+    )
+    .await;
+    // A reservation written straight to the table: no seat count moves.
+    let reservation = |id: i64, status: &str, age: &str| {
+        format!(
+            "INSERT INTO reservations (id, user_id, schedule_id, concert_id, seat_nos, amount, \
+             status, held_until, created_at, updated_at) VALUES ({id}, {id}, 70, 7, '{{{id}}}', \
+             1000, '{status}', now() + interval '5 minutes', now() - interval '{age}', \
+             now() - interval '{age}')"
+        )
+    };
+    let watch = SaleWatch::default();
+    let read = || async {
+        watch
+            .figures(&db, &inventory, &clock, 7)
+            .await
+            .unwrap()
+            .expect("the concert exists")
+    };
+    exec(reservation(1, "CONFIRMED", "10 minutes")).await;
+    // No sequence yet (concert-api never counted it): read every time.
+    assert_eq!(read().await.confirmed, 1);
+    exec(reservation(2, "CONFIRMED", "10 minutes")).await;
+    assert_eq!(read().await.confirmed, 2);
+
+    // A seat of it moves: the sequence exists and is kept with the read.
+    inventory.apply(Change::sold(7, 70, 1)).await;
+    assert_eq!(read().await.confirmed, 2);
+    exec(reservation(3, "CONFIRMED", "10 minutes")).await;
+    assert_eq!(
+        read().await.confirmed,
+        2,
+        "nothing moved: the last read stands"
+    );
+    inventory.apply(Change::sold(7, 70, 1)).await;
+    assert_eq!(read().await.confirmed, 3, "a seat moved: read again");
+
+    exec(reservation(4, "CONFIRMED", "10 minutes")).await;
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(read().await.confirmed, 3);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(read().await.confirmed, 4, "a minute passed: read again");
+
+    // A concert whose line is gone is forgotten, and read afresh when it has one again.
+    exec(reservation(5, "CONFIRMED", "10 minutes")).await;
+    assert_eq!(read().await.confirmed, 4);
+    watch.keep_only([]).await;
+    assert_eq!(read().await.confirmed, 5);
+
+    // A read that saw a hold in the last minute is not kept: that count falls with time.
+    exec(reservation(6, "HELD", "1 second")).await;
+    inventory.apply(Change::held(7, 70, 1)).await;
+    let busy = read().await;
+    assert_eq!((busy.held, busy.holds_last_minute), (1, 1));
+    exec(reservation(7, "HELD", "1 second")).await;
+    assert_eq!(read().await.held, 2);
+}

@@ -431,6 +431,16 @@ impl Inventory {
         Ok(written)
     }
 
+    /// `concert_id`'s sequence: it moves with every change of the concert's counts and every
+    /// rewrite of them, so while it stands still no seat of the concert changed status
+    /// (through the services). `None` if the concert has none yet.
+    pub async fn sequence(&self, concert_id: i64) -> redis::RedisResult<Option<i64>> {
+        redis::cmd("GET")
+            .arg(self.seq_key(concert_id))
+            .query_async(&mut self.redis.conn())
+            .await
+    }
+
     /// The counts of `concert_id` and of the given schedules, or `None` if the concert's hash
     /// or one of the schedules' does not exist (not synced yet).
     pub async fn read(
