@@ -53,12 +53,8 @@ impl PrivateRedis {
         let _ = lines.next_line().await;
         let task = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if !line.contains(" lua]")
-                    && let Some(cmd) = line.split('"').nth(1)
-                {
-                    sink.lock()
-                        .expect("monitor lock")
-                        .push(cmd.to_ascii_uppercase());
+                if !line.contains(" lua]") && line.split('"').nth(1).is_some() {
+                    sink.lock().expect("monitor lock").push(line);
                 }
             }
         });
@@ -109,9 +105,26 @@ pub struct CommandMonitor {
 impl CommandMonitor {
     /// Commands clients sent since the monitor started (names only), and resets the count.
     pub async fn take(&self) -> Vec<String> {
+        self.take_commands()
+            .await
+            .into_iter()
+            .map(|c| {
+                c.into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase()
+            })
+            .collect()
+    }
+
+    /// As [`take`](Self::take), each command whole: its name and arguments, as sent.
+    pub async fn take_commands(&self) -> Vec<Vec<String>> {
         // MONITOR output trails the commands slightly.
         tokio::time::sleep(Duration::from_millis(200)).await;
         std::mem::take(&mut *self.seen.lock().expect("monitor lock"))
+            .iter()
+            .map(|line| words(line))
+            .collect()
     }
 }
 
@@ -119,4 +132,23 @@ impl Drop for CommandMonitor {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The quoted words of a MONITOR line (`<time> [0 <client>] "CMD" "arg" ...`), unescaped
+/// enough for tests (`\"` and `\\`).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars();
+    while chars.by_ref().any(|c| c == '"') {
+        let mut word = String::new();
+        loop {
+            match chars.next() {
+                None | Some('"') => break,
+                Some('\\') => word.extend(chars.next()),
+                Some(c) => word.push(c),
+            }
+        }
+        out.push(word);
+    }
+    out
 }

@@ -165,7 +165,7 @@ fn sse_frame(status: &QueueStatus) -> Bytes {
 struct StreamFollow {
     line: Following,
     place: Option<Place>,
-    _leave: LeaveOnDrop,
+    leave: LeaveOnDrop,
 }
 
 impl StreamFollow {
@@ -173,11 +173,19 @@ impl StreamFollow {
         Self {
             line: state.lines.follow(concert_id, place),
             place,
-            _leave: LeaveOnDrop {
+            leave: LeaveOnDrop {
                 state: state.clone(),
                 token: token.to_owned(),
             },
         }
+    }
+
+    /// The stream saw its fan ACTIVE: admission took the token out of the line, and its
+    /// stream's registration with it (`drop` in the admission script), and a token never goes
+    /// back in line. So there is nothing to hand back when the stream ends: no `leave`, a
+    /// Redis round trip saved for every admitted fan.
+    fn admitted(&mut self) {
+        self.leave.token.clear();
     }
 }
 
@@ -190,6 +198,9 @@ struct LeaveOnDrop {
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
+        if self.token.is_empty() {
+            return;
+        }
         let (state, token) = (self.state.clone(), std::mem::take(&mut self.token));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -236,6 +247,10 @@ fn status_frames(
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let keepalive = state.room.config().sse_keepalive;
     let period = state.lines.look_every();
+    let mut follow = follow;
+    if first.status == QueueState::Active {
+        follow.admitted();
+    }
     let init = Watching {
         probe: slot.probe_signal(),
         slot,
@@ -297,6 +312,9 @@ fn status_frames(
                 };
                 if now != s.last || s.last_sent.elapsed() >= keepalive {
                     s.done = now.status != QueueState::Waiting;
+                    if now.status == QueueState::Active {
+                        s.follow.admitted();
+                    }
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
                     return Some((sse_frame(&s.last), s));

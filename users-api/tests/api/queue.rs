@@ -412,6 +412,91 @@ async fn the_event_stream_pushes_status_until_active_then_ends() {
     assert!(last["active_until"].is_string());
 }
 
+/// A stream that saw its fan admitted ends without handing the token back: admission took
+/// the token out of the line, and the stream's registration with it. A stream whose fan is
+/// still in line hands it back when it closes, once (the `leave` script: KEYS waiting and
+/// pre-queue, then the token).
+#[tokio::test]
+async fn a_stream_hands_its_token_back_only_while_its_fan_is_in_line() {
+    let redis = PrivateRedis::start().await;
+    let s = spawn_app_with(|env| {
+        env.with("REDIS_URL", redis.url.clone())
+            .with("QUEUE_SSE_POLL_MS", "50")
+            .with("QUEUE_MAX_ACTIVE", "1")
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let users = s.fan_sessions(3, USERS).await;
+    let mut tokens = Vec::new();
+    for session in &users {
+        tokens.push(
+            s.join(&c, session, 1).await.1["token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (first, second, third) = (tokens[0].as_str(), tokens[1].as_str(), tokens[2].as_str());
+    let mut streams = Vec::new();
+    for (session, token) in users.iter().zip(&tokens) {
+        let mut res = s.open_events(&c, session, token).await;
+        let frame = res.chunk().await.unwrap().unwrap();
+        assert_eq!(
+            frame_data(std::str::from_utf8(&frame).unwrap())["status"],
+            "WAITING"
+        );
+        streams.push(res);
+    }
+    let (mut admitted, waiting, warm_up) = {
+        let mut s = streams.into_iter();
+        (s.next().unwrap(), s.next().unwrap(), s.next().unwrap())
+    };
+    let monitor = redis.monitor().await;
+    let leaves = |seen: &[Vec<String>], token: &str| {
+        seen.iter()
+            .filter(|c| {
+                c[0].eq_ignore_ascii_case("EVALSHA")
+                    && c.get(2).map(String::as_str) == Some("2")
+                    && c.get(5).map(String::as_str) == Some(token)
+            })
+            .count()
+    };
+    let mut seen = Vec::new();
+    // The third fan's stream closes first, so that `leave` is loaded in this Redis (a script
+    // it never saw is answered NOSCRIPT and sent again, which would count twice below).
+    drop(warm_up);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leaves(&seen, third) == 0 && std::time::Instant::now() < deadline {
+        seen.extend(monitor.take_commands().await);
+    }
+    assert!(leaves(&seen, third) > 0, "{seen:?}");
+    seen.clear();
+
+    s.room().admit(1, s.clock.now()).await.unwrap();
+    let frames = rest_of_stream(&mut admitted).await;
+    assert_eq!(
+        frame_data(frames.last().unwrap())["status"],
+        "ACTIVE",
+        "{frames:?}"
+    );
+    drop(waiting);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leaves(&seen, second) == 0 && std::time::Instant::now() < deadline {
+        seen.extend(monitor.take_commands().await);
+    }
+    seen.extend(monitor.take_commands().await);
+    assert_eq!(
+        leaves(&seen, second),
+        1,
+        "the waiting fan's stream hands its token back once: {seen:?}"
+    );
+    assert_eq!(
+        leaves(&seen, first),
+        0,
+        "the admitted fan's stream has nothing to hand back: {seen:?}"
+    );
+}
+
 /// The line is read as often as admission runs, however rarely the streams look on their
 /// own, and every reading after the first can tell a stream of its fan's admission: the
 /// stream's next frame after admission is ACTIVE. (Read only every `QUEUE_SSE_POLL_MS`, or
