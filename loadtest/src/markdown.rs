@@ -768,6 +768,12 @@ const LIMITS: &str = "### What limits the figures
   alternated: 1.21 and 1.21 s without, 1.19 and 1.19 s with (the baseline's bare route); 1.30
   and 1.59 s without, 1.36 and 1.41 s with (the seat map). About 40 µs a proxied request,
   with or without.
+- Tried and not kept: actix-web's router on the full `regex` crate (its `unicode` feature)
+  instead of `regex-lite`, whose matcher (`PikeVM`) was the largest user-space symbol of
+  concert-api's worker in perf during a sale (0.3 % of the machine). The seat-map scenario,
+  10 s, alternated three times: 80,805, 86,015 and 94,559 requests at 92.6, 89.2 and
+  80.1 µs of concert-api's CPU a request with `regex-lite`; 72,377, 72,515 and 72,784 at
+  103.1, 102.3 and 102.9 µs with `regex`.
 - A sold-out room sweeps its line until the fans who left have lapsed (the waiting idle
   timeout, 120 s): up to 256 heartbeat lookups a tick. After each sale of 10,000 fans that
   is about 6,000 Redis commands a second and 12 ms of Redis's CPU a second for two minutes
