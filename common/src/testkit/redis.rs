@@ -53,7 +53,7 @@ impl PrivateRedis {
         let _ = lines.next_line().await;
         let task = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if !line.contains(" lua]") && line.split('"').nth(1).is_some() {
+                if !line.contains(" lua]") && line.contains('"') {
                     sink.lock().expect("monitor lock").push(line);
                 }
             }

@@ -282,7 +282,6 @@ LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
     _id bigint := nextval('payments_id_seq');
-    _paid bigint;
     _balance bigint;
     _event_id uuid;
 BEGIN
@@ -296,9 +295,8 @@ BEGIN
     END IF;
     INSERT INTO payments (id, user_id, reservation_id, amount, status, created_at)
         VALUES (_id, _user, _reservation, _amount, 'COMPLETED', _paid_at)
-        ON CONFLICT (reservation_id) DO NOTHING
-        RETURNING payments.id INTO _paid;
-    IF _paid IS NULL THEN
+        ON CONFLICT (reservation_id) DO NOTHING;
+    IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'TKP01', MESSAGE = 'PAY_AT_ONCE_DECLINED: already paid';
     END IF;
     UPDATE wallets SET balance = balance - _amount, updated_at = _paid_at

@@ -225,6 +225,16 @@ struct Watching {
     first: bool,
 }
 
+impl Drop for Watching {
+    /// A stream whose last status was ACTIVE ends without handing its token back
+    /// ([`StreamFollow::admitted`]); any other ends with it.
+    fn drop(&mut self) {
+        if self.last.status == QueueState::Active {
+            self.follow.admitted();
+        }
+    }
+}
+
 /// What woke a stream.
 enum Wake {
     /// Admission reached its place, the line had an event, or its own time to look came.
@@ -247,10 +257,6 @@ fn status_frames(
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let keepalive = state.room.config().sse_keepalive;
     let period = state.lines.look_every();
-    let mut follow = follow;
-    if first.status == QueueState::Active {
-        follow.admitted();
-    }
     let init = Watching {
         probe: slot.probe_signal(),
         slot,
@@ -312,9 +318,6 @@ fn status_frames(
                 };
                 if now != s.last || s.last_sent.elapsed() >= keepalive {
                     s.done = now.status != QueueState::Waiting;
-                    if now.status == QueueState::Active {
-                        s.follow.admitted();
-                    }
                     s.last = now;
                     s.last_sent = tokio::time::Instant::now();
                     return Some((sse_frame(&s.last), s));
