@@ -87,6 +87,12 @@ pub async fn bound_lock_waits<C: ConnectionTrait>(
 /// Runs `M`'s pending migrations inside one transaction that first takes
 /// `pg_advisory_xact_lock(lock_key)`: a second replica waits, then finds nothing to do.
 /// PostgreSQL DDL is transactional, so a failed migration leaves nothing half-applied.
+///
+/// A database a newer release has migrated further ([`Schema::Ahead`]) is left as it is, with
+/// a warning: the release before keeps running on it, as every migration is written to let it
+/// (README, "Migrations must stay compatible with the release still running"). Without this,
+/// a pod of that release restarting during a rollout, or after a rollback, stopped at startup
+/// ("Migration file of version ... is missing") and never came back.
 pub async fn migrate<M: MigratorTrait>(
     db: &DatabaseConnection,
     lock_key: i64,
@@ -100,8 +106,65 @@ pub async fn migrate<M: MigratorTrait>(
         [lock_key.into()],
     ))
     .await?;
-    M::up(&txn, None).await?;
+    let applied = M::get_migration_models(&txn)
+        .await?
+        .into_iter()
+        .map(|m| m.version);
+    let known = M::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    match Schema::compare(known, applied) {
+        Schema::Ahead(newer) => {
+            tracing::warn!(newer = ?newer,
+                "the database has migrations this build does not know, applied by a newer \
+                 release: running on its schema without migrating");
+        }
+        Schema::Diverged { newer, missing } => {
+            return Err(DbErr::Migration(format!(
+                "the database has migrations this build does not know ({}) and lacks some it \
+                 has ({}): it was migrated by another line of releases; refusing to migrate it",
+                newer.join(", "),
+                missing.join(", ")
+            )));
+        }
+        Schema::Behind => M::up(&txn, None).await?,
+    }
     txn.commit().await
+}
+
+/// A database's applied migrations against a build's.
+#[derive(Debug, PartialEq, Eq)]
+enum Schema {
+    /// Every applied migration is the build's (some of the build's may still be to apply).
+    Behind,
+    /// Every one of the build's is applied, and these others too (a newer release's).
+    Ahead(Vec<String>),
+    /// Some applied ones are not the build's, and some of the build's are not applied.
+    Diverged {
+        newer: Vec<String>,
+        missing: Vec<String>,
+    },
+}
+
+impl Schema {
+    fn compare(known: Vec<String>, applied: impl IntoIterator<Item = String>) -> Self {
+        let applied: std::collections::BTreeSet<String> = applied.into_iter().collect();
+        let newer: Vec<String> = applied
+            .iter()
+            .filter(|v| !known.contains(v))
+            .cloned()
+            .collect();
+        if newer.is_empty() {
+            return Self::Behind;
+        }
+        let missing: Vec<String> = known.into_iter().filter(|v| !applied.contains(v)).collect();
+        if missing.is_empty() {
+            Self::Ahead(newer)
+        } else {
+            Self::Diverged { newer, missing }
+        }
+    }
 }
 
 /// A stable advisory-lock key for a service's migrations.

@@ -34,6 +34,86 @@ async fn concurrent_migrations_apply_once() {
     );
 }
 
+/// A migration a newer release applied, as sea-orm records it.
+const NEWER: &str = "m20991231_000001_from_a_newer_release";
+
+async fn versions(conn: &sea_orm::DatabaseConnection) -> Vec<String> {
+    conn.query_all_raw(Statement::from_string(
+        conn.get_database_backend(),
+        "SELECT version FROM seaql_migrations ORDER BY version",
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.try_get::<String>("", "version").unwrap())
+    .collect()
+}
+
+async fn record_newer_release(conn: &sea_orm::DatabaseConnection) {
+    conn.execute_unprepared(&format!(
+        "CREATE TABLE from_a_newer_release (id bigint); \
+         INSERT INTO seaql_migrations (version, applied_at) VALUES ('{NEWER}', 0)"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The release before a newer one starts on the database the newer one migrated (a pod
+/// restarting during a rollout, or a rollback): it leaves the schema as it is and serves.
+#[tokio::test]
+async fn a_database_a_newer_release_migrated_is_left_as_it_is() {
+    let db = TestDatabase::create().await;
+    let conn = db.connect().await;
+    let key = common::db::migration_lock_key("test");
+    common::db::migrate::<TestMigrator>(&conn, key)
+        .await
+        .unwrap();
+    record_newer_release(&conn).await;
+    let before = versions(&conn).await;
+
+    common::db::migrate::<TestMigrator>(&conn, key)
+        .await
+        .expect("an older build starts on a newer schema");
+    assert_eq!(versions(&conn).await, before);
+    conn.execute_unprepared("SELECT id FROM from_a_newer_release")
+        .await
+        .expect("the newer release's table is still there");
+}
+
+/// A database with a migration this build does not know and without one it has was migrated
+/// by another line of releases: applying the build's on top of it is refused, naming both.
+#[tokio::test]
+async fn a_database_migrated_by_another_line_of_releases_is_refused() {
+    let db = TestDatabase::create().await;
+    let conn = db.connect().await;
+    let key = common::db::migration_lock_key("test");
+    common::db::migrate::<TestMigrator>(&conn, key)
+        .await
+        .unwrap();
+    record_newer_release(&conn).await;
+    conn.execute_unprepared(
+        "DELETE FROM seaql_migrations WHERE version = 'm20261124_000001_effects'; \
+         DROP TABLE effects",
+    )
+    .await
+    .unwrap();
+    let before = versions(&conn).await;
+
+    let refused = common::db::migrate::<TestMigrator>(&conn, key)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(refused.contains(NEWER), "{refused}");
+    assert!(refused.contains("m20261124_000001_effects"), "{refused}");
+    assert_eq!(versions(&conn).await, before, "nothing applied");
+    assert!(
+        conn.execute_unprepared("SELECT 1 FROM effects")
+            .await
+            .is_err(),
+        "the missing migration was not run"
+    );
+}
+
 /// A lock-wait bound survives a transaction pooler: besides being sent at connect, it becomes
 /// the role's default in the service's database, so a connection that sends no options (what
 /// PgBouncer opens to the server) has it too.
