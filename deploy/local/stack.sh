@@ -215,6 +215,19 @@ service_pid() {
     echo "$pid"
 }
 
+# started_pid INSTANCE: prints the pid of our pid file when it runs the instance's service
+# from any directory, else fails. `down` stops what `up` started whatever STACK_BIN_DIR says
+# now: with service_pid's exact path, a stack started from another directory was taken for a
+# stale pid file, forgotten and left running.
+started_pid() {
+    local pid exe
+    pid="$(read_pid "$(pid_file "$1")")" || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && is_alive "$pid" || return 1
+    exe="$(exe_of "$pid")" || return 1
+    [[ ${exe##*/} == "$(service_of "$1")" ]] || return 1
+    echo "$pid"
+}
+
 # pid_file_instances: the instances that have a pid file, whatever the replica count now.
 pid_file_instances() {
     local f name
@@ -713,7 +726,7 @@ cmd_down() {
     local svc pidf pid targets=() files=()
     for svc in $(pid_file_instances); do
         pidf="$(pid_file "$svc")"
-        if pid="$(service_pid "$svc")"; then
+        if pid="$(started_pid "$svc")"; then
             targets+=("$svc=$pid")
         else
             log "$svc: pid file $pidf is stale (process gone or not $svc); removing it"
