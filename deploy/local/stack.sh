@@ -216,9 +216,10 @@ service_pid() {
 }
 
 # started_pid INSTANCE: prints the pid of our pid file when it runs the instance's service
-# from any directory, else fails. `down` stops what `up` started whatever STACK_BIN_DIR says
-# now: with service_pid's exact path, a stack started from another directory was taken for a
-# stale pid file, forgotten and left running.
+# from any directory, else fails. `down` stops and `status` shows what `up` started whatever
+# STACK_BIN_DIR says now, and `up` refuses to start over it: with service_pid's exact path, a
+# stack started from another directory was taken for stale pid files, forgotten and left
+# running on its ports.
 started_pid() {
     local pid exe
     pid="$(read_pid "$(pid_file "$1")")" || return 1
@@ -641,6 +642,8 @@ cmd_up() {
             if [[ $exe == *" (deleted)" ]]; then
                 warn "$svc (pid $pid) runs a binary that was rebuilt since it started; 'stack.sh down && stack.sh up' to restart it"
             fi
+        elif pid="$(started_pid "$svc")"; then
+            die "$svc runs $(exe_of "$pid") (pid $pid), not $BIN_DIR/$(service_of "$svc"): 'deploy/local/stack.sh down' first"
         else
             if [[ -e $(pid_file "$svc") ]]; then
                 log "removing stale pid file $(pid_file "$svc")"
@@ -768,7 +771,7 @@ cmd_status() {
         if (($(replica_of "$svc") > count)) && [[ ! -e $(pid_file "$svc") ]]; then
             continue
         fi
-        if pid="$(service_pid "$svc")"; then
+        if pid="$(started_pid "$svc")"; then
             state=running
         else
             state=stopped pid=-
