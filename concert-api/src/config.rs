@@ -19,6 +19,8 @@ pub struct Config {
     pub reservation: ReservationConfig,
     /// How often the inventory hashes are rewritten from the database (and once at start-up).
     pub inventory_resync: Duration,
+    /// How long a sale view's reservation figures serve every poll of the concert.
+    pub sale_view_cache: Duration,
     pub log_format: LogFormat,
     /// Not a setting: the system clock, or a test's manual one.
     pub clock: Clock,
@@ -56,6 +58,7 @@ impl Config {
             session: SessionConfig::from_env(env)?,
             reservation: ReservationConfig::from_env(env)?,
             inventory_resync: env.millis("INVENTORY_RESYNC_MS", 5000, 100..=600_000)?,
+            sale_view_cache: env.millis("SALE_VIEW_CACHE_MS", 1000, 0..=60_000)?,
             log_format: log_format(env)?,
             clock: Clock::system(),
         })

@@ -5,6 +5,7 @@
 //! | `holds_total` | | holds made (201 to `POST /api/reservations`; a replayed answer is not a new hold) |
 //! | `settlements_total` | `outcome` (`confirmed`, `rejected`), `path` (`event`, `direct`) | payments settled for the first time, and how: by the `payment.completed` consumer or by payment-api's direct call |
 //! | `payment_confirm_lag_seconds` | | histogram: from the payment's completion (its event's `occurred_at`) to the settlement that confirmed its reservation |
+//! | `sale_view_figures_reads_total` | | database reads of a sale view's reservation figures (at most one per concert per `SALE_VIEW_CACHE_MS`, however many organisers poll) |
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub struct SaleMetrics {
     holds: IntCounter,
     settlements: IntCounterVec,
     confirm_lag: Histogram,
+    /// The sale view's figures read from the database (`domain::sale::FiguresMemo`).
+    pub sale_view_reads: IntCounter,
 }
 
 impl SaleMetrics {
@@ -52,10 +55,16 @@ impl SaleMetrics {
             ]),
         )
         .expect("valid metric");
+        let sale_view_reads = IntCounter::new(
+            "sale_view_figures_reads_total",
+            "Database reads of a sale view's reservation figures",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(holds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(settlements.clone()),
             Box::new(confirm_lag.clone()),
+            Box::new(sale_view_reads.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -63,6 +72,7 @@ impl SaleMetrics {
             holds,
             settlements,
             confirm_lag,
+            sale_view_reads,
         })
     }
 

@@ -99,6 +99,10 @@ impl Application {
                 common::held::HoldBoard::new(redis.clone()),
             ),
             catalogue: CatalogueCache::new(redis.clone(), config.reservation.catalogue_cache),
+            sale_view: crate::domain::sale::FiguresMemo::new(
+                config.sale_view_cache,
+                sale.sale_view_reads.clone(),
+            ),
             sale: sale.clone(),
             pressure: pressure.clone(),
         });

@@ -2,16 +2,85 @@
 //! an on-sale. Seat counts come from the inventory hashes in Redis (O(1) per schedule), the
 //! rest from index-only counts; nothing reads the seats table, except a resync when a hash
 //! does not exist yet.
+//!
+//! The counts grow with the concert's reservations (heap visits too, while a sale's rows are
+//! new: ~20 ms for 10,000 during a sale), and every open console polls them. So each process
+//! reads them at most once per `SALE_VIEW_CACHE_MS` per concert ([`FiguresMemo`]), however
+//! many organisers watch; the seat counts stay exact at every poll.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::ApiError;
-use sea_orm::DatabaseConnection;
+use prometheus::IntCounter;
+use sea_orm::{DatabaseConnection, DbErr};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::catalogue::CatalogueError;
 use crate::store::inventory::{self, Inventory, ScheduleCount, SeatCounts};
-use crate::store::sale;
+use crate::store::sale::{self, SaleFigures};
+
+/// The last figures read for each concert, shared by every poll within `fresh` of the read.
+/// Polls that find them older wait for one read (the first to come makes it) instead of each
+/// making its own.
+pub struct FiguresMemo {
+    fresh: Duration,
+    reads: IntCounter,
+    slots: Mutex<HashMap<i64, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    last: tokio::sync::Mutex<Option<(Instant, Arc<SaleFigures>)>>,
+}
+
+/// Past this many concerts, slots nobody is using and whose figures are stale are dropped.
+const SLOTS_KEPT: usize = 256;
+
+impl FiguresMemo {
+    /// `fresh` zero: every poll reads. `reads` counts the reads (a metric).
+    pub fn new(fresh: Duration, reads: IntCounter) -> Self {
+        Self {
+            fresh,
+            reads,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// The figures of `concert_id` (`None`: no such concert; not remembered).
+    async fn figures(
+        &self,
+        db: &DatabaseConnection,
+        concert_id: i64,
+    ) -> Result<Option<Arc<SaleFigures>>, DbErr> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            if slots.len() >= SLOTS_KEPT {
+                slots.retain(|_, slot| {
+                    Arc::strong_count(slot) > 1
+                        || slot.last.try_lock().map_or(true, |last| {
+                            last.as_ref()
+                                .is_some_and(|(at, _)| at.elapsed() < self.fresh)
+                        })
+                });
+            }
+            slots.entry(concert_id).or_default().clone()
+        };
+        let mut last = slot.last.lock().await;
+        if let Some((at, figures)) = last.as_ref()
+            && at.elapsed() < self.fresh
+        {
+            return Ok(Some(figures.clone()));
+        }
+        self.reads.inc();
+        let read = sale::figures(db, concert_id).await?.map(Arc::new);
+        *last = read.clone().map(|figures| (Instant::now(), figures));
+        Ok(read)
+    }
+}
 
 /// A concert's sale as it stands.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -59,9 +128,11 @@ pub struct ScheduleSale {
 pub async fn sale_stats(
     db: &DatabaseConnection,
     inventory: &Inventory,
+    memo: &FiguresMemo,
     concert_id: i64,
 ) -> Result<SaleStats, ApiError> {
-    let f = sale::figures(db, concert_id)
+    let f = memo
+        .figures(db, concert_id)
         .await?
         .ok_or(CatalogueError::ConcertNotFound(concert_id))?;
     let ids = &f.schedule_ids;

@@ -119,7 +119,7 @@ pub async fn create_schedule(
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "the concert's id")),
     responses(
-        (status = 200, description = "the sale as it stands: seat counts from the inventory (exact after every hold, expiry, cancel, rejection and sale), reservations by status, revenue, the last minute's holds and sales; cheap enough to poll every second", body = SaleStats),
+        (status = 200, description = "the sale as it stands: seat counts from the inventory (exact after every hold, expiry, cancel, rejection and sale); reservations by status, revenue and the last minute's holds and sales as read up to `SALE_VIEW_CACHE_MS` (1 s) before, one read for every organiser polling; cheap enough to poll every second", body = SaleStats),
         (status = 403, description = "`FORBIDDEN`: the session's role is not ADMIN"),
         (status = 404, description = "`CONCERT_NOT_FOUND`: no such concert"),
     ))]
@@ -129,6 +129,12 @@ pub async fn sale_view(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
-    let stats = sale::sale_stats(&state.db, &state.office.inventory, id.into_inner()).await?;
+    let stats = sale::sale_stats(
+        &state.db,
+        &state.office.inventory,
+        &state.sale_view,
+        id.into_inner(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(stats))
 }

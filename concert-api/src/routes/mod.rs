@@ -21,6 +21,8 @@ pub struct AppState {
     pub office: BoxOffice,
     pub catalogue: CatalogueCache,
     pub sale: std::sync::Arc<crate::metrics::SaleMetrics>,
+    /// The sale view's figures, read once per `SALE_VIEW_CACHE_MS` per concert.
+    pub sale_view: crate::domain::sale::FiguresMemo,
     /// Times the holds, for the waiting room's admission pace.
     pub pressure: common::pressure::Pressure,
 }

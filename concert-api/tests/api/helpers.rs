@@ -39,10 +39,16 @@ pub struct Buyer {
 }
 
 pub async fn spawn_app() -> Spawned {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with its configuration changed by `tune` first.
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> Spawned {
     let iso = Isolation::new().await;
     let env = iso.env("CONCERT_DATABASE_URL");
     let mut config = Config::from_env(&env).expect("test config");
     config.clock = Clock::manual();
+    tune(&mut config);
     let service = Application::build(config.clone())
         .await
         .expect("build concert-api");

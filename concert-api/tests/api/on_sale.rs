@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{Buyer, Spawned, spawn_app};
+use crate::helpers::{Buyer, Spawned, spawn_app, spawn_app_with};
 
 /// Redis and the database agree on every count of the concert and of each schedule.
 async fn assert_inventory_exact(s: &Spawned, concert: i64, schedules: &[i64]) -> [i64; 4] {
@@ -592,6 +592,60 @@ async fn the_sale_view_shows_seats_reservations_revenue_and_the_last_minute() {
     assert_eq!(
         (status, p["code"].as_str()),
         (404, Some("CONCERT_NOT_FOUND"))
+    );
+}
+
+/// However many organisers watch a sale, each concert's reservation figures are read once per
+/// `SALE_VIEW_CACHE_MS`; the seat counts, from the inventory, are exact at every poll.
+#[tokio::test]
+async fn organisers_polling_together_cost_one_read_of_the_figures() {
+    let s = spawn_app_with(|c| c.sale_view_cache = Duration::from_secs(600)).await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let reads = || async {
+        s.figure("sale_view_figures_reads_total")
+            .await
+            .expect("exported")
+    };
+    let before = reads().await;
+
+    let polls = join_all((0..50).map(|_| sale(&s, concert, Some(&s.admin)))).await;
+    assert!(polls.iter().all(|p| *p == polls[0]), "{:?}", polls[0]);
+    assert_eq!(polls[0].0, 200, "{}", polls[0].1);
+    assert_eq!(reads().await - before, 1.0, "50 polls, one read");
+
+    let buyer = &s.buyers(1, concert).await[0];
+    assert_eq!(s.hold(buyer, schedule, [1]).await.0, 201);
+    let (_, v) = sale(&s, concert, Some(&s.admin)).await;
+    assert_eq!(
+        (v["available"].as_i64(), v["held"].as_i64()),
+        (Some(9), Some(1))
+    );
+    assert_eq!(
+        v["reservations"]["held"], 0,
+        "the reservations as read before the hold"
+    );
+    assert_eq!(reads().await - before, 1.0);
+
+    // Each concert has its own figures.
+    let (other, _) = s.concert_with_schedule(5, -60, 3600).await;
+    assert_eq!(sale(&s, other, Some(&s.admin)).await.1["available"], 5);
+    assert_eq!(reads().await - before, 2.0);
+}
+
+/// With `SALE_VIEW_CACHE_MS=0` every poll reads the figures: a hold shows at once.
+#[tokio::test]
+async fn without_the_cache_every_poll_reads_the_figures() {
+    let s = spawn_app_with(|c| c.sale_view_cache = Duration::ZERO).await;
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    assert_eq!(
+        sale(&s, concert, Some(&s.admin)).await.1["reservations"]["held"],
+        0
+    );
+    let buyer = &s.buyers(1, concert).await[0];
+    assert_eq!(s.hold(buyer, schedule, [1]).await.0, 201);
+    assert_eq!(
+        sale(&s, concert, Some(&s.admin)).await.1["reservations"]["held"],
+        1
     );
 }
 
