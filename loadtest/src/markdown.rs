@@ -969,7 +969,22 @@ const LIMITS: &str = "### What limits the figures
   broker (`SCENARIOS=flash-sale bench/run.sh`): the broker 0.33, 0.33 and 0.40 ms a purchase
   with C1 only, 0.71, 0.48 and 0.53 with both tiers; the platform 4.29, 4.39 and 5.14 ms
   against 4.66, 4.41 and 4.50 (the third C1 sale ran on a slower minute of the host: every
-  row rose by about 15 %).";
+  row rose by about 15 %).
+- The admission pace is not what holds the sale back. Watched through one sale (the room's
+  window and active passes in Redis every 200 ms, `vmstat 1`): the window starts at 85-100
+  and reaches 250-500 by the end, and from the second second on the machine is busy (0-11 %
+  idle, a third of it kernel time, 17,000-26,000 context switches a second). A wider window
+  would only lengthen the queues in front of the same two cores.
+- Tried again and not kept: two actix workers a service (`HTTP_WORKERS=2`), alternated with
+  one: the services 2.06 and 2.09 times nginx's CPU against 1.81 and 1.86, sold out in 15.2
+  and 15.9 s against 14.1 and 13.5 s. And the status streams on users-api's main port
+  (`USERS_API_STREAM_PORT=`), through the gateway's pool of idle connections: nginx 0.89 ms
+  a purchase either way.
+- Measured and not pursued: the gateway's hop to a service over a Unix socket instead of
+  loopback TCP. nginx proxying to an nginx `return 200` on the same machine spent 23-25 µs a
+  request with the socket against 30-33 µs with TCP; at about ten requests a purchase that is
+  about 0.1 ms of 4.5-5, and a Kubernetes deployment (services in other pods) has no use for
+  it.";
 
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     Ok(render_reports(&load(paths)?))
