@@ -134,7 +134,7 @@ pub async fn migrate<M: MigratorTrait>(
 }
 
 /// A database's applied migrations against a build's.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Schema {
     /// Every applied migration is the build's (some of the build's may still be to apply).
     Behind,

@@ -49,26 +49,29 @@ async fn versions(conn: &sea_orm::DatabaseConnection) -> Vec<String> {
     .collect()
 }
 
-async fn record_newer_release(conn: &sea_orm::DatabaseConnection) {
-    conn.execute_unprepared(&format!(
-        "CREATE TABLE from_a_newer_release (id bigint); \
-         INSERT INTO seaql_migrations (version, applied_at) VALUES ('{NEWER}', 0)"
-    ))
-    .await
-    .unwrap();
-}
-
-/// The release before a newer one starts on the database the newer one migrated (a pod
-/// restarting during a rollout, or a rollback): it leaves the schema as it is and serves.
-#[tokio::test]
-async fn a_database_a_newer_release_migrated_is_left_as_it_is() {
+/// A database migrated by this build, then by a newer release (a table and its migration's
+/// row), with a connection and the migration lock's key.
+async fn migrated_by_a_newer_release() -> (TestDatabase, sea_orm::DatabaseConnection, i64) {
     let db = TestDatabase::create().await;
     let conn = db.connect().await;
     let key = common::db::migration_lock_key("test");
     common::db::migrate::<TestMigrator>(&conn, key)
         .await
         .unwrap();
-    record_newer_release(&conn).await;
+    conn.execute_unprepared(&format!(
+        "CREATE TABLE from_a_newer_release (id bigint); \
+         INSERT INTO seaql_migrations (version, applied_at) VALUES ('{NEWER}', 0)"
+    ))
+    .await
+    .unwrap();
+    (db, conn, key)
+}
+
+/// The release before a newer one starts on the database the newer one migrated (a pod
+/// restarting during a rollout, or a rollback): it leaves the schema as it is and serves.
+#[tokio::test]
+async fn a_database_a_newer_release_migrated_is_left_as_it_is() {
+    let (_db, conn, key) = migrated_by_a_newer_release().await;
     let before = versions(&conn).await;
 
     common::db::migrate::<TestMigrator>(&conn, key)
@@ -84,13 +87,7 @@ async fn a_database_a_newer_release_migrated_is_left_as_it_is() {
 /// by another line of releases: applying the build's on top of it is refused, naming both.
 #[tokio::test]
 async fn a_database_migrated_by_another_line_of_releases_is_refused() {
-    let db = TestDatabase::create().await;
-    let conn = db.connect().await;
-    let key = common::db::migration_lock_key("test");
-    common::db::migrate::<TestMigrator>(&conn, key)
-        .await
-        .unwrap();
-    record_newer_release(&conn).await;
+    let (_db, conn, key) = migrated_by_a_newer_release().await;
     conn.execute_unprepared(
         "DELETE FROM seaql_migrations WHERE version = 'm20261124_000001_effects'; \
          DROP TABLE effects",
