@@ -78,6 +78,7 @@ pub fn describe(
         );
     }
     settings.insert("machine".into(), machine());
+    settings.insert("load tool threads".into(), args.threads.to_string());
     for var in PLATFORM_SETTINGS {
         if let Ok(v) = std::env::var(var) {
             settings.insert(var.to_owned(), v);
