@@ -984,7 +984,22 @@ const LIMITS: &str = "### What limits the figures
   loopback TCP. nginx proxying to an nginx `return 200` on the same machine spent 23-25 µs a
   request with the socket against 30-33 µs with TCP; at about ten requests a purchase that is
   about 0.1 ms of 4.5-5, and a Kubernetes deployment (services in other pods) has no use for
-  it.";
+  it.
+- The load tool runs on one thread (`loadtest run --threads`, default 1). On two, perf put
+  12 % of its samples in context switches. Three alternated pairs of sales
+  (bench/purchase-cost.sh, 10,000 fans): the tool spent 0.48-0.55 ms of CPU a purchase on one
+  thread against 0.63-0.67 on two. Fans got into line sooner: the row `fan: arrival → in
+  line` had a p50 of 226-462 ms against 445-486 and a p99 of 525-895 against 982-1,205. The
+  join's p99 was 289-389 ms against 414-645. The endpoint scenarios, one run each way, twice:
+  baseline 30,453 and 28,038 req/s against 25,036 and 27,121; hold-distinct 2,243 and 2,469
+  holds/s against 2,008 and 2,004.
+- Tried this round and not kept, each within the runs' spread (three alternated sales each,
+  the same command):
+  - nginx's `reuseport` on the public listener: nginx 0.79, 0.76 and 0.76 ms a purchase
+    against 0.77, 0.79 and 0.72 without;
+  - `multi_accept on`: 0.71, 0.75 and 0.75;
+  - one tokio worker a service (`TOKIO_WORKER_THREADS=1`), a third try: 3.95, 4.14 and
+    3.98 ms a purchase against 4.16, 3.93 and 4.07.";
 
 pub fn render(paths: &[PathBuf]) -> anyhow::Result<String> {
     Ok(render_reports(&load(paths)?))
