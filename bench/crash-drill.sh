@@ -11,8 +11,10 @@
 #                      # users-api's consumer group with no member for 8 minutes
 #
 # DRILL_VICTIMS (default "concert-api payment-api batch users-api") are killed in that order,
-# the first DRILL_FIRST_KILL_SECS (default 5) after the sale opens and the others 10 s apart;
-# each is restarted DRILL_DOWN_SECS (default 3) after its kill. With DRILL_PROMETHEUS=1 the
+# the first DRILL_FIRST_KILL_SECS (default 5) after the sale opens and the others
+# DRILL_KILL_EVERY_SECS (default 5) apart: the default sale and its audit end some 20 s after
+# the opening, and at 10 s apart batch and users-api were often never killed. Each is
+# restarted DRILL_DOWN_SECS (default 3) after its kill. With DRILL_PROMETHEUS=1 the
 # stack runs deploy/local/prometheus.sh, and the alerts' transitions (pending, firing,
 # resolved), from the sale's opening until none is pending or firing after the sale (at most
 # DRILL_ALERTS_SETTLE_SECS, default 600, later), go to alerts.log.
@@ -21,7 +23,7 @@
 # does: the gateway's per-address limits raised, its per-session limits as in production,
 # which the fans wait out on 429 for the Retry-After), starts `loadtest run flash-sale
 # --users 6000 --schedules 60` (3,000 seats) in the background and, from about 5 s into the
-# sale, SIGKILLs concert-api, payment-api, batch and users-api one at a time about 10 s apart;
+# sale, SIGKILLs concert-api, payment-api, batch and users-api one at a time about 5 s apart;
 # `deploy/local/stack.sh up` restarts each 3 s after its kill (it starts only what is down).
 # Each fault window, from the kill until the service's /health/ready answers 200 again, goes
 # to the fault log loadtest reads at its end: the 502s of a dead service are then reported
@@ -43,7 +45,7 @@ source bench/lib.sh
 readonly USERS="${DRILL_USERS:-6000}" SCHEDULES="${DRILL_SCHEDULES:-60}"
 read -r -a VICTIMS <<<"${DRILL_VICTIMS:-concert-api payment-api batch users-api}"
 readonly VICTIMS
-readonly FIRST_KILL_SECS="${DRILL_FIRST_KILL_SECS:-5}" KILL_EVERY_SECS=10 RESTART_AFTER_SECS="${DRILL_DOWN_SECS:-3}"
+readonly FIRST_KILL_SECS="${DRILL_FIRST_KILL_SECS:-5}" KILL_EVERY_SECS="${DRILL_KILL_EVERY_SECS:-5}" RESTART_AFTER_SECS="${DRILL_DOWN_SECS:-3}"
 # A service not ready this long after its kill is not coming back by itself.
 readonly READY_TIMEOUT_SECS=$((RESTART_AFTER_SECS + 120))
 readonly PROMETHEUS="${DRILL_PROMETHEUS:-0}" ALERTS_SETTLE_SECS="${DRILL_ALERTS_SETTLE_SECS:-600}"
