@@ -919,12 +919,17 @@ const LIMITS: &str = "### What limits the figures
 - What one purchase's PostgreSQL time is (pg_stat_statements, two sales): the hold's claim and
   the settlement, 0.6 ms each, are two thirds of it for concert-api; each writes about 20 WAL
   records, as every status change of a seat or a reservation is a new row version in each of
-  their indexes (reservations has eight, seats four; none of these updates can be HOT). What
-  HOT updates of seats would give: with `fillfactor` 80 and the two partial indexes on the
-  columns a hold changes (`held_until`, `reservation_id`) dropped by hand, pgbench-hold (16
-  clients, 10 s, the two in turn) made 4,595, 4,297 and 4,186 holds/s against 4,098, 4,221 and
-  3,813 with them, about 8 %. It would take moving the expiry sweep and every lookup by
-  reservation onto `reservations` and `reservation_seats`. The
+  their indexes (reservations has eight and none of its updates can be HOT).
+- A seat's updates are HOT now (the new row version on its page, no index entry): `seats`
+  lost its two partial indexes on the columns a hold changes (`held_until`,
+  `reservation_id`) and keeps a fifth of each page free; seats are found by reservation
+  through `reservation_seats`, and the expiry sweep reaches dead seats through their
+  reservations. pgbench-hold (16 clients, 10 s, the two in turn, indexes dropped by hand)
+  made 4,595, 4,297 and 4,186 holds/s against 4,098, 4,221 and 3,813 with them. In six
+  alternated sales (bench/purchase-cost.sh, 10,000 fans; every seat update of the sales HOT
+  by pg_stat_user_tables) PostgreSQL for concert-api spent 1.25-1.32 times nginx's CPU
+  against 1.27-1.41 before, about 0.05 ms a purchase; the whole platform 5.71-6.29 times
+  nginx's against 6.03-6.29, within the sales' spread. The
   organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a poll
   at 10,000 reservations, growing with the concert.
 - The rows a hold writes have no foreign keys any more (`seats.reservation_id`, both columns

@@ -5,6 +5,7 @@ use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
 use crate::domain::reservation::Reservation;
 use crate::store::reservations::COLUMNS;
+use crate::store::settlement::HELD_BY_ONE;
 use crate::store::stmt;
 
 /// `user_id`'s reservation `id`, locked until the transaction ends; `None` for another
@@ -26,15 +27,13 @@ pub async fn lock_own<C: ConnectionTrait>(
 /// Frees the seats reservation `id` still holds and marks it CANCELLED; answers it and how
 /// many seats were freed (fewer than its own if some were taken over after it died).
 pub async fn cancel<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(Reservation, i64), DbErr> {
-    // `status || ''`: found by reservation only, never through the `status = 'HELD'` partial
-    // index (see `settlement::sell`).
     let row = txn
         .query_one_raw(stmt(
             txn,
             &format!(
                 "WITH freed AS ( \
                     UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-                    WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
+                    WHERE {HELD_BY_ONE} RETURNING id), \
                  off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active) \
                  UPDATE reservations SET status = 'CANCELLED', updated_at = now() WHERE id = $1 \
                  RETURNING {COLUMNS}, (SELECT count(*) FROM freed) AS freed"

@@ -273,8 +273,11 @@ pub async fn claim_with_takeover<C: ConnectionTrait>(
 }
 
 /// Ends holds whose seats were just taken over because they were dead: their
-/// `reservation_seats` rows for those seats go inactive, the reservation becomes EXPIRED, and
-/// `reservation.expired` is written to the outbox.
+/// `reservation_seats` rows for those seats go inactive, and each such hold that holds no
+/// other seat any more becomes EXPIRED, with `reservation.expired` written to the outbox. One
+/// that still holds a seat this hold did not ask for stays HELD for the expiry sweep, which
+/// frees that seat and then ends it: a HELD seat's reservation is always HELD, so the sweep
+/// finds every dead seat through `reservations` (`sweep::expire_holds`).
 async fn retire_dead_holds<C: ConnectionTrait>(
     txn: &C,
     dead: &[i64],
@@ -289,8 +292,11 @@ async fn retire_dead_holds<C: ConnectionTrait>(
     let gone = Gone::find_by_statement(stmt(
         txn,
         "WITH off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id = ANY($2)) \
-         UPDATE reservations SET status = 'EXPIRED', updated_at = now() \
-         WHERE id = ANY($1) AND status = 'HELD' RETURNING id, user_id",
+         UPDATE reservations r SET status = 'EXPIRED', updated_at = now() \
+         WHERE id = ANY($1) AND status = 'HELD' \
+           AND NOT EXISTS (SELECT 1 FROM reservation_seats rs JOIN seats se ON se.id = rs.seat_id \
+               WHERE rs.reservation_id = r.id AND se.reservation_id = r.id AND se.status = 'HELD') \
+         RETURNING id, user_id",
         vec![dead.to_vec().into(), seat_ids.to_vec().into()],
     ))
     .all(txn)

@@ -45,6 +45,10 @@ impl MigratorTrait for Migrator {
                 up: HOLD_ROWS_WITHOUT_KEYS,
             }),
             common::migration::outbox_without_key_index(),
+            Box::new(SqlMigration {
+                name: "m20261207_000001_seats_hot_updates",
+                up: SEATS_HOT_UPDATES,
+            }),
         ]
     }
 }
@@ -321,6 +325,34 @@ ALTER TABLE seats DROP CONSTRAINT IF EXISTS seats_reservation_id_fkey;
 ALTER TABLE reservation_seats
     DROP CONSTRAINT IF EXISTS reservation_seats_reservation_id_fkey,
     DROP CONSTRAINT IF EXISTS reservation_seats_seat_id_fkey;
+"#;
+
+/// A hold's and a sale's updates of a seat become HOT (heap-only: the new row version goes on
+/// the same page and no index gets a new entry): `seats` loses its two indexes on the columns
+/// they change (`held_until` with its `status = 'HELD'` predicate, and `reservation_id`), and
+/// its pages keep a fifth free for the new versions (new pages only: those of the dates
+/// created from now on). Before, every claim and every sale of a seat wrote an entry in each
+/// of the table's four indexes. A seat is found by reservation through `reservation_seats`
+/// instead, and the expiry sweep reaches dead seats through their reservations; for that, a
+/// HELD seat's reservation is always HELD (`holds::retire_dead_holds`, `sweep::expire_holds`).
+/// A partial takeover could leave a dead hold's other seats HELD under an EXPIRED reservation,
+/// which the sweep used to free by the seat index: those are freed here (the inventory's
+/// resync counts them again). The hold's SQL through pgbench (16 clients, 10 s, in turn
+/// three times): 4,595, 4,297 and 4,186 holds/s without the indexes against 4,098, 4,221
+/// and 3,813 with them; in six alternated flash sales PostgreSQL for concert-api spent
+/// 1.25–1.32 times nginx's CPU against 1.27–1.41 (docs/BENCHMARKS.md).
+pub const SEATS_HOT_UPDATES: &str = r#"
+WITH orphan AS (
+    SELECT se.id, se.reservation_id FROM seats se JOIN reservations r ON r.id = se.reservation_id
+    WHERE se.status = 'HELD' AND r.status <> 'HELD'),
+off AS (
+    UPDATE reservation_seats rs SET active = false FROM orphan o
+    WHERE rs.reservation_id = o.reservation_id AND rs.seat_id = o.id AND rs.active)
+UPDATE seats se SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL
+FROM orphan o WHERE se.id = o.id;
+DROP INDEX IF EXISTS seats_held_until;
+DROP INDEX IF EXISTS seats_reservation;
+ALTER TABLE seats SET (fillfactor = 80);
 "#;
 
 /// A live date's seat map as one call whose plan is cached per connection and kept generic

@@ -14,6 +14,18 @@ use crate::domain::status::ReservationStatus;
 use crate::store::reservations::COLUMNS;
 use crate::store::stmt;
 
+/// Reservation `$1`'s seats, `id` and `status`: those it ever claimed (`reservation_seats`)
+/// that it still owns. `seats` has no index on `reservation_id` (its updates stay HOT: the
+/// migration `SEATS_HOT_UPDATES`); a reservation's rows of `reservation_seats` are a range of
+/// their primary key.
+pub(crate) const OWNED_BY_ONE: &str = "SELECT se.id, se.status FROM reservation_seats rs \
+    JOIN seats se ON se.id = rs.seat_id WHERE rs.reservation_id = $1 AND se.reservation_id = $1";
+
+/// The condition of an `UPDATE seats` on the seats reservation `$1` still holds, found as in
+/// [`OWNED_BY_ONE`].
+pub(crate) const HELD_BY_ONE: &str = "id IN (SELECT seat_id FROM reservation_seats WHERE reservation_id = $1) \
+    AND reservation_id = $1 AND status = 'HELD'";
+
 /// Reservation `id`, locked until the transaction ends.
 pub async fn lock<C: ConnectionTrait>(txn: &C, id: i64) -> Result<Option<Reservation>, DbErr> {
     Reservation::find_by_statement(stmt(
@@ -39,13 +51,12 @@ pub async fn sell<C: ConnectionTrait>(
     struct Sold {
         sold: i64,
     }
-    // The seats are found by `reservation_id` alone (materialized) and updated by primary
-    // key, so the planner cannot AND in the `status = 'HELD'` partial index: during a sale
-    // that index is full of entries for seats no longer held, and the bitmap over it made
-    // this statement cost ~10 ms instead of ~0.1 ms. The owner and status are still
-    // re-checked on each locked row (a takeover may have won it), written as expressions
-    // (`+ 0`, `|| ''`) no index or index predicate matches. Every part sees the seats `sold`
-    // returns, so the reservation and its event follow only a whole sale.
+    // The seats are found through `reservation_seats` (materialized: every seat the
+    // reservation ever claimed, kept only if it is still the seat's owner; `seats` has no
+    // index on `reservation_id`, see the migration `SEATS_HOT_UPDATES`) and updated by
+    // primary key. The owner and status are re-checked on each locked row (a takeover may
+    // have won it). Every part sees the seats `sold` returns, so the reservation and its
+    // event follow only a whole sale.
     let mut values: Vec<Value> = vec![
         r.id.into(),
         (r.seat_nos.len() as i64).into(),
@@ -55,11 +66,11 @@ pub async fn sell<C: ConnectionTrait>(
     let sold = Sold::find_by_statement(stmt(
         txn,
         &format!(
-            "WITH mine AS MATERIALIZED (SELECT id, status FROM seats WHERE reservation_id = $1), \
+            "WITH mine AS MATERIALIZED ({OWNED_BY_ONE}), \
              sold AS ( \
                 UPDATE seats SET status = 'SOLD', held_until = NULL FROM mine \
                 WHERE seats.id = mine.id \
-                AND seats.reservation_id + 0 = $1 AND seats.status || '' = 'HELD' \
+                AND seats.reservation_id = $1 AND seats.status = 'HELD' \
                 AND (SELECT count(*) FROM mine WHERE status = 'HELD') = $2 \
                 RETURNING seats.id), \
              whole AS (SELECT count(*) AS sold, count(*) = $2 AS ok FROM sold), \
@@ -185,9 +196,11 @@ pub async fn sell_each_at_once<C: ConnectionTrait>(
                 ORDER BY res.id \
                 FOR UPDATE OF res), \
              mine AS MATERIALIZED ( \
-                SELECT id, status, reservation_id FROM seats \
-                WHERE reservation_id = ANY (ARRAY (SELECT id FROM r)) \
-                ORDER BY id FOR UPDATE), \
+                SELECT se.id, se.status, se.reservation_id FROM seats se \
+                WHERE se.id IN (SELECT rs.seat_id FROM reservation_seats rs \
+                    WHERE rs.reservation_id = ANY (ARRAY (SELECT id FROM r))) \
+                  AND se.reservation_id = ANY (ARRAY (SELECT id FROM r)) \
+                ORDER BY se.id FOR UPDATE OF se), \
              sellable AS MATERIALIZED ( \
                 SELECT r.* FROM r WHERE cardinality(r.seat_nos) = ( \
                     SELECT count(*) FROM mine WHERE mine.reservation_id = r.id AND mine.status = 'HELD')), \
@@ -239,7 +252,7 @@ pub async fn sell_each_at_once<C: ConnectionTrait>(
     Ok(sold)
 }
 
-/// Ends hold `id` REJECTED and frees its seats (found by reservation only, as in
+/// Ends hold `id` REJECTED and frees its seats (found through `reservation_seats`, as in
 /// [`sell`]); answers how many seats were freed.
 pub async fn end_rejected<C: ConnectionTrait>(txn: &C, id: i64) -> Result<u64, DbErr> {
     #[derive(FromQueryResult)]
@@ -248,11 +261,11 @@ pub async fn end_rejected<C: ConnectionTrait>(txn: &C, id: i64) -> Result<u64, D
     }
     Ok(Freed::find_by_statement(stmt(
         txn,
-        "WITH freed AS (UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
-             WHERE reservation_id = $1 AND status || '' = 'HELD' RETURNING id), \
+        &format!("WITH freed AS (UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
+             WHERE {HELD_BY_ONE} RETURNING id), \
          off AS (UPDATE reservation_seats SET active = false WHERE reservation_id = $1 AND active), \
          r AS (UPDATE reservations SET status = 'REJECTED', updated_at = now() WHERE id = $1) \
-         SELECT count(*) AS freed FROM freed",
+         SELECT count(*) AS freed FROM freed"),
         vec![id.into()],
     ))
     .one(txn)

@@ -25,8 +25,17 @@ pub struct Sweep {
 /// Each transaction's freed seats move from `held` to `available` in `inventory` (if
 /// given) right after it commits.
 ///
-/// The longest dead go first, in the order of the `status = 'HELD'` partial indexes on
-/// `held_until`, so each statement reads only dead holds whatever the statistics say. In id
+/// The seats are found through their reservations: `seats` has no index on `held_until` or
+/// `reservation_id` (a hold's and a sale's updates of a seat stay HOT, see the migration
+/// `SEATS_HOT_UPDATES`). That finds every dead seat because a HELD seat's reservation is
+/// always HELD: a takeover ends a dead hold only once none of its seats is left HELD (see
+/// `holds::retire_dead_holds`), and here a reservation expires only when the first statement
+/// left none of its seats HELD (one locked by a hold or a payment stays for the next sweep,
+/// and with it its reservation).
+///
+/// The longest dead go first, in the order of the `status = 'HELD'` partial index on
+/// `reservations.held_until`, so each statement reads only dead holds whatever the statistics
+/// say. In id
 /// order the planner walked the primary key instead whenever the last `ANALYZE` had run
 /// during a sale (it then expected 20,000 dead holds where none were left): all 744,000
 /// reservations of the benchmark's database read, 170 ms of PostgreSQL every second the sweep
@@ -57,8 +66,12 @@ pub async fn expire_holds(
         let groups = Freed::find_by_statement(stmt(
             &txn,
             "WITH stale AS ( \
-                SELECT id FROM seats WHERE status = 'HELD' AND held_until < $1 \
-                ORDER BY held_until, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                SELECT se.id FROM reservations r \
+                JOIN reservation_seats rs ON rs.reservation_id = r.id \
+                JOIN seats se ON se.id = rs.seat_id \
+                WHERE r.status = 'HELD' AND r.held_until < $1 \
+                  AND se.reservation_id = r.id AND se.status = 'HELD' \
+                ORDER BY r.held_until, r.id, se.id LIMIT $2 FOR UPDATE OF se SKIP LOCKED), \
              off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id IN (SELECT id FROM stale)), \
              freed AS ( \
                 UPDATE seats se SET status = 'AVAILABLE', reservation_id = NULL, held_until = NULL \
@@ -74,7 +87,9 @@ pub async fn expire_holds(
         let gone = Gone::find_by_statement(stmt(
             &txn,
             "WITH dead AS ( \
-                SELECT id FROM reservations WHERE status = 'HELD' AND held_until < $1 \
+                SELECT id FROM reservations r WHERE status = 'HELD' AND held_until < $1 \
+                AND NOT EXISTS (SELECT 1 FROM reservation_seats rs JOIN seats se ON se.id = rs.seat_id \
+                    WHERE rs.reservation_id = r.id AND se.reservation_id = r.id AND se.status = 'HELD') \
                 ORDER BY held_until, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
              UPDATE reservations r SET status = 'EXPIRED', updated_at = now() FROM dead \
              WHERE r.id = dead.id RETURNING r.id, r.user_id",

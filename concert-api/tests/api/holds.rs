@@ -168,10 +168,12 @@ async fn an_unpaid_hold_frees_its_seats_after_hold_plus_grace_not_before() {
         .reservation(&buyers[0], first["id"].as_i64().unwrap())
         .await;
     assert_eq!(old["status"], "EXPIRED");
+    // The dead hold still has seat 6, so the sweep ends it (and writes `reservation.expired`)
+    // once that seat is freed: settlement.rs, a dead hold partly taken over.
     assert_eq!(
         s.count("SELECT count(*)::bigint AS n FROM outbox WHERE topic = 'reservation.expired'")
             .await,
-        1
+        0
     );
     // Seat 6 of the dead hold reads as available too, before any sweep.
     let map: Value = reqwest::Client::new()

@@ -189,6 +189,70 @@ async fn the_sweep_expires_dead_holds_frees_their_seats_and_emits_events() {
     );
 }
 
+/// A takeover ends a dead hold it took every seat of; one it took only some seats of still
+/// holds the rest, so it stays HELD (shown EXPIRED) until the sweep frees them and ends it:
+/// the sweep finds dead seats only through HELD reservations.
+#[tokio::test]
+async fn a_dead_hold_partly_taken_over_keeps_its_other_seats_until_the_sweep_ends_it() {
+    let s = spawn_app().await;
+    let (hold, grace) = (s.config.reservation.hold, s.config.reservation.grace);
+    let (concert, schedule) = s.concert_with_schedule(10, -60, 3600).await;
+    let buyers = s.buyers(2, concert).await;
+    let (_, pair) = s.hold(&buyers[0], schedule, &[1, 2]).await;
+    let (_, single) = s.hold(&buyers[0], schedule, &[3]).await;
+    let (pair, single) = (pair["id"].as_i64().unwrap(), single["id"].as_i64().unwrap());
+    s.clock.advance(hold + grace + Duration::from_secs(1));
+    let (status, taker) = s.hold(&buyers[1], schedule, &[1, 3]).await;
+    assert_eq!(status, 201, "{taker}");
+
+    let spawned = &s;
+    let held = move |id: i64| {
+        let sql = format!(
+            "SELECT count(*)::bigint AS n FROM reservations WHERE id = {id} AND status = 'HELD'"
+        );
+        async move { spawned.count(&sql).await }
+    };
+    assert_eq!(
+        held(single).await,
+        0,
+        "every seat taken: ended by the takeover"
+    );
+    assert_eq!(held(pair).await, 1, "seat 2 still its own");
+    assert_eq!(s.reservation(&buyers[0], pair).await["status"], "EXPIRED");
+    assert_eq!(outbox_count(&s, "reservation.expired").await, 1);
+
+    let sweep = concert_api::expire_holds(&s.db, &s.inventory(), s.clock.now(), grace)
+        .await
+        .unwrap();
+    assert_eq!((sweep.reservations_expired, sweep.seats_freed), (1, 1));
+    assert_eq!(held(pair).await, 0);
+    assert_eq!(outbox_count(&s, "reservation.expired").await, 2);
+    let again = concert_api::expire_holds(&s.db, &s.inventory(), s.clock.now(), grace)
+        .await
+        .unwrap();
+    assert_eq!((again.reservations_expired, again.seats_freed), (0, 0));
+    let taker = taker["id"].as_i64().unwrap();
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*)::bigint AS n FROM seats WHERE status = 'HELD' \
+             AND reservation_id = {taker} AND seat_no IN (1, 3)"
+        ))
+        .await,
+        2,
+        "the taker keeps what it took"
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM seats WHERE status = 'AVAILABLE'")
+            .await,
+        8
+    );
+    assert_eq!(
+        s.count("SELECT count(*)::bigint AS n FROM reservation_seats WHERE active")
+            .await,
+        2
+    );
+}
+
 #[tokio::test]
 async fn the_internal_endpoint_tells_payment_api_what_it_needs() {
     let s = spawn_app().await;
