@@ -924,14 +924,20 @@ const LIMITS: &str = "### What limits the figures
   lost its two partial indexes on the columns a hold changes (`held_until`,
   `reservation_id`) and keeps a fifth of each page free; seats are found by reservation
   through `reservation_seats`, and the expiry sweep reaches dead seats through their
-  reservations. pgbench-hold (16 clients, 10 s, the two in turn, indexes dropped by hand)
-  made 4,595, 4,297 and 4,186 holds/s against 4,098, 4,221 and 3,813 with them. In six
+  reservations. pgbench-hold (64 clients, 10 s, the two in turn, the indexes put back by
+  hand for the runs before) made 3,245, 3,493 and 3,411 holds/s against 2,881, 3,148 and
+  3,067 with them. In six
   alternated sales (bench/purchase-cost.sh, 10,000 fans; every seat update of the sales HOT
   by pg_stat_user_tables) PostgreSQL for concert-api spent 1.25-1.32 times nginx's CPU
   against 1.27-1.41 before, about 0.05 ms a purchase; the whole platform 5.71-6.29 times
-  nginx's against 6.03-6.29, within the sales' spread. The
-  organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a poll
-  at 10,000 reservations, growing with the concert.
+  nginx's against 6.03-6.29, within the sales' spread.
+- This file's machine was slower and less steady than the last one's, within the hour: the
+  build of this file sold out in 14.2-22.1 s at 4.37-6.48 ms a purchase in the six
+  alternated sales above. This file's run is the second of two `bench/run.sh` runs twenty
+  minutes apart; the first: sales of 20.3, 14.4 and 13.9 s at 6.51, 4.91 and 4.59 ms a
+  purchase, queue-join 6,299 req/s, hold-distinct 1,598 holds/s, pgbench-hold 2,803.
+- The organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a
+  poll at 10,000 reservations, growing with the concert.
 - The rows a hold writes have no foreign keys any more (`seats.reservation_id`, both columns
   of `reservation_seats`): their checks were three queries a hold, two of them locking the new
   reservation row. pgbench-hold (64 clients, 10 s, without and with the keys in turn, three
