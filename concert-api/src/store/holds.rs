@@ -10,6 +10,7 @@ use crate::domain::status::ReservationStatus;
 use crate::events;
 use crate::store::catalogue::ScheduleFacts;
 use crate::store::reservations::COLUMNS;
+use crate::store::settlement::HOLDS_NO_SEAT;
 use crate::store::stmt;
 
 /// What a claim found.
@@ -291,12 +292,11 @@ async fn retire_dead_holds<C: ConnectionTrait>(
     }
     let gone = Gone::find_by_statement(stmt(
         txn,
-        "WITH off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id = ANY($2)) \
-         UPDATE reservations r SET status = 'EXPIRED', updated_at = now() \
-         WHERE id = ANY($1) AND status = 'HELD' \
-           AND NOT EXISTS (SELECT 1 FROM reservation_seats rs JOIN seats se ON se.id = rs.seat_id \
-               WHERE rs.reservation_id = r.id AND se.reservation_id = r.id AND se.status = 'HELD') \
-         RETURNING id, user_id",
+        &format!(
+            "WITH off AS (UPDATE reservation_seats SET active = false WHERE active AND seat_id = ANY($2)) \
+             UPDATE reservations r SET status = 'EXPIRED', updated_at = now() \
+             WHERE id = ANY($1) AND status = 'HELD' AND {HOLDS_NO_SEAT} RETURNING id, user_id"
+        ),
         vec![dead.to_vec().into(), seat_ids.to_vec().into()],
     ))
     .all(txn)

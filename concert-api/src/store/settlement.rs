@@ -21,6 +21,13 @@ use crate::store::stmt;
 pub(crate) const OWNED_BY_ONE: &str = "SELECT se.id, se.status FROM reservation_seats rs \
     JOIN seats se ON se.id = rs.seat_id WHERE rs.reservation_id = $1 AND se.reservation_id = $1";
 
+/// True of a reservation `r` that holds no seat any more (found as in [`OWNED_BY_ONE`]): only
+/// then may a HELD one end, so that a HELD seat's reservation is always HELD, which the
+/// expiry sweep relies on to find every dead seat (`sweep::expire_holds`).
+pub(crate) const HOLDS_NO_SEAT: &str = "NOT EXISTS (SELECT 1 FROM reservation_seats rs \
+    JOIN seats se ON se.id = rs.seat_id \
+    WHERE rs.reservation_id = r.id AND se.reservation_id = r.id AND se.status = 'HELD')";
+
 /// The condition of an `UPDATE seats` on the seats reservation `$1` still holds, found as in
 /// [`OWNED_BY_ONE`].
 pub(crate) const HELD_BY_ONE: &str = "id IN (SELECT seat_id FROM reservation_seats WHERE reservation_id = $1) \

@@ -6,6 +6,7 @@ use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 
 use crate::events;
 use crate::store::inventory::{Change, Inventory};
+use crate::store::settlement::HOLDS_NO_SEAT;
 use crate::store::stmt;
 
 /// What one sweep did.
@@ -35,11 +36,10 @@ pub struct Sweep {
 ///
 /// The longest dead go first, in the order of the `status = 'HELD'` partial index on
 /// `reservations.held_until`, so each statement reads only dead holds whatever the statistics
-/// say. In id
-/// order the planner walked the primary key instead whenever the last `ANALYZE` had run
-/// during a sale (it then expected 20,000 dead holds where none were left): all 744,000
-/// reservations of the benchmark's database read, 170 ms of PostgreSQL every second the sweep
-/// ran (0.3 ms through the index, `EXPLAIN ANALYZE` with those statistics). While they
+/// say. In id order the planner walked the primary key instead whenever the last `ANALYZE`
+/// had run during a sale (it then expected 20,000 dead holds where none were left): all
+/// 744,000 reservations of the benchmark's database read, 170 ms of PostgreSQL every second
+/// the sweep ran (0.3 ms through the index, `EXPLAIN ANALYZE` with those statistics). While they
 /// lasted, PostgreSQL for batch took 0.76–1.23 ms of each purchase in four sales
 /// (`bench/purchase-cost.sh`); 0.13–0.31 ms otherwise.
 pub async fn expire_holds(
@@ -86,13 +86,13 @@ pub async fn expire_holds(
         let freed: u64 = groups.iter().map(|g| g.seats as u64).sum();
         let gone = Gone::find_by_statement(stmt(
             &txn,
-            "WITH dead AS ( \
-                SELECT id FROM reservations r WHERE status = 'HELD' AND held_until < $1 \
-                AND NOT EXISTS (SELECT 1 FROM reservation_seats rs JOIN seats se ON se.id = rs.seat_id \
-                    WHERE rs.reservation_id = r.id AND se.reservation_id = r.id AND se.status = 'HELD') \
-                ORDER BY held_until, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE reservations r SET status = 'EXPIRED', updated_at = now() FROM dead \
-             WHERE r.id = dead.id RETURNING r.id, r.user_id",
+            &format!(
+                "WITH dead AS ( \
+                    SELECT id FROM reservations r WHERE status = 'HELD' AND held_until < $1 \
+                    AND {HOLDS_NO_SEAT} ORDER BY held_until, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE reservations r SET status = 'EXPIRED', updated_at = now() FROM dead \
+                 WHERE r.id = dead.id RETURNING r.id, r.user_id"
+            ),
             vec![stale_before.into(), batch.into()],
         ))
         .all(&txn)
