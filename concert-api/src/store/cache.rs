@@ -6,23 +6,60 @@
 //! When an entry expires while fans keep asking for it, the misses arriving together in one
 //! process share one computation: the first asks the database, the others wait for its answer
 //! (a flash sale's schedule list was computed ~360 times a sale, several at once per expiry).
+//!
+//! Each process also keeps the bodies it read or wrote, by entry, with the version they were
+//! cached under and no longer than the Redis entry lives ([`Copies`]). A look then still asks
+//! Redis for the version (a write anywhere is seen at once), but a body this process already
+//! has under that version is not sent again: a flash sale's schedule list (100 dates, some
+//! 14 KiB) went through Redis's Lua and back to the process for every fan before.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::redis::RedisStore;
 use redis::Script;
 use tokio::sync::watch;
 
 /// Looks the current version up and reads the entry under it in one round trip.
-/// KEYS: the version. ARGV: the entries' prefix, what is cached. The entry's key depends on
-/// the version read here, so it cannot be declared; it shares the version's hash tag.
+/// KEYS: the version. ARGV: the entries' prefix, what is cached, the version of the copy the
+/// caller has ('' for none). The entry's key depends on the version read here, so it cannot
+/// be declared; it shares the version's hash tag.
+/// → {version, body or false, its remaining lifetime in ms, 0}, or {version, false, 0, 1}
+///   when the caller's copy is of the current version (the entry is not sent again).
 const READ: &str = r#"
 local v = redis.call('GET', KEYS[1]) or '0'
-return {v, redis.call('GET', ARGV[1] .. v .. ':' .. ARGV[2]) or false}
+if v == ARGV[3] then return {v, false, 0, 1} end
+local key = ARGV[1] .. v .. ':' .. ARGV[2]
+local body = redis.call('GET', key)
+if not body then return {v, false, 0, 0} end
+return {v, body, redis.call('PTTL', key), 0}
 "#;
+
+/// Bodies this process keeps, at most this many entries (what is cached varies with the
+/// query: a page size, a cursor).
+const MAX_COPIES: usize = 1_000;
+
+/// A body this process has: the version it was cached under and until when it may be served
+/// (no later than the Redis entry's own end).
+#[derive(Clone)]
+struct Kept {
+    version: String,
+    body: String,
+    until: Instant,
+}
+
+/// The bodies this process has, by what is cached.
+type Copies = Arc<Mutex<HashMap<String, Kept>>>;
+
+/// What Redis answered to a look.
+enum Look {
+    /// The caller's copy is of the current version.
+    Current,
+    /// The entry under the current version, if any, and until when it lives at the latest.
+    Entry(Option<(String, Instant)>),
+}
 
 /// Misses being computed in this process, by version and entry: the answer, once there.
 type Waiting = HashMap<String, watch::Receiver<Option<String>>>;
@@ -34,6 +71,7 @@ pub struct CatalogueCache {
     ttl: Duration,
     read: Script,
     in_flight: InFlight,
+    copies: Copies,
 }
 
 /// The computation of one miss, owned by the request computing it. Dropping it (the answer
@@ -57,10 +95,8 @@ enum Miss {
     Wait(watch::Receiver<Option<String>>),
 }
 
-fn lock(in_flight: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
-    in_flight
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl CatalogueCache {
@@ -70,6 +106,7 @@ impl CatalogueCache {
             ttl,
             read: Script::new(READ),
             in_flight: Arc::default(),
+            copies: Arc::default(),
         }
     }
 
@@ -96,22 +133,74 @@ impl CatalogueCache {
         self.redis.key("cache:{catalogue}:")
     }
 
+    /// This process's copy of `what`, if it may still be served.
+    fn copy(&self, what: &str) -> Option<Kept> {
+        lock(&self.copies)
+            .get(what)
+            .filter(|c| c.until > Instant::now())
+            .cloned()
+    }
+
+    /// Keeps `body` as `what` under `version` until `until` (no later than its Redis entry).
+    fn keep(&self, what: &str, version: &str, body: &str, until: Instant) {
+        let now = Instant::now();
+        let mut copies = lock(&self.copies);
+        if copies.len() >= MAX_COPIES && !copies.contains_key(what) {
+            copies.retain(|_, c| c.until > now);
+            if copies.len() >= MAX_COPIES {
+                return;
+            }
+        }
+        copies.insert(
+            what.to_owned(),
+            Kept {
+                version: version.to_owned(),
+                body: body.to_owned(),
+                until,
+            },
+        );
+    }
+
+    /// Asks Redis for the current version and, unless `have` (the version of this process's
+    /// copy) is it, the entry under it.
+    async fn look(&self, what: &str, have: &str) -> redis::RedisResult<(String, Look)> {
+        let asked = Instant::now();
+        let mut conn = self.redis.conn();
+        let (version, body, lives_ms, current): (String, Option<String>, i64, bool) = self
+            .read
+            .key(self.version_key())
+            .arg(self.entry_prefix())
+            .arg(what)
+            .arg(have)
+            .invoke_async(&mut conn)
+            .await?;
+        let look = match body {
+            _ if current => Look::Current,
+            // An entry with no lifetime (PTTL -1; every put sets one) is not copied.
+            Some(body) => Look::Entry(Some((
+                body,
+                asked + Duration::from_millis(u64::try_from(lives_ms).unwrap_or(0)),
+            ))),
+            None => Look::Entry(None),
+        };
+        Ok((version, look))
+    }
+
     /// The cached body for `what` and the version it was looked up under. A Redis failure
     /// is a miss: the database answers instead.
     async fn get(&self, what: &str) -> (Option<String>, String) {
         if self.ttl.is_zero() {
             return (None, "0".into());
         }
-        let mut conn = self.redis.conn();
-        let res: redis::RedisResult<(String, Option<String>)> = self
-            .read
-            .key(self.version_key())
-            .arg(self.entry_prefix())
-            .arg(what)
-            .invoke_async(&mut conn)
-            .await;
-        match res {
-            Ok((version, body)) => (body, version),
+        let copy = self.copy(what);
+        let have = copy.as_ref().map_or("", |c| c.version.as_str());
+        match self.look(what, have).await {
+            Ok((version, Look::Current)) => (copy.map(|c| c.body), version),
+            Ok((version, Look::Entry(Some((body, until))))) => {
+                self.keep(what, &version, &body, until);
+                (Some(body), version)
+            }
+            Ok((version, Look::Entry(None))) => (None, version),
             Err(e) => {
                 tracing::warn!(error = %e, "catalogue cache read failed");
                 (None, "0".into())
@@ -158,6 +247,7 @@ impl CatalogueCache {
         if self.ttl.is_zero() {
             return;
         }
+        let written = Instant::now();
         let mut conn = self.redis.conn();
         let key = format!("{}{version}:{what}", self.entry_prefix());
         let res: redis::RedisResult<()> = redis::cmd("SET")
@@ -167,8 +257,9 @@ impl CatalogueCache {
             .arg(self.ttl.as_millis() as u64)
             .query_async(&mut conn)
             .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "catalogue cache write failed");
+        match res {
+            Ok(()) => self.keep(what, version, body, written + self.ttl),
+            Err(e) => tracing::warn!(error = %e, "catalogue cache write failed"),
         }
     }
 

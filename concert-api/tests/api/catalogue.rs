@@ -1,5 +1,9 @@
 //! Admin writes, public lists with cursors and cache invalidation, the seat map's guard.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use concert_api::store::cache::CatalogueCache;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
@@ -342,4 +346,66 @@ async fn a_seat_map_read_a_moment_ago_shows_holds_made_here_at_once_and_other_ne
         concert_api::store::seat_maps::FRESH_FOR.num_milliseconds() as u64 + 50,
     ));
     assert_eq!(held(&map().await), vec![2, 9]);
+}
+
+/// What `cache` answers for `what`, and whether it had to compute it.
+async fn through(cache: &CatalogueCache, what: &str, fresh: &str) -> (String, bool) {
+    let computed = AtomicU32::new(0);
+    let body = cache
+        .read_through(what, || async {
+            computed.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(fresh.to_owned())
+        })
+        .await
+        .unwrap();
+    (body, computed.load(Ordering::Relaxed) == 1)
+}
+
+#[tokio::test]
+async fn a_process_serves_its_own_copy_while_the_version_stands_and_sees_a_write_anywhere_at_once()
+{
+    let s = spawn_app().await;
+    let ttl = Duration::from_millis(600);
+    let (a, b) = (
+        CatalogueCache::new(s.redis(), ttl),
+        CatalogueCache::new(s.redis(), ttl),
+    );
+    assert_eq!(through(&a, "list", "one").await, ("one".into(), true));
+    assert_eq!(
+        through(&b, "list", "unused").await,
+        ("one".into(), false),
+        "another process reads what the first cached"
+    );
+
+    // The entry is changed behind the processes' backs, under the same version: a process
+    // with a copy is not sent the entry again; one without reads it.
+    let redis = s.redis();
+    let mut conn = redis.conn();
+    let version: String = redis::cmd("GET")
+        .arg(redis.key("cache:{catalogue}:version"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|_| "0".into());
+    let _: () = redis::cmd("SET")
+        .arg(redis.key(&format!("cache:{{catalogue}}:{version}:list")))
+        .arg("changed")
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(through(&b, "list", "unused").await, ("one".into(), false));
+    let c = CatalogueCache::new(s.redis(), ttl);
+    assert_eq!(
+        through(&c, "list", "unused").await,
+        ("changed".into(), false)
+    );
+
+    // A write through any process moves the version: every copy is stale at once.
+    a.invalidate().await;
+    assert_eq!(through(&b, "list", "two").await, ("two".into(), true));
+    assert_eq!(through(&c, "list", "unused").await, ("two".into(), false));
+
+    // A copy lives no longer than the entry it was read from.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(through(&c, "list", "three").await, ("three".into(), true));
 }
