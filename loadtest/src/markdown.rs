@@ -931,11 +931,41 @@ const LIMITS: &str = "### What limits the figures
   by pg_stat_user_tables) PostgreSQL for concert-api spent 1.25-1.32 times nginx's CPU
   against 1.27-1.41 before, about 0.05 ms a purchase; the whole platform 5.71-6.29 times
   nginx's against 6.03-6.29, within the sales' spread.
-- This file's machine was slower and less steady than the last one's, within the hour: the
-  build of this file sold out in 14.2-22.1 s at 4.37-6.48 ms a purchase in the six
-  alternated sales above. This file's run is the second of two `bench/run.sh` runs twenty
-  minutes apart; the first: sales of 20.3, 14.4 and 13.9 s at 6.51, 4.91 and 4.59 ms a
-  purchase, queue-join 6,299 req/s, hold-distinct 1,598 holds/s, pgbench-hold 2,803.
+- Where a purchase's time goes, by what the platform runs (the build before this file's two
+  changes, `bench/purchase-cost.sh`, 10,000 fans, two sales): in PostgreSQL
+  (pg_stat_statements) the hold's claim 1.19 ms of wall time a call and 14 WAL records, the
+  payment 0.68 ms and 19, the settlement 0.41 ms and 20 a reservation (in batches of about
+  ten), the seat map 0.19 ms (1.16 reads a purchase); a commit's fdatasync here is 124 µs,
+  a third of it system CPU (pg_test_fsync). In Redis (every command in the slow log over one
+  run) the scripts are nine tenths of its command time: the status stream's opening look
+  19,915 calls at 57 µs, the join 10,071 at 58, the pass check 16,618 at 33, the inventory
+  update 9,269 at 54, the catalogue read 6,116 at 68, admission's ticks 1,201 at 272, the
+  sessions' GETEX 51,757 at 4.8 (wall time inside Redis on a busy machine; at rest the
+  inventory update takes 18.7 µs and a script that only returns 4.9). The broker spends
+  31 ms of CPU a second at rest, half of it in its network threads. perf over 10 s of a
+  sale (-a, 499 Hz): PostgreSQL 35 % of the samples, the services' workers 23 %, nginx 9 %,
+  the broker 7 %, the load tool 7 %, Redis 6 %, idle 12 %; the kernel's network code about
+  a tenth of all of them.
+- A schedule list (100 dates, 18 KiB) went from Redis through Lua to concert-api for every
+  fan that read it, about 1.2 times a purchase, though it only changes every 2 s or at an
+  admin write. Each process now keeps the bodies it read, no longer than their Redis entry
+  lives, and the read script sends only the version when the caller's copy is current. Redis
+  CPU for one such read (20,000 in a row, INFO cpu): 98 µs before, 53 µs after. Three
+  alternated pairs of sales (bench/purchase-cost.sh, 10,000 fans): the whole platform 6.70,
+  6.54 and 6.49 times nginx's CPU against 6.84, 6.73 and 6.76 before, Redis and concert-api
+  within the sales' spread.
+- Route matching in the services used regex-lite (actix-web without its `unicode` feature):
+  0.42 % of the machine's samples during a sale (perf, as above), 0.11 % with the regex crate.
+- Group commit was tried (`commit_delay` 200 µs): a fifth fewer WAL flushes (15,884 and
+  16,166 against 20,506 and 19,924 over a run), PostgreSQL's CPU against nginx's within the
+  spread (1.36 and 1.38 for concert-api against 1.39 and 1.41), payment → CONFIRMED p99 327
+  and 304 ms against 443 and 186. Not kept.
+- This file's machine was the slowest yet: the baseline's bare route 11,704 req/s against
+  31,902 in the file before, and its speed moved by half from one sale to the next. The build
+  of this file sold out in 12.9-15.0 s at 4.32-4.82 ms a purchase in five sales an hour
+  earlier (bench/purchase-cost.sh, 10,000 fans; nginx 0.66-0.72 ms a purchase then, 1.19 in
+  this file), and in 21.2 s at 6.55 ms in a first `bench/run.sh` run half an hour before this
+  one (baseline 24,875 req/s).
 - The organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a
   poll at 10,000 reservations, growing with the concert.
 - The rows a hold writes have no foreign keys any more (`seats.reservation_id`, both columns
