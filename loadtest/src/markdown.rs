@@ -961,11 +961,13 @@ const LIMITS: &str = "### What limits the figures
   spread (1.36 and 1.38 for concert-api against 1.39 and 1.41), payment → CONFIRMED p99 327
   and 304 ms against 443 and 186. Not kept.
 - This file's machine was the slowest yet: the baseline's bare route 11,704 req/s against
-  31,902 in the file before, and its speed moved by half from one sale to the next. The build
-  of this file sold out in 12.9-15.0 s at 4.32-4.82 ms a purchase in five sales an hour
+  31,902 in the file before, and its speed moved by half from one sale to the next. An hour
   earlier (bench/purchase-cost.sh, 10,000 fans; nginx 0.66-0.72 ms a purchase then, 1.19 in
-  this file), and in 21.2 s at 6.55 ms in a first `bench/run.sh` run half an hour before this
-  one (baseline 24,875 req/s).
+  this file) the build with the catalogue copies but the old route matching sold out in 13.1,
+  14.1 and 15.0 s at 4.51, 4.69 and 4.41 ms a purchase (worst endpoint p99 318, 297 and 262
+  ms), the build before it in 12.9, 13.8 and 15.4 s at 4.32, 4.74 and 4.82 ms; a first
+  `bench/run.sh` run of the catalogue build, half an hour before this one (baseline 24,875
+  req/s), sold out in 21.2 s at 6.55 ms.
 - The organiser's sale view reads every reservation of the concert: 9 ms and 5,600 buffers a
   poll at 10,000 reservations, growing with the concert.
 - The rows a hold writes have no foreign keys any more (`seats.reservation_id`, both columns
