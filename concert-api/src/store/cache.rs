@@ -11,7 +11,7 @@
 //! cached under and no longer than the Redis entry lives ([`Copies`]). A look then still asks
 //! Redis for the version (a write anywhere is seen at once), but a body this process already
 //! has under that version is not sent again: a flash sale's schedule list (100 dates, some
-//! 14 KiB) went through Redis's Lua and back to the process for every fan before.
+//! 18 KiB) went through Redis's Lua and back to the process for every fan before.
 
 use std::collections::HashMap;
 use std::future::Future;
