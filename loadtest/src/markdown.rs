@@ -775,10 +775,14 @@ const LIMITS: &str = "### What limits the figures
   80.1 µs of concert-api's CPU a request with `regex-lite`; 72,377, 72,515 and 72,784 at
   103.1, 102.3 and 102.9 µs with `regex`.
 - A sold-out room sweeps its line until the fans who left have lapsed (the waiting idle
-  timeout, 120 s): up to 256 heartbeat lookups a tick. After each sale of 10,000 fans that
-  is about 6,000 Redis commands a second and 12 ms of Redis's CPU a second for two minutes
-  (bench/purchase-cost.sh's idle window, against 600 and 8.5 ms with no room to sweep), which
-  the next sale measured shortly after pays: some 0.04 ms a purchase. Left as it is.
+  timeout, 120 s): up to 256 heartbeat lookups a tick. The passes used to follow one another
+  for those two minutes, looking again and again at fans whose heartbeats could not have
+  lapsed yet: after each sale of 10,000 fans, about 6,000 Redis commands a second and 12 ms
+  of Redis's CPU a second, which the next sale measured shortly after paid. A pass that
+  reaches the end of the line now rests half the idle timeout before the next. A sale, then
+  60 s at rest with its room's ~4,800 fans left in line (two pairs, alternated): Redis 11
+  and 13 ms of CPU a second before, 8 and 7 after (3 with no room to sweep); its `EXISTS`
+  calls 1,059 and 1,078 a second before, 143 after.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four

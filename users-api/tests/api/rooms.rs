@@ -572,19 +572,44 @@ async fn a_sold_out_room_lets_go_of_the_fans_who_left_and_is_no_longer_ticked() 
         );
 
         // The others' heartbeats lapse. 256 places a tick are looked at, from where the last
-        // tick stopped (after the first 256 above), round to the front again.
+        // tick stopped (after the first 256 above) to the end of the line; then the sweep
+        // rests for half the idle timeout (1.5 s of the app's clock) before it starts again
+        // from the front.
         let others: Vec<&str> = joined[10..]
             .iter()
             .map(|(_, b)| b["token"].as_str().unwrap())
             .filter(|t| *t != keeper_token)
             .collect();
         until_lapsed(&s, 3, &others).await;
-        let mut swept = Vec::new();
-        for _ in 0..4 {
-            let a = room.admit(3, s.clock.now()).await.unwrap();
-            swept.push((a.abandoned, a.waiting));
-        }
-        assert_eq!(swept, vec![(256, 334), (78, 256), (255, 1), (0, 1)]);
+        // The ticks are given their time, so that the rest is exactly that long whatever the
+        // machine's pauses.
+        let tick = async |at| {
+            let a = room.admit(3, at).await.unwrap();
+            (a.abandoned, a.waiting)
+        };
+        let t0 = s.clock.now();
+        let rested = t0 + chrono::Duration::milliseconds(1_500);
+        let swept = vec![
+            tick(t0).await,
+            tick(t0).await,
+            tick(t0).await,
+            tick(rested - chrono::Duration::milliseconds(1)).await,
+            tick(rested).await,
+            tick(rested).await,
+            tick(rested).await,
+        ];
+        assert_eq!(
+            swept,
+            vec![
+                (256, 334),
+                (78, 256),
+                (0, 256),
+                (0, 256),
+                (255, 1),
+                (0, 1),
+                (0, 1)
+            ]
+        );
         // The place of a fan who left was lost, as anywhere; joining again is refused.
         let st = s.poll_ok(&c, last_user, last_token).await;
         assert_eq!(st["status"], "EXPIRED");
