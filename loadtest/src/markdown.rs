@@ -783,6 +783,15 @@ const LIMITS: &str = "### What limits the figures
   60 s at rest with its room's ~4,800 fans left in line (two pairs, alternated): Redis 11
   and 13 ms of CPU a second before, 8 and 7 after (3 with no room to sweep); its `EXISTS`
   calls 1,059 and 1,078 a second before, 143 after.
+- Tried in the same round and not kept (bench/purchase-cost.sh, 10,000 fans, alternated
+  pairs, each sale's platform CPU read against the load tool's own, whose work is the same in
+  every sale): PostgreSQL over its Unix socket once more, 9.09 and 8.78 times the load tool
+  against 8.96 and 8.94 over TCP, although pgbench's read-only round trip costs the machine
+  33 µs over the socket against 58 over TCP; the status streams through users-api's main
+  ports and nginx's idle connections instead of a new connection to the stream listener for
+  each, 8.21 and 8.43 against 8.43 and 8.54; a stream at the front looking every 2 s instead
+  of every second (`QUEUE_SSE_POLL_MS`), 35 % fewer frames (32,857 and 28,686 against 50,282
+  and 43,206) for 9.15 and 8.86 against 8.85 and 8.18.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
