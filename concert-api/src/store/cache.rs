@@ -43,10 +43,11 @@ const MAX_COPIES: usize = 1_000;
 
 /// A body this process has: the version it was cached under and until when it may be served
 /// (no later than the Redis entry's own end).
+/// The body is shared: a look hands it out without copying it.
 #[derive(Clone)]
 struct Kept {
     version: String,
-    body: String,
+    body: Arc<str>,
     until: Instant,
 }
 
@@ -141,9 +142,13 @@ impl CatalogueCache {
             .cloned()
     }
 
-    /// Keeps `body` as `what` under `version` until `until` (no later than its Redis entry).
+    /// Keeps `body` as `what` under `version` until `until` (no later than its Redis entry);
+    /// a body already past its end is not kept.
     fn keep(&self, what: &str, version: &str, body: &str, until: Instant) {
         let now = Instant::now();
+        if until <= now {
+            return;
+        }
         let mut copies = lock(&self.copies);
         if copies.len() >= MAX_COPIES && !copies.contains_key(what) {
             copies.retain(|_, c| c.until > now);
@@ -155,7 +160,7 @@ impl CatalogueCache {
             what.to_owned(),
             Kept {
                 version: version.to_owned(),
-                body: body.to_owned(),
+                body: Arc::from(body),
                 until,
             },
         );
@@ -195,7 +200,7 @@ impl CatalogueCache {
         let copy = self.copy(what);
         let have = copy.as_ref().map_or("", |c| c.version.as_str());
         match self.look(what, have).await {
-            Ok((version, Look::Current)) => (copy.map(|c| c.body), version),
+            Ok((version, Look::Current)) => (copy.map(|c| String::from(&*c.body)), version),
             Ok((version, Look::Entry(Some((body, until))))) => {
                 self.keep(what, &version, &body, until);
                 (Some(body), version)
