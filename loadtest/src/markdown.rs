@@ -792,6 +792,21 @@ const LIMITS: &str = "### What limits the figures
   each, 8.21 and 8.43 against 8.43 and 8.54; a stream at the front looking every 2 s instead
   of every second (`QUEUE_SSE_POLL_MS`), 35 % fewer frames (32,857 and 28,686 against 50,282
   and 43,206) for 9.15 and 8.86 against 8.85 and 8.18.
+- Tried on 7 December in the evening and not kept (the same command and reading):
+  - The services talking to Redis over its Unix socket (a `redis+unix://` REDIS_URL).
+    redis-benchmark's GET costs Redis 5.7–6.4 µs over the socket against 8.2–9.1 over TCP,
+    and the client 7.8–8.5 against 10.3–11.4. In a sale, three pairs: 8.46, 9.89 and 9.00
+    times the load tool against 8.34, 8.55 and 9.05 over TCP. Redis's CPU was 0.52–0.60 of
+    nginx's against 0.55–0.59. What the socket saves a round trip is smaller than what one
+    sale differs from the next.
+  - mimalloc 2 instead of 3 (the crate's `v2` feature; `_mi_page_malloc_zero` is 11 % of
+    users-api's samples in perf during queue-join). queue-join, 10 s on a fresh stack, three
+    pairs: users-api's CPU 1.24–1.28 of nginx's against 1.18–1.30, and 7,256–8,114 joins a
+    second against 7,094–8,613.
+  - PostgreSQL pools of 6 connections instead of 16 (`DATABASE_POOL_SIZE`). Two pairs:
+    8.94 and 8.43 times the load tool against 8.93 and 8.72. PostgreSQL for concert-api was
+    1.31–1.33 of nginx's CPU against 1.42. The sales sold out in 24.5 and 18.1 s against 13.9
+    and 20.8 s: holds waited for a connection, and the pace admitted fewer fans.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
