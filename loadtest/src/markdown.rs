@@ -544,8 +544,9 @@ const LIMITS: &str = "### What limits the figures
   batch is handled again one message at a time, each effect once by its inbox): concert-api
   settles the payments in one statement (the common case; the others alone), payment-api
   records the confirmations in one, users-api retires the buyers in one script a concert.
-  PostgreSQL transactions a purchase went from 5.15 to 3.16 (the sales of the run that brought
-  them against those of the run before). Alternated sales (bench/purchase-cost.sh, 10,000 fans): payment-api's
+  PostgreSQL transactions a purchase went from 5.15 to 3.16 (the sales of the run that
+  brought them against those of the run before). Alternated sales (bench/purchase-cost.sh,
+  10,000 fans): payment-api's
   PostgreSQL 0.60, 0.61 and 0.68 ms a purchase against 0.83, 0.85 and 0.82, payment-api 0.32,
   0.34 and 0.38 against 0.43; then concert-api's PostgreSQL 1.16 and 1.09 against 1.69 and
   1.60, concert-api 0.85 and 0.79 against 1.06 and 0.96, payment → CONFIRMED p99 286 and 264
@@ -572,8 +573,9 @@ const LIMITS: &str = "### What limits the figures
   was tried: nginx 0.74 and 0.75 ms a purchase with it, 0.70 and 0.75 without; not kept.
 - The run of 6 December, 23:35 (mimalloc in every binary) met a slower machine than the one
   before it, three hours earlier: the baseline's bare route 30,134 req/s against 33,150. Its
-  sales against those of the run before: 17.4 s (16.8–17.6) against 17.5 s (15.7–17.7), 5.66 ms a purchase (5.49–5.71)
-  against 5.72 (5.31–5.78), the worst endpoint's p99 397 ms (397–486) against 444 (444–725).
+  sales against those of the run before: 17.4 s (16.8–17.6) against 17.5 s (15.7–17.7),
+  5.66 ms a purchase (5.49–5.71) against 5.72 (5.31–5.78), the worst endpoint's p99 397 ms
+  (397–486) against 444 (444–725).
   Against nginx's CPU, whose work is the same in both (the load tool's own CPU, the control
   the run before used, changed with the allocator): the three services 2.13–2.15 of it
   against 2.33–2.36, users-api 0.61–0.63 against 0.76–0.79, the whole platform 6.90–7.09
@@ -961,7 +963,8 @@ const LIMITS: &str = "### What limits the figures
   nginx's against 6.03-6.29, within the sales' spread.
 - Where a purchase's time goes, by what the platform runs (the build before the catalogue
   copies and the regex route matching below, `bench/purchase-cost.sh`, 10,000 fans, two
-  sales): in PostgreSQL (pg_stat_statements) the hold's claim 1.19 ms of wall time a call and 14 WAL records, the
+  sales): in PostgreSQL (pg_stat_statements) the hold's claim 1.19 ms of wall time a call
+  and 14 WAL records, the
   payment 0.68 ms and 19, the settlement 0.41 ms and 20 a reservation (in batches of about
   ten), the seat map 0.19 ms (1.16 reads a purchase); a commit's fdatasync here is 124 µs,
   a third of it system CPU (pg_test_fsync). In Redis (every command in the slow log over one

@@ -42,8 +42,8 @@ return {v, body, redis.call('PTTL', key), 0}
 const MAX_COPIES: usize = 1_000;
 
 /// A body this process has: the version it was cached under and until when it may be served
-/// (no later than the Redis entry's own end).
-/// The body is shared: a look hands it out without copying it.
+/// (no later than the Redis entry's own end). The body is shared, so taking a copy out of the
+/// map does not duplicate it; it is copied once, into the answer, when it is served.
 #[derive(Clone)]
 struct Kept {
     version: String,
