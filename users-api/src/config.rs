@@ -73,7 +73,7 @@ impl QueueConfig {
                 auto: env.choice("QUEUE_PACE", "auto", &["auto", "fixed"])? == "auto",
                 target: env.millis("QUEUE_PACE_TARGET_MS", 100, 1..=60_000)?,
                 start: env.parse("QUEUE_PACE_START", 100, 1..=1_000_000)?,
-                step_per_second: env.parse("QUEUE_PACE_STEP", 50, 1..=1_000_000)?,
+                step_per_second: env.parse("QUEUE_PACE_STEP", 100, 1..=1_000_000)?,
             },
         })
     }

@@ -7,7 +7,12 @@
 //!
 //! - while holds and payments answer within the target (their p90 over the last second, on
 //!   every instance) and no database pool is saturated, a window that is full grows by
-//!   `QUEUE_PACE_STEP` a second (additive increase);
+//!   `QUEUE_PACE_STEP` a second (additive increase). The crowd's first seconds (every fan
+//!   joining at once) slow the checkout, so the window comes out of them cut; at 50 a second
+//!   it took 4–6 s to grow back to the 250–400 a busy sale keeps active, and the machine ran
+//!   at 1.3–1.7 of its 2 cores meanwhile (/proc/stat every 250 ms). At 100, six alternated
+//!   pairs of `bench/purchase-cost.sh` (10,000 fans, 5,000 seats) sold out in 11.2–12.1 s
+//!   (mean 11.6) against 11.5–12.4 (mean 11.9), at the same CPU a purchase and worst p99;
 //! - when they do not, it shrinks to 85 % (multiplicative decrease), at most once a second:
 //!   the samples cover a second, so a second cut would answer the same slowness twice. The
 //!   samples reach the window a second or two after the fans it admitted, so a deep cut
@@ -47,7 +52,7 @@ pub struct PaceConfig {
     pub target: Duration,
     /// `QUEUE_PACE_START` (100): a room's first window.
     pub start: u32,
-    /// `QUEUE_PACE_STEP` (50): how much a full window grows per second while the checkout
+    /// `QUEUE_PACE_STEP` (100): how much a full window grows per second while the checkout
     /// keeps up.
     pub step_per_second: u32,
 }
