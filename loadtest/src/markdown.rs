@@ -529,7 +529,11 @@ const LIMITS: &str = "### What limits the figures
 - queue-join is two Redis round trips (session, then the join script) against a baseline
   that touches nothing.
 - The flash sale is bound by CPU per purchase: selling 5,000 seats in 10 s on two cores
-  leaves 4 ms of CPU for each, and the platform spends the figure in the table above. Per
+  leaves 4 ms of CPU for each, the load tool's own (0.4–0.5 ms a purchase on a fast hour of
+  this machine) included, and only with both cores busy from the first second to the last.
+  The platform spends the figure in the table above, so even at 3.7–3.9 ms the sale needs
+  10.5–11 s of both cores, and the crowd's entry and the last seats leave them partly idle
+  for about a second. Per
   purchase it makes about 10 HTTP requests through nginx (two joins and two event streams,
   as half the fans leave empty-handed; the schedule list, the seat map, the hold, the payment
   and a look at the reservation), about 3.2 PostgreSQL transactions over two databases, most
@@ -809,6 +813,28 @@ const LIMITS: &str = "### What limits the figures
     8.94 and 8.43 times the load tool against 8.93 and 8.72. PostgreSQL for concert-api was
     1.31–1.33 of nginx's CPU against 1.42. The sales sold out in 24.5 and 18.1 s against 13.9
     and 20.8 s: holds waited for a connection, and the pace admitted fewer fans.
+- 7 December at night (bench/purchase-cost.sh, 10,000 fans, alternated pairs):
+  - Kept: the admission window grows by 100 a second instead of 50 (`QUEUE_PACE_STEP`). The
+    crowd's first seconds slow the checkout, so the window leaves them cut; at 50 a second it
+    took 4–6 s to grow back to the 250–400 fans a busy sale keeps active, and the machine ran
+    at 1.3–1.7 of its 2 cores meanwhile (/proc/stat every 250 ms, after 2 s at 2.0). Six
+    pairs: sold out in 11.2, 11.3, 11.8, 12.1, 11.4 and 11.7 s against 11.6, 11.5, 12.1,
+    12.4, 12.3 and 11.5 s; 3.71–4.12 ms a purchase against 3.64–4.17; worst p99 272–452 ms
+    against 299–362.
+  - Kept: the sell-out time is read on the database's clock, from the opening to the last
+    confirmation. The watcher that decides the sale is over looks every 250 ms, and its
+    moment was up to a look and a query late: one sale's last confirmation came 13.09 s
+    after the opening (the opening read from the load tool's log every 5 ms) while the
+    watcher said 13.40 s.
+  - Not kept: admission ticks every 100 ms instead of 250 (`QUEUE_ADMIT_INTERVAL_MS`), so a
+    slot a buyer leaves is given again sooner. With the step of 100, four pairs sold out in
+    10.7–11.2 s (mean 11.0) against 11.1–12.2 (mean 11.5), but cost 3.78–3.97 ms a purchase
+    against 3.50–3.99 (means 3.87 and 3.72) and had a worst p99 of 247–408 ms against 245–380
+    (means 331 and 288): half a second of sell-out paid with two other targets.
+  - Measured and left alone: the benchmark databases had grown to 1,234 concerts, 1.14 million
+    seats and 2.6 GB over the weeks. On fresh databases (and an emptied Redis) three sales
+    cost 8.44, 8.42 and 8.50 times the load tool against 8.55, 8.90 and 8.80 on the grown
+    ones: 3 % or less, under one sale's spread.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
