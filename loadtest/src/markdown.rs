@@ -835,6 +835,36 @@ const LIMITS: &str = "### What limits the figures
     seats and 2.6 GB over the weeks. On fresh databases (and an emptied Redis) three sales
     cost 8.44, 8.42 and 8.50 times the load tool against 8.55, 8.90 and 8.80 on the grown
     ones: 3 % or less, under one sale's spread.
+- 8 December after midnight (bench/purchase-cost.sh, 10,000 fans, alternated pairs):
+  - Measured what the commits' WAL flushes still cost a sale, with `synchronous_commit = off`
+    (for the measurement only). The whole cluster, five pairs: sold out in 11.4, 9.8, 11.7,
+    10.3 and 10.9 s (mean 10.8) against 12.4, 11.6, 11.8, 10.9 and 12.8 (mean 11.9); 3.37–4.07
+    ms a purchase (mean 3.75) against 3.63–4.49 (mean 4.06). The concert database alone,
+    three pairs: 10.5, 10.4 and 10.3 s against 11.3, 10.9 and 10.8; 3.55–3.62 ms against
+    3.62–3.99. A flush here takes 81 µs (pg_test_fsync). The holds, payments and settlements
+    keep waiting for theirs: a crash that forgot a hold could hand its reservation id out
+    again (the id sequence's advance reaches the disk only with the flush of a transaction
+    that used it), and a payment or a settlement must never be forgotten.
+  - Not kept: the outbox relay's mark committed without waiting for its flush (its loss only
+    sends the rows again, which the inbox absorbs). Three pairs sold out in 11.4, 12.3 and
+    11.6 s against 11.6, 10.5 and 11.1; WAL flushes a sale (pg_stat_wal) 8,899–9,518 against
+    9,467–9,914: a few hundred flushes fewer in a sale of ten thousand, too few to show.
+  - Not kept: the window growing by 200 a second (`QUEUE_PACE_STEP=200`). Three pairs sold
+    out in 11.0, 11.4 and 11.3 s against 11.7, 12.8 and 11.6, but the join's p99 rose to 303,
+    457 and 348 ms against 249, 241 and 226: the admitted fans' checkout met the crowd's joins
+    sooner. It trades the p99 target for most of a second of sell-out, and meets neither.
+  - Not kept: a first window of 50 instead of 100 (`QUEUE_PACE_START=50`), so that fewer
+    admitted fans shop while the crowd joins. Eleven pairs, in a slow hour of the machine (the
+    load tool 0.42–0.60 ms a purchase): it sold out first in six of them, and the means were
+    12.9 and 13.4 s; the worst p99 was lower in seven, 257–420 ms against 286–718. Within the
+    sales' spread.
+  - Not kept: nginx accepting the crowd's connections in bursts (`multi_accept on`) and only
+    once their request has arrived (`listen … deferred`). Three pairs: nginx spent 1.30–1.31
+    times the load tool's CPU against 1.32–1.35, and the sales sold out in 15.6, 12.2 and
+    10.9 s against 13.7, 11.1 and 11.1.
+  - The load tool, profiled over one sale (perf): parsing the answers' JSON is about a tenth
+    of its samples, the rest is spread over hyper, tokio and the kernel, with no hot spot
+    worth a change; it spends 0.41–0.48 ms a purchase.
 - Tried and not kept, within that drift: mimalloc as the allocator of the services and the
   load tool (glibc's malloc is 7–10 % of a service's CPU in perf; 6.93 and 5.42 ms a purchase
   with glibc, 7.17 and 5.81 with mimalloc, alternated; tried a third time for the four
