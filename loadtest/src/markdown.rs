@@ -848,7 +848,7 @@ const LIMITS: &str = "### What limits the figures
   - Not kept: the outbox relay's mark committed without waiting for its flush (its loss only
     sends the rows again, which the inbox absorbs). Three pairs sold out in 11.4, 12.3 and
     11.6 s against 11.6, 10.5 and 11.1; WAL flushes a sale (pg_stat_wal) 8,899–9,518 against
-    9,467–9,914: a few hundred flushes fewer in a sale of ten thousand, too few to show.
+    9,467–9,914: a few hundred flushes fewer in a sale of about 9,500, too few to show.
   - Not kept: the window growing by 200 a second (`QUEUE_PACE_STEP=200`). Three pairs sold
     out in 11.0, 11.4 and 11.3 s against 11.7, 12.8 and 11.6, but the join's p99 rose to 303,
     457 and 348 ms against 249, 241 and 226: the admitted fans' checkout met the crowd's joins

@@ -70,8 +70,8 @@ pub struct Figures {
     pub fans: Option<u64>,
     pub seats: Option<u64>,
     /// flash-sale: from the opening until every seat was SOLD in the database, both read on
-    /// the database's clock (the last confirmation's time) (`None`: the sale did not sell out
-    /// before `--max-duration`).
+    /// the database's clock (the last confirmation's time; when either cannot be read, until
+    /// the watcher saw it). `None`: the sale did not sell out before `--max-duration`.
     pub sell_out_seconds: Option<f64>,
     /// flash-sale: seats bought (CONFIRMED seen by the buyer) / `sell_out_seconds`.
     pub purchases_per_second: Option<f64>,

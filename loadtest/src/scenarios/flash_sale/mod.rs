@@ -424,8 +424,9 @@ async fn database_now(db: &sqlx::PgPool) -> Option<DateTime<Utc>> {
 
 /// From the opening to the last sale, both on the database's clock. The watcher looks every
 /// 250 ms, so the moment it sees the last seat SOLD is up to a look (and its query) late: in
-/// one sale it said 13.40 s where the last confirmation came 13.09 s after the opening. `None` (the watcher's
-/// moment is kept) without both times, or if the last sale seems to precede the opening.
+/// one sale it said 13.40 s where the last confirmation came 13.09 s after the opening.
+/// `None` (the watcher's moment is kept) without both times, or if the last sale seems to
+/// precede the opening.
 fn sold_out_after(
     opened_at: Option<DateTime<Utc>>,
     sell_out: Option<&SellOut>,
